@@ -1,0 +1,362 @@
+"""The ``opsc`` command line. Exit codes: 0 success, 1 the operation failed, 2 bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from opsconductor import logs
+from opsconductor.config import Settings, load_settings
+from opsconductor.db import assets as asset_store
+from opsconductor.db import executions, migrations, steps
+from opsconductor.db.connection import Database, database_url
+from opsconductor.engine import Engine, StepEvent
+from opsconductor.errors import BadInput, OpsError
+from opsconductor.inventory import Asset, resolve_plan
+from opsconductor.plan import load_plan_file
+from opsconductor.plan_hash import plan_hash
+from opsconductor.status_machine import Status
+from opsconductor.submission import Request, submit
+
+app = typer.Typer(
+    help="OpsConductor Execution: run infrastructure operations plans safely.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+assets_app = typer.Typer(help="The inventory of assets plans can target.", no_args_is_help=True)
+app.add_typer(assets_app, name="assets")
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+STATUS_STYLE = {
+    "completed": "green",
+    "running": "cyan",
+    "failed": "red",
+    "timeout": "red",
+    "partial": "yellow",
+    "cancelled": "magenta",
+    "skipped": "dim",
+    "pending": "dim",
+}
+
+
+def _exec(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    """Run async work; turn our errors into one line on stderr and their exit code."""
+    settings = load_settings()
+    logs.configure()
+    try:
+        return asyncio.run(work(settings))
+    except OpsError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+
+
+@asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[Database]:
+    db = Database(database_url(settings), min_size=1, max_size=4)
+    async with db:
+        await migrations.migrate(db)  # zero set-up: a new database is ready on first use
+        yield db
+
+
+def _styled(status: str) -> str:
+    style = STATUS_STYLE.get(status, "white")
+    return f"[{style}]{status}[/{style}]"
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+
+    async def work(settings: Settings) -> list[str]:
+        async with Database(database_url(settings), max_size=1) as db:
+            return await migrations.migrate(db)
+
+    applied = _exec(work)
+    out.print(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+@app.command()
+def validate(plan_file: Annotated[Path, typer.Argument(help="Plan file, YAML or JSON")]) -> None:
+    """Check a plan and resolve its targets without running anything."""
+    plan = _plan_or_exit(plan_file)
+
+    async def work(settings: Settings) -> None:
+        async with _database(settings) as db, db.connection() as conn:
+            await asset_store.ensure_tenant(conn, settings.tenant)
+            inventory = await asset_store.list_all(conn, settings.tenant)
+        targets = resolve_plan(plan, inventory)
+        out.print(f"[green]valid[/green]: {plan.name} ({len(plan.steps)} steps)")
+        for step, step_targets in zip(plan.steps, targets, strict=True):
+            names = ", ".join(a.asset_id for a in step_targets)
+            out.print(f"  {step.name} [{step.type}/{step.action_class}] -> {names}")
+        out.print(f"plan hash: {plan_hash(plan, targets)}")
+
+    _exec(work)
+
+
+def _plan_or_exit(path: Path) -> Any:
+    try:
+        return load_plan_file(path)
+    except OpsError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+
+
+@app.command()
+def run(
+    plan_file: Annotated[Path, typer.Argument(help="Plan file, YAML or JSON")],
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", "-k", help="Deduplicate on this key")
+    ] = None,
+) -> None:
+    """Validate, submit and run a plan here and now, showing progress; exit 0 if completed."""
+    plan = _plan_or_exit(plan_file)
+    if plan.approval_level > 0:
+        err.print(
+            f"[red]error:[/red] approval_level: {plan.approval_level} needs a human approval, "
+            "and the approval workflow is not built yet; use approval_level: 0"
+        )
+        raise typer.Exit(2)
+
+    async def work(settings: Settings) -> str:
+        async with _database(settings) as db:
+            submitted = await submit(
+                db, Request(plan, settings.tenant, settings.actor, idempotency_key)
+            )
+            execution = submitted.execution
+            if not submitted.created:
+                out.print(
+                    f"already submitted within the deduplication window: execution "
+                    f"{execution['id']} ({execution['status']}). Pass --idempotency-key to "
+                    "run it again."
+                )
+            if execution["status"] == Status.APPROVED:
+                # New, or left unstarted by an earlier run that died: the engine's
+                # compare-and-set makes sure only one process runs it.
+                out.print(f"execution {execution['id']} ({plan.name})")
+                await _run_with_progress(db, settings, execution)
+            await _show(db, settings.tenant, str(execution["id"]), events=False)
+            async with db.connection() as conn:
+                final = await executions.get(conn, settings.tenant, str(execution["id"]))
+            return str(final["status"])
+
+    status = _exec(work)
+    raise typer.Exit(0 if status == Status.COMPLETED else 1)
+
+
+async def _run_with_progress(db: Database, settings: Settings, execution: dict[str, Any]) -> None:
+    async with db.connection() as conn:
+        total = len(await steps.list_for(conn, execution["id"]))
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=out,
+        transient=True,
+    )
+    task = progress.add_task("running", total=total)
+
+    def observe(event: StepEvent) -> None:
+        label = f"{event.step_name} @ {event.asset_id}"
+        if event.status == "running":
+            retry = f" (attempt {event.attempt})" if event.attempt > 1 else ""
+            progress.update(task, description=f"running {label}{retry}")
+            return
+        detail = f": {event.detail}" if event.detail else ""
+        progress.console.print(f"  {_styled(event.status)} {label}{detail}", highlight=False)
+        if event.final:
+            progress.advance(task)
+
+    engine = Engine(db, actor_id=settings.actor, observer=observe)
+    with progress:
+        await engine.run(settings.tenant, execution["id"])
+
+
+async def _show(db: Database, tenant: str, execution_id: str, *, events: bool) -> None:
+    async with db.connection() as conn:
+        execution = await executions.get(conn, tenant, execution_id)
+        step_rows = await steps.list_for(conn, execution["id"])
+        history = await executions.events(conn, execution["id"]) if events else []
+    reason = f" — {execution['status_reason']}" if execution["status_reason"] else ""
+    out.print(
+        f"[bold]{execution['plan_name']}[/bold]  {execution['id']}  "
+        f"{_styled(execution['status'])}{reason}",
+        highlight=False,
+    )
+    out.print(
+        f"actor {execution['actor_id']} · {execution['sla_class']}/{execution['mode']} · "
+        f"plan hash {execution['plan_hash'][:16]}… · "
+        f"created {execution['created_at']:%Y-%m-%d %H:%M:%S}",
+        highlight=False,
+    )
+    table = Table("#", "step", "target", "try", "status", "exit", "time", "output / error")
+    for row in step_rows:
+        took = ""
+        if row["started_at"] and row["finished_at"]:
+            took = f"{(row['finished_at'] - row['started_at']).total_seconds():.2f}s"
+        text = (row["error"] or row["output"] or row["stderr"] or "").strip()
+        table.add_row(
+            str(row["step_index"]),
+            row["step_name"],
+            row["target_asset_id"],
+            str(row["attempt"]),
+            _styled(row["status"]),
+            "" if row["exit_code"] is None else str(row["exit_code"]),
+            took,
+            text[-200:],
+        )
+    out.print(table)
+    if events:
+        history_table = Table("id", "at", "event", "change", "actor", "details")
+        for ev in history:
+            change = f"{ev['from_status'] or ''} → {ev['to_status']}" if ev["to_status"] else ""
+            history_table.add_row(
+                str(ev["id"]),
+                f"{ev['created_at']:%H:%M:%S.%f}"[:-3],
+                ev["event_type"],
+                change,
+                ev["actor_id"],
+                json.dumps(ev["payload"], default=str)[:120],
+            )
+        out.print(history_table)
+
+
+@app.command()
+def show(
+    execution_id: Annotated[str, typer.Argument(help="Execution id or a 6+ char prefix")],
+) -> None:
+    """One execution: its steps, their outputs and its event history."""
+
+    async def work(settings: Settings) -> None:
+        async with _database(settings) as db:
+            await _show(db, settings.tenant, execution_id, events=True)
+
+    _exec(work)
+
+
+@app.command("list")
+def list_(
+    status: Annotated[str | None, typer.Option(help="Only executions in this status")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first")] = 20,
+) -> None:
+    """Recent executions, newest first."""
+    if status is not None and status not in set(Status):
+        err.print(f"[red]error:[/red] --status: must be one of {', '.join(Status)}")
+        raise typer.Exit(2)
+
+    async def work(settings: Settings) -> None:
+        async with _database(settings) as db, db.connection() as conn:
+            rows = await executions.list_recent(conn, settings.tenant, status=status, limit=limit)
+        table = Table("id", "plan", "status", "actor", "created", "reason")
+        for row in rows:
+            table.add_row(
+                str(row["id"]),
+                row["plan_name"],
+                _styled(row["status"]),
+                row["actor_id"],
+                f"{row['created_at']:%Y-%m-%d %H:%M:%S}",
+                row["status_reason"] or "",
+            )
+        out.print(table)
+
+    _exec(work)
+
+
+def _tags(values: list[str]) -> dict[str, str]:
+    tags = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BadInput(f"--tag {item!r}: use KEY=VALUE")
+        tags[key] = value
+    return tags
+
+
+@assets_app.command("add")
+def assets_add(
+    asset_id: Annotated[str, typer.Argument(help="Unique id, e.g. web-1")],
+    hostname: Annotated[str | None, typer.Option(help="Defaults to the id")] = None,
+    address: Annotated[str | None, typer.Option(help="Defaults to the hostname")] = None,
+    environment: Annotated[str, typer.Option(help="dev, staging, prod, ...")] = "dev",
+    connection: Annotated[str, typer.Option(help="local or ssh")] = "local",
+    port: Annotated[int | None, typer.Option(min=1, max=65535)] = None,
+    os_name: Annotated[str | None, typer.Option("--os")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None,
+) -> None:
+    """Add an asset to the inventory."""
+    if connection not in ("local", "ssh"):
+        err.print("[red]error:[/red] --connection: must be 'local' or 'ssh'")
+        raise typer.Exit(2)
+
+    async def work(settings: Settings) -> Asset:
+        asset = Asset(
+            asset_id=asset_id,
+            hostname=hostname or asset_id,
+            address=address or hostname or asset_id,
+            environment=environment,
+            connection_type=connection,
+            port=port,
+            os=os_name,
+            tags=_tags(tag or []),
+        )
+        async with _database(settings) as db, db.connection() as conn:
+            await asset_store.ensure_tenant(conn, settings.tenant)
+            return await asset_store.add(conn, settings.tenant, asset)
+
+    added = _exec(work)
+    out.print(f"added {added.asset_id} ({added.hostname}, {added.environment})")
+
+
+@assets_app.command("list")
+def assets_list() -> None:
+    """The inventory of the current tenant."""
+
+    async def work(settings: Settings) -> list[Asset]:
+        async with _database(settings) as db, db.connection() as conn:
+            await asset_store.ensure_tenant(conn, settings.tenant)
+            return await asset_store.list_all(conn, settings.tenant)
+
+    table = Table("id", "hostname", "address", "environment", "connection", "tags")
+    for a in _exec(work):
+        tags = ", ".join(f"{k}={v}" for k, v in sorted(a.tags.items()))
+        table.add_row(a.asset_id, a.hostname, a.address, a.environment, a.connection_type, tags)
+    out.print(table)
+
+
+@assets_app.command("remove")
+def assets_remove(asset_id: str) -> None:
+    """Remove an asset from the inventory."""
+
+    async def work(settings: Settings) -> bool:
+        async with _database(settings) as db, db.connection() as conn:
+            return await asset_store.delete(conn, settings.tenant, asset_id)
+
+    if not _exec(work):
+        err.print(f"[red]error:[/red] asset {asset_id!r} not found")
+        raise typer.Exit(2)
+    out.print(f"removed {asset_id}")
+
+
+def main() -> None:
+    app(prog_name="opsc")
+
+
+if __name__ == "__main__":
+    main()

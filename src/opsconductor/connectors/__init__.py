@@ -1,0 +1,1 @@
+"""Connectors: how a step reaches a target (local process today; SSH, HTTP, SQL later)."""

@@ -1,0 +1,99 @@
+"""Run a shell command on this machine, bounded in time, output capped, killable as a group."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opsconductor.output import OutputBuffer
+
+#: Seconds between SIGTERM and SIGKILL when a command must stop.
+KILL_GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool
+    cancelled: bool
+    duration_s: float
+
+
+async def _pump(stream: asyncio.StreamReader, sink: OutputBuffer) -> None:
+    while chunk := await stream.read(65_536):
+        sink.feed(chunk)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM the whole process group, SIGKILL it after a grace period."""
+    _signal_group(proc.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
+    except TimeoutError:
+        _signal_group(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+
+async def run_command(
+    command: str,
+    *,
+    timeout_s: float,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    cancel: asyncio.Event | None = None,
+) -> CommandResult:
+    """Run ``command`` under ``/bin/sh``; stop it on timeout or when ``cancel`` is set."""
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_shell(
+        command,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        start_new_session=True,  # own process group, so a kill reaches its children too
+    )
+    out, err = OutputBuffer(), OutputBuffer()
+    assert proc.stdout is not None and proc.stderr is not None
+    pumps = asyncio.gather(_pump(proc.stdout, out), _pump(proc.stderr, err), proc.wait())
+    stopper = asyncio.ensure_future(cancel.wait()) if cancel else None
+    waiters: set[asyncio.Future[Any]] = {pumps, stopper} if stopper else {pumps}
+    try:
+        done, _ = await asyncio.wait(
+            waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+    except asyncio.CancelledError:  # our caller gave up: the process must not outlive it
+        await asyncio.shield(_stop(proc))
+        pumps.cancel()
+        raise
+    timed_out = not done
+    cancelled = stopper is not None and stopper in done and pumps not in done
+    if stopper:
+        stopper.cancel()
+    if timed_out or cancelled:
+        await _stop(proc)
+        # Grandchildren may hold the pipes open after the kill; don't wait on them forever.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(pumps), 1.0)
+        pumps.cancel()
+    return CommandResult(
+        exit_code=proc.returncode,
+        stdout=out.render(),
+        stderr=err.render(),
+        timed_out=timed_out,
+        cancelled=cancelled,
+        duration_s=time.monotonic() - started,
+    )

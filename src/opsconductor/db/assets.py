@@ -1,0 +1,62 @@
+"""Storage of the inventory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from opsconductor.db import queries
+from opsconductor.db.connection import Conn
+from opsconductor.errors import BadInput
+from opsconductor.inventory import Asset
+
+Q = queries.load("assets")
+
+
+async def ensure_tenant(conn: Conn, tenant_id: str) -> None:
+    try:
+        await conn.execute(Q["ensure_tenant"], {"tenant_id": tenant_id})
+    except psycopg.errors.CheckViolation:
+        raise BadInput(
+            f"tenant {tenant_id!r}: use 1-63 lower-case letters, digits, '-' or '_'"
+        ) from None
+
+
+async def list_all(conn: Conn, tenant_id: str) -> list[Asset]:
+    cur = await conn.execute(Q["list_assets"], {"tenant_id": tenant_id})
+    return [Asset.from_row(row) for row in await cur.fetchall()]
+
+
+async def by_ids(conn: Conn, tenant_id: str, asset_ids: Iterable[str]) -> dict[str, Asset]:
+    cur = await conn.execute(
+        Q["assets_by_id"], {"tenant_id": tenant_id, "asset_ids": sorted(set(asset_ids))}
+    )
+    return {row["asset_id"]: Asset.from_row(row) for row in await cur.fetchall()}
+
+
+async def add(conn: Conn, tenant_id: str, asset: Asset) -> Asset:
+    params: dict[str, Any] = {
+        **{k: getattr(asset, k) for k in Asset.__dataclass_fields__},
+        "tenant_id": tenant_id,
+        "tags": Jsonb(dict(asset.tags)),
+    }
+    try:
+        cur = await conn.execute(Q["insert_asset"], params)
+    except psycopg.errors.UniqueViolation as exc:
+        what = "hostname" if "hostname" in str(exc) else "asset id"
+        raise BadInput(f"asset {asset.asset_id!r}: {what} already exists") from None
+    except psycopg.errors.CheckViolation as exc:
+        constraint = exc.diag.constraint_name or ""
+        field = constraint.removeprefix("assets_").removesuffix("_check") or "asset"
+        raise BadInput(f"asset {asset.asset_id!r}: invalid {field}") from None
+    row = await cur.fetchone()
+    assert row is not None
+    return Asset.from_row(row)
+
+
+async def delete(conn: Conn, tenant_id: str, asset_id: str) -> bool:
+    cur = await conn.execute(Q["delete_asset"], {"tenant_id": tenant_id, "asset_id": asset_id})
+    return await cur.fetchone() is not None

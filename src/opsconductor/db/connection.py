@@ -1,0 +1,67 @@
+"""Connection pool and the one place where driver errors become ``DatabaseError``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from opsconductor.config import Settings
+from opsconductor.db import embedded
+from opsconductor.errors import DatabaseError
+
+Conn = psycopg.AsyncConnection[dict[str, Any]]
+
+
+def database_url(settings: Settings) -> str:
+    """External server if ``DATABASE_URL`` is set, else the embedded one under ``$OPSC_HOME``."""
+    return settings.database_url or embedded.start(settings.pgdata)
+
+
+class Database:
+    """A pool of connections to one database; ``connection()`` lends one out."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self.url = url
+        self.pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"row_factory": dict_row, "autocommit": True},
+            open=False,
+        )
+
+    async def open(self) -> None:
+        try:
+            await self.pool.open(wait=True, timeout=15)
+        except psycopg.Error as exc:
+            raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
+        except Exception as exc:  # PoolTimeout is not a psycopg.Error
+            raise DatabaseError(f"cannot connect to PostgreSQL at {self.url}: {exc}") from exc
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def __aenter__(self) -> Database:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise DatabaseError(f"database error: {exc}") from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
+        async with self.connection() as conn, conn.transaction():
+            yield conn

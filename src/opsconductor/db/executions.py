@@ -1,0 +1,226 @@
+"""Storage of executions: race-safe submission, compare-and-set transitions, events."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from opsconductor import status_machine
+from opsconductor.db import queries, steps
+from opsconductor.db.connection import Conn, Database
+from opsconductor.errors import BadInput, NotFound, StaleStatus
+from opsconductor.idempotency import DEDUP_WINDOW, RETRYABLE
+from opsconductor.status_machine import Status
+
+Q = queries.load("executions")
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NewExecution:
+    tenant_id: str
+    actor_id: str
+    idempotency_key: str
+    plan_name: str
+    plan_snapshot: dict[str, Any]
+    plan_hash: str
+    mode: str
+    sla_class: str
+    approval_level: int
+    priority: int
+    estimated_duration_s: float
+    #: (step_index, step_name, step_type, asset_id) for every first attempt
+    step_targets: list[tuple[int, str, str, str]]
+
+
+@dataclass(frozen=True)
+class Submitted:
+    execution: Row
+    created: bool
+    #: set when this submission retried a failed execution under the same key
+    retry_of: uuid.UUID | None = None
+
+
+async def submit(db: Database, new: NewExecution) -> Submitted:
+    """Create the execution, or return the one that already holds the idempotency key.
+
+    Race-safe by the partial unique index: of N concurrent identical submissions one
+    INSERT wins, the others wait for it to commit, find it and return it.
+    """
+    async with db.transaction() as conn:
+        retry_of: uuid.UUID | None = None
+        for _ in range(5):  # each pass either returns or frees the key once
+            row = await _insert(conn, new, retry_of)
+            if row is not None:
+                await _after_insert(conn, new, row, retry_of)
+                return Submitted(row, created=True, retry_of=retry_of)
+            cur = await conn.execute(
+                Q["lock_active_by_key"],
+                {**_key(new), "window_s": DEDUP_WINDOW.total_seconds()},
+            )
+            held = await cur.fetchone()
+            if held is None:
+                continue  # released between our INSERT and SELECT: try the INSERT again
+            if held["status"] in RETRYABLE or held["window_passed"]:
+                await conn.execute(Q["release_key"], {"id": held["id"]})
+                retry_of = held["id"] if held["status"] in RETRYABLE else None
+                continue
+            await append_event(conn, held, "duplicate_submission", new.actor_id, {})
+            return Submitted(_strip(held), created=False)
+    raise StaleStatus(f"idempotency key {new.idempotency_key} kept changing hands; try again")
+
+
+def _key(new: NewExecution) -> dict[str, Any]:
+    return {"tenant_id": new.tenant_id, "idempotency_key": new.idempotency_key}
+
+
+def _strip(row: Row) -> Row:
+    return {k: v for k, v in row.items() if k != "window_passed"}
+
+
+async def _insert(conn: Conn, new: NewExecution, retry_of: uuid.UUID | None) -> Row | None:
+    cur = await conn.execute(
+        Q["insert_execution"],
+        {
+            **_key(new),
+            "id": uuid.uuid4(),
+            "actor_id": new.actor_id,
+            "retry_of": retry_of,
+            "plan_name": new.plan_name,
+            "plan_snapshot": Jsonb(new.plan_snapshot),
+            "plan_hash": new.plan_hash,
+            "status": status_machine.initial_status(new.approval_level).value,
+            "mode": new.mode,
+            "sla_class": new.sla_class,
+            "approval_level": new.approval_level,
+            "priority": new.priority,
+            "estimated_duration_s": new.estimated_duration_s,
+            "trace_id": uuid.uuid4().hex,
+        },
+    )
+    return await cur.fetchone()
+
+
+async def _after_insert(
+    conn: Conn, new: NewExecution, row: Row, retry_of: uuid.UUID | None
+) -> None:
+    payload: dict[str, Any] = {"plan_hash": new.plan_hash, "idempotency_key": new.idempotency_key}
+    if retry_of:
+        payload["retry_of"] = str(retry_of)
+    await conn.execute(
+        Q["insert_event"],
+        {
+            "execution_id": row["id"],
+            "tenant_id": row["tenant_id"],
+            "event_type": "submitted",
+            "to_status": row["status"],
+            "actor_id": new.actor_id,
+            "payload": Jsonb(payload),
+        },
+    )
+    await steps.insert_pending(conn, row["id"], new.tenant_id, new.step_targets)
+
+
+async def append_event(
+    conn: Conn, execution: Row, event_type: str, actor_id: str, payload: dict[str, Any]
+) -> int:
+    cur = await conn.execute(
+        Q["insert_event"],
+        {
+            "execution_id": execution["id"],
+            "tenant_id": execution["tenant_id"],
+            "event_type": event_type,
+            "to_status": None,
+            "actor_id": actor_id,
+            "payload": Jsonb(payload),
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row["id"])
+
+
+async def transition(
+    conn: Conn,
+    execution_id: uuid.UUID,
+    current: Status,
+    target: Status,
+    *,
+    actor_id: str,
+    reason: str | None = None,
+    payload: dict[str, Any] | None = None,
+    timeout_at: datetime | None = None,
+    worker_id: str | None = None,
+) -> int:
+    """Compare-and-set ``current -> target``; returns the event id. Of two concurrent
+    writers from the same status exactly one wins, the other gets ``StaleStatus``."""
+    status_machine.check(current, target)
+    cur = await conn.execute(
+        Q["transition"],
+        {
+            "id": execution_id,
+            "from": current.value,
+            "to": target.value,
+            "terminal": status_machine.is_terminal(target),
+            "reason": reason,
+            "actor_id": actor_id,
+            "payload": Jsonb({"reason": reason, **(payload or {})} if reason else payload or {}),
+            "timeout_at": timeout_at,
+            "worker_id": worker_id,
+        },
+    )
+    row = await cur.fetchone()
+    if row is None:
+        cur = await conn.execute(Q["current_status"], {"id": execution_id})
+        now = await cur.fetchone()
+        if now is None:
+            raise NotFound(f"execution {execution_id} does not exist")
+        raise StaleStatus(
+            f"execution {execution_id} is {now['status']}, not {current}: "
+            f"cannot move it to {target}"
+        )
+    return int(row["id"])
+
+
+async def get(conn: Conn, tenant_id: str, execution_id: str) -> Row:
+    """By full id or by a unique prefix of at least 6 characters (as ``opsc show`` prints)."""
+    try:
+        full = uuid.UUID(execution_id)
+    except ValueError:
+        full = None
+    if full is not None:
+        cur = await conn.execute(Q["get_execution"], {"tenant_id": tenant_id, "id": full})
+        rows = await cur.fetchall()
+    elif len(execution_id) >= 6 and all(c in "0123456789abcdef-" for c in execution_id.lower()):
+        cur = await conn.execute(
+            Q["find_execution_by_prefix"], {"tenant_id": tenant_id, "prefix": execution_id.lower()}
+        )
+        rows = await cur.fetchall()
+        if len(rows) > 1:
+            raise BadInput(f"execution id {execution_id!r} is ambiguous: give more characters")
+    else:
+        raise BadInput(f"execution id {execution_id!r} is not a UUID or a prefix of 6+ hex digits")
+    if not rows:
+        raise NotFound(f"execution {execution_id} not found")
+    return rows[0]
+
+
+async def list_recent(conn: Conn, tenant_id: str, *, status: str | None, limit: int) -> list[Row]:
+    cur = await conn.execute(
+        Q["list_executions"], {"tenant_id": tenant_id, "status": status, "limit": limit}
+    )
+    return await cur.fetchall()
+
+
+async def events(conn: Conn, execution_id: uuid.UUID, after: int = 0) -> list[Row]:
+    cur = await conn.execute(Q["list_events"], {"execution_id": execution_id, "after": after})
+    return await cur.fetchall()
+
+
+async def policies(conn: Conn) -> list[Row]:
+    cur = await conn.execute(Q["load_policies"])
+    return await cur.fetchall()

@@ -1,0 +1,24 @@
+-- The inventory.
+
+-- name: list_assets
+SELECT * FROM execution.assets WHERE tenant_id = %(tenant_id)s ORDER BY asset_id
+
+-- name: assets_by_id
+SELECT * FROM execution.assets
+WHERE tenant_id = %(tenant_id)s AND asset_id = ANY(%(asset_ids)s)
+ORDER BY asset_id
+
+-- name: insert_asset
+INSERT INTO execution.assets
+    (tenant_id, asset_id, hostname, address, port, os, environment, connection_type,
+     credential_ref, tags)
+VALUES (%(tenant_id)s, %(asset_id)s, %(hostname)s, %(address)s, %(port)s, %(os)s,
+        %(environment)s, %(connection_type)s, %(credential_ref)s, %(tags)s)
+RETURNING *
+
+-- name: delete_asset
+DELETE FROM execution.assets WHERE tenant_id = %(tenant_id)s AND asset_id = %(asset_id)s
+RETURNING asset_id
+
+-- name: ensure_tenant
+INSERT INTO execution.tenants (tenant_id) VALUES (%(tenant_id)s) ON CONFLICT DO NOTHING

@@ -1,0 +1,43 @@
+-- Step rows: one per (step, target, attempt); the first attempt of every pair is created
+-- pending at submission so progress can count what is left.
+
+-- name: insert_pending_steps
+INSERT INTO execution.execution_steps
+    (execution_id, tenant_id, step_index, step_name, step_type, target_asset_id, status,
+     attempt)
+SELECT %(execution_id)s, %(tenant_id)s, s.step_index, s.step_name, s.step_type, s.asset_id,
+       'pending', 1
+FROM unnest(%(step_index)s::int[], %(step_name)s::text[], %(step_type)s::text[],
+            %(asset_id)s::text[]) AS s(step_index, step_name, step_type, asset_id)
+
+-- name: start_attempt
+INSERT INTO execution.execution_steps
+    (execution_id, tenant_id, step_index, step_name, step_type, target_asset_id, status,
+     attempt, retry_count, started_at)
+VALUES (%(execution_id)s, %(tenant_id)s, %(step_index)s, %(step_name)s, %(step_type)s,
+        %(asset_id)s, 'running', %(attempt)s, %(retry_count)s, now())
+ON CONFLICT (execution_id, step_index, target_asset_id, attempt) DO UPDATE
+    SET status = 'running', retry_count = EXCLUDED.retry_count, started_at = now()
+    WHERE execution_steps.status = 'pending'
+RETURNING id
+
+-- name: finish_attempt
+UPDATE execution.execution_steps SET
+    status = %(status)s, finished_at = now(), exit_code = %(exit_code)s, output = %(output)s,
+    stderr = %(stderr)s, error = %(error)s
+WHERE id = %(id)s AND status = 'running'
+
+-- name: skip_pending
+UPDATE execution.execution_steps SET status = 'skipped', finished_at = now()
+WHERE execution_id = %(execution_id)s AND status = 'pending'
+
+-- name: list_steps
+SELECT * FROM execution.execution_steps
+WHERE execution_id = %(execution_id)s
+ORDER BY step_index, target_asset_id, attempt
+
+-- name: latest_results
+SELECT DISTINCT ON (target_asset_id) target_asset_id, status, exit_code, output
+FROM execution.execution_steps
+WHERE execution_id = %(execution_id)s AND step_index = %(step_index)s
+ORDER BY target_asset_id, attempt DESC

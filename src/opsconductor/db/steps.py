@@ -1,0 +1,102 @@
+"""Storage of step attempts."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from opsconductor.db import queries
+from opsconductor.db.connection import Conn
+
+Q = queries.load("steps")
+Row = dict[str, Any]
+
+
+async def insert_pending(
+    conn: Conn,
+    execution_id: uuid.UUID,
+    tenant_id: str,
+    step_targets: list[tuple[int, str, str, str]],
+) -> None:
+    columns = list(zip(*step_targets, strict=True)) if step_targets else [(), (), (), ()]
+    await conn.execute(
+        Q["insert_pending_steps"],
+        {
+            "execution_id": execution_id,
+            "tenant_id": tenant_id,
+            "step_index": list(columns[0]),
+            "step_name": list(columns[1]),
+            "step_type": list(columns[2]),
+            "asset_id": list(columns[3]),
+        },
+    )
+
+
+async def start_attempt(
+    conn: Conn,
+    *,
+    execution_id: uuid.UUID,
+    tenant_id: str,
+    step_index: int,
+    step_name: str,
+    step_type: str,
+    asset_id: str,
+    attempt: int,
+    retry_count: int,
+) -> int:
+    cur = await conn.execute(
+        Q["start_attempt"],
+        {
+            "execution_id": execution_id,
+            "tenant_id": tenant_id,
+            "step_index": step_index,
+            "step_name": step_name,
+            "step_type": step_type,
+            "asset_id": asset_id,
+            "attempt": attempt,
+            "retry_count": retry_count,
+        },
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise RuntimeError(f"step {step_index} on {asset_id} attempt {attempt} already started")
+    return int(row["id"])
+
+
+async def finish_attempt(
+    conn: Conn,
+    attempt_id: int,
+    *,
+    status: str,
+    exit_code: int | None,
+    output: str,
+    stderr: str,
+    error: str | None,
+) -> None:
+    await conn.execute(
+        Q["finish_attempt"],
+        {
+            "id": attempt_id,
+            "status": status,
+            "exit_code": exit_code,
+            "output": output,
+            "stderr": stderr,
+            "error": error,
+        },
+    )
+
+
+async def skip_pending(conn: Conn, execution_id: uuid.UUID) -> None:
+    await conn.execute(Q["skip_pending"], {"execution_id": execution_id})
+
+
+async def list_for(conn: Conn, execution_id: uuid.UUID) -> list[Row]:
+    cur = await conn.execute(Q["list_steps"], {"execution_id": execution_id})
+    return await cur.fetchall()
+
+
+async def latest_results(conn: Conn, execution_id: uuid.UUID, step_index: int) -> dict[str, Row]:
+    cur = await conn.execute(
+        Q["latest_results"], {"execution_id": execution_id, "step_index": step_index}
+    )
+    return {row["target_asset_id"]: row for row in await cur.fetchall()}

@@ -1,0 +1,46 @@
+"""One exception hierarchy; every message is written for the person at the terminal."""
+
+from __future__ import annotations
+
+
+class OpsError(Exception):
+    """Root of every error the product raises on purpose."""
+
+    #: CLI exit code for this kind of error (2 = bad input, 1 = operation failed).
+    exit_code = 1
+
+
+class BadInput(OpsError):
+    """The user gave us something we cannot accept; the message names the field at fault."""
+
+    exit_code = 2
+
+
+class PlanError(BadInput):
+    """A plan file is unreadable or invalid."""
+
+
+class TargetResolutionError(BadInput):
+    """A target selector matched nothing, or matched something we cannot run on."""
+
+
+class NotFound(OpsError):
+    """The thing asked for does not exist (or is not visible to this tenant)."""
+
+    exit_code = 2
+
+
+class IllegalTransition(OpsError):
+    """A status change the status machine forbids."""
+
+
+class StaleStatus(OpsError):
+    """A compare-and-set lost: somebody else changed the status first."""
+
+
+class DatabaseError(OpsError):
+    """PostgreSQL failed or cannot be reached; wraps driver errors once, at the boundary."""
+
+
+class EmbeddedServerError(DatabaseError):
+    """The embedded PostgreSQL server could not be initialised or started."""

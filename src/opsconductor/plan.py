@@ -1,0 +1,234 @@
+"""The plan: what a caller asks us to run (SPEC section 2). Pure: no I/O beyond parsing text.
+
+Strict pydantic models: unknown keys and wrong types are errors, and every error is reported
+as ``path: message`` (``steps[2].timeout_s: must be > 0``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from opsconductor.errors import PlanError
+
+ActionClass = Literal["read", "modify", "deploy"]
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Targets(_Strict):
+    """Selectors are combined with AND; an asset matches when it satisfies every one given."""
+
+    assets: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
+    hostnames: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
+    tags: dict[str, str] | None = Field(default=None, min_length=1)
+    environment: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Targets:
+        if not any((self.assets, self.hostnames, self.tags, self.environment)):
+            raise ValueError("give at least one of assets, hostnames, tags, environment")
+        return self
+
+
+class _StepBase(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    action_class: ActionClass = "read"
+    timeout_s: float | None = Field(default=None, gt=0, le=86_400)
+    retries: int = Field(default=0, ge=0, le=10)
+    idempotent: bool | None = None
+
+    @field_validator("timeout_s", mode="before")
+    @classmethod
+    def _int_is_fine(cls, value: Any) -> Any:
+        # YAML ``timeout_s: 5`` is an int; strict mode would refuse it as a float.
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @property
+    def is_idempotent(self) -> bool:
+        return self.idempotent if self.idempotent is not None else self.action_class == "read"
+
+
+class CommandStep(_StepBase):
+    type: Literal["command"]
+    targets: Targets
+    command: str = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for key in env:
+            if not _ENV_NAME.match(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+        return env
+
+
+class JsonPathCheck(_Strict):
+    path: str = Field(pattern=r"^\$(\.[A-Za-z_][A-Za-z0-9_-]*|\[\d+\])*$")
+    equals: str | int | float | bool | None = None
+    exists: bool = True
+
+
+class Expectations(_Strict):
+    exit_code: int | None = None
+    stdout_regex: str | None = None
+    stdout_not_regex: str | None = None
+    json_path: JsonPathCheck | None = None
+
+    @field_validator("stdout_regex", "stdout_not_regex")
+    @classmethod
+    def _regex_compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return pattern
+
+    @model_validator(mode="after")
+    def _something(self) -> Expectations:
+        if self.model_dump(exclude_none=True) == {}:
+            raise ValueError(
+                "give at least one of exit_code, stdout_regex, stdout_not_regex, json_path"
+            )
+        return self
+
+
+class ValidateStep(_StepBase):
+    """Assertions over the results of an earlier step, target by target."""
+
+    type: Literal["validate"]
+    step: str = Field(min_length=1, description="name of an earlier step")
+    expect: Expectations
+
+
+Step = Annotated[CommandStep | ValidateStep, Field(discriminator="type")]
+
+
+class Plan(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    description: str | None = None
+    approval_level: int = Field(default=0, ge=0, le=3)
+    priority: int = Field(default=5, ge=1, le=10)
+    timeout_s: float | None = Field(default=None, gt=0, le=7 * 86_400)
+    steps: list[Step] = Field(min_length=1, max_length=500)
+
+    _int_is_fine = field_validator("timeout_s", mode="before")(_StepBase._int_is_fine.__func__)  # type: ignore[attr-defined]
+
+    @model_validator(mode="after")
+    def _steps_consistent(self) -> Plan:
+        seen: set[str] = set()
+        for index, step in enumerate(self.steps):
+            if step.name in seen:
+                raise PlanError(f"steps[{index}].name: duplicate step name {step.name!r}")
+            if isinstance(step, ValidateStep) and step.step not in seen:
+                raise PlanError(
+                    f"steps[{index}].step: {step.step!r} is not the name of an earlier step"
+                )
+            seen.add(step.name)
+        return self
+
+
+_STEP_TAGS = ("command", "validate")
+
+_TYPE_NAMES = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "list_type": "a list",
+}
+
+
+def _format_location(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in _STEP_TAGS and i > 0 and isinstance(loc[i - 1], int):
+            continue  # pydantic's union tag (steps[0].command.timeout_s) adds nothing
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "plan"
+
+
+def _number(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _format_error(err: Any) -> str:
+    loc, kind, ctx = tuple(err["loc"]), err["type"], err.get("ctx") or {}
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        loc += ("type",)
+    if kind in _TYPE_NAMES:
+        got = type(err.get("input")).__name__.replace("NoneType", "null")
+        message = f"must be {_TYPE_NAMES[kind]} (got {got})"
+    else:
+        message = {
+            "extra_forbidden": "unknown field",
+            "missing": "field required",
+            "greater_than": f"must be > {_number(ctx.get('gt'))}",
+            "greater_than_equal": f"must be >= {_number(ctx.get('ge'))}",
+            "less_than_equal": f"must be <= {_number(ctx.get('le'))}",
+            "too_short": "must not be empty",
+            "union_tag_invalid": f"must be one of {ctx.get('expected_tags')} "
+            f"(got {ctx.get('tag')!r})",
+            "union_tag_not_found": "field required (one of 'command', 'validate')",
+            "literal_error": f"must be one of {ctx.get('expected')}",
+            "string_pattern_mismatch": f"must match {ctx.get('pattern')}",
+        }.get(kind) or str(err["msg"]).removeprefix("Value error, ")
+    return f"{_format_location(loc)}: {message}"
+
+
+def parse_plan(data: Any) -> Plan:
+    """Validate already-decoded data; raise ``PlanError`` naming the first bad field."""
+    if not isinstance(data, dict):
+        raise PlanError("plan: must be a mapping with name and steps")
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as exc:
+        errors = [_format_error(e) for e in exc.errors()]
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise PlanError("; ".join(errors[:3]) + more) from None
+
+
+def load_plan_text(text: str, source: str = "plan") -> Plan:
+    try:
+        data = yaml.safe_load(text)  # YAML is a superset of JSON: one parser for both
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PlanError(f"{source}: not valid YAML{where}: {problem}") from None
+    return parse_plan(data)
+
+
+def load_plan_file(path: Path) -> Plan:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"{path}: cannot read: {exc}") from None
+    return load_plan_text(text, str(path))
+
+
+def plan_document(plan: Plan) -> dict[str, Any]:
+    """The plan as plain JSON data, defaults filled in, so the snapshot shows what runs."""
+    document: dict[str, Any] = json.loads(plan.model_dump_json(exclude_none=True))
+    return document

@@ -1,0 +1,55 @@
+"""Timeout policy matrix (SLA class x action class) and retry back-off. Pure."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opsconductor.plan import Plan, ValidateStep, _StepBase
+
+
+@dataclass(frozen=True)
+class TimeoutPolicy:
+    sla_class: str
+    action_class: str
+    step_timeout_s: float
+    execution_timeout_s: float
+    lease_timeout_s: float
+    max_attempts: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TimeoutPolicy:
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+
+
+PolicyMatrix = Mapping[tuple[str, str], TimeoutPolicy]
+
+
+def step_timeout(step: _StepBase, sla_class: str, matrix: PolicyMatrix) -> float:
+    """The plan's explicit value wins; otherwise the matrix decides."""
+    if step.timeout_s is not None:
+        return step.timeout_s
+    return matrix[(sla_class, step.action_class)].step_timeout_s
+
+
+def execution_timeout(plan: Plan, sla_class: str, matrix: PolicyMatrix) -> float:
+    """Explicit plan value, else the longest policy budget among the plan's action classes,
+    but never less than the sum of the explicit step timeouts (a plan that says how long its
+    steps take must be allowed that long)."""
+    if plan.timeout_s is not None:
+        return plan.timeout_s
+    policy = max(matrix[(sla_class, s.action_class)].execution_timeout_s for s in plan.steps)
+    explicit = sum(
+        (s.timeout_s or 0) * (s.retries + 1) for s in plan.steps if not isinstance(s, ValidateStep)
+    )
+    return max(policy, explicit)
+
+
+def backoff_s(
+    retry: int, *, base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None
+) -> float:
+    """Exponential back-off with jitter: uniform in [c/2, c], c = min(cap, base * 2**retry)."""
+    ceiling = min(cap, base * 2**retry)
+    return (rng or random).uniform(ceiling / 2, ceiling)

@@ -1,0 +1,45 @@
+"""Routing (SPEC section 4): estimated duration -> SLA class -> execution mode. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from opsconductor.inventory import Asset
+from opsconductor.plan import Plan
+
+#: Typical duration of one step on one target, before any history exists.
+DEFAULT_STEP_SECONDS: Mapping[str, float] = {"command": 1.0, "validate": 0.01}
+
+FAST_BELOW_S = 10.0
+LONG_ABOVE_S = 30.0
+
+
+@dataclass(frozen=True)
+class Route:
+    estimated_s: float
+    sla_class: str
+    mode: str
+
+
+def estimate_seconds(
+    plan: Plan,
+    targets: Sequence[Sequence[Asset]],
+    observed_p95: Mapping[str, float] | None = None,
+) -> float:
+    """Steps run one after another; targets of one step are counted one after another too,
+    which over-estimates fan-out but never sends a slow plan down the immediate path."""
+    history = observed_p95 or {}
+    total = 0.0
+    for step, step_targets in zip(plan.steps, targets, strict=True):
+        per_target = history.get(step.type, DEFAULT_STEP_SECONDS[step.type])
+        total += per_target * max(1, len(step_targets))
+    return total
+
+
+def classify(estimated_s: float) -> Route:
+    if estimated_s < FAST_BELOW_S:
+        return Route(estimated_s, "fast", "immediate")
+    if estimated_s <= LONG_ABOVE_S:
+        return Route(estimated_s, "medium", "background")
+    return Route(estimated_s, "long", "background")

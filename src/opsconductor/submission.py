@@ -1,0 +1,51 @@
+"""From a validated plan to a stored execution: resolve targets, hash, route, deduplicate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opsconductor import routing
+from opsconductor.db import assets, executions
+from opsconductor.db.connection import Database
+from opsconductor.idempotency import derive_key
+from opsconductor.inventory import resolve_plan
+from opsconductor.plan import Plan
+from opsconductor.plan_hash import hashed_document, plan_hash
+
+
+@dataclass(frozen=True)
+class Request:
+    plan: Plan
+    tenant_id: str
+    actor_id: str
+    idempotency_key: str | None = None
+
+
+async def submit(db: Database, request: Request) -> executions.Submitted:
+    plan = request.plan
+    async with db.connection() as conn:
+        await assets.ensure_tenant(conn, request.tenant_id)
+        inventory = await assets.list_all(conn, request.tenant_id)
+    targets = resolve_plan(plan, inventory)  # raises before anything is stored
+    digest = plan_hash(plan, targets)
+    route = routing.classify(routing.estimate_seconds(plan, targets))
+    new = executions.NewExecution(
+        tenant_id=request.tenant_id,
+        actor_id=request.actor_id,
+        idempotency_key=request.idempotency_key
+        or derive_key(request.tenant_id, request.actor_id, digest),
+        plan_name=plan.name,
+        plan_snapshot=hashed_document(plan, targets),
+        plan_hash=digest,
+        mode=route.mode,
+        sla_class=route.sla_class,
+        approval_level=plan.approval_level,
+        priority=plan.priority,
+        estimated_duration_s=route.estimated_s,
+        step_targets=[
+            (index, step.name, step.type, asset.asset_id)
+            for index, (step, step_targets) in enumerate(zip(plan.steps, targets, strict=True))
+            for asset in step_targets
+        ],
+    )
+    return await executions.submit(db, new)
