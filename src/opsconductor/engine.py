@@ -15,16 +15,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opsconductor import policies, validation
-from opsconductor.connectors.local import run_command
-from opsconductor.db import assets, executions, steps
+from opsconductor.connectors.credentials import resolve_credential as env_credentials
+from opsconductor.connectors.outcome import RECORD_ONLY
+from opsconductor.connectors.session import Connectors
+from opsconductor.connectors.ssh import CredentialResolver
+from opsconductor.db import assets, connectors, executions, steps
 from opsconductor.db.connection import Database
 from opsconductor.inventory import Asset
 from opsconductor.output import cap_text
-from opsconductor.plan import CommandStep, Plan, ValidateStep, parse_plan
+from opsconductor.plan import Plan, ValidateStep, parse_plan
 from opsconductor.status_machine import Status
 
-#: How many targets of one step run at once.
-DEFAULT_TARGET_CONCURRENCY = 10
+#: How many targets of one step run at once unless the step sets ``concurrency``.
+DEFAULT_STEP_CONCURRENCY = 10
+#: How many targets one engine (one worker) runs at once, over all its executions.
+DEFAULT_TARGET_CONCURRENCY = 100
+
+#: Attempt statuses that let a step count as done (skipped: record-only mode).
+_DONE = frozenset({"completed", "skipped"})
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class _Run:
     targets: list[list[Asset]]
     deadline: float
     matrix: policies.PolicyMatrix
+    connectors: Connectors
     deadline_hit: bool = False
     results: dict[int, dict[str, str]] = field(default_factory=dict)
 
@@ -84,12 +93,17 @@ class Engine:
         worker_id: str | None = None,
         observer: Observer | None = None,
         target_concurrency: int = DEFAULT_TARGET_CONCURRENCY,
+        resolve_credential: CredentialResolver = env_credentials,
+        record_only: bool = False,
     ) -> None:
         self.db = db
         self.actor_id = actor_id
         self.worker_id = worker_id
         self.observer = observer or (lambda _event: None)
-        self.target_slots = target_concurrency
+        self.target_slots = asyncio.Semaphore(target_concurrency)
+        self.resolve_credential = resolve_credential
+        #: record-only for everything this engine runs (besides per tenant / execution)
+        self.record_only = record_only
 
     async def run(self, tenant_id: str, execution_id: uuid.UUID) -> Status:
         """Run an ``approved`` (or ``queued``) execution to its end; return its final status."""
@@ -112,6 +126,8 @@ class Engine:
         except asyncio.CancelledError:
             await asyncio.shield(self._finish(run, Status.CANCELLED, "interrupted"))
             raise
+        finally:
+            await asyncio.shield(run.connectors.aclose())
         await self._finish(run, final, reason)
         return final
 
@@ -125,9 +141,18 @@ class Engine:
             snapshot = execution["plan_snapshot"]
             wanted = {a for step_targets in snapshot["targets"] for a in step_targets}
             found = await assets.by_ids(conn, tenant_id, wanted)
+            tenant = await connectors.tenant_settings(conn, tenant_id)
         plan = parse_plan(snapshot["plan"])
         targets = [[found[a] for a in step_targets] for step_targets in snapshot["targets"]]
-        return _Run(execution, plan, targets, deadline=0.0, matrix=matrix)
+        # Any one of the three makes the run record-only: safe wins over fast.
+        record_only = bool(execution.get("record_only")) or tenant.record_only or self.record_only
+        known_hosts = connectors.KnownHosts(
+            self.db, tenant_id, tenant.host_key_policy, self.actor_id
+        )
+        session = Connectors(
+            known_hosts, resolve_credential=self.resolve_credential, record_only=record_only
+        )
+        return _Run(execution, plan, targets, deadline=0.0, matrix=matrix, connectors=session)
 
     async def _finish(self, run: _Run, final: Status, reason: str | None) -> None:
         async with self.db.transaction() as conn:
@@ -139,18 +164,19 @@ class Engine:
     async def _run_steps(self, run: _Run) -> tuple[Status, str | None]:
         for index in range(len(run.plan.steps)):
             run.results[index] = await self._run_step(run, index)
-            bad = {a: s for a, s in run.results[index].items() if s != "completed"}
+            bad = {a: s for a, s in run.results[index].items() if s not in _DONE}
             if bad:
                 return self._verdict(run, index, bad)
         return Status.COMPLETED, None
 
     async def _run_step(self, run: _Run, index: int) -> dict[str, str]:
-        """All targets of one step, at most ``target_slots`` at once; outcome by asset id."""
+        """All targets of one step, at most the step's ``concurrency`` at once and at most
+        ``target_slots`` over the whole engine; outcome by asset id, in target order."""
         targets = run.targets[index]
-        slots = asyncio.Semaphore(self.target_slots)
+        slots = asyncio.Semaphore(run.plan.steps[index].concurrency or DEFAULT_STEP_CONCURRENCY)
 
         async def one(asset: Asset) -> str:
-            async with slots:
+            async with slots, self.target_slots:
                 return await self._run_on_target(run, index, asset)
 
         outcomes = await asyncio.gather(*(one(a) for a in targets))
@@ -177,7 +203,7 @@ class Engine:
             attempt_id = await self._start(run, index, asset, attempt)
             result = await self._execute(run, index, step, asset)
             status = result.status
-            final = status == "completed" or attempt > step.retries or run.deadline_hit
+            final = status in _DONE or attempt > step.retries or run.deadline_hit
             await self._record(run, index, asset, attempt, attempt_id, result, final)
             if final:
                 break
@@ -185,30 +211,20 @@ class Engine:
         return status
 
     async def _execute(self, run: _Run, index: int, step: Any, asset: Asset) -> _Attempt:
+        """Dispatch by step type: validate steps here, every other type to its connector."""
         if isinstance(step, ValidateStep):
+            if run.connectors.record_only:  # nothing ran, so there is nothing to check
+                return _Attempt("skipped", output=RECORD_ONLY)
             return await self._validate(run, step, asset)
-        assert isinstance(step, CommandStep)
         limit = policies.step_timeout(step, run.execution["sla_class"], run.matrix)
         budget = min(limit, run.remaining())
-        result = await run_command(step.command, timeout_s=budget, env=step.env, cwd=step.cwd)
-        if result.timed_out:
-            if budget < limit:
-                run.deadline_hit = True
-            return _Attempt(
-                "timeout",
-                result.exit_code,
-                result.stdout,
-                result.stderr,
-                f"timed out after {budget:g} s",
-            )
-        if result.exit_code == 0:
-            return _Attempt("completed", 0, result.stdout, result.stderr)
+        outcome = await run.connectors.execute(
+            step, asset, where=f"steps[{index}]", timeout_s=budget
+        )
+        if outcome.status == "timeout" and budget < limit:
+            run.deadline_hit = True
         return _Attempt(
-            "failed",
-            result.exit_code,
-            result.stdout,
-            result.stderr,
-            f"exit code {result.exit_code}",
+            outcome.status, outcome.exit_code, outcome.output, outcome.stderr, outcome.error
         )
 
     async def _validate(self, run: _Run, step: ValidateStep, asset: Asset) -> _Attempt:

@@ -46,6 +46,9 @@ class _StepBase(_Strict):
     timeout_s: float | None = Field(default=None, gt=0, le=86_400)
     retries: int = Field(default=0, ge=0, le=10)
     idempotent: bool | None = None
+    #: How many targets of this step run at once; None means DEFAULT_CONCURRENCY. Left
+    #: None rather than defaulted so plans that do not set it keep their plan hash.
+    concurrency: int | None = Field(default=None, ge=1, le=1000)
 
     @field_validator("timeout_s", mode="before")
     @classmethod
@@ -58,6 +61,22 @@ class _StepBase(_Strict):
         return self.idempotent if self.idempotent is not None else self.action_class == "read"
 
 
+def _check_env_names(env: dict[str, str]) -> dict[str, str]:
+    for key in env:
+        if not _ENV_NAME.match(key):
+            raise ValueError(f"{key!r} is not a valid environment variable name")
+    return env
+
+
+def _check_regex(pattern: str | None) -> str | None:
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+    return pattern
+
+
 class CommandStep(_StepBase):
     type: Literal["command"]
     targets: Targets
@@ -65,13 +84,32 @@ class CommandStep(_StepBase):
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str | None = None
 
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        for key in env:
-            if not _ENV_NAME.match(key):
-                raise ValueError(f"{key!r} is not a valid environment variable name")
-        return env
+    _env_names = field_validator("env")(_check_env_names)
+
+
+class ScriptStep(_StepBase):
+    """A script uploaded to each target, run there by ``interpreter``, then removed."""
+
+    type: Literal["script"]
+    targets: Targets
+    script: str = Field(min_length=1)
+    interpreter: str = Field(default="/bin/sh", min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+
+    _env_names = field_validator("env")(_check_env_names)
+
+
+class FileStep(_StepBase):
+    """Copy a file from this machine to each target; verified by SHA-256 before it is
+    moved into place, so ``dest`` never holds a partial copy."""
+
+    type: Literal["file"]
+    targets: Targets
+    src: str = Field(min_length=1)
+    dest: str = Field(min_length=1, pattern=r"^/")
+    mode: str | None = Field(default=None, pattern=r"^0?[0-7]{3,4}$")
 
 
 class JsonPathCheck(_Strict):
@@ -80,21 +118,61 @@ class JsonPathCheck(_Strict):
     exists: bool = True
 
 
+class HttpExpect(_Strict):
+    status: int | list[int] = 200
+    body_regex: str | None = None
+    json_path: JsonPathCheck | None = None
+
+    _regex = field_validator("body_regex")(_check_regex)
+
+
+class HttpStep(_StepBase):
+    """One HTTP request per target, sent from this machine; fields may use templates such
+    as ``{{ asset.address }}``."""
+
+    type: Literal["http"]
+    targets: Targets
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    url: str = Field(min_length=1)
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str | None = None
+    json_body: Any = Field(default=None, alias="json")
+    verify_tls: bool = True
+    expect: HttpExpect = Field(default_factory=HttpExpect)
+
+    @model_validator(mode="after")
+    def _one_body(self) -> HttpStep:
+        if self.body is not None and self.json_body is not None:
+            raise ValueError("give body or json, not both")
+        return self
+
+
+class SqlExpect(_Strict):
+    #: rows returned (read) or rows affected (modify, deploy: a mismatch rolls back)
+    rows: int | None = Field(default=None, ge=0)
+    #: the exact result, as a list of rows, each a list of column values
+    values: list[list[str | int | float | bool | None]] | None = None
+
+
+class SqlStep(_StepBase):
+    """A query against PostgreSQL, once per target. ``read`` steps run in a read-only
+    transaction; others in a transaction that the ``expect.rows`` guard can roll back."""
+
+    type: Literal["sql"]
+    targets: Targets
+    dsn: str = Field(min_length=1)
+    query: str = Field(min_length=1)
+    params: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    expect: SqlExpect | None = None
+
+
 class Expectations(_Strict):
     exit_code: int | None = None
     stdout_regex: str | None = None
     stdout_not_regex: str | None = None
     json_path: JsonPathCheck | None = None
 
-    @field_validator("stdout_regex", "stdout_not_regex")
-    @classmethod
-    def _regex_compiles(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-        return pattern
+    _regex_compiles = field_validator("stdout_regex", "stdout_not_regex")(_check_regex)
 
     @model_validator(mode="after")
     def _something(self) -> Expectations:
@@ -113,7 +191,12 @@ class ValidateStep(_StepBase):
     expect: Expectations
 
 
-Step = Annotated[CommandStep | ValidateStep, Field(discriminator="type")]
+Step = Annotated[
+    CommandStep | ScriptStep | FileStep | HttpStep | SqlStep | ValidateStep,
+    Field(discriminator="type"),
+]
+#: Steps that act on their targets (everything but validate).
+ActingStep = CommandStep | ScriptStep | FileStep | HttpStep | SqlStep
 
 
 class Plan(_Strict):
@@ -140,7 +223,7 @@ class Plan(_Strict):
         return self
 
 
-_STEP_TAGS = ("command", "validate")
+_STEP_TAGS = ("command", "script", "file", "http", "sql", "validate")
 
 _TYPE_NAMES = {
     "string_type": "a string",
@@ -188,7 +271,7 @@ def _format_error(err: Any) -> str:
             "too_short": "must not be empty",
             "union_tag_invalid": f"must be one of {ctx.get('expected_tags')} "
             f"(got {ctx.get('tag')!r})",
-            "union_tag_not_found": "field required (one of 'command', 'validate')",
+            "union_tag_not_found": f"field required (one of {', '.join(map(repr, _STEP_TAGS))})",
             "literal_error": f"must be one of {ctx.get('expected')}",
             "string_pattern_mismatch": f"must match {ctx.get('pattern')}",
         }.get(kind) or str(err["msg"]).removeprefix("Value error, ")
@@ -230,5 +313,5 @@ def load_plan_file(path: Path) -> Plan:
 
 def plan_document(plan: Plan) -> dict[str, Any]:
     """The plan as plain JSON data, defaults filled in, so the snapshot shows what runs."""
-    document: dict[str, Any] = json.loads(plan.model_dump_json(exclude_none=True))
+    document: dict[str, Any] = json.loads(plan.model_dump_json(exclude_none=True, by_alias=True))
     return document

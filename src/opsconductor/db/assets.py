@@ -37,14 +37,26 @@ async def by_ids(conn: Conn, tenant_id: str, asset_ids: Iterable[str]) -> dict[s
     return {row["asset_id"]: Asset.from_row(row) for row in await cur.fetchall()}
 
 
-async def add(conn: Conn, tenant_id: str, asset: Asset) -> Asset:
-    params: dict[str, Any] = {
+def _params(tenant_id: str, asset: Asset) -> dict[str, Any]:
+    return {
         **{k: getattr(asset, k) for k in Asset.__dataclass_fields__},
         "tenant_id": tenant_id,
         "tags": Jsonb(dict(asset.tags)),
     }
+
+
+async def add(conn: Conn, tenant_id: str, asset: Asset) -> Asset:
+    return (await _write(conn, "insert_asset", tenant_id, asset))[0]
+
+
+async def upsert(conn: Conn, tenant_id: str, asset: Asset) -> bool:
+    """Insert or replace by asset id (imports are re-runnable); True when it was new."""
+    return (await _write(conn, "upsert_asset", tenant_id, asset))[1]
+
+
+async def _write(conn: Conn, query: str, tenant_id: str, asset: Asset) -> tuple[Asset, bool]:
     try:
-        cur = await conn.execute(Q["insert_asset"], params)
+        cur = await conn.execute(Q[query], _params(tenant_id, asset))
     except psycopg.errors.UniqueViolation as exc:
         what = "hostname" if "hostname" in str(exc) else "asset id"
         raise BadInput(f"asset {asset.asset_id!r}: {what} already exists") from None
@@ -54,7 +66,7 @@ async def add(conn: Conn, tenant_id: str, asset: Asset) -> Asset:
         raise BadInput(f"asset {asset.asset_id!r}: invalid {field}") from None
     row = await cur.fetchone()
     assert row is not None
-    return Asset.from_row(row)
+    return Asset.from_row(row), bool(row.get("inserted", True))
 
 
 async def delete(conn: Conn, tenant_id: str, asset_id: str) -> bool:

@@ -11,9 +11,9 @@ ORDER BY asset_id
 -- name: insert_asset
 INSERT INTO execution.assets
     (tenant_id, asset_id, hostname, address, port, os, environment, connection_type,
-     credential_ref, tags)
+     credential_ref, username, tags)
 VALUES (%(tenant_id)s, %(asset_id)s, %(hostname)s, %(address)s, %(port)s, %(os)s,
-        %(environment)s, %(connection_type)s, %(credential_ref)s, %(tags)s)
+        %(environment)s, %(connection_type)s, %(credential_ref)s, %(username)s, %(tags)s)
 RETURNING *
 
 -- name: delete_asset
@@ -22,3 +22,16 @@ RETURNING asset_id
 
 -- name: ensure_tenant
 INSERT INTO execution.tenants (tenant_id) VALUES (%(tenant_id)s) ON CONFLICT DO NOTHING
+
+-- name: upsert_asset
+INSERT INTO execution.assets
+    (tenant_id, asset_id, hostname, address, port, os, environment, connection_type,
+     credential_ref, username, tags)
+VALUES (%(tenant_id)s, %(asset_id)s, %(hostname)s, %(address)s, %(port)s, %(os)s,
+        %(environment)s, %(connection_type)s, %(credential_ref)s, %(username)s, %(tags)s)
+ON CONFLICT (tenant_id, asset_id) DO UPDATE SET
+    hostname = EXCLUDED.hostname, address = EXCLUDED.address, port = EXCLUDED.port,
+    os = EXCLUDED.os, environment = EXCLUDED.environment,
+    connection_type = EXCLUDED.connection_type, credential_ref = EXCLUDED.credential_ref,
+    username = EXCLUDED.username, tags = EXCLUDED.tags
+RETURNING *, (xmax = 0) AS inserted
