@@ -19,6 +19,8 @@ class Request:
     tenant_id: str
     actor_id: str
     idempotency_key: str | None = None
+    #: dark launch: resolve and record everything, touch no target
+    record_only: bool = False
 
 
 async def submit(db: Database, request: Request) -> executions.Submitted:
@@ -32,8 +34,15 @@ async def submit(db: Database, request: Request) -> executions.Submitted:
     new = executions.NewExecution(
         tenant_id=request.tenant_id,
         actor_id=request.actor_id,
+        # A record-only run must not deduplicate the real run of the same plan (or the
+        # real run would come back as "already done" without having touched anything).
         idempotency_key=request.idempotency_key
-        or derive_key(request.tenant_id, request.actor_id, digest),
+        or derive_key(
+            request.tenant_id,
+            request.actor_id,
+            f"{digest}:record-only" if request.record_only else digest,
+        ),
+        record_only=request.record_only,
         plan_name=plan.name,
         plan_snapshot=hashed_document(plan, targets),
         plan_hash=digest,

@@ -207,7 +207,7 @@ async def _kill_group(conn: asyncssh.SSHClientConnection, pid: int, signal_name:
     if pid <= 1:
         return
     with contextlib.suppress(Exception):  # a dead connection has nothing left to kill
-        await asyncio.wait_for(conn.run(f"kill -{signal_name} -- -{pid}", check=False), 5.0)
+        await asyncio.wait_for(conn.run(f"kill -{signal_name} -{pid}", check=False), 5.0)
 
 
 async def _stop(
@@ -216,7 +216,10 @@ async def _stop(
     pid: asyncio.Future[int],
 ) -> None:
     """TERM the remote process group, KILL it after the grace period, close the channel."""
-    group = pid.result() if pid.done() else 0
+    try:  # a command stopped right after it started may not have reported its pid yet
+        group = await asyncio.wait_for(asyncio.shield(pid), KILL_GRACE_S)
+    except TimeoutError:
+        group = 0
     await _kill_group(conn, group, "TERM")
     try:
         await asyncio.wait_for(process.wait_closed(), KILL_GRACE_S)
