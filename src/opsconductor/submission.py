@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from opsconductor import routing
-from opsconductor.db import assets, executions
+from opsconductor.db import assets, connectors, executions
 from opsconductor.db.connection import Database
 from opsconductor.idempotency import derive_key
 from opsconductor.inventory import resolve_plan
@@ -28,6 +28,9 @@ async def submit(db: Database, request: Request) -> executions.Submitted:
     async with db.connection() as conn:
         await assets.ensure_tenant(conn, request.tenant_id)
         inventory = await assets.list_all(conn, request.tenant_id)
+        tenant = await connectors.tenant_settings(conn, request.tenant_id)
+    # Frozen into the execution (the engine also honours a tenant flag set later).
+    record_only = request.record_only or tenant.record_only
     targets = resolve_plan(plan, inventory)  # raises before anything is stored
     digest = plan_hash(plan, targets)
     route = routing.classify(routing.estimate_seconds(plan, targets))
@@ -40,9 +43,9 @@ async def submit(db: Database, request: Request) -> executions.Submitted:
         or derive_key(
             request.tenant_id,
             request.actor_id,
-            f"{digest}:record-only" if request.record_only else digest,
+            f"{digest}:record-only" if record_only else digest,
         ),
-        record_only=request.record_only,
+        record_only=record_only,
         plan_name=plan.name,
         plan_snapshot=hashed_document(plan, targets),
         plan_hash=digest,
