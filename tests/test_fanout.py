@@ -37,8 +37,13 @@ async def test_twenty_targets_with_a_concurrency_limit(
     plan = {
         "name": "fan-out",
         "steps": [
-            {"name": "stamp", "type": "command", "targets": {"tags": {"role": "fan"}},
-             "command": command, "concurrency": 4},
+            {
+                "name": "stamp",
+                "type": "command",
+                "targets": {"tags": {"role": "fan"}},
+                "command": command,
+                "concurrency": 4,
+            },
         ],
     }
     status, rows, _ = await run_plan(db, plan)
@@ -52,18 +57,24 @@ async def test_twenty_targets_with_a_concurrency_limit(
     assert 2 <= peak <= 4, stamps  # ran in parallel, never more than the limit
 
 
-async def test_some_targets_failing_makes_the_execution_partial(
-    db: Database, ssh_lab: Any
-) -> None:
+async def test_some_targets_failing_makes_the_execution_partial(db: Database, ssh_lab: Any) -> None:
     await add_ssh_assets(db, ssh_lab, ssh_lab.ports[4:7], prefix="mix")
     plan = {
         "name": "mixed",
         "steps": [
-            {"name": "port check", "type": "command", "targets": {"tags": {"role": "mix"}},
-             # fails on the middle target only, judged by the server port it reached
-             "command": f'test "${{SSH_CONNECTION##* }}" != {ssh_lab.ports[5]}'},
-            {"name": "never", "type": "command", "targets": {"tags": {"role": "mix"}},
-             "command": "true"},
+            {
+                "name": "port check",
+                "type": "command",
+                "targets": {"tags": {"role": "mix"}},
+                # fails on the middle target only, judged by the server port it reached
+                "command": f'test "${{SSH_CONNECTION##* }}" != {ssh_lab.ports[5]}',
+            },
+            {
+                "name": "never",
+                "type": "command",
+                "targets": {"tags": {"role": "mix"}},
+                "command": "true",
+            },
         ],
     }
     status, rows, _ = await run_plan(db, plan)

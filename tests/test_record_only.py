@@ -45,25 +45,54 @@ def destructive_plan(tmp_path: Path, port: int, dsn: str) -> dict[str, Any]:
     return {
         "name": "destructive",
         "steps": [
-            {"name": "delete", "type": "command", "action_class": "modify",
-             "targets": {"tags": {"role": "dark"}}, "command": f"rm -f {victim}"},
-            {"name": "script", "type": "script", "action_class": "modify",
-             "targets": {"tags": {"role": "dark"}}, "script": f"echo x > {victim}.script\n"},
-            {"name": "overwrite", "type": "file", "action_class": "deploy",
-             "targets": {"tags": {"role": "dark"}}, "src": str(src), "dest": str(victim)},
-            {"name": "drop rows", "type": "sql", "action_class": "modify",
-             "targets": {"hostnames": ["localhost"]}, "dsn": dsn,
-             "query": "DELETE FROM execution.tenants WHERE tenant_id <> 'nobody'"},
-            {"name": "notify", "type": "http", "action_class": "modify",
-             "targets": {"hostnames": ["localhost"]}, "method": "POST",
-             "url": f"http://{{{{ asset.address }}}}:{port}/deploy"},
+            {
+                "name": "delete",
+                "type": "command",
+                "action_class": "modify",
+                "targets": {"tags": {"role": "dark"}},
+                "command": f"rm -f {victim}",
+            },
+            {
+                "name": "script",
+                "type": "script",
+                "action_class": "modify",
+                "targets": {"tags": {"role": "dark"}},
+                "script": f"echo x > {victim}.script\n",
+            },
+            {
+                "name": "overwrite",
+                "type": "file",
+                "action_class": "deploy",
+                "targets": {"tags": {"role": "dark"}},
+                "src": str(src),
+                "dest": str(victim),
+            },
+            {
+                "name": "drop rows",
+                "type": "sql",
+                "action_class": "modify",
+                "targets": {"hostnames": ["localhost"]},
+                "dsn": dsn,
+                "query": "DELETE FROM execution.tenants WHERE tenant_id <> 'nobody'",
+            },
+            {
+                "name": "notify",
+                "type": "http",
+                "action_class": "modify",
+                "targets": {"hostnames": ["localhost"]},
+                "method": "POST",
+                "url": f"http://{{{{ asset.address }}}}:{port}/deploy",
+            },
             {"name": "check", "type": "validate", "step": "delete", "expect": {"exit_code": 0}},
         ],
     }
 
 
 async def test_record_only_run_of_a_destructive_plan_touches_nothing(
-    db: Database, ssh_lab: Any, tmp_path: Path, database_url: str,
+    db: Database,
+    ssh_lab: Any,
+    tmp_path: Path,
+    database_url: str,
     http_hits: tuple[int, list[str]],
 ) -> None:
     await add_ssh_assets(db, ssh_lab, ssh_lab.ports[:2], prefix="dark")
@@ -101,10 +130,19 @@ async def test_tenant_flag_makes_every_run_record_only(
     plan = {
         "name": "dark tenant",
         "steps": [
-            {"name": "touch", "type": "command", "targets": {"hostnames": ["localhost"]},
-             "command": f"touch {tmp_path / 'touched'}"},
-            {"name": "call", "type": "http", "targets": {"hostnames": ["localhost"]},
-             "method": "POST", "url": f"http://127.0.0.1:{port}/x"},
+            {
+                "name": "touch",
+                "type": "command",
+                "targets": {"hostnames": ["localhost"]},
+                "command": f"touch {tmp_path / 'touched'}",
+            },
+            {
+                "name": "call",
+                "type": "http",
+                "targets": {"hostnames": ["localhost"]},
+                "method": "POST",
+                "url": f"http://127.0.0.1:{port}/x",
+            },
         ],
     }
     status, rows, _ = await run_plan(db, plan)
@@ -129,8 +167,14 @@ async def test_record_only_still_resolves_credentials(
     )
     plan = {
         "name": "no credential",
-        "steps": [{"name": "x", "type": "command", "targets": {"tags": {"role": "nocred"}},
-                   "command": "true"}],
+        "steps": [
+            {
+                "name": "x",
+                "type": "command",
+                "targets": {"tags": {"role": "nocred"}},
+                "command": "true",
+            }
+        ],
     }
     status, rows, _ = await run_plan(db, plan, record_only=True)
     assert status == Status.FAILED
