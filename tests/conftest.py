@@ -98,7 +98,7 @@ SSH_PORTS = 24
 @pytest.fixture(scope="session")
 def ssh_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real SSH server (OpenSSH sshd when installed) listening on SSH_PORTS ports."""
-    from sshlab import start_lab, free_ports
+    from sshlab import free_ports, start_lab
 
     lab = start_lab(tmp_path_factory.mktemp("sshd"), free_ports(SSH_PORTS))
     yield lab

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from helpers import add_ssh_assets, run_plan
-
 from opsconductor.db.connection import Database
 from opsconductor.status_machine import Status
 

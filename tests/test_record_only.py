@@ -10,8 +10,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import add_ssh_assets, run_plan
 
+from helpers import add_ssh_assets, run_plan
 from opsconductor.db import connectors
 from opsconductor.db.connection import Database
 from opsconductor.status_machine import Status

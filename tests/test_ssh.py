@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import add_ssh_assets, run_plan
 
+from helpers import add_ssh_assets, run_plan
 from opsconductor.connectors import ssh
 from opsconductor.connectors.session import Connectors
 from opsconductor.db import connectors
@@ -174,7 +174,7 @@ async def test_script_is_uploaded_run_and_removed(db: Database, ssh_lab: Any) ->
     assert lines[1] == "args=a b,c env=blue"
     uploaded = Path(lines[0].removeprefix("path="))
     assert uploaded.name.startswith("opsc-script-")
-    assert not uploaded.exists()  # the loopback target shares our disk
+    assert not uploaded.exists()  # noqa: ASYNC240 - the loopback target shares our disk
 
 
 async def test_sftp_copy_with_checksum_and_mode(db: Database, ssh_lab: Any, tmp_path: Path) -> None:
@@ -230,7 +230,7 @@ async def test_cancel_kills_a_remote_sleep(db: Database, ssh_lab: Any) -> None:
         running = asyncio.create_task(
             ssh.run_command(conn, f"sleep {marker}; echo survived", timeout_s=60, cancel=cancel)
         )
-        while not processes_matching(f"sleep {marker}"):
+        while not processes_matching(f"sleep {marker}"):  # noqa: ASYNC110 - no event to await
             await asyncio.sleep(0.02)
         cancel.set()
         result = await running
