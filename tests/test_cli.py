@@ -144,3 +144,13 @@ def test_run_waits_for_approval_from_another_actor(cli_env: dict[str, str]) -> N
     assert "rotated at" in rest
     shown = opsc(cli_env, "show", execution_id)
     assert "bob approve (lgtm)" in shown.stdout and "approval_refused" in shown.stdout
+
+
+def test_watch_follows_to_the_end(cli_env: dict[str, str]) -> None:
+    assert opsc(cli_env, "run", str(PLANS / "retry.yaml")).returncode == 0
+    listed = opsc(cli_env, "list", "--limit", "1")
+    execution_id = listed.stdout.split("│")[1].strip()
+    watched = opsc(cli_env, "watch", execution_id)
+    assert watched.returncode == 0, watched.stderr
+    assert "finished: completed" in watched.stdout
+    assert "approved → running" in watched.stdout and "(attempt 3)" in watched.stdout

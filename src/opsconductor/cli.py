@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from opsconductor import approval_gate, logs
+from opsconductor import approval_gate, logs, progress, status_machine
 from opsconductor.approvals import Decision
 from opsconductor.config import Settings, load_settings
 from opsconductor.db import approvals as approval_store
@@ -182,7 +183,7 @@ async def _wait_for_approval(
 async def _run_with_progress(db: Database, settings: Settings, execution: dict[str, Any]) -> None:
     async with db.connection() as conn:
         total = len(await steps.list_for(conn, execution["id"]))
-    progress = Progress(
+    bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -190,21 +191,21 @@ async def _run_with_progress(db: Database, settings: Settings, execution: dict[s
         console=out,
         transient=True,
     )
-    task = progress.add_task("running", total=total)
+    task = bar.add_task("running", total=total)
 
     def observe(event: StepEvent) -> None:
         label = f"{event.step_name} @ {event.asset_id}"
         if event.status == "running":
             retry = f" (attempt {event.attempt})" if event.attempt > 1 else ""
-            progress.update(task, description=f"running {label}{retry}")
+            bar.update(task, description=f"running {label}{retry}")
             return
         detail = f": {event.detail}" if event.detail else ""
-        progress.console.print(f"  {_styled(event.status)} {label}{detail}", highlight=False)
+        bar.console.print(f"  {_styled(event.status)} {label}{detail}", highlight=False)
         if event.final:
-            progress.advance(task)
+            bar.advance(task)
 
     engine = Engine(db, actor_id=settings.actor, observer=observe)
-    with progress:
+    with bar:
         await engine.run(settings.tenant, execution["id"])
 
 
@@ -288,6 +289,79 @@ def show(
             await _show(db, settings.tenant, execution_id, events=True)
 
     _exec(work)
+
+
+@app.command()
+def watch(
+    execution_id: Annotated[str, typer.Argument(help="Execution id or a 6+ char prefix")],
+) -> None:
+    """Follow an execution live: its events as they happen and a progress bar; exit 0 if it
+    completes, 1 if it ends otherwise."""
+
+    async def work(settings: Settings) -> str:
+        async with _database(settings) as db:
+            return await _follow(db, settings.tenant, execution_id)
+
+    status = _exec(work)
+    raise typer.Exit(0 if status == Status.COMPLETED else 1)
+
+
+async def _follow(db: Database, tenant: str, execution_id: str) -> str:
+    async with db.connection() as conn:
+        execution = await executions.get(conn, tenant, execution_id)
+    out.print(f"[bold]{execution['plan_name']}[/bold]  {execution['id']}", highlight=False)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[eta]}"),
+        console=out,
+        transient=True,
+    )
+    task = bar.add_task("", total=100, eta="")
+    cursor, status = 0, str(execution["status"])
+    with bar:
+        while True:
+            async with db.connection() as conn:
+                news = await executions.events(conn, execution["id"], cursor)
+                rows = await steps.list_for(conn, execution["id"])
+                current = await executions.get(conn, tenant, str(execution["id"]))
+            for ev in news:
+                cursor = ev["id"]
+                bar.console.print(_event_line(ev), highlight=False)
+            shown = progress.compute(rows, now=datetime.now(UTC))
+            eta = f"ETA {shown.eta_s:.0f}s" if shown.eta_s else ""
+            bar.update(
+                task,
+                completed=shown.percent,
+                eta=eta,
+                description=f"{shown.done} done, {shown.failed} failed, "
+                f"{shown.running} running, {shown.pending} pending",
+            )
+            status = str(current["status"])
+            if status_machine.is_terminal(Status(status)) and not news:
+                break
+            await asyncio.sleep(0.25)
+    out.print(
+        f"finished: {_styled(status)}"
+        + (f" — {current['status_reason']}" if current["status_reason"] else "")
+    )
+    return status
+
+
+def _event_line(ev: dict[str, Any]) -> str:
+    at = f"{ev['created_at']:%H:%M:%S}"
+    payload = ev["payload"] or {}
+    if ev["event_type"] == "status_changed":
+        return f"{at} {ev['from_status']} → {_styled(ev['to_status'])} by {ev['actor_id']}"
+    if ev["event_type"] in ("step_started", "step_finished"):
+        state = payload.get("status", "running")
+        extra = f": {payload['error']}" if payload.get("error") else ""
+        return (
+            f"{at} {_styled(state)} {payload.get('step')} @ {payload.get('target')} "
+            f"(attempt {payload.get('attempt')}){extra}"
+        )
+    return f"{at} {ev['event_type']} by {ev['actor_id']}"
 
 
 @app.command("list")
