@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from tests.sshlab import free_ports, start_lab  # noqa: E402
 
 from opsconductor.connectors.session import Connectors  # noqa: E402
 from opsconductor.inventory import Asset  # noqa: E402
 from opsconductor.plan import CommandStep, parse_plan  # noqa: E402
-from sshlab import free_ports, start_lab  # noqa: E402
 
 TARGETS = 50
 ROUNDS = 10

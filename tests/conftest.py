@@ -98,7 +98,7 @@ SSH_PORTS = 24
 @pytest.fixture(scope="session")
 def ssh_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real SSH server (OpenSSH sshd when installed) listening on SSH_PORTS ports."""
-    from sshlab import free_ports, start_lab
+    from tests.sshlab import free_ports, start_lab
 
     lab = start_lab(tmp_path_factory.mktemp("sshd"), free_ports(SSH_PORTS))
     yield lab
@@ -108,7 +108,7 @@ def ssh_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def password_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """An SSH server that accepts a password (asyncssh running a real /bin/sh)."""
-    from sshlab import AsyncsshLab, free_ports
+    from tests.sshlab import AsyncsshLab, free_ports
 
     lab = AsyncsshLab(tmp_path_factory.mktemp("pwsshd"), free_ports(1), password="s3cret-pw")
     yield lab

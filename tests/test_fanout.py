@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from helpers import add_ssh_assets, run_plan
 from opsconductor.db.connection import Database
 from opsconductor.status_machine import Status
+from tests.helpers import add_ssh_assets, run_plan
 
 
 def max_overlap(log: str) -> int:

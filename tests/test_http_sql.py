@@ -11,9 +11,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from helpers import run_plan
 from opsconductor.db.connection import Database
 from opsconductor.status_machine import Status
+from tests.helpers import run_plan
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from helpers import add_ssh_assets, run_plan
 from opsconductor.db import connectors
 from opsconductor.db.connection import Database
 from opsconductor.status_machine import Status
+from tests.helpers import add_ssh_assets, run_plan
 
 
 @pytest.fixture

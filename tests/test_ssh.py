@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from helpers import add_ssh_assets, run_plan
 from opsconductor.connectors import ssh
 from opsconductor.connectors.session import Connectors
 from opsconductor.db import connectors
 from opsconductor.db.connection import Database
 from opsconductor.inventory import Asset
 from opsconductor.plan import parse_plan
+from tests.helpers import add_ssh_assets, run_plan
 
 # Ports 0-3 of the lab are for these tests; the fan-out tests use the others.
 PORT = 0

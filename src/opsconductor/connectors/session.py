@@ -66,8 +66,12 @@ class Connectors:
         where: str,
         timeout_s: float,
         cancel: asyncio.Event | None = None,
+        env: dict[str, str] | None = None,
     ) -> Outcome:
-        """Run ``step`` on ``asset``; ``where`` (``steps[2]``) prefixes input errors."""
+        """Run ``step`` on ``asset``; ``where`` (``steps[2]``) prefixes input errors;
+        ``env`` is set for commands and scripts under the step's own ``env``."""
+        if isinstance(step, CommandStep | ScriptStep) and env:
+            step = step.model_copy(update={"env": {**env, **step.env}})
         try:
             action = await self._prepare(step, asset, where)
         except StepInputError as exc:
