@@ -107,6 +107,10 @@ class OpenSshLab:
             + "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             + "MaxStartups 500\nMaxSessions 100\nLogLevel ERROR\n"
             + "Subsystem sftp internal-sftp\n"
+            # bash sources ~/.bashrc for commands that come over SSH unless it is nested
+            # (SHLVL >= 2); this keeps a heavy personal bashrc (pyenv init: ~0.2 s) out of
+            # every command, so the figures measure the connector, not someone's dotfiles.
+            + ("SetEnv SHLVL=1\n" if os.environ.get("OPSC_LAB_BASHRC") != "1" else "")
         )
         assert SSHD is not None
         process = subprocess.Popen(
