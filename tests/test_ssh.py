@@ -14,10 +14,12 @@ import pytest
 
 from opsconductor.connectors import ssh
 from opsconductor.connectors.session import Connectors
-from opsconductor.db import connectors
+from opsconductor.db import connectors, executions
 from opsconductor.db.connection import Database
+from opsconductor.engine import Engine
 from opsconductor.inventory import Asset
 from opsconductor.plan import parse_plan
+from opsconductor.submission import Request, submit
 from tests.helpers import add_ssh_assets, run_plan
 
 # Ports 0-3 of the lab are for these tests; the fan-out tests use the others.
@@ -275,3 +277,34 @@ async def test_steps_on_one_target_share_one_connection(db: Database, ssh_lab: A
     # SSH_CONNECTION names the client's source port: one connection, one port, 3 steps.
     client_ports = {row["output"].split()[1] for row in rows}
     assert len(rows) == 3 and len(client_ports) == 1
+
+
+async def test_cancelling_a_running_execution_kills_the_remote_sleep(
+    db: Database, ssh_lab: Any
+) -> None:
+    await add_ssh_assets(db, ssh_lab, [ssh_lab.ports[2]], prefix="cancel")
+    marker = f"{uuid.uuid4().int % 100_000}.125"
+    plan = {
+        "name": "long sleep",
+        "steps": [
+            {
+                "name": "sleep",
+                "type": "command",
+                "targets": {"tags": {"role": "cancel"}},
+                "command": f"sleep {marker}",
+                "timeout_s": 300,
+            },
+        ],
+    }
+    submitted = await submit(db, Request(parse_plan(plan), "default", "tester"))
+    execution_id = submitted.execution["id"]
+    running = asyncio.create_task(Engine(db, actor_id="tester").run("default", execution_id))
+    while not processes_matching(f"sleep {marker}"):  # noqa: ASYNC110 - no event to await
+        await asyncio.sleep(0.02)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert processes_matching(f"sleep {marker}") == []
+    async with db.connection() as conn:
+        execution = await executions.get(conn, "default", str(execution_id))
+    assert execution["status"] == "cancelled"
