@@ -43,7 +43,7 @@ def web() -> Iterator[tuple[int, list[dict[str, Any]]]]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     yield server.server_address[1], seen
     server.shutdown()
 
@@ -210,3 +210,43 @@ async def test_sql_write_guard_rolls_back_and_commits(db: Database, sql_table: s
     assert status == Status.COMPLETED, rows
     assert json.loads(rows[0]["output"]) == {"rows_affected": 1}
     assert states(sql_table)[0] == ("a", "drain")
+
+
+async def test_templates_read_earlier_step_results_on_the_same_target(
+    db: Database, web: tuple[int, list[dict[str, Any]]]
+) -> None:
+    port, seen = web
+    plan = {
+        "name": "chained",
+        "steps": [
+            {
+                "name": "read version",
+                "type": "command",
+                "targets": {"hostnames": ["localhost"]},
+                "command": "echo 4.2.1",
+            },
+            http_step(
+                "report",
+                method="POST",
+                url=f"http://127.0.0.1:{port}/versions",
+                json={
+                    "host": "{{ asset.hostname }}",
+                    "version": "{{ steps['read version'].output | trim }}",
+                    "exit": "{{ steps['read version'].exit_code }}",
+                },
+                expect={"status": 201},
+            ),
+            http_step("broken", url="http://127.0.0.1/{{ steps.nope.output }}"),
+        ],
+    }
+    status, rows, _ = await run_plan(db, plan)
+    assert seen == [
+        {
+            "path": "/versions",
+            "token": None,
+            "body": {"host": "localhost", "version": "4.2.1", "exit": "0"},
+        }
+    ]
+    assert status == Status.FAILED
+    assert rows[2]["error"].startswith("steps[2].url: template error:")
+    assert "nope" in rows[2]["error"]

@@ -25,6 +25,7 @@ from opsconductor.inventory import Asset
 from opsconductor.output import cap_text
 from opsconductor.plan import Plan, ValidateStep, parse_plan
 from opsconductor.status_machine import Status
+from opsconductor.templating import uses_step_results
 
 #: How many targets of one step run at once unless the step sets ``concurrency``.
 DEFAULT_STEP_CONCURRENCY = 10
@@ -244,12 +245,17 @@ class Engine:
             return await self._validate(run, step, asset)
         limit = policies.step_timeout(step, run.execution["sla_class"], run.matrix)
         budget = min(limit, run.remaining())
+        results = None
+        if uses_step_results(step.model_dump_json()):
+            async with self.db.connection() as conn:
+                results = await steps.target_results(conn, run.id, asset.asset_id, index)
         outcome = await run.connectors.execute(
             step,
             asset,
             where=f"steps[{index}]",
             timeout_s=budget,
             env=_target_env(run, index, asset),
+            results=results,
         )
         if outcome.status == "timeout" and budget < limit:
             run.deadline_hit = True

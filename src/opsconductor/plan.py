@@ -108,7 +108,8 @@ class FileStep(_StepBase):
     type: Literal["file"]
     targets: Targets
     src: str = Field(min_length=1)
-    dest: str = Field(min_length=1, pattern=r"^/")
+    #: absolute path on the target; may be a template (``/etc/app/{{ asset.hostname }}``)
+    dest: str = Field(min_length=1, pattern=r"^(/|\{\{)")
     mode: str | None = Field(default=None, pattern=r"^0?[0-7]{3,4}$")
 
 

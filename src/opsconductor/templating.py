@@ -7,6 +7,7 @@ and an unknown name is an error rather than an empty string.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
@@ -18,8 +19,23 @@ from opsconductor.inventory import Asset
 _ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
-def asset_context(asset: Asset) -> dict[str, Any]:
+#: What ``{{ steps.<name>.* }}`` offers of an earlier step's result on the same target.
+STEP_FIELDS = ("status", "exit_code", "output", "stderr")
+
+
+def uses_step_results(text: str) -> bool:
+    """Whether a step's fields refer to ``steps.``: only then are earlier results loaded."""
+    return "steps." in text or "steps[" in text
+
+
+def asset_context(
+    asset: Asset, results: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """``asset`` and, on the same target, ``steps`` (earlier results by step name; names
+    that are not identifiers are reachable as ``steps['check config'].output``)."""
+    steps = {name: {k: row.get(k) for k in STEP_FIELDS} for name, row in (results or {}).items()}
     return {
+        "steps": steps,
         "asset": {
             "id": asset.asset_id,
             "hostname": asset.hostname,
@@ -28,7 +44,7 @@ def asset_context(asset: Asset) -> dict[str, Any]:
             "os": asset.os,
             "environment": asset.environment,
             "tags": dict(asset.tags),
-        }
+        },
     }
 
 

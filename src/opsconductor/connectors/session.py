@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import httpx
@@ -67,13 +68,16 @@ class Connectors:
         timeout_s: float,
         cancel: asyncio.Event | None = None,
         env: dict[str, str] | None = None,
+        results: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Outcome:
         """Run ``step`` on ``asset``; ``where`` (``steps[2]``) prefixes input errors;
-        ``env`` is set for commands and scripts under the step's own ``env``."""
+        ``env`` is set for commands and scripts under the step's own ``env``; ``results``
+        (earlier steps on this target, by name) feed ``{{ steps.<name>.output }}``."""
         if isinstance(step, CommandStep | ScriptStep) and env:
             step = step.model_copy(update={"env": {**env, **step.env}})
+        context = asset_context(asset, results)
         try:
-            action = await self._prepare(step, asset, where)
+            action = await self._prepare(step, asset, where, context)
         except StepInputError as exc:
             return Outcome("failed", error=str(exc))
         if self.record_only:
@@ -87,16 +91,18 @@ class Connectors:
         except (asyncssh.Error, OSError) as exc:
             return Outcome("failed", error=cap_text(f"{type(exc).__name__}: {exc}"))
 
-    async def _prepare(self, step: ActingStep, asset: Asset, where: str) -> Action:
+    async def _prepare(
+        self, step: ActingStep, asset: Asset, where: str, context: dict[str, Any]
+    ) -> Action:
         if isinstance(step, CommandStep):
             return await self._command(step, asset)
         if isinstance(step, ScriptStep):
             return await self._script(step, asset)
         if isinstance(step, FileStep):
-            return await self._file(step, asset, where)
+            return await self._file(step, asset, where, context)
         if isinstance(step, HttpStep):
-            return self._http_request(step, asset, where)
-        return self._sql(step, asset, where)
+            return self._http_request(step, where, context)
+        return self._sql(step, where, context)
 
     # -- commands and scripts: local process or SSH -------------------------------------
 
@@ -181,21 +187,26 @@ class Connectors:
 
     # -- file copies ---------------------------------------------------------------------
 
-    async def _file(self, step: FileStep, asset: Asset, where: str) -> Action:
+    async def _file(
+        self, step: FileStep, asset: Asset, where: str, context: dict[str, Any]
+    ) -> Action:
         src = Path(step.src)
+        dest = render(step.dest, context, f"{where}.dest")
+        if not dest.startswith("/"):
+            raise StepInputError(f"{where}.dest: must be an absolute path (got {dest!r})")
         try:
             source = ssh.file_digest(src)
         except OSError as exc:
             raise StepInputError(f"{where}.src: cannot read {src}: {exc.strerror}") from None
         mode = int(step.mode, 8) if step.mode else None
-        done = f"copied {source.size} bytes to {step.dest}, sha256 {source.sha256} verified"
+        done = f"copied {source.size} bytes to {dest}, sha256 {source.sha256} verified"
         if asset.connection_type == "local":
 
             async def run_local(budget: float, cancel: asyncio.Event | None) -> Outcome:
-                work = asyncio.to_thread(local.copy_file, src, step.dest, mode)
+                work = asyncio.to_thread(local.copy_file, src, dest, mode)
                 return await bounded(_completed(work, done), budget, cancel)
 
-            return Action(f"copy {src} to {step.dest} locally", run_local)
+            return Action(f"copy {src} to {dest} locally", run_local)
         target = await self._ssh_target(asset)
 
         async def run_ssh(budget: float, cancel: asyncio.Event | None) -> Outcome:
@@ -203,12 +214,12 @@ class Connectors:
                 conn = await self._connection(target, budget)
                 if isinstance(conn, Outcome):
                     return conn
-                await ssh.copy_file(conn, src, step.dest, mode)
+                await ssh.copy_file(conn, src, dest, mode)
                 return Outcome("completed", output=done)
 
             return await bounded(copy(), budget, cancel)
 
-        summary = f"copy {src} ({source.size} bytes) to {target.where}:{step.dest}"
+        summary = f"copy {src} ({source.size} bytes) to {target.where}:{dest}"
         return Action(summary, run_ssh)
 
     # -- HTTP ----------------------------------------------------------------------------
@@ -218,8 +229,7 @@ class Connectors:
             self._http[verify] = httpx.AsyncClient(verify=verify, follow_redirects=False)
         return self._http[verify]
 
-    def _http_request(self, step: HttpStep, asset: Asset, where: str) -> Action:
-        context = asset_context(asset)
+    def _http_request(self, step: HttpStep, where: str, context: dict[str, Any]) -> Action:
         request = http.build(
             step.method,
             render(step.url, context, f"{where}.url"),
@@ -252,8 +262,8 @@ class Connectors:
 
     # -- SQL -----------------------------------------------------------------------------
 
-    def _sql(self, step: SqlStep, asset: Asset, where: str) -> Action:
-        dsn = render(step.dsn, asset_context(asset), f"{where}.dsn")
+    def _sql(self, step: SqlStep, where: str, context: dict[str, Any]) -> Action:
+        dsn = render(step.dsn, context, f"{where}.dsn")
         try:
             parts = conninfo_to_dict(dsn)
         except psycopg.ProgrammingError as exc:
