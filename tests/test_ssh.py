@@ -308,3 +308,47 @@ async def test_cancelling_a_running_execution_kills_the_remote_sleep(
     async with db.connection() as conn:
         execution = await executions.get(conn, "default", str(execution_id))
     assert execution["status"] == "cancelled"
+
+
+async def test_fetch_from_a_target_with_checksum(
+    db: Database, ssh_lab: Any, tmp_path: Path
+) -> None:
+    asset = await one_asset(db, ssh_lab)
+    remote = tmp_path / "remote" / "app.log"
+    remote.parent.mkdir()
+    data = os.urandom(200_000)
+    remote.write_bytes(data)
+    conns = session(db)
+    try:
+        outcome = await conns.execute(
+            step(
+                type="file",
+                direction="fetch",
+                src=str(remote),
+                dest=str(tmp_path / "fetched" / "{{ asset.id }}.log"),
+                mode="0600",
+            ),
+            asset,
+            where="steps[0]",
+            timeout_s=10,
+        )
+        missing = await conns.execute(
+            step(
+                type="file",
+                direction="fetch",
+                src=str(tmp_path / "nope"),
+                dest=str(tmp_path / "fetched" / "{{ asset.id }}.nope"),
+            ),
+            asset,
+            where="steps[0]",
+            timeout_s=10,
+        )
+    finally:
+        await conns.aclose()
+    fetched = tmp_path / "fetched" / f"{asset.asset_id}.log"
+    assert outcome.status == "completed", outcome
+    assert f"sha256 {hashlib.sha256(data).hexdigest()} verified" in outcome.output
+    assert fetched.read_bytes() == data
+    assert fetched.stat().st_mode & 0o777 == 0o600
+    assert missing.status == "failed"
+    assert sorted(p.name for p in fetched.parent.iterdir()) == [fetched.name]  # no temp left

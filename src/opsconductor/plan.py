@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from opsconductor.errors import PlanError
 
@@ -102,15 +110,44 @@ class ScriptStep(_StepBase):
 
 
 class FileStep(_StepBase):
-    """Copy a file from this machine to each target; verified by SHA-256 before it is
-    moved into place, so ``dest`` never holds a partial copy."""
+    """Copy a file to each target (``push``, the default) or from each target (``fetch``).
+
+    Push: ``src`` is a file here, ``dest`` an absolute path on the target. Fetch: ``src`` is
+    an absolute path on the target, ``dest`` a path here that must name the target (a
+    template such as ``/tmp/logs/{{ asset.id }}.log``) so targets do not overwrite each
+    other. Either way the copy lands under a temporary name, its SHA-256 is compared with
+    the source, and only then is it renamed into place: ``dest`` never holds a partial copy.
+    ``src`` and ``dest`` may be templates.
+    """
 
     type: Literal["file"]
     targets: Targets
+    direction: Literal["push", "fetch"] = "push"
     src: str = Field(min_length=1)
-    #: absolute path on the target; may be a template (``/etc/app/{{ asset.hostname }}``)
-    dest: str = Field(min_length=1, pattern=r"^(/|\{\{)")
+    dest: str = Field(min_length=1)
     mode: str | None = Field(default=None, pattern=r"^0?[0-7]{3,4}$")
+
+    # Field validators (not one model validator) so errors carry the field's path;
+    # ``direction`` is declared first, so it is validated and visible here.
+    @field_validator("src")
+    @classmethod
+    def _src(cls, src: str, info: ValidationInfo) -> str:
+        if info.data.get("direction") == "fetch" and not src.startswith(("/", "{{")):
+            raise ValueError("the path on the target must be absolute")
+        return src
+
+    @field_validator("dest")
+    @classmethod
+    def _dest(cls, dest: str, info: ValidationInfo) -> str:
+        if info.data.get("direction", "push") == "push":
+            if not dest.startswith(("/", "{{")):
+                raise ValueError("the path on the target must be absolute")
+        elif "{{" not in dest:
+            raise ValueError(
+                "a fetch needs one file per target; use a template such as "
+                "/tmp/fetched/{{ asset.id }}"
+            )
+        return dest
 
 
 class JsonPathCheck(_Strict):

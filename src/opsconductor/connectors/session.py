@@ -190,23 +190,20 @@ class Connectors:
     async def _file(
         self, step: FileStep, asset: Asset, where: str, context: dict[str, Any]
     ) -> Action:
-        src = Path(step.src)
+        src = render(step.src, context, f"{where}.src")
         dest = render(step.dest, context, f"{where}.dest")
+        mode = int(step.mode, 8) if step.mode else None
+        if step.direction == "fetch":
+            return await self._fetch(asset, src, Path(dest), mode)
         if not dest.startswith("/"):
             raise StepInputError(f"{where}.dest: must be an absolute path (got {dest!r})")
         try:
-            source = ssh.file_digest(src)
+            source = ssh.file_digest(Path(src))
         except OSError as exc:
             raise StepInputError(f"{where}.src: cannot read {src}: {exc.strerror}") from None
-        mode = int(step.mode, 8) if step.mode else None
         done = f"copied {source.size} bytes to {dest}, sha256 {source.sha256} verified"
         if asset.connection_type == "local":
-
-            async def run_local(budget: float, cancel: asyncio.Event | None) -> Outcome:
-                work = asyncio.to_thread(local.copy_file, src, dest, mode)
-                return await bounded(_completed(work, done), budget, cancel)
-
-            return Action(f"copy {src} to {dest} locally", run_local)
+            return self._local_copy(Path(src), dest, mode, done)
         target = await self._ssh_target(asset)
 
         async def run_ssh(budget: float, cancel: asyncio.Event | None) -> Outcome:
@@ -214,13 +211,40 @@ class Connectors:
                 conn = await self._connection(target, budget)
                 if isinstance(conn, Outcome):
                     return conn
-                await ssh.copy_file(conn, src, dest, mode)
+                await ssh.copy_file(conn, Path(src), dest, mode)
                 return Outcome("completed", output=done)
 
             return await bounded(copy(), budget, cancel)
 
         summary = f"copy {src} ({source.size} bytes) to {target.where}:{dest}"
         return Action(summary, run_ssh)
+
+    async def _fetch(self, asset: Asset, src: str, dest: Path, mode: int | None) -> Action:
+        if asset.connection_type == "local":
+            return self._local_copy(Path(src), str(dest), mode, f"fetched {src} to {dest}")
+        target = await self._ssh_target(asset)
+
+        async def run_ssh(budget: float, cancel: asyncio.Event | None) -> Outcome:
+            async def fetch() -> Outcome:
+                conn = await self._connection(target, budget)
+                if isinstance(conn, Outcome):
+                    return conn
+                got = await ssh.fetch_file(conn, src, dest, mode)
+                return Outcome(
+                    "completed",
+                    output=f"fetched {got.size} bytes to {dest}, sha256 {got.sha256} verified",
+                )
+
+            return await bounded(fetch(), budget, cancel)
+
+        return Action(f"fetch {target.where}:{src} to {dest}", run_ssh)
+
+    def _local_copy(self, src: Path, dest: str, mode: int | None, done: str) -> Action:
+        async def run_local(budget: float, cancel: asyncio.Event | None) -> Outcome:
+            work = asyncio.to_thread(local.copy_file, src, dest, mode)
+            return await bounded(_completed(work, done), budget, cancel)
+
+        return Action(f"copy {src} to {dest} locally", run_local)
 
     # -- HTTP ----------------------------------------------------------------------------
 

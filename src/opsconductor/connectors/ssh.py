@@ -354,3 +354,32 @@ async def _remote_sha256(sftp: asyncssh.SFTPClient, path: str) -> str:
         while chunk := await remote.read(_CHUNK):
             digest.update(chunk if isinstance(chunk, bytes) else chunk.encode())
     return digest.hexdigest()
+
+
+async def fetch_file(
+    conn: asyncssh.SSHClientConnection, src: str, dest: Path, mode: int | None
+) -> Copied:
+    """Download ``src`` to a temporary name beside ``dest``, compare its SHA-256 with a
+    second read of the remote file, then rename over ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    temporary = dest.with_name(f"{dest.name}.opsc-{uuid.uuid4().hex[:12]}")
+    try:
+        async with conn.start_sftp_client() as sftp:
+            async with sftp.open(src, "rb") as remote:
+                with temporary.open("xb") as local:
+                    while chunk := await remote.read(_CHUNK):
+                        local.write(chunk if isinstance(chunk, bytes) else chunk.encode())
+            remote_digest = await _remote_sha256(sftp, src)
+        copied = file_digest(temporary)
+        if copied.sha256 != remote_digest:
+            raise SshError(
+                f"{src}: checksum mismatch after fetch "
+                f"(remote {remote_digest}, local {copied.sha256}); the file may be changing"
+            )
+        if mode is not None:
+            temporary.chmod(mode)
+        temporary.replace(dest)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return copied
