@@ -37,6 +37,8 @@ def web() -> Iterator[tuple[int, list[dict[str, Any]]]]:
             length = int(self.headers.get("content-length", 0))
             body = json.loads(self.rfile.read(length))
             seen.append({"path": self.path, "token": self.headers.get("x-token"), "body": body})
+            if self.headers.get("authorization"):
+                seen[-1]["authorization"] = self.headers["authorization"]
             self._reply(201, json.dumps({"received": body}).encode())
 
         def log_message(self, *args: Any) -> None:
@@ -250,3 +252,49 @@ async def test_templates_read_earlier_step_results_on_the_same_target(
     assert status == Status.FAILED
     assert rows[2]["error"].startswith("steps[2].url: template error:")
     assert "nope" in rows[2]["error"]
+
+
+async def test_http_auth_from_credential_references(
+    db: Database, web: tuple[int, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, seen = web
+    monkeypatch.setenv("OPSC_TEST_TOKEN", "tok-123")
+    monkeypatch.setenv("OPSC_TEST_PASSWORD", "pw")
+    monkeypatch.delenv("OPSC_TEST_MISSING", raising=False)
+    url = f"http://127.0.0.1:{port}/auth"
+    plan = {
+        "name": "auth",
+        "steps": [
+            http_step(
+                "bearer",
+                method="POST",
+                url=url,
+                json={},
+                expect={"status": 201},
+                auth={"bearer_ref": "env:OPSC_TEST_TOKEN"},
+            ),
+            http_step(
+                "basic",
+                method="POST",
+                url=url,
+                json={},
+                expect={"status": 201},
+                auth={"username": "ops", "password_ref": "env:OPSC_TEST_PASSWORD"},
+            ),
+            http_step(
+                "missing",
+                method="POST",
+                url=url,
+                json={},
+                auth={"bearer_ref": "env:OPSC_TEST_MISSING"},
+            ),
+        ],
+    }
+    status, rows, _ = await run_plan(db, plan)
+    assert [s["authorization"] for s in seen] == ["Bearer tok-123", "Basic b3BzOnB3"]
+    assert status == Status.FAILED and len(seen) == 2
+    assert rows[2]["error"] == (
+        "steps[2].auth.bearer_ref 'env:OPSC_TEST_MISSING': "
+        "environment variable OPSC_TEST_MISSING is not set on this worker"
+    )
+    assert all("tok-123" not in (r["output"] + (r["error"] or "")) for r in rows)

@@ -164,6 +164,24 @@ class HttpExpect(_Strict):
     _regex = field_validator("body_regex")(_check_regex)
 
 
+class HttpAuth(_Strict):
+    """Credentials by reference (``env:NAME``, ``file:/path``; secrets later), resolved just
+    before the request and never recorded."""
+
+    bearer_ref: str | None = Field(default=None, min_length=1)
+    username: str | None = Field(default=None, min_length=1)
+    password_ref: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_scheme(self) -> HttpAuth:
+        basic = self.username is not None or self.password_ref is not None
+        if basic and (self.username is None or self.password_ref is None):
+            raise ValueError("basic auth needs both username and password_ref")
+        if basic == (self.bearer_ref is not None):
+            raise ValueError("give bearer_ref, or username and password_ref")
+        return self
+
+
 class HttpStep(_StepBase):
     """One HTTP request per target, sent from this machine; fields may use templates such
     as ``{{ asset.address }}``."""
@@ -176,6 +194,7 @@ class HttpStep(_StepBase):
     body: str | None = None
     json_body: Any = Field(default=None, alias="json")
     verify_tls: bool = True
+    auth: HttpAuth | None = None
     expect: HttpExpect = Field(default_factory=HttpExpect)
 
     @model_validator(mode="after")

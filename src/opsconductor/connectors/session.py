@@ -10,6 +10,7 @@ proves that everything resolves while touching nothing.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -27,7 +28,15 @@ from opsconductor.connectors.local import CommandResult
 from opsconductor.connectors.outcome import RECORD_ONLY, Outcome, StepInputError
 from opsconductor.inventory import Asset
 from opsconductor.output import cap_text
-from opsconductor.plan import ActingStep, CommandStep, FileStep, HttpStep, ScriptStep, SqlStep
+from opsconductor.plan import (
+    ActingStep,
+    CommandStep,
+    FileStep,
+    HttpAuth,
+    HttpStep,
+    ScriptStep,
+    SqlStep,
+)
 from opsconductor.templating import asset_context, render, render_data
 
 Runner = Callable[[float, asyncio.Event | None], Awaitable[Outcome]]
@@ -101,7 +110,7 @@ class Connectors:
         if isinstance(step, FileStep):
             return await self._file(step, asset, where, context)
         if isinstance(step, HttpStep):
-            return self._http_request(step, where, context)
+            return await self._http_request(step, where, context)
         return self._sql(step, where, context)
 
     # -- commands and scripts: local process or SSH -------------------------------------
@@ -253,11 +262,14 @@ class Connectors:
             self._http[verify] = httpx.AsyncClient(verify=verify, follow_redirects=False)
         return self._http[verify]
 
-    def _http_request(self, step: HttpStep, where: str, context: dict[str, Any]) -> Action:
+    async def _http_request(self, step: HttpStep, where: str, context: dict[str, Any]) -> Action:
+        headers = {k: render(v, context, f"{where}.headers.{k}") for k, v in step.headers.items()}
+        if step.auth is not None:
+            headers["authorization"] = await self._authorization(step.auth, f"{where}.auth")
         request = http.build(
             step.method,
             render(step.url, context, f"{where}.url"),
-            {k: render(v, context, f"{where}.headers.{k}") for k, v in step.headers.items()},
+            headers,
             None if step.body is None else render(step.body, context, f"{where}.body"),
             render_data(step.json_body, context, f"{where}.json"),
         )
@@ -283,6 +295,20 @@ class Connectors:
             return await bounded(send(budget), budget, cancel)
 
         return Action(f"{request.method} {request.url}", run)
+
+    async def _authorization(self, auth: HttpAuth, where: str) -> str:
+        async def secret(ref: str, field: str) -> str:
+            try:
+                return await ssh.resolve(self.ssh.resolve_credential, ref)
+            except (LookupError, ValueError) as exc:
+                raise StepInputError(f"{where}.{field} {ref!r}: {exc}") from None
+
+        if auth.bearer_ref is not None:
+            return f"Bearer {await secret(auth.bearer_ref, 'bearer_ref')}"
+        assert auth.username is not None and auth.password_ref is not None
+        password = await secret(auth.password_ref, "password_ref")
+        token = base64.b64encode(f"{auth.username}:{password}".encode()).decode()
+        return f"Basic {token}"
 
     # -- SQL -----------------------------------------------------------------------------
 
@@ -335,7 +361,7 @@ async def bounded(
     """``work`` within ``timeout_s``, abandoned (cancelled) when ``cancel`` is set."""
     task = asyncio.ensure_future(work)
     stopper = asyncio.ensure_future(cancel.wait()) if cancel else None
-    waiters: set[asyncio.Future[object]] = {task, stopper} if stopper else {task}  # type: ignore[arg-type]
+    waiters: set[asyncio.Future[Any]] = {task, stopper} if stopper else {task}
     try:
         done, _ = await asyncio.wait(waiters, timeout=timeout_s, return_when="FIRST_COMPLETED")
     finally:
