@@ -59,7 +59,7 @@ def test_each_new_type_parses_with_its_defaults() -> None:
         ),
         (
             {"type": "script", "script": "x", "env": {"1BAD": "v"}},
-            "steps[0].env: Value error, '1BAD' is not a valid environment variable name",
+            "steps[0].env: '1BAD' is not a valid environment variable name",
         ),
         (
             {"type": "command", "command": "x", "concurrency": 0},
