@@ -528,10 +528,16 @@ def assets_list() -> None:
             await asset_store.ensure_tenant(conn, settings.tenant)
             return await asset_store.list_all(conn, settings.tenant)
 
-    table = Table("id", "hostname", "address", "environment", "connection", "tags")
+    table = Table("id", "hostname", "address", "environment", "connection", "login", "tags")
     for a in _exec(work):
         tags = ", ".join(f"{k}={v}" for k, v in sorted(a.tags.items()))
-        table.add_row(a.asset_id, a.hostname, a.address, a.environment, a.connection_type, tags)
+        login = ""
+        if a.connection_type == "ssh":
+            login = f"{a.username or '(worker user)'}@:{a.port or 22}"
+            login += f" via {a.credential_ref}" if a.credential_ref else ""
+        table.add_row(
+            a.asset_id, a.hostname, a.address, a.environment, a.connection_type, login, tags
+        )
     out.print(table)
 
 
