@@ -62,3 +62,8 @@ def test_known_hosts_assets_run_and_record_only(
     marker.unlink()
     dark_tenant = opsc(cli_env, "run", str(plan), "-k", "real-2")
     assert dark_tenant.returncode == 0 and not marker.exists()
+
+    removed = opsc(cli_env, "known-hosts", "remove", "127.0.0.1", "--port", port)
+    assert removed.returncode == 0 and "removed 1 key(s)" in removed.stdout
+    again = opsc(cli_env, "known-hosts", "remove", "127.0.0.1", "--port", port)
+    assert again.returncode == 2

@@ -610,6 +610,24 @@ def known_hosts_list() -> None:
     out.print(table)
 
 
+@hosts_app.command("remove")
+def known_hosts_remove(
+    host: Annotated[str, typer.Argument(help="Address as the assets give it")],
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 22,
+) -> None:
+    """Forget every trusted key of host:port (after a host key rotation, say)."""
+
+    async def work(settings: Settings) -> int:
+        async with _database(settings) as db, db.connection() as conn:
+            return await connector_store.remove_known_hosts(conn, settings.tenant, host, port)
+
+    removed = _exec(work)
+    if not removed:
+        err.print(f"[red]error:[/red] no trusted key for {host}:{port}")
+        raise typer.Exit(2)
+    out.print(f"removed {removed} key(s) of {host}:{port}")
+
+
 @tenant_app.command("record-only")
 def tenant_record_only(
     state: Annotated[str, typer.Argument(help="on or off")],

@@ -284,6 +284,8 @@ class Connectors:
                 return Outcome("failed", error=cap_text(f"{request.url}: {exc}"))
             problems = http.failures(step.expect, response)
             status_line = f"HTTP {response.status} {response.reason}".strip()
+            if response.truncated:  # the expectations saw only the first part, say so
+                status_line += f" (body cut at {http.BODY_LIMIT} bytes)"
             return Outcome(
                 "failed" if problems else "completed",
                 output=cap_text(response.body),
