@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from opsconductor.errors import PlanError
-from opsconductor.plan import FileStep, HttpStep, ScriptStep, SqlStep, parse_plan
+from opsconductor.plan import (
+    FileStep,
+    HttpStep,
+    ScriptStep,
+    SqlStep,
+    load_plan_file,
+    parse_plan,
+)
 
 
 def one_step(**fields: Any) -> Any:
@@ -72,3 +80,11 @@ def test_errors_name_the_field(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(PlanError) as caught:
         one_step(**fields)
     assert message in str(caught.value)
+
+
+def test_every_example_plan_is_valid() -> None:
+    folder = Path(__file__).resolve().parent.parent / "examples" / "plans"
+    plans = sorted(folder.glob("*.yaml"))
+    assert any(p.name == "web-rollout.yaml" for p in plans)
+    for path in plans:
+        load_plan_file(path)  # raises PlanError naming the file and field
