@@ -38,6 +38,8 @@ CredentialResolver = Callable[[str], str | Awaitable[str]]
 CONNECT_TIMEOUT_S = 10.0
 KEEPALIVE_S = 15.0
 _CHUNK = 65_536
+#: Prefix of the line that reports the remote shell's pid (= its process group) on stderr.
+_PID_MARK = b"opsc-pid:"
 
 
 class HostKeyStore(Protocol):
@@ -171,7 +173,7 @@ def _auth_options(secret: str | None) -> dict[str, Any]:
 
 def wrap(command: str, env: Mapping[str, str] | None = None, cwd: str | None = None) -> str:
     """The command line sent to the server: report the group id, then run under /bin/sh."""
-    parts = ['echo "$$" >&2']
+    parts = [f'echo "{_PID_MARK.decode()}$$" >&2']
     if cwd:
         parts.append(f"cd {shlex.quote(cwd)}")
     parts += [f"export {name}={shlex.quote(value)}" for name, value in (env or {}).items()]
@@ -187,19 +189,25 @@ async def _pump(stream: asyncssh.SSHReader[bytes], sink: OutputBuffer) -> None:
 async def _pump_stderr(
     stream: asyncssh.SSHReader[bytes], sink: OutputBuffer, pid: asyncio.Future[int]
 ) -> None:
-    """The first stderr line is the pid that ``wrap`` printed; the rest is the command's."""
+    """Find the ``opsc-pid:`` line that ``wrap`` printed and keep it out of the output;
+    whatever the login shell printed before it (a noisy profile) is kept as output."""
     pending = b""
     while not pid.done():
         chunk = await stream.read(_CHUNK)
         if not chunk:
+            sink.feed(pending)
             pid.set_result(0)
             return
         pending += chunk
-        line, newline, rest = pending.partition(b"\n")
-        if newline:
-            pid.set_result(int(line) if line.strip().isdigit() else 0)
-            if rest:
-                sink.feed(rest)
+        while not pid.done() and b"\n" in pending:
+            line, _, pending = pending.partition(b"\n")
+            if line.startswith(_PID_MARK) and line[len(_PID_MARK) :].isdigit():
+                pid.set_result(int(line[len(_PID_MARK) :]))
+            else:
+                sink.feed(line + b"\n")
+        if not pid.done() and len(pending) > _CHUNK:  # no marker in sight: stop looking
+            pid.set_result(0)
+    sink.feed(pending)
     await _pump(stream, sink)
 
 
