@@ -93,9 +93,7 @@ class Connectors:
             return Outcome("skipped", output=cap_text(f"{RECORD_ONLY}: would {action.summary}"))
         try:
             return await action.run(timeout_s, cancel)
-        except StepInputError as exc:
-            return Outcome("failed", error=str(exc))
-        except ssh.SshError as exc:
+        except (StepInputError, ssh.SshError) as exc:
             return Outcome("failed", error=str(exc))
         except (asyncssh.Error, OSError) as exc:
             return Outcome("failed", error=cap_text(f"{type(exc).__name__}: {exc}"))
