@@ -15,7 +15,11 @@ PLANS = ROOT / "examples" / "plans"
 def opsc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "opsconductor.cli", *args],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -24,7 +28,7 @@ def test_hello_plan_completes_and_is_recorded(cli_env: dict[str, str], database_
     assert result.returncode == 0, result.stdout + result.stderr
     assert "completed" in result.stdout
     with psycopg.connect(database_url) as conn:
-        status, = conn.execute("SELECT status::text FROM execution.executions").fetchone() or ()
+        (status,) = conn.execute("SELECT status::text FROM execution.executions").fetchone() or ()
         events = conn.execute(
             "SELECT from_status::text, to_status::text FROM execution.execution_events "
             "WHERE event_type = 'status_changed' ORDER BY id"

@@ -392,7 +392,10 @@ def serve(
     from opsconductor.api.server import serve as run_server
 
     def announce(url: str, access: DemoAccess | None) -> None:
-        out.print(f"OpsConductor API listening on {url}  (OpenAPI: {url}/openapi.json)")
+        out.print(
+            f"OpsConductor API listening on {url}  (OpenAPI: {url}/openapi.json)",
+            soft_wrap=True,
+        )
         if access is not None:
             made = "created" if access.created else "existing"
             out.print(

@@ -129,13 +129,13 @@ def resolve_roles(names: Iterable[str], custom: Mapping[str, Role]) -> list[Role
 
 def parse_permission(text: str) -> Permission:
     """``resource:action`` or ``resource:action@env1,env2`` (as the CLI and API accept it)."""
-    pair, _, envs = text.partition("@")
+    pair, at, envs = text.partition("@")
     resource, sep, action = pair.partition(":")
     if not sep:
         raise BadInput(f"permission {text!r}: use resource:action[@env,...]")
     check_permission(resource, action)
-    environments = frozenset(e for e in envs.split(",") if e) if envs else None
-    if envs and not environments:
+    environments = frozenset(e for e in envs.split(",") if e) if at else None
+    if at and not environments:
         raise BadInput(f"permission {text!r}: name at least one environment after '@'")
     return Permission(resource, action, environments)
 
