@@ -227,8 +227,7 @@ async def test_long_poll_returns_when_an_event_arrives(
     )
     hub: EventHub = api.app.state.events
     await hub.listening.wait()
-    while hub.waiting(ident) == 0:  # until the request is parked on this execution
-        await asyncio.sleep(0.01)
+    await hub.until_waiting(ident)  # the request is parked on this execution
     assert not poll.done()
     # Another connection records news, as a worker in another process would.
     async with api.db.transaction() as conn:

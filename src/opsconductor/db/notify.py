@@ -28,6 +28,7 @@ class EventHub:
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
+        self._subscribed = asyncio.Condition()
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._listen(), name="event-hub")
@@ -67,10 +68,17 @@ class EventHub:
         """How many requests wait on this execution (tests use it to know a poll is parked)."""
         return len(self._waiters.get(execution_id, ()))
 
+    async def until_waiting(self, execution_id: str) -> None:
+        """Return once a request waits on this execution (lets tests act at that moment)."""
+        async with self._subscribed:
+            await self._subscribed.wait_for(lambda: self.waiting(execution_id) > 0)
+
     @contextlib.asynccontextmanager
     async def subscribe(self, execution_id: str) -> AsyncIterator[asyncio.Event]:
         event = asyncio.Event()
         self._waiters[execution_id].add(event)
+        async with self._subscribed:
+            self._subscribed.notify_all()
         try:
             yield event
         finally:
