@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opsconductor import policies, rbac, validation
+from opsconductor import approval_gate, policies, rbac, validation
 from opsconductor.connectors.local import run_command
 from opsconductor.db import assets, executions, steps
 from opsconductor.db.connection import Database
@@ -75,6 +75,19 @@ class _Attempt:
     error: str | None = None
 
 
+def _target_env(run: _Run, index: int, asset: Asset) -> dict[str, str]:
+    """What a local command may want to know about where and why it runs."""
+    return {
+        "OPSC_EXECUTION_ID": str(run.id),
+        "OPSC_STEP_INDEX": str(index),
+        "OPSC_STEP_NAME": run.plan.steps[index].name,
+        "OPSC_ASSET_ID": asset.asset_id,
+        "OPSC_ASSET_HOSTNAME": asset.hostname,
+        "OPSC_ASSET_ADDRESS": asset.address,
+        "OPSC_ASSET_ENVIRONMENT": asset.environment,
+    }
+
+
 class Engine:
     def __init__(
         self,
@@ -97,7 +110,13 @@ class Engine:
 
     async def run(self, tenant_id: str, execution_id: uuid.UUID) -> Status:
         """Run an ``approved`` (or ``queued``) execution to its end; return its final status."""
-        run = await self._load(tenant_id, execution_id)
+        async with self.db.connection() as conn:
+            execution = await executions.get(conn, tenant_id, str(execution_id))
+        if execution["approval_level"] >= 1:
+            moved = await approval_gate.still_valid(self.db, execution, self.actor_id)
+            if moved is not None:
+                return moved  # what was approved is not what would run now
+        run, missing = await self._load(execution)
         current = Status(run.execution["status"])
         timeout_s = policies.execution_timeout(run.plan, run.execution["sla_class"], run.matrix)
         run.deadline = time.monotonic() + timeout_s
@@ -111,6 +130,10 @@ class Engine:
                 timeout_at=datetime.now(UTC) + timedelta(seconds=timeout_s),
                 worker_id=self.worker_id,
             )
+        if missing:
+            gone = ", ".join(sorted(missing))
+            await self._finish(run, Status.FAILED, f"assets no longer in the inventory: {gone}")
+            return Status.FAILED
         try:
             final, reason = await self._run_steps(run)
         except asyncio.CancelledError:
@@ -119,19 +142,21 @@ class Engine:
         await self._finish(run, final, reason)
         return final
 
-    async def _load(self, tenant_id: str, execution_id: uuid.UUID) -> _Run:
+    async def _load(self, execution: dict[str, Any]) -> tuple[_Run, set[str]]:
+        tenant_id = execution["tenant_id"]
+        snapshot = execution["plan_snapshot"]
+        wanted = {a for step_targets in snapshot["targets"] for a in step_targets}
         async with self.db.connection() as conn:
-            execution = await executions.get(conn, tenant_id, str(execution_id))
             matrix = {
                 (r["sla_class"], r["action_class"]): policies.TimeoutPolicy.from_row(r)
                 for r in await executions.policies(conn)
             }
-            snapshot = execution["plan_snapshot"]
-            wanted = {a for step_targets in snapshot["targets"] for a in step_targets}
             found = await assets.by_ids(conn, tenant_id, wanted)
         plan = parse_plan(snapshot["plan"])
-        targets = [[found[a] for a in step_targets] for step_targets in snapshot["targets"]]
-        return _Run(execution, plan, targets, deadline=0.0, matrix=matrix)
+        targets = [
+            [found[a] for a in step_targets if a in found] for step_targets in snapshot["targets"]
+        ]
+        return _Run(execution, plan, targets, deadline=0.0, matrix=matrix), wanted - set(found)
 
     async def _finish(self, run: _Run, final: Status, reason: str | None) -> None:
         async with self.db.transaction() as conn:
@@ -249,7 +274,8 @@ class Engine:
         assert isinstance(step, CommandStep)
         limit = policies.step_timeout(step, run.execution["sla_class"], run.matrix)
         budget = min(limit, run.remaining())
-        result = await run_command(step.command, timeout_s=budget, env=step.env, cwd=step.cwd)
+        env = {**_target_env(run, index, asset), **step.env}
+        result = await run_command(step.command, timeout_s=budget, env=env, cwd=step.cwd)
         if result.timed_out:
             if budget < limit:
                 run.deadline_hit = True

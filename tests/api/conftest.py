@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from apisupport import Api
 
 from opsconductor.api.app import create_app
 from opsconductor.db.connection import Database
+from tests.api.support import Api
 
 
 @pytest.fixture

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from apisupport import LOCAL, Api, command_plan
-
 from opsconductor.db import auth
+from tests.api.support import LOCAL, Api, command_plan
 
 PLAN = command_plan(("echo hi", "read", LOCAL))
 

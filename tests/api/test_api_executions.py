@@ -7,12 +7,12 @@ import asyncio
 from typing import Any
 
 import pytest
-from apisupport import LOCAL, Api, command_plan
 
 from opsconductor.api import routes_executions
 from opsconductor.db import executions
 from opsconductor.db.notify import EventHub
 from opsconductor.status_machine import Status
+from tests.api.support import LOCAL, Api, command_plan
 
 URL = "/api/v1/executions"
 
