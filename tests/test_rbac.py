@@ -19,7 +19,7 @@ def allowed(roles: list[str], resource: str, action: str, env: str | None = None
 def test_no_role_is_denied_everything() -> None:
     decision = rbac.decide([], "executions", "view")
     assert not decision.allowed
-    assert "no role may not view executions" in decision.reason
+    assert "holds no role, so may not view executions" in decision.reason
 
 
 @pytest.mark.parametrize(

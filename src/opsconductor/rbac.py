@@ -113,7 +113,9 @@ def decide(
             if permission.grants(resource, action, environment):
                 return Decision(True, f"role {role.name!r} grants {permission}")
     where = f" on {environment!r} targets" if environment is not None else ""
-    names = ", ".join(sorted(r.name for r in held)) or "no role"
+    if not held:
+        return Decision(False, f"holds no role, so may not {action} {resource}{where}")
+    names = ", ".join(sorted(r.name for r in held))
     return Decision(False, f"{names} may not {action} {resource}{where}")
 
 

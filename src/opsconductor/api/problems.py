@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from opsconductor.approvals import ApprovalRefused
 from opsconductor.errors import (
     BadInput,
     Conflict,
@@ -50,6 +51,8 @@ class Problem(BaseModel):
     instance: str | None = None
     #: for invalid input: every bad field with its path (``steps[0].timeout_s``)
     errors: list[FieldError] | None = None
+    #: a stable machine-readable reason where there is one (e.g. ``hash_mismatch``)
+    code: str | None = None
 
 
 def problem(
@@ -59,6 +62,7 @@ def problem(
     instance: str | None = None,
     errors: list[FieldError] | None = None,
     headers: Mapping[str, str] | None = None,
+    code: str | None = None,
 ) -> JSONResponse:
     body = Problem(
         title=HTTPStatus(status).phrase,
@@ -66,6 +70,7 @@ def problem(
         detail=detail,
         instance=instance,
         errors=errors,
+        code=code,
     )
     return JSONResponse(
         body.model_dump(exclude_none=True),
@@ -91,6 +96,10 @@ _STATUS: list[tuple[type[OpsError], int]] = [
 
 
 def status_of(exc: OpsError) -> int:
+    if isinstance(exc, ApprovalRefused):
+        if exc.reason == "self_approval":
+            return 403  # separation of duties: a matter of who asks
+        return 409 if exc.conflict else 400
     return next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
 
 
@@ -120,7 +129,10 @@ async def _ops_error(request: Request, exc: Exception) -> JSONResponse:
         return problem(status, detail, instance=request.url.path)
     errors = field_errors(str(exc)) if status == 422 else None
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return problem(status, str(exc), instance=request.url.path, errors=errors, headers=headers)
+    code = exc.reason if isinstance(exc, ApprovalRefused) else None
+    return problem(
+        status, str(exc), instance=request.url.path, errors=errors, headers=headers, code=code
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -14,10 +14,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import BaseModel, Field
 
-from opsconductor import dispatch, rbac
+from opsconductor import approval_gate, dispatch, rbac
 from opsconductor.api import models
 from opsconductor.api.auth import Caller, database, require
+from opsconductor.approvals import Decision
 from opsconductor.db import auth, executions, reads, steps
 from opsconductor.db.connection import Conn, Database
 from opsconductor.db.notify import EventHub
@@ -286,3 +288,57 @@ async def cancel_execution(
         response.status_code = 202 if outcome == "requested" else 200
         return models.CancelResult(execution=models.Execution.from_row(fresh), outcome=outcome)
     raise StaleStatus(f"execution {execution_id} kept changing status; try again")
+
+
+class ApproveBody(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    #: the plan hash the approver reviewed; required from level 2 (tamper detection)
+    plan_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class RejectBody(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    comment: str = Field(min_length=1, max_length=2000)
+
+
+Approver = Annotated[Caller, Depends(require("executions", "approve"))]
+
+
+@router.post("/{execution_id}/approve", response_model=models.ExecutionDetail, summary="Approve")
+async def approve_execution(
+    execution_id: str, body: ApproveBody, db: Db, who: Approver
+) -> models.ExecutionDetail:
+    """Approve an execution waiting for approval (SPEC section 5). Once approved it starts
+    here, in the background; a level-2+ requester may not approve their own execution."""
+    execution = await approval_gate.decide(
+        db,
+        tenant_id=who.tenant_id,
+        execution_id=execution_id,
+        actor_id=who.actor_id,
+        decision=Decision.APPROVE,
+        reviewed_hash=body.plan_hash,
+        comment=body.comment,
+    )
+    if execution["status"] == Status.APPROVED:
+        await dispatch.enqueue_background(db, execution)
+    async with db.connection() as conn:
+        return await _detail(conn, who.tenant_id, str(execution["id"]))
+
+
+@router.post("/{execution_id}/reject", response_model=models.ExecutionDetail, summary="Reject")
+async def reject_execution(
+    execution_id: str, body: RejectBody, db: Db, who: Approver
+) -> models.ExecutionDetail:
+    execution = await approval_gate.decide(
+        db,
+        tenant_id=who.tenant_id,
+        execution_id=execution_id,
+        actor_id=who.actor_id,
+        decision=Decision.REJECT,
+        comment=body.comment,
+    )
+    async with db.connection() as conn:
+        return await _detail(conn, who.tenant_id, str(execution["id"]))
