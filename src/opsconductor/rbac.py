@@ -209,8 +209,9 @@ def enforce_plan(
     actor_id: str, roles: Sequence[Role], plan: Plan, targets: Sequence[Sequence[Asset]]
 ) -> None:
     """The check at submission: raise ``PermissionDenied`` naming what may not run."""
-    if not decide(roles, "executions", "submit").allowed:
-        raise PermissionDenied(f"actor {actor_id!r} may not submit executions")
+    may_submit = decide(roles, "executions", "submit")
+    if not may_submit.allowed:
+        raise PermissionDenied(f"actor {actor_id!r}: {may_submit.reason}")
     denials = plan_denials(roles, planned_steps(plan, targets))
     if denials:
         more = f" (and {len(denials) - 3} more)" if len(denials) > 3 else ""

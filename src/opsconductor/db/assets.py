@@ -10,7 +10,7 @@ from psycopg.types.json import Jsonb
 
 from opsconductor.db import queries
 from opsconductor.db.connection import Conn
-from opsconductor.errors import BadInput, Conflict
+from opsconductor.errors import BadInput
 from opsconductor.inventory import Asset
 
 Q = queries.load("assets")
@@ -80,10 +80,5 @@ async def _write(conn: Conn, query: str, tenant_id: str, asset: Asset) -> Asset:
 
 
 async def delete(conn: Conn, tenant_id: str, asset_id: str) -> bool:
-    try:
-        cur = await conn.execute(Q["delete_asset"], {"tenant_id": tenant_id, "asset_id": asset_id})
-    except psycopg.errors.ForeignKeyViolation:
-        raise Conflict(
-            f"asset {asset_id!r} is the target of recorded executions; it stays for the record"
-        ) from None
+    cur = await conn.execute(Q["delete_asset"], {"tenant_id": tenant_id, "asset_id": asset_id})
     return await cur.fetchone() is not None
