@@ -75,3 +75,26 @@ async def test_database_outage_is_503_problem_not_traceback(database_url: str) -
         assert ready.status_code == 503
         assert ready.json()["detail"] == "the database is unreachable"
         assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_text_postgres_cannot_store_is_refused_with_its_path(api: Api) -> None:
+    admin = await api.login("acme", "ada", "admin")
+    r = await api.client.post(
+        URL, json={"asset_id": "a1", "hostname": "h", "tags": {"k": "v\x00"}}, headers=admin
+    )
+    assert r.status_code == 422
+    assert "tags.k: text must not contain NUL" in r.json()["detail"]
+    r = await api.client.get(f"{URL}/bad%00id", headers=admin)
+    assert r.status_code == 400
+    assert r.json()["detail"].startswith("path.asset_id: text must not contain NUL")
+    plan = command_plan(("echo \x00", "read", {"hostnames": ["localhost"]}))
+    r = await api.client.post("/api/v1/executions", json=plan, headers=admin)
+    assert r.status_code == 400
+    assert r.json()["detail"].startswith("steps[0].command: text must not contain NUL")
+    r = await api.client.post(
+        "/api/v1/executions",
+        content=b'{"name": "\\ud800", "steps": []}',
+        headers={**admin, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 400
+    assert r.json()["detail"].startswith("name: text must not contain")

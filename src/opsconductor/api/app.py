@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,6 +19,7 @@ from opsconductor.api import (
     routes_executions,
     routes_system,
 )
+from opsconductor.api.inputs import clean_parameters
 from opsconductor.db.connection import Database
 from opsconductor.db.notify import EventHub
 
@@ -95,6 +96,7 @@ def create_app(db: Database, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI
         docs_url=f"{PREFIX}/docs",
         redoc_url=None,
         lifespan=lifespan,
+        dependencies=[Depends(clean_parameters)],
     )
     app.state.db = db
     app.state.events = EventHub(db.url)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from opsconductor.api.inputs import CleanInput
 from opsconductor.inventory import Asset
 
 
@@ -109,9 +110,7 @@ class CancelResult(BaseModel):
     outcome: Literal["cancelled", "requested"]
 
 
-class AssetFields(BaseModel):
-    model_config = {"extra": "forbid"}
-
+class AssetFields(CleanInput):
     hostname: str = Field(min_length=1, max_length=255)
     address: str | None = Field(default=None, min_length=1, max_length=255)
     environment: str = Field(default="dev", min_length=1, max_length=63)

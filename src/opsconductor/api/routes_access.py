@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from opsconductor import rbac
 from opsconductor.api.auth import Caller, database, require
+from opsconductor.api.inputs import CleanInput
 from opsconductor.db import auth
 from opsconductor.db.connection import Database
 from opsconductor.errors import NotFound
@@ -43,9 +44,7 @@ class RoleOut(BaseModel):
         )
 
 
-class RoleCreate(BaseModel):
-    model_config = {"extra": "forbid"}
-
+class RoleCreate(CleanInput):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
     description: str = Field(default="", max_length=500)
     permissions: list[str] = Field(min_length=1, max_length=100)
@@ -56,9 +55,7 @@ class ActorRoles(BaseModel):
     roles: list[str]
 
 
-class TokenCreate(BaseModel):
-    model_config = {"extra": "forbid"}
-
+class TokenCreate(CleanInput):
     actor_id: str = Field(min_length=1, max_length=128)
     name: str = Field(default="", max_length=200)
     expires_at: datetime | None = None

@@ -14,11 +14,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from opsconductor import approval_gate, dispatch, rbac
 from opsconductor.api import models
 from opsconductor.api.auth import Caller, database, require
+from opsconductor.api.inputs import CleanInput, check_text
 from opsconductor.approvals import Decision
 from opsconductor.db import auth, executions, reads, steps
 from opsconductor.db.connection import Conn, Database
@@ -56,13 +57,18 @@ Db = Annotated[Database, Depends(database)]
 
 
 def _parse_plan_body(body: bytes, content_type: str) -> Plan:
-    text = body.decode("utf-8", errors="replace")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput("body: not valid UTF-8") from None
     if content_type.split(";")[0].strip().lower() in YAML_TYPES:
+        check_text(text, "body")
         return load_plan_text(text, "body")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadInput(f"body: not valid JSON ({exc}); send YAML as application/yaml") from None
+    check_text(data)
     return parse_plan(data)
 
 
@@ -290,17 +296,13 @@ async def cancel_execution(
     raise StaleStatus(f"execution {execution_id} kept changing status; try again")
 
 
-class ApproveBody(BaseModel):
-    model_config = {"extra": "forbid"}
-
+class ApproveBody(CleanInput):
     #: the plan hash the approver reviewed; required from level 2 (tamper detection)
     plan_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     comment: str | None = Field(default=None, max_length=2000)
 
 
-class RejectBody(BaseModel):
-    model_config = {"extra": "forbid"}
-
+class RejectBody(CleanInput):
     comment: str = Field(min_length=1, max_length=2000)
 
 
