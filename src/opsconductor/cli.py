@@ -23,7 +23,7 @@ from opsconductor.db import assets as asset_store
 from opsconductor.db import auth, executions, migrations, steps
 from opsconductor.db.connection import Database, database_url
 from opsconductor.engine import Engine, StepEvent
-from opsconductor.errors import BadInput, NotFound, OpsError
+from opsconductor.errors import BadInput, NotFound, OpsError, PermissionDenied
 from opsconductor.inventory import Asset, resolve_plan
 from opsconductor.plan import Plan, load_plan_file
 from opsconductor.plan_hash import plan_hash
@@ -422,6 +422,9 @@ def _decide(
 ) -> None:
     async def work(settings: Settings) -> dict[str, Any]:
         async with _database(settings) as db:
+            allowed = rbac.decide(await _local_roles(db, settings), "executions", "approve")
+            if not allowed.allowed:
+                raise PermissionDenied(f"actor {settings.actor!r}: {allowed.reason}")
             return await approval_gate.decide(
                 db,
                 tenant_id=settings.tenant,

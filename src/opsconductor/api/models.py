@@ -13,13 +13,16 @@ from opsconductor.inventory import Asset
 
 
 class Progress(BaseModel):
+    """Over (step, target) pairs at their latest attempt; ETA in seconds when known."""
+
     total: int
-    completed: int
+    done: int
     failed: int
     running: int
     pending: int
     skipped: int
     percent: float
+    eta_s: float | None
 
 
 class Execution(BaseModel):

@@ -9,14 +9,13 @@ import contextlib
 import json
 import os
 import uuid
-from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import Field
 
-from opsconductor import approval_gate, dispatch, rbac
+from opsconductor import approval_gate, dispatch, progress, rbac
 from opsconductor.api import models
 from opsconductor.api.auth import Caller, database, require
 from opsconductor.api.inputs import CleanInput, check_text
@@ -162,34 +161,13 @@ async def list_executions(
     )
 
 
-def _progress(step_rows: list[dict[str, Any]]) -> models.Progress:
-    """Counts over (step, target) pairs, each at its latest attempt."""
-    latest: dict[tuple[int, str], dict[str, Any]] = {}
-    for row in step_rows:
-        key = (row["step_index"], row["target_asset_id"])
-        if key not in latest or row["attempt"] > latest[key]["attempt"]:
-            latest[key] = row
-    counts = Counter(row["status"] for row in latest.values())
-    total = len(latest)
-    done = sum(counts[s] for s in ("completed", "failed", "timeout", "cancelled", "skipped"))
-    return models.Progress(
-        total=total,
-        completed=counts["completed"],
-        failed=counts["failed"] + counts["timeout"] + counts["cancelled"],
-        running=counts["running"],
-        pending=counts["pending"],
-        skipped=counts["skipped"],
-        percent=round(100.0 * done / total, 1) if total else 100.0,
-    )
-
-
 async def _detail(conn: Conn, tenant_id: str, execution_id: str) -> models.ExecutionDetail:
     execution = await executions.get(conn, tenant_id, execution_id)
     step_rows = await steps.list_for(conn, execution["id"])
     return models.ExecutionDetail(
         **models.Execution.from_row(execution).model_dump(),
         plan=execution["plan_snapshot"]["plan"],
-        progress=_progress(step_rows),
+        progress=models.Progress(**progress.compute(step_rows).as_dict()),
         steps=[models.Step.from_row(r) for r in step_rows],
     )
 
