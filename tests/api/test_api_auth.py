@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from opsconductor.db import auth
 from tests.api.support import LOCAL, Api, command_plan
 
+URL = "/api/v1/executions"
 PLAN = command_plan(("echo hi", "read", LOCAL))
 
 
@@ -176,3 +179,37 @@ async def test_custom_role_and_bindings_over_the_api(api: Api) -> None:
     revoked = await api.client.delete(f"/api/v1/tokens/{made.json()['token_id']}", headers=admin)
     assert revoked.status_code == 204
     assert (await api.client.get("/api/v1/executions", headers=pat)).status_code == 401
+
+
+ROLE_MATRIX = {
+    # role: (list, submit read on localhost, cancel, add asset, manage roles, approve)
+    "viewer": (200, 403, 403, 403, 403, 403),
+    "operator": (200, 201, 200, 403, 403, 403),
+    "approver": (200, 403, 403, 403, 403, 200),
+    "admin": (200, 201, 200, 201, 200, 200),
+}
+
+
+@pytest.mark.parametrize("role", sorted(ROLE_MATRIX))
+async def test_each_builtin_role_allowed_and_denied(api: Api, role: str) -> None:
+    requester = await api.login("acme", "requester", "admin")
+    me = await api.login("acme", f"{role}-user", role)
+    waiting = []
+    for i in range(2):  # one to cancel, one to approve; submitted by someone else
+        plan = command_plan((f"echo {i}", "read", LOCAL), approval_level=1)
+        waiting.append((await api.client.post(URL, json=plan, headers=requester)).json()["id"])
+    got = (
+        (await api.client.get(URL, headers=me)).status_code,
+        (
+            await api.client.post(URL, json=command_plan(("true", "read", LOCAL)), headers=me)
+        ).status_code,
+        (await api.client.post(f"{URL}/{waiting[0]}/cancel", headers=me)).status_code,
+        (
+            await api.client.post(
+                "/api/v1/assets", json={"asset_id": f"{role}-box", "hostname": role}, headers=me
+            )
+        ).status_code,
+        (await api.client.get("/api/v1/roles", headers=me)).status_code,
+        (await api.client.post(f"{URL}/{waiting[1]}/approve", json={}, headers=me)).status_code,
+    )
+    assert got == ROLE_MATRIX[role]

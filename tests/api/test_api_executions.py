@@ -334,3 +334,12 @@ async def test_openapi_is_published_with_problem_errors(api: Api) -> None:
     assert {"200", "201", "202", "401", "403", "413", "422"} <= set(submit["responses"])
     assert "application/problem+json" in submit["responses"]["422"]["content"]
     assert "token" in doc["components"]["securitySchemes"]
+
+
+async def test_readyz_reports_unapplied_migrations(api: Api) -> None:
+    async with api.db.connection() as conn:
+        await conn.execute("DELETE FROM public.opsc_migrations WHERE version = 3")
+    r = await api.client.get("/readyz")
+    assert r.status_code == 503
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["detail"] == "migrations not applied: 0003_auth"
