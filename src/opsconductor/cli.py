@@ -568,11 +568,15 @@ def serve(
     async def work(settings: Settings) -> None:
         await run_server(settings, host=host, port=port, demo=demo, announce=announce)
 
+    settings = load_settings()
+    logs.configure()
     try:
-        _exec(work)
-    except typer.Exit as stop:
-        if stop.exit_code != 130:
-            raise
+        asyncio.run(work(settings))
+    except OpsError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        pass  # uvicorn has already drained requests and stopped background work
     out.print("stopped")
 
 

@@ -68,6 +68,35 @@ async def test_role_revoked_between_steps_denies_the_next_step(
     assert [e["payload"]["step_index"] for e in started] == [0]
 
 
+async def test_background_executions_get_the_same_per_step_check(
+    api: Api, database_url: str
+) -> None:
+    operator = await api.login("acme", "olga", "operator")
+    revoke = " ".join(
+        shlex.quote(part)
+        for part in (
+            sys.executable,
+            "-m",
+            "opsconductor.cli",
+            "roles",
+            "revoke",
+            "olga",
+            "operator",
+        )
+    )
+    # Ten steps estimate 10 s: background mode, run by dispatch, not by this request.
+    plan = command_plan((revoke, "read", LOCAL), *[(f"echo {i}", "read", LOCAL) for i in range(9)])
+    plan["steps"][0]["env"] = {"DATABASE_URL": database_url, "OPSC_TENANT": "acme"}
+    r = await api.client.post(URL, json=plan, headers=operator)
+    assert r.status_code == 202, r.text
+    admin = await api.login("acme", "ada", "admin")
+    finished = await _poll_until_finished(api, admin, r.json()["id"])
+    assert finished["status"] == "failed"
+    kinds = [e["event_type"] for e in finished["events"]]
+    assert kinds.count("rbac_violation") == 1
+    assert kinds.count("step_started") == 1  # only the step that revoked the role ran
+
+
 async def test_approval_needs_the_approve_permission_and_another_person(api: Api) -> None:
     alice = await api.login("acme", "alice", "operator", "approver")
     oscar = await api.login("acme", "oscar", "operator")
