@@ -46,15 +46,33 @@ def _params(tenant_id: str, asset: Asset) -> dict[str, Any]:
 
 
 async def add(conn: Conn, tenant_id: str, asset: Asset) -> Asset:
-    return (await _write(conn, "insert_asset", tenant_id, asset))[0]
+    return await _write(conn, "insert_asset", tenant_id, asset)
+
+
+async def get(conn: Conn, tenant_id: str, asset_id: str) -> Asset | None:
+    cur = await conn.execute(Q["get_asset"], {"tenant_id": tenant_id, "asset_id": asset_id})
+    row = await cur.fetchone()
+    return None if row is None else Asset.from_row(row)
+
+
+async def update(conn: Conn, tenant_id: str, asset: Asset) -> Asset | None:
+    """Replace every field of an existing asset but its id; None if it does not exist."""
+    try:
+        return await _write(conn, "update_asset", tenant_id, asset)
+    except LookupError:
+        return None
 
 
 async def upsert(conn: Conn, tenant_id: str, asset: Asset) -> bool:
     """Insert or replace by asset id (imports are re-runnable); True when it was new."""
-    return (await _write(conn, "upsert_asset", tenant_id, asset))[1]
+    return bool((await _write_row(conn, "upsert_asset", tenant_id, asset))["inserted"])
 
 
-async def _write(conn: Conn, query: str, tenant_id: str, asset: Asset) -> tuple[Asset, bool]:
+async def _write(conn: Conn, query: str, tenant_id: str, asset: Asset) -> Asset:
+    return Asset.from_row(await _write_row(conn, query, tenant_id, asset))
+
+
+async def _write_row(conn: Conn, query: str, tenant_id: str, asset: Asset) -> dict[str, Any]:
     try:
         cur = await conn.execute(Q[query], _params(tenant_id, asset))
     except psycopg.errors.UniqueViolation as exc:
@@ -65,8 +83,9 @@ async def _write(conn: Conn, query: str, tenant_id: str, asset: Asset) -> tuple[
         field = constraint.removeprefix("assets_").removesuffix("_check") or "asset"
         raise BadInput(f"asset {asset.asset_id!r}: invalid {field}") from None
     row = await cur.fetchone()
-    assert row is not None
-    return Asset.from_row(row), bool(row.get("inserted", True))
+    if row is None:
+        raise LookupError(asset.asset_id)
+    return dict(row)
 
 
 async def delete(conn: Conn, tenant_id: str, asset_id: str) -> bool:

@@ -23,6 +23,17 @@ RETURNING asset_id
 -- name: ensure_tenant
 INSERT INTO execution.tenants (tenant_id) VALUES (%(tenant_id)s) ON CONFLICT DO NOTHING
 
+-- name: get_asset
+SELECT * FROM execution.assets WHERE tenant_id = %(tenant_id)s AND asset_id = %(asset_id)s
+
+-- name: update_asset
+UPDATE execution.assets SET
+    hostname = %(hostname)s, address = %(address)s, port = %(port)s, os = %(os)s,
+    environment = %(environment)s, connection_type = %(connection_type)s,
+    credential_ref = %(credential_ref)s, username = %(username)s, tags = %(tags)s
+WHERE tenant_id = %(tenant_id)s AND asset_id = %(asset_id)s
+RETURNING *
+
 -- name: upsert_asset
 INSERT INTO execution.assets
     (tenant_id, asset_id, hostname, address, port, os, environment, connection_type,
