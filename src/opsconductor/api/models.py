@@ -45,6 +45,8 @@ class Execution(BaseModel):
     timeout_at: datetime | None
     cancelled_by: str | None
     cancelled_at: datetime | None
+    #: dark launch: every step was recorded as skipped, no target was touched
+    record_only: bool
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
