@@ -36,6 +36,8 @@ from opsconductor.output import OutputBuffer
 CredentialResolver = Callable[[str], str | Awaitable[str]]
 
 CONNECT_TIMEOUT_S = 10.0
+#: How long a stop waits for the pid report of a command that has only just started.
+PID_WAIT_S = 10.0
 KEEPALIVE_S = 15.0
 _CHUNK = 65_536
 #: Prefix of the line that reports the remote shell's pid (= its process group) on stderr.
@@ -224,10 +226,14 @@ async def _stop(
     pid: asyncio.Future[int],
 ) -> None:
     """TERM the remote process group, KILL it after the grace period, close the channel."""
-    try:  # a command stopped right after it started may not have reported its pid yet
-        group = await asyncio.wait_for(asyncio.shield(pid), KILL_GRACE_S)
+    try:  # a command stopped right after it started may not have reported its pid yet;
+        # the wait is bounded by the channel too: its stderr ending settles the future.
+        group = await asyncio.wait_for(asyncio.shield(pid), PID_WAIT_S)
     except TimeoutError:
         group = 0
+    if group <= 1:  # no pid: ask the server itself (OpenSSH honours this with privsep)
+        with contextlib.suppress(Exception):
+            process.send_signal("KILL")
     await _kill_group(conn, group, "TERM")
     try:
         await asyncio.wait_for(process.wait_closed(), KILL_GRACE_S)
