@@ -40,6 +40,7 @@ def pg_server() -> Iterator[str]:
     # /tmp/pytest-of-root back to 0700, cutting our running server off from its data.
     folder = Path(tempfile.mkdtemp(prefix="opsc-test-pg-"))
     yield embedded.start(folder / "pgdata")
+    embedded.stop(folder / "pgdata")
     shutil.rmtree(folder, ignore_errors=True)
 
 
