@@ -44,3 +44,7 @@ class DatabaseError(OpsError):
 
 class EmbeddedServerError(DatabaseError):
     """The embedded PostgreSQL server could not be initialised or started."""
+
+
+class SecretError(OpsError):
+    """A secret could not be resolved, stored or decrypted; the message names the path."""
