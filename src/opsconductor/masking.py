@@ -90,7 +90,10 @@ BUILTIN: tuple[Family, ...] = (
         "key_value",
         # password=x, "token": "x", api_key: 'x y', Authorization: Basic x, AWS secret keys
         # (aws_secret_access_key=..., "SecretAccessKey": "...") by their names.
-        r"(?i:" + _KEY_NAMES + r")[A-Za-z0-9_-]{0,20}[\"']?[ \t]*[=:][ \t]*"
+        # The name starts a word (or a camelCase part) and may go on after a separator or
+        # an upper-case letter: db_password, secretAccessKey, password_1; not "passed".
+        r"(?:(?<![A-Za-z])|(?=[A-Z]))(?i:" + _KEY_NAMES + r")"
+        r"(?:[_.-][A-Za-z0-9_.-]{0,30}|[A-Z0-9][A-Za-z0-9_]{0,30})?[\"']?[ \t]*[=:][ \t]*"
         r"(?i:(?:basic|bearer|token|digest)[ \t]+)?"
         r"(?:\"(?P<kv_dq>[^\"\n]+)\"|'(?P<kv_sq>[^'\n]+)'|(?P<kv>[^\s\"'&,;]+))",
         triggers=(
