@@ -38,11 +38,16 @@ async def lock_rows(db: Database) -> list[dict[str, Any]]:
         return await cur.fetchall()
 
 
+def read_if_written(path: Path) -> str:
+    return path.read_text().strip() if path.exists() else ""
+
+
 async def wait_for_file(path: Path, within_s: float = 30.0) -> str:
     """Wait (generously) until a step has written ``path``; return its text."""
     for _ in range(int(within_s / 0.05)):
-        if path.exists() and path.read_text().strip():
-            return path.read_text().strip()
+        text = await asyncio.to_thread(read_if_written, path)
+        if text:
+            return text
         await asyncio.sleep(0.05)
     raise AssertionError(f"{path} never appeared")
 

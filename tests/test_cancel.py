@@ -88,7 +88,7 @@ async def test_not_started_executions_are_cancelled_without_running(
     )
     outcome = await request_cancel(db, "default", str(execution_id)[:8], "carol")
     assert (outcome.result, outcome.status) == ("cancelled", Status.CANCELLED)
-    row, rows = await state(db, execution_id)
+    row, _ = await state(db, execution_id)
     assert row["status"] == "cancelled" and row["cancelled_by"] == "carol"
     assert row["cancelled_at"] is not None
     with pytest.raises((StaleStatus, IllegalTransition)):  # nothing runs it any more

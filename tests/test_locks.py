@@ -4,6 +4,7 @@ says who holds the asset, a dead holder's lock is reaped, locks go on every exit
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -60,7 +61,7 @@ async def test_two_executions_on_one_asset_never_overlap(
     assert finals == [Status.COMPLETED] * 4
     spans = sorted(_intervals(log).values())
     assert len(spans) == 4
-    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert end <= start, f"overlap: {spans}"
     assert await lock_rows(db) == []
 
@@ -73,8 +74,8 @@ async def test_different_assets_run_side_by_side(
     a = await submit_plan(db, plan_of(_stamp_step("a", log, 1.0, ["node-a"])))
     b = await submit_plan(db, plan_of(_stamp_step("b", log, 1.0, ["node-b"])))
     await asyncio.gather(engine(db, "w1").run("default", a), engine(db, "w2").run("default", b))
-    (s1, e1), (s2, e2) = sorted(_intervals(log).values())
-    assert s2 < e1, "independent assets should overlap in time"
+    (_, first_end), (second_start, _) = sorted(_intervals(log).values())
+    assert second_start < first_end, "independent assets should overlap in time"
 
 
 async def test_waiting_is_bounded_and_names_the_holder(
@@ -163,7 +164,7 @@ async def test_lock_of_a_killed_worker_is_reaped(
         f"    command: echo $$ > {pidfile}; sleep 600\n"
     )
     env = {**cli_env, "OPSC_LOCK_TTL_S": "1"}
-    worker = subprocess.Popen(
+    worker = subprocess.Popen(  # noqa: ASYNC220 - a real worker process, killed below
         [sys.executable, "-m", "opsconductor.cli", "run", str(plan_file)],
         env=env,
         stdout=subprocess.DEVNULL,
