@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from opsconductor import logs, policies, validation
+from opsconductor import approval_gate, logs, policies, validation
 from opsconductor.cancellation import CancelWatcher
 from opsconductor.config import load_settings
 from opsconductor.connectors.local import run_command
@@ -166,7 +166,13 @@ class Engine:
 
     async def run(self, tenant_id: str, execution_id: uuid.UUID) -> Status:
         """Run an ``approved`` (or ``queued``) execution to its end; return its final status."""
-        run = await self._load(tenant_id, execution_id)
+        async with self.db.connection() as conn:
+            execution = await executions.get(conn, tenant_id, str(execution_id))
+        if execution["approval_level"] >= 1:
+            moved = await approval_gate.still_valid(self.db, execution, self.actor_id)
+            if moved is not None:
+                return moved  # what was approved is not what would run now
+        run, missing = await self._load(execution)
         current = Status(run.execution["status"])
         timeout_s = policies.execution_timeout(run.plan, run.execution["sla_class"], run.matrix)
         run.deadline = time.monotonic() + timeout_s
@@ -181,6 +187,10 @@ class Engine:
                 worker_id=self.worker_id,
                 masker=run.masker,
             )
+        if missing:
+            gone = ", ".join(sorted(missing))
+            await self._finish(run, Status.FAILED, f"assets no longer in the inventory: {gone}")
+            return Status.FAILED
         with logs.masking_with(run.cell):
             watcher = self._watcher(run)
             watcher.start()
@@ -194,22 +204,24 @@ class Engine:
             await self._finish(run, final, reason)
         return final
 
-    async def _load(self, tenant_id: str, execution_id: uuid.UUID) -> _Run:
+    async def _load(self, execution: dict[str, Any]) -> tuple[_Run, set[str]]:
+        tenant_id = execution["tenant_id"]
+        snapshot = execution["plan_snapshot"]
+        wanted = {a for step_targets in snapshot["targets"] for a in step_targets}
         async with self.db.connection() as conn:
-            execution = await executions.get(conn, tenant_id, str(execution_id))
             matrix = {
                 (r["sla_class"], r["action_class"]): policies.TimeoutPolicy.from_row(r)
                 for r in await executions.policies(conn)
             }
-            snapshot = execution["plan_snapshot"]
-            wanted = {a for step_targets in snapshot["targets"] for a in step_targets}
             found = await assets.by_ids(conn, tenant_id, wanted)
             patterns = await secret_rows.patterns(conn, tenant_id)
         plan = parse_plan(snapshot["plan"])
-        targets = [[found[a] for a in step_targets] for step_targets in snapshot["targets"]]
+        targets = [
+            [found[a] for a in step_targets if a in found] for step_targets in snapshot["targets"]
+        ]
         run = _Run(execution, plan, targets, deadline=0.0, matrix=matrix)
         run.cell.masker = Masker(patterns={p["name"]: p["pattern"] for p in patterns})
-        return run
+        return run, wanted - set(found)
 
     async def _finish(self, run: _Run, final: Status, reason: str | None) -> None:
         # A cancelled execution records who asked (cancelled_by) as the actor of its end.
