@@ -47,12 +47,16 @@ def _dirty_line(rng: random.Random, secrets: list[str], i: int) -> str:
     return (payload + " " + _clean_line(rng, i))[:LINE_BYTES]
 
 
-def _run(masker: Masker, lines: list[str]) -> float:
-    started = time.perf_counter()
+def _run(masker: Masker, lines: list[str], repeats: int = 3) -> float:
+    """Best of a few runs: other processes on the machine only ever slow a run down."""
     mask = masker.mask
-    for line in lines:
-        mask(line)
-    return len(lines) / (time.perf_counter() - started)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for line in lines:
+            mask(line)
+        best = min(best, time.perf_counter() - started)
+    return len(lines) / best
 
 
 def main() -> None:
