@@ -67,3 +67,13 @@ def test_tenant_masking_patterns_apply_to_runs(cli_env: dict[str, str], tmp_path
     assert "EMP-123456" not in ran.stdout and "owner **** done" in ran.stdout
     assert opsc(cli_env, "masking", "remove", "employee-id").returncode == 0
     assert opsc(cli_env, "masking", "remove", "employee-id").returncode == 2
+
+
+def test_secret_example_plan_runs_as_its_comment_says(cli_env: dict[str, str]) -> None:
+    plan = Path(__file__).resolve().parent.parent / "examples" / "plans" / "secret.yaml"
+    missing = opsc(cli_env, "run", str(plan))
+    assert missing.returncode == 1 and "kv/demo/token" in missing.stdout
+    opsc(cli_env, "secrets", "set", "kv/demo/token", stdin="n0t-a-real-token")
+    ran = opsc(cli_env, "run", "--idempotency-key", "second", str(plan))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "token=****" in ran.stdout and "n0t-a-real-token" not in ran.stdout

@@ -34,7 +34,7 @@ from opsconductor.plan import (
     CommandStep,
     Plan,
     SecretRef,
-    SecretStr,
+    StrOrSecret,
     ValidateStep,
     parse_plan,
     secret_refs,
@@ -350,7 +350,7 @@ class Engine:
                 masker=run.masker,
             )
 
-    def _secret_value(self, run: _Run, index: int, value: SecretStr) -> str:
+    def _secret_value(self, run: _Run, index: int, value: StrOrSecret) -> str:
         """A step field's value: literal, or the secret resolved for this step."""
         return run.secrets[index][value.secret] if isinstance(value, SecretRef) else value
 

@@ -70,19 +70,19 @@ class SecretRef(_Strict):
 
 
 #: A field that may hold a literal or a secret reference.
-SecretStr = str | SecretRef
+StrOrSecret = str | SecretRef
 
 
 class CommandStep(_StepBase):
     type: Literal["command"]
     targets: Targets
     command: str = Field(min_length=1)
-    env: dict[str, SecretStr] = Field(default_factory=dict)
+    env: dict[str, StrOrSecret] = Field(default_factory=dict)
     cwd: str | None = None
 
     @field_validator("env")
     @classmethod
-    def _env_names(cls, env: dict[str, SecretStr]) -> dict[str, SecretStr]:
+    def _env_names(cls, env: dict[str, StrOrSecret]) -> dict[str, StrOrSecret]:
         for key in env:
             if not _ENV_NAME.match(key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
