@@ -224,3 +224,16 @@ def test_structlog_processor_masks_every_log_line() -> None:
     assert first["stdout"] == f"value {MASK}" and first["password"] == MASK
     assert second["url"] == f"https://u:{MASK}@h/x"
     structlog.reset_defaults()
+
+
+def test_pieces_of_a_secret_cut_by_truncation_are_masked() -> None:
+    from opsconductor.output import render
+
+    secret = "Cut-In-Two-Secret-Value-99"
+    data = b"a" * 6_130 + secret.encode() + b"b" * 8_000 + secret.encode() + b"c" * 3_060
+    text = render(data, len(data), "0" * 64)
+    assert "[truncated" in text and secret not in text
+    assert secret[:10] in text and secret[-10:] in text  # the cut pieces are there...
+    masked = Masker([secret]).mask_seams(Masker([secret]).mask(text))
+    assert secret[:10] not in masked and secret[-10:] not in masked  # ...and then are not
+    assert masked.count(MASK) == 2

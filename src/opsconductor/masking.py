@@ -260,6 +260,30 @@ class Masker:
             compiled = self._combined[names] = re.compile("|".join(alternatives))
         return compiled
 
+    def mask_seams(self, text: str) -> str:
+        """Mask the pieces of secrets cut in two by an output truncation marker.
+
+        Capped output keeps a head and a tail; a value that straddled a cut survives as a
+        prefix at the end of the head or a suffix at the start of the tail, which ``mask``
+        cannot recognise. Rare and cheap: only texts that carry the marker are looked at.
+        """
+        if not self._forms or "…[truncated " not in text:
+            return text
+        return _SEAM.sub(lambda m: self._trim(m.group(1), m.group(2), m.group(3)), text)
+
+    def _trim(self, head: str, marker: str, tail: str) -> str:
+        forms = [f for group in self._forms.values() for f in group]
+        for form in forms:
+            for k in range(len(form) - 1, MIN_SECRET_LEN - 1, -1):
+                if head.endswith(form[:k]):
+                    head = head[:-k] + MASK
+                    break
+            for k in range(len(form) - 1, MIN_SECRET_LEN - 1, -1):
+                if tail.startswith(form[-k:]):
+                    tail = MASK + tail[k:]
+                    break
+        return head + marker + tail
+
     def _replace(self, match: re.Match[str]) -> str:
         whole = match.group(0)
         family = self._families.get(match.lastgroup or "")
@@ -312,6 +336,9 @@ def validate_pattern(pattern: str) -> str:
         raise BadInput(f"pattern {pattern!r}: matches the empty string")
     return pattern
 
+
+#: The marker ``output.render`` puts where it cut, with what is left and right of it.
+_SEAM = re.compile(r"(\S{0,256})(\n…\[truncated \d+ bytes\]…\n)(\S{0,256})")
 
 #: Built-in patterns only: for sinks that have no execution at hand.
 DEFAULT = Masker()

@@ -84,8 +84,8 @@ async def finish_attempt(
             "id": attempt_id,
             "status": status,
             "exit_code": exit_code,
-            "output": cap_text(masker.mask(output)),
-            "stderr": cap_text(masker.mask(stderr)),
+            "output": cap_text(masker.mask_seams(masker.mask(output))),
+            "stderr": cap_text(masker.mask_seams(masker.mask(stderr))),
             "error": None if error is None else cap_text(masker.mask(error)),
         },
     )
