@@ -163,6 +163,7 @@ class Engine:
         self.target_slots = target_concurrency
         self._secrets = secrets
         self.lock_settings = lock_settings or LockSettings.from_env()
+        logs.ensure_configured()  # every log line must pass the masking processor
 
     async def run(self, tenant_id: str, execution_id: uuid.UUID) -> Status:
         """Run an ``approved`` (or ``queued``) execution to its end; return its final status."""

@@ -71,3 +71,10 @@ def configure(level: str | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def ensure_configured() -> None:
+    """Configure with the defaults unless someone already did: a library user who forgot
+    must not get structlog's default (unmasked) console output."""
+    if not structlog.is_configured():
+        configure()
