@@ -206,3 +206,27 @@ async def test_expired_lock_is_taken_over_without_a_reaper(
         )
     nxt = await submit_plan(db, plan_of(command_step("go", "true", targets={"assets": ["node-a"]})))
     assert await engine(db, "w", wait_s=0.5).run("default", nxt) is Status.COMPLETED
+
+
+async def test_a_lease_taken_over_aborts_the_step(
+    db: Database, shared_asset: None, tmp_path: Path
+) -> None:
+    """If our heartbeats were late and another holder took the asset, we stop at once."""
+    pidfile = tmp_path / "pid"
+    execution_id = await submit_plan(
+        db,
+        plan_of(
+            command_step("long", f"echo $$ > {pidfile}; sleep 600", targets={"assets": ["node-a"]})
+        ),
+    )
+    running = asyncio.create_task(engine(db, "w", ttl_s=0.6).run("default", execution_id))
+    group = int(await wait_for_file(pidfile))
+    async with db.connection() as conn:
+        await conn.execute("UPDATE execution.execution_locks SET owner_tag = 'thief:elsewhere'")
+    assert await asyncio.wait_for(running, 60) is Status.FAILED
+    row, rows = await state(db, execution_id)
+    assert row["status_reason"].startswith("lock_lost: lease on node-a taken over")
+    assert rows[0]["status"] == "cancelled"
+    assert live_members(group) == []
+    # the thief's lock is not ours to release
+    assert [r["owner_tag"] for r in await lock_rows(db)] == ["thief:elsewhere"]
