@@ -221,15 +221,9 @@ async def _run_with_progress(db: Database, settings: Settings, execution: dict[s
         await engine.run(settings.tenant, execution["id"])
 
 
-async def _tenant_masker(db: Database, tenant: str) -> masking.Masker:
-    async with db.connection() as conn:
-        rows = await secret_rows.patterns(conn, tenant)
-    return masking.DEFAULT.with_patterns({r["name"]: r["pattern"] for r in rows})
-
-
 async def _show(db: Database, tenant: str, execution_id: str, *, events: bool) -> None:
     # Stored text is masked already; the display masks again (tenant patterns added since).
-    mask = (await _tenant_masker(db, tenant)).mask
+    mask = (await secret_store.tenant_masker(db, tenant)).mask
     async with db.connection() as conn:
         execution = await executions.get(conn, tenant, execution_id)
         step_rows = await steps.list_for(conn, execution["id"])

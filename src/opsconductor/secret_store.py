@@ -24,7 +24,7 @@ import hvac
 import hvac.exceptions
 import requests
 
-from opsconductor import keyring
+from opsconductor import keyring, masking
 from opsconductor.db import secrets as store
 from opsconductor.db.connection import Database
 from opsconductor.errors import BadInput, SecretError
@@ -217,3 +217,11 @@ async def rotate_key(db: Database, home: Path) -> int:
             )
     keyring.finish_rotation(keys)
     return len(rows)
+
+
+async def tenant_masker(db: Database, tenant_id: str) -> masking.Masker:
+    """Built-in patterns plus the tenant's own: for sinks outside an execution (CLI display,
+    API responses, stream messages), where no resolved secret values are at hand."""
+    async with db.connection() as conn:
+        rows = await store.patterns(conn, tenant_id)
+    return masking.DEFAULT.with_patterns({r["name"]: r["pattern"] for r in rows})
