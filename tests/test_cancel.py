@@ -200,3 +200,12 @@ def test_opsc_cancel_from_another_process(cli_env: dict[str, str], tmp_path: Pat
         timeout=60,
     )
     assert again.returncode == 1 and "already ended: cancelled" in again.stderr
+    shown = subprocess.run(
+        [sys.executable, "-m", "opsconductor.cli", "show", execution_id],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "cancelled by erin at" in shown.stdout

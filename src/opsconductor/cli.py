@@ -241,6 +241,17 @@ async def _show(db: Database, tenant: str, execution_id: str, *, events: bool) -
         f"created {execution['created_at']:%Y-%m-%d %H:%M:%S}",
         highlight=False,
     )
+    if execution["cancelled_by"]:
+        out.print(
+            f"cancelled by {execution['cancelled_by']} at {execution['cancelled_at']:%H:%M:%S}",
+            highlight=False,
+        )
+    elif execution.get("cancel_requested_by"):
+        out.print(
+            f"cancel requested by {execution['cancel_requested_by']} at "
+            f"{execution['cancel_requested_at']:%H:%M:%S}",
+            highlight=False,
+        )
     table = Table("#", "step", "target", "try", "status", "exit", "time", "output / error")
     for row in step_rows:
         took = ""
