@@ -2,16 +2,17 @@
 
 One ``Masker`` per execution, compiled once: the execution's resolved secret values (also
 their base64 and URL-encoded forms), the built-in pattern families and the tenant's own
-patterns. Masking a line costs one cheap screening pass in C when the line holds nothing
-(the common case) and one combined regex pass when it might:
+patterns. Masking a text costs one cheap screening pass in C when it holds nothing (the
+common case), and one masking pass when it might:
 
-1. screening: an Aho-Corasick automaton over the lower-cased line looks for every secret
-   form and every *trigger* (a literal every match of a built-in family must contain, e.g.
-   ``bearer`` or ``://``); card numbers and tenant patterns have no such literal, so each
-   gets one small compiled regex of its own;
-2. masking: one combined regex (every secret form and every pattern as named alternatives)
-   rewrites the line; a callback keeps the key of ``key=value`` pairs and drops card-like
-   numbers that fail the Luhn check.
+1. screening: an Aho-Corasick automaton over the lower-cased text finds every secret form
+   and every *trigger* (a literal each match of a built-in family contains, e.g. ``bearer``
+   or ``://``); card numbers and tenant patterns have no such literal, so one small compiled
+   regex screens for them;
+2. masking: the secret forms the screening found are replaced (longest first), then one
+   combined regex of just the families it saw (named alternatives, compiled once per
+   combination and cached) rewrites the text; a callback keeps the key of ``key=value``
+   pairs and drops card-like numbers that fail the Luhn check.
 
 The screening is sound: it never says "clean" for a line the combined regex would change.
 """
