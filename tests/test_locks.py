@@ -230,3 +230,39 @@ async def test_a_lease_taken_over_aborts_the_step(
     assert live_members(group) == []
     # the thief's lock is not ours to release
     assert [r["owner_tag"] for r in await lock_rows(db)] == ["thief:elsewhere"]
+
+
+async def test_cancel_while_waiting_for_a_lock_lets_go_of_what_it_took(
+    db: Database, shared_asset: None, tmp_path: Path
+) -> None:
+    from opsconductor.cancellation import request_cancel
+
+    marker = tmp_path / "holder"
+    holder_id = await submit_plan(
+        db,
+        plan_of(
+            command_step("hold", f"echo $$ > {marker}; sleep 600", targets={"assets": ["node-b"]})
+        ),
+    )
+    holding = asyncio.create_task(engine(db, "w-holder").run("default", holder_id))
+    await wait_for_file(marker)
+    waiter_id = await submit_plan(
+        db, plan_of(command_step("both", "echo never", targets={"assets": ["node-a", "node-b"]}))
+    )
+    waiting = asyncio.create_task(engine(db, "w-waiter", wait_s=600).run("default", waiter_id))
+    for _ in range(600):  # node-a (first in sorted order) taken, node-b awaited
+        if len(await lock_rows(db)) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert {r["asset_id"]: r["execution_id"] for r in await lock_rows(db)} == {
+        "node-a": waiter_id,
+        "node-b": holder_id,
+    }
+    await request_cancel(db, "default", str(waiter_id), "frank")
+    assert await asyncio.wait_for(waiting, 60) is Status.CANCELLED
+    row, rows = await state(db, waiter_id)
+    assert row["cancelled_by"] == "frank" and {r["status"] for r in rows} == {"skipped"}
+    assert [r["asset_id"] for r in await lock_rows(db)] == ["node-b"]
+    await request_cancel(db, "default", str(holder_id), "frank")
+    assert await asyncio.wait_for(holding, 60) is Status.CANCELLED
+    assert await lock_rows(db) == []
