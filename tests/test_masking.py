@@ -15,7 +15,15 @@ import structlog
 
 from opsconductor import logs
 from opsconductor.errors import BadInput
-from opsconductor.masking import BUILTIN, MASK, Masker, luhn_ok, secret_forms, validate_pattern
+from opsconductor.masking import (
+    BUILTIN,
+    MASK,
+    Masker,
+    fold,
+    luhn_ok,
+    secret_forms,
+    validate_pattern,
+)
 
 M = Masker()
 
@@ -237,3 +245,14 @@ def test_pieces_of_a_secret_cut_by_truncation_are_masked() -> None:
     masked = Masker([secret]).mask_seams(Masker([secret]).mask(text))
     assert secret[:10] not in masked and secret[-10:] not in masked  # ...and then are not
     assert masked.count(MASK) == 2
+
+
+def test_fold_keeps_substrings_substrings() -> None:
+    """The screening's soundness rests on this: fold(part) is inside fold(whole)."""
+    rng = random.Random(3)
+    alphabet = string.ascii_letters + string.digits + " -=:/é€ΣK\u212a"
+    for _ in range(500):
+        whole = "".join(rng.choice(alphabet) for _ in range(40))
+        i, j = sorted(rng.sample(range(41), 2))
+        assert fold(whole[i:j]) in fold(whole)
+    assert fold("Password 4111") == "password 0000"

@@ -5,10 +5,11 @@ their base64 and URL-encoded forms), the built-in pattern families and the tenan
 patterns. Masking a text costs one cheap screening pass in C when it holds nothing (the
 common case), and one masking pass when it might:
 
-1. screening: an Aho-Corasick automaton over the lower-cased text finds every secret form
-   and every *trigger* (a literal each match of a built-in family contains, e.g. ``bearer``
-   or ``://``); card numbers and tenant patterns have no such literal, so one small compiled
-   regex screens for them;
+1. screening: an Aho-Corasick automaton over the *folded* text (ASCII letters lower-cased,
+   digits all turned into ``0``) finds every secret form and every *trigger* (a literal each
+   match of a built-in family contains once folded, e.g. ``bearer``, ``://`` or, for card
+   numbers, ``0000 0000 0000 0``); tenant patterns have no known literal, so one compiled
+   regex of them screens for them;
 2. masking: the secret forms the screening found are replaced (longest first), then one
    combined regex of just the families it saw (named alternatives, compiled once per
    combination and cached) rewrites the text; a callback keeps the key of ``key=value``
@@ -46,10 +47,8 @@ class Family:
 
     name: str
     regex: str
-    #: lower-case literals one of which every match contains (empty: use ``screen``)
-    triggers: tuple[str, ...] = ()
-    #: a regex every match of ``regex`` also matches, for families without triggers
-    screen: str | None = None
+    #: literals, one of which every match contains once folded (see ``fold``)
+    triggers: tuple[str, ...]
     #: named groups holding the sensitive part; none means the whole match
     value_groups: tuple[str, ...] = ()
     #: a match is masked only if this says so (Luhn for card numbers)
@@ -151,13 +150,37 @@ BUILTIN: tuple[Family, ...] = (
     ),
     Family(
         "card_number",
-        # 13-19 digits, optionally grouped by single spaces or dashes; issuer digit 2-6
-        # (a millisecond timestamp starts with 1); kept only if the Luhn check passes.
-        r"(?<![0-9])[2-6][0-9]{3}(?:[ -]?[0-9]){9,15}(?![0-9])",
-        screen=r"[2-6][0-9]{3}(?:[ -]?[0-9]){9}",
+        # 13-19 digits, plain or grouped 4-4-4-4(-3) or 4-6-5 (Amex) / 4-6-4 (Diners) by
+        # spaces or dashes; issuer digit 2-6 (a millisecond timestamp starts with 1); kept
+        # only if the Luhn check passes.
+        r"(?<![0-9])[2-6][0-9]{3}(?:[0-9]{9,15}"
+        r"| [0-9]{4} [0-9]{4} [0-9]{1,4}(?: [0-9]{1,3})?"
+        r"|-[0-9]{4}-[0-9]{4}-[0-9]{1,4}(?:-[0-9]{1,3})?"
+        r"| [0-9]{6} [0-9]{4,5}|-[0-9]{6}-[0-9]{4,5})(?![0-9])",
+        triggers=(
+            "0" * 13,
+            "0000 0000 0000 0",
+            "0000-0000-0000-0",
+            "0000 000000 0000",
+            "0000-000000-0000",
+        ),
         check=luhn_ok,
     ),
 )
+
+
+_FOLD = bytes.maketrans(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", b"abcdefghijklmnopqrstuvwxyz0000000000"
+)
+
+
+def fold(text: str) -> str:
+    """What the screening automaton reads: ASCII letters lower-cased, every digit ``0``.
+
+    Byte-wise on UTF-8 (fast in C), so it maps any substring of ``text`` to a substring of
+    ``fold(text)``: a folded literal found in the folded text is how screening stays sound.
+    """
+    return text.encode("utf-8", "surrogatepass").translate(_FOLD).decode("latin-1")
 
 
 def secret_forms(value: str) -> set[str]:
@@ -202,24 +225,25 @@ class Masker:
         self.patterns: dict[str, str] = dict(patterns or {})
         self._families = {f.name: f for f in families}
         self._custom = {_group_name("custom", i): p for i, p in enumerate(self.patterns.values())}
-        # Screening: lower-cased secret forms and family triggers in one automaton.
+        # Screening: folded secret forms and family triggers in one automaton.
         self._forms: dict[str, list[str]] = {}
         for form in {f for s in self.secrets for f in secret_forms(s)}:
-            self._forms.setdefault(form.lower(), []).append(form)
+            self._forms.setdefault(fold(form), []).append(form)
         self._triggered: dict[str, list[str]] = {}
         for family in families:
             for trigger in family.triggers:
-                self._triggered.setdefault(trigger, []).append(family.name)
+                self._triggered.setdefault(fold(trigger), []).append(family.name)
         self._screen = ahocorasick.Automaton()
         for word in {*self._forms, *self._triggered}:
             self._screen.add_word(word, word)
         self._screen.make_automaton()
-        # Families without a trigger literal (card numbers, tenant patterns): one regex.
-        screens = [f.screen for f in families if f.screen] + list(self.patterns.values())
-        self._screen_regex = re.compile("|".join(f"(?:{s})" for s in screens)) if screens else None
-        self._unscreened = frozenset(
-            [f.name for f in families if not f.triggers] + list(self._custom)
+        # Tenant patterns have no known literal: they screen for themselves.
+        self._screen_regex = (
+            re.compile("|".join(f"(?:{p})" for p in self.patterns.values()))
+            if self.patterns
+            else None
         )
+        self._unscreened = frozenset(self._custom)
         self._combined: dict[frozenset[str], re.Pattern[str]] = {}
 
     def with_secrets(self, values: Iterable[str]) -> Masker:
@@ -238,7 +262,7 @@ class Masker:
     def mask(self, text: str) -> str:
         if not text:
             return text
-        words = {word for _, word in self._screen.iter(text.lower())}
+        words = {word for _, word in self._screen.iter(fold(text))}
         unscreened = self._screen_regex is not None and self._screen_regex.search(text)
         if not words and not unscreened:
             return text  # the common case: one C pass, nothing to do
@@ -256,7 +280,11 @@ class Masker:
         """The combined regex of these families, compiled once per combination."""
         compiled = self._combined.get(names)
         if compiled is None:
-            regexes = {**{n: f.regex for n, f in self._families.items()}, **self._custom}
+            # Built-ins are ASCII-only ((?a:)), like the folding their screening relies on.
+            regexes = {
+                **{n: f"(?a:{f.regex})" for n, f in self._families.items()},
+                **self._custom,
+            }
             alternatives = [f"(?P<{n}>{regex})" for n, regex in regexes.items() if n in names]
             compiled = self._combined[names] = re.compile("|".join(alternatives))
         return compiled
