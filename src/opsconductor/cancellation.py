@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import structlog
 
-from opsconductor.db import cancels, executions
+from opsconductor.db import cancels, executions, steps
 from opsconductor.db.connection import Database
-from opsconductor.errors import OpsError, StaleStatus
+from opsconductor.errors import Conflict, OpsError, StaleStatus
 from opsconductor.status_machine import Status, is_terminal
 
 log = structlog.get_logger("opsconductor.cancellation")
@@ -31,8 +31,8 @@ CHECK_INTERVAL_S = 0.25
 _NOT_STARTED = (Status.PENDING_APPROVAL, Status.APPROVED, Status.QUEUED)
 
 
-class NotCancellable(OpsError):
-    """The execution already ended."""
+class NotCancellable(Conflict):
+    """The execution already ended (HTTP 409)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ async def request_cancel(
                         reason=f"cancelled by {actor_id} before it ran",
                     )
                     await cancels.drop_from_queue(conn, full_id)
+                    await steps.skip_pending(conn, full_id)
             except StaleStatus:
                 continue
             return CancelOutcome(full_id, "cancelled", Status.CANCELLED)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from opsconductor import routing
 from opsconductor.db import assets, executions
 from opsconductor.db.connection import Database
 from opsconductor.idempotency import derive_key
-from opsconductor.inventory import resolve_plan
+from opsconductor.inventory import Asset, resolve_plan
 from opsconductor.plan import Plan
 from opsconductor.plan_hash import hashed_document, plan_hash
 
@@ -21,12 +22,21 @@ class Request:
     idempotency_key: str | None = None
 
 
-async def submit(db: Database, request: Request) -> executions.Submitted:
+#: Called with the plan and its resolved targets before anything is stored; raises to refuse
+#: (the API's RBAC check at submission needs the targets' environments).
+PlanCheck = Callable[[Plan, list[list[Asset]]], None]
+
+
+async def submit(
+    db: Database, request: Request, *, check: PlanCheck | None = None
+) -> executions.Submitted:
     plan = request.plan
     async with db.connection() as conn:
         await assets.ensure_tenant(conn, request.tenant_id)
         inventory = await assets.list_all(conn, request.tenant_id)
     targets = resolve_plan(plan, inventory)  # raises before anything is stored
+    if check is not None:
+        check(plan, targets)
     digest = plan_hash(plan, targets)
     route = routing.classify(routing.estimate_seconds(plan, targets))
     new = executions.NewExecution(
