@@ -43,7 +43,12 @@ class SecretInfo(BaseModel):
     updated_by: str
 
 
-@router.put("/{path:path}", response_model=SecretWritten, summary="Store a secret")
+@router.put(
+    "/{path:path}",
+    response_model=SecretWritten,
+    responses={201: {"model": SecretWritten, "description": "Stored under a new path"}},
+    summary="Store a secret",
+)
 async def put_secret(
     path: SecretPath, body: SecretValue, response: Response, db: Db, who: Manager
 ) -> SecretWritten:
