@@ -254,7 +254,7 @@ async def test_templates_read_earlier_step_results_on_the_same_target(
     assert "nope" in rows[2]["error"]
 
 
-async def test_http_auth_from_credential_references(
+async def test_http_auth_from_secret_references(
     db: Database, web: tuple[int, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port, seen = web
@@ -271,7 +271,7 @@ async def test_http_auth_from_credential_references(
                 url=url,
                 json={},
                 expect={"status": 201},
-                auth={"bearer_ref": "env:OPSC_TEST_TOKEN"},
+                auth={"bearer": {"secret": "env:OPSC_TEST_TOKEN"}},
             ),
             http_step(
                 "basic",
@@ -279,22 +279,19 @@ async def test_http_auth_from_credential_references(
                 url=url,
                 json={},
                 expect={"status": 201},
-                auth={"username": "ops", "password_ref": "env:OPSC_TEST_PASSWORD"},
+                auth={"username": "ops", "password": {"secret": "env:OPSC_TEST_PASSWORD"}},
             ),
             http_step(
                 "missing",
                 method="POST",
                 url=url,
                 json={},
-                auth={"bearer_ref": "env:OPSC_TEST_MISSING"},
+                auth={"bearer": {"secret": "env:OPSC_TEST_MISSING"}},
             ),
         ],
     }
     status, rows, _ = await run_plan(db, plan)
     assert [s["authorization"] for s in seen] == ["Bearer tok-123", "Basic b3BzOnB3"]
     assert status == Status.FAILED and len(seen) == 2
-    assert rows[2]["error"] == (
-        "steps[2].auth.bearer_ref 'env:OPSC_TEST_MISSING': "
-        "environment variable OPSC_TEST_MISSING is not set on this worker"
-    )
+    assert "env:OPSC_TEST_MISSING" in rows[2]["error"] and "not found" in rows[2]["error"]
     assert all("tok-123" not in (r["output"] + (r["error"] or "")) for r in rows)

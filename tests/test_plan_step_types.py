@@ -46,7 +46,7 @@ def test_each_new_type_parses_with_its_defaults() -> None:
         ({"type": "http", "url": "u", "method": "FETCH"}, "steps[0].method: must be one of"),
         (
             {"type": "http", "url": "u", "auth": {"username": "a"}},
-            "steps[0].auth: basic auth needs both username and password_ref",
+            "steps[0].auth: basic auth needs both username and password",
         ),
         (
             {"type": "http", "url": "u", "expect": {"body_regex": "("}},

@@ -178,4 +178,4 @@ async def test_record_only_still_resolves_credentials(
     }
     status, rows, _ = await run_plan(db, plan, record_only=True)
     assert status == Status.FAILED
-    assert "OPSC_NOT_SET is not set" in rows[0]["error"]
+    assert "env:OPSC_NOT_SET" in rows[0]["error"] and "not found" in rows[0]["error"]

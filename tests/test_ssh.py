@@ -352,3 +352,31 @@ async def test_fetch_from_a_target_with_checksum(
     assert fetched.stat().st_mode & 0o777 == 0o600
     assert missing.status == "failed"
     assert sorted(p.name for p in fetched.parent.iterdir()) == [fetched.name]  # no temp left
+
+
+async def test_engine_resolves_ssh_credentials_as_audited_secrets(
+    db: Database, password_lab: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPSC_TEST_SSH_PW2", "s3cret-pw")
+    await add_ssh_assets(
+        db, password_lab, password_lab.ports, prefix="pw", credential_ref="env:OPSC_TEST_SSH_PW2"
+    )
+    plan = {
+        "name": "password login",
+        "steps": [
+            {
+                "name": "who",
+                "type": "command",
+                "targets": {"tags": {"role": "pw"}},
+                "command": "id -un",
+            }
+        ],
+    }
+    status, rows, execution_id = await run_plan(db, plan)
+    assert status == "completed", rows
+    assert rows[0]["output"].strip() == password_lab.username
+    async with db.connection() as conn:
+        events = await executions.events(conn, execution_id)
+    resolved = [e["payload"] for e in events if e["event_type"] == "secret_resolved"]
+    assert [(p["path"], p["backend"]) for p in resolved] == [("env:OPSC_TEST_SSH_PW2", "env")]
+    assert "s3cret-pw" not in str([e["payload"] for e in events])

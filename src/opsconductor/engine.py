@@ -7,25 +7,47 @@ for queued executions (background).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opsconductor import approval_gate, policies, rbac, validation
-from opsconductor.connectors.credentials import resolve_credential as env_credentials
+import structlog
+
+from opsconductor import approval_gate, logs, policies, rbac, validation
+from opsconductor.cancellation import CancelWatcher
+from opsconductor.config import load_settings
+from opsconductor.connectors import credentials
 from opsconductor.connectors.outcome import RECORD_ONLY
 from opsconductor.connectors.session import Connectors
 from opsconductor.connectors.ssh import CredentialResolver
 from opsconductor.db import assets, connectors, executions, steps
+from opsconductor.db import secrets as secret_rows
 from opsconductor.db.connection import Database
+from opsconductor.errors import SecretError
 from opsconductor.inventory import Asset
+from opsconductor.locking import AssetLocked, LeaseHold, LockSettings, LockWaitAborted, owner_tag
+from opsconductor.masking import Masker
 from opsconductor.output import cap_text
-from opsconductor.plan import Plan, ValidateStep, parse_plan
+from opsconductor.plan import (
+    CommandStep,
+    FileStep,
+    Plan,
+    ScriptStep,
+    ValidateStep,
+    fill_secrets,
+    parse_plan,
+    secret_refs,
+)
+from opsconductor.secret_store import SecretResolver
 from opsconductor.status_machine import Status
 from opsconductor.templating import uses_step_results
+
+log = structlog.get_logger("opsconductor.engine")
 
 #: How many targets of one step run at once unless the step sets ``concurrency``.
 DEFAULT_STEP_CONCURRENCY = 10
@@ -60,9 +82,22 @@ class _Run:
     targets: list[list[Asset]]
     deadline: float
     matrix: policies.PolicyMatrix
+    #: the connectors of this execution (open SSH connections, HTTP clients, record-only)
     connectors: Connectors
     deadline_hit: bool = False
     results: dict[int, dict[str, str]] = field(default_factory=dict)
+    #: the execution's masker, swapped for a richer one as secrets are resolved
+    cell: logs.MaskerCell = field(default_factory=logs.MaskerCell)
+    #: set to stop all running work: cancel request, execution timeout, lost lock
+    abort: asyncio.Event = field(default_factory=asyncio.Event)
+    abort_kind: str | None = None
+    cancelled_by: str | None = None
+    #: why a step failed as a whole (asset_locked, missing secret), for the verdict
+    step_failure: str | None = None
+    #: resolved secret values by path, per step, only while the step runs
+    secrets: dict[int, dict[str, str]] = field(default_factory=dict)
+    #: resolved SSH credentials of the running step's targets, by reference
+    credentials: dict[str, str] = field(default_factory=dict)
 
     @property
     def id(self) -> uuid.UUID:
@@ -74,6 +109,31 @@ class _Run:
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
+
+    @property
+    def masker(self) -> Masker:
+        return self.cell.masker
+
+    def abort_with(self, kind: str, actor: str | None = None) -> None:
+        if self.abort.is_set():
+            return  # the first reason wins
+        self.abort_kind, self.cancelled_by = kind, actor
+        if kind == "timeout":
+            self.deadline_hit = True
+        self.abort.set()
+
+    @property
+    def abort_status(self) -> str:
+        """Status of an attempt stopped by the abort."""
+        return "timeout" if self.abort_kind == "timeout" else "cancelled"
+
+    @property
+    def abort_message(self) -> str:
+        if self.abort_kind == "cancelled":
+            return f"cancelled by {self.cancelled_by}"
+        if self.abort_kind == "timeout":
+            return "execution timeout reached"
+        return f"aborted: {self.abort_kind}"
 
 
 @dataclass(frozen=True)
@@ -98,6 +158,33 @@ def _target_env(run: _Run, index: int, asset: Asset) -> dict[str, str]:
     }
 
 
+def _step_credentials(live: dict[str, str]) -> CredentialResolver:
+    """SSH credentials as ``_resolve_secrets`` fetched them for the running step (audited,
+    masked); ``file:`` references name a key file on the worker and are read here."""
+
+    def resolve(ref: str) -> str:
+        if ref.startswith("file:"):
+            return credentials.resolve_credential(ref)
+        if ref not in live:
+            raise LookupError("not resolved for this step")
+        return live[ref]
+
+    return resolve
+
+
+def _credential_refs(run: _Run, index: int) -> list[str]:
+    """Credential references of the step's SSH targets that a secret backend holds."""
+    if not isinstance(run.plan.steps[index], CommandStep | ScriptStep | FileStep):
+        return []
+    return [
+        a.credential_ref
+        for a in run.targets[index]
+        if a.connection_type == "ssh"
+        and a.credential_ref
+        and not a.credential_ref.startswith("file:")
+    ]
+
+
 class Engine:
     def __init__(
         self,
@@ -107,9 +194,11 @@ class Engine:
         worker_id: str | None = None,
         observer: Observer | None = None,
         target_concurrency: int = DEFAULT_TARGET_CONCURRENCY,
-        resolve_credential: CredentialResolver = env_credentials,
-        record_only: bool = False,
         authorize: rbac.StepAuthorizer | None = None,
+        secrets: SecretResolver | None = None,
+        lock_settings: LockSettings | None = None,
+        resolve_credential: CredentialResolver | None = None,
+        record_only: bool = False,
     ) -> None:
         self.db = db
         #: RBAC checked again before every step on every target (defense in depth: roles
@@ -119,9 +208,13 @@ class Engine:
         self.worker_id = worker_id
         self.observer = observer or (lambda _event: None)
         self.target_slots = asyncio.Semaphore(target_concurrency)
+        self._secrets = secrets
+        #: SSH credentials: None resolves them like secrets (audited, masked), per step
         self.resolve_credential = resolve_credential
         #: record-only for everything this engine runs (besides per tenant / execution)
         self.record_only = record_only
+        self.lock_settings = lock_settings or LockSettings.from_env()
+        logs.ensure_configured()  # every log line must pass the masking processor
 
     async def run(self, tenant_id: str, execution_id: uuid.UUID) -> Status:
         """Run an ``approved`` (or ``queued``) execution to its end; return its final status."""
@@ -144,19 +237,24 @@ class Engine:
                 actor_id=self.actor_id,
                 timeout_at=datetime.now(UTC) + timedelta(seconds=timeout_s),
                 worker_id=self.worker_id,
+                masker=run.masker,
             )
         if missing:
             gone = ", ".join(sorted(missing))
             await self._finish(run, Status.FAILED, f"assets no longer in the inventory: {gone}")
             return Status.FAILED
-        try:
-            final, reason = await self._run_steps(run)
-        except asyncio.CancelledError:
-            await asyncio.shield(self._finish(run, Status.CANCELLED, "interrupted"))
-            raise
-        finally:
-            await asyncio.shield(run.connectors.aclose())
-        await self._finish(run, final, reason)
+        with logs.masking_with(run.cell):
+            watcher = self._watcher(run)
+            watcher.start()
+            try:
+                final, reason = await self._run_locked(run)
+            except asyncio.CancelledError:
+                await asyncio.shield(self._finish(run, Status.CANCELLED, "interrupted"))
+                raise
+            finally:
+                await watcher.stop()
+                await asyncio.shield(run.connectors.aclose())
+            await self._finish(run, final, reason)
         return final
 
     async def _load(self, execution: dict[str, Any]) -> tuple[_Run, set[str]]:
@@ -169,6 +267,7 @@ class Engine:
                 for r in await executions.policies(conn)
             }
             found = await assets.by_ids(conn, tenant_id, wanted)
+            patterns = await secret_rows.patterns(conn, tenant_id)
             tenant = await connectors.tenant_settings(conn, tenant_id)
         plan = parse_plan(snapshot["plan"])
         targets = [
@@ -179,28 +278,191 @@ class Engine:
         known_hosts = connectors.KnownHosts(
             self.db, tenant_id, tenant.host_key_policy, self.actor_id
         )
+        live: dict[str, str] = {}
         session = Connectors(
-            known_hosts, resolve_credential=self.resolve_credential, record_only=record_only
+            known_hosts,
+            resolve_credential=self.resolve_credential or _step_credentials(live),
+            record_only=record_only,
         )
-        run = _Run(execution, plan, targets, deadline=0.0, matrix=matrix, connectors=session)
+        run = _Run(
+            execution,
+            plan,
+            targets,
+            deadline=0.0,
+            matrix=matrix,
+            connectors=session,
+            credentials=live,
+        )
+        run.cell.masker = Masker(patterns={p["name"]: p["pattern"] for p in patterns})
         return run, wanted - set(found)
 
     async def _finish(self, run: _Run, final: Status, reason: str | None) -> None:
+        # A cancelled execution records who asked (cancelled_by) as the actor of its end.
+        actor = run.cancelled_by if final is Status.CANCELLED and run.cancelled_by else None
         async with self.db.transaction() as conn:
             await steps.skip_pending(conn, run.id)
             await executions.transition(
-                conn, run.id, Status.RUNNING, final, actor_id=self.actor_id, reason=reason
+                conn,
+                run.id,
+                Status.RUNNING,
+                final,
+                actor_id=actor or self.actor_id,
+                reason=reason,
+                masker=run.masker,
             )
 
     async def _run_steps(self, run: _Run) -> tuple[Status, str | None]:
         for index in range(len(run.plan.steps)):
             run.results[index] = await self._run_step(run, index)
+            if run.abort.is_set():
+                return self._abort_verdict(run, index)
             bad = {a: s for a, s in run.results[index].items() if s not in _DONE}
             if bad:
                 return self._verdict(run, index, bad)
         return Status.COMPLETED, None
 
+    # -- safety hooks: cancellation, timeouts, locks, secrets (issue 6) -----------------
+
+    def _watcher(self, run: _Run) -> CancelWatcher:
+        """Sees a cancel request within a second, and the execution deadline, while it runs."""
+        return CancelWatcher(
+            self.db,
+            run.id,
+            deadline=lambda: run.deadline,
+            on_cancel=lambda actor: run.abort_with("cancelled", actor),
+            on_deadline=lambda: run.abort_with("timeout"),
+        )
+
+    def _abort_verdict(self, run: _Run, index: int) -> tuple[Status, str]:
+        step = run.plan.steps[index].name
+        if run.abort_kind == "cancelled":
+            return Status.CANCELLED, f"cancelled by {run.cancelled_by} during step {step!r}"
+        if run.abort_kind == "timeout":
+            return Status.TIMEOUT, f"execution timeout reached during step {step!r}"
+        return Status.FAILED, f"{run.step_failure or run.abort_kind} during step {step!r}"
+
+    async def _run_locked(self, run: _Run) -> tuple[Status, str | None]:
+        """``lock: execution`` holds every target of every step for the whole run."""
+        if run.plan.lock != "execution":
+            return await self._run_steps(run)
+        wanted = [
+            a.asset_id
+            for step, targets in zip(run.plan.steps, run.targets, strict=True)
+            if not isinstance(step, ValidateStep)
+            for a in targets
+        ]
+        try:
+            async with self._lease(run, wanted):
+                return await self._run_steps(run)
+        except AssetLocked as exc:
+            return Status.FAILED, str(exc)
+        except LockWaitAborted:
+            return self._abort_verdict(run, 0)
+
+    def _lease(self, run: _Run, asset_ids: list[str]) -> LeaseHold:
+        def lost(assets_lost: set[str]) -> None:
+            run.step_failure = f"lock_lost: lease on {', '.join(sorted(assets_lost))} taken over"
+            run.abort_with("lock_lost")
+
+        return LeaseHold(
+            self.db,
+            run.tenant_id,
+            asset_ids,
+            owner=owner_tag(run.id, self.worker_id),
+            execution_id=run.id,
+            settings=self.lock_settings,
+            abort=run.abort,
+            on_lost=lost,
+        )
+
+    def _step_lease(self, run: _Run, index: int) -> AbstractAsyncContextManager[Any]:
+        step = run.plan.steps[index]
+        if run.plan.lock == "execution" or isinstance(step, ValidateStep):
+            return contextlib.nullcontext()  # held already, or touches no asset
+        return self._lease(run, [a.asset_id for a in run.targets[index]])
+
+    def _resolver(self) -> SecretResolver:
+        if self._secrets is None:
+            self._secrets = SecretResolver(self.db, load_settings().home)
+        return self._secrets
+
+    async def _resolve_secrets(self, run: _Run, index: int) -> str | None:
+        """Fetch the step's secrets just in time; None, or why the step cannot run."""
+        step = run.plan.steps[index]
+        paths = list(
+            dict.fromkeys(
+                [*(ref.secret for ref in secret_refs(step)), *_credential_refs(run, index)]
+            )
+        )
+        values: dict[str, str] = {}
+        for path in paths:
+            try:
+                resolved = await self._resolver().resolve(run.tenant_id, path)
+            except SecretError as exc:
+                await self._secret_event(run, index, "secret_unresolved", path, error=str(exc))
+                return str(exc)
+            values[path] = resolved.value
+            # Mask the value before anything can print it, then audit the access.
+            run.cell.masker = run.masker.with_secrets([resolved.value])
+            await self._secret_event(run, index, "secret_resolved", path, backend=resolved.backend)
+        run.secrets[index] = values
+        run.credentials.update(values)
+        return None
+
+    async def _secret_event(
+        self, run: _Run, index: int, event: str, path: str, **extra: str
+    ) -> None:
+        async with self.db.connection() as conn:
+            await executions.append_event(
+                conn,
+                run.execution,
+                event,
+                self.actor_id,
+                {
+                    "step_index": index,
+                    "step": run.plan.steps[index].name,
+                    "path": path,
+                    "on_behalf_of": str(run.execution["actor_id"]),
+                    **extra,
+                },
+                masker=run.masker,
+            )
+
+    async def _fail_step(self, run: _Run, index: int, message: str) -> dict[str, str]:
+        """Record the step as failed on every target without running anything."""
+        run.step_failure = message
+        for asset in run.targets[index]:
+            attempt_id = await self._start(run, index, asset, 1)
+            await self._record(
+                run, index, asset, 1, attempt_id, _Attempt("failed", error=message), True
+            )
+        return {a.asset_id: "failed" for a in run.targets[index]}
+
+    async def _pause(self, run: _Run, seconds: float) -> None:
+        """Sleep between retries, but not past an abort."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run.abort.wait(), max(0.0, seconds))
+
+    # -- steps and targets ----------------------------------------------------------------
+
     async def _run_step(self, run: _Run, index: int) -> dict[str, str]:
+        """Take the step's asset locks, resolve its secrets, run its targets; always let go."""
+        try:
+            async with self._step_lease(run, index):
+                problem = await self._resolve_secrets(run, index)
+                if problem is not None:
+                    return await self._fail_step(run, index, problem)
+                try:
+                    return await self._run_targets(run, index)
+                finally:
+                    run.secrets.pop(index, None)  # values live only while the step runs
+                    run.credentials.clear()
+        except AssetLocked as exc:
+            return await self._fail_step(run, index, str(exc))
+        except LockWaitAborted:
+            return {a.asset_id: run.abort_status for a in run.targets[index]}
+
+    async def _run_targets(self, run: _Run, index: int) -> dict[str, str]:
         """All targets of one step, at most the step's ``concurrency`` at once and at most
         ``target_slots`` over the whole engine; outcome by asset id, in target order."""
         targets = run.targets[index]
@@ -218,6 +480,8 @@ class Engine:
         where = ", ".join(f"{asset} ({status})" for asset, status in sorted(bad.items()))
         if run.deadline_hit:
             return Status.TIMEOUT, f"execution timeout reached during step {step.name!r}"
+        if run.step_failure is not None:
+            return Status.FAILED, f"step {step.name!r}: {run.step_failure}"
         if len(bad) < len(run.results[index]):
             return Status.PARTIAL, f"step {step.name!r} failed on {where}"
         if all(status == "timeout" for status in bad.values()):
@@ -233,14 +497,18 @@ class Engine:
             if run.remaining() <= 0:
                 run.deadline_hit = True
                 return "timeout"
+            if run.abort.is_set():
+                return run.abort_status
             attempt_id = await self._start(run, index, asset, attempt)
             result = await self._execute(run, index, step, asset)
             status = result.status
-            final = status in _DONE or attempt > step.retries or run.deadline_hit
+            final = (
+                status in _DONE or attempt > step.retries or run.deadline_hit or run.abort.is_set()
+            )
             await self._record(run, index, asset, attempt, attempt_id, result, final)
             if final:
                 break
-            await asyncio.sleep(min(policies.backoff_s(attempt - 1), max(0.0, run.remaining())))
+            await self._pause(run, min(policies.backoff_s(attempt - 1), run.remaining()))
         return status
 
     async def _denied(self, run: _Run, index: int, asset: Asset) -> bool:
@@ -297,7 +565,8 @@ class Engine:
         return True
 
     async def _execute(self, run: _Run, index: int, step: Any, asset: Asset) -> _Attempt:
-        """Dispatch by step type: validate steps here, every other type to its connector."""
+        """Dispatch by step type: validate steps here, every other type to its connector,
+        with the step's secrets filled in and the execution's abort as its cancel."""
         if isinstance(step, ValidateStep):
             if run.connectors.record_only:  # nothing ran, so there is nothing to check
                 return _Attempt("skipped", output=RECORD_ONLY)
@@ -308,14 +577,27 @@ class Engine:
         if uses_step_results(step.model_dump_json()):
             async with self.db.connection() as conn:
                 results = await steps.target_results(conn, run.id, asset.asset_id, index)
+        filled = fill_secrets(step, run.secrets.get(index, {}))
+        env = None
+        if isinstance(filled, CommandStep | ScriptStep):
+            env = {**_target_env(run, index, asset), **{k: str(v) for k, v in filled.env.items()}}
         outcome = await run.connectors.execute(
-            step,
+            filled,
             asset,
             where=f"steps[{index}]",
             timeout_s=budget,
-            env=_target_env(run, index, asset),
+            cancel=run.abort,
+            env=env,
             results=results,
         )
+        if outcome.status == "cancelled":
+            return _Attempt(
+                run.abort_status,
+                outcome.exit_code,
+                outcome.output,
+                outcome.stderr,
+                run.abort_message,
+            )
         if outcome.status == "timeout" and budget < limit:
             run.deadline_hit = True
         return _Attempt(
@@ -362,6 +644,7 @@ class Engine:
                     "target": asset.asset_id,
                     "attempt": attempt,
                 },
+                masker=run.masker,
             )
         self.observer(StepEvent(index, step.name, asset.asset_id, "running", attempt))
         return attempt_id
@@ -386,6 +669,7 @@ class Engine:
                 output=result.output,
                 stderr=result.stderr,
                 error=result.error,
+                masker=run.masker,
             )
             await executions.append_event(
                 conn,
@@ -401,7 +685,22 @@ class Engine:
                     "exit_code": result.exit_code,
                     "error": result.error,
                 },
+                masker=run.masker,
             )
+        # Logged raw: the masking processor is the sink that masks it (see logs.py).
+        log.info(
+            "step_finished",
+            execution_id=str(run.id),
+            step=step.name,
+            target=asset.asset_id,
+            attempt=attempt,
+            status=result.status,
+            exit_code=result.exit_code,
+            error=result.error,
+            stdout_tail=result.output[-500:],
+            stderr_tail=result.stderr[-500:],
+        )
+        detail = None if result.error is None else run.masker.mask(result.error)
         self.observer(
-            StepEvent(index, step.name, asset.asset_id, result.status, attempt, result.error, final)
+            StepEvent(index, step.name, asset.asset_id, result.status, attempt, detail, final)
         )

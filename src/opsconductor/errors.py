@@ -60,3 +60,7 @@ class PermissionDenied(OpsError):
 
 class Conflict(OpsError):
     """The request contradicts the current state, e.g. cancelling a finished execution."""
+
+
+class SecretError(OpsError):
+    """A secret could not be resolved, stored or decrypted; the message names the path."""

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import yaml
 from pydantic import (
@@ -25,6 +26,8 @@ from pydantic import (
 from opsconductor.errors import PlanError
 
 ActionClass = Literal["read", "modify", "deploy"]
+
+T = TypeVar("T")
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -69,7 +72,22 @@ class _StepBase(_Strict):
         return self.idempotent if self.idempotent is not None else self.action_class == "read"
 
 
-def _check_env_names(env: dict[str, str]) -> dict[str, str]:
+class SecretRef(_Strict):
+    """``{secret: "path"}``: a value fetched just in time by the worker, never stored.
+
+    The plan, its snapshot and its hash hold the reference only. Paths: ``kv/web/token``
+    (the built-in encrypted store), ``env:NAME`` (the worker's environment),
+    ``vault:mount/path#field`` (HashiCorp Vault KV v2; ``#field`` defaults to ``value``).
+    """
+
+    secret: str = Field(min_length=1, max_length=500, pattern=r"^\S+$")
+
+
+#: A field that may hold a literal or a secret reference.
+StrOrSecret = str | SecretRef
+
+
+def _check_env_names(env: dict[str, StrOrSecret]) -> dict[str, StrOrSecret]:
     for key in env:
         if not _ENV_NAME.match(key):
             raise ValueError(f"{key!r} is not a valid environment variable name")
@@ -89,7 +107,7 @@ class CommandStep(_StepBase):
     type: Literal["command"]
     targets: Targets
     command: str = Field(min_length=1)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, StrOrSecret] = Field(default_factory=dict)
     cwd: str | None = None
 
     _env_names = field_validator("env")(_check_env_names)
@@ -103,7 +121,7 @@ class ScriptStep(_StepBase):
     script: str = Field(min_length=1)
     interpreter: str = Field(default="/bin/sh", min_length=1)
     args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, StrOrSecret] = Field(default_factory=dict)
     cwd: str | None = None
 
     _env_names = field_validator("env")(_check_env_names)
@@ -165,20 +183,27 @@ class HttpExpect(_Strict):
 
 
 class HttpAuth(_Strict):
-    """Credentials by reference (``env:NAME``, ``file:/path``; secrets later), resolved just
-    before the request and never recorded."""
+    """Bearer token or basic auth; the secret parts are secret references, resolved just
+    in time by the worker like every other secret (never literals in a plan)."""
 
-    bearer_ref: str | None = Field(default=None, min_length=1)
+    bearer: StrOrSecret | None = None
     username: str | None = Field(default=None, min_length=1)
-    password_ref: str | None = Field(default=None, min_length=1)
+    password: StrOrSecret | None = None
+
+    @field_validator("bearer", "password")
+    @classmethod
+    def _by_reference(cls, value: StrOrSecret | None) -> StrOrSecret | None:
+        if isinstance(value, str):
+            raise ValueError('must be a secret reference, e.g. {secret: "kv/api/token"}')
+        return value
 
     @model_validator(mode="after")
     def _one_scheme(self) -> HttpAuth:
-        basic = self.username is not None or self.password_ref is not None
-        if basic and (self.username is None or self.password_ref is None):
-            raise ValueError("basic auth needs both username and password_ref")
-        if basic == (self.bearer_ref is not None):
-            raise ValueError("give bearer_ref, or username and password_ref")
+        basic = self.username is not None or self.password is not None
+        if basic and (self.username is None or self.password is None):
+            raise ValueError("basic auth needs both username and password")
+        if basic == (self.bearer is not None):
+            raise ValueError("give bearer, or username and password")
         return self
 
 
@@ -190,7 +215,7 @@ class HttpStep(_StepBase):
     targets: Targets
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
     url: str = Field(min_length=1)
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, StrOrSecret] = Field(default_factory=dict)
     body: str | None = None
     json_body: Any = Field(default=None, alias="json")
     verify_tls: bool = True
@@ -217,7 +242,8 @@ class SqlStep(_StepBase):
 
     type: Literal["sql"]
     targets: Targets
-    dsn: str = Field(min_length=1)
+    #: a libpq connection string; a secret reference keeps its password out of the plan
+    dsn: StrOrSecret = Field(min_length=1)
     query: str = Field(min_length=1)
     params: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     expect: SqlExpect | None = None
@@ -262,6 +288,8 @@ class Plan(_Strict):
     approval_level: int = Field(default=0, ge=0, le=3)
     priority: int = Field(default=5, ge=1, le=10)
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 86_400)
+    #: asset locks held per step (default) or for the whole execution
+    lock: Literal["step", "execution"] = "step"
     steps: list[Step] = Field(min_length=1, max_length=500)
 
     _int_is_fine = field_validator("timeout_s", mode="before")(_StepBase._int_is_fine.__func__)  # type: ignore[attr-defined]
@@ -281,6 +309,8 @@ class Plan(_Strict):
 
 
 _STEP_TAGS = ("command", "script", "file", "http", "sql", "validate")
+
+_VALUE_UNION_TAGS = ("str", "SecretRef")
 
 _TYPE_NAMES = {
     "string_type": "a string",
@@ -302,6 +332,8 @@ def _format_location(loc: tuple[str | int, ...]) -> str:
             out += f"[{part}]"
         elif part in _STEP_TAGS and i > 0 and isinstance(loc[i - 1], int):
             continue  # pydantic's union tag (steps[0].command.timeout_s) adds nothing
+        elif part in _VALUE_UNION_TAGS:
+            continue  # env.TOKEN.SecretRef.secret: the member name adds nothing either
         else:
             out += f".{part}" if out else str(part)
     return out or "plan"
@@ -366,6 +398,42 @@ def load_plan_file(path: Path) -> Plan:
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError(f"{path}: cannot read: {exc}") from None
     return load_plan_text(text, str(path))
+
+
+def secret_refs(value: Any) -> list[SecretRef]:
+    """Every secret reference inside a step (or any part of a plan), in field order."""
+    if isinstance(value, SecretRef):
+        return [value]
+    if isinstance(value, BaseModel):
+        return [r for name in type(value).model_fields for r in secret_refs(getattr(value, name))]
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in secret_refs(v)]
+    if isinstance(value, list | tuple):
+        return [r for v in value for r in secret_refs(v)]
+    return []
+
+
+def fill_secrets(value: T, values: Mapping[str, str]) -> T:
+    """A copy of ``value`` (a step, or part of one) with every secret reference replaced by
+    its resolved value from ``values`` (path -> value). Models are copied, not validated
+    again: the result exists only in memory, for the connector, while the step runs."""
+    filled: Any
+    if isinstance(value, SecretRef):
+        filled = values[value.secret]
+    elif isinstance(value, BaseModel):
+        changes = {
+            name: fill_secrets(getattr(value, name), values)
+            for name in type(value).model_fields
+            if secret_refs(getattr(value, name))
+        }
+        filled = value.model_copy(update=changes) if changes else value
+    elif isinstance(value, dict):
+        filled = {k: fill_secrets(v, values) for k, v in value.items()}
+    elif isinstance(value, list | tuple):
+        filled = type(value)(fill_secrets(v, values) for v in value)
+    else:
+        filled = value
+    return cast(T, filled)
 
 
 def plan_document(plan: Plan) -> dict[str, Any]:

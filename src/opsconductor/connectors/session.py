@@ -36,6 +36,7 @@ from opsconductor.plan import (
     HttpStep,
     ScriptStep,
     SqlStep,
+    StrOrSecret,
 )
 from opsconductor.templating import asset_context, render, render_data
 
@@ -83,7 +84,7 @@ class Connectors:
         ``env`` is set for commands and scripts under the step's own ``env``; ``results``
         (earlier steps on this target, by name) feed ``{{ steps.<name>.output }}``."""
         if isinstance(step, CommandStep | ScriptStep) and env:
-            step = step.model_copy(update={"env": {**env, **step.env}})
+            step = step.model_copy(update={"env": {**step.env, **env}})
         context = asset_context(asset, results)
         try:
             action = await self._prepare(step, asset, where, context)
@@ -102,9 +103,9 @@ class Connectors:
         self, step: ActingStep, asset: Asset, where: str, context: dict[str, Any]
     ) -> Action:
         if isinstance(step, CommandStep):
-            return await self._command(step, asset)
+            return await self._command(step, asset, plain_env(step.env, where))
         if isinstance(step, ScriptStep):
-            return await self._script(step, asset)
+            return await self._script(step, asset, plain_env(step.env, where))
         if isinstance(step, FileStep):
             return await self._file(step, asset, where, context)
         if isinstance(step, HttpStep):
@@ -131,12 +132,12 @@ class Connectors:
         except TimeoutError:
             return Outcome("timeout", error=f"{target.where}: connect timed out")
 
-    async def _command(self, step: CommandStep, asset: Asset) -> Action:
+    async def _command(self, step: CommandStep, asset: Asset, env: dict[str, str]) -> Action:
         if asset.connection_type == "local":
 
             async def run_local(budget: float, cancel: asyncio.Event | None) -> Outcome:
                 result = await local.run_command(
-                    step.command, timeout_s=budget, env=step.env, cwd=step.cwd, cancel=cancel
+                    step.command, timeout_s=budget, env=env, cwd=step.cwd, cancel=cancel
                 )
                 return from_command(result, budget)
 
@@ -148,13 +149,13 @@ class Connectors:
             if isinstance(conn, Outcome):
                 return conn
             result = await ssh.run_command(
-                conn, step.command, timeout_s=budget, env=step.env, cwd=step.cwd, cancel=cancel
+                conn, step.command, timeout_s=budget, env=env, cwd=step.cwd, cancel=cancel
             )
             return from_command(result, budget)
 
         return Action(f"run {step.command!r} on {target.where}", run_ssh)
 
-    async def _script(self, step: ScriptStep, asset: Asset) -> Action:
+    async def _script(self, step: ScriptStep, asset: Asset, env: dict[str, str]) -> Action:
         lines = len(step.script.splitlines())
         if asset.connection_type == "local":
 
@@ -164,7 +165,7 @@ class Connectors:
                     interpreter=step.interpreter,
                     args=step.args,
                     timeout_s=budget,
-                    env=step.env,
+                    env=env,
                     cwd=step.cwd,
                     cancel=cancel,
                 )
@@ -183,7 +184,7 @@ class Connectors:
                 interpreter=step.interpreter,
                 args=step.args,
                 timeout_s=budget,
-                env=step.env,
+                env=env,
                 cwd=step.cwd,
                 cancel=cancel,
             )
@@ -261,9 +262,12 @@ class Connectors:
         return self._http[verify]
 
     async def _http_request(self, step: HttpStep, where: str, context: dict[str, Any]) -> Action:
-        headers = {k: render(v, context, f"{where}.headers.{k}") for k, v in step.headers.items()}
+        headers = {
+            k: render(plain(v, f"{where}.headers.{k}"), context, f"{where}.headers.{k}")
+            for k, v in step.headers.items()
+        }
         if step.auth is not None:
-            headers["authorization"] = await self._authorization(step.auth, f"{where}.auth")
+            headers["authorization"] = authorization(step.auth, f"{where}.auth")
         request = http.build(
             step.method,
             render(step.url, context, f"{where}.url"),
@@ -296,24 +300,10 @@ class Connectors:
 
         return Action(f"{request.method} {request.url}", run)
 
-    async def _authorization(self, auth: HttpAuth, where: str) -> str:
-        async def secret(ref: str, field: str) -> str:
-            try:
-                return await ssh.resolve(self.ssh.resolve_credential, ref)
-            except (LookupError, ValueError) as exc:
-                raise StepInputError(f"{where}.{field} {ref!r}: {exc}") from None
-
-        if auth.bearer_ref is not None:
-            return f"Bearer {await secret(auth.bearer_ref, 'bearer_ref')}"
-        assert auth.username is not None and auth.password_ref is not None
-        password = await secret(auth.password_ref, "password_ref")
-        token = base64.b64encode(f"{auth.username}:{password}".encode()).decode()
-        return f"Basic {token}"
-
     # -- SQL -----------------------------------------------------------------------------
 
     def _sql(self, step: SqlStep, where: str, context: dict[str, Any]) -> Action:
-        dsn = render(step.dsn, context, f"{where}.dsn")
+        dsn = render(plain(step.dsn, f"{where}.dsn"), context, f"{where}.dsn")
         try:
             parts = conninfo_to_dict(dsn)
         except psycopg.ProgrammingError as exc:
@@ -348,6 +338,26 @@ class Connectors:
 
         # The summary shows host and database, never the DSN: it may carry a password.
         return Action(f"query {place} in a {mode}", run)
+
+
+def plain(value: StrOrSecret | None, where: str) -> str:
+    """A field's text; the engine fills secret references in before a step runs, so one
+    still here means the caller skipped that (a connector never fetches secrets itself)."""
+    if not isinstance(value, str):
+        raise StepInputError(f"{where}: secret reference not resolved")
+    return value
+
+
+def plain_env(env: Mapping[str, StrOrSecret], where: str) -> dict[str, str]:
+    return {name: plain(value, f"{where}.env.{name}") for name, value in env.items()}
+
+
+def authorization(auth: HttpAuth, where: str) -> str:
+    if auth.bearer is not None:
+        return f"Bearer {plain(auth.bearer, f'{where}.bearer')}"
+    password = plain(auth.password, f"{where}.password")
+    token = base64.b64encode(f"{auth.username}:{password}".encode()).decode()
+    return f"Basic {token}"
 
 
 async def _completed(work: Awaitable[object], output: str) -> Outcome:
