@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from opsconductor.cancellation import request_cancel
 from opsconductor.connectors import ssh
 from opsconductor.connectors.session import Connectors
 from opsconductor.db import connectors, executions
@@ -19,6 +20,7 @@ from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.inventory import Asset
 from opsconductor.plan import parse_plan
+from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
 from tests.helpers import add_ssh_assets, run_plan
 
@@ -380,3 +382,34 @@ async def test_engine_resolves_ssh_credentials_as_audited_secrets(
     resolved = [e["payload"] for e in events if e["event_type"] == "secret_resolved"]
     assert [(p["path"], p["backend"]) for p in resolved] == [("env:OPSC_TEST_SSH_PW2", "env")]
     assert "s3cret-pw" not in str([e["payload"] for e in events])
+
+
+async def test_a_cancel_request_stops_the_remote_sleep_and_records_who(
+    db: Database, ssh_lab: Any
+) -> None:
+    await add_ssh_assets(db, ssh_lab, [ssh_lab.ports[2]], prefix="asked")
+    marker = f"{uuid.uuid4().int % 100_000}.375"
+    plan = {
+        "name": "sleep to be cancelled",
+        "steps": [
+            {
+                "name": "sleep",
+                "type": "command",
+                "targets": {"tags": {"role": "asked"}},
+                "command": f"sleep {marker}",
+                "timeout_s": 300,
+            },
+        ],
+    }
+    submitted = await submit(db, Request(parse_plan(plan), "default", "tester"))
+    execution_id = submitted.execution["id"]
+    running = asyncio.create_task(Engine(db, actor_id="tester").run("default", execution_id))
+    while not processes_matching(f"sleep {marker}"):  # noqa: ASYNC110 - no event to await
+        await asyncio.sleep(0.02)
+    outcome = await request_cancel(db, "default", str(execution_id), "oncall")
+    assert outcome.result == "requested"
+    assert await running == Status.CANCELLED
+    assert processes_matching(f"sleep {marker}") == []
+    async with db.connection() as conn:
+        execution = await executions.get(conn, "default", str(execution_id))
+    assert execution["cancelled_by"] == "oncall"
