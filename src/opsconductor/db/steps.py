@@ -105,3 +105,14 @@ async def latest_results(conn: Conn, execution_id: uuid.UUID, step_index: int) -
         Q["latest_results"], {"execution_id": execution_id, "step_index": step_index}
     )
     return {row["target_asset_id"]: row for row in await cur.fetchall()}
+
+
+async def target_results(
+    conn: Conn, execution_id: uuid.UUID, asset_id: str, before: int
+) -> dict[str, Row]:
+    """Latest result of every earlier step on one target, by step name (for templates)."""
+    cur = await conn.execute(
+        Q["target_results"],
+        {"execution_id": execution_id, "asset_id": asset_id, "before": before},
+    )
+    return {row["step_name"]: row for row in await cur.fetchall()}

@@ -41,3 +41,10 @@ SELECT DISTINCT ON (target_asset_id) target_asset_id, status, exit_code, output
 FROM execution.execution_steps
 WHERE execution_id = %(execution_id)s AND step_index = %(step_index)s
 ORDER BY target_asset_id, attempt DESC
+
+-- name: target_results
+SELECT DISTINCT ON (step_index) step_name, status, exit_code, output, stderr
+FROM execution.execution_steps
+WHERE execution_id = %(execution_id)s AND target_asset_id = %(asset_id)s
+  AND step_index < %(before)s AND status <> 'pending'
+ORDER BY step_index, attempt DESC
