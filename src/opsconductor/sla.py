@@ -28,12 +28,12 @@ MEDIUM_BUDGET_S = 30.0
 SWEEP_S = 1.0
 
 
-async def sweep(db: Database) -> list[dict[str, Any]]:
+async def sweep(
+    db: Database, *, fast_s: float = FAST_BUDGET_S, medium_s: float = MEDIUM_BUDGET_S
+) -> list[dict[str, Any]]:
     """Flag every execution newly past its budget; returns what was flagged."""
     async with db.connection() as conn:
-        cur = await conn.execute(
-            Q["flag_violations"], {"fast_s": FAST_BUDGET_S, "medium_s": MEDIUM_BUDGET_S}
-        )
+        cur = await conn.execute(Q["flag_violations"], {"fast_s": fast_s, "medium_s": medium_s})
         flagged = await cur.fetchall()
     for row in flagged:
         metrics.SLA_FLAGGED.inc()

@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 
 from opsconductor.db import executions
 from opsconductor.db.connection import Database
-from tests.api.live import Live, collect_until_end, live_server, sse_messages
+from tests.api.live import collect_until_end, live_server, sse_messages
 from tests.api.support import Api, command_plan
 
 LOCAL = {"hostnames": ["localhost"]}
@@ -226,10 +226,8 @@ async def test_a_slow_client_is_dropped_to_a_resync_and_does_not_block_others(
         slow = socket.socket()
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.connect(("127.0.0.1", port))
-        slow.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {headers['Authorization']}\r\n\r\n"
-            .encode()
-        )
+        request = f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {headers['Authorization']}"
+        slow.sendall(f"{request}\r\n\r\n".encode())
         await _until(lambda: hub.feeds() == 1)
         async with httpx.AsyncClient(base_url=live.base, timeout=30) as http:
             fast = asyncio.create_task(collect_until_end(http, path, headers))
