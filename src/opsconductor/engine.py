@@ -16,8 +16,8 @@ from typing import Any
 
 from opsconductor import policies, validation
 from opsconductor.connectors.local import run_command
-from opsconductor.db import assets, executions, steps
-from opsconductor.db.connection import Database
+from opsconductor.db import assets, executions, queue, steps
+from opsconductor.db.connection import Conn, Database
 from opsconductor.inventory import Asset
 from opsconductor.output import cap_text
 from opsconductor.plan import CommandStep, Plan, ValidateStep, parse_plan
@@ -53,6 +53,10 @@ class _Run:
     matrix: policies.PolicyMatrix
     deadline_hit: bool = False
     results: dict[int, dict[str, str]] = field(default_factory=dict)
+    #: background work holds a queue lease; its end is recorded only while the lease holds
+    lease: queue.Lease | None = None
+    #: where a resumed execution picks up, by (step index, asset id); empty on a fresh run
+    resume: dict[tuple[int, str], _ResumePoint] = field(default_factory=dict)
 
     @property
     def id(self) -> uuid.UUID:
@@ -64,6 +68,22 @@ class _Run:
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
+
+
+@dataclass(frozen=True)
+class _ResumePoint:
+    """What a resumed execution does on one target of one step."""
+
+    #: attempt number to start at (the pending one, or the one after the last recorded)
+    next_attempt: int
+    #: final status if this target needs nothing more, else None
+    outcome: str | None = None
+    #: attempts cut short by a dead worker: they do not spend the step's retries
+    interrupted: int = 0
+
+
+#: Recorded on an attempt that was in flight when its worker died.
+INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True)
@@ -91,10 +111,35 @@ class Engine:
         self.observer = observer or (lambda _event: None)
         self.target_slots = target_concurrency
 
-    async def run(self, tenant_id: str, execution_id: uuid.UUID) -> Status:
-        """Run an ``approved`` (or ``queued``) execution to its end; return its final status."""
+    async def run(
+        self, tenant_id: str, execution_id: uuid.UUID, *, lease: queue.Lease | None = None
+    ) -> Status:
+        """Run an ``approved`` (or ``queued``) execution to its end; return its final status.
+
+        With a queue ``lease`` (background work) a ``running`` execution is resumed where
+        its previous worker died, and the end is recorded only while the lease holds
+        (``LeaseLost`` otherwise).
+        """
         run = await self._load(tenant_id, execution_id)
+        run.lease = lease
         current = Status(run.execution["status"])
+        verdict: tuple[Status, str | None] | None = None
+        if lease is not None and current is Status.RUNNING:
+            verdict = await self._resume(run)
+        else:
+            await self._begin(run, current)
+        try:
+            final, reason = verdict or await self._run_steps(run)
+        except asyncio.CancelledError:
+            if lease is None:
+                await asyncio.shield(self._finish(run, Status.CANCELLED, INTERRUPTED))
+            # With a lease the worker is handing the execution back (or lost it): it stays
+            # running, and its next owner resumes it from the step records.
+            raise
+        await self._finish(run, final, reason)
+        return final
+
+    async def _begin(self, run: _Run, current: Status) -> None:
         timeout_s = policies.execution_timeout(run.plan, run.execution["sla_class"], run.matrix)
         run.deadline = time.monotonic() + timeout_s
         async with self.db.connection() as conn:
@@ -107,13 +152,6 @@ class Engine:
                 timeout_at=datetime.now(UTC) + timedelta(seconds=timeout_s),
                 worker_id=self.worker_id,
             )
-        try:
-            final, reason = await self._run_steps(run)
-        except asyncio.CancelledError:
-            await asyncio.shield(self._finish(run, Status.CANCELLED, "interrupted"))
-            raise
-        await self._finish(run, final, reason)
-        return final
 
     async def _load(self, tenant_id: str, execution_id: uuid.UUID) -> _Run:
         async with self.db.connection() as conn:
@@ -131,6 +169,10 @@ class Engine:
 
     async def _finish(self, run: _Run, final: Status, reason: str | None) -> None:
         async with self.db.transaction() as conn:
+            if run.lease is not None:
+                # First, so a lost lease rolls the whole ending back: the new owner's
+                # work can never be overwritten by ours.
+                await queue.complete(conn, run.lease)
             await steps.skip_pending(conn, run.id)
             await executions.transition(
                 conn, run.id, Status.RUNNING, final, actor_id=self.actor_id, reason=reason
@@ -169,15 +211,19 @@ class Engine:
 
     async def _run_on_target(self, run: _Run, index: int, asset: Asset) -> str:
         step = run.plan.steps[index]
+        point = run.resume.get((index, asset.asset_id), _ResumePoint(next_attempt=1))
+        if point.outcome is not None:
+            return point.outcome  # finished before a crash: never run it again
         status = "failed"
-        for attempt in range(1, step.retries + 2):
+        last = step.retries + 1 + point.interrupted
+        for attempt in range(point.next_attempt, last + 1):
             if run.remaining() <= 0:
                 run.deadline_hit = True
                 return "timeout"
             attempt_id = await self._start(run, index, asset, attempt)
             result = await self._execute(run, index, step, asset)
             status = result.status
-            final = status == "completed" or attempt > step.retries or run.deadline_hit
+            final = status == "completed" or attempt >= last or run.deadline_hit
             await self._record(run, index, asset, attempt, attempt_id, result, final)
             if final:
                 break
@@ -294,3 +340,91 @@ class Engine:
         self.observer(
             StepEvent(index, step.name, asset.asset_id, result.status, attempt, result.error, final)
         )
+
+    # --- Resuming after a crash (background work only) ------------------------------------
+    # A worker died with this execution running. The step records say what happened: a
+    # finished attempt is never run again; an attempt that was in flight is re-run only if
+    # its step is idempotent, otherwise the execution ends failed (reason "interrupted")
+    # for a human to look at, because running a non-idempotent step twice is unsafe.
+
+    async def _resume(self, run: _Run) -> tuple[Status, str | None] | None:
+        """Prepare ``run.resume``; return a verdict when the execution must not go on."""
+        self._resume_deadline(run)
+        async with self.db.transaction() as conn:
+            rows = await steps.list_for(conn, run.id)
+            in_flight = [row for row in rows if row["status"] == "running"]
+            unsafe = [r for r in in_flight if not run.plan.steps[r["step_index"]].is_idempotent]
+            await self._close_in_flight(conn, run, in_flight, rerun=not unsafe)
+            await executions.append_event(
+                conn,
+                run.execution,
+                "resumed",
+                self.actor_id,
+                {
+                    "worker_id": self.worker_id,
+                    "attempt": run.lease.attempt if run.lease else None,
+                    "in_flight": [_where(run, r) for r in in_flight],
+                    "rerun": not unsafe,
+                },
+            )
+        if unsafe:
+            first = unsafe[0]
+            return Status.FAILED, (
+                f"{INTERRUPTED}: step {_where(run, first)} was in flight when its worker "
+                "stopped and is not idempotent, so it was not run again"
+            )
+        run.resume = _resume_points(run, rows)
+        return None
+
+    def _resume_deadline(self, run: _Run) -> None:
+        """The execution budget keeps counting from the first start, across workers."""
+        timeout_at: datetime | None = run.execution["timeout_at"]
+        if timeout_at is None:  # started by an older version that did not set it
+            timeout_s = policies.execution_timeout(run.plan, run.execution["sla_class"], run.matrix)
+            run.deadline = time.monotonic() + timeout_s
+            return
+        run.deadline = time.monotonic() + (timeout_at - datetime.now(UTC)).total_seconds()
+
+    async def _close_in_flight(
+        self, conn: Conn, run: _Run, in_flight: list[dict[str, Any]], *, rerun: bool
+    ) -> None:
+        """Record how each cut-short attempt ended, so none stays ``running`` forever."""
+        if not in_flight:
+            return
+        if rerun:
+            status = "cancelled"
+            error = f"{INTERRUPTED}: its worker stopped; run again (the step is idempotent)"
+        else:
+            status = "failed"
+            error = f"{INTERRUPTED}: its worker stopped; not run again (not idempotent)"
+        await steps.close_attempts(conn, [row["id"] for row in in_flight], status, error)
+        for row in in_flight:
+            row["status"] = status
+
+
+def _where(run: _Run, row: dict[str, Any]) -> str:
+    return (
+        f"{run.plan.steps[row['step_index']].name!r} on {row['target_asset_id']} "
+        f"(attempt {row['attempt']})"
+    )
+
+
+def _resume_points(run: _Run, rows: list[dict[str, Any]]) -> dict[tuple[int, str], _ResumePoint]:
+    """From every recorded attempt (closed by ``_close_in_flight``), where each target of
+    each step starts again."""
+    by_target: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        by_target.setdefault((row["step_index"], row["target_asset_id"]), []).append(row)
+    points = {}
+    for (index, asset_id), attempts in by_target.items():
+        latest = max(attempts, key=lambda r: r["attempt"])
+        interrupted = sum(1 for r in attempts if r["status"] == "cancelled")
+        last = run.plan.steps[index].retries + 1 + interrupted
+        if latest["status"] == "pending":
+            point = _ResumePoint(latest["attempt"], None, interrupted)
+        elif latest["status"] in ("completed", "skipped") or latest["attempt"] >= last:
+            point = _ResumePoint(latest["attempt"], latest["status"], interrupted)
+        else:  # failed with retries left, or cut short and idempotent: the next attempt
+            point = _ResumePoint(latest["attempt"] + 1, None, interrupted)
+        points[(index, asset_id)] = point
+    return points

@@ -44,3 +44,7 @@ class DatabaseError(OpsError):
 
 class EmbeddedServerError(DatabaseError):
     """The embedded PostgreSQL server could not be initialised or started."""
+
+
+class LeaseLost(OpsError):
+    """A worker's lease on a queued execution expired or was taken over; its writes are refused."""

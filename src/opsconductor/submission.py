@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from opsconductor import routing
-from opsconductor.db import assets, executions
+from opsconductor.db import assets, executions, steps
 from opsconductor.db.connection import Database
 from opsconductor.idempotency import derive_key
 from opsconductor.inventory import resolve_plan
@@ -19,6 +19,12 @@ class Request:
     tenant_id: str
     actor_id: str
     idempotency_key: str | None = None
+    #: hand it to the workers (``opsc submit``) instead of running it in this process
+    enqueue: bool = False
+
+
+#: The queue lease must outlast the slowest step seen: twice its observed p95 (SPEC 3).
+LEASE_P95_FACTOR = 2.0
 
 
 async def submit(db: Database, request: Request) -> executions.Submitted:
@@ -26,9 +32,10 @@ async def submit(db: Database, request: Request) -> executions.Submitted:
     async with db.connection() as conn:
         await assets.ensure_tenant(conn, request.tenant_id)
         inventory = await assets.list_all(conn, request.tenant_id)
-    targets = resolve_plan(plan, inventory)  # raises before anything is stored
+        targets = resolve_plan(plan, inventory)  # raises before anything is stored
+        observed = await steps.observed_p95(conn, request.tenant_id, [s.type for s in plan.steps])
     digest = plan_hash(plan, targets)
-    route = routing.classify(routing.estimate_seconds(plan, targets))
+    route = routing.classify(routing.estimate_seconds(plan, targets, observed))
     new = executions.NewExecution(
         tenant_id=request.tenant_id,
         actor_id=request.actor_id,
@@ -37,7 +44,7 @@ async def submit(db: Database, request: Request) -> executions.Submitted:
         plan_name=plan.name,
         plan_snapshot=hashed_document(plan, targets),
         plan_hash=digest,
-        mode=route.mode,
+        mode="background" if request.enqueue else route.mode,
         sla_class=route.sla_class,
         approval_level=plan.approval_level,
         priority=plan.priority,
@@ -47,5 +54,7 @@ async def submit(db: Database, request: Request) -> executions.Submitted:
             for index, (step, step_targets) in enumerate(zip(plan.steps, targets, strict=True))
             for asset in step_targets
         ],
+        enqueue=request.enqueue,
+        min_lease_s=LEASE_P95_FACTOR * max(observed.values(), default=0.0),
     )
     return await executions.submit(db, new)
