@@ -95,6 +95,19 @@ class _Attempt:
     error: str | None = None
 
 
+def _target_env(run: _Run, index: int, asset: Asset) -> dict[str, str]:
+    """What a local command may want to know about where and why it runs."""
+    return {
+        "OPSC_EXECUTION_ID": str(run.id),
+        "OPSC_STEP_INDEX": str(index),
+        "OPSC_STEP_NAME": run.plan.steps[index].name,
+        "OPSC_ASSET_ID": asset.asset_id,
+        "OPSC_ASSET_HOSTNAME": asset.hostname,
+        "OPSC_ASSET_ADDRESS": asset.address,
+        "OPSC_ASSET_ENVIRONMENT": asset.environment,
+    }
+
+
 class Engine:
     def __init__(
         self,
@@ -236,7 +249,8 @@ class Engine:
         assert isinstance(step, CommandStep)
         limit = policies.step_timeout(step, run.execution["sla_class"], run.matrix)
         budget = min(limit, run.remaining())
-        result = await run_command(step.command, timeout_s=budget, env=step.env, cwd=step.cwd)
+        env = {**_target_env(run, index, asset), **step.env}
+        result = await run_command(step.command, timeout_s=budget, env=env, cwd=step.cwd)
         if result.timed_out:
             if budget < limit:
                 run.deadline_hit = True

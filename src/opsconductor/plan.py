@@ -229,6 +229,10 @@ def load_plan_file(path: Path) -> Plan:
 
 
 def plan_document(plan: Plan) -> dict[str, Any]:
-    """The plan as plain JSON data, defaults filled in, so the snapshot shows what runs."""
-    document: dict[str, Any] = json.loads(plan.model_dump_json(exclude_none=True))
+    """The plan as plain JSON data, exactly the fields the author set (types normalised).
+
+    Fields left out stay out, so a later version that adds an optional field does not change
+    the hash of every existing plan; ``parse_plan`` fills the defaults back in.
+    """
+    document: dict[str, Any] = json.loads(plan.model_dump_json(exclude_unset=True))
     return document

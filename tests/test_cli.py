@@ -1,0 +1,118 @@
+"""The opsc command as a user meets it: real processes, real database, exit codes 0/1/2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PLANS = ROOT / "examples" / "plans"
+
+
+def opsc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "opsconductor.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+BAD_FILES = {
+    "syntax.yaml": ("name: x\nsteps: [\n", "not valid YAML at line 3"),
+    "unknown.yaml": (
+        "name: x\nsteps:\n  - {name: a, type: command, command: ls, colour: red,"
+        " targets: {hostnames: [localhost]}}\n",
+        "steps[0].colour: unknown field",
+    ),
+    "wrong-type.yaml": (
+        "name: x\nsteps:\n  - {name: a, type: command, command: ls, timeout_s: soon,"
+        " targets: {hostnames: [localhost]}}\n",
+        "steps[0].timeout_s: must be a number (got str)",
+    ),
+    "empty.yaml": ("name: x\nsteps: []\n", "steps: must not be empty"),
+    "no-target.yaml": (
+        "name: x\nsteps:\n  - {name: a, type: command, command: ls,"
+        " targets: {tags: {role: nothing-has-this}}}\n",
+        "steps[0].targets: no asset matches {'tags': {'role': 'nothing-has-this'}}",
+    ),
+}
+
+
+@pytest.mark.parametrize("filename", sorted(BAD_FILES))
+def test_bad_plan_file_exits_2_with_one_line_naming_the_field(
+    filename: str, cli_env: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    text, message = BAD_FILES[filename]
+    path = tmp_path / filename
+    path.write_text(text)
+    for command in ("run", "validate"):
+        result = opsc(cli_env, command, str(path))
+        assert result.returncode == 2, result.stdout + result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert message in lines[0]
+        assert "Traceback" not in result.stderr
+    with psycopg.connect(database_url) as conn:  # nothing was stored for a bad plan
+        assert conn.execute("SELECT count(*) FROM execution.executions").fetchone() == (0,)
+
+
+def test_missing_file_exits_2(cli_env: dict[str, str]) -> None:
+    result = opsc(cli_env, "run", "/nonexistent/plan.yaml")
+    assert result.returncode == 2 and "no such file" in result.stderr
+
+
+def test_running_twice_reuses_the_execution(cli_env: dict[str, str], database_url: str) -> None:
+    first = opsc(cli_env, "run", str(PLANS / "hello.yaml"))
+    second = opsc(cli_env, "run", str(PLANS / "hello.yaml"))
+    assert first.returncode == 0 and second.returncode == 0, second.stdout + second.stderr
+    assert "already submitted within the deduplication window" in second.stdout
+    keyed = opsc(cli_env, "run", "--idempotency-key", "again", str(PLANS / "hello.yaml"))
+    assert keyed.returncode == 0
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM execution.executions").fetchone() == (2,)
+
+
+@pytest.mark.parametrize(
+    ("plan", "code", "status"),
+    [
+        ("failing-validation.yaml", 1, "failed"),
+        ("timeout.yaml", 1, "timeout"),
+        ("retry.yaml", 0, "completed"),
+    ],
+)
+def test_examples_end_as_documented(
+    plan: str, code: int, status: str, cli_env: dict[str, str]
+) -> None:
+    result = opsc(cli_env, "run", str(PLANS / plan))
+    assert result.returncode == code, result.stdout + result.stderr
+    assert status in result.stdout
+
+
+def test_validate_list_show_and_assets(cli_env: dict[str, str]) -> None:
+    validated = opsc(cli_env, "validate", str(PLANS / "hello.yaml"))
+    assert validated.returncode == 0 and "plan hash: " in validated.stdout
+    assert opsc(cli_env, "run", str(PLANS / "hello.yaml")).returncode == 0
+    listed = opsc(cli_env, "list")
+    assert "Hello from OpsConductor" in listed.stdout and "completed" in listed.stdout
+    execution_id = listed.stdout.split("│")[1].strip() if "│" in listed.stdout else ""
+    shown = opsc(cli_env, "show", execution_id[:8])
+    assert shown.returncode == 0, shown.stderr
+    assert "status_changed" in shown.stdout and "who and where" in shown.stdout
+    assert opsc(cli_env, "show", "ffffffff").returncode == 2
+    assert opsc(cli_env, "show", "not-an-id").returncode == 2
+    assert opsc(cli_env, "list", "--status", "bogus").returncode == 2
+    added = opsc(cli_env, "assets", "add", "web-1", "--environment", "staging", "--tag", "role=web")
+    assert added.returncode == 0, added.stderr
+    dup = opsc(cli_env, "assets", "add", "web-1")
+    assert dup.returncode == 2 and "already exists" in dup.stderr
+    bad_tag = opsc(cli_env, "assets", "add", "web-2", "--tag", "novalue")
+    assert bad_tag.returncode == 2 and "--tag 'novalue'" in bad_tag.stderr
+    assets = opsc(cli_env, "assets", "list")
+    assert "web-1" in assets.stdout and "role=web" in assets.stdout and "localhost" in assets.stdout
