@@ -55,6 +55,7 @@ async def submit(db: Database, request: Request) -> executions.Submitted:
             for asset in step_targets
         ],
         enqueue=request.enqueue,
+        action_classes=tuple(step.action_class for step in plan.steps),
         min_lease_s=LEASE_P95_FACTOR * max(observed.values(), default=0.0),
     )
     return await executions.submit(db, new)

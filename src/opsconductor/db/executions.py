@@ -40,6 +40,8 @@ class NewExecution:
     enqueue: bool = False
     #: the least visibility timeout its queue lease needs (from observed step durations)
     min_lease_s: float = 0.0
+    #: action classes of its steps: they pick the queue's retry budget and lease timeout
+    action_classes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,12 @@ async def _enqueue(conn: Conn, new: NewExecution, row: Row) -> None:
     transaction: a crash can never leave a queued execution without its queue row."""
     await transition(conn, row["id"], Status.APPROVED, Status.QUEUED, actor_id=new.actor_id)
     await conn.execute(
-        QUEUE["enqueue"], {"execution_id": row["id"], "min_lease_s": new.min_lease_s}
+        QUEUE["enqueue"],
+        {
+            "execution_id": row["id"],
+            "action_classes": sorted(set(new.action_classes)),
+            "min_lease_s": new.min_lease_s,
+        },
     )
     row["status"] = Status.QUEUED.value
 

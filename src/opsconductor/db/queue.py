@@ -4,7 +4,7 @@ dead-letter, requeue, reap. Every write by a worker is checked against its lease
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,7 @@ from opsconductor import policies, status_machine
 from opsconductor.db import executions, queries
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import BadInput, LeaseLost, NotFound
+from opsconductor.plan import parse_plan
 from opsconductor.status_machine import Status
 
 Q = queries.load("queue")
@@ -41,9 +42,19 @@ class Reaped:
     dead_lettered: int
 
 
-async def enqueue(conn: Conn, execution_id: uuid.UUID, *, min_lease_s: float = 0.0) -> None:
-    """Queue an execution; call inside the transaction that made it ``queued``."""
-    await conn.execute(Q["enqueue"], {"execution_id": execution_id, "min_lease_s": min_lease_s})
+async def enqueue(
+    conn: Conn, execution_id: uuid.UUID, action_classes: Iterable[str], *, min_lease_s: float = 0.0
+) -> None:
+    """Queue an execution (its policies come from its SLA class and ``action_classes``);
+    call inside the transaction that made it ``queued``. Workers are notified at commit."""
+    await conn.execute(
+        Q["enqueue"],
+        {
+            "execution_id": execution_id,
+            "action_classes": sorted(set(action_classes)),
+            "min_lease_s": min_lease_s,
+        },
+    )
 
 
 async def claim(
@@ -219,7 +230,8 @@ async def requeue(db: Database, tenant_id: str, execution_id: str, actor_id: str
         if entry is None:
             raise NotFound(f"execution {execution['id']} is not in the dead-letter queue")
         await conn.execute(Q["clear_dead_letter_reason"], {"execution_id": execution["id"]})
-        await enqueue(conn, execution["id"])
+        plan = parse_plan(execution["plan_snapshot"]["plan"])
+        await enqueue(conn, execution["id"], (step.action_class for step in plan.steps))
         await executions.append_event(
             conn, execution, "requeued", actor_id, {"dlq_id": entry["id"]}
         )

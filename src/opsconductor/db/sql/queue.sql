@@ -7,13 +7,11 @@
 -- class and the action classes its steps use (strictest budget, longest lease), the lease
 -- raised to what the observed step durations need. The NOTIFY goes out at commit.
 WITH e AS (
-    SELECT id, priority, sla_class, plan_snapshot
-    FROM execution.executions WHERE id = %(execution_id)s
+    SELECT id, priority, sla_class FROM execution.executions WHERE id = %(execution_id)s
 ), policy AS (
     SELECT min(p.max_attempts) AS max_attempts, max(p.lease_timeout_s) AS lease_timeout_s
     FROM e JOIN execution.timeout_policies p ON p.sla_class = e.sla_class
-    WHERE p.action_class IN (
-        SELECT s ->> 'action_class' FROM jsonb_array_elements(e.plan_snapshot -> 'plan' -> 'steps') s)
+    WHERE p.action_class = ANY(%(action_classes)s::text[])
 ), queued AS (
     INSERT INTO execution.execution_queue (execution_id, priority, max_attempts, lease_timeout_s)
     SELECT e.id, e.priority, coalesce(policy.max_attempts, 3),
