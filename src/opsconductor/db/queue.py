@@ -92,7 +92,7 @@ async def renew(db: Database, leases: Sequence[Lease]) -> set[uuid.UUID]:
             {
                 "ids": [lease.execution_id for lease in leases],
                 "tokens": [lease.token for lease in leases],
-                "secs": [lease.lease_s for lease in leases],
+                "secs": [float(lease.lease_s) for lease in leases],
             },
         )
         return {row["execution_id"] for row in await cur.fetchall()}
