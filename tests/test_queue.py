@@ -32,6 +32,18 @@ async def _fetch(db: Database, sql: str, *params: Any) -> list[dict[str, Any]]:
         return await cur.fetchall()
 
 
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+async def _wait_for_text(path: Path, text: str, timeout_s: float = 30) -> None:
+    for _ in range(int(timeout_s / 0.02)):
+        if text in _read(path):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{text!r} never appeared in {path}")
+
+
 async def _status(db: Database, execution_id: uuid.UUID) -> str:
     rows = await _fetch(db, "SELECT status FROM execution.executions WHERE id = %s", execution_id)
     return str(rows[0]["status"])
@@ -251,8 +263,7 @@ async def test_resume_reruns_an_interrupted_idempotent_step_but_not_finished_one
     execution_id = await _enqueue(db, plan)
     (lease,) = await queue.claim(db, "w1", limit=1)
     task = asyncio.create_task(Engine(db, actor_id="w1").run("default", execution_id, lease=lease))
-    while "wait" not in (log.read_text() if log.exists() else ""):
-        await asyncio.sleep(0.02)
+    await _wait_for_text(log, "wait")
     task.cancel()  # the worker hands it back mid-step
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -286,8 +297,7 @@ async def test_resume_fails_interrupted_when_the_step_in_flight_is_not_idempoten
     execution_id = await _enqueue(db, plan)
     (lease,) = await queue.claim(db, "w1", limit=1)
     task = asyncio.create_task(Engine(db, actor_id="w1").run("default", execution_id, lease=lease))
-    while "deploy" not in (log.read_text() if log.exists() else ""):
-        await asyncio.sleep(0.02)
+    await _wait_for_text(log, "deploy")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
