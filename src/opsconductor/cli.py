@@ -269,7 +269,9 @@ def dlq_list(
 
     table = Table("execution", "plan", "status", "attempts", "failed at", "reason", "requeued")
     for row in _exec(work):
-        requeued = f"{row['requeued_at']:%Y-%m-%d %H:%M:%S} by {row['requeued_by']}"
+        requeued = ""
+        if row["requeued"]:
+            requeued = f"{row['requeued_at']:%Y-%m-%d %H:%M:%S} by {row['requeued_by']}"
         table.add_row(
             str(row["execution_id"]),
             row["plan_name"],
@@ -277,7 +279,7 @@ def dlq_list(
             str(row["attempt_count"]),
             f"{row['failed_at']:%Y-%m-%d %H:%M:%S}",
             row["failure_reason"],
-            requeued if row["requeued"] else "",
+            requeued,
         )
     out.print(table)
 
