@@ -24,8 +24,8 @@ from opsconductor.db.connection import Database
 from opsconductor.submission import Request, submit
 from tests.plans import command_step, plan_of
 
-#: Short leases and frequent reaping, so a killed worker's work comes back in about a second.
-FAST_RECOVERY = ("--lease-timeout", "1", "--reap-interval", "0.2", "--poll-interval", "1")
+#: Short leases and frequent reaping, so a killed worker's work comes back within seconds.
+FAST_RECOVERY = ("--lease-timeout", "2", "--reap-interval", "0.2", "--poll-interval", "1")
 TERMINAL = {"completed", "failed", "cancelled", "timeout", "partial", "rejected"}
 
 
@@ -278,7 +278,7 @@ def test_sigterm_lets_in_flight_work_finish_and_leaves_the_rest_queued(
             [
                 command_step(
                     "work",
-                    f"echo start {i} >> {log}; sleep 1; echo end {i} >> {log}",
+                    f"echo start {i} >> {log}; sleep 2; echo end {i} >> {log}",
                     action_class="modify",  # not idempotent: must not be cut or re-run
                 )
             ],
