@@ -24,7 +24,13 @@ from opsconductor.db import executions, queue
 from opsconductor.db.connection import Database
 from opsconductor.db.queue import Lease
 from opsconductor.engine import Engine
-from opsconductor.errors import DatabaseError, IllegalTransition, LeaseLost, StaleStatus
+from opsconductor.errors import (
+    DatabaseError,
+    IllegalTransition,
+    LeaseLost,
+    OpsError,
+    StaleStatus,
+)
 from opsconductor.status_machine import Status
 
 log = structlog.get_logger("opsconductor.worker")
@@ -132,8 +138,12 @@ class Worker:
         if lease.lease_s / 3 < self.renew_every:
             self.renew_soon.set()
 
-        def done(_: asyncio.Task[None]) -> None:
-            self.running.pop(lease.execution_id, None)
+        def done(finished: asyncio.Task[None]) -> None:
+            # Only our own entry: after a lost lease the same execution may have been
+            # claimed again by this worker while this task was still winding down.
+            held = self.running.get(lease.execution_id)
+            if held is not None and held[1] is finished:
+                del self.running[lease.execution_id]
             self.wake.set()
 
         task.add_done_callback(done)
@@ -174,7 +184,7 @@ class Worker:
         """Best effort: if the database is gone the lease expires and the reaper recovers."""
         try:
             await work
-        except DatabaseError as exc:
+        except OpsError as exc:
             log.warning("queue update failed", worker_id=self.worker_id, error=str(exc))
 
     # --- leases --------------------------------------------------------------------------
