@@ -119,7 +119,9 @@ async def test_a_worker_whose_lease_was_stolen_cannot_commit_its_result(
     log, gate = tmp_path / "log", tmp_path / "gate"
     plan = plan_of(
         command_step("first", f"echo first >> {log}", action_class="modify"),
-        command_step("slow", f"echo slow >> {log}; while [ ! -f {gate} ]; do sleep 0.02; done"),
+        command_step(
+            "slow", f"echo slow >> {log}; while [ ! -f {gate} ]; do sleep 0.02; done", timeout_s=60
+        ),
     )
     execution_id = await _enqueue(db, plan)
     (stale,) = await queue.claim(db, "worker-a", limit=1, lease_s=0.5)
@@ -268,7 +270,9 @@ async def test_resume_reruns_an_interrupted_idempotent_step_but_not_finished_one
     gate = tmp_path / "gate"
     plan = plan_of(
         command_step("first", f"echo first >> {log}", action_class="modify"),
-        command_step("wait", f"echo wait >> {log}; while [ ! -f {gate} ]; do sleep 0.02; done"),
+        command_step(
+            "wait", f"echo wait >> {log}; while [ ! -f {gate} ]; do sleep 0.02; done", timeout_s=60
+        ),
         command_step("last", f"echo last >> {log}", action_class="modify"),
     )
     execution_id = await _enqueue(db, plan)

@@ -111,9 +111,14 @@ def opsc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+#: Execution budget of these plans: it keeps counting across crashes and restarts, and a
+#: loaded test machine must not turn a slow restart into a ``timeout``.
+BUDGET_S = 600
+
+
 def submit_file(env: dict[str, str], tmp_path: Path, name: str, steps: list[dict[str, Any]]) -> str:
     path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps({"name": name, "steps": steps}))
+    path.write_text(json.dumps({"name": name, "timeout_s": BUDGET_S, "steps": steps}))
     result = opsc(env, "submit", str(path))
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()  # the id, alone on stdout
@@ -144,7 +149,9 @@ def test_sigkill_mid_step_another_worker_finishes_without_rerunning_finished_ste
             command_step("one", f"echo one >> {safe}", action_class="modify"),
             # idempotent (read): may run again; the first run hangs until the crash
             command_step(
-                "two", f"echo two $$ >> {safe}; [ -f {rerun} ] || {{ touch {rerun}; sleep 60; }}"
+                "two",
+                f"echo two $$ >> {safe}; [ -f {rerun} ] || {{ touch {rerun}; sleep 60; }}",
+                timeout_s=120,
             ),
             command_step("three", f"echo three >> {safe}", action_class="modify"),
         ],
@@ -155,7 +162,9 @@ def test_sigkill_mid_step_another_worker_finishes_without_rerunning_finished_ste
         "not-idempotent",
         [
             command_step("one", f"echo one >> {unsafe}", action_class="modify"),
-            command_step("two", f"echo two $$ >> {unsafe}; sleep 60", action_class="deploy"),
+            command_step(
+                "two", f"echo two $$ >> {unsafe}; sleep 60", action_class="deploy", timeout_s=120
+            ),
             command_step("three", f"echo three >> {unsafe}", action_class="modify"),
         ],
     )
@@ -247,7 +256,9 @@ def test_max_attempts_dead_letter_then_requeue_completes(
         "crashes its workers",
         [
             command_step(
-                "hang", f"[ -f {ok} ] && echo fine || {{ echo try $$ >> {log}; sleep 60; }}"
+                "hang",
+                f"[ -f {ok} ] && echo fine || {{ echo try $$ >> {log}; sleep 60; }}",
+                timeout_s=120,
             )
         ],
     )
@@ -323,7 +334,9 @@ def test_sigterm_past_the_grace_period_hands_the_lease_back(
         "long read",
         [
             command_step(
-                "scan", f"echo try $$ >> {log}; [ -f {marker} ] || {{ touch {marker}; sleep 60; }}"
+                "scan",
+                f"echo try $$ >> {log}; [ -f {marker} ] || {{ touch {marker}; sleep 60; }}",
+                timeout_s=120,
             )
         ],
     )
