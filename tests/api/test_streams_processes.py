@@ -121,3 +121,51 @@ async def test_events_of_an_engine_process_reach_sse_and_websocket_clients_on_ot
     assert "three slow steps" in text and "finished: completed" in text
     for n in range(3):
         assert f"step {n} @ localhost" in text, text
+
+
+def _expected_ids(database_url: str, execution_id: str) -> list[int]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT id FROM execution.execution_events WHERE execution_id = %s ORDER BY id",
+            (execution_id,),
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+async def test_events_of_a_worker_process_stream_live_and_opsc_workers_lists_it(
+    two_servers: tuple[dict[str, str], list[str], str], tmp_path: Path, database_url: str
+) -> None:
+    env, (api_a, api_b), token = two_servers
+    auth = {"Authorization": f"Bearer {token}"}
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN.format(steps="".join(STEP.format(n=n) for n in range(3))))
+    queued = opsc(env, "submit", str(plan))
+    assert queued.returncode == 0, queued.stderr
+    execution_id = queued.stdout.strip().splitlines()[-1]
+    async with httpx.AsyncClient(timeout=30) as http:
+        sse = asyncio.create_task(
+            collect_until_end(http, f"{api_a}/executions/{execution_id}/stream", auth)
+        )
+        ws_url = api_b.replace("http", "ws") + f"/executions/{execution_id}/ws"
+        ws = asyncio.create_task(_ws_events(ws_url, token))
+        await asyncio.sleep(0.5)  # both clients wait before the worker starts: events go live
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "opsconductor.cli", "worker", "--concurrency", "3"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            got_sse, got_ws = await asyncio.wait_for(asyncio.gather(sse, ws), 60)
+            listed = opsc(env, "workers")
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+    expected = _expected_ids(database_url, execution_id)
+    assert [m.id for m in got_sse if m.event == "message"] == expected
+    assert got_sse[-1].data == {"status": "completed"}
+    assert [m["event"]["id"] for m in got_ws if m["type"] == "event"] == expected
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(rf"{worker.pid}\s.*alive\s.*/3", listed.stdout), listed.stdout
+    after = opsc(env, "workers")
+    assert re.search(rf"{worker.pid}\s.*stopped", after.stdout), after.stdout
