@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/masking.py
 	$(BIN)/python bench/safety.py
+	$(BIN)/python bench/streams.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
