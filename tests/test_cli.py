@@ -116,3 +116,41 @@ def test_validate_list_show_and_assets(cli_env: dict[str, str]) -> None:
     assert bad_tag.returncode == 2 and "--tag 'novalue'" in bad_tag.stderr
     assets = opsc(cli_env, "assets", "list")
     assert "web-1" in assets.stdout and "role=web" in assets.stdout and "localhost" in assets.stdout
+
+
+def test_run_waits_for_approval_from_another_actor(cli_env: dict[str, str]) -> None:
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "opsconductor.cli", "run", str(PLANS / "needs-approval.yaml")],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert runner.stdout is not None
+    line = ""
+    for line in runner.stdout:  # "  opsc approve <id> --hash <hash>"
+        if "opsc approve" in line:
+            break
+    _, _, execution_id, _, plan_hash = line.split()
+    self_approval = opsc(cli_env, "approve", execution_id, "--hash", plan_hash)
+    assert self_approval.returncode == 2 and "separation of duties" in self_approval.stderr
+    bob = {**cli_env, "OPSC_ACTOR": "bob"}
+    wrong = opsc(bob, "approve", execution_id, "--hash", "0" * 64)
+    assert wrong.returncode == 2 and "not the plan's current hash" in wrong.stderr
+    approved = opsc(bob, "approve", execution_id, "--hash", plan_hash, "--comment", "lgtm")
+    assert approved.returncode == 0, approved.stderr
+    rest, errors = runner.communicate(timeout=60)
+    assert runner.returncode == 0, rest + errors
+    assert "rotated at" in rest
+    shown = opsc(cli_env, "show", execution_id)
+    assert "bob approve (lgtm)" in shown.stdout and "approval_refused" in shown.stdout
+
+
+def test_watch_follows_to_the_end(cli_env: dict[str, str]) -> None:
+    assert opsc(cli_env, "run", str(PLANS / "retry.yaml")).returncode == 0
+    listed = opsc(cli_env, "list", "--limit", "1")
+    execution_id = listed.stdout.split("│")[1].strip()
+    watched = opsc(cli_env, "watch", execution_id)
+    assert watched.returncode == 0, watched.stderr
+    assert "finished: completed" in watched.stdout
+    assert "approved → running" in watched.stdout and "(attempt 3)" in watched.stdout

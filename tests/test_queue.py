@@ -11,10 +11,13 @@ from typing import Any
 
 import pytest
 
-from opsconductor.db import executions, queue, steps
+from opsconductor import approval_gate
+from opsconductor.approvals import Decision
+from opsconductor.db import assets, executions, queue, steps
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.errors import BadInput, LeaseLost, NotFound
+from opsconductor.inventory import Asset
 from opsconductor.plan import Plan
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
@@ -353,3 +356,53 @@ async def test_duplicate_submission_is_not_enqueued_twice(db: Database) -> None:
     async with db.connection() as conn:
         events = await executions.events(conn, one.execution["id"])
     assert [e["event_type"] for e in events].count("duplicate_submission") == 1
+
+
+async def _approve(db: Database, execution_id: uuid.UUID) -> dict[str, Any]:
+    return await approval_gate.decide(
+        db,
+        tenant_id="default",
+        execution_id=str(execution_id),
+        actor_id="approver",
+        decision=Decision.APPROVE,
+    )
+
+
+async def test_background_work_is_queued_when_approved_and_not_before(db: Database) -> None:
+    execution_id = await _enqueue(db, plan_of(command_step("a", "true"), approval_level=1))
+    assert await _status(db, execution_id) == "pending_approval"
+    assert await queue.claim(db, "w", limit=5) == []  # nothing runs before the approval
+    approved = await _approve(db, execution_id)
+    assert approved["status"] == "queued"
+    (lease,) = await queue.claim(db, "w", limit=5)
+    final = await Engine(db, actor_id="w").run("default", execution_id, lease=lease)
+    assert final is Status.COMPLETED
+
+
+async def test_run_here_work_is_not_queued_when_approved(db: Database) -> None:
+    plan = plan_of(command_step("a", "true"), approval_level=1)
+    submitted = await submit(db, Request(plan, "default", "tester", "k"))
+    approved = await _approve(db, submitted.execution["id"])
+    assert (approved["status"], approved["mode"]) == ("approved", "immediate")
+    assert await _fetch(db, "SELECT * FROM execution.execution_queue") == []
+
+
+async def test_a_worker_drops_queued_work_whose_approval_no_longer_matches(
+    db: Database,
+) -> None:
+    async with db.connection() as conn:
+        await assets.add(
+            conn, "default", Asset("web-1", "web-1", "127.0.0.1", "staging", tags={"role": "web"})
+        )
+    plan = plan_of(command_step("a", "true", targets={"tags": {"role": "web"}}), approval_level=1)
+    execution_id = await _enqueue(db, plan)
+    await _approve(db, execution_id)
+    async with db.connection() as conn:  # the tag now matches one more host than approved
+        await assets.add(
+            conn, "default", Asset("web-2", "web-2", "127.0.0.1", "staging", tags={"role": "web"})
+        )
+    (lease,) = await queue.claim(db, "w", limit=1)
+    final = await Engine(db, actor_id="w").run("default", execution_id, lease=lease)
+    assert final is Status.PENDING_APPROVAL
+    assert await _fetch(db, "SELECT * FROM execution.execution_queue") == []
+    assert (await _approve(db, execution_id))["status"] == "queued"  # approved again: queued

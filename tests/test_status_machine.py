@@ -20,6 +20,9 @@ LEGAL = {
     ("queued", "running"),
     ("queued", "cancelled"),
     ("queued", "timeout"),
+    # issue 5: an approval invalidated by a changed target set asks for a new approval
+    ("approved", "pending_approval"),
+    ("queued", "pending_approval"),
     ("running", "completed"),
     ("running", "failed"),
     ("running", "cancelled"),

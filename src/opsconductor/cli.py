@@ -7,6 +7,7 @@ import json
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -15,8 +16,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from opsconductor import logs
+from opsconductor import approval_gate, logs, progress, status_machine
+from opsconductor.approvals import Decision
 from opsconductor.config import Settings, load_settings
+from opsconductor.db import approvals as approval_store
 from opsconductor.db import assets as asset_store
 from opsconductor.db import executions, migrations, queue, steps
 from opsconductor.db.connection import Database, database_url
@@ -133,7 +136,6 @@ def run(
 ) -> None:
     """Validate, submit and run a plan here and now, showing progress; exit 0 if completed."""
     plan = _plan_or_exit(plan_file)
-    _refuse_approval(plan)
 
     async def work(settings: Settings) -> str:
         async with _database(settings) as db:
@@ -147,6 +149,8 @@ def run(
                     f"{execution['id']} ({execution['status']}). Pass --idempotency-key to "
                     "run it again."
                 )
+            if execution["status"] == Status.PENDING_APPROVAL:
+                execution = await _wait_for_approval(db, settings, execution)
             if execution["status"] == Status.APPROVED:
                 # New, or left unstarted by an earlier run that died: the engine's
                 # compare-and-set makes sure only one process runs it.
@@ -161,15 +165,6 @@ def run(
     raise typer.Exit(0 if status == Status.COMPLETED else 1)
 
 
-def _refuse_approval(plan: Any) -> None:
-    if plan.approval_level > 0:
-        err.print(
-            f"[red]error:[/red] approval_level: {plan.approval_level} needs a human approval, "
-            "and the approval workflow is not built yet; use approval_level: 0"
-        )
-        raise typer.Exit(2)
-
-
 @app.command("submit")
 def submit_(
     plan_file: Annotated[Path, typer.Argument(help="Plan file, YAML or JSON")],
@@ -179,7 +174,6 @@ def submit_(
 ) -> None:
     """Validate and queue a plan for the workers; print its execution id at once."""
     plan = _plan_or_exit(plan_file)
-    _refuse_approval(plan)
 
     async def work(settings: Settings) -> executions.Submitted:
         async with _database(settings) as db:
@@ -188,10 +182,17 @@ def submit_(
 
     submitted = _exec(work)
     execution = submitted.execution
-    if submitted.created:
+    if submitted.created and execution["status"] == Status.PENDING_APPROVAL:
+        hash_hint = f" --hash {execution['plan_hash']}" if execution["approval_level"] >= 2 else ""
+        err.print(
+            f"waits for approval (level {execution['approval_level']}); once approved it is "
+            f"queued. Another person approves it with: opsc approve {execution['id']}{hash_hint}",
+            highlight=False,
+        )
+    elif submitted.created:
         err.print(
             f"queued: {plan.name} ({execution['sla_class']}, est. "
-            f"{execution['estimated_duration_s']:.1f}s); follow it with opsc show "
+            f"{execution['estimated_duration_s']:.1f}s); follow it with opsc watch "
             f"{execution['id']}",
             highlight=False,
         )
@@ -269,7 +270,9 @@ def dlq_list(
 
     table = Table("execution", "plan", "status", "attempts", "failed at", "reason", "requeued")
     for row in _exec(work):
-        requeued = f"{row['requeued_at']:%Y-%m-%d %H:%M:%S} by {row['requeued_by']}"
+        requeued = ""
+        if row["requeued"]:
+            requeued = f"{row['requeued_at']:%Y-%m-%d %H:%M:%S} by {row['requeued_by']}"
         table.add_row(
             str(row["execution_id"]),
             row["plan_name"],
@@ -277,7 +280,7 @@ def dlq_list(
             str(row["attempt_count"]),
             f"{row['failed_at']:%Y-%m-%d %H:%M:%S}",
             row["failure_reason"],
-            requeued if row["requeued"] else "",
+            requeued,
         )
     out.print(table)
 
@@ -296,10 +299,31 @@ def dlq_requeue(
     out.print(f"requeued {execution['id']} ({execution['plan_name']})", highlight=False)
 
 
+async def _wait_for_approval(
+    db: Database, settings: Settings, execution: dict[str, Any]
+) -> dict[str, Any]:
+    """Block (durably: the request survives us) until someone decides or it expires."""
+    hash_hint = f" --hash {execution['plan_hash']}" if execution["approval_level"] >= 2 else ""
+    out.print(
+        f"execution {execution['id']} waits for approval (level "
+        f"{execution['approval_level']}). Another person approves it with:\n"
+        f"  opsc approve {execution['id']}{hash_hint}",
+        highlight=False,
+    )
+    with out.status("waiting for approval (Ctrl-C stops waiting; the request stays open)"):
+        while execution["status"] == Status.PENDING_APPROVAL:
+            await asyncio.sleep(0.5)
+            await approval_gate.expire_overdue(db)
+            async with db.connection() as conn:
+                execution = await executions.get(conn, settings.tenant, str(execution["id"]))
+    out.print(f"approval outcome: {_styled(execution['status'])}")
+    return execution
+
+
 async def _run_with_progress(db: Database, settings: Settings, execution: dict[str, Any]) -> None:
     async with db.connection() as conn:
         total = len(await steps.list_for(conn, execution["id"]))
-    progress = Progress(
+    bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -307,21 +331,21 @@ async def _run_with_progress(db: Database, settings: Settings, execution: dict[s
         console=out,
         transient=True,
     )
-    task = progress.add_task("running", total=total)
+    task = bar.add_task("running", total=total)
 
     def observe(event: StepEvent) -> None:
         label = f"{event.step_name} @ {event.asset_id}"
         if event.status == "running":
             retry = f" (attempt {event.attempt})" if event.attempt > 1 else ""
-            progress.update(task, description=f"running {label}{retry}")
+            bar.update(task, description=f"running {label}{retry}")
             return
         detail = f": {event.detail}" if event.detail else ""
-        progress.console.print(f"  {_styled(event.status)} {label}{detail}", highlight=False)
+        bar.console.print(f"  {_styled(event.status)} {label}{detail}", highlight=False)
         if event.final:
-            progress.advance(task)
+            bar.advance(task)
 
     engine = Engine(db, actor_id=settings.actor, observer=observe)
-    with progress:
+    with bar:
         await engine.run(settings.tenant, execution["id"])
 
 
@@ -330,6 +354,7 @@ async def _show(db: Database, tenant: str, execution_id: str, *, events: bool) -
         execution = await executions.get(conn, tenant, execution_id)
         step_rows = await steps.list_for(conn, execution["id"])
         history = await executions.events(conn, execution["id"]) if events else []
+        decisions = await approval_store.history(conn, execution["id"]) if events else []
     reason = f" — {execution['status_reason']}" if execution["status_reason"] else ""
     out.print(
         f"[bold]{execution['plan_name']}[/bold]  {execution['id']}  "
@@ -359,6 +384,25 @@ async def _show(db: Database, tenant: str, execution_id: str, *, events: bool) -
             text[-200:],
         )
     out.print(table)
+    if decisions:
+        approvals_table = Table(
+            "level", "step", "state", "plan hash", "requested by", "decisions", "expires"
+        )
+        for a in decisions:
+            votes = "; ".join(
+                f"{d['actor_id']} {d['decision']}" + (f" ({d['comment']})" if d["comment"] else "")
+                for d in a["decisions"]
+            )
+            approvals_table.add_row(
+                str(a["level"]),
+                "plan" if a["step_index"] is None else str(a["step_index"]),
+                _styled(a["state"]),
+                a["plan_hash"][:16] + "…",
+                a["requested_by"],
+                votes,
+                f"{a['expires_at']:%H:%M:%S}",
+            )
+        out.print(approvals_table)
     if events:
         history_table = Table("id", "at", "event", "change", "actor", "details")
         for ev in history:
@@ -387,6 +431,79 @@ def show(
     _exec(work)
 
 
+@app.command()
+def watch(
+    execution_id: Annotated[str, typer.Argument(help="Execution id or a 6+ char prefix")],
+) -> None:
+    """Follow an execution live: its events as they happen and a progress bar; exit 0 if it
+    completes, 1 if it ends otherwise."""
+
+    async def work(settings: Settings) -> str:
+        async with _database(settings) as db:
+            return await _follow(db, settings.tenant, execution_id)
+
+    status = _exec(work)
+    raise typer.Exit(0 if status == Status.COMPLETED else 1)
+
+
+async def _follow(db: Database, tenant: str, execution_id: str) -> str:
+    async with db.connection() as conn:
+        execution = await executions.get(conn, tenant, execution_id)
+    out.print(f"[bold]{execution['plan_name']}[/bold]  {execution['id']}", highlight=False)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[eta]}"),
+        console=out,
+        transient=True,
+    )
+    task = bar.add_task("", total=100, eta="")
+    cursor, status = 0, str(execution["status"])
+    with bar:
+        while True:
+            async with db.connection() as conn:
+                news = await executions.events(conn, execution["id"], cursor)
+                rows = await steps.list_for(conn, execution["id"])
+                current = await executions.get(conn, tenant, str(execution["id"]))
+            for ev in news:
+                cursor = ev["id"]
+                bar.console.print(_event_line(ev), highlight=False)
+            shown = progress.compute(rows, now=datetime.now(UTC))
+            eta = f"ETA {shown.eta_s:.0f}s" if shown.eta_s else ""
+            bar.update(
+                task,
+                completed=shown.percent,
+                eta=eta,
+                description=f"{shown.done} done, {shown.failed} failed, "
+                f"{shown.running} running, {shown.pending} pending",
+            )
+            status = str(current["status"])
+            if status_machine.is_terminal(Status(status)) and not news:
+                break
+            await asyncio.sleep(0.25)
+    out.print(
+        f"finished: {_styled(status)}"
+        + (f" — {current['status_reason']}" if current["status_reason"] else "")
+    )
+    return status
+
+
+def _event_line(ev: dict[str, Any]) -> str:
+    at = f"{ev['created_at']:%H:%M:%S}"
+    payload = ev["payload"] or {}
+    if ev["event_type"] == "status_changed":
+        return f"{at} {ev['from_status']} → {_styled(ev['to_status'])} by {ev['actor_id']}"
+    if ev["event_type"] in ("step_started", "step_finished"):
+        state = payload.get("status", "running")
+        extra = f": {payload['error']}" if payload.get("error") else ""
+        return (
+            f"{at} {_styled(state)} {payload.get('step')} @ {payload.get('target')} "
+            f"(attempt {payload.get('attempt')}){extra}"
+        )
+    return f"{at} {ev['event_type']} by {ev['actor_id']}"
+
+
 @app.command("list")
 def list_(
     status: Annotated[str | None, typer.Option(help="Only executions in this status")] = None,
@@ -413,6 +530,46 @@ def list_(
         out.print(table)
 
     _exec(work)
+
+
+def _decide(
+    execution_id: str, decision: Decision, reviewed_hash: str | None, comment: str | None
+) -> None:
+    async def work(settings: Settings) -> dict[str, Any]:
+        async with _database(settings) as db:
+            return await approval_gate.decide(
+                db,
+                tenant_id=settings.tenant,
+                execution_id=execution_id,
+                actor_id=settings.actor,
+                decision=decision,
+                reviewed_hash=reviewed_hash,
+                comment=comment,
+            )
+
+    execution = _exec(work)
+    out.print(f"execution {execution['id']} is now {_styled(execution['status'])}")
+
+
+@app.command()
+def approve(
+    execution_id: Annotated[str, typer.Argument(help="Execution id or a 6+ char prefix")],
+    plan_hash: Annotated[
+        str | None, typer.Option("--hash", help="Plan hash you reviewed (levels 2 and 3)")
+    ] = None,
+    comment: Annotated[str | None, typer.Option(help="Why")] = None,
+) -> None:
+    """Approve an execution that waits for approval."""
+    _decide(execution_id, Decision.APPROVE, plan_hash, comment)
+
+
+@app.command()
+def reject(
+    execution_id: Annotated[str, typer.Argument(help="Execution id or a 6+ char prefix")],
+    comment: Annotated[str, typer.Option(help="Why (required)")],
+) -> None:
+    """Reject an execution that waits for approval."""
+    _decide(execution_id, Decision.REJECT, None, comment)
 
 
 def _tags(values: list[str]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opsconductor import policies, validation
+from opsconductor import approval_gate, policies, validation
 from opsconductor.connectors.local import run_command
 from opsconductor.db import assets, executions, queue, steps
 from opsconductor.db.connection import Conn, Database
@@ -133,14 +133,25 @@ class Engine:
         its previous worker died, and the end is recorded only while the lease holds
         (``LeaseLost`` otherwise).
         """
-        run = await self._load(tenant_id, execution_id)
+        async with self.db.connection() as conn:
+            execution = await executions.get(conn, tenant_id, str(execution_id))
+        current = Status(execution["status"])
+        resuming = lease is not None and current is Status.RUNNING
+        if execution["approval_level"] >= 1 and not resuming:
+            moved = await approval_gate.still_valid(self.db, execution, self.actor_id)
+            if moved is not None:
+                if lease is not None:  # no longer queued: not this worker's to run
+                    await queue.discard(self.db, lease)
+                return moved  # what was approved is not what would run now
+        run, missing = await self._load(execution)
         run.lease = lease
-        current = Status(run.execution["status"])
         verdict: tuple[Status, str | None] | None = None
-        if lease is not None and current is Status.RUNNING:
+        if resuming:
             verdict = await self._resume(run)
         else:
             await self._begin(run, current)
+        if missing and verdict is None:
+            verdict = Status.FAILED, _missing_reason(missing)
         try:
             final, reason = verdict or await self._run_steps(run)
         except asyncio.CancelledError:
@@ -166,19 +177,21 @@ class Engine:
                 worker_id=self.worker_id,
             )
 
-    async def _load(self, tenant_id: str, execution_id: uuid.UUID) -> _Run:
+    async def _load(self, execution: dict[str, Any]) -> tuple[_Run, set[str]]:
+        tenant_id = execution["tenant_id"]
+        snapshot = execution["plan_snapshot"]
+        wanted = {a for step_targets in snapshot["targets"] for a in step_targets}
         async with self.db.connection() as conn:
-            execution = await executions.get(conn, tenant_id, str(execution_id))
             matrix = {
                 (r["sla_class"], r["action_class"]): policies.TimeoutPolicy.from_row(r)
                 for r in await executions.policies(conn)
             }
-            snapshot = execution["plan_snapshot"]
-            wanted = {a for step_targets in snapshot["targets"] for a in step_targets}
             found = await assets.by_ids(conn, tenant_id, wanted)
         plan = parse_plan(snapshot["plan"])
-        targets = [[found[a] for a in step_targets] for step_targets in snapshot["targets"]]
-        return _Run(execution, plan, targets, deadline=0.0, matrix=matrix)
+        targets = [
+            [found[a] for a in step_targets if a in found] for step_targets in snapshot["targets"]
+        ]
+        return _Run(execution, plan, targets, deadline=0.0, matrix=matrix), wanted - set(found)
 
     async def _finish(self, run: _Run, final: Status, reason: str | None) -> None:
         async with self.db.transaction() as conn:
@@ -414,6 +427,10 @@ class Engine:
         await steps.close_attempts(conn, [row["id"] for row in in_flight], status, error)
         for row in in_flight:
             row["status"] = status
+
+
+def _missing_reason(missing: set[str]) -> str:
+    return f"assets no longer in the inventory: {', '.join(sorted(missing))}"
 
 
 def _where(run: _Run, row: dict[str, Any]) -> str:

@@ -21,10 +21,12 @@ class Status(StrEnum):
 
 
 S = Status
+# SPEC section 3, plus approved/queued -> pending_approval: issue 5 sends an execution back
+# for a fresh approval when what it would do changed after it was approved.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.PENDING_APPROVAL: frozenset({S.APPROVED, S.REJECTED, S.CANCELLED}),
-    S.APPROVED: frozenset({S.QUEUED, S.RUNNING, S.CANCELLED}),
-    S.QUEUED: frozenset({S.RUNNING, S.CANCELLED, S.TIMEOUT}),
+    S.APPROVED: frozenset({S.QUEUED, S.RUNNING, S.CANCELLED, S.PENDING_APPROVAL}),
+    S.QUEUED: frozenset({S.RUNNING, S.CANCELLED, S.TIMEOUT, S.PENDING_APPROVAL}),
     S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.TIMEOUT, S.PARTIAL}),
 }
 TERMINAL = frozenset(set(Status) - set(TRANSITIONS))

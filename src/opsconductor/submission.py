@@ -19,8 +19,10 @@ class Request:
     tenant_id: str
     actor_id: str
     idempotency_key: str | None = None
-    #: hand it to the workers (``opsc submit``) instead of running it in this process
-    enqueue: bool = False
+    #: True: hand it to the workers (``opsc submit``); False: the caller runs it in its own
+    #: process (``opsc run``); None: as routing says (background work to the workers).
+    #: Either way ``mode`` records how it runs, and an approval later enqueues background work.
+    enqueue: bool | None = False
 
 
 #: The queue lease must outlast the slowest step seen: twice its observed p95 (SPEC 3).
@@ -36,6 +38,7 @@ async def submit(db: Database, request: Request) -> executions.Submitted:
         observed = await steps.observed_p95(conn, request.tenant_id, [s.type for s in plan.steps])
     digest = plan_hash(plan, targets)
     route = routing.classify(routing.estimate_seconds(plan, targets, observed))
+    background = route.mode == "background" if request.enqueue is None else request.enqueue
     new = executions.NewExecution(
         tenant_id=request.tenant_id,
         actor_id=request.actor_id,
@@ -44,7 +47,7 @@ async def submit(db: Database, request: Request) -> executions.Submitted:
         plan_name=plan.name,
         plan_snapshot=hashed_document(plan, targets),
         plan_hash=digest,
-        mode="background" if request.enqueue else route.mode,
+        mode="background" if background else "immediate",
         sla_class=route.sla_class,
         approval_level=plan.approval_level,
         priority=plan.priority,
@@ -54,7 +57,7 @@ async def submit(db: Database, request: Request) -> executions.Submitted:
             for index, (step, step_targets) in enumerate(zip(plan.steps, targets, strict=True))
             for asset in step_targets
         ],
-        enqueue=request.enqueue,
+        enqueue=background,
         action_classes=tuple(step.action_class for step in plan.steps),
         min_lease_s=LEASE_P95_FACTOR * max(observed.values(), default=0.0),
     )

@@ -57,6 +57,9 @@ class Worker:
         self.stopping = asyncio.Event()
         #: a second stop signal: skip the rest of the grace period
         self.hurry = asyncio.Event()
+        #: set when a claim needs renewing sooner than the heartbeat planned to wake
+        self.renew_soon = asyncio.Event()
+        self.renew_every = self._renew_every()
         self.handed_back = 0
 
     def stop(self) -> None:
@@ -119,6 +122,8 @@ class Worker:
     def _start(self, lease: Lease) -> None:
         task = asyncio.create_task(self._execute(lease))
         self.running[lease.execution_id] = (lease, task)
+        if lease.lease_s / 3 < self.renew_every:
+            self.renew_soon.set()
 
         def done(_: asyncio.Task[None]) -> None:
             self.running.pop(lease.execution_id, None)
@@ -162,7 +167,10 @@ class Worker:
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(self._renew_every())
+            self.renew_every = self._renew_every()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.renew_soon.wait(), self.renew_every)
+            self.renew_soon.clear()
             held = {lease.execution_id: (lease, task) for lease, task in self.running.values()}
             if not held:
                 continue

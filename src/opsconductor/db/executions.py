@@ -10,7 +10,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from opsconductor import status_machine
-from opsconductor.db import queries, steps
+from opsconductor.db import approvals, queries, steps
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import BadInput, NotFound, StaleStatus
 from opsconductor.idempotency import DEDUP_WINDOW, RETRYABLE
@@ -130,6 +130,15 @@ async def _after_insert(
         },
     )
     await steps.insert_pending(conn, row["id"], new.tenant_id, new.step_targets)
+    if new.approval_level >= 1:
+        await approvals.request(
+            conn,
+            execution_id=row["id"],
+            tenant_id=new.tenant_id,
+            level=new.approval_level,
+            plan_hash=new.plan_hash,
+            requested_by=new.actor_id,
+        )
     if new.enqueue and row["status"] == Status.APPROVED:
         await _enqueue(conn, new, row)
 

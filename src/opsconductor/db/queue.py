@@ -57,6 +57,16 @@ async def enqueue(
     )
 
 
+async def enqueue_approved(conn: Conn, execution: Row, actor_id: str) -> None:
+    """Background work that was just approved goes to the workers (``approved -> queued``),
+    in the transaction that approved it."""
+    await executions.transition(
+        conn, execution["id"], Status.APPROVED, Status.QUEUED, actor_id=actor_id
+    )
+    plan = parse_plan(execution["plan_snapshot"]["plan"])
+    await enqueue(conn, execution["id"], (step.action_class for step in plan.steps))
+
+
 async def claim(
     db: Database, worker_id: str, *, limit: int, lease_s: float | None = None
 ) -> list[Lease]:

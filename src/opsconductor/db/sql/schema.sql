@@ -127,8 +127,8 @@ CREATE TABLE execution.execution_steps (
     output            text NOT NULL DEFAULT '' CHECK (octet_length(output) <= 10240),
     stderr            text NOT NULL DEFAULT '' CHECK (octet_length(stderr) <= 10240),
     error             text,
-    UNIQUE (execution_id, step_index, target_asset_id, attempt),
-    FOREIGN KEY (tenant_id, target_asset_id) REFERENCES execution.assets ON UPDATE CASCADE
+    -- No foreign key to assets: the audit trail outlives a decommissioned host.
+    UNIQUE (execution_id, step_index, target_asset_id, attempt)
 );
 
 CREATE TABLE execution.approvals (
@@ -229,3 +229,22 @@ CREATE INDEX execution_steps_history_idx
 
 CREATE INDEX execution_dlq_open_idx ON execution.execution_dlq (failed_at DESC)
     WHERE NOT requeued;
+
+ALTER TABLE execution.tenants
+    ADD COLUMN approval_quorum smallint NOT NULL DEFAULT 1
+        CHECK (approval_quorum BETWEEN 1 AND 10),
+    ADD COLUMN approval_windows_s integer[] NOT NULL DEFAULT '{300,900,1800}'
+        CHECK (cardinality(approval_windows_s) = 3 AND 0 < ALL (approval_windows_s)),
+    ADD COLUMN on_approval_invalidated text NOT NULL DEFAULT 'reapprove'
+        CHECK (on_approval_invalidated IN ('reapprove', 'cancel'));
+
+CREATE TABLE execution.approval_decisions (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    approval_id  bigint NOT NULL REFERENCES execution.approvals ON DELETE CASCADE,
+    actor_id     text NOT NULL,
+    decision     text NOT NULL CHECK (decision IN ('approve', 'reject')),
+    plan_hash    text,
+    comment      text,
+    decided_at   timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (approval_id, actor_id)
+);

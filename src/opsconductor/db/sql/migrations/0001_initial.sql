@@ -125,8 +125,8 @@ CREATE TABLE execution.execution_steps (
     output            text NOT NULL DEFAULT '' CHECK (octet_length(output) <= 10240),
     stderr            text NOT NULL DEFAULT '' CHECK (octet_length(stderr) <= 10240),
     error             text,
-    UNIQUE (execution_id, step_index, target_asset_id, attempt),
-    FOREIGN KEY (tenant_id, target_asset_id) REFERENCES execution.assets ON UPDATE CASCADE
+    -- No foreign key to assets: the audit trail outlives a decommissioned host.
+    UNIQUE (execution_id, step_index, target_asset_id, attempt)
 );
 
 CREATE TABLE execution.approvals (
