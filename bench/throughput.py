@@ -55,7 +55,9 @@ from opsconductor.submission import Request, submit
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "bench_worker.py"
 PROCESSES = (1, 2, 4)
-SYSTEMS = ("ours", "pgqueuer", "procrastinate")
+SYSTEMS = ("ours", "pgqueuer", "procrastinate", "ours-nospawn")
+#: Diagnostic only (the step's spawn stubbed out): never the figure compared with the peers.
+DIAGNOSTIC = "ours-nospawn"
 
 PLAN = parse_plan(
     {
@@ -152,11 +154,17 @@ async def fill_procrastinate(url: str, n: int) -> None:
             await task.batch_defer_async(*({"n": i} for i in range(start, min(n, start + 1000))))
 
 
-FILL = {"ours": fill_ours, "pgqueuer": fill_pgqueuer, "procrastinate": fill_procrastinate}
+FILL = {
+    "ours": fill_ours,
+    "ours-nospawn": fill_ours,
+    "pgqueuer": fill_pgqueuer,
+    "procrastinate": fill_procrastinate,
+}
 
 #: Jobs not yet finished, per system (0 = drained).
 PENDING = {
     "ours": "SELECT count(*) FROM execution.execution_queue",
+    "ours-nospawn": "SELECT count(*) FROM execution.execution_queue",
     "pgqueuer": "SELECT count(*) FROM pgqueuer",
     "procrastinate": "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')",
 }
@@ -318,7 +326,7 @@ def drain(
         workers.go()
         ended = wait_drained(url, workers, timeout_s=120)
         workers.stop()
-        if kind == "ours":
+        if kind.startswith("ours"):
             check = check_ours(url, n)
         else:
             check = check_peer(kind, url, n, workers.done_items())
@@ -445,6 +453,9 @@ def main() -> None:
     spawns = 0.0
     try:
         for kind in args.systems:
+            if kind == DIAGNOSTIC and "ours" in templates:
+                templates[kind] = templates["ours"]  # the same queued executions
+                continue
             name = f"qb_tpl_{kind}_{uuid.uuid4().hex[:6]}"
             url = create_db(server, name)
             templates[kind] = name
@@ -481,7 +492,7 @@ def main() -> None:
                 workers.kill()
                 drop_db(server, name)
     finally:
-        for name in templates.values():
+        for name in set(templates.values()):
             drop_db(server, name)
 
     info["load average"] = f"{info['load average']} at start, {_load()} at end"
@@ -528,7 +539,7 @@ def report(
         runs.setdefault((d.kind, d.processes), []).append(d.rate)
         if (d.kind, d.processes) not in by or d.rate > by[(d.kind, d.processes)].rate:
             by[(d.kind, d.processes)] = d
-    lines = [
+    lines: list[str] = [
         "| machine | |",
         "|---|---|",
         *(f"| {key} | {value} |" for key, value in info.items()),
@@ -536,19 +547,24 @@ def report(
         f"No-op jobs drained end to end, {n} per run, jobs/s, best of {args.rounds} "
         f"interleaved rounds (worker concurrency {concurrency} per process):",
         "",
-        "| worker processes | " + " | ".join(args.systems) + " | ours / pgqueuer "
-        "| ours / procrastinate |",
-        "|---:|" + "---:|" * (len(args.systems) + 2),
     ]
+    main_systems = [k for k in args.systems if k != DIAGNOSTIC]
+    peers = [k for k in ("pgqueuer", "procrastinate") if k in args.systems]
+    headers = [*main_systems]
+    if "ours" in args.systems:
+        headers += [f"ours / {peer}" for peer in peers]
+    if DIAGNOSTIC in args.systems:
+        headers.append("ours, spawn stubbed out (diagnostic)")
+    lines += ["| worker processes | " + " | ".join(headers) + " |"]
+    lines += ["|---:|" + "---:|" * len(headers)]
     for processes in args.processes:
-        cells = [f"{by[(k, processes)].rate:,.0f}" for k in args.systems]
-        ratios = []
-        for peer in ("pgqueuer", "procrastinate"):
-            if ("ours", processes) in by and (peer, processes) in by:
-                ratios.append(f"{by[('ours', processes)].rate / by[(peer, processes)].rate:.2f}")
-            else:
-                ratios.append("-")
-        lines.append(f"| {processes} | " + " | ".join(cells + ratios) + " |")
+        cells = [f"{by[(k, processes)].rate:,.0f}" for k in main_systems]
+        if "ours" in args.systems:
+            ours = by[("ours", processes)].rate
+            cells += [f"{ours / by[(peer, processes)].rate:.2f}" for peer in peers]
+        if DIAGNOSTIC in args.systems:
+            cells.append(f"{by[(DIAGNOSTIC, processes)].rate:,.0f}")
+        lines.append(f"| {processes} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Every round: "
