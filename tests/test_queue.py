@@ -21,6 +21,7 @@ from opsconductor.inventory import Asset
 from opsconductor.plan import Plan
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
+from opsconductor.worker import Worker, WorkerOptions
 from tests.plans import command_step, plan_of
 
 
@@ -115,21 +116,30 @@ async def test_renewal_extends_held_leases_counts_them_and_reports_lost_ones(
 async def test_a_worker_whose_lease_was_stolen_cannot_commit_its_result(
     db: Database, tmp_path: Path
 ) -> None:
-    counter = tmp_path / "counter"
-    execution_id = await _enqueue(db, plan_of(command_step("count", f"echo ran >> {counter}")))
+    log, gate = tmp_path / "log", tmp_path / "gate"
+    plan = plan_of(
+        command_step("first", f"echo first >> {log}", action_class="modify"),
+        command_step(
+            "slow", f"echo slow >> {log}; while [ ! -f {gate} ]; do sleep 0.02; done", timeout_s=60
+        ),
+    )
+    execution_id = await _enqueue(db, plan)
     (stale,) = await queue.claim(db, "worker-a", limit=1, lease_s=0.5)
-    # worker-a stalls past its visibility timeout; the reaper hands the row to worker-b
+    zombie = asyncio.create_task(
+        Engine(db, actor_id="a", worker_id="worker-a").run("default", execution_id, lease=stale)
+    )
+    await _wait_for_text(log, "slow")
+    # worker-a stalls without renewing past its visibility timeout; the reaper hands it on
     await asyncio.sleep(0.7)
     assert await queue.reap(db, "reaper") == queue.Reaped(requeued=1, dead_lettered=0)
     await db_make_available(db)
     (fresh,) = await queue.claim(db, "worker-b", limit=1, lease_s=60)
     assert fresh.execution_id == execution_id and fresh.token != stale.token
 
+    gate.touch()  # worker-a wakes up and tries to record the end
     with pytest.raises(LeaseLost):
-        await Engine(db, actor_id="a", worker_id="worker-a").run(
-            "default", execution_id, lease=stale
-        )
-    assert await _status(db, execution_id) == "running"  # worker-a's ending was rolled back
+        await zombie
+    assert await _status(db, execution_id) == "running"  # its ending was rolled back
     ends = await _fetch(
         db,
         "SELECT count(*) AS n FROM execution.execution_events WHERE execution_id = %s "
@@ -142,7 +152,7 @@ async def test_a_worker_whose_lease_was_stolen_cannot_commit_its_result(
         "default", execution_id, lease=fresh
     )
     assert final is Status.COMPLETED
-    assert counter.read_text() == "ran\n"  # worker-b resumed: the finished step did not re-run
+    assert _read(log).split() == ["first", "slow"]  # worker-b re-ran nothing that finished
     assert await _fetch(db, "SELECT * FROM execution.execution_queue") == []
 
 
@@ -260,7 +270,9 @@ async def test_resume_reruns_an_interrupted_idempotent_step_but_not_finished_one
     gate = tmp_path / "gate"
     plan = plan_of(
         command_step("first", f"echo first >> {log}", action_class="modify"),
-        command_step("wait", f"echo wait >> {log}; while [ ! -f {gate} ]; do sleep 0.02; done"),
+        command_step(
+            "wait", f"echo wait >> {log}; while [ ! -f {gate} ]; do sleep 0.02; done", timeout_s=60
+        ),
         command_step("last", f"echo last >> {log}", action_class="modify"),
     )
     execution_id = await _enqueue(db, plan)
@@ -406,3 +418,22 @@ async def test_a_worker_drops_queued_work_whose_approval_no_longer_matches(
     assert final is Status.PENDING_APPROVAL
     assert await _fetch(db, "SELECT * FROM execution.execution_queue") == []
     assert (await _approve(db, execution_id))["status"] == "queued"  # approved again: queued
+
+
+async def test_worker_retries_work_a_stale_worker_started_but_drops_ended_work(
+    db: Database,
+) -> None:
+    worker = Worker(db, actor_id="w", options=WorkerOptions())
+    raced = await _enqueue(db, plan_of(command_step("a", "true"), name="raced"))
+    ended = await _enqueue(db, plan_of(command_step("a", "true"), name="ended"))
+    leases = {lease.execution_id: lease for lease in await queue.claim(db, "w", limit=2)}
+    async with db.connection() as conn:
+        # between our claim and our start: a worker with a stale lease starts one, and
+        # an operator cancels the other
+        await executions.transition(conn, raced, Status.QUEUED, Status.RUNNING, actor_id="zombie")
+        await executions.transition(conn, ended, Status.QUEUED, Status.CANCELLED, actor_id="op")
+    await worker._execute(leases[raced])
+    await worker._execute(leases[ended])
+    (row,) = await _fetch(db, "SELECT * FROM execution.execution_queue")
+    assert row["execution_id"] == raced and row["lease_token"] is None  # retried, resumed later
+    assert row["last_error"].startswith("status changed under this worker")

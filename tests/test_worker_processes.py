@@ -21,11 +21,12 @@ import psycopg
 import pytest
 
 from opsconductor.db.connection import Database
+from opsconductor.plan import Plan
 from opsconductor.submission import Request, submit
 from tests.plans import command_step, plan_of
 
-#: Short leases and frequent reaping, so a killed worker's work comes back in about a second.
-FAST_RECOVERY = ("--lease-timeout", "1", "--reap-interval", "0.2", "--poll-interval", "1")
+#: Short leases and frequent reaping, so a killed worker's work comes back within seconds.
+FAST_RECOVERY = ("--lease-timeout", "2", "--reap-interval", "0.2", "--poll-interval", "1")
 TERMINAL = {"completed", "failed", "cancelled", "timeout", "partial", "rejected"}
 
 
@@ -110,9 +111,14 @@ def opsc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+#: Execution budget of these plans: it keeps counting across crashes and restarts, and a
+#: loaded test machine must not turn a slow restart into a ``timeout``.
+BUDGET_S = 600
+
+
 def submit_file(env: dict[str, str], tmp_path: Path, name: str, steps: list[dict[str, Any]]) -> str:
     path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps({"name": name, "steps": steps}))
+    path.write_text(json.dumps({"name": name, "timeout_s": BUDGET_S, "steps": steps}))
     result = opsc(env, "submit", str(path))
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()  # the id, alone on stdout
@@ -143,7 +149,9 @@ def test_sigkill_mid_step_another_worker_finishes_without_rerunning_finished_ste
             command_step("one", f"echo one >> {safe}", action_class="modify"),
             # idempotent (read): may run again; the first run hangs until the crash
             command_step(
-                "two", f"echo two $$ >> {safe}; [ -f {rerun} ] || {{ touch {rerun}; sleep 60; }}"
+                "two",
+                f"echo two $$ >> {safe}; [ -f {rerun} ] || {{ touch {rerun}; sleep 60; }}",
+                timeout_s=120,
             ),
             command_step("three", f"echo three >> {safe}", action_class="modify"),
         ],
@@ -154,7 +162,9 @@ def test_sigkill_mid_step_another_worker_finishes_without_rerunning_finished_ste
         "not-idempotent",
         [
             command_step("one", f"echo one >> {unsafe}", action_class="modify"),
-            command_step("two", f"echo two $$ >> {unsafe}; sleep 60", action_class="deploy"),
+            command_step(
+                "two", f"echo two $$ >> {unsafe}; sleep 60", action_class="deploy", timeout_s=120
+            ),
             command_step("three", f"echo three >> {unsafe}", action_class="modify"),
         ],
     )
@@ -178,17 +188,18 @@ def test_sigkill_mid_step_another_worker_finishes_without_rerunning_finished_ste
     assert query(database_url, "SELECT * FROM execution.execution_queue") == []
 
 
-async def _submit_many(url: str, count: int, counter: Path) -> set[str]:
+async def _submit_all(url: str, plans: list[Plan]) -> list[str]:
     async with Database(url, max_size=4) as db:
-        ids = set()
-        for i in range(count):
-            plan = plan_of(
-                command_step("count", f'echo "{i} $OPSC_EXECUTION_ID" >> {counter}'),
-                name=f"no-op {i}",
-            )
+        ids = []
+        for plan in plans:
             submitted = await submit(db, Request(plan, "default", "tester", enqueue=True))
-            ids.add(str(submitted.execution["id"]))
+            ids.append(str(submitted.execution["id"]))
         return ids
+
+
+def submit_all(url: str, plans: list[Plan]) -> list[str]:
+    """Queue many plans in-process (faster than one ``opsc submit`` process each)."""
+    return asyncio.run(_submit_all(url, plans))
 
 
 def test_four_workers_drain_500_executions_each_exactly_once(
@@ -196,7 +207,18 @@ def test_four_workers_drain_500_executions_each_exactly_once(
 ) -> None:
     counter = tmp_path / "counter"
     pool = [workers.start("--concurrency", "8") for _ in range(4)]
-    ids = asyncio.run(_submit_many(database_url, 500, counter))
+    ids = set(
+        submit_all(
+            database_url,
+            [
+                plan_of(
+                    command_step("count", f'echo "{i} $OPSC_EXECUTION_ID" >> {counter}'),
+                    name=f"no-op {i}",
+                )
+                for i in range(500)
+            ],
+        )
+    )
 
     def done() -> int:
         ((n,),) = query(
@@ -234,7 +256,9 @@ def test_max_attempts_dead_letter_then_requeue_completes(
         "crashes its workers",
         [
             command_step(
-                "hang", f"[ -f {ok} ] && echo fine || {{ echo try $$ >> {log}; sleep 60; }}"
+                "hang",
+                f"[ -f {ok} ] && echo fine || {{ echo try $$ >> {log}; sleep 60; }}",
+                timeout_s=120,
             )
         ],
     )
@@ -270,21 +294,20 @@ def test_sigterm_lets_in_flight_work_finish_and_leaves_the_rest_queued(
     cli_env: dict[str, str], database_url: str, tmp_path: Path, workers: Workers
 ) -> None:
     log = tmp_path / "log"
-    ids = [
-        submit_file(
-            cli_env,
-            tmp_path,
-            f"job {i}",
-            [
+    ids = submit_all(
+        database_url,
+        [
+            plan_of(
                 command_step(
                     "work",
-                    f"echo start {i} >> {log}; sleep 1; echo end {i} >> {log}",
+                    f"echo start {i} >> {log}; sleep 2; echo end {i} >> {log}",
                     action_class="modify",  # not idempotent: must not be cut or re-run
-                )
-            ],
-        )
-        for i in range(4)
-    ]
+                ),
+                name=f"job {i}",
+            )
+            for i in range(4)
+        ],
+    )
     first = workers.start("--concurrency", "2", "--grace-period", "60")
     wait_until(lambda: len(lines(log)) >= 2, "two executions in flight")
     assert workers.stop(first) == 0
@@ -311,7 +334,9 @@ def test_sigterm_past_the_grace_period_hands_the_lease_back(
         "long read",
         [
             command_step(
-                "scan", f"echo try $$ >> {log}; [ -f {marker} ] || {{ touch {marker}; sleep 60; }}"
+                "scan",
+                f"echo try $$ >> {log}; [ -f {marker} ] || {{ touch {marker}; sleep 60; }}",
+                timeout_s=120,
             )
         ],
     )

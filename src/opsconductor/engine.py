@@ -117,12 +117,16 @@ class Engine:
         worker_id: str | None = None,
         observer: Observer | None = None,
         target_concurrency: int = DEFAULT_TARGET_CONCURRENCY,
+        policy_ttl_s: float = 0.0,
     ) -> None:
         self.db = db
         self.actor_id = actor_id
         self.worker_id = worker_id
         self.observer = observer or (lambda _event: None)
         self.target_slots = target_concurrency
+        self.policy_ttl_s = policy_ttl_s
+        self._matrix: policies.PolicyMatrix | None = None
+        self._matrix_until = 0.0
 
     async def run(
         self, tenant_id: str, execution_id: uuid.UUID, *, lease: queue.Lease | None = None
@@ -133,8 +137,11 @@ class Engine:
         its previous worker died, and the end is recorded only while the lease holds
         (``LeaseLost`` otherwise).
         """
-        async with self.db.connection() as conn:
-            execution = await executions.get(conn, tenant_id, str(execution_id))
+        if lease is not None and lease.execution is not None:
+            execution = lease.execution  # read by the claim, under the lease
+        else:
+            async with self.db.connection() as conn:
+                execution = await executions.get(conn, tenant_id, str(execution_id))
         current = Status(execution["status"])
         resuming = lease is not None and current is Status.RUNNING
         if execution["approval_level"] >= 1 and not resuming:
@@ -182,16 +189,26 @@ class Engine:
         snapshot = execution["plan_snapshot"]
         wanted = {a for step_targets in snapshot["targets"] for a in step_targets}
         async with self.db.connection() as conn:
-            matrix = {
-                (r["sla_class"], r["action_class"]): policies.TimeoutPolicy.from_row(r)
-                for r in await executions.policies(conn)
-            }
+            matrix = await self._policies(conn)
             found = await assets.by_ids(conn, tenant_id, wanted)
         plan = parse_plan(snapshot["plan"])
         targets = [
             [found[a] for a in step_targets if a in found] for step_targets in snapshot["targets"]
         ]
         return _Run(execution, plan, targets, deadline=0.0, matrix=matrix), wanted - set(found)
+
+    async def _policies(self, conn: Conn) -> policies.PolicyMatrix:
+        """The policy matrix; a worker keeps it ``policy_ttl_s`` seconds instead of reading
+        it for every execution (policies change rarely; one round trip each is not rare)."""
+        now = time.monotonic()
+        if self._matrix is not None and now < self._matrix_until:
+            return self._matrix
+        matrix = {
+            (r["sla_class"], r["action_class"]): policies.TimeoutPolicy.from_row(r)
+            for r in await executions.policies(conn)
+        }
+        self._matrix, self._matrix_until = matrix, now + self.policy_ttl_s
+        return matrix
 
     async def _finish(self, run: _Run, final: Status, reason: str | None) -> None:
         async with self.db.transaction() as conn:

@@ -19,13 +19,24 @@ from typing import Any
 
 import structlog
 
-from opsconductor.db import queue
+from opsconductor import status_machine
+from opsconductor.db import executions, queue
 from opsconductor.db.connection import Database
 from opsconductor.db.queue import Lease
 from opsconductor.engine import Engine
-from opsconductor.errors import DatabaseError, IllegalTransition, LeaseLost, StaleStatus
+from opsconductor.errors import (
+    DatabaseError,
+    IllegalTransition,
+    LeaseLost,
+    OpsError,
+    StaleStatus,
+)
+from opsconductor.status_machine import Status
 
 log = structlog.get_logger("opsconductor.worker")
+
+#: How long a worker trusts its copy of the timeout policy matrix.
+POLICY_TTL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +61,9 @@ class Worker:
         self.actor_id = actor_id
         self.options = options
         self.worker_id = new_worker_id()
-        self.engine = Engine(db, actor_id=actor_id, worker_id=self.worker_id)
+        self.engine = Engine(
+            db, actor_id=actor_id, worker_id=self.worker_id, policy_ttl_s=POLICY_TTL_S
+        )
         self.running: dict[uuid.UUID, tuple[Lease, asyncio.Task[None]]] = {}
         #: set by a notification, a finished execution or a stop: "look at the queue again"
         self.wake = asyncio.Event()
@@ -125,8 +138,12 @@ class Worker:
         if lease.lease_s / 3 < self.renew_every:
             self.renew_soon.set()
 
-        def done(_: asyncio.Task[None]) -> None:
-            self.running.pop(lease.execution_id, None)
+        def done(finished: asyncio.Task[None]) -> None:
+            # Only our own entry: after a lost lease the same execution may have been
+            # claimed again by this worker while this task was still winding down.
+            held = self.running.get(lease.execution_id)
+            if held is not None and held[1] is finished:
+                del self.running[lease.execution_id]
             self.wake.set()
 
         task.add_done_callback(done)
@@ -137,9 +154,8 @@ class Worker:
             status = await self.engine.run(lease.tenant_id, lease.execution_id, lease=lease)
             bound.info("execution ended", status=str(status), attempt=lease.attempt)
         except (IllegalTransition, StaleStatus) as exc:
-            # It ended (or was cancelled) elsewhere: nothing to run, only the row to drop.
-            bound.info("execution needs no run", reason=str(exc))
-            await self._quietly(queue.discard(self.db, lease))
+            bound.info("execution moved under this worker", reason=str(exc))
+            await self._quietly(self._settle_moved(lease, exc))
         except LeaseLost as exc:
             bound.warning("lease lost; result not recorded", error=str(exc))
         except Exception as exc:
@@ -150,11 +166,25 @@ class Worker:
                 queue.fail(self.db, lease, f"{type(exc).__name__}: {exc}", self.actor_id)
             )
 
+    async def _settle_moved(self, lease: Lease, exc: Exception) -> None:
+        """Its status changed under us. Ended, or back waiting for approval: nothing to run,
+        drop the row. Still runnable (a worker with a stale lease raced us): an attempt
+        without a verdict, so it is retried later and resumed then."""
+        async with self.db.connection() as conn:
+            execution = await executions.get(conn, lease.tenant_id, str(lease.execution_id))
+        status = Status(execution["status"])
+        if status_machine.is_terminal(status) or status is Status.PENDING_APPROVAL:
+            await queue.discard(self.db, lease)
+        else:
+            await queue.fail(
+                self.db, lease, f"status changed under this worker: {exc}", self.actor_id
+            )
+
     async def _quietly(self, work: Awaitable[object]) -> None:
         """Best effort: if the database is gone the lease expires and the reaper recovers."""
         try:
             await work
-        except DatabaseError as exc:
+        except OpsError as exc:
             log.warning("queue update failed", worker_id=self.worker_id, error=str(exc))
 
     # --- leases --------------------------------------------------------------------------

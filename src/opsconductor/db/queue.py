@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opsconductor import policies, status_machine
@@ -34,6 +34,8 @@ class Lease:
     attempt: int
     max_attempts: int
     lease_s: float
+    #: the execution row as read by the claim (saves the engine a round trip)
+    execution: Row | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -81,12 +83,13 @@ async def claim(
         rows = await cur.fetchall()
     return [
         Lease(
-            execution_id=row["execution_id"],
+            execution_id=row["id"],
             tenant_id=row["tenant_id"],
-            token=row["lease_token"],
-            attempt=row["attempt_count"],
-            max_attempts=row["max_attempts"],
-            lease_s=row["lease_s"],
+            token=row.pop("lease_token"),
+            attempt=row.pop("attempt_count"),
+            max_attempts=row.pop("max_attempts"),
+            lease_s=row.pop("lease_s"),
+            execution=row,
         )
         for row in rows
     ]

@@ -38,7 +38,8 @@ UPDATE execution.execution_queue q SET
     attempt_count = q.attempt_count + 1
 FROM picked, execution.executions e
 WHERE q.execution_id = picked.execution_id AND e.id = q.execution_id
-RETURNING q.execution_id, e.tenant_id, q.lease_token, q.attempt_count, q.max_attempts,
+-- The execution row comes back with the lease: the worker need not read it again.
+RETURNING e.*, q.lease_token, q.attempt_count, q.max_attempts,
           coalesce(%(lease_s)s::float8, q.lease_timeout_s) AS lease_s
 
 -- name: renew
