@@ -13,8 +13,9 @@ and the timing leaves out process start-up. SIGTERM stops it the way each system
 * ``ours-nospawn`` is the same with the step's ``sh -c true`` replaced by an immediate exit 0
   (a diagnostic: how much of our figure is the process spawn, not the queue).
 * ``pgqueuer`` and ``procrastinate`` run a no-op task function that only notes the job it
-  was given; at exit the worker writes those notes to DONE_FILE (one per line) so the
-  parent can check that every job ran exactly once.
+  was given and when it started; at exit the worker writes those notes to DONE_FILE (``id
+  unix-time`` per line) so the parent can check that every job ran exactly once and measure
+  the claim latency.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -73,7 +75,7 @@ async def _pgqueuer(url: str, concurrency: int, done: list[str]) -> None:
 
     @qm.entrypoint("noop")
     async def noop(job: Job) -> None:
-        done.append(str(job.id))
+        done.append(f"{job.id} {time.time()}")
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -94,7 +96,7 @@ async def _procrastinate(url: str, concurrency: int, done: list[str]) -> None:
 
     @app.task(name="noop")
     async def noop(n: int) -> None:
-        done.append(str(n))
+        done.append(f"{n} {time.time()}")
 
     async with app.open_async():
         await _gate()

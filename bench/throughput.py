@@ -154,6 +154,17 @@ async def fill_procrastinate(url: str, n: int) -> None:
             await task.batch_defer_async(*({"n": i} for i in range(start, min(n, start + 1000))))
 
 
+async def install_pgqueuer(url: str) -> None:
+    await fill_pgqueuer(url, 0)
+
+
+async def install_procrastinate(url: str) -> None:
+    await fill_procrastinate(url, 0)
+
+
+#: Schema only, no jobs (the latency runs enqueue their own).
+EMPTY = {"pgqueuer": install_pgqueuer, "procrastinate": install_procrastinate}
+
 FILL = {
     "ours": fill_ours,
     "ours-nospawn": fill_ours,
@@ -229,11 +240,14 @@ class Workers:
                 proc.kill()
                 proc.wait()
 
-    def done_items(self) -> list[str]:
-        items: list[str] = []
+    def done_items(self) -> list[tuple[str, float]]:
+        """(job id, unix time its task function started) from every peer worker."""
+        items: list[tuple[str, float]] = []
         for path in self.done_files:
             if path.exists():
-                items += path.read_text().split()
+                for line in path.read_text().splitlines():
+                    job, started = line.split()
+                    items.append((job, float(started)))
         return items
 
 
@@ -288,7 +302,8 @@ def check_ours(url: str, n: int) -> str:
     return f"ok: {n} completed once, {events / n:.0f} events + 1 step row each"
 
 
-def check_peer(kind: str, url: str, n: int, items: list[str]) -> str:
+def check_peer(kind: str, url: str, n: int, done: list[tuple[str, float]]) -> str:
+    items = [job for job, _ in done]
     counts = Counter(items)
     twice = sum(1 for c in counts.values() if c > 1)
     if len(items) != n or len(counts) != n or twice:
@@ -360,6 +375,59 @@ async def claim_latency(url: str, samples: int) -> list[float]:
     raise TimeoutError("claim latency: executions not started")
 
 
+async def peer_claim_latency(kind: str, url: str, samples: int) -> dict[str, float]:
+    """The same for a peer: one job at a time to idle workers; returns the commit time of
+    each job's enqueue by job id (the workers note when each task function started)."""
+    committed: dict[str, float] = {}
+    if kind == "pgqueuer":
+        from pgqueuer import PsycopgDriver, Queries
+
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            queries = Queries(PsycopgDriver(conn))
+            for _ in range(samples):
+                await asyncio.sleep(random.uniform(0.01, 0.03))
+                ids = await queries.enqueue("noop", None)
+                committed[str(ids[0])] = time.time()
+        return committed
+    app = _procrastinate_app(url)
+    async with app.open_async():
+        task = app.tasks["noop"]
+        for i in range(samples):
+            await asyncio.sleep(random.uniform(0.01, 0.03))
+            await task.defer_async(n=i)
+            committed[str(i)] = time.time()
+    return committed
+
+
+def latency_run(server: str, kind: str, samples: int, c: int, logs: Path) -> list[float]:
+    """Two idle worker processes of ``kind``; returns claim latencies in seconds."""
+    name = f"qb_lat_{kind}_{uuid.uuid4().hex[:6]}"
+    url = create_db(server, name)
+    asyncio.run(_migrate(url) if kind == "ours" else EMPTY[kind](url))
+    workers = Workers(kind, url, 2, c, logs)
+    try:
+        workers.start()
+        workers.go()
+        time.sleep(0.5)  # let them listen and fall idle
+        if kind == "ours":
+            latencies = asyncio.run(claim_latency(url, samples))
+            workers.stop()
+        else:
+            committed = asyncio.run(peer_claim_latency(kind, url, samples))
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and scalar(url, PENDING[kind]):
+                time.sleep(0.05)
+            workers.stop()
+            started = dict(workers.done_items())
+            latencies = [started[job] - at for job, at in committed.items() if job in started]
+            if len(latencies) != samples:
+                raise AssertionError(f"{kind}: {len(latencies)} of {samples} jobs ran")
+    finally:
+        workers.kill()
+        drop_db(server, name)
+    return latencies
+
+
 async def spawn_rate(n: int, concurrency: int) -> float:
     """``/bin/sh -c true`` through the engine's local connector, nothing else."""
     slots = asyncio.Semaphore(concurrency)
@@ -427,7 +495,7 @@ def main() -> None:
         "--concurrency", type=int, default=8, help="jobs at once per worker process"
     )
     parser.add_argument("--rounds", type=int, default=2, help="drain rounds; the best counts")
-    parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--latency-samples", type=int, default=150)
     parser.add_argument("--processes", type=int, nargs="+", default=list(PROCESSES))
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument(
@@ -449,7 +517,7 @@ def main() -> None:
     templates: dict[str, str] = {}
     fill_rates: dict[str, float] = {}
     drains: list[Drain] = []
-    latencies: list[float] = []
+    latencies: dict[str, list[float]] = {}
     spawns = 0.0
     try:
         for kind in args.systems:
@@ -478,19 +546,14 @@ def main() -> None:
         if "ours" in args.systems:
             spawns = asyncio.run(spawn_rate(n, concurrency))
             print(f"\nspawn `sh -c true` alone (1 process, {concurrency} at once): {spawns:.0f}/s")
-            name = f"qb_lat_{uuid.uuid4().hex[:6]}"
-            url = create_db(server, name)
-            asyncio.run(_migrate(url))
-            workers = Workers("ours", url, 2, concurrency, logs)
-            try:
-                workers.start()
-                workers.go()
-                time.sleep(0.5)  # let them listen and fall idle
-                latencies = asyncio.run(claim_latency(url, args.latency_samples))
-                workers.stop()
-            finally:
-                workers.kill()
-                drop_db(server, name)
+        print()
+        for kind in [k for k in args.systems if k != DIAGNOSTIC]:
+            latencies[kind] = latency_run(server, kind, args.latency_samples, concurrency, logs)
+            ms = sorted(x * 1000 for x in latencies[kind])
+            print(
+                f"claim latency {kind:<14} p50 {percentile(ms, 50):.1f} ms  "
+                f"p99 {percentile(ms, 99):.1f} ms"
+            )
     finally:
         for name in set(templates.values()):
             drop_db(server, name)
@@ -529,7 +592,7 @@ def report(
     concurrency: int,
     fill_rates: dict[str, float],
     drains: list[Drain],
-    latencies: list[float],
+    latencies: dict[str, list[float]],
     spawns: float,
     args: argparse.Namespace,
 ) -> str:
@@ -579,13 +642,22 @@ def report(
     if spawns:
         lines.append(f"`/bin/sh -c true` spawned alone, one process: {spawns:,.0f}/s")
     if latencies:
-        ms = [x * 1000 for x in latencies]
-        lines.append(
-            f"Claim latency, idle workers, commit of the enqueue -> started_at "
-            f"({len(ms)} samples): p50 {percentile(ms, 50):.1f} ms, "
-            f"p99 {percentile(ms, 99):.1f} ms, max {max(ms):.1f} ms, "
-            f"mean {statistics.fmean(ms):.1f} ms"
-        )
+        lines += [
+            "",
+            "Claim latency with 2 idle worker processes, one job at a time, from the commit "
+            "of its enqueue (its NOTIFY) to the start of work: ours `executions.started_at` "
+            "(after the claim, reading the execution and the `running` transition), the "
+            "peers the entry of the task function:",
+            "",
+            "| | samples | p50 | p99 | max | mean |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for kind, values in latencies.items():
+            ms = [x * 1000 for x in values]
+            lines.append(
+                f"| {kind} | {len(ms)} | {percentile(ms, 50):.1f} ms | "
+                f"{percentile(ms, 99):.1f} ms | {max(ms):.1f} ms | {statistics.fmean(ms):.1f} ms |"
+            )
     return "\n".join(lines) + "\n"
 
 
