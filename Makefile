@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/opsc run examples/plans/hello.yaml
+	$(BIN)/opsc serve --demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -9,6 +9,8 @@ milliseconds and no test sees another's rows.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,12 +28,19 @@ def with_dbname(url: str, dbname: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> str:
+def pg_server() -> Iterator[str]:
     """Connection string of the server (its maintenance database)."""
     external = os.environ.get("TEST_DATABASE_URL")
     if external:
-        return external
-    return embedded.start(tmp_path_factory.mktemp("pg") / "pgdata")
+        yield external
+        return
+    # Not under pytest's basetemp: run as root, the server runs as another user, and every
+    # pytest that starts on this machine (another worktree's suite, say) chmods
+    # /tmp/pytest-of-root back to 0700, cutting our running server off from its data.
+    folder = Path(tempfile.mkdtemp(prefix="opsc-test-pg-"))
+    yield embedded.start(folder / "pgdata")
+    embedded.stop(folder / "pgdata")
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

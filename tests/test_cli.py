@@ -135,6 +135,9 @@ def test_run_waits_for_approval_from_another_actor(cli_env: dict[str, str]) -> N
     self_approval = opsc(cli_env, "approve", execution_id, "--hash", plan_hash)
     assert self_approval.returncode == 2 and "separation of duties" in self_approval.stderr
     bob = {**cli_env, "OPSC_ACTOR": "bob"}
+    unbound = opsc(bob, "approve", execution_id, "--hash", plan_hash)
+    assert unbound.returncode == 2 and "holds no role, so may not approve" in unbound.stderr
+    assert opsc(cli_env, "roles", "grant", "bob", "approver").returncode == 0
     wrong = opsc(bob, "approve", execution_id, "--hash", "0" * 64)
     assert wrong.returncode == 2 and "not the plan's current hash" in wrong.stderr
     approved = opsc(bob, "approve", execution_id, "--hash", plan_hash, "--comment", "lgtm")

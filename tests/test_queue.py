@@ -437,3 +437,19 @@ async def test_worker_retries_work_a_stale_worker_started_but_drops_ended_work(
     (row,) = await _fetch(db, "SELECT * FROM execution.execution_queue")
     assert row["execution_id"] == raced and row["lease_token"] is None  # retried, resumed later
     assert row["last_error"].startswith("status changed under this worker")
+
+
+async def test_workers_check_rbac_before_every_step(db: Database, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    execution_id = await _enqueue(db, plan_of(command_step("a", f"echo ran >> {log}")))
+    # "tester" holds no role in this tenant: whatever let it submit, a worker must refuse
+    (lease,) = await queue.claim(db, "w", limit=1)
+    await Worker(db, actor_id="w", options=WorkerOptions())._execute(lease)
+    assert await _status(db, execution_id) == "failed"
+    events = await _fetch(
+        db,
+        "SELECT event_type FROM execution.execution_events WHERE execution_id = %s",
+        execution_id,
+    )
+    assert "rbac_violation" in [e["event_type"] for e in events]
+    assert not log.exists()

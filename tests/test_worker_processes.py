@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from opsconductor.db import auth
 from opsconductor.db.connection import Database
 from opsconductor.plan import Plan
 from opsconductor.submission import Request, submit
@@ -190,6 +191,8 @@ def test_sigkill_mid_step_another_worker_finishes_without_rerunning_finished_ste
 
 async def _submit_all(url: str, plans: list[Plan]) -> list[str]:
     async with Database(url, max_size=4) as db:
+        async with db.connection() as conn:  # as `opsc submit` would: the first user is admin
+            await auth.bootstrap_local_admin(conn, "default", "tester")
         ids = []
         for plan in plans:
             submitted = await submit(db, Request(plan, "default", "tester", enqueue=True))

@@ -16,17 +16,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from opsconductor import approval_gate, logs, progress, status_machine
+from opsconductor import approval_gate, logs, progress, rbac, status_machine
 from opsconductor.approvals import Decision
 from opsconductor.config import Settings, load_settings
 from opsconductor.db import approvals as approval_store
 from opsconductor.db import assets as asset_store
-from opsconductor.db import executions, migrations, queue, steps
+from opsconductor.db import auth, executions, migrations, queue, steps
 from opsconductor.db.connection import Database, database_url
 from opsconductor.engine import Engine, StepEvent
-from opsconductor.errors import BadInput, OpsError
+from opsconductor.errors import BadInput, NotFound, OpsError, PermissionDenied
 from opsconductor.inventory import Asset, resolve_plan
-from opsconductor.plan import load_plan_file
+from opsconductor.plan import Plan, load_plan_file
 from opsconductor.plan_hash import plan_hash
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
@@ -40,6 +40,10 @@ app = typer.Typer(
 )
 assets_app = typer.Typer(help="The inventory of assets plans can target.", no_args_is_help=True)
 app.add_typer(assets_app, name="assets")
+tokens_app = typer.Typer(help="API tokens (bearer), bound to an actor.", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+roles_app = typer.Typer(help="Roles and role bindings (RBAC).", no_args_is_help=True)
+app.add_typer(roles_app, name="roles")
 dlq_app = typer.Typer(
     help="The dead-letter queue: executions whose attempts are spent.", no_args_is_help=True
 )
@@ -139,8 +143,15 @@ def run(
 
     async def work(settings: Settings) -> str:
         async with _database(settings) as db:
+            roles = await _local_roles(db, settings)
+
+            def check(plan: Plan, targets: list[list[Asset]]) -> None:
+                rbac.enforce_plan(settings.actor, roles, plan, targets)
+
             submitted = await submit(
-                db, Request(plan, settings.tenant, settings.actor, idempotency_key)
+                db,
+                Request(plan, settings.tenant, settings.actor, idempotency_key, enqueue=False),
+                check=check,
             )
             execution = submitted.execution
             if not submitted.created:
@@ -177,8 +188,14 @@ def submit_(
 
     async def work(settings: Settings) -> executions.Submitted:
         async with _database(settings) as db:
+            # stdout carries the id alone, so notes go to stderr
+            roles = await _local_roles(db, settings, notes=err)
+
+            def check(plan: Plan, targets: list[list[Asset]]) -> None:
+                rbac.enforce_plan(settings.actor, roles, plan, targets)
+
             request = Request(plan, settings.tenant, settings.actor, idempotency_key, enqueue=True)
-            return await submit(db, request)
+            return await submit(db, request, check=check)
 
     submitted = _exec(work)
     execution = submitted.execution
@@ -299,6 +316,22 @@ def dlq_requeue(
     out.print(f"requeued {execution['id']} ({execution['plan_name']})", highlight=False)
 
 
+async def _local_roles(
+    db: Database, settings: Settings, *, notes: Console = out
+) -> list[rbac.Role]:
+    """RBAC for the person at the shell: in a tenant where nobody holds a role yet, they
+    become its admin (they own the database anyway); once roles are configured, their own
+    bindings apply here exactly as over the API."""
+    async with db.transaction() as conn:
+        if await auth.bootstrap_local_admin(conn, settings.tenant, settings.actor):
+            notes.print(
+                f"note: nobody held a role in tenant {settings.tenant!r}; "
+                f"{settings.actor!r} is now its admin (see 'opsc roles list')",
+                highlight=False,
+            )
+        return await auth.roles_of(conn, settings.tenant, settings.actor)
+
+
 async def _wait_for_approval(
     db: Database, settings: Settings, execution: dict[str, Any]
 ) -> dict[str, Any]:
@@ -344,7 +377,9 @@ async def _run_with_progress(db: Database, settings: Settings, execution: dict[s
         if event.final:
             bar.advance(task)
 
-    engine = Engine(db, actor_id=settings.actor, observer=observe)
+    engine = Engine(
+        db, actor_id=settings.actor, observer=observe, authorize=auth.step_authorizer(db)
+    )
     with bar:
         await engine.run(settings.tenant, execution["id"])
 
@@ -537,6 +572,9 @@ def _decide(
 ) -> None:
     async def work(settings: Settings) -> dict[str, Any]:
         async with _database(settings) as db:
+            allowed = rbac.decide(await _local_roles(db, settings), "executions", "approve")
+            if not allowed.allowed:
+                raise PermissionDenied(f"actor {settings.actor!r}: {allowed.reason}")
             return await approval_gate.decide(
                 db,
                 tenant_id=settings.tenant,
@@ -645,6 +683,192 @@ def assets_remove(asset_id: str) -> None:
         err.print(f"[red]error:[/red] asset {asset_id!r} not found")
         raise typer.Exit(2)
     out.print(f"removed {asset_id}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="0 picks a free port")] = 8080,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Create a demo tenant and print its admin token")
+    ] = False,
+) -> None:
+    """Serve the REST API (and run background executions in-process) until Ctrl-C."""
+    from opsconductor.api.server import DemoAccess
+    from opsconductor.api.server import serve as run_server
+
+    def announce(url: str, access: DemoAccess | None) -> None:
+        out.print(
+            f"OpsConductor API listening on {url}  (OpenAPI: {url}/openapi.json)",
+            soft_wrap=True,
+        )
+        if access is not None:
+            made = "created" if access.created else "existing"
+            out.print(
+                f"tenant {access.tenant_id!r}, actor {access.actor_id!r} (admin), {made} token:"
+            )
+            out.print(access.token, highlight=False, soft_wrap=True)
+            out.print(
+                f"try: curl -H 'Authorization: Bearer {access.token}' {url}/executions",
+                highlight=False,
+                soft_wrap=True,
+            )
+        out.print("Ctrl-C stops the server.")
+
+    async def work(settings: Settings) -> None:
+        await run_server(settings, host=host, port=port, demo=demo, announce=announce)
+
+    settings = load_settings()
+    logs.configure()
+    try:
+        asyncio.run(work(settings))
+    except OpsError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        pass  # uvicorn has already drained requests and stopped background work
+    out.print("stopped")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    actor: Annotated[str, typer.Argument(help="The actor the token acts as")],
+    role: Annotated[
+        list[str] | None, typer.Option(help="Also grant this role (repeatable)")
+    ] = None,
+    name: Annotated[str, typer.Option(help="A label for the token")] = "",
+) -> None:
+    """Create an API token for ACTOR in $OPSC_TENANT; it is shown once, stored hashed."""
+
+    async def work(settings: Settings) -> auth.NewToken:
+        async with _database(settings) as db, db.transaction() as conn:
+            made = await auth.create_token(conn, settings.tenant, actor, name=name)
+            for role_name in role or []:
+                await auth.grant(conn, settings.tenant, actor, role_name, granted_by=settings.actor)
+            return made
+
+    made = _exec(work)
+    out.print(f"token id {made.token_id} for {made.actor_id} in tenant {made.tenant_id}:")
+    out.print(made.token, highlight=False, soft_wrap=True)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: Annotated[str, typer.Argument(help="The token id")]) -> None:
+    """Revoke a token at once; requests with it answer 401 from now on."""
+
+    async def work(settings: Settings) -> bool:
+        async with _database(settings) as db, db.connection() as conn:
+            return await auth.revoke_token(conn, settings.tenant, token_id)
+
+    if not _exec(work):
+        err.print(f"[red]error:[/red] token {token_id} not found or already revoked")
+        raise typer.Exit(2)
+    out.print(f"revoked {token_id}")
+
+
+@tokens_app.command("list")
+def tokens_list() -> None:
+    """Tokens of $OPSC_TENANT (never their values)."""
+
+    async def work(settings: Settings) -> list[dict[str, Any]]:
+        async with _database(settings) as db, db.connection() as conn:
+            return await auth.list_tokens(conn, settings.tenant)
+
+    table = Table("token id", "actor", "name", "created", "revoked")
+    for row in _exec(work):
+        revoked = f"{row['revoked_at']:%Y-%m-%d %H:%M:%S}" if row["revoked_at"] else ""
+        table.add_row(
+            str(row["token_id"]),
+            row["actor_id"],
+            row["name"],
+            f"{row['created_at']:%Y-%m-%d %H:%M:%S}",
+            revoked,
+        )
+    out.print(table)
+
+
+@roles_app.command("list")
+def roles_list() -> None:
+    """Roles of $OPSC_TENANT with their permissions, and who holds them."""
+
+    async def work(settings: Settings) -> tuple[list[rbac.Role], list[dict[str, Any]]]:
+        async with _database(settings) as db, db.connection() as conn:
+            custom = await auth.custom_roles(conn, settings.tenant)
+            bindings = await auth.list_bindings(conn, settings.tenant)
+        return [*rbac.BUILTIN_ROLES.values(), *custom.values()], bindings
+
+    roles, bindings = _exec(work)
+    holders: dict[str, list[str]] = {}
+    for row in bindings:
+        holders.setdefault(row["role_name"], []).append(row["actor_id"])
+    table = Table("role", "permissions", "held by")
+    for role in roles:
+        table.add_row(
+            role.name + ("" if role.builtin else " (custom)"),
+            ", ".join(str(p) for p in role.permissions),
+            ", ".join(holders.get(role.name, [])),
+        )
+    out.print(table)
+
+
+@roles_app.command("grant")
+def roles_grant(actor: str, role: str) -> None:
+    """Bind ROLE to ACTOR in $OPSC_TENANT."""
+
+    async def work(settings: Settings) -> bool:
+        async with _database(settings) as db, db.transaction() as conn:
+            return await auth.grant(conn, settings.tenant, actor, role, granted_by=settings.actor)
+
+    new = _exec(work)
+    out.print(f"{actor} {'now holds' if new else 'already held'} {role}")
+
+
+@roles_app.command("revoke")
+def roles_revoke(actor: str, role: str) -> None:
+    """Unbind ROLE from ACTOR; steps not yet started are checked against the new roles."""
+
+    async def work(settings: Settings) -> bool:
+        async with _database(settings) as db, db.connection() as conn:
+            return await auth.revoke_role(conn, settings.tenant, actor, role)
+
+    if not _exec(work):
+        err.print(f"[red]error:[/red] {actor} does not hold {role}")
+        raise typer.Exit(2)
+    out.print(f"{actor} no longer holds {role}")
+
+
+@roles_app.command("define")
+def roles_define(
+    name: str,
+    allow: Annotated[
+        list[str], typer.Option(help="resource:action[@env,...], repeatable, e.g. steps:read@dev")
+    ],
+    description: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Define a custom role of $OPSC_TENANT."""
+
+    async def work(settings: Settings) -> rbac.Role:
+        permissions = [rbac.parse_permission(p) for p in allow]
+        async with _database(settings) as db:
+            return await auth.define_role(
+                db, settings.tenant, name, permissions, description=description
+            )
+
+    role = _exec(work)
+    out.print(f"defined {role.name}: {', '.join(str(p) for p in role.permissions)}")
+
+
+@roles_app.command("delete")
+def roles_delete(name: str) -> None:
+    """Delete a custom role and every binding to it."""
+
+    async def work(settings: Settings) -> None:
+        async with _database(settings) as db:
+            if not await auth.delete_role(db, settings.tenant, name):
+                raise NotFound(f"custom role {name!r} not found")
+
+    _exec(work)
+    out.print(f"deleted {name}")
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opsconductor import approval_gate, policies, validation
+from opsconductor import approval_gate, policies, rbac, validation
 from opsconductor.connectors.local import run_command
 from opsconductor.db import assets, executions, queue, steps
 from opsconductor.db.connection import Conn, Database
@@ -117,9 +117,13 @@ class Engine:
         worker_id: str | None = None,
         observer: Observer | None = None,
         target_concurrency: int = DEFAULT_TARGET_CONCURRENCY,
+        authorize: rbac.StepAuthorizer | None = None,
         policy_ttl_s: float = 0.0,
     ) -> None:
         self.db = db
+        #: RBAC checked again before every step on every target (defense in depth: roles
+        #: may change after submission). Every entry point of the product passes one.
+        self.authorize = authorize
         self.actor_id = actor_id
         self.worker_id = worker_id
         self.observer = observer or (lambda _event: None)
@@ -257,6 +261,8 @@ class Engine:
         point = run.resume.get((index, asset.asset_id), _ResumePoint(next_attempt=1))
         if point.outcome is not None:
             return point.outcome  # finished before a crash: never run it again
+        if await self._denied(run, index, asset):
+            return "failed"
         status = "failed"
         last = step.retries + 1 + point.interrupted
         for attempt in range(point.next_attempt, last + 1):
@@ -272,6 +278,59 @@ class Engine:
                 break
             await asyncio.sleep(min(policies.backoff_s(attempt - 1), max(0.0, run.remaining())))
         return status
+
+    async def _denied(self, run: _Run, index: int, asset: Asset) -> bool:
+        """Ask RBAC about this step on this target; on a denial fail the step without
+        running anything and record an ``rbac_violation`` event (who, what, where)."""
+        if self.authorize is None:
+            return False
+        step = run.plan.steps[index]
+        check = rbac.StepCheck(
+            tenant_id=run.tenant_id,
+            actor_id=str(run.execution["actor_id"]),
+            execution_id=run.id,
+            step_index=index,
+            step_name=step.name,
+            action_class=step.action_class,
+            asset_id=asset.asset_id,
+            environment=asset.environment,
+        )
+        reason = await self.authorize(check)
+        if reason is None:
+            return False
+        error = f"denied by RBAC: {reason}"
+        async with self.db.transaction() as conn:
+            attempt_id = await steps.start_attempt(
+                conn,
+                execution_id=run.id,
+                tenant_id=run.tenant_id,
+                step_index=index,
+                step_name=step.name,
+                step_type=step.type,
+                asset_id=asset.asset_id,
+                attempt=1,
+                retry_count=0,
+            )
+            await steps.finish_attempt(
+                conn, attempt_id, status="failed", exit_code=None, output="", stderr="", error=error
+            )
+            await executions.append_event(
+                conn,
+                run.execution,
+                "rbac_violation",
+                self.actor_id,
+                {
+                    "actor": check.actor_id,
+                    "step_index": index,
+                    "step": step.name,
+                    "action_class": step.action_class,
+                    "target": asset.asset_id,
+                    "environment": asset.environment,
+                    "reason": reason,
+                },
+            )
+        self.observer(StepEvent(index, step.name, asset.asset_id, "failed", 1, error, True))
+        return True
 
     async def _execute(self, run: _Run, index: int, step: Any, asset: Asset) -> _Attempt:
         if isinstance(step, ValidateStep):

@@ -46,5 +46,21 @@ class EmbeddedServerError(DatabaseError):
     """The embedded PostgreSQL server could not be initialised or started."""
 
 
+class Unauthenticated(OpsError):
+    """No credentials, or credentials we do not recognise (HTTP 401)."""
+
+    exit_code = 2
+
+
+class PermissionDenied(OpsError):
+    """RBAC denied the request: the actor's roles do not grant it (HTTP 403)."""
+
+    exit_code = 2
+
+
+class Conflict(OpsError):
+    """The request contradicts the current state, e.g. cancelling a finished execution."""
+
+
 class LeaseLost(OpsError):
     """A worker's lease on a queued execution expired or was taken over; its writes are refused."""

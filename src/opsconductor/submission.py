@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from opsconductor import routing
 from opsconductor.db import assets, executions, steps
 from opsconductor.db.connection import Database
 from opsconductor.idempotency import derive_key
-from opsconductor.inventory import resolve_plan
+from opsconductor.inventory import Asset, resolve_plan
 from opsconductor.plan import Plan
 from opsconductor.plan_hash import hashed_document, plan_hash
 
@@ -19,26 +20,38 @@ class Request:
     tenant_id: str
     actor_id: str
     idempotency_key: str | None = None
-    #: True: hand it to the workers (``opsc submit``); False: the caller runs it in its own
-    #: process (``opsc run``); None: as routing says (background work to the workers).
-    #: Either way ``mode`` records how it runs, and an approval later enqueues background work.
-    enqueue: bool | None = False
+    #: Who runs it, recorded as ``mode``. True: the workers (``opsc submit``): ``background``,
+    #: queued in the submission's transaction, or by the approval that lets it run. False:
+    #: the caller, in its own process (``opsc run``): ``immediate``. None: the caller
+    #: dispatches it as routing says (``mode`` from the duration estimate), nothing queued.
+    enqueue: bool | None = None
 
+
+_MODE = {True: "background", False: "immediate"}
 
 #: The queue lease must outlast the slowest step seen: twice its observed p95 (SPEC 3).
 LEASE_P95_FACTOR = 2.0
 
 
-async def submit(db: Database, request: Request) -> executions.Submitted:
+#: Called with the plan and its resolved targets before anything is stored; raises to refuse
+#: (the API's RBAC check at submission needs the targets' environments).
+PlanCheck = Callable[[Plan, list[list[Asset]]], None]
+
+
+async def submit(
+    db: Database, request: Request, *, check: PlanCheck | None = None
+) -> executions.Submitted:
     plan = request.plan
     async with db.connection() as conn:
         await assets.ensure_tenant(conn, request.tenant_id)
         inventory = await assets.list_all(conn, request.tenant_id)
         targets = resolve_plan(plan, inventory)  # raises before anything is stored
+        if check is not None:
+            check(plan, targets)
         observed = await steps.observed_p95(conn, request.tenant_id, [s.type for s in plan.steps])
     digest = plan_hash(plan, targets)
     route = routing.classify(routing.estimate_seconds(plan, targets, observed))
-    background = route.mode == "background" if request.enqueue is None else request.enqueue
+    mode = route.mode if request.enqueue is None else _MODE[request.enqueue]
     new = executions.NewExecution(
         tenant_id=request.tenant_id,
         actor_id=request.actor_id,
@@ -47,7 +60,7 @@ async def submit(db: Database, request: Request) -> executions.Submitted:
         plan_name=plan.name,
         plan_snapshot=hashed_document(plan, targets),
         plan_hash=digest,
-        mode="background" if background else "immediate",
+        mode=mode,
         sla_class=route.sla_class,
         approval_level=plan.approval_level,
         priority=plan.priority,
@@ -57,7 +70,7 @@ async def submit(db: Database, request: Request) -> executions.Submitted:
             for index, (step, step_targets) in enumerate(zip(plan.steps, targets, strict=True))
             for asset in step_targets
         ],
-        enqueue=background,
+        enqueue=request.enqueue is True,
         action_classes=tuple(step.action_class for step in plan.steps),
         min_lease_s=LEASE_P95_FACTOR * max(observed.values(), default=0.0),
     )

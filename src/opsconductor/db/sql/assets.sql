@@ -22,3 +22,14 @@ RETURNING asset_id
 
 -- name: ensure_tenant
 INSERT INTO execution.tenants (tenant_id) VALUES (%(tenant_id)s) ON CONFLICT DO NOTHING
+
+-- name: get_asset
+SELECT * FROM execution.assets WHERE tenant_id = %(tenant_id)s AND asset_id = %(asset_id)s
+
+-- name: update_asset
+UPDATE execution.assets SET
+    hostname = %(hostname)s, address = %(address)s, port = %(port)s, os = %(os)s,
+    environment = %(environment)s, connection_type = %(connection_type)s,
+    credential_ref = %(credential_ref)s, tags = %(tags)s
+WHERE tenant_id = %(tenant_id)s AND asset_id = %(asset_id)s
+RETURNING *

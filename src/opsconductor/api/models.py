@@ -1,0 +1,186 @@
+"""Shapes of the API's answers (published in the OpenAPI document)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from opsconductor.api.inputs import CleanInput
+from opsconductor.inventory import Asset
+
+
+class Progress(BaseModel):
+    """Over (step, target) pairs at their latest attempt; ETA in seconds when known."""
+
+    total: int
+    done: int
+    failed: int
+    running: int
+    pending: int
+    skipped: int
+    percent: float
+    eta_s: float | None
+
+
+class Execution(BaseModel):
+    id: uuid.UUID
+    tenant_id: str
+    actor_id: str
+    idempotency_key: str
+    retry_of: uuid.UUID | None
+    plan_name: str
+    plan_hash: str
+    status: str
+    status_reason: str | None
+    mode: str
+    sla_class: str
+    approval_level: int
+    priority: int
+    estimated_duration_s: float
+    trace_id: str
+    worker_id: str | None
+    timeout_at: datetime | None
+    cancelled_by: str | None
+    cancelled_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Execution:
+        return cls.model_validate({k: row[k] for k in cls.model_fields})
+
+
+class Step(BaseModel):
+    step_index: int
+    step_name: str
+    step_type: str
+    target_asset_id: str
+    status: str
+    attempt: int
+    retry_count: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int | None
+    output: str
+    stderr: str
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Step:
+        return cls.model_validate({k: row[k] for k in cls.model_fields})
+
+
+class ExecutionDetail(Execution):
+    plan: dict[str, Any]
+    progress: Progress
+    steps: list[Step]
+
+
+class ExecutionPage(BaseModel):
+    items: list[Execution]
+    #: pass as ``cursor`` to get the next page; null on the last page
+    next_cursor: str | None
+
+
+class Event(BaseModel):
+    id: int
+    event_type: str
+    from_status: str | None
+    to_status: str | None
+    actor_id: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Event:
+        return cls.model_validate({k: row[k] for k in cls.model_fields})
+
+
+class EventPage(BaseModel):
+    events: list[Event]
+    #: the cursor to pass as ``after`` next time
+    last_event_id: int
+    status: str
+
+
+class CancelResult(BaseModel):
+    execution: Execution
+    #: ``cancelled``: it will never run; ``requested``: it is running, the request is recorded
+    outcome: Literal["cancelled", "requested"]
+
+
+class AssetFields(CleanInput):
+    hostname: str = Field(min_length=1, max_length=255)
+    address: str | None = Field(default=None, min_length=1, max_length=255)
+    environment: str = Field(default="dev", min_length=1, max_length=63)
+    connection_type: Literal["local", "ssh"] = "local"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    os: str | None = Field(default=None, max_length=63)
+    credential_ref: str | None = Field(default=None, min_length=1, max_length=255)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    def to_asset(self, asset_id: str) -> Asset:
+        return Asset(
+            asset_id=asset_id,
+            hostname=self.hostname,
+            address=self.address or self.hostname,
+            environment=self.environment,
+            connection_type=self.connection_type,
+            port=self.port,
+            os=self.os,
+            credential_ref=self.credential_ref,
+            tags=self.tags,
+        )
+
+
+class AssetCreate(AssetFields):
+    asset_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+class AssetOut(BaseModel):
+    asset_id: str
+    hostname: str
+    address: str
+    environment: str
+    connection_type: str
+    port: int | None
+    os: str | None
+    credential_ref: str | None
+    tags: dict[str, str]
+
+    @classmethod
+    def from_asset(cls, asset: Asset) -> AssetOut:
+        return cls(
+            asset_id=asset.asset_id,
+            hostname=asset.hostname,
+            address=asset.address,
+            environment=asset.environment,
+            connection_type=asset.connection_type,
+            port=asset.port,
+            os=asset.os,
+            credential_ref=asset.credential_ref,
+            tags=dict(asset.tags),
+        )
+
+
+class Stats(BaseModel):
+    executions_by_status: dict[str, int]
+    executions_total: int
+    queue_waiting: int
+    queue_leased: int
+    dlq_open: int
+    background_in_process: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    database: bool
+    pending_migrations: list[str]

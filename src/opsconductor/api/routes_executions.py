@@ -1,0 +1,324 @@
+"""``/api/v1/executions``: submit, list, get, steps, events (long-poll), cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import os
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import Field
+
+from opsconductor import approval_gate, dispatch, progress, rbac
+from opsconductor.api import models
+from opsconductor.api.auth import Caller, database, require
+from opsconductor.api.inputs import CleanInput, check_text
+from opsconductor.approvals import Decision
+from opsconductor.db import auth, executions, reads, steps
+from opsconductor.db.connection import Conn, Database
+from opsconductor.db.notify import EventHub
+from opsconductor.engine import Engine
+from opsconductor.errors import BadInput, Conflict, StaleStatus
+from opsconductor.inventory import Asset
+from opsconductor.plan import Plan, load_plan_text, parse_plan
+from opsconductor.status_machine import Status, is_terminal
+from opsconductor.submission import Request as Submission
+from opsconductor.submission import submit
+
+router = APIRouter(prefix="/executions", tags=["executions"])
+
+#: Longest a long-poll may park; clients loop with the returned cursor.
+MAX_WAIT_S = 60.0
+#: A parked long-poll re-reads at least this often even without a notification.
+RECHECK_S = 5.0
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+
+PLAN_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The plan (SPEC section 2), as JSON or YAML; validated strictly.",
+        "content": {
+            "application/json": {"schema": {"type": "object", "additionalProperties": True}},
+            "application/yaml": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+ViewCaller = Annotated[Caller, Depends(require("executions", "view"))]
+Db = Annotated[Database, Depends(database)]
+
+
+def _parse_plan_body(body: bytes, content_type: str) -> Plan:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput("body: not valid UTF-8") from None
+    if content_type.split(";")[0].strip().lower() in YAML_TYPES:
+        check_text(text, "body")
+        return load_plan_text(text, "body")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"body: not valid JSON ({exc}); send YAML as application/yaml") from None
+    check_text(data)
+    return parse_plan(data)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=models.ExecutionDetail,
+    openapi_extra=PLAN_BODY,
+    responses={
+        200: {"model": models.ExecutionDetail, "description": "Duplicate: the existing one"},
+        202: {"model": models.ExecutionDetail, "description": "Accepted: runs in background"},
+    },
+    summary="Submit a plan",
+)
+async def submit_execution(
+    request: Request,
+    response: Response,
+    db: Db,
+    who: Annotated[Caller, Depends(require("executions", "submit"))],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=200,
+            description="Deduplicate on this key (else SHA-256 of tenant, actor, plan hash)",
+        ),
+    ] = None,
+) -> models.ExecutionDetail:
+    """201 with the finished result for fast (immediate) plans, 202 at once for background
+    ones, 200 with the existing execution for a duplicate within the dedup window."""
+    plan = _parse_plan_body(await request.body(), request.headers.get("content-type", ""))
+
+    def check(plan: Plan, targets: list[list[Asset]]) -> None:
+        rbac.enforce_plan(who.actor_id, who.roles, plan, targets)
+
+    submitted = await submit(
+        db, Submission(plan, who.tenant_id, who.actor_id, idempotency_key), check=check
+    )
+    execution = submitted.execution
+    if not submitted.created:
+        response.status_code = 200
+    elif execution["status"] == Status.APPROVED and execution["mode"] == "immediate":
+        engine = Engine(
+            db,
+            actor_id=who.actor_id,
+            worker_id=f"api:{os.getpid()}",
+            authorize=auth.step_authorizer(db),
+        )
+        await engine.run(who.tenant_id, execution["id"])
+    elif execution["status"] == Status.APPROVED:
+        await dispatch.enqueue_background(db, execution)
+        response.status_code = 202
+    async with db.connection() as conn:
+        return await _detail(conn, who.tenant_id, str(execution["id"]))
+
+
+def _encode_cursor(cursor: reads.Cursor) -> str:
+    raw = f"{cursor.created_at.isoformat()}|{cursor.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(text: str) -> reads.Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        at, _, ident = raw.partition("|")
+        return reads.Cursor(datetime.fromisoformat(at), uuid.UUID(ident))
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadInput("cursor: not a cursor this API returned") from None
+
+
+@router.get("", response_model=models.ExecutionPage, summary="List executions, newest first")
+async def list_executions(
+    db: Db,
+    who: ViewCaller,
+    status: Annotated[Status | None, Query(description="Only this status")] = None,
+    actor: Annotated[str | None, Query(min_length=1, description="Only this actor")] = None,
+    since: Annotated[datetime | None, Query(description="Created at or after")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> models.ExecutionPage:
+    after = _decode_cursor(cursor) if cursor else None
+    filters = reads.Filters(status.value if status else None, actor, since)
+    async with db.connection() as conn:
+        rows, following = await reads.page_executions(
+            conn, who.tenant_id, filters, limit=limit, after=after
+        )
+    return models.ExecutionPage(
+        items=[models.Execution.from_row(r) for r in rows],
+        next_cursor=_encode_cursor(following) if following else None,
+    )
+
+
+async def _detail(conn: Conn, tenant_id: str, execution_id: str) -> models.ExecutionDetail:
+    execution = await executions.get(conn, tenant_id, execution_id)
+    step_rows = await steps.list_for(conn, execution["id"])
+    return models.ExecutionDetail(
+        **models.Execution.from_row(execution).model_dump(),
+        plan=execution["plan_snapshot"]["plan"],
+        progress=models.Progress(**progress.compute(step_rows).as_dict()),
+        steps=[models.Step.from_row(r) for r in step_rows],
+    )
+
+
+@router.get("/{execution_id}", response_model=models.ExecutionDetail, summary="One execution")
+async def get_execution(execution_id: str, db: Db, who: ViewCaller) -> models.ExecutionDetail:
+    async with db.connection() as conn:
+        return await _detail(conn, who.tenant_id, execution_id)
+
+
+@router.get("/{execution_id}/steps", response_model=list[models.Step], summary="Step attempts")
+async def get_steps(execution_id: str, db: Db, who: ViewCaller) -> list[models.Step]:
+    async with db.connection() as conn:
+        execution = await executions.get(conn, who.tenant_id, execution_id)
+        return [models.Step.from_row(r) for r in await steps.list_for(conn, execution["id"])]
+
+
+@router.get(
+    "/{execution_id}/events",
+    response_model=models.EventPage,
+    summary="Audit events after a cursor; long-poll with wait",
+)
+async def get_events(
+    execution_id: str,
+    request: Request,
+    db: Db,
+    who: ViewCaller,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="Last event id seen")] = 0,
+    wait: Annotated[
+        float, Query(ge=0, le=MAX_WAIT_S, description="Seconds to wait for news, if none yet")
+    ] = 0,
+) -> models.EventPage:
+    """Returns at once when there are events after ``after`` (or the execution is finished);
+    otherwise parks up to ``wait`` seconds and returns as soon as one is recorded."""
+    hub: EventHub = request.app.state.events
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    async with db.connection() as conn:
+        execution = await executions.get(conn, who.tenant_id, execution_id)
+    key = str(execution["id"])
+    async with hub.subscribe(key) as news:
+        while True:
+            # Read after subscribing: an event committed in between is not missed.
+            news.clear()
+            async with db.connection() as conn:
+                rows = await executions.events(conn, execution["id"], after)
+                status = (await executions.get(conn, who.tenant_id, key))["status"]
+            remaining = deadline - loop.time()
+            if rows or remaining <= 0 or is_terminal(Status(status)):
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(news.wait(), min(remaining, RECHECK_S))
+    return models.EventPage(
+        events=[models.Event.from_row(r) for r in rows],
+        last_event_id=rows[-1]["id"] if rows else after,
+        status=status,
+    )
+
+
+@router.post(
+    "/{execution_id}/cancel",
+    response_model=models.CancelResult,
+    responses={202: {"model": models.CancelResult, "description": "Running: request recorded"}},
+    summary="Cancel an execution",
+)
+async def cancel_execution(
+    execution_id: str,
+    response: Response,
+    db: Db,
+    who: Annotated[Caller, Depends(require("executions", "cancel"))],
+) -> models.CancelResult:
+    """Waiting executions (pending approval, approved, queued) are cancelled and never run.
+    A running one gets a ``cancel_requested`` event: stopping running work cooperatively is
+    the cancellation feature's job (SPEC 6.5)."""
+    outcome: Literal["cancelled", "requested"]
+    for _ in range(5):  # each pass either finishes or lost a race to a status change
+        async with db.transaction() as conn:
+            execution = await executions.get(conn, who.tenant_id, execution_id)
+            current = Status(execution["status"])
+            if is_terminal(current):
+                raise Conflict(f"execution {execution['id']} already ended: {current}")
+            if current == Status.RUNNING:
+                await executions.append_event(
+                    conn, execution, "cancel_requested", who.actor_id, {"by": who.actor_id}
+                )
+                outcome = "requested"
+            else:
+                try:
+                    await executions.transition(
+                        conn,
+                        execution["id"],
+                        current,
+                        Status.CANCELLED,
+                        actor_id=who.actor_id,
+                        reason=f"cancelled by {who.actor_id}",
+                    )
+                except StaleStatus:
+                    continue
+                await steps.skip_pending(conn, execution["id"])
+                outcome = "cancelled"
+            fresh = await executions.get(conn, who.tenant_id, str(execution["id"]))
+        response.status_code = 202 if outcome == "requested" else 200
+        return models.CancelResult(execution=models.Execution.from_row(fresh), outcome=outcome)
+    raise StaleStatus(f"execution {execution_id} kept changing status; try again")
+
+
+class ApproveBody(CleanInput):
+    #: the plan hash the approver reviewed; required from level 2 (tamper detection)
+    plan_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class RejectBody(CleanInput):
+    comment: str = Field(min_length=1, max_length=2000)
+
+
+Approver = Annotated[Caller, Depends(require("executions", "approve"))]
+
+
+@router.post("/{execution_id}/approve", response_model=models.ExecutionDetail, summary="Approve")
+async def approve_execution(
+    execution_id: str, body: ApproveBody, db: Db, who: Approver
+) -> models.ExecutionDetail:
+    """Approve an execution waiting for approval (SPEC section 5). Once approved it starts
+    here, in the background; a level-2+ requester may not approve their own execution."""
+    execution = await approval_gate.decide(
+        db,
+        tenant_id=who.tenant_id,
+        execution_id=execution_id,
+        actor_id=who.actor_id,
+        decision=Decision.APPROVE,
+        reviewed_hash=body.plan_hash,
+        comment=body.comment,
+    )
+    if execution["status"] == Status.APPROVED:
+        await dispatch.enqueue_background(db, execution)
+    async with db.connection() as conn:
+        return await _detail(conn, who.tenant_id, str(execution["id"]))
+
+
+@router.post("/{execution_id}/reject", response_model=models.ExecutionDetail, summary="Reject")
+async def reject_execution(
+    execution_id: str, body: RejectBody, db: Db, who: Approver
+) -> models.ExecutionDetail:
+    execution = await approval_gate.decide(
+        db,
+        tenant_id=who.tenant_id,
+        execution_id=execution_id,
+        actor_id=who.actor_id,
+        decision=Decision.REJECT,
+        comment=body.comment,
+    )
+    async with db.connection() as conn:
+        return await _detail(conn, who.tenant_id, str(execution["id"]))

@@ -1,0 +1,58 @@
+"""Statistics (authenticated) and health/readiness probes (open, for load balancers)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from opsconductor import dispatch
+from opsconductor.api import models
+from opsconductor.api.auth import Caller, database, require
+from opsconductor.api.problems import problem
+from opsconductor.db import migrations, reads
+from opsconductor.db.connection import Database
+from opsconductor.errors import DatabaseError
+
+router = APIRouter(tags=["system"])
+probes = APIRouter(tags=["probes"])
+
+Db = Annotated[Database, Depends(database)]
+
+
+@router.get("/stats", response_model=models.Stats, summary="Counts by status, queue depth")
+async def stats(
+    db: Db, who: Annotated[Caller, Depends(require("executions", "view"))]
+) -> models.Stats:
+    async with db.connection() as conn:
+        found = await reads.stats(conn, who.tenant_id)
+    return models.Stats(
+        executions_by_status=found.by_status,
+        executions_total=sum(found.by_status.values()),
+        queue_waiting=found.queue_waiting,
+        queue_leased=found.queue_leased,
+        dlq_open=found.dlq_open,
+        background_in_process=dispatch.in_flight(),
+    )
+
+
+@probes.get("/healthz", response_model=models.Health, summary="The process is up")
+async def healthz() -> models.Health:
+    return models.Health(status="ok")
+
+
+@probes.get(
+    "/readyz",
+    response_model=models.Readiness,
+    responses={503: {"description": "Not ready: the detail says why"}},
+    summary="The database is reachable and its schema current",
+)
+async def readyz(db: Db) -> models.Readiness | JSONResponse:
+    try:
+        waiting = [f"{m.version:04d}_{m.name}" for m in await migrations.pending(db)]
+    except DatabaseError:
+        return problem(503, "the database is unreachable", instance="/readyz")
+    if waiting:
+        return problem(503, f"migrations not applied: {', '.join(waiting)}", instance="/readyz")
+    return models.Readiness(status="ready", database=True, pending_migrations=[])

@@ -1,0 +1,95 @@
+"""``opsc serve``: the API on uvicorn over one database pool; optional demo tenant."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from opsconductor.api.app import PREFIX, create_app
+from opsconductor.config import Settings
+from opsconductor.db import auth, migrations
+from opsconductor.db.connection import Database, database_url
+
+DEMO_TENANT = "demo"
+DEMO_ACTOR = "demo-admin"
+
+
+@dataclass(frozen=True)
+class DemoAccess:
+    tenant_id: str
+    actor_id: str
+    token: str
+    created: bool
+
+
+async def ensure_demo(db: Database, home: Path) -> DemoAccess:
+    """The demo tenant with an admin token, made on first start and reused after.
+
+    The token is kept in ``$OPSC_HOME/demo-token`` (mode 0600) so later starts can show it
+    again; the database, as always, holds only its hash.
+    """
+    saved = home / "demo-token"
+    async with db.transaction() as conn:
+        token = _read_token(saved)
+        if token:
+            found = await auth.authenticate(conn, token)
+            if found is not None and found.tenant_id == DEMO_TENANT:
+                return DemoAccess(found.tenant_id, found.actor_id, token, created=False)
+        made = await auth.create_token(conn, DEMO_TENANT, DEMO_ACTOR, name="demo (opsc serve)")
+        await auth.grant(conn, DEMO_TENANT, DEMO_ACTOR, "admin", granted_by="opsc serve --demo")
+    _save_token(saved, made.token)
+    return DemoAccess(DEMO_TENANT, DEMO_ACTOR, made.token, created=True)
+
+
+def _read_token(path: Path) -> str | None:
+    return path.read_text().strip() if path.exists() else None
+
+
+def _save_token(path: Path, token: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling us its real address once bound (port 0 picks a free one)."""
+
+    def __init__(self, config: uvicorn.Config, on_listen: Callable[[str], None]) -> None:
+        super().__init__(config)
+        self.on_listen = on_listen
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.servers:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            self.on_listen(f"http://{f'[{host}]' if ':' in host else host}:{port}{PREFIX}")
+
+
+async def serve(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    demo: bool,
+    announce: Callable[[str, DemoAccess | None], None],
+) -> None:
+    """Serve until SIGINT/SIGTERM; uvicorn drains requests, then the lifespan stops the
+    in-process background work and the database pool closes."""
+    async with Database(database_url(settings), min_size=1, max_size=20) as db:
+        await migrations.migrate(db)
+        access = await ensure_demo(db, settings.home) if demo else None
+        config = uvicorn.Config(
+            create_app(db),
+            host=host,
+            port=port,
+            log_level=os.environ.get("OPSC_LOG_LEVEL", "warning").lower(),
+            access_log=False,
+            server_header=False,
+        )
+        await _Server(config, lambda url: announce(url, access)).serve()

@@ -1,0 +1,71 @@
+"""Read side for the API: filtered executions paged by keyset cursor, tenant statistics."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from opsconductor.db import queries
+from opsconductor.db.connection import Conn
+
+Q = queries.load("reads")
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Position after the last row of a page: (created_at, id) in descending order."""
+
+    created_at: datetime
+    id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Filters:
+    status: str | None = None
+    actor_id: str | None = None
+    since: datetime | None = None
+
+
+async def page_executions(
+    conn: Conn, tenant_id: str, filters: Filters, *, limit: int, after: Cursor | None
+) -> tuple[list[Row], Cursor | None]:
+    """One page, newest first, and the cursor of the next page (None on the last one)."""
+    cur = await conn.execute(
+        Q["page_executions"],
+        {
+            "tenant_id": tenant_id,
+            "status": filters.status,
+            "actor_id": filters.actor_id,
+            "since": filters.since,
+            "after_at": after.created_at if after else None,
+            "after_id": after.id if after else None,
+            "limit": limit + 1,  # one more tells whether another page exists
+        },
+    )
+    rows = await cur.fetchall()
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], Cursor(last["created_at"], last["id"])
+
+
+@dataclass(frozen=True)
+class Stats:
+    by_status: dict[str, int]
+    queue_waiting: int
+    queue_leased: int
+    dlq_open: int
+
+
+async def stats(conn: Conn, tenant_id: str) -> Stats:
+    params = {"tenant_id": tenant_id}
+    cur = await conn.execute(Q["counts_by_status"], params)
+    by_status = {row["status"]: int(row["n"]) for row in await cur.fetchall()}
+    cur = await conn.execute(Q["queue_depth"], params)
+    queue = await cur.fetchone() or {"waiting": 0, "leased": 0}
+    cur = await conn.execute(Q["dlq_open"], params)
+    dlq = await cur.fetchone() or {"n": 0}
+    return Stats(by_status, int(queue["waiting"]), int(queue["leased"]), int(dlq["n"]))

@@ -1,0 +1,29 @@
+-- Read side for the API: filtered, keyset-paged listings and tenant statistics.
+
+-- name: page_executions
+SELECT * FROM execution.executions
+WHERE tenant_id = %(tenant_id)s
+  AND (%(status)s::execution.execution_status IS NULL OR status = %(status)s)
+  AND (%(actor_id)s::text IS NULL OR actor_id = %(actor_id)s)
+  AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
+  AND (%(after_at)s::timestamptz IS NULL
+       OR (created_at, id) < (%(after_at)s::timestamptz, %(after_id)s::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s
+
+-- name: counts_by_status
+SELECT status::text AS status, count(*) AS n FROM execution.executions
+WHERE tenant_id = %(tenant_id)s
+GROUP BY status
+
+-- name: queue_depth
+SELECT count(*) FILTER (WHERE q.lease_token IS NULL) AS waiting,
+       count(*) FILTER (WHERE q.lease_token IS NOT NULL) AS leased
+FROM execution.execution_queue q
+JOIN execution.executions e ON e.id = q.execution_id
+WHERE e.tenant_id = %(tenant_id)s
+
+-- name: dlq_open
+SELECT count(*) AS n FROM execution.execution_dlq d
+JOIN execution.executions e ON e.id = d.execution_id
+WHERE e.tenant_id = %(tenant_id)s AND NOT d.requeued

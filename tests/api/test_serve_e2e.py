@@ -1,0 +1,127 @@
+"""End to end through a real socket: ``opsc tokens create``, ``opsc serve`` on loopback,
+HTTP calls as curl would make them, token revocation, clean stop on Ctrl-C (SIGINT)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.test_cli import opsc
+
+ROOT = Path(__file__).resolve().parents[2]
+HELLO = ROOT / "examples" / "plans" / "hello.yaml"
+
+
+def _token(result: subprocess.CompletedProcess[str]) -> tuple[str, str]:
+    assert result.returncode == 0, result.stdout + result.stderr
+    token_id = re.search(r"token id ([0-9a-f-]{36})", result.stdout)
+    token = re.search(r"^(opsc_\S+)$", result.stdout, re.MULTILINE)
+    assert token_id and token, result.stdout
+    return token_id[1], token[1]
+
+
+@pytest.fixture
+def server(cli_env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opsconductor.cli", "serve", "--port", "0"],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    url = None
+    for line in proc.stdout:  # the server prints its address once it listens
+        found = re.search(r"listening on (http://127\.0\.0\.1:\d+/api/v1)", line)
+        if found:
+            url = found[1]
+            break
+    assert url, proc.stderr.read() if proc.stderr else "no output"
+    try:
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_token_submit_poll_cancel_and_revoke_over_a_real_socket(
+    cli_env: dict[str, str], server: tuple[str, subprocess.Popen[str]]
+) -> None:
+    url, proc = server
+    env = {**cli_env, "OPSC_TENANT": "acme"}
+    token_id, token = _token(opsc(env, "tokens", "create", "alice", "--role", "operator"))
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=url, timeout=60) as http:
+        assert http.get("/executions").status_code == 401
+
+        r = http.post(
+            "/executions",
+            content=HELLO.read_bytes(),
+            headers={**auth, "Content-Type": "application/yaml", "Idempotency-Key": "e2e-1"},
+        )
+        assert r.status_code == 201, r.text
+        done = r.json()
+        assert done["status"] == "completed"
+        assert done["actor_id"] == "alice" and done["tenant_id"] == "acme"
+        again = http.post(
+            "/executions",
+            content=HELLO.read_bytes(),
+            headers={**auth, "Content-Type": "application/yaml", "Idempotency-Key": "e2e-1"},
+        )
+        assert again.status_code == 200
+        assert again.json()["id"] == done["id"]
+
+        events = http.get(f"/executions/{done['id']}/events", params={"wait": 5}, headers=auth)
+        kinds = [e["event_type"] for e in events.json()["events"]]
+        assert kinds[0] == "submitted" and "step_finished" in kinds
+
+        pending_plan = {
+            "name": "needs a human",
+            "approval_level": 1,
+            "steps": [
+                {
+                    "name": "a",
+                    "type": "command",
+                    "command": "true",
+                    "targets": {"hostnames": ["localhost"]},
+                }
+            ],
+        }
+        pending = http.post("/executions", json=pending_plan, headers=auth).json()
+        cancelled = http.post(f"/executions/{pending['id']}/cancel", headers=auth)
+        assert cancelled.status_code == 200
+        assert cancelled.json()["execution"]["status"] == "cancelled"
+
+        revoked = opsc(env, "tokens", "revoke", token_id)
+        assert revoked.returncode == 0, revoked.stderr
+        assert http.get("/executions", headers=auth).status_code == 401
+        assert http.get(url.removesuffix("/api/v1") + "/readyz").json()["status"] == "ready"
+
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopped" in out
+    assert "Traceback" not in err
+
+
+def test_local_cli_is_admin_until_roles_are_configured(cli_env: dict[str, str]) -> None:
+    first = opsc(cli_env, "run", str(HELLO))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "'tester' is now its admin" in first.stdout
+    # Once tenant roles exist, the local user's own bindings apply to opsc run too.
+    other = {**cli_env, "OPSC_ACTOR": "intern"}
+    assert opsc(other, "roles", "grant", "intern", "viewer").returncode == 0
+    denied = opsc(other, "run", str(HELLO), "--idempotency-key", "intern-1")
+    assert denied.returncode == 2
+    assert "error: actor 'intern': viewer may not submit executions" in denied.stderr
+    listed = opsc(cli_env, "roles", "list")
+    assert re.search(r"admin .*tester", listed.stdout), listed.stdout
+    assert re.search(r"viewer .*intern", listed.stdout), listed.stdout
