@@ -4,9 +4,11 @@ Prints, from one run on one PostgreSQL server (``DATABASE_URL``, else a throw-aw
 server), each system in databases of its own on that server:
 
 1. end-to-end executions/s of no-op plans through ``opsc worker`` processes (1, 2, 4);
-2. claim latency p50/p99 with idle workers, from the enqueue commit to ``started_at``;
+2. claim latency p50/p99 with idle workers, from the enqueue commit to the start of work
+   (ours: ``started_at``), for the peers too;
 3. the same job count through PgQueuer and procrastinate with no-op task functions and the
-   same numbers of worker processes, and our/peer ratios.
+   same numbers of worker processes, and our/peer ratios;
+4. as a diagnostic, ours with the step's spawn stubbed out (never compared with the peers).
 
 Method, the same for all three systems: N jobs are enqueued first (timed apart: it is not
 part of the drain figure), the worker processes are started and get ready (imports,
@@ -18,7 +20,7 @@ Our no-op plan is one ``command: "true"`` step on ``localhost``: the engine has 
 type that does nothing, so every execution spawns ``/bin/sh -c true``. The cost of that
 spawn alone is measured too, so it can be told apart from the queue's.
 
-    python bench/throughput.py [--jobs N] [--concurrency C] [--write-results]
+    python bench/throughput.py [--jobs N] [--concurrency C] [--rounds R] [--results FILE]
 """
 
 from __future__ import annotations
