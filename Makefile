@@ -35,6 +35,8 @@ $(BENCH_STAMP): $(STAMP)
 # Core figures, then the queue: our workers against PgQueuer and procrastinate (bench/RESULTS.md).
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/masking.py
+	$(BIN)/python bench/safety.py
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
 
 clean:

@@ -20,8 +20,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from opsconductor.db import auth
+from opsconductor.db import assets, auth
 from opsconductor.db.connection import Database
+from opsconductor.inventory import Asset
 from opsconductor.plan import Plan
 from opsconductor.submission import Request, submit
 from tests.plans import command_step, plan_of
@@ -69,7 +70,8 @@ class Workers:
 def workers(cli_env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
     logs = tmp_path / "worker-logs"
     logs.mkdir()
-    pool = Workers(cli_env, logs)
+    # Asset locks of a killed worker expire after 3 s instead of 30, like its queue leases.
+    pool = Workers({**cli_env, "OPSC_LOCK_TTL_S": "3"}, logs)
     yield pool
     pool.kill_all()
 
@@ -142,19 +144,21 @@ def test_sigkill_mid_step_another_worker_finishes_without_rerunning_finished_ste
     cli_env: dict[str, str], database_url: str, tmp_path: Path, workers: Workers
 ) -> None:
     safe, unsafe, rerun = tmp_path / "safe.log", tmp_path / "unsafe.log", tmp_path / "rerun"
+    add_hosts(database_url, ["node-a", "node-b"])
     resumable = submit_file(
         cli_env,
         tmp_path,
         "resumable",
         [
-            command_step("one", f"echo one >> {safe}", action_class="modify"),
+            command_step("one", f"echo one >> {safe}", action_class="modify", **on("node-a")),
             # idempotent (read): may run again; the first run hangs until the crash
             command_step(
                 "two",
                 f"echo two $$ >> {safe}; [ -f {rerun} ] || {{ touch {rerun}; sleep 60; }}",
                 timeout_s=120,
+                **on("node-a"),
             ),
-            command_step("three", f"echo three >> {safe}", action_class="modify"),
+            command_step("three", f"echo three >> {safe}", action_class="modify", **on("node-a")),
         ],
     )
     stuck = submit_file(
@@ -162,11 +166,15 @@ def test_sigkill_mid_step_another_worker_finishes_without_rerunning_finished_ste
         tmp_path,
         "not-idempotent",
         [
-            command_step("one", f"echo one >> {unsafe}", action_class="modify"),
+            command_step("one", f"echo one >> {unsafe}", action_class="modify", **on("node-b")),
             command_step(
-                "two", f"echo two $$ >> {unsafe}; sleep 60", action_class="deploy", timeout_s=120
+                "two",
+                f"echo two $$ >> {unsafe}; sleep 60",
+                action_class="deploy",
+                timeout_s=120,
+                **on("node-b"),
             ),
-            command_step("three", f"echo three >> {unsafe}", action_class="modify"),
+            command_step("three", f"echo three >> {unsafe}", action_class="modify", **on("node-b")),
         ],
     )
     first = workers.start("--concurrency", "2", *FAST_RECOVERY)
@@ -200,6 +208,22 @@ async def _submit_all(url: str, plans: list[Plan]) -> list[str]:
         return ids
 
 
+async def _add_hosts(url: str, names: list[str]) -> None:
+    async with Database(url, max_size=1) as db, db.transaction() as conn:
+        for name in names:
+            await assets.add(conn, "default", Asset(name, name, "127.0.0.1", "dev"))
+
+
+def add_hosts(url: str, names: list[str]) -> None:
+    """One asset per execution: the queue is under test here, not the per-asset locks that
+    keep two executions off one host at once."""
+    asyncio.run(_add_hosts(url, names))
+
+
+def on(host: str) -> dict[str, Any]:
+    return {"targets": {"hostnames": [host]}}
+
+
 def submit_all(url: str, plans: list[Plan]) -> list[str]:
     """Queue many plans in-process (faster than one ``opsc submit`` process each)."""
     return asyncio.run(_submit_all(url, plans))
@@ -209,13 +233,16 @@ def test_four_workers_drain_500_executions_each_exactly_once(
     cli_env: dict[str, str], database_url: str, tmp_path: Path, workers: Workers
 ) -> None:
     counter = tmp_path / "counter"
+    add_hosts(database_url, [f"n{i}" for i in range(500)])
     pool = [workers.start("--concurrency", "8") for _ in range(4)]
     ids = set(
         submit_all(
             database_url,
             [
                 plan_of(
-                    command_step("count", f'echo "{i} $OPSC_EXECUTION_ID" >> {counter}'),
+                    command_step(
+                        "count", f'echo "{i} $OPSC_EXECUTION_ID" >> {counter}', **on(f"n{i}")
+                    ),
                     name=f"no-op {i}",
                 )
                 for i in range(500)
@@ -297,6 +324,7 @@ def test_sigterm_lets_in_flight_work_finish_and_leaves_the_rest_queued(
     cli_env: dict[str, str], database_url: str, tmp_path: Path, workers: Workers
 ) -> None:
     log = tmp_path / "log"
+    add_hosts(database_url, [f"job-{i}" for i in range(4)])
     ids = submit_all(
         database_url,
         [
@@ -305,6 +333,7 @@ def test_sigterm_lets_in_flight_work_finish_and_leaves_the_rest_queued(
                     "work",
                     f"echo start {i} >> {log}; sleep 2; echo end {i} >> {log}",
                     action_class="modify",  # not idempotent: must not be cut or re-run
+                    **on(f"job-{i}"),
                 ),
                 name=f"job {i}",
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -16,12 +17,22 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from opsconductor import approval_gate, logs, progress, rbac, status_machine
+from opsconductor import (
+    approval_gate,
+    logs,
+    masking,
+    progress,
+    rbac,
+    secret_store,
+    status_machine,
+)
 from opsconductor.approvals import Decision
+from opsconductor.cancellation import request_cancel
 from opsconductor.config import Settings, load_settings
 from opsconductor.db import approvals as approval_store
 from opsconductor.db import assets as asset_store
 from opsconductor.db import auth, executions, migrations, queue, steps
+from opsconductor.db import secrets as secret_rows
 from opsconductor.db.connection import Database, database_url
 from opsconductor.engine import Engine, StepEvent
 from opsconductor.errors import BadInput, NotFound, OpsError, PermissionDenied
@@ -40,6 +51,15 @@ app = typer.Typer(
 )
 assets_app = typer.Typer(help="The inventory of assets plans can target.", no_args_is_help=True)
 app.add_typer(assets_app, name="assets")
+secrets_app = typer.Typer(
+    help="Secrets in the built-in encrypted store (write-only: values are never shown).",
+    no_args_is_help=True,
+)
+app.add_typer(secrets_app, name="secrets")
+masking_app = typer.Typer(
+    help="The tenant's own masking patterns, added to the built-in ones.", no_args_is_help=True
+)
+app.add_typer(masking_app, name="masking")
 tokens_app = typer.Typer(help="API tokens (bearer), bound to an actor.", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
 roles_app = typer.Typer(help="Roles and role bindings (RBAC).", no_args_is_help=True)
@@ -385,12 +405,14 @@ async def _run_with_progress(db: Database, settings: Settings, execution: dict[s
 
 
 async def _show(db: Database, tenant: str, execution_id: str, *, events: bool) -> None:
+    # Stored text is masked already; the display masks again (tenant patterns added since).
+    mask = (await secret_store.tenant_masker(db, tenant)).mask
     async with db.connection() as conn:
         execution = await executions.get(conn, tenant, execution_id)
         step_rows = await steps.list_for(conn, execution["id"])
         history = await executions.events(conn, execution["id"]) if events else []
         decisions = await approval_store.history(conn, execution["id"]) if events else []
-    reason = f" — {execution['status_reason']}" if execution["status_reason"] else ""
+    reason = f" — {mask(execution['status_reason'])}" if execution["status_reason"] else ""
     out.print(
         f"[bold]{execution['plan_name']}[/bold]  {execution['id']}  "
         f"{_styled(execution['status'])}{reason}",
@@ -402,6 +424,17 @@ async def _show(db: Database, tenant: str, execution_id: str, *, events: bool) -
         f"created {execution['created_at']:%Y-%m-%d %H:%M:%S}",
         highlight=False,
     )
+    if execution["cancelled_by"]:
+        out.print(
+            f"cancelled by {execution['cancelled_by']} at {execution['cancelled_at']:%H:%M:%S}",
+            highlight=False,
+        )
+    elif execution.get("cancel_requested_by"):
+        out.print(
+            f"cancel requested by {execution['cancel_requested_by']} at "
+            f"{execution['cancel_requested_at']:%H:%M:%S}",
+            highlight=False,
+        )
     table = Table("#", "step", "target", "try", "status", "exit", "time", "output / error")
     for row in step_rows:
         took = ""
@@ -416,7 +449,7 @@ async def _show(db: Database, tenant: str, execution_id: str, *, events: bool) -
             _styled(row["status"]),
             "" if row["exit_code"] is None else str(row["exit_code"]),
             took,
-            text[-200:],
+            mask(text)[-200:],
         )
     out.print(table)
     if decisions:
@@ -434,7 +467,7 @@ async def _show(db: Database, tenant: str, execution_id: str, *, events: bool) -
                 _styled(a["state"]),
                 a["plan_hash"][:16] + "…",
                 a["requested_by"],
-                votes,
+                mask(votes),
                 f"{a['expires_at']:%H:%M:%S}",
             )
         out.print(approvals_table)
@@ -448,7 +481,7 @@ async def _show(db: Database, tenant: str, execution_id: str, *, events: bool) -
                 ev["event_type"],
                 change,
                 ev["actor_id"],
-                json.dumps(ev["payload"], default=str)[:120],
+                mask(json.dumps(ev["payload"], default=str))[:120],
             )
         out.print(history_table)
 
@@ -686,6 +719,68 @@ def assets_remove(asset_id: str) -> None:
 
 
 @app.command()
+def cancel(
+    execution_id: Annotated[str, typer.Argument(help="Execution id or a 6+ char prefix")],
+) -> None:
+    """Cancel an execution: at once if it has not started, else its engine stops it (< 1 s)."""
+
+    async def work(settings: Settings) -> str:
+        async with _database(settings) as db:
+            outcome = await request_cancel(db, settings.tenant, execution_id, settings.actor)
+        return {
+            "cancelled": f"execution {outcome.execution_id} cancelled before it ran",
+            "requested": f"cancel requested: execution {outcome.execution_id} is stopping",
+            "already_requested": f"cancel already requested for {outcome.execution_id}",
+        }[outcome.result]
+
+    out.print(_exec(work), highlight=False)
+
+
+def _read_secret_value(path: str) -> str:
+    """From stdin when piped (never from argv: that shows in ``ps`` and shell history)."""
+    if not sys.stdin.isatty():
+        value = sys.stdin.read()
+        return value[:-1] if value.endswith("\n") else value
+    prompted: str = typer.prompt(f"value for {path}", hide_input=True, confirmation_prompt=True)
+    return prompted
+
+
+@secrets_app.command("set")
+def secrets_set(
+    path: Annotated[str, typer.Argument(help="e.g. kv/web/deploy-token")],
+) -> None:
+    """Store a secret (value from stdin, or a hidden prompt); plans use {secret: PATH}."""
+    value = _read_secret_value(path)
+
+    async def work(settings: Settings) -> bool:
+        async with _database(settings) as db:
+            async with db.connection() as conn:
+                await asset_store.ensure_tenant(conn, settings.tenant)
+            return await secret_store.put(
+                db, settings.home, settings.tenant, path, value, settings.actor
+            )
+
+    created = _exec(work)
+    out.print(f"{'stored' if created else 'replaced'} secret {path}", highlight=False)
+
+
+@secrets_app.command("list")
+def secrets_list() -> None:
+    """Paths of the stored secrets (never their values)."""
+
+    async def work(settings: Settings) -> list[dict[str, Any]]:
+        async with _database(settings) as db, db.connection() as conn:
+            return await secret_rows.list_all(conn, settings.tenant)
+
+    table = Table("path", "key id", "updated", "by")
+    for row in _exec(work):
+        table.add_row(
+            row["path"], row["key_id"], f"{row['updated_at']:%Y-%m-%d %H:%M:%S}", row["updated_by"]
+        )
+    out.print(table)
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="0 picks a free port")] = 8080,
@@ -785,6 +880,77 @@ def tokens_list() -> None:
             revoked,
         )
     out.print(table)
+
+
+@secrets_app.command("delete")
+def secrets_delete(path: str) -> None:
+    """Delete a stored secret."""
+
+    async def work(settings: Settings) -> bool:
+        async with _database(settings) as db:
+            return await secret_store.delete(db, settings.tenant, path)
+
+    if not _exec(work):
+        err.print(f"[red]error:[/red] secret {path!r} not found", highlight=False)
+        raise typer.Exit(2)
+    out.print(f"deleted secret {path}", highlight=False)
+
+
+@secrets_app.command("rotate-key")
+def secrets_rotate_key() -> None:
+    """Re-seal every stored secret under a new master key ($OPSC_HOME/secret.key)."""
+
+    async def work(settings: Settings) -> int:
+        async with _database(settings) as db:
+            return await secret_store.rotate_key(db, settings.home)
+
+    count = _exec(work)
+    out.print(f"new key in place; {count} secret(s) re-sealed")
+
+
+@masking_app.command("add")
+def masking_add(
+    name: Annotated[str, typer.Argument(help="e.g. ticket-id")],
+    pattern: Annotated[str, typer.Argument(help="Python regular expression")],
+) -> None:
+    """Mask every match of PATTERN in this tenant's output, events and logs."""
+
+    async def work(settings: Settings) -> None:
+        masking.validate_pattern(pattern)
+        async with _database(settings) as db, db.connection() as conn:
+            await asset_store.ensure_tenant(conn, settings.tenant)
+            await secret_rows.put_pattern(conn, settings.tenant, name, pattern, settings.actor)
+
+    _exec(work)
+    out.print(f"masking pattern {name} saved", highlight=False)
+
+
+@masking_app.command("list")
+def masking_list() -> None:
+    """The tenant's masking patterns."""
+
+    async def work(settings: Settings) -> list[dict[str, Any]]:
+        async with _database(settings) as db, db.connection() as conn:
+            return await secret_rows.patterns(conn, settings.tenant)
+
+    table = Table("name", "pattern", "by")
+    for row in _exec(work):
+        table.add_row(row["name"], row["pattern"], row["created_by"])
+    out.print(table)
+
+
+@masking_app.command("remove")
+def masking_remove(name: str) -> None:
+    """Remove one of the tenant's masking patterns."""
+
+    async def work(settings: Settings) -> bool:
+        async with _database(settings) as db, db.connection() as conn:
+            return await secret_rows.delete_pattern(conn, settings.tenant, name)
+
+    if not _exec(work):
+        err.print(f"[red]error:[/red] masking pattern {name!r} not found", highlight=False)
+        raise typer.Exit(2)
+    out.print(f"removed masking pattern {name}", highlight=False)
 
 
 @roles_app.command("list")

@@ -7,21 +7,42 @@ for queued executions (background).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opsconductor import approval_gate, policies, rbac, validation
+import structlog
+
+from opsconductor import approval_gate, logs, policies, rbac, validation
+from opsconductor.cancellation import CancelWatcher
+from opsconductor.config import load_settings
 from opsconductor.connectors.local import run_command
 from opsconductor.db import assets, executions, queue, steps
+from opsconductor.db import secrets as secret_rows
 from opsconductor.db.connection import Conn, Database
+from opsconductor.errors import SecretError
 from opsconductor.inventory import Asset
+from opsconductor.locking import AssetLocked, LeaseHold, LockSettings, LockWaitAborted, owner_tag
+from opsconductor.masking import Masker
 from opsconductor.output import cap_text
-from opsconductor.plan import CommandStep, Plan, ValidateStep, parse_plan
+from opsconductor.plan import (
+    CommandStep,
+    Plan,
+    SecretRef,
+    StrOrSecret,
+    ValidateStep,
+    parse_plan,
+    secret_refs,
+)
+from opsconductor.secret_store import SecretResolver
 from opsconductor.status_machine import Status
+
+log = structlog.get_logger("opsconductor.engine")
 
 #: How many targets of one step run at once.
 DEFAULT_TARGET_CONCURRENCY = 10
@@ -53,6 +74,16 @@ class _Run:
     matrix: policies.PolicyMatrix
     deadline_hit: bool = False
     results: dict[int, dict[str, str]] = field(default_factory=dict)
+    #: the execution's masker, swapped for a richer one as secrets are resolved
+    cell: logs.MaskerCell = field(default_factory=logs.MaskerCell)
+    #: set to stop all running work: cancel request, execution timeout, lost lock
+    abort: asyncio.Event = field(default_factory=asyncio.Event)
+    abort_kind: str | None = None
+    cancelled_by: str | None = None
+    #: why a step failed as a whole (asset_locked, missing secret), for the verdict
+    step_failure: str | None = None
+    #: resolved secret values by path, per step, only while the step runs
+    secrets: dict[int, dict[str, str]] = field(default_factory=dict)
     #: background work holds a queue lease; its end is recorded only while the lease holds
     lease: queue.Lease | None = None
     #: where a resumed execution picks up, by (step index, asset id); empty on a fresh run
@@ -68,6 +99,31 @@ class _Run:
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
+
+    @property
+    def masker(self) -> Masker:
+        return self.cell.masker
+
+    def abort_with(self, kind: str, actor: str | None = None) -> None:
+        if self.abort.is_set():
+            return  # the first reason wins
+        self.abort_kind, self.cancelled_by = kind, actor
+        if kind == "timeout":
+            self.deadline_hit = True
+        self.abort.set()
+
+    @property
+    def abort_status(self) -> str:
+        """Status of an attempt stopped by the abort."""
+        return "timeout" if self.abort_kind == "timeout" else "cancelled"
+
+    @property
+    def abort_message(self) -> str:
+        if self.abort_kind == "cancelled":
+            return f"cancelled by {self.cancelled_by}"
+        if self.abort_kind == "timeout":
+            return "execution timeout reached"
+        return f"aborted: {self.abort_kind}"
 
 
 @dataclass(frozen=True)
@@ -118,6 +174,8 @@ class Engine:
         observer: Observer | None = None,
         target_concurrency: int = DEFAULT_TARGET_CONCURRENCY,
         authorize: rbac.StepAuthorizer | None = None,
+        secrets: SecretResolver | None = None,
+        lock_settings: LockSettings | None = None,
         policy_ttl_s: float = 0.0,
     ) -> None:
         self.db = db
@@ -131,6 +189,9 @@ class Engine:
         self.policy_ttl_s = policy_ttl_s
         self._matrix: policies.PolicyMatrix | None = None
         self._matrix_until = 0.0
+        self._secrets = secrets
+        self.lock_settings = lock_settings or LockSettings.from_env()
+        logs.ensure_configured()  # every log line must pass the masking processor
 
     async def run(
         self, tenant_id: str, execution_id: uuid.UUID, *, lease: queue.Lease | None = None
@@ -163,15 +224,23 @@ class Engine:
             await self._begin(run, current)
         if missing and verdict is None:
             verdict = Status.FAILED, _missing_reason(missing)
-        try:
-            final, reason = verdict or await self._run_steps(run)
-        except asyncio.CancelledError:
-            if lease is None:
-                await asyncio.shield(self._finish(run, Status.CANCELLED, INTERRUPTED))
-            # With a lease the worker is handing the execution back (or lost it): it stays
-            # running, and its next owner resumes it from the step records.
-            raise
-        await self._finish(run, final, reason)
+        with logs.masking_with(run.cell):
+            if verdict is not None:
+                await self._finish(run, *verdict)
+                return verdict[0]
+            watcher = self._watcher(run)
+            watcher.start()
+            try:
+                final, reason = await self._run_locked(run)
+            except asyncio.CancelledError:
+                if lease is None:
+                    await asyncio.shield(self._finish(run, Status.CANCELLED, INTERRUPTED))
+                # With a lease the worker is handing the execution back (or lost it): it
+                # stays running, and its next owner resumes it from the step records.
+                raise
+            finally:
+                await watcher.stop()
+            await self._finish(run, final, reason)
         return final
 
     async def _begin(self, run: _Run, current: Status) -> None:
@@ -186,6 +255,7 @@ class Engine:
                 actor_id=self.actor_id,
                 timeout_at=datetime.now(UTC) + timedelta(seconds=timeout_s),
                 worker_id=self.worker_id,
+                masker=run.masker,
             )
 
     async def _load(self, execution: dict[str, Any]) -> tuple[_Run, set[str]]:
@@ -195,11 +265,14 @@ class Engine:
         async with self.db.connection() as conn:
             matrix = await self._policies(conn)
             found = await assets.by_ids(conn, tenant_id, wanted)
+            patterns = await secret_rows.patterns(conn, tenant_id)
         plan = parse_plan(snapshot["plan"])
         targets = [
             [found[a] for a in step_targets if a in found] for step_targets in snapshot["targets"]
         ]
-        return _Run(execution, plan, targets, deadline=0.0, matrix=matrix), wanted - set(found)
+        run = _Run(execution, plan, targets, deadline=0.0, matrix=matrix)
+        run.cell.masker = Masker(patterns={p["name"]: p["pattern"] for p in patterns})
+        return run, wanted - set(found)
 
     async def _policies(self, conn: Conn) -> policies.PolicyMatrix:
         """The policy matrix; a worker keeps it ``policy_ttl_s`` seconds instead of reading
@@ -215,6 +288,8 @@ class Engine:
         return matrix
 
     async def _finish(self, run: _Run, final: Status, reason: str | None) -> None:
+        # A cancelled execution records who asked (cancelled_by) as the actor of its end.
+        actor = run.cancelled_by if final is Status.CANCELLED and run.cancelled_by else None
         async with self.db.transaction() as conn:
             if run.lease is not None:
                 # First, so a lost lease rolls the whole ending back: the new owner's
@@ -222,18 +297,165 @@ class Engine:
                 await queue.complete(conn, run.lease)
             await steps.skip_pending(conn, run.id)
             await executions.transition(
-                conn, run.id, Status.RUNNING, final, actor_id=self.actor_id, reason=reason
+                conn,
+                run.id,
+                Status.RUNNING,
+                final,
+                actor_id=actor or self.actor_id,
+                reason=reason,
+                masker=run.masker,
             )
 
     async def _run_steps(self, run: _Run) -> tuple[Status, str | None]:
         for index in range(len(run.plan.steps)):
             run.results[index] = await self._run_step(run, index)
+            if run.abort.is_set():
+                return self._abort_verdict(run, index)
             bad = {a: s for a, s in run.results[index].items() if s != "completed"}
             if bad:
                 return self._verdict(run, index, bad)
         return Status.COMPLETED, None
 
+    # -- safety hooks: cancellation, timeouts, locks, secrets (issue 6) -----------------
+
+    def _watcher(self, run: _Run) -> CancelWatcher:
+        """Sees a cancel request within a second, and the execution deadline, while it runs."""
+        return CancelWatcher(
+            self.db,
+            run.id,
+            deadline=lambda: run.deadline,
+            on_cancel=lambda actor: run.abort_with("cancelled", actor),
+            on_deadline=lambda: run.abort_with("timeout"),
+        )
+
+    def _abort_verdict(self, run: _Run, index: int) -> tuple[Status, str]:
+        step = run.plan.steps[index].name
+        if run.abort_kind == "cancelled":
+            return Status.CANCELLED, f"cancelled by {run.cancelled_by} during step {step!r}"
+        if run.abort_kind == "timeout":
+            return Status.TIMEOUT, f"execution timeout reached during step {step!r}"
+        return Status.FAILED, f"{run.step_failure or run.abort_kind} during step {step!r}"
+
+    async def _run_locked(self, run: _Run) -> tuple[Status, str | None]:
+        """``lock: execution`` holds every target of every step for the whole run."""
+        if run.plan.lock != "execution":
+            return await self._run_steps(run)
+        wanted = [
+            a.asset_id
+            for step, targets in zip(run.plan.steps, run.targets, strict=True)
+            if not isinstance(step, ValidateStep)
+            for a in targets
+        ]
+        try:
+            async with self._lease(run, wanted):
+                return await self._run_steps(run)
+        except AssetLocked as exc:
+            return Status.FAILED, str(exc)
+        except LockWaitAborted:
+            return self._abort_verdict(run, 0)
+
+    def _lease(self, run: _Run, asset_ids: list[str]) -> LeaseHold:
+        def lost(assets_lost: set[str]) -> None:
+            run.step_failure = f"lock_lost: lease on {', '.join(sorted(assets_lost))} taken over"
+            run.abort_with("lock_lost")
+
+        return LeaseHold(
+            self.db,
+            run.tenant_id,
+            asset_ids,
+            owner=owner_tag(run.id, self.worker_id),
+            execution_id=run.id,
+            settings=self.lock_settings,
+            abort=run.abort,
+            on_lost=lost,
+        )
+
+    def _step_lease(self, run: _Run, index: int) -> AbstractAsyncContextManager[Any]:
+        step = run.plan.steps[index]
+        if run.plan.lock == "execution" or isinstance(step, ValidateStep):
+            return contextlib.nullcontext()  # held already, or touches no asset
+        return self._lease(run, [a.asset_id for a in run.targets[index]])
+
+    def _resolver(self) -> SecretResolver:
+        if self._secrets is None:
+            self._secrets = SecretResolver(self.db, load_settings().home)
+        return self._secrets
+
+    async def _resolve_secrets(self, run: _Run, index: int) -> str | None:
+        """Fetch the step's secrets just in time; None, or why the step cannot run."""
+        step = run.plan.steps[index]
+        paths = list(dict.fromkeys(ref.secret for ref in secret_refs(step)))
+        values: dict[str, str] = {}
+        for path in paths:
+            try:
+                resolved = await self._resolver().resolve(run.tenant_id, path)
+            except SecretError as exc:
+                await self._secret_event(run, index, "secret_unresolved", path, error=str(exc))
+                return str(exc)
+            values[path] = resolved.value
+            # Mask the value before anything can print it, then audit the access.
+            run.cell.masker = run.masker.with_secrets([resolved.value])
+            await self._secret_event(run, index, "secret_resolved", path, backend=resolved.backend)
+        run.secrets[index] = values
+        return None
+
+    async def _secret_event(
+        self, run: _Run, index: int, event: str, path: str, **extra: str
+    ) -> None:
+        async with self.db.connection() as conn:
+            await executions.append_event(
+                conn,
+                run.execution,
+                event,
+                self.actor_id,
+                {
+                    "step_index": index,
+                    "step": run.plan.steps[index].name,
+                    "path": path,
+                    "on_behalf_of": str(run.execution["actor_id"]),
+                    **extra,
+                },
+                masker=run.masker,
+            )
+
+    def _secret_value(self, run: _Run, index: int, value: StrOrSecret) -> str:
+        """A step field's value: literal, or the secret resolved for this step."""
+        return run.secrets[index][value.secret] if isinstance(value, SecretRef) else value
+
+    async def _fail_step(self, run: _Run, index: int, message: str) -> dict[str, str]:
+        """Record the step as failed on every target without running anything."""
+        run.step_failure = message
+        for asset in run.targets[index]:
+            attempt_id = await self._start(run, index, asset, 1)
+            await self._record(
+                run, index, asset, 1, attempt_id, _Attempt("failed", error=message), True
+            )
+        return {a.asset_id: "failed" for a in run.targets[index]}
+
+    async def _pause(self, run: _Run, seconds: float) -> None:
+        """Sleep between retries, but not past an abort."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run.abort.wait(), max(0.0, seconds))
+
+    # -- steps and targets ----------------------------------------------------------------
+
     async def _run_step(self, run: _Run, index: int) -> dict[str, str]:
+        """Take the step's asset locks, resolve its secrets, run its targets; always let go."""
+        try:
+            async with self._step_lease(run, index):
+                problem = await self._resolve_secrets(run, index)
+                if problem is not None:
+                    return await self._fail_step(run, index, problem)
+                try:
+                    return await self._run_targets(run, index)
+                finally:
+                    run.secrets.pop(index, None)  # values live only while the step runs
+        except AssetLocked as exc:
+            return await self._fail_step(run, index, str(exc))
+        except LockWaitAborted:
+            return {a.asset_id: run.abort_status for a in run.targets[index]}
+
+    async def _run_targets(self, run: _Run, index: int) -> dict[str, str]:
         """All targets of one step, at most ``target_slots`` at once; outcome by asset id."""
         targets = run.targets[index]
         slots = asyncio.Semaphore(self.target_slots)
@@ -250,6 +472,8 @@ class Engine:
         where = ", ".join(f"{asset} ({status})" for asset, status in sorted(bad.items()))
         if run.deadline_hit:
             return Status.TIMEOUT, f"execution timeout reached during step {step.name!r}"
+        if run.step_failure is not None:
+            return Status.FAILED, f"step {step.name!r}: {run.step_failure}"
         if len(bad) < len(run.results[index]):
             return Status.PARTIAL, f"step {step.name!r} failed on {where}"
         if all(status == "timeout" for status in bad.values()):
@@ -269,14 +493,18 @@ class Engine:
             if run.remaining() <= 0:
                 run.deadline_hit = True
                 return "timeout"
+            if run.abort.is_set():
+                return run.abort_status
             attempt_id = await self._start(run, index, asset, attempt)
             result = await self._execute(run, index, step, asset)
             status = result.status
-            final = status == "completed" or attempt >= last or run.deadline_hit
+            final = (
+                status == "completed" or attempt >= last or run.deadline_hit or run.abort.is_set()
+            )
             await self._record(run, index, asset, attempt, attempt_id, result, final)
             if final:
                 break
-            await asyncio.sleep(min(policies.backoff_s(attempt - 1), max(0.0, run.remaining())))
+            await self._pause(run, min(policies.backoff_s(attempt - 1), run.remaining()))
         return status
 
     async def _denied(self, run: _Run, index: int, asset: Asset) -> bool:
@@ -338,8 +566,17 @@ class Engine:
         assert isinstance(step, CommandStep)
         limit = policies.step_timeout(step, run.execution["sla_class"], run.matrix)
         budget = min(limit, run.remaining())
-        env = {**_target_env(run, index, asset), **step.env}
-        result = await run_command(step.command, timeout_s=budget, env=env, cwd=step.cwd)
+        env = {
+            **_target_env(run, index, asset),
+            **{k: self._secret_value(run, index, v) for k, v in step.env.items()},
+        }
+        result = await run_command(
+            step.command, timeout_s=budget, env=env, cwd=step.cwd, cancel=run.abort
+        )
+        if result.cancelled:
+            return _Attempt(
+                run.abort_status, result.exit_code, result.stdout, result.stderr, run.abort_message
+            )
         if result.timed_out:
             if budget < limit:
                 run.deadline_hit = True
@@ -400,6 +637,7 @@ class Engine:
                     "target": asset.asset_id,
                     "attempt": attempt,
                 },
+                masker=run.masker,
             )
         self.observer(StepEvent(index, step.name, asset.asset_id, "running", attempt))
         return attempt_id
@@ -424,6 +662,7 @@ class Engine:
                 output=result.output,
                 stderr=result.stderr,
                 error=result.error,
+                masker=run.masker,
             )
             await executions.append_event(
                 conn,
@@ -439,9 +678,24 @@ class Engine:
                     "exit_code": result.exit_code,
                     "error": result.error,
                 },
+                masker=run.masker,
             )
+        # Logged raw: the masking processor is the sink that masks it (see logs.py).
+        log.info(
+            "step_finished",
+            execution_id=str(run.id),
+            step=step.name,
+            target=asset.asset_id,
+            attempt=attempt,
+            status=result.status,
+            exit_code=result.exit_code,
+            error=result.error,
+            stdout_tail=result.output[-500:],
+            stderr_tail=result.stderr[-500:],
+        )
+        detail = None if result.error is None else run.masker.mask(result.error)
         self.observer(
-            StepEvent(index, step.name, asset.asset_id, result.status, attempt, result.error, final)
+            StepEvent(index, step.name, asset.asset_id, result.status, attempt, detail, final)
         )
 
     # --- Resuming after a crash (background work only) ------------------------------------

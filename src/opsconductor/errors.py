@@ -62,5 +62,9 @@ class Conflict(OpsError):
     """The request contradicts the current state, e.g. cancelling a finished execution."""
 
 
+class SecretError(OpsError):
+    """A secret could not be resolved, stored or decrypted; the message names the path."""
+
+
 class LeaseLost(OpsError):
     """A worker's lease on a queued execution expired or was taken over; its writes are refused."""

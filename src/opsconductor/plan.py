@@ -58,16 +58,31 @@ class _StepBase(_Strict):
         return self.idempotent if self.idempotent is not None else self.action_class == "read"
 
 
+class SecretRef(_Strict):
+    """``{secret: "path"}``: a value fetched just in time by the worker, never stored.
+
+    The plan, its snapshot and its hash hold the reference only. Paths: ``kv/web/token``
+    (the built-in encrypted store), ``env:NAME`` (the worker's environment),
+    ``vault:mount/path#field`` (HashiCorp Vault KV v2; ``#field`` defaults to ``value``).
+    """
+
+    secret: str = Field(min_length=1, max_length=500, pattern=r"^\S+$")
+
+
+#: A field that may hold a literal or a secret reference.
+StrOrSecret = str | SecretRef
+
+
 class CommandStep(_StepBase):
     type: Literal["command"]
     targets: Targets
     command: str = Field(min_length=1)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, StrOrSecret] = Field(default_factory=dict)
     cwd: str | None = None
 
     @field_validator("env")
     @classmethod
-    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+    def _env_names(cls, env: dict[str, StrOrSecret]) -> dict[str, StrOrSecret]:
         for key in env:
             if not _ENV_NAME.match(key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
@@ -122,6 +137,8 @@ class Plan(_Strict):
     approval_level: int = Field(default=0, ge=0, le=3)
     priority: int = Field(default=5, ge=1, le=10)
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 86_400)
+    #: asset locks held per step (default) or for the whole execution
+    lock: Literal["step", "execution"] = "step"
     steps: list[Step] = Field(min_length=1, max_length=500)
 
     _int_is_fine = field_validator("timeout_s", mode="before")(_StepBase._int_is_fine.__func__)  # type: ignore[attr-defined]
@@ -141,6 +158,8 @@ class Plan(_Strict):
 
 
 _STEP_TAGS = ("command", "validate")
+
+_VALUE_UNION_TAGS = ("str", "SecretRef")
 
 _TYPE_NAMES = {
     "string_type": "a string",
@@ -162,6 +181,8 @@ def _format_location(loc: tuple[str | int, ...]) -> str:
             out += f"[{part}]"
         elif part in _STEP_TAGS and i > 0 and isinstance(loc[i - 1], int):
             continue  # pydantic's union tag (steps[0].command.timeout_s) adds nothing
+        elif part in _VALUE_UNION_TAGS:
+            continue  # env.TOKEN.SecretRef.secret: the member name adds nothing either
         else:
             out += f".{part}" if out else str(part)
     return out or "plan"
@@ -226,6 +247,19 @@ def load_plan_file(path: Path) -> Plan:
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError(f"{path}: cannot read: {exc}") from None
     return load_plan_text(text, str(path))
+
+
+def secret_refs(value: Any) -> list[SecretRef]:
+    """Every secret reference inside a step (or any part of a plan), in field order."""
+    if isinstance(value, SecretRef):
+        return [value]
+    if isinstance(value, BaseModel):
+        return [r for name in type(value).model_fields for r in secret_refs(getattr(value, name))]
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in secret_refs(v)]
+    if isinstance(value, list | tuple):
+        return [r for v in value for r in secret_refs(v)]
+    return []
 
 
 def plan_document(plan: Plan) -> dict[str, Any]:

@@ -32,6 +32,7 @@ RESOURCES: Mapping[str, frozenset[str]] = {
     "steps": frozenset({"read", "modify", "deploy"}),
     "assets": frozenset({"view", "manage"}),
     "access": frozenset({"manage"}),
+    "secrets": frozenset({"manage"}),
 }
 
 ANY = "*"

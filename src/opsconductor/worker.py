@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from opsconductor import status_machine
+from opsconductor import locking, status_machine
 from opsconductor.db import auth, executions, queue
 from opsconductor.db.connection import Database
 from opsconductor.db.queue import Lease
@@ -229,6 +229,8 @@ class Worker:
                 reaped = await queue.reap(self.db, self.actor_id)
                 if reaped and (reaped.requeued or reaped.dead_lettered):
                     log.info("reaped expired leases", worker_id=self.worker_id, **vars(reaped))
+                if reaped is not None:  # this worker is the reaper of this round
+                    await locking.reap(self.db, self.actor_id)
             except DatabaseError as exc:
                 log.warning("reaper failed", worker_id=self.worker_id, error=str(exc))
             await asyncio.sleep(self.options.reap_every_s)

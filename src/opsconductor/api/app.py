@@ -17,6 +17,7 @@ from opsconductor.api import (
     routes_access,
     routes_assets,
     routes_executions,
+    routes_secrets,
     routes_system,
 )
 from opsconductor.api.inputs import clean_parameters
@@ -106,6 +107,7 @@ def create_app(db: Database, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI
         routes_executions.router,
         routes_assets.router,
         routes_access.router,
+        routes_secrets.router,
         routes_system.router,
     ):
         app.include_router(router, prefix=PREFIX)

@@ -20,11 +20,12 @@ from opsconductor.api import models
 from opsconductor.api.auth import Caller, database, require
 from opsconductor.api.inputs import CleanInput, check_text
 from opsconductor.approvals import Decision
+from opsconductor.cancellation import request_cancel
 from opsconductor.db import auth, executions, reads, steps
 from opsconductor.db.connection import Conn, Database
 from opsconductor.db.notify import EventHub
 from opsconductor.engine import Engine
-from opsconductor.errors import BadInput, Conflict, StaleStatus
+from opsconductor.errors import BadInput
 from opsconductor.inventory import Asset
 from opsconductor.plan import Plan, load_plan_text, parse_plan
 from opsconductor.status_machine import Status, is_terminal
@@ -240,38 +241,17 @@ async def cancel_execution(
     who: Annotated[Caller, Depends(require("executions", "cancel"))],
 ) -> models.CancelResult:
     """Waiting executions (pending approval, approved, queued) are cancelled and never run.
-    A running one gets a ``cancel_requested`` event: stopping running work cooperatively is
-    the cancellation feature's job (SPEC 6.5)."""
-    outcome: Literal["cancelled", "requested"]
-    for _ in range(5):  # each pass either finishes or lost a race to a status change
-        async with db.transaction() as conn:
-            execution = await executions.get(conn, who.tenant_id, execution_id)
-            current = Status(execution["status"])
-            if is_terminal(current):
-                raise Conflict(f"execution {execution['id']} already ended: {current}")
-            if current == Status.RUNNING:
-                await executions.append_event(
-                    conn, execution, "cancel_requested", who.actor_id, {"by": who.actor_id}
-                )
-                outcome = "requested"
-            else:
-                try:
-                    await executions.transition(
-                        conn,
-                        execution["id"],
-                        current,
-                        Status.CANCELLED,
-                        actor_id=who.actor_id,
-                        reason=f"cancelled by {who.actor_id}",
-                    )
-                except StaleStatus:
-                    continue
-                await steps.skip_pending(conn, execution["id"])
-                outcome = "cancelled"
-            fresh = await executions.get(conn, who.tenant_id, str(execution["id"]))
-        response.status_code = 202 if outcome == "requested" else 200
-        return models.CancelResult(execution=models.Execution.from_row(fresh), outcome=outcome)
-    raise StaleStatus(f"execution {execution_id} kept changing status; try again")
+    A running one gets a cancel request (``202``): its engine sees it within a second,
+    stops the running commands (SIGTERM, then SIGKILL of the process group), releases its
+    locks and ends ``cancelled`` with ``cancelled_by``/``cancelled_at`` (SPEC 6.5)."""
+    done = await request_cancel(db, who.tenant_id, execution_id, who.actor_id)
+    outcome: Literal["cancelled", "requested"] = (
+        "cancelled" if done.result == "cancelled" else "requested"
+    )
+    async with db.connection() as conn:
+        fresh = await executions.get(conn, who.tenant_id, str(done.execution_id))
+    response.status_code = 202 if outcome == "requested" else 200
+    return models.CancelResult(execution=models.Execution.from_row(fresh), outcome=outcome)
 
 
 class ApproveBody(CleanInput):

@@ -9,7 +9,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from opsconductor import status_machine
+from opsconductor import masking, status_machine
 from opsconductor.db import approvals, queries, steps
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import BadInput, NotFound, StaleStatus
@@ -159,8 +159,15 @@ async def _enqueue(conn: Conn, new: NewExecution, row: Row) -> None:
 
 
 async def append_event(
-    conn: Conn, execution: Row, event_type: str, actor_id: str, payload: dict[str, Any]
+    conn: Conn,
+    execution: Row,
+    event_type: str,
+    actor_id: str,
+    payload: dict[str, Any],
+    *,
+    masker: masking.Masker = masking.DEFAULT,
 ) -> int:
+    """Append to the audit trail; the payload is masked here, at the sink."""
     cur = await conn.execute(
         Q["insert_event"],
         {
@@ -169,7 +176,7 @@ async def append_event(
             "event_type": event_type,
             "to_status": None,
             "actor_id": actor_id,
-            "payload": Jsonb(payload),
+            "payload": Jsonb(masker.mask_data(payload)),
         },
     )
     row = await cur.fetchone()
@@ -188,10 +195,14 @@ async def transition(
     payload: dict[str, Any] | None = None,
     timeout_at: datetime | None = None,
     worker_id: str | None = None,
+    masker: masking.Masker = masking.DEFAULT,
 ) -> int:
     """Compare-and-set ``current -> target``; returns the event id. Of two concurrent
-    writers from the same status exactly one wins, the other gets ``StaleStatus``."""
+    writers from the same status exactly one wins, the other gets ``StaleStatus``.
+    The reason and payload are masked here, at the sink."""
     status_machine.check(current, target)
+    reason = None if reason is None else masker.mask(reason)
+    payload = masker.mask_data(payload) if payload else payload
     cur = await conn.execute(
         Q["transition"],
         {

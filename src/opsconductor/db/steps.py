@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from opsconductor import masking
 from opsconductor.db import queries
 from opsconductor.db.connection import Conn
+from opsconductor.output import cap_text
 
 Q = queries.load("steps")
 Row = dict[str, Any]
@@ -72,16 +74,19 @@ async def finish_attempt(
     output: str,
     stderr: str,
     error: str | None,
+    masker: masking.Masker = masking.DEFAULT,
 ) -> None:
+    """Store an attempt's result, masked here at the sink (a mask may lengthen a text, so it
+    is capped again)."""
     await conn.execute(
         Q["finish_attempt"],
         {
             "id": attempt_id,
             "status": status,
             "exit_code": exit_code,
-            "output": output,
-            "stderr": stderr,
-            "error": error,
+            "output": cap_text(masker.mask_seams(masker.mask(output))),
+            "stderr": cap_text(masker.mask_seams(masker.mask(stderr))),
+            "error": None if error is None else cap_text(masker.mask(error)),
         },
     )
 

@@ -1,0 +1,195 @@
+"""The per-asset mutex (SPEC 6.2): lease locks taken in sorted order, waited for up to a
+bound, kept alive by a heartbeat, released on every exit path, reaped when their holder dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import structlog
+
+from opsconductor.db import executions, locks
+from opsconductor.db.connection import Database
+from opsconductor.errors import OpsError
+
+log = structlog.get_logger("opsconductor.locking")
+
+
+class AssetLocked(OpsError):
+    """Another execution held an asset for longer than we may wait."""
+
+    reason = "asset_locked"
+
+
+class LockWaitAborted(OpsError):
+    """The execution was cancelled or timed out while waiting for a lock."""
+
+
+@dataclass(frozen=True)
+class LockSettings:
+    #: lease length; a holder that stops heart-beating loses the lock this long after
+    ttl_s: float = 30.0
+    #: how long a step waits for a held asset before it fails with ``asset_locked``
+    wait_s: float = 30.0
+    #: how often a waiter tries again
+    poll_s: float = 0.1
+
+    @classmethod
+    def from_env(cls) -> LockSettings:
+        return cls(
+            ttl_s=float(os.environ.get("OPSC_LOCK_TTL_S", cls.ttl_s)),
+            wait_s=float(os.environ.get("OPSC_LOCK_WAIT_S", cls.wait_s)),
+        )
+
+    @property
+    def heartbeat_s(self) -> float:
+        return self.ttl_s / 3
+
+
+def owner_tag(execution_id: uuid.UUID, worker_id: str | None) -> str:
+    """``execution:worker``: which execution holds the lock, and in which process."""
+    return f"{execution_id}:{worker_id or f'{os.uname().nodename}/{os.getpid()}'}"
+
+
+def describe(asset_id: str, row: dict[str, Any] | None) -> str:
+    if row is None:
+        return f"asset {asset_id!r} was held by another execution"
+    return (
+        f"asset {asset_id!r} is held by {row['owner_tag']} "
+        f"(lease until {row['expires_at']:%H:%M:%S})"
+    )
+
+
+class LeaseHold:
+    """``async with LeaseHold(...)``: hold the locks of some assets for the block's duration.
+
+    Assets are taken one by one in sorted order, so two holders wanting overlapping sets can
+    never wait for each other in a cycle. ``on_lost`` is called (from the heartbeat) if a lease
+    was taken over, which only happens when our heartbeats stopped for longer than the TTL.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        tenant_id: str,
+        asset_ids: list[str],
+        *,
+        owner: str,
+        execution_id: uuid.UUID | None,
+        settings: LockSettings,
+        abort: asyncio.Event | None = None,
+        on_lost: Callable[[set[str]], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.tenant_id = tenant_id
+        self.asset_ids = sorted(set(asset_ids))
+        self.owner = owner
+        self.execution_id = execution_id
+        self.settings = settings
+        self.abort = abort or asyncio.Event()
+        self.on_lost = on_lost or (lambda _lost: None)
+        self.held: list[str] = []
+        self.waited_s = 0.0
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LeaseHold:
+        started = time.monotonic()
+        try:
+            for asset_id in self.asset_ids:
+                await self._take(asset_id, started)
+        except BaseException:
+            await asyncio.shield(self._release())
+            raise
+        self.waited_s = time.monotonic() - started
+        self._heartbeat = asyncio.create_task(self._beat())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        await asyncio.shield(self._release())
+
+    async def _take(self, asset_id: str, started: float) -> None:
+        while True:
+            async with self.db.connection() as conn:
+                if await locks.try_acquire(
+                    conn,
+                    self.tenant_id,
+                    asset_id,
+                    owner_tag=self.owner,
+                    execution_id=self.execution_id,
+                    ttl_s=self.settings.ttl_s,
+                ):
+                    self.held.append(asset_id)
+                    return
+                if time.monotonic() - started >= self.settings.wait_s:
+                    row = await locks.holder(conn, self.tenant_id, asset_id)
+                    raise AssetLocked(
+                        f"asset_locked: {describe(asset_id, row)}; gave up after "
+                        f"{self.settings.wait_s:g} s"
+                    )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.abort.wait(), self.settings.poll_s)
+            if self.abort.is_set():
+                raise LockWaitAborted(f"stopped waiting for asset {asset_id!r}")
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                async with self.db.connection() as conn:
+                    kept = await locks.heartbeat(
+                        conn,
+                        self.tenant_id,
+                        self.held,
+                        owner_tag=self.owner,
+                        ttl_s=self.settings.ttl_s,
+                    )
+            except OpsError as exc:  # keep trying: the lease outlives a short outage
+                log.warning("lock_heartbeat_failed", error=str(exc), owner=self.owner)
+                continue
+            lost = set(self.held) - kept
+            if lost:
+                log.error("lock_lost", assets=sorted(lost), owner=self.owner)
+                self.on_lost(lost)
+                return
+
+    async def _release(self) -> None:
+        if not self.held:
+            return
+        async with self.db.connection() as conn:
+            await locks.release(conn, self.tenant_id, self.held, owner_tag=self.owner)
+        self.held = []
+
+
+async def reap(db: Database, actor_id: str = "reaper") -> list[dict[str, Any]]:
+    """Delete expired locks (their holder died or hung) and note it on each execution."""
+    async with db.transaction() as conn:
+        reaped = await locks.reap_expired(conn)
+        for row in reaped:
+            if row["execution_id"] is not None:
+                await executions.append_event(
+                    conn,
+                    {"id": row["execution_id"], "tenant_id": row["tenant_id"]},
+                    "lock_reaped",
+                    actor_id,
+                    {"asset": row["asset_id"], "owner_tag": row["owner_tag"]},
+                )
+    for row in reaped:
+        log.warning("lock_reaped", asset=row["asset_id"], owner=row["owner_tag"])
+    return reaped

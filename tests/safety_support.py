@@ -1,0 +1,72 @@
+"""Helpers shared by the safety tests: run plans in-process, inspect the process table."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from opsconductor.db import executions, steps
+from opsconductor.db.connection import Database
+from opsconductor.engine import Engine
+from opsconductor.locking import LockSettings
+from opsconductor.plan import Plan
+from opsconductor.status_machine import Status
+from opsconductor.submission import Request, submit
+
+
+async def submit_plan(db: Database, plan: Plan, actor: str = "alice") -> uuid.UUID:
+    submitted = await submit(db, Request(plan, "default", actor, uuid.uuid4().hex))
+    return uuid.UUID(str(submitted.execution["id"]))
+
+
+def engine(db: Database, worker: str, **lock: float) -> Engine:
+    return Engine(db, actor_id="worker", worker_id=worker, lock_settings=LockSettings(**lock))
+
+
+async def state(db: Database, execution_id: uuid.UUID) -> tuple[dict[str, Any], list[Any]]:
+    async with db.connection() as conn:
+        row = await executions.get(conn, "default", str(execution_id))
+        return row, await steps.list_for(conn, execution_id)
+
+
+async def lock_rows(db: Database) -> list[dict[str, Any]]:
+    async with db.connection() as conn:
+        cur = await conn.execute("SELECT * FROM execution.execution_locks ORDER BY asset_id")
+        return await cur.fetchall()
+
+
+def read_if_written(path: Path) -> str:
+    return path.read_text().strip() if path.exists() else ""
+
+
+async def wait_for_file(path: Path, within_s: float = 30.0) -> str:
+    """Wait (generously) until a step has written ``path``; return its text."""
+    for _ in range(int(within_s / 0.05)):
+        text = await asyncio.to_thread(read_if_written, path)
+        if text:
+            return text
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{path} never appeared")
+
+
+def live_members(pgid: int) -> list[int]:
+    """Processes of a process group that are still alive (zombies do not count)."""
+    alive = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            alive.append(int(entry))
+    return alive
+
+
+FINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.TIMEOUT, Status.PARTIAL)
