@@ -49,7 +49,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from opsconductor.connectors.local import run_command
-from opsconductor.db import embedded, migrations
+from opsconductor.db import auth, embedded, migrations
 from opsconductor.db.connection import Database
 from opsconductor.plan import parse_plan
 from opsconductor.submission import Request, submit
@@ -57,6 +57,8 @@ from opsconductor.submission import Request, submit
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "bench_worker.py"
 PROCESSES = (1, 2, 4)
+#: Who submits the bench's executions.
+ACTOR = "bench"
 SYSTEMS = ("ours", "pgqueuer", "procrastinate", "ours-nospawn")
 #: Diagnostic only (the step's spawn stubbed out): never the figure compared with the peers.
 DIAGNOSTIC = "ours-nospawn"
@@ -114,12 +116,12 @@ def scalar(url: str, query: str) -> Any:
 async def fill_ours(url: str, n: int, concurrency: int = 8) -> None:
     """The real submission path: validation, hash, routing, idempotency, audit, enqueue."""
     async with Database(url, min_size=concurrency, max_size=concurrency) as db:
-        await migrations.migrate(db)
+        await _prepare(db)
         slots = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> None:
             async with slots:
-                await submit(db, Request(PLAN, "default", "bench", f"bench-{i}", enqueue=True))
+                await submit(db, Request(PLAN, "default", ACTOR, f"bench-{i}", enqueue=True))
 
         await asyncio.gather(*(one(i) for i in range(n)))
 
@@ -361,7 +363,7 @@ async def claim_latency(url: str, samples: int) -> list[float]:
     async with Database(url, min_size=1, max_size=2) as db:
         for i in range(samples):
             await asyncio.sleep(random.uniform(0.01, 0.03))  # idle workers between jobs
-            done = await submit(db, Request(PLAN, "default", "bench", f"lat-{i}", enqueue=True))
+            done = await submit(db, Request(PLAN, "default", ACTOR, f"lat-{i}", enqueue=True))
             committed[done.execution["id"]] = time.time()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -583,9 +585,18 @@ def write_results(path: Path, figures: str) -> None:
     path.write_text(text)
 
 
+async def _prepare(db: Database) -> None:
+    """Schema, and the submitting actor gets a role the way ``opsc submit`` gives it to the
+    person at the shell (admin of a tenant where nobody holds one): workers check RBAC
+    before every step."""
+    await migrations.migrate(db)
+    async with db.transaction() as conn:
+        await auth.bootstrap_local_admin(conn, "default", ACTOR)
+
+
 async def _migrate(url: str) -> None:
     async with Database(url, max_size=1) as db:
-        await migrations.migrate(db)
+        await _prepare(db)
 
 
 def report(
