@@ -49,9 +49,10 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from opsconductor.connectors.local import run_command
-from opsconductor.db import auth, embedded, migrations
+from opsconductor.db import assets, auth, embedded, migrations
 from opsconductor.db.connection import Database
-from opsconductor.plan import parse_plan
+from opsconductor.inventory import Asset
+from opsconductor.plan import Plan, parse_plan
 from opsconductor.submission import Request, submit
 
 HERE = Path(__file__).resolve().parent
@@ -63,19 +64,27 @@ SYSTEMS = ("ours", "pgqueuer", "procrastinate", "ours-nospawn")
 #: Diagnostic only (the step's spawn stubbed out): never the figure compared with the peers.
 DIAGNOSTIC = "ours-nospawn"
 
-PLAN = parse_plan(
-    {
-        "name": "no-op",
-        "steps": [
-            {
-                "name": "noop",
-                "type": "command",
-                "command": "true",
-                "targets": {"hostnames": ["localhost"]},
-            }
-        ],
-    }
-)
+#: Local assets the executions are spread over, round robin. Every step holds a per-asset
+#: lock (SPEC 6.2), so executions on one asset run one at a time by design; with 100
+#: assets the executions in flight (at most 4 processes x 8) never share one.
+ASSETS = 100
+
+
+def plan_for(i: int) -> Plan:
+    """One ``command: "true"`` step on the local asset ``bench-NNN``."""
+    return parse_plan(
+        {
+            "name": "no-op",
+            "steps": [
+                {
+                    "name": "noop",
+                    "type": "command",
+                    "command": "true",
+                    "targets": {"assets": [f"bench-{i % ASSETS:03d}"]},
+                }
+            ],
+        }
+    )
 
 
 # --- databases ------------------------------------------------------------------------
@@ -121,7 +130,7 @@ async def fill_ours(url: str, n: int, concurrency: int = 8) -> None:
 
         async def one(i: int) -> None:
             async with slots:
-                await submit(db, Request(PLAN, "default", ACTOR, f"bench-{i}", enqueue=True))
+                await submit(db, Request(plan_for(i), "default", ACTOR, f"bench-{i}", enqueue=True))
 
         await asyncio.gather(*(one(i) for i in range(n)))
 
@@ -363,7 +372,9 @@ async def claim_latency(url: str, samples: int) -> list[float]:
     async with Database(url, min_size=1, max_size=2) as db:
         for i in range(samples):
             await asyncio.sleep(random.uniform(0.01, 0.03))  # idle workers between jobs
-            done = await submit(db, Request(PLAN, "default", ACTOR, f"lat-{i}", enqueue=True))
+            done = await submit(
+                db, Request(plan_for(i), "default", ACTOR, f"lat-{i}", enqueue=True)
+            )
             committed[done.execution["id"]] = time.time()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -494,7 +505,7 @@ def _load() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=2000, help="jobs per drain run")
+    parser.add_argument("--jobs", type=int, default=1000, help="jobs per drain run")
     parser.add_argument(
         "--concurrency", type=int, default=8, help="jobs at once per worker process"
     )
@@ -592,6 +603,9 @@ async def _prepare(db: Database) -> None:
     await migrations.migrate(db)
     async with db.transaction() as conn:
         await auth.bootstrap_local_admin(conn, "default", ACTOR)
+        for i in range(ASSETS):
+            name = f"bench-{i:03d}"
+            await assets.add(conn, "default", Asset(name, name, "127.0.0.1", "bench"))
 
 
 async def _migrate(url: str) -> None:
