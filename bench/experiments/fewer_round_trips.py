@@ -1,13 +1,15 @@
 """Experiment (not product code): the same durable writes per execution in ~3 round trips.
 
-Our worker spends about 17.5 database round trips on a one-step execution (see
-``bench/RESULTS.md``). This prototype writes exactly the same rows (status changes with their
-events, the step attempt with ``step_started``/``step_finished``, the queue row deleted only
-under the worker's lease token) in four statements: a batched claim that also returns the
-execution, an asset read, one statement that starts the execution and its step, and one
-that records the step, ends the execution and completes the lease (nothing is written when
-the lease is no longer held). It leaves out what a one-step no-op plan does not need here:
-the approval re-check (level 0), the policy-table read, the heartbeat and the reaper.
+Our worker spends about 17.5 database round trips on a one-step execution (21 since the
+safety work; see ``bench/RESULTS.md``). This prototype writes exactly the same rows (status
+changes with their events, the step attempt with ``step_started``/``step_finished``, the
+queue row deleted only under the worker's lease token) in four statements: a batched claim
+that also returns the execution, an asset read, one statement that starts the execution and
+its step, and one that records the step, ends the execution and completes the lease (nothing
+is written when the lease is no longer held). It leaves out the approval re-check (level 0
+here), the policy-table read, the heartbeat, the reaper and, since the safety and RBAC work,
+the asset lock, the role and masking-pattern reads and the cancellation-check counter: an
+upper bound.
 
 It drains the same queued executions with the real ``Worker`` and with the prototype, with
 and without the ``sh -c true`` spawn, checks each run like the benchmark does, and prints
