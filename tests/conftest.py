@@ -14,6 +14,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -95,3 +96,29 @@ def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
 
 def dbname_of(url: str) -> str:
     return str(conninfo_to_dict(url).get("dbname", ""))
+
+
+# -- SSH targets on loopback (tests/sshlab.py) ---------------------------------------------
+
+#: Ports of the shared SSH lab: SINGLE_PORTS for single-target tests, the rest for fan-out.
+SSH_PORTS = 24
+
+
+@pytest.fixture(scope="session")
+def ssh_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real SSH server (OpenSSH sshd when installed) listening on SSH_PORTS ports."""
+    from tests.sshlab import free_ports, start_lab
+
+    lab = start_lab(tmp_path_factory.mktemp("sshd"), free_ports(SSH_PORTS))
+    yield lab
+    lab.stop()
+
+
+@pytest.fixture(scope="session")
+def password_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """An SSH server that accepts a password (asyncssh running a real /bin/sh)."""
+    from tests.sshlab import AsyncsshLab, free_ports
+
+    lab = AsyncsshLab(tmp_path_factory.mktemp("pwsshd"), free_ports(1), password="s3cret-pw")
+    yield lab
+    lab.stop()

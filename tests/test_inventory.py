@@ -47,8 +47,10 @@ def test_no_match_is_an_error_naming_the_step() -> None:
 
 def test_connection_we_cannot_run_is_refused_before_running() -> None:
     plan = plan_of(command_step("a", "true", targets={"assets": ["bastion"]}))
-    with pytest.raises(TargetResolutionError, match="uses connection 'ssh'"):
-        resolve_plan(plan, INVENTORY)
+    assert resolve_plan(plan, INVENTORY)[0][0].asset_id == "bastion"  # ssh runs since issue 7
+    winrm = [Asset("bastion", "bastion", "10.0.0.9", "prod", connection_type="winrm")]
+    with pytest.raises(TargetResolutionError, match="uses connection 'winrm'"):
+        resolve_plan(plan, winrm)
 
 
 def test_validate_steps_inherit_the_targets_they_check() -> None:

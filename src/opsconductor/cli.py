@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import asyncssh
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -32,11 +33,13 @@ from opsconductor.config import Settings, load_settings
 from opsconductor.db import approvals as approval_store
 from opsconductor.db import assets as asset_store
 from opsconductor.db import auth, executions, migrations, queue, steps
+from opsconductor.db import connectors as connector_store
 from opsconductor.db import secrets as secret_rows
 from opsconductor.db.connection import Database, database_url
 from opsconductor.engine import Engine, StepEvent
 from opsconductor.errors import BadInput, NotFound, OpsError, PermissionDenied
 from opsconductor.inventory import Asset, resolve_plan
+from opsconductor.inventory_import import parse_inventory
 from opsconductor.plan import Plan, load_plan_file
 from opsconductor.plan_hash import plan_hash
 from opsconductor.status_machine import Status
@@ -51,6 +54,10 @@ app = typer.Typer(
 )
 assets_app = typer.Typer(help="The inventory of assets plans can target.", no_args_is_help=True)
 app.add_typer(assets_app, name="assets")
+hosts_app = typer.Typer(help="Trusted SSH host keys of the tenant.", no_args_is_help=True)
+app.add_typer(hosts_app, name="known-hosts")
+tenant_app = typer.Typer(help="Settings of the current tenant.", no_args_is_help=True)
+app.add_typer(tenant_app, name="tenant")
 secrets_app = typer.Typer(
     help="Secrets in the built-in encrypted store (write-only: values are never shown).",
     no_args_is_help=True,
@@ -157,6 +164,9 @@ def run(
     idempotency_key: Annotated[
         str | None, typer.Option("--idempotency-key", "-k", help="Deduplicate on this key")
     ] = None,
+    record_only: Annotated[
+        bool, typer.Option("--record-only", help="Dark launch: resolve and record, touch nothing")
+    ] = False,
 ) -> None:
     """Validate, submit and run a plan here and now, showing progress; exit 0 if completed."""
     plan = _plan_or_exit(plan_file)
@@ -170,7 +180,14 @@ def run(
 
             submitted = await submit(
                 db,
-                Request(plan, settings.tenant, settings.actor, idempotency_key, enqueue=False),
+                Request(
+                    plan,
+                    settings.tenant,
+                    settings.actor,
+                    idempotency_key,
+                    record_only,
+                    enqueue=False,
+                ),
                 check=check,
             )
             execution = submitted.execution
@@ -413,6 +430,8 @@ async def _show(db: Database, tenant: str, execution_id: str, *, events: bool) -
         history = await executions.events(conn, execution["id"]) if events else []
         decisions = await approval_store.history(conn, execution["id"]) if events else []
     reason = f" — {mask(execution['status_reason'])}" if execution["status_reason"] else ""
+    if execution.get("record_only"):
+        reason += " [record-only: nothing was touched]"
     out.print(
         f"[bold]{execution['plan_name']}[/bold]  {execution['id']}  "
         f"{_styled(execution['status'])}{reason}",
@@ -663,6 +682,10 @@ def assets_add(
     port: Annotated[int | None, typer.Option(min=1, max=65535)] = None,
     os_name: Annotated[str | None, typer.Option("--os")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None,
+    username: Annotated[str | None, typer.Option(help="SSH login name")] = None,
+    credential_ref: Annotated[
+        str | None, typer.Option(help="env:NAME or file:/path holding a password or key")
+    ] = None,
 ) -> None:
     """Add an asset to the inventory."""
     if connection not in ("local", "ssh"):
@@ -679,6 +702,8 @@ def assets_add(
             port=port,
             os=os_name,
             tags=_tags(tag or []),
+            username=username,
+            credential_ref=credential_ref,
         )
         async with _database(settings) as db, db.connection() as conn:
             await asset_store.ensure_tenant(conn, settings.tenant)
@@ -686,6 +711,29 @@ def assets_add(
 
     added = _exec(work)
     out.print(f"added {added.asset_id} ({added.hostname}, {added.environment})")
+
+
+@assets_app.command("import")
+def assets_import(
+    inventory_file: Annotated[Path, typer.Argument(help="Our YAML, or an Ansible INI/YAML")],
+    environment: Annotated[str, typer.Option(help="Where the file names none")] = "dev",
+) -> None:
+    """Add or update assets from an inventory file (re-running it updates, never doubles)."""
+    try:
+        text = inventory_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        err.print(f"[red]error:[/red] {inventory_file}: cannot read: {exc.strerror}")
+        raise typer.Exit(2) from None
+
+    async def work(settings: Settings) -> tuple[int, int]:
+        found = parse_inventory(text, str(inventory_file), environment)
+        async with _database(settings) as db, db.transaction() as conn:
+            await asset_store.ensure_tenant(conn, settings.tenant)
+            new = [await asset_store.upsert(conn, settings.tenant, a) for a in found]
+        return sum(new), len(new) - sum(new)
+
+    added, updated = _exec(work)
+    out.print(f"imported {added + updated} assets ({added} new, {updated} updated)")
 
 
 @assets_app.command("list")
@@ -697,10 +745,16 @@ def assets_list() -> None:
             await asset_store.ensure_tenant(conn, settings.tenant)
             return await asset_store.list_all(conn, settings.tenant)
 
-    table = Table("id", "hostname", "address", "environment", "connection", "tags")
+    table = Table("id", "hostname", "address", "environment", "connection", "login", "tags")
     for a in _exec(work):
         tags = ", ".join(f"{k}={v}" for k, v in sorted(a.tags.items()))
-        table.add_row(a.asset_id, a.hostname, a.address, a.environment, a.connection_type, tags)
+        login = ""
+        if a.connection_type == "ssh":
+            login = f"{a.username or '(worker user)'}@:{a.port or 22}"
+            login += f" via {a.credential_ref}" if a.credential_ref else ""
+        table.add_row(
+            a.asset_id, a.hostname, a.address, a.environment, a.connection_type, login, tags
+        )
     out.print(table)
 
 
@@ -716,6 +770,115 @@ def assets_remove(asset_id: str) -> None:
         err.print(f"[red]error:[/red] asset {asset_id!r} not found")
         raise typer.Exit(2)
     out.print(f"removed {asset_id}")
+
+
+@hosts_app.command("add")
+def known_hosts_add(
+    host: Annotated[str, typer.Argument(help="Address as the assets give it")],
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 22,
+    key: Annotated[
+        str | None, typer.Option(help="'ssh-ed25519 AAAA...' (else --scan asks the host)")
+    ] = None,
+    scan: Annotated[bool, typer.Option(help="Fetch the key from the host and trust it")] = False,
+) -> None:
+    """Trust an SSH host key for host:port. Compare the printed fingerprint out of band."""
+    if (key is None) == (not scan):
+        err.print("[red]error:[/red] give exactly one of --key or --scan")
+        raise typer.Exit(2)
+
+    async def work(settings: Settings) -> str:
+        public = key or await _scan(host, port)
+        try:
+            fingerprint = asyncssh.import_public_key(public).get_fingerprint()
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            raise BadInput(f"--key: not an OpenSSH public key: {exc}") from None
+        async with _database(settings) as db, db.connection() as conn:
+            await asset_store.ensure_tenant(conn, settings.tenant)
+            await connector_store.add_known_host(
+                conn, settings.tenant, host, port, " ".join(public.split()[:2]), settings.actor
+            )
+        return fingerprint
+
+    out.print(f"trusted {host}:{port} {_exec(work)}")
+
+
+async def _scan(host: str, port: int) -> str:
+    try:
+        found = await asyncssh.get_server_host_key(host, port)
+    except (OSError, asyncssh.Error) as exc:
+        raise BadInput(f"{host}:{port}: cannot fetch the host key: {exc}") from None
+    if found is None:
+        raise BadInput(f"{host}:{port}: the server offered no host key")
+    return str(found.export_public_key().decode().strip())
+
+
+@hosts_app.command("list")
+def known_hosts_list() -> None:
+    """Trusted host keys of the current tenant."""
+
+    async def work(settings: Settings) -> list[dict[str, Any]]:
+        async with _database(settings) as db, db.connection() as conn:
+            return [dict(r) for r in await connector_store.list_known_hosts(conn, settings.tenant)]
+
+    table = Table("host", "port", "fingerprint", "added by")
+    for row in _exec(work):
+        fingerprint = asyncssh.import_public_key(str(row["public_key"])).get_fingerprint()
+        table.add_row(str(row["host"]), str(row["port"]), fingerprint, str(row["added_by"]))
+    out.print(table)
+
+
+@hosts_app.command("remove")
+def known_hosts_remove(
+    host: Annotated[str, typer.Argument(help="Address as the assets give it")],
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 22,
+) -> None:
+    """Forget every trusted key of host:port (after a host key rotation, say)."""
+
+    async def work(settings: Settings) -> int:
+        async with _database(settings) as db, db.connection() as conn:
+            return await connector_store.remove_known_hosts(conn, settings.tenant, host, port)
+
+    removed = _exec(work)
+    if not removed:
+        err.print(f"[red]error:[/red] no trusted key for {host}:{port}")
+        raise typer.Exit(2)
+    out.print(f"removed {removed} key(s) of {host}:{port}")
+
+
+@tenant_app.command("record-only")
+def tenant_record_only(
+    state: Annotated[str, typer.Argument(help="on or off")],
+) -> None:
+    """Dark launch for the whole tenant: every run is resolved and recorded, nothing touched."""
+    if state not in ("on", "off"):
+        err.print("[red]error:[/red] STATE: must be 'on' or 'off'")
+        raise typer.Exit(2)
+
+    async def work(settings: Settings) -> None:
+        async with _database(settings) as db, db.connection() as conn:
+            await asset_store.ensure_tenant(conn, settings.tenant)
+            await connector_store.set_record_only(conn, settings.tenant, state == "on")
+
+    _exec(work)
+    out.print(f"tenant {load_settings().tenant}: record-only {state}")
+
+
+@tenant_app.command("host-keys")
+def tenant_host_keys(
+    policy: Annotated[str, typer.Argument(help="strict (default) or accept-new")],
+) -> None:
+    """Host key policy: accept-new trusts and records the first key of an unknown host."""
+    if policy not in connector_store.HOST_KEY_POLICIES:
+        err.print("[red]error:[/red] POLICY: must be 'strict' or 'accept-new'")
+        raise typer.Exit(2)
+
+    async def work(settings: Settings) -> None:
+        async with _database(settings) as db, db.connection() as conn:
+            await asset_store.ensure_tenant(conn, settings.tenant)
+            await connector_store.set_host_key_policy(conn, settings.tenant, policy)
+
+    _exec(work)
+    out.print(f"tenant {load_settings().tenant}: host keys {policy}")
 
 
 @app.command()

@@ -21,8 +21,11 @@ import structlog
 from opsconductor import approval_gate, logs, policies, rbac, validation
 from opsconductor.cancellation import CancelWatcher
 from opsconductor.config import load_settings
-from opsconductor.connectors.local import run_command
-from opsconductor.db import assets, executions, queue, steps
+from opsconductor.connectors import credentials
+from opsconductor.connectors.outcome import RECORD_ONLY
+from opsconductor.connectors.session import Connectors
+from opsconductor.connectors.ssh import CredentialResolver
+from opsconductor.db import assets, connectors, executions, queue, steps
 from opsconductor.db import secrets as secret_rows
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import SecretError
@@ -32,20 +35,27 @@ from opsconductor.masking import Masker
 from opsconductor.output import cap_text
 from opsconductor.plan import (
     CommandStep,
+    FileStep,
     Plan,
-    SecretRef,
-    StrOrSecret,
+    ScriptStep,
     ValidateStep,
+    fill_secrets,
     parse_plan,
     secret_refs,
 )
 from opsconductor.secret_store import SecretResolver
 from opsconductor.status_machine import Status
+from opsconductor.templating import uses_step_results
 
 log = structlog.get_logger("opsconductor.engine")
 
-#: How many targets of one step run at once.
-DEFAULT_TARGET_CONCURRENCY = 10
+#: How many targets of one step run at once unless the step sets ``concurrency``.
+DEFAULT_STEP_CONCURRENCY = 10
+#: How many targets one engine (one worker) runs at once, over all its executions.
+DEFAULT_TARGET_CONCURRENCY = 100
+
+#: Attempt statuses that let a step count as done (skipped: record-only mode).
+_DONE = frozenset({"completed", "skipped"})
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,8 @@ class _Run:
     targets: list[list[Asset]]
     deadline: float
     matrix: policies.PolicyMatrix
+    #: the connectors of this execution (open SSH connections, HTTP clients, record-only)
+    connectors: Connectors
     deadline_hit: bool = False
     results: dict[int, dict[str, str]] = field(default_factory=dict)
     #: the execution's masker, swapped for a richer one as secrets are resolved
@@ -84,6 +96,8 @@ class _Run:
     step_failure: str | None = None
     #: resolved secret values by path, per step, only while the step runs
     secrets: dict[int, dict[str, str]] = field(default_factory=dict)
+    #: resolved SSH credentials of the running step's targets, by reference
+    credentials: dict[str, str] = field(default_factory=dict)
     #: background work holds a queue lease; its end is recorded only while the lease holds
     lease: queue.Lease | None = None
     #: where a resumed execution picks up, by (step index, asset id); empty on a fresh run
@@ -164,6 +178,33 @@ def _target_env(run: _Run, index: int, asset: Asset) -> dict[str, str]:
     }
 
 
+def _step_credentials(live: dict[str, str]) -> CredentialResolver:
+    """SSH credentials as ``_resolve_secrets`` fetched them for the running step (audited,
+    masked); ``file:`` references name a key file on the worker and are read here."""
+
+    def resolve(ref: str) -> str:
+        if ref.startswith("file:"):
+            return credentials.resolve_credential(ref)
+        if ref not in live:
+            raise LookupError("not resolved for this step")
+        return live[ref]
+
+    return resolve
+
+
+def _credential_refs(run: _Run, index: int) -> list[str]:
+    """Credential references of the step's SSH targets that a secret backend holds."""
+    if not isinstance(run.plan.steps[index], CommandStep | ScriptStep | FileStep):
+        return []
+    return [
+        a.credential_ref
+        for a in run.targets[index]
+        if a.connection_type == "ssh"
+        and a.credential_ref
+        and not a.credential_ref.startswith("file:")
+    ]
+
+
 class Engine:
     def __init__(
         self,
@@ -176,6 +217,8 @@ class Engine:
         authorize: rbac.StepAuthorizer | None = None,
         secrets: SecretResolver | None = None,
         lock_settings: LockSettings | None = None,
+        resolve_credential: CredentialResolver | None = None,
+        record_only: bool = False,
         policy_ttl_s: float = 0.0,
     ) -> None:
         self.db = db
@@ -185,11 +228,15 @@ class Engine:
         self.actor_id = actor_id
         self.worker_id = worker_id
         self.observer = observer or (lambda _event: None)
-        self.target_slots = target_concurrency
+        self.target_slots = asyncio.Semaphore(target_concurrency)
         self.policy_ttl_s = policy_ttl_s
         self._matrix: policies.PolicyMatrix | None = None
         self._matrix_until = 0.0
         self._secrets = secrets
+        #: SSH credentials: None resolves them like secrets (audited, masked), per step
+        self.resolve_credential = resolve_credential
+        #: record-only for everything this engine runs (besides per tenant / execution)
+        self.record_only = record_only
         self.lock_settings = lock_settings or LockSettings.from_env()
         logs.ensure_configured()  # every log line must pass the masking processor
 
@@ -226,6 +273,7 @@ class Engine:
             verdict = Status.FAILED, _missing_reason(missing)
         with logs.masking_with(run.cell):
             if verdict is not None:
+                await asyncio.shield(run.connectors.aclose())
                 await self._finish(run, *verdict)
                 return verdict[0]
             watcher = self._watcher(run)
@@ -240,6 +288,7 @@ class Engine:
                 raise
             finally:
                 await watcher.stop()
+                await asyncio.shield(run.connectors.aclose())
             await self._finish(run, final, reason)
         return final
 
@@ -266,11 +315,31 @@ class Engine:
             matrix = await self._policies(conn)
             found = await assets.by_ids(conn, tenant_id, wanted)
             patterns = await secret_rows.patterns(conn, tenant_id)
+            tenant = await connectors.tenant_settings(conn, tenant_id)
         plan = parse_plan(snapshot["plan"])
         targets = [
             [found[a] for a in step_targets if a in found] for step_targets in snapshot["targets"]
         ]
-        run = _Run(execution, plan, targets, deadline=0.0, matrix=matrix)
+        # Any one of the three makes the run record-only: safe wins over fast.
+        record_only = bool(execution.get("record_only")) or tenant.record_only or self.record_only
+        known_hosts = connectors.KnownHosts(
+            self.db, tenant_id, tenant.host_key_policy, self.actor_id
+        )
+        live: dict[str, str] = {}
+        session = Connectors(
+            known_hosts,
+            resolve_credential=self.resolve_credential or _step_credentials(live),
+            record_only=record_only,
+        )
+        run = _Run(
+            execution,
+            plan,
+            targets,
+            deadline=0.0,
+            matrix=matrix,
+            connectors=session,
+            credentials=live,
+        )
         run.cell.masker = Masker(patterns={p["name"]: p["pattern"] for p in patterns})
         return run, wanted - set(found)
 
@@ -311,7 +380,7 @@ class Engine:
             run.results[index] = await self._run_step(run, index)
             if run.abort.is_set():
                 return self._abort_verdict(run, index)
-            bad = {a: s for a, s in run.results[index].items() if s != "completed"}
+            bad = {a: s for a, s in run.results[index].items() if s not in _DONE}
             if bad:
                 return self._verdict(run, index, bad)
         return Status.COMPLETED, None
@@ -384,7 +453,11 @@ class Engine:
     async def _resolve_secrets(self, run: _Run, index: int) -> str | None:
         """Fetch the step's secrets just in time; None, or why the step cannot run."""
         step = run.plan.steps[index]
-        paths = list(dict.fromkeys(ref.secret for ref in secret_refs(step)))
+        paths = list(
+            dict.fromkeys(
+                [*(ref.secret for ref in secret_refs(step)), *_credential_refs(run, index)]
+            )
+        )
         values: dict[str, str] = {}
         for path in paths:
             try:
@@ -397,6 +470,7 @@ class Engine:
             run.cell.masker = run.masker.with_secrets([resolved.value])
             await self._secret_event(run, index, "secret_resolved", path, backend=resolved.backend)
         run.secrets[index] = values
+        run.credentials.update(values)
         return None
 
     async def _secret_event(
@@ -417,10 +491,6 @@ class Engine:
                 },
                 masker=run.masker,
             )
-
-    def _secret_value(self, run: _Run, index: int, value: StrOrSecret) -> str:
-        """A step field's value: literal, or the secret resolved for this step."""
-        return run.secrets[index][value.secret] if isinstance(value, SecretRef) else value
 
     async def _fail_step(self, run: _Run, index: int, message: str) -> dict[str, str]:
         """Record the step as failed on every target without running anything."""
@@ -450,18 +520,20 @@ class Engine:
                     return await self._run_targets(run, index)
                 finally:
                     run.secrets.pop(index, None)  # values live only while the step runs
+                    run.credentials.clear()
         except AssetLocked as exc:
             return await self._fail_step(run, index, str(exc))
         except LockWaitAborted:
             return {a.asset_id: run.abort_status for a in run.targets[index]}
 
     async def _run_targets(self, run: _Run, index: int) -> dict[str, str]:
-        """All targets of one step, at most ``target_slots`` at once; outcome by asset id."""
+        """All targets of one step, at most the step's ``concurrency`` at once and at most
+        ``target_slots`` over the whole engine; outcome by asset id, in target order."""
         targets = run.targets[index]
-        slots = asyncio.Semaphore(self.target_slots)
+        slots = asyncio.Semaphore(run.plan.steps[index].concurrency or DEFAULT_STEP_CONCURRENCY)
 
         async def one(asset: Asset) -> str:
-            async with slots:
+            async with slots, self.target_slots:
                 return await self._run_on_target(run, index, asset)
 
         outcomes = await asyncio.gather(*(one(a) for a in targets))
@@ -498,9 +570,7 @@ class Engine:
             attempt_id = await self._start(run, index, asset, attempt)
             result = await self._execute(run, index, step, asset)
             status = result.status
-            final = (
-                status == "completed" or attempt >= last or run.deadline_hit or run.abort.is_set()
-            )
+            final = status in _DONE or attempt >= last or run.deadline_hit or run.abort.is_set()
             await self._record(run, index, asset, attempt, attempt_id, result, final)
             if final:
                 break
@@ -561,40 +631,43 @@ class Engine:
         return True
 
     async def _execute(self, run: _Run, index: int, step: Any, asset: Asset) -> _Attempt:
+        """Dispatch by step type: validate steps here, every other type to its connector,
+        with the step's secrets filled in and the execution's abort as its cancel."""
         if isinstance(step, ValidateStep):
+            if run.connectors.record_only:  # nothing ran, so there is nothing to check
+                return _Attempt("skipped", output=RECORD_ONLY)
             return await self._validate(run, step, asset)
-        assert isinstance(step, CommandStep)
         limit = policies.step_timeout(step, run.execution["sla_class"], run.matrix)
         budget = min(limit, run.remaining())
-        env = {
-            **_target_env(run, index, asset),
-            **{k: self._secret_value(run, index, v) for k, v in step.env.items()},
-        }
-        result = await run_command(
-            step.command, timeout_s=budget, env=env, cwd=step.cwd, cancel=run.abort
+        results = None
+        if uses_step_results(step.model_dump_json()):
+            async with self.db.connection() as conn:
+                results = await steps.target_results(conn, run.id, asset.asset_id, index)
+        filled = fill_secrets(step, run.secrets.get(index, {}))
+        env = None
+        if isinstance(filled, CommandStep | ScriptStep):
+            env = {**_target_env(run, index, asset), **{k: str(v) for k, v in filled.env.items()}}
+        outcome = await run.connectors.execute(
+            filled,
+            asset,
+            where=f"steps[{index}]",
+            timeout_s=budget,
+            cancel=run.abort,
+            env=env,
+            results=results,
         )
-        if result.cancelled:
+        if outcome.status == "cancelled":
             return _Attempt(
-                run.abort_status, result.exit_code, result.stdout, result.stderr, run.abort_message
+                run.abort_status,
+                outcome.exit_code,
+                outcome.output,
+                outcome.stderr,
+                run.abort_message,
             )
-        if result.timed_out:
-            if budget < limit:
-                run.deadline_hit = True
-            return _Attempt(
-                "timeout",
-                result.exit_code,
-                result.stdout,
-                result.stderr,
-                f"timed out after {budget:g} s",
-            )
-        if result.exit_code == 0:
-            return _Attempt("completed", 0, result.stdout, result.stderr)
+        if outcome.status == "timeout" and budget < limit:
+            run.deadline_hit = True
         return _Attempt(
-            "failed",
-            result.exit_code,
-            result.stdout,
-            result.stderr,
-            f"exit code {result.exit_code}",
+            outcome.status, outcome.exit_code, outcome.output, outcome.stderr, outcome.error
         )
 
     async def _validate(self, run: _Run, step: ValidateStep, asset: Asset) -> _Attempt:

@@ -10,7 +10,7 @@ from opsconductor.errors import TargetResolutionError
 from opsconductor.plan import Plan, Targets, ValidateStep
 
 #: Connection types this version can run commands over.
-RUNNABLE_CONNECTIONS = frozenset({"local"})
+RUNNABLE_CONNECTIONS = frozenset({"local", "ssh"})
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class Asset:
     port: int | None = None
     os: str | None = None
     credential_ref: str | None = None
+    #: SSH login name; None means the user running the worker
+    username: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod

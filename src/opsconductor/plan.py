@@ -8,15 +8,26 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from opsconductor.errors import PlanError
 
 ActionClass = Literal["read", "modify", "deploy"]
+
+T = TypeVar("T")
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -46,6 +57,9 @@ class _StepBase(_Strict):
     timeout_s: float | None = Field(default=None, gt=0, le=86_400)
     retries: int = Field(default=0, ge=0, le=10)
     idempotent: bool | None = None
+    #: How many targets of this step run at once; None means DEFAULT_CONCURRENCY. Left
+    #: None rather than defaulted so plans that do not set it keep their plan hash.
+    concurrency: int | None = Field(default=None, ge=1, le=1000)
 
     @field_validator("timeout_s", mode="before")
     @classmethod
@@ -73,6 +87,22 @@ class SecretRef(_Strict):
 StrOrSecret = str | SecretRef
 
 
+def _check_env_names(env: dict[str, StrOrSecret]) -> dict[str, StrOrSecret]:
+    for key in env:
+        if not _ENV_NAME.match(key):
+            raise ValueError(f"{key!r} is not a valid environment variable name")
+    return env
+
+
+def _check_regex(pattern: str | None) -> str | None:
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+    return pattern
+
+
 class CommandStep(_StepBase):
     type: Literal["command"]
     targets: Targets
@@ -80,13 +110,62 @@ class CommandStep(_StepBase):
     env: dict[str, StrOrSecret] = Field(default_factory=dict)
     cwd: str | None = None
 
-    @field_validator("env")
+    _env_names = field_validator("env")(_check_env_names)
+
+
+class ScriptStep(_StepBase):
+    """A script uploaded to each target, run there by ``interpreter``, then removed."""
+
+    type: Literal["script"]
+    targets: Targets
+    script: str = Field(min_length=1)
+    interpreter: str = Field(default="/bin/sh", min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, StrOrSecret] = Field(default_factory=dict)
+    cwd: str | None = None
+
+    _env_names = field_validator("env")(_check_env_names)
+
+
+class FileStep(_StepBase):
+    """Copy a file to each target (``push``, the default) or from each target (``fetch``).
+
+    Push: ``src`` is a file here, ``dest`` an absolute path on the target. Fetch: ``src`` is
+    an absolute path on the target, ``dest`` a path here that must name the target (a
+    template such as ``/tmp/logs/{{ asset.id }}.log``) so targets do not overwrite each
+    other. Either way the copy lands under a temporary name, its SHA-256 is compared with
+    the source, and only then is it renamed into place: ``dest`` never holds a partial copy.
+    ``src`` and ``dest`` may be templates.
+    """
+
+    type: Literal["file"]
+    targets: Targets
+    direction: Literal["push", "fetch"] = "push"
+    src: str = Field(min_length=1)
+    dest: str = Field(min_length=1)
+    mode: str | None = Field(default=None, pattern=r"^0?[0-7]{3,4}$")
+
+    # Field validators (not one model validator) so errors carry the field's path;
+    # ``direction`` is declared first, so it is validated and visible here.
+    @field_validator("src")
     @classmethod
-    def _env_names(cls, env: dict[str, StrOrSecret]) -> dict[str, StrOrSecret]:
-        for key in env:
-            if not _ENV_NAME.match(key):
-                raise ValueError(f"{key!r} is not a valid environment variable name")
-        return env
+    def _src(cls, src: str, info: ValidationInfo) -> str:
+        if info.data.get("direction") == "fetch" and not src.startswith(("/", "{{")):
+            raise ValueError("the path on the target must be absolute")
+        return src
+
+    @field_validator("dest")
+    @classmethod
+    def _dest(cls, dest: str, info: ValidationInfo) -> str:
+        if info.data.get("direction", "push") == "push":
+            if not dest.startswith(("/", "{{")):
+                raise ValueError("the path on the target must be absolute")
+        elif "{{" not in dest:
+            raise ValueError(
+                "a fetch needs one file per target; use a template such as "
+                "/tmp/fetched/{{ asset.id }}"
+            )
+        return dest
 
 
 class JsonPathCheck(_Strict):
@@ -95,21 +174,88 @@ class JsonPathCheck(_Strict):
     exists: bool = True
 
 
+class HttpExpect(_Strict):
+    status: int | list[int] = 200
+    body_regex: str | None = None
+    json_path: JsonPathCheck | None = None
+
+    _regex = field_validator("body_regex")(_check_regex)
+
+
+class HttpAuth(_Strict):
+    """Bearer token or basic auth; the secret parts are secret references, resolved just
+    in time by the worker like every other secret (never literals in a plan)."""
+
+    bearer: StrOrSecret | None = None
+    username: str | None = Field(default=None, min_length=1)
+    password: StrOrSecret | None = None
+
+    @field_validator("bearer", "password")
+    @classmethod
+    def _by_reference(cls, value: StrOrSecret | None) -> StrOrSecret | None:
+        if isinstance(value, str):
+            raise ValueError('must be a secret reference, e.g. {secret: "kv/api/token"}')
+        return value
+
+    @model_validator(mode="after")
+    def _one_scheme(self) -> HttpAuth:
+        basic = self.username is not None or self.password is not None
+        if basic and (self.username is None or self.password is None):
+            raise ValueError("basic auth needs both username and password")
+        if basic == (self.bearer is not None):
+            raise ValueError("give bearer, or username and password")
+        return self
+
+
+class HttpStep(_StepBase):
+    """One HTTP request per target, sent from this machine; fields may use templates such
+    as ``{{ asset.address }}``."""
+
+    type: Literal["http"]
+    targets: Targets
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    url: str = Field(min_length=1)
+    headers: dict[str, StrOrSecret] = Field(default_factory=dict)
+    body: str | None = None
+    json_body: Any = Field(default=None, alias="json")
+    verify_tls: bool = True
+    auth: HttpAuth | None = None
+    expect: HttpExpect = Field(default_factory=HttpExpect)
+
+    @model_validator(mode="after")
+    def _one_body(self) -> HttpStep:
+        if self.body is not None and self.json_body is not None:
+            raise ValueError("give body or json, not both")
+        return self
+
+
+class SqlExpect(_Strict):
+    #: rows returned (read) or rows affected (modify, deploy: a mismatch rolls back)
+    rows: int | None = Field(default=None, ge=0)
+    #: the exact result, as a list of rows, each a list of column values
+    values: list[list[str | int | float | bool | None]] | None = None
+
+
+class SqlStep(_StepBase):
+    """A query against PostgreSQL, once per target. ``read`` steps run in a read-only
+    transaction; others in a transaction that the ``expect.rows`` guard can roll back."""
+
+    type: Literal["sql"]
+    targets: Targets
+    #: a libpq connection string; a secret reference keeps its password out of the plan
+    dsn: StrOrSecret = Field(min_length=1)
+    query: str = Field(min_length=1)
+    params: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    expect: SqlExpect | None = None
+
+
 class Expectations(_Strict):
     exit_code: int | None = None
     stdout_regex: str | None = None
     stdout_not_regex: str | None = None
     json_path: JsonPathCheck | None = None
 
-    @field_validator("stdout_regex", "stdout_not_regex")
-    @classmethod
-    def _regex_compiles(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-        return pattern
+    _regex_compiles = field_validator("stdout_regex", "stdout_not_regex")(_check_regex)
 
     @model_validator(mode="after")
     def _something(self) -> Expectations:
@@ -128,7 +274,12 @@ class ValidateStep(_StepBase):
     expect: Expectations
 
 
-Step = Annotated[CommandStep | ValidateStep, Field(discriminator="type")]
+Step = Annotated[
+    CommandStep | ScriptStep | FileStep | HttpStep | SqlStep | ValidateStep,
+    Field(discriminator="type"),
+]
+#: Steps that act on their targets (everything but validate).
+ActingStep = CommandStep | ScriptStep | FileStep | HttpStep | SqlStep
 
 
 class Plan(_Strict):
@@ -157,7 +308,7 @@ class Plan(_Strict):
         return self
 
 
-_STEP_TAGS = ("command", "validate")
+_STEP_TAGS = ("command", "script", "file", "http", "sql", "validate")
 
 _VALUE_UNION_TAGS = ("str", "SecretRef")
 
@@ -209,7 +360,7 @@ def _format_error(err: Any) -> str:
             "too_short": "must not be empty",
             "union_tag_invalid": f"must be one of {ctx.get('expected_tags')} "
             f"(got {ctx.get('tag')!r})",
-            "union_tag_not_found": "field required (one of 'command', 'validate')",
+            "union_tag_not_found": f"field required (one of {', '.join(map(repr, _STEP_TAGS))})",
             "literal_error": f"must be one of {ctx.get('expected')}",
             "string_pattern_mismatch": f"must match {ctx.get('pattern')}",
         }.get(kind) or str(err["msg"]).removeprefix("Value error, ")
@@ -262,11 +413,34 @@ def secret_refs(value: Any) -> list[SecretRef]:
     return []
 
 
+def fill_secrets(value: T, values: Mapping[str, str]) -> T:
+    """A copy of ``value`` (a step, or part of one) with every secret reference replaced by
+    its resolved value from ``values`` (path -> value). Models are copied, not validated
+    again: the result exists only in memory, for the connector, while the step runs."""
+    filled: Any
+    if isinstance(value, SecretRef):
+        filled = values[value.secret]
+    elif isinstance(value, BaseModel):
+        changes = {
+            name: fill_secrets(getattr(value, name), values)
+            for name in type(value).model_fields
+            if secret_refs(getattr(value, name))
+        }
+        filled = value.model_copy(update=changes) if changes else value
+    elif isinstance(value, dict):
+        filled = {k: fill_secrets(v, values) for k, v in value.items()}
+    elif isinstance(value, list | tuple):
+        filled = type(value)(fill_secrets(v, values) for v in value)
+    else:
+        filled = value
+    return cast(T, filled)
+
+
 def plan_document(plan: Plan) -> dict[str, Any]:
     """The plan as plain JSON data, exactly the fields the author set (types normalised).
 
     Fields left out stay out, so a later version that adds an optional field does not change
     the hash of every existing plan; ``parse_plan`` fills the defaults back in.
     """
-    document: dict[str, Any] = json.loads(plan.model_dump_json(exclude_unset=True))
+    document: dict[str, Any] = json.loads(plan.model_dump_json(exclude_unset=True, by_alias=True))
     return document

@@ -9,7 +9,14 @@ from opsconductor.inventory import Asset
 from opsconductor.plan import Plan
 
 #: Typical duration of one step on one target, before any history exists.
-DEFAULT_STEP_SECONDS: Mapping[str, float] = {"command": 1.0, "validate": 0.01}
+DEFAULT_STEP_SECONDS: Mapping[str, float] = {
+    "command": 1.0,
+    "script": 1.5,  # an upload, a run and a clean-up
+    "file": 1.0,
+    "http": 0.5,
+    "sql": 0.5,
+    "validate": 0.01,
+}
 
 FAST_BELOW_S = 10.0
 LONG_ABOVE_S = 30.0

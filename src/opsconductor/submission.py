@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from opsconductor import routing
-from opsconductor.db import assets, executions, steps
+from opsconductor.db import assets, connectors, executions, steps
 from opsconductor.db.connection import Database
 from opsconductor.idempotency import derive_key
 from opsconductor.inventory import Asset, resolve_plan
@@ -20,6 +20,8 @@ class Request:
     tenant_id: str
     actor_id: str
     idempotency_key: str | None = None
+    #: dark launch: resolve and record everything, touch no target
+    record_only: bool = False
     #: Who runs it, recorded as ``mode``. True: the workers (``opsc submit``): ``background``,
     #: queued in the submission's transaction, or by the approval that lets it run. False:
     #: the caller, in its own process (``opsc run``): ``immediate``. None: the caller
@@ -45,18 +47,28 @@ async def submit(
     async with db.connection() as conn:
         await assets.ensure_tenant(conn, request.tenant_id)
         inventory = await assets.list_all(conn, request.tenant_id)
+        tenant = await connectors.tenant_settings(conn, request.tenant_id)
         targets = resolve_plan(plan, inventory)  # raises before anything is stored
         if check is not None:
             check(plan, targets)
         observed = await steps.observed_p95(conn, request.tenant_id, [s.type for s in plan.steps])
+    # Frozen into the execution (the engine also honours a tenant flag set later).
+    record_only = request.record_only or tenant.record_only
     digest = plan_hash(plan, targets)
     route = routing.classify(routing.estimate_seconds(plan, targets, observed))
     mode = route.mode if request.enqueue is None else _MODE[request.enqueue]
     new = executions.NewExecution(
         tenant_id=request.tenant_id,
         actor_id=request.actor_id,
+        # A record-only run must not deduplicate the real run of the same plan (or the
+        # real run would come back as "already done" without having touched anything).
         idempotency_key=request.idempotency_key
-        or derive_key(request.tenant_id, request.actor_id, digest),
+        or derive_key(
+            request.tenant_id,
+            request.actor_id,
+            f"{digest}:record-only" if record_only else digest,
+        ),
+        record_only=record_only,
         plan_name=plan.name,
         plan_snapshot=hashed_document(plan, targets),
         plan_hash=digest,

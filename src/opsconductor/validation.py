@@ -37,7 +37,7 @@ def json_path_get(document: Any, path: str) -> Any:
     return node
 
 
-def _check_json(check: JsonPathCheck, output: str) -> str | None:
+def check_json_path(check: JsonPathCheck, output: str) -> str | None:
     try:
         document = json.loads(output)
     except json.JSONDecodeError as exc:
@@ -64,7 +64,7 @@ def failures(expect: Expectations, seen: Observed) -> list[str]:
     if expect.stdout_not_regex is not None and re.search(expect.stdout_not_regex, seen.output):
         problems.append(f"output matches /{expect.stdout_not_regex}/")
     if expect.json_path is not None:
-        problem = _check_json(expect.json_path, seen.output)
+        problem = check_json_path(expect.json_path, seen.output)
         if problem:
             problems.append(problem)
     return problems

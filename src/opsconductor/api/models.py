@@ -45,6 +45,8 @@ class Execution(BaseModel):
     timeout_at: datetime | None
     cancelled_by: str | None
     cancelled_at: datetime | None
+    #: dark launch: every step was recorded as skipped, no target was touched
+    record_only: bool
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -121,6 +123,8 @@ class AssetFields(CleanInput):
     port: int | None = Field(default=None, ge=1, le=65535)
     os: str | None = Field(default=None, max_length=63)
     credential_ref: str | None = Field(default=None, min_length=1, max_length=255)
+    #: SSH login name; None means the user running the worker
+    username: str | None = Field(default=None, min_length=1, max_length=255)
     tags: dict[str, str] = Field(default_factory=dict)
 
     def to_asset(self, asset_id: str) -> Asset:
@@ -133,6 +137,7 @@ class AssetFields(CleanInput):
             port=self.port,
             os=self.os,
             credential_ref=self.credential_ref,
+            username=self.username,
             tags=self.tags,
         )
 
@@ -150,6 +155,7 @@ class AssetOut(BaseModel):
     port: int | None
     os: str | None
     credential_ref: str | None
+    username: str | None
     tags: dict[str, str]
 
     @classmethod
@@ -163,6 +169,7 @@ class AssetOut(BaseModel):
             port=asset.port,
             os=asset.os,
             credential_ref=asset.credential_ref,
+            username=asset.username,
             tags=dict(asset.tags),
         )
 

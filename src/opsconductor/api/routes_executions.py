@@ -97,6 +97,10 @@ async def submit_execution(
             description="Deduplicate on this key (else SHA-256 of tenant, actor, plan hash)",
         ),
     ] = None,
+    record_only: Annotated[
+        bool,
+        Query(description="Dark launch: resolve and record every step, touch no target"),
+    ] = False,
 ) -> models.ExecutionDetail:
     """201 with the finished result for fast (immediate) plans, 202 at once for background
     ones, 200 with the existing execution for a duplicate within the dedup window."""
@@ -106,7 +110,9 @@ async def submit_execution(
         rbac.enforce_plan(who.actor_id, who.roles, plan, targets)
 
     submitted = await submit(
-        db, Submission(plan, who.tenant_id, who.actor_id, idempotency_key), check=check
+        db,
+        Submission(plan, who.tenant_id, who.actor_id, idempotency_key, record_only),
+        check=check,
     )
     execution = submitted.execution
     if not submitted.created:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
+import shlex
+import shutil
 import signal
+import tempfile
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from opsconductor.output import OutputBuffer
@@ -97,3 +103,55 @@ async def run_command(
         cancelled=cancelled,
         duration_s=time.monotonic() - started,
     )
+
+
+async def run_script(
+    script: str,
+    *,
+    interpreter: str,
+    args: list[str],
+    timeout_s: float,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    cancel: asyncio.Event | None = None,
+) -> CommandResult:
+    """Write ``script`` to a private temporary file, run it, remove it."""
+    fd, path = tempfile.mkstemp(prefix="opsc-script-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(script.encode())
+        os.chmod(path, 0o700)
+        line = " ".join(shlex.quote(part) for part in (interpreter, path, *args))
+        return await run_command(line, timeout_s=timeout_s, env=env, cwd=cwd, cancel=cancel)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def copy_file(src: Path, dest: str, mode: int | None) -> str:
+    """Copy to a temporary name beside ``dest``, compare SHA-256, rename into place; the
+    same contract as the SFTP copy. Returns the SHA-256."""
+    target = Path(dest)
+    temporary = target.with_name(f"{target.name}.opsc-{uuid.uuid4().hex[:12]}")
+    expected = _sha256(src)
+    try:
+        shutil.copyfile(src, temporary)
+        copied = _sha256(temporary)
+        if copied != expected:
+            raise OSError(f"{dest}: checksum mismatch after copy ({expected} != {copied})")
+        if mode is not None:
+            os.chmod(temporary, mode)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    return expected
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(65_536):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -63,7 +63,16 @@ async def update(conn: Conn, tenant_id: str, asset: Asset) -> Asset | None:
         return None
 
 
+async def upsert(conn: Conn, tenant_id: str, asset: Asset) -> bool:
+    """Insert or replace by asset id (imports are re-runnable); True when it was new."""
+    return bool((await _write_row(conn, "upsert_asset", tenant_id, asset))["inserted"])
+
+
 async def _write(conn: Conn, query: str, tenant_id: str, asset: Asset) -> Asset:
+    return Asset.from_row(await _write_row(conn, query, tenant_id, asset))
+
+
+async def _write_row(conn: Conn, query: str, tenant_id: str, asset: Asset) -> dict[str, Any]:
     try:
         cur = await conn.execute(Q[query], _params(tenant_id, asset))
     except psycopg.errors.UniqueViolation as exc:
@@ -76,7 +85,7 @@ async def _write(conn: Conn, query: str, tenant_id: str, asset: Asset) -> Asset:
     row = await cur.fetchone()
     if row is None:
         raise LookupError(asset.asset_id)
-    return Asset.from_row(row)
+    return dict(row)
 
 
 async def delete(conn: Conn, tenant_id: str, asset_id: str) -> bool:

@@ -36,6 +36,7 @@ class NewExecution:
     estimated_duration_s: float
     #: (step_index, step_name, step_type, asset_id) for every first attempt
     step_targets: list[tuple[int, str, str, str]]
+    record_only: bool = False
     #: background work: move it approved -> queued and enqueue it in the same transaction
     enqueue: bool = False
     #: the least visibility timeout its queue lease needs (from observed step durations)
@@ -107,6 +108,7 @@ async def _insert(conn: Conn, new: NewExecution, retry_of: uuid.UUID | None) -> 
             "priority": new.priority,
             "estimated_duration_s": new.estimated_duration_s,
             "trace_id": uuid.uuid4().hex,
+            "record_only": new.record_only,
         },
     )
     return await cur.fetchone()

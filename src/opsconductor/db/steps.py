@@ -132,3 +132,14 @@ async def observed_p95(
 async def close_attempts(conn: Conn, attempt_ids: list[int], status: str, error: str) -> None:
     """End attempts that were left ``running`` by a worker that died."""
     await conn.execute(Q["close_attempts"], {"ids": attempt_ids, "status": status, "error": error})
+
+
+async def target_results(
+    conn: Conn, execution_id: uuid.UUID, asset_id: str, before: int
+) -> dict[str, Row]:
+    """Latest result of every earlier step on one target, by step name (for templates)."""
+    cur = await conn.execute(
+        Q["target_results"],
+        {"execution_id": execution_id, "asset_id": asset_id, "before": before},
+    )
+    return {row["step_name"]: row for row in await cur.fetchall()}

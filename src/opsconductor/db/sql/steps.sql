@@ -64,3 +64,10 @@ HAVING count(*) >= %(min_samples)s
 -- name: close_attempts
 UPDATE execution.execution_steps SET status = %(status)s, finished_at = now(), error = %(error)s
 WHERE id = ANY(%(ids)s) AND status = 'running'
+
+-- name: target_results
+SELECT DISTINCT ON (step_index) step_name, status, exit_code, output, stderr
+FROM execution.execution_steps
+WHERE execution_id = %(execution_id)s AND target_asset_id = %(asset_id)s
+  AND step_index < %(before)s AND status <> 'pending'
+ORDER BY step_index, attempt DESC

@@ -1,0 +1,400 @@
+"""One execution's access to its targets: picks the connector by step type and asset
+connection, owns the open connections (SSH per target, HTTP clients) until ``aclose``, and
+implements record-only mode in one place.
+
+Every step is *prepared* first (templates rendered, credentials resolved, source files
+read) and only then *run*; record-only mode stops between the two, so a dark launch
+proves that everything resolves while touching nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import httpx
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from opsconductor.connectors import http, local, sql, ssh
+from opsconductor.connectors.credentials import resolve_credential as env_credentials
+from opsconductor.connectors.local import CommandResult
+from opsconductor.connectors.outcome import RECORD_ONLY, Outcome, StepInputError
+from opsconductor.inventory import Asset
+from opsconductor.output import cap_text
+from opsconductor.plan import (
+    ActingStep,
+    CommandStep,
+    FileStep,
+    HttpAuth,
+    HttpStep,
+    ScriptStep,
+    SqlStep,
+    StrOrSecret,
+)
+from opsconductor.templating import asset_context, render, render_data
+
+Runner = Callable[[float, asyncio.Event | None], Awaitable[Outcome]]
+
+
+@dataclass(frozen=True)
+class Action:
+    """A prepared step on one target: what it would do, and how to do it."""
+
+    summary: str
+    run: Runner
+
+
+class Connectors:
+    def __init__(
+        self,
+        known_hosts: ssh.HostKeyStore,
+        *,
+        resolve_credential: ssh.CredentialResolver = env_credentials,
+        record_only: bool = False,
+    ) -> None:
+        self.record_only = record_only
+        self.ssh = ssh.SshPool(known_hosts, resolve_credential)
+        self._http: dict[bool, httpx.AsyncClient] = {}
+
+    async def aclose(self) -> None:
+        await self.ssh.close()
+        for client in self._http.values():
+            await client.aclose()
+        self._http.clear()
+
+    async def execute(
+        self,
+        step: ActingStep,
+        asset: Asset,
+        *,
+        where: str,
+        timeout_s: float,
+        cancel: asyncio.Event | None = None,
+        env: dict[str, str] | None = None,
+        results: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Outcome:
+        """Run ``step`` on ``asset``; ``where`` (``steps[2]``) prefixes input errors;
+        ``env`` is set for commands and scripts under the step's own ``env``; ``results``
+        (earlier steps on this target, by name) feed ``{{ steps.<name>.output }}``."""
+        if isinstance(step, CommandStep | ScriptStep) and env:
+            step = step.model_copy(update={"env": {**step.env, **env}})
+        context = asset_context(asset, results)
+        try:
+            action = await self._prepare(step, asset, where, context)
+        except StepInputError as exc:
+            return Outcome("failed", error=str(exc))
+        if self.record_only:
+            return Outcome("skipped", output=cap_text(f"{RECORD_ONLY}: would {action.summary}"))
+        try:
+            return await action.run(timeout_s, cancel)
+        except (StepInputError, ssh.SshError) as exc:
+            return Outcome("failed", error=str(exc))
+        except (asyncssh.Error, OSError) as exc:
+            return Outcome("failed", error=cap_text(f"{type(exc).__name__}: {exc}"))
+
+    async def _prepare(
+        self, step: ActingStep, asset: Asset, where: str, context: dict[str, Any]
+    ) -> Action:
+        if isinstance(step, CommandStep):
+            return await self._command(step, asset, plain_env(step.env, where))
+        if isinstance(step, ScriptStep):
+            return await self._script(step, asset, plain_env(step.env, where))
+        if isinstance(step, FileStep):
+            return await self._file(step, asset, where, context)
+        if isinstance(step, HttpStep):
+            return await self._http_request(step, where, context)
+        return self._sql(step, where, context)
+
+    # -- commands and scripts: local process or SSH -------------------------------------
+
+    async def _ssh_target(self, asset: Asset) -> ssh.SshTarget:
+        target = ssh.SshTarget(
+            host=asset.address,
+            port=asset.port or 22,
+            username=asset.username or ssh.default_username(),
+            credential_ref=asset.credential_ref,
+        )
+        await self.ssh.credential(target)  # resolved now: record-only must prove it exists
+        return target
+
+    async def _connection(
+        self, target: ssh.SshTarget, timeout_s: float
+    ) -> asyncssh.SSHClientConnection | Outcome:
+        try:
+            return await asyncio.wait_for(self.ssh.connection(target), timeout_s)
+        except TimeoutError:
+            return Outcome("timeout", error=f"{target.where}: connect timed out")
+
+    async def _command(self, step: CommandStep, asset: Asset, env: dict[str, str]) -> Action:
+        if asset.connection_type == "local":
+
+            async def run_local(budget: float, cancel: asyncio.Event | None) -> Outcome:
+                result = await local.run_command(
+                    step.command, timeout_s=budget, env=env, cwd=step.cwd, cancel=cancel
+                )
+                return from_command(result, budget)
+
+            return Action(f"run {step.command!r} locally", run_local)
+        target = await self._ssh_target(asset)
+
+        async def run_ssh(budget: float, cancel: asyncio.Event | None) -> Outcome:
+            conn = await self._connection(target, budget)
+            if isinstance(conn, Outcome):
+                return conn
+            result = await ssh.run_command(
+                conn, step.command, timeout_s=budget, env=env, cwd=step.cwd, cancel=cancel
+            )
+            return from_command(result, budget)
+
+        return Action(f"run {step.command!r} on {target.where}", run_ssh)
+
+    async def _script(self, step: ScriptStep, asset: Asset, env: dict[str, str]) -> Action:
+        lines = len(step.script.splitlines())
+        if asset.connection_type == "local":
+
+            async def run_local(budget: float, cancel: asyncio.Event | None) -> Outcome:
+                result = await local.run_script(
+                    step.script,
+                    interpreter=step.interpreter,
+                    args=step.args,
+                    timeout_s=budget,
+                    env=env,
+                    cwd=step.cwd,
+                    cancel=cancel,
+                )
+                return from_command(result, budget)
+
+            return Action(f"run a {lines}-line {step.interpreter} script locally", run_local)
+        target = await self._ssh_target(asset)
+
+        async def run_ssh(budget: float, cancel: asyncio.Event | None) -> Outcome:
+            conn = await self._connection(target, budget)
+            if isinstance(conn, Outcome):
+                return conn
+            result = await ssh.run_script(
+                conn,
+                step.script,
+                interpreter=step.interpreter,
+                args=step.args,
+                timeout_s=budget,
+                env=env,
+                cwd=step.cwd,
+                cancel=cancel,
+            )
+            return from_command(result, budget)
+
+        summary = f"upload and run a {lines}-line {step.interpreter} script on {target.where}"
+        return Action(summary, run_ssh)
+
+    # -- file copies ---------------------------------------------------------------------
+
+    async def _file(
+        self, step: FileStep, asset: Asset, where: str, context: dict[str, Any]
+    ) -> Action:
+        src = render(step.src, context, f"{where}.src")
+        dest = render(step.dest, context, f"{where}.dest")
+        mode = int(step.mode, 8) if step.mode else None
+        if step.direction == "fetch":
+            return await self._fetch(asset, src, Path(dest), mode)
+        if not dest.startswith("/"):
+            raise StepInputError(f"{where}.dest: must be an absolute path (got {dest!r})")
+        try:
+            source = ssh.file_digest(Path(src))
+        except OSError as exc:
+            raise StepInputError(f"{where}.src: cannot read {src}: {exc.strerror}") from None
+        done = f"copied {source.size} bytes to {dest}, sha256 {source.sha256} verified"
+        if asset.connection_type == "local":
+            return self._local_copy(Path(src), dest, mode, done)
+        target = await self._ssh_target(asset)
+
+        async def run_ssh(budget: float, cancel: asyncio.Event | None) -> Outcome:
+            async def copy() -> Outcome:
+                conn = await self._connection(target, budget)
+                if isinstance(conn, Outcome):
+                    return conn
+                await ssh.copy_file(conn, Path(src), dest, mode)
+                return Outcome("completed", output=done)
+
+            return await bounded(copy(), budget, cancel)
+
+        summary = f"copy {src} ({source.size} bytes) to {target.where}:{dest}"
+        return Action(summary, run_ssh)
+
+    async def _fetch(self, asset: Asset, src: str, dest: Path, mode: int | None) -> Action:
+        if asset.connection_type == "local":
+            return self._local_copy(Path(src), str(dest), mode, f"fetched {src} to {dest}")
+        target = await self._ssh_target(asset)
+
+        async def run_ssh(budget: float, cancel: asyncio.Event | None) -> Outcome:
+            async def fetch() -> Outcome:
+                conn = await self._connection(target, budget)
+                if isinstance(conn, Outcome):
+                    return conn
+                got = await ssh.fetch_file(conn, src, dest, mode)
+                return Outcome(
+                    "completed",
+                    output=f"fetched {got.size} bytes to {dest}, sha256 {got.sha256} verified",
+                )
+
+            return await bounded(fetch(), budget, cancel)
+
+        return Action(f"fetch {target.where}:{src} to {dest}", run_ssh)
+
+    def _local_copy(self, src: Path, dest: str, mode: int | None, done: str) -> Action:
+        async def run_local(budget: float, cancel: asyncio.Event | None) -> Outcome:
+            work = asyncio.to_thread(local.copy_file, src, dest, mode)
+            return await bounded(_completed(work, done), budget, cancel)
+
+        return Action(f"copy {src} to {dest} locally", run_local)
+
+    # -- HTTP ----------------------------------------------------------------------------
+
+    def _client(self, verify: bool) -> httpx.AsyncClient:
+        if verify not in self._http:
+            self._http[verify] = httpx.AsyncClient(verify=verify, follow_redirects=False)
+        return self._http[verify]
+
+    async def _http_request(self, step: HttpStep, where: str, context: dict[str, Any]) -> Action:
+        headers = {
+            k: render(plain(v, f"{where}.headers.{k}"), context, f"{where}.headers.{k}")
+            for k, v in step.headers.items()
+        }
+        if step.auth is not None:
+            headers["authorization"] = authorization(step.auth, f"{where}.auth")
+        request = http.build(
+            step.method,
+            render(step.url, context, f"{where}.url"),
+            headers,
+            None if step.body is None else render(step.body, context, f"{where}.body"),
+            render_data(step.json_body, context, f"{where}.json"),
+        )
+        client = self._client(step.verify_tls)
+
+        async def send(budget: float) -> Outcome:
+            try:
+                response = await http.send(client, request, timeout_s=budget)
+            except httpx.TimeoutException as exc:
+                return Outcome("timeout", error=f"{request.url}: {type(exc).__name__}")
+            except httpx.HTTPError as exc:
+                return Outcome("failed", error=cap_text(f"{request.url}: {exc}"))
+            problems = http.failures(step.expect, response)
+            status_line = f"HTTP {response.status} {response.reason}".strip()
+            if response.truncated:  # the expectations saw only the first part, say so
+                status_line += f" (body cut at {http.BODY_LIMIT} bytes)"
+            return Outcome(
+                "failed" if problems else "completed",
+                output=cap_text(response.body),
+                stderr=status_line,
+                error=cap_text("; ".join(problems)) if problems else None,
+            )
+
+        async def run(budget: float, cancel: asyncio.Event | None) -> Outcome:
+            return await bounded(send(budget), budget, cancel)
+
+        return Action(f"{request.method} {request.url}", run)
+
+    # -- SQL -----------------------------------------------------------------------------
+
+    def _sql(self, step: SqlStep, where: str, context: dict[str, Any]) -> Action:
+        dsn = render(plain(step.dsn, f"{where}.dsn"), context, f"{where}.dsn")
+        try:
+            parts = conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError as exc:
+            raise StepInputError(f"{where}.dsn: {exc}") from None
+        read_only = step.action_class == "read"
+        place = f"{parts.get('host', 'localhost')}/{parts.get('dbname', '')}"
+        mode = "read-only transaction" if read_only else "transaction"
+
+        async def query(budget: float) -> Outcome:
+            try:
+                result = await sql.run_query(
+                    dsn,
+                    step.query,
+                    dict(step.params),
+                    read_only=read_only,
+                    expected_rows=step.expect.rows if step.expect else None,
+                    timeout_s=budget,
+                )
+            except sql.RowGuardFailed as exc:
+                return Outcome("failed", error=f"{exc}; rolled back")
+            except psycopg.Error as exc:
+                return Outcome("failed", error=cap_text(f"{type(exc).__name__}: {exc}"))
+            problems = sql.failures(step.expect, result)
+            return Outcome(
+                "failed" if problems else "completed",
+                output=cap_text(result.to_json()),
+                error=cap_text("; ".join(problems)) if problems else None,
+            )
+
+        async def run(budget: float, cancel: asyncio.Event | None) -> Outcome:
+            return await bounded(query(budget), budget, cancel)
+
+        # The summary shows host and database, never the DSN: it may carry a password.
+        return Action(f"query {place} in a {mode}", run)
+
+
+def plain(value: StrOrSecret | None, where: str) -> str:
+    """A field's text; the engine fills secret references in before a step runs, so one
+    still here means the caller skipped that (a connector never fetches secrets itself)."""
+    if not isinstance(value, str):
+        raise StepInputError(f"{where}: secret reference not resolved")
+    return value
+
+
+def plain_env(env: Mapping[str, StrOrSecret], where: str) -> dict[str, str]:
+    return {name: plain(value, f"{where}.env.{name}") for name, value in env.items()}
+
+
+def authorization(auth: HttpAuth, where: str) -> str:
+    if auth.bearer is not None:
+        return f"Bearer {plain(auth.bearer, f'{where}.bearer')}"
+    password = plain(auth.password, f"{where}.password")
+    token = base64.b64encode(f"{auth.username}:{password}".encode()).decode()
+    return f"Basic {token}"
+
+
+async def _completed(work: Awaitable[object], output: str) -> Outcome:
+    await work
+    return Outcome("completed", output=output)
+
+
+async def bounded(
+    work: Awaitable[Outcome], timeout_s: float, cancel: asyncio.Event | None
+) -> Outcome:
+    """``work`` within ``timeout_s``, abandoned (cancelled) when ``cancel`` is set."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(cancel.wait()) if cancel else None
+    waiters: set[asyncio.Future[Any]] = {task, stopper} if stopper else {task}
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=timeout_s, return_when="FIRST_COMPLETED")
+    finally:
+        if stopper:
+            stopper.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    if task in done:
+        return task.result()
+    if stopper is not None and stopper in done:
+        return Outcome("cancelled", error="cancelled")
+    return Outcome("timeout", error=f"timed out after {timeout_s:g} s")
+
+
+def from_command(result: CommandResult, budget: float) -> Outcome:
+    if result.timed_out:
+        error = f"timed out after {budget:g} s"
+        return Outcome("timeout", result.exit_code, result.stdout, result.stderr, error)
+    if result.cancelled:
+        return Outcome("cancelled", result.exit_code, result.stdout, result.stderr, "cancelled")
+    if result.exit_code == 0:
+        return Outcome("completed", 0, result.stdout, result.stderr)
+    error = f"exit code {result.exit_code}"
+    return Outcome("failed", result.exit_code, result.stdout, result.stderr, error)

@@ -1,0 +1,30 @@
+-- Per-tenant connector settings and trusted SSH host keys.
+
+-- name: tenant_settings
+SELECT record_only, host_key_policy FROM execution.tenants WHERE tenant_id = %(tenant_id)s
+
+-- name: set_record_only
+UPDATE execution.tenants SET record_only = %(record_only)s WHERE tenant_id = %(tenant_id)s
+
+-- name: set_host_key_policy
+UPDATE execution.tenants SET host_key_policy = %(policy)s WHERE tenant_id = %(tenant_id)s
+
+-- name: known_host_keys
+SELECT public_key FROM execution.known_hosts
+WHERE tenant_id = %(tenant_id)s AND host = %(host)s AND port = %(port)s
+ORDER BY added_at, public_key
+
+-- name: add_known_host
+INSERT INTO execution.known_hosts (tenant_id, host, port, public_key, added_by)
+VALUES (%(tenant_id)s, %(host)s, %(port)s, %(public_key)s, %(added_by)s)
+ON CONFLICT DO NOTHING
+RETURNING host
+
+-- name: list_known_hosts
+SELECT host, port, public_key, added_by, added_at FROM execution.known_hosts
+WHERE tenant_id = %(tenant_id)s ORDER BY host, port, public_key
+
+-- name: remove_known_hosts
+DELETE FROM execution.known_hosts
+WHERE tenant_id = %(tenant_id)s AND host = %(host)s AND port = %(port)s
+RETURNING public_key

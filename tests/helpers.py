@@ -1,0 +1,63 @@
+"""Shared test helpers: SSH assets on the lab, running a plan through the real engine."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from opsconductor.db import assets, connectors, steps
+from opsconductor.db.connection import Database
+from opsconductor.engine import Engine
+from opsconductor.inventory import Asset
+from opsconductor.plan import parse_plan
+from opsconductor.status_machine import Status
+from opsconductor.submission import Request, submit
+
+
+async def add_ssh_assets(
+    db: Database,
+    lab: Any,
+    ports: list[int],
+    *,
+    tenant: str = "default",
+    trust: bool = True,
+    credential_ref: str | None = None,
+    tags: dict[str, str] | None = None,
+    prefix: str = "ssh",
+) -> list[Asset]:
+    """One asset per port, named ``{prefix}-NN``; its host key trusted unless ``trust`` is
+    false. The credential defaults to the lab's client key file."""
+    added = []
+    async with db.connection() as conn:
+        await assets.ensure_tenant(conn, tenant)
+        for n, port in enumerate(ports):
+            asset = Asset(
+                asset_id=f"{prefix}-{n:02d}",
+                hostname=f"{prefix}-{n:02d}.test",
+                address="127.0.0.1",
+                port=port,
+                environment="test",
+                connection_type="ssh",
+                username=lab.username,
+                credential_ref=credential_ref or f"file:{lab.keys.client_key_path}",
+                tags=tags or {"role": prefix},
+            )
+            added.append(await assets.add(conn, tenant, asset))
+            if trust:
+                await connectors.add_known_host(
+                    conn, tenant, "127.0.0.1", port, lab.keys.host_public, "test"
+                )
+    return added
+
+
+async def run_plan(
+    db: Database, plan: dict[str, Any], *, tenant: str = "default", record_only: bool = False
+) -> tuple[Status, list[dict[str, Any]], uuid.UUID]:
+    """Submit and run ``plan`` here; its final status, its step rows, its id."""
+    request = Request(parse_plan(plan), tenant, "tester", record_only=record_only)
+    submitted = await submit(db, request)
+    execution_id = submitted.execution["id"]
+    status = await Engine(db, actor_id="tester").run(tenant, execution_id)
+    async with db.connection() as conn:
+        rows = await steps.list_for(conn, execution_id)
+    return status, rows, execution_id
