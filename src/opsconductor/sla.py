@@ -46,12 +46,22 @@ async def sweep(
     return flagged
 
 
+def _still_wanted() -> None:
+    """A cancellation that lands inside a query may be absorbed by psycopg (returned as a
+    query error, or not at all); a loop must not outlive its own cancellation."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def watch(db: Database, period_s: float | None = None) -> None:
     """Sweep forever (a task of the API's lifespan); a database outage only delays alerts."""
     period = period_s or float(os.environ.get("OPSC_SLA_SWEEP_S", SWEEP_S))
     while True:
+        _still_wanted()
         try:
             await sweep(db)
         except DatabaseError as exc:
+            _still_wanted()
             log.warning("sla sweep failed", error=str(exc))
         await asyncio.sleep(period)
