@@ -98,6 +98,15 @@ async def test_step_by_step_approval_holds_no_worker_slot(one_slot: Api, tmp_pat
     events = (await api.client.get(f"{URL}/{eid}/events", headers=alice)).json()
     kinds = [e["event_type"] for e in (events["events"] if isinstance(events, dict) else events)]
     assert kinds.count("step_approval_requested") == 2
+    history = [
+        (a["step_index"], a["state"], [d["actor_id"] for d in a["decisions"]])
+        for a in final["approvals"]
+    ]
+    assert history == [
+        (None, "approved", ["bob"]),
+        (0, "approved", ["bob"]),
+        (1, "rejected", ["bob"]),
+    ]
 
 
 async def test_an_unanswered_step_approval_expires(one_slot: Api) -> None:

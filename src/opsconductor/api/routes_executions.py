@@ -21,6 +21,7 @@ from opsconductor.api.auth import Caller, database, require
 from opsconductor.api.inputs import CleanInput, check_text
 from opsconductor.approvals import Decision
 from opsconductor.cancellation import request_cancel
+from opsconductor.db import approvals as approval_store
 from opsconductor.db import auth, executions, reads, steps
 from opsconductor.db.connection import Conn, Database
 from opsconductor.db.notify import EventHub
@@ -176,11 +177,13 @@ async def list_executions(
 async def _detail(conn: Conn, tenant_id: str, execution_id: str) -> models.ExecutionDetail:
     execution = await executions.get(conn, tenant_id, execution_id)
     step_rows = await steps.list_for(conn, execution["id"])
+    history = await approval_store.history(conn, execution["id"])
     return models.ExecutionDetail(
         **models.Execution.from_row(execution).model_dump(),
         plan=execution["plan_snapshot"]["plan"],
         progress=models.Progress(**progress.compute(step_rows).as_dict()),
         steps=[models.Step.from_row(r) for r in step_rows],
+        approvals=[models.Approval.model_validate(row) for row in history],
     )
 
 
