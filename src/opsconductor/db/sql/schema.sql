@@ -420,3 +420,8 @@ BEGIN
                       NEW.id || ' ' || NEW.execution_id || ' ' || NEW.tenant_id);
     RETURN NULL;
 END $$;
+
+ALTER TABLE execution.execution_steps DROP CONSTRAINT execution_steps_status_check;
+ALTER TABLE execution.execution_steps ADD CONSTRAINT execution_steps_status_check CHECK (status IN
+    ('pending', 'running', 'completed', 'failed', 'timeout', 'cancelled', 'skipped',
+     'awaiting_approval'));
