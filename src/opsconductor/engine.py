@@ -687,8 +687,8 @@ class Engine:
 
     async def _start(self, run: _Run, index: int, asset: Asset, attempt: int) -> int:
         step = run.plan.steps[index]
-        async with self.db.transaction() as conn:
-            attempt_id = await steps.start_attempt(
+        async with self.db.connection() as conn:
+            attempt_id = await steps.start_attempt_logged(
                 conn,
                 execution_id=run.id,
                 tenant_id=run.tenant_id,
@@ -698,13 +698,8 @@ class Engine:
                 asset_id=asset.asset_id,
                 attempt=attempt,
                 retry_count=attempt - 1,
-            )
-            await executions.append_event(
-                conn,
-                run.execution,
-                "step_started",
-                self.actor_id,
-                {
+                actor_id=self.actor_id,
+                payload={
                     "step_index": index,
                     "step": step.name,
                     "target": asset.asset_id,
@@ -726,23 +721,19 @@ class Engine:
         final: bool,
     ) -> None:
         step = run.plan.steps[index]
-        async with self.db.transaction() as conn:
-            await steps.finish_attempt(
+        async with self.db.connection() as conn:
+            await steps.finish_attempt_logged(
                 conn,
                 attempt_id,
+                execution_id=run.id,
+                tenant_id=run.tenant_id,
                 status=result.status,
                 exit_code=result.exit_code,
                 output=result.output,
                 stderr=result.stderr,
                 error=result.error,
-                masker=run.masker,
-            )
-            await executions.append_event(
-                conn,
-                run.execution,
-                "step_finished",
-                self.actor_id,
-                {
+                actor_id=self.actor_id,
+                payload={
                     "step_index": index,
                     "step": step.name,
                     "target": asset.asset_id,
