@@ -359,12 +359,10 @@ class Engine:
     async def _finish(self, run: _Run, final: Status, reason: str | None) -> None:
         # A cancelled execution records who asked (cancelled_by) as the actor of its end.
         actor = run.cancelled_by if final is Status.CANCELLED and run.cancelled_by else None
-        async with self.db.transaction() as conn:
-            if run.lease is not None:
-                # First, so a lost lease rolls the whole ending back: the new owner's
-                # work can never be overwritten by ours.
-                await queue.complete(conn, run.lease)
-            await steps.skip_pending(conn, run.id)
+        async with self.db.connection() as conn:
+            # One statement: with a lease the end is recorded (and the queue row deleted)
+            # only while the lease is ours, else LeaseLost and nothing changed, so the new
+            # owner's work can never be overwritten by ours.
             await executions.transition(
                 conn,
                 run.id,
@@ -373,6 +371,8 @@ class Engine:
                 actor_id=actor or self.actor_id,
                 reason=reason,
                 masker=run.masker,
+                lease_token=None if run.lease is None else run.lease.token,
+                skip_pending=True,
             )
 
     async def _run_steps(self, run: _Run) -> tuple[Status, str | None]:
