@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from opsconductor import approval_gate, logs, policies, rbac, validation
-from opsconductor.cancellation import CancelWatcher
+from opsconductor.cancellation import CHECK_INTERVAL_S, CancelWatcher
 from opsconductor.config import load_settings
 from opsconductor.connectors import credentials
 from opsconductor.connectors.outcome import RECORD_ONLY
@@ -276,6 +276,9 @@ class Engine:
                 await asyncio.shield(run.connectors.aclose())
                 await self._finish(run, *verdict)
                 return verdict[0]
+            requested_by = run.execution.get("cancel_requested_by")
+            if requested_by is not None:  # asked before this worker took it (a resume)
+                run.abort_with("cancelled", str(requested_by))
             watcher = self._watcher(run)
             watcher.start()
             try:
@@ -395,6 +398,8 @@ class Engine:
             deadline=lambda: run.deadline,
             on_cancel=lambda actor: run.abort_with("cancelled", actor),
             on_deadline=lambda: run.abort_with("timeout"),
+            # run() has just looked at the row it read (claim or get) for a request
+            first_check_s=CHECK_INTERVAL_S,
         )
 
     def _abort_verdict(self, run: _Run, index: int) -> tuple[Status, str]:
