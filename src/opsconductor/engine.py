@@ -26,7 +26,6 @@ from opsconductor.connectors.outcome import RECORD_ONLY
 from opsconductor.connectors.session import Connectors
 from opsconductor.connectors.ssh import CredentialResolver
 from opsconductor.db import assets, connectors, executions, queue, steps
-from opsconductor.db import secrets as secret_rows
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import SecretError
 from opsconductor.inventory import Asset
@@ -317,8 +316,7 @@ class Engine:
         async with self.db.connection() as conn:
             matrix = await self._policies(conn)
             found = await assets.by_ids(conn, tenant_id, wanted)
-            patterns = await secret_rows.patterns(conn, tenant_id)
-            tenant = await connectors.tenant_settings(conn, tenant_id)
+            tenant, patterns = await connectors.run_settings(conn, tenant_id)
         plan = parse_plan(snapshot["plan"])
         targets = [
             [found[a] for a in step_targets if a in found] for step_targets in snapshot["targets"]
@@ -343,7 +341,7 @@ class Engine:
             connectors=session,
             credentials=live,
         )
-        run.cell.masker = Masker(patterns={p["name"]: p["pattern"] for p in patterns})
+        run.cell.masker = Masker(patterns=patterns)
         return run, wanted - set(found)
 
     async def _policies(self, conn: Conn) -> policies.PolicyMatrix:
