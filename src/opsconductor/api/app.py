@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,11 +12,11 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import opsconductor
-from opsconductor import dispatch
 from opsconductor.api import (
     problems,
     routes_access,
     routes_assets,
+    routes_dlq,
     routes_executions,
     routes_secrets,
     routes_system,
@@ -23,6 +24,7 @@ from opsconductor.api import (
 from opsconductor.api.inputs import clean_parameters
 from opsconductor.db.connection import Database
 from opsconductor.db.notify import EventHub
+from opsconductor.worker import Worker, WorkerOptions
 
 PREFIX = "/api/v1"
 #: Plans are small; a body past this is a mistake or an attack.
@@ -75,17 +77,28 @@ class BodyLimit:
         return f"request body exceeds {self.max_bytes} bytes"
 
 
-def create_app(db: Database, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """The app over an open database (the caller owns and closes it)."""
+def create_app(
+    db: Database,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    workers: WorkerOptions | None = None,
+) -> FastAPI:
+    """The app over an open database (the caller owns and closes it). With ``workers``, the
+    process also runs a worker pool for the queue, stopped (drained) with the app."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub: EventHub = app.state.events
         await hub.start()
+        pool = Worker(db, actor_id="system:api-worker", options=workers) if workers else None
+        running = asyncio.create_task(pool.serve()) if pool else None
+        app.state.worker = pool
         try:
             yield
         finally:
-            await dispatch.drain()
+            if pool is not None and running is not None:
+                pool.stop()
+                await running
             await hub.stop()
 
     app = FastAPI(
@@ -106,6 +119,7 @@ def create_app(db: Database, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI
     for router in (
         routes_executions.router,
         routes_assets.router,
+        routes_dlq.router,
         routes_access.router,
         routes_secrets.router,
         routes_system.router,

@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from opsconductor import dispatch
 from opsconductor.api import models
 from opsconductor.api.auth import Caller, database, require
 from opsconductor.api.problems import problem
@@ -33,7 +32,6 @@ async def stats(
         queue_waiting=found.queue_waiting,
         queue_leased=found.queue_leased,
         dlq_open=found.dlq_open,
-        background_in_process=dispatch.in_flight(),
     )
 
 
