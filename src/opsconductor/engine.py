@@ -25,7 +25,7 @@ from opsconductor.connectors import credentials
 from opsconductor.connectors.outcome import RECORD_ONLY
 from opsconductor.connectors.session import Connectors
 from opsconductor.connectors.ssh import CredentialResolver
-from opsconductor.db import assets, connectors, executions, queue, steps
+from opsconductor.db import connectors, executions, queue, runs, steps
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import SecretError
 from opsconductor.inventory import Asset
@@ -315,8 +315,8 @@ class Engine:
         wanted = {a for step_targets in snapshot["targets"] for a in step_targets}
         async with self.db.connection() as conn:
             matrix = await self._policies(conn)
-            found = await assets.by_ids(conn, tenant_id, wanted)
-            tenant, patterns = await connectors.run_settings(conn, tenant_id)
+            context = await runs.start_context(conn, tenant_id, wanted)
+        found, tenant, patterns = context.assets, context.tenant, context.patterns
         plan = parse_plan(snapshot["plan"])
         targets = [
             [found[a] for a in step_targets if a in found] for step_targets in snapshot["targets"]

@@ -28,17 +28,6 @@ async def tenant_settings(conn: Conn, tenant_id: str) -> TenantSettings:
     return TenantSettings(bool(row["record_only"]), str(row["host_key_policy"]))
 
 
-async def run_settings(conn: Conn, tenant_id: str) -> tuple[TenantSettings, dict[str, str]]:
-    """The tenant's settings and its masking patterns (name -> pattern, by name), read
-    together for the start of a run: one round trip instead of two."""
-    cur = await conn.execute(Q["tenant_run_settings"], {"tenant_id": tenant_id})
-    row = await cur.fetchone()
-    if row is None:
-        raise NotFound(f"tenant {tenant_id!r} not found")
-    settings = TenantSettings(bool(row["record_only"]), str(row["host_key_policy"]))
-    return settings, {str(name): str(pattern) for name, pattern in row["masking_patterns"]}
-
-
 async def set_record_only(conn: Conn, tenant_id: str, on: bool) -> None:
     await conn.execute(Q["set_record_only"], {"tenant_id": tenant_id, "record_only": on})
 

@@ -3,15 +3,6 @@
 -- name: tenant_settings
 SELECT record_only, host_key_policy FROM execution.tenants WHERE tenant_id = %(tenant_id)s
 
--- name: tenant_run_settings
--- What the engine needs of the tenant to start a run, in one round trip: the settings above
--- and the tenant's masking patterns (the same rows and order as secrets.list_patterns).
-SELECT t.record_only, t.host_key_policy,
-       coalesce((SELECT json_agg(json_build_array(p.name, p.pattern) ORDER BY p.name)
-                 FROM execution.masking_patterns p WHERE p.tenant_id = t.tenant_id),
-                '[]'::json) AS masking_patterns
-FROM execution.tenants t WHERE t.tenant_id = %(tenant_id)s
-
 -- name: set_record_only
 UPDATE execution.tenants SET record_only = %(record_only)s WHERE tenant_id = %(tenant_id)s
 
