@@ -157,3 +157,14 @@ def test_watch_follows_to_the_end(cli_env: dict[str, str]) -> None:
     assert watched.returncode == 0, watched.stderr
     assert "finished: completed" in watched.stdout
     assert "approved → running" in watched.stdout and "(attempt 3)" in watched.stdout
+
+
+def test_run_refuses_level_3_and_points_to_submit(cli_env: dict[str, str], tmp_path: Path) -> None:
+    plan = tmp_path / "l3.yaml"
+    plan.write_text(
+        "name: x\napproval_level: 3\nsteps:\n"
+        "  - {name: a, type: command, command: 'true', targets: {hostnames: [localhost]}}\n"
+    )
+    result = opsc(cli_env, "run", str(plan))
+    assert result.returncode == 2
+    assert "approval_level: 3" in result.stderr and "opsc submit" in result.stderr

@@ -33,13 +33,17 @@ async def decide(
     decision: Decision,
     reviewed_hash: str | None = None,
     comment: str | None = None,
+    step_index: int | None = None,
 ) -> dict[str, Any]:
-    """Approve or reject the pending plan approval; return the execution afterwards."""
+    """Approve or reject the pending approval of the plan, or (level 3) of one step;
+    return the execution afterwards."""
     refused: ApprovalRefused | None = None
     async with db.transaction() as conn:
         execution = await executions.get(conn, tenant_id, execution_id)
         try:
-            await _decide_locked(conn, execution, actor_id, decision, reviewed_hash, comment)
+            await _decide_locked(
+                conn, execution, actor_id, decision, reviewed_hash, comment, step_index
+            )
         except ApprovalRefused as exc:
             refused = exc
     if refused is not None:
@@ -55,6 +59,7 @@ async def decide(
                     "detail": str(refused),
                     "decision": decision.value,
                     "reviewed_hash": reviewed_hash,
+                    "step_index": step_index,
                 },
             )
         if refused.reason == "expired":
@@ -71,15 +76,18 @@ async def _decide_locked(
     decision: Decision,
     reviewed_hash: str | None,
     comment: str | None,
+    step_index: int | None,
 ) -> None:
-    approval = await approval_store.lock_open(conn, execution["id"], None)
+    approval = await approval_store.lock_open(conn, execution["id"], step_index)
     if approval is None:
+        what = "an approval" if step_index is None else f"an approval of step {step_index}"
         raise ApprovalRefused(
             "no_approval",
-            f"execution {execution['id']} does not need an approval",
+            f"execution {execution['id']} does not wait for {what}",
             conflict=True,
         )
-    if approval["state"] == "pending" and execution["status"] != Status.PENDING_APPROVAL:
+    waits_in = Status.PENDING_APPROVAL if step_index is None else Status.RUNNING
+    if approval["state"] == "pending" and execution["status"] != waits_in:
         raise ApprovalRefused(
             "not_pending",
             f"execution {execution['id']} is {execution['status']}",
@@ -120,6 +128,7 @@ async def _decide_locked(
             "needed": outcome.needed,
             "comment": comment,
             "plan_hash": reviewed_hash,
+            "step_index": step_index,
         },
     )
     if outcome.state is None:
@@ -131,6 +140,9 @@ async def _decide_locked(
         actor_id=actor_id,
         comment=comment,
     )
+    if step_index is not None:
+        await _settle_step(conn, execution, approval, step_index, outcome.state, actor_id, comment)
+        return
     target = Status.APPROVED if outcome.state == "approved" else Status.REJECTED
     await executions.transition(
         conn,
@@ -144,6 +156,60 @@ async def _decide_locked(
         await queue.enqueue_approved(conn, execution, actor_id)
 
 
+async def _settle_step(
+    conn: Conn,
+    execution: dict[str, Any],
+    approval: dict[str, Any],
+    step_index: int,
+    state: str,
+    actor_id: str,
+    comment: str | None,
+) -> None:
+    """A parked level 3 execution: wake it for the approved step, or end it."""
+    if state == "approved":
+        await approval_store.release_step(conn, execution["id"], step_index)
+        await approval_store.extend_timeout(conn, execution["id"], approval["created_at"])
+        await queue.unpark(conn, execution["id"])
+        return
+    why = f"step {step_index} rejected by {actor_id}" + (f": {comment}" if comment else "")
+    await _end_parked(conn, execution["id"], actor_id, why)
+
+
+async def _end_parked(conn: Conn, execution_id: Any, actor_id: str, reason: str) -> None:
+    """No worker holds a parked execution: end it here (its queue row goes with it)."""
+    await queue.drop_parked(conn, execution_id)
+    await approval_store.skip_awaiting(conn, execution_id)
+    await executions.transition(
+        conn, execution_id, Status.RUNNING, Status.CANCELLED, actor_id=actor_id, reason=reason
+    )
+
+
+async def step_gate(db: Database, execution: dict[str, Any], step_index: int, actor_id: str) -> str:
+    """Before step ``step_index`` of a level 3 execution: ``"go"`` if a person approved it,
+    else ``"wait"`` (the request is made on first call and the step marked
+    ``awaiting_approval``); a rejected or expired step has already ended the execution."""
+    async with db.transaction() as conn:
+        approval = await approval_store.lock_open(conn, execution["id"], step_index)
+        if approval is not None and approval["state"] == "approved":
+            return "go"
+        if approval is not None:
+            return "wait"
+        await approval_store.request(
+            conn,
+            execution_id=execution["id"],
+            tenant_id=execution["tenant_id"],
+            level=3,
+            plan_hash=execution["plan_hash"],
+            requested_by=execution["actor_id"],
+            step_index=step_index,
+        )
+        await approval_store.await_step(conn, execution["id"], step_index)
+        await executions.append_event(
+            conn, execution, "step_approval_requested", actor_id, {"step_index": step_index}
+        )
+    return "wait"
+
+
 async def expire_overdue(db: Database) -> int:
     """Expire overdue approvals and cancel what waited on them. Safe to call from every
     process: a transaction-level advisory lock lets one sweep run at a time."""
@@ -154,7 +220,9 @@ async def expire_overdue(db: Database) -> int:
             return 0
         expired = await approval_store.expire_overdue(conn)
         for item in expired:
-            if item["status"] == Status.PENDING_APPROVAL:
+            if item["step_index"] is not None and item["status"] == Status.RUNNING:
+                await _end_parked(conn, item["execution_id"], SWEEPER, "approval_expired")
+            elif item["status"] == Status.PENDING_APPROVAL:
                 await executions.transition(
                     conn,
                     item["execution_id"],

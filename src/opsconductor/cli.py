@@ -622,7 +622,11 @@ def list_(
 
 
 def _decide(
-    execution_id: str, decision: Decision, reviewed_hash: str | None, comment: str | None
+    execution_id: str,
+    decision: Decision,
+    reviewed_hash: str | None,
+    comment: str | None,
+    step: int | None,
 ) -> None:
     async def work(settings: Settings) -> dict[str, Any]:
         async with _database(settings) as db:
@@ -637,10 +641,17 @@ def _decide(
                 decision=decision,
                 reviewed_hash=reviewed_hash,
                 comment=comment,
+                step_index=step,
             )
 
     execution = _exec(work)
     out.print(f"execution {execution['id']} is now {_styled(execution['status'])}")
+
+
+StepOption = Annotated[
+    int | None,
+    typer.Option("--step", min=0, help="Level 3: decide on this step (index) instead of the plan"),
+]
 
 
 @app.command()
@@ -650,18 +661,20 @@ def approve(
         str | None, typer.Option("--hash", help="Plan hash you reviewed (levels 2 and 3)")
     ] = None,
     comment: Annotated[str | None, typer.Option(help="Why")] = None,
+    step: StepOption = None,
 ) -> None:
-    """Approve an execution that waits for approval."""
-    _decide(execution_id, Decision.APPROVE, plan_hash, comment)
+    """Approve an execution (or, level 3, one of its steps) that waits for approval."""
+    _decide(execution_id, Decision.APPROVE, plan_hash, comment, step)
 
 
 @app.command()
 def reject(
     execution_id: Annotated[str, typer.Argument(help="Execution id or a 6+ char prefix")],
     comment: Annotated[str, typer.Option(help="Why (required)")],
+    step: StepOption = None,
 ) -> None:
-    """Reject an execution that waits for approval."""
-    _decide(execution_id, Decision.REJECT, None, comment)
+    """Reject an execution (or, level 3, one of its steps) that waits for approval."""
+    _decide(execution_id, Decision.REJECT, None, comment, step)
 
 
 def _tags(values: list[str]) -> dict[str, str]:

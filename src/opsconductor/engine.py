@@ -27,7 +27,7 @@ from opsconductor.connectors.session import Connectors
 from opsconductor.connectors.ssh import CredentialResolver
 from opsconductor.db import connectors, executions, queue, runs, steps
 from opsconductor.db.connection import Conn, Database
-from opsconductor.errors import SecretError
+from opsconductor.errors import BadInput, SecretError
 from opsconductor.inventory import Asset
 from opsconductor.locking import AssetLocked, LeaseHold, LockSettings, LockWaitAborted, owner_tag
 from opsconductor.masking import Masker
@@ -204,6 +204,10 @@ def _credential_refs(run: _Run, index: int) -> list[str]:
     ]
 
 
+class _Parked(Exception):
+    """A level 3 step waits for a person: stop here, hand the execution back to the queue."""
+
+
 class Engine:
     def __init__(
         self,
@@ -254,6 +258,10 @@ class Engine:
             async with self.db.connection() as conn:
                 execution = await executions.get(conn, tenant_id, str(execution_id))
         current = Status(execution["status"])
+        if execution["approval_level"] == 3 and lease is None:
+            # They wait for a person between steps, which only the queue can do without
+            # pinning a process: refuse before anything starts.
+            raise BadInput("approval_level 3 executions run on workers: use opsc submit")
         resuming = lease is not None and current is Status.RUNNING
         if execution["approval_level"] >= 1 and not resuming:
             moved = await approval_gate.still_valid(self.db, execution, self.actor_id)
@@ -282,6 +290,10 @@ class Engine:
             watcher.start()
             try:
                 final, reason = await self._run_locked(run)
+            except _Parked:
+                if lease is not None:
+                    await queue.park(self.db, lease)
+                return Status.RUNNING  # a person decides; the approval wakes the queue row
             except asyncio.CancelledError:
                 if lease is None:
                     await asyncio.shield(self._finish(run, Status.CANCELLED, INTERRUPTED))
@@ -378,6 +390,7 @@ class Engine:
 
     async def _run_steps(self, run: _Run) -> tuple[Status, str | None]:
         for index in range(len(run.plan.steps)):
+            await self._step_approved(run, index)
             run.results[index] = await self._run_step(run, index)
             if run.abort.is_set():
                 return self._abort_verdict(run, index)
@@ -385,6 +398,15 @@ class Engine:
             if bad:
                 return self._verdict(run, index, bad)
         return Status.COMPLETED, None
+
+    async def _step_approved(self, run: _Run, index: int) -> None:
+        """Level 3: every step waits for its own approval. Waiting happens off the worker:
+        ``_Parked`` ends this run and the queue row sleeps until the step is approved."""
+        if run.execution["approval_level"] != 3:
+            return
+        gate = await approval_gate.step_gate(self.db, run.execution, index, self.actor_id)
+        if gate != "go":
+            raise _Parked(index)
 
     # -- safety hooks: cancellation, timeouts, locks, secrets (issue 6) -----------------
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from opsconductor import routing
 from opsconductor.db import assets, connectors, executions, steps
 from opsconductor.db.connection import Database
+from opsconductor.errors import BadInput
 from opsconductor.idempotency import derive_key
 from opsconductor.inventory import Asset, resolve_plan
 from opsconductor.plan import Plan
@@ -57,6 +58,13 @@ async def submit(
     digest = plan_hash(plan, targets)
     route = routing.classify(routing.estimate_seconds(plan, targets, observed))
     mode = route.mode if request.enqueue is None else _MODE[request.enqueue]
+    if plan.approval_level == 3:
+        if request.enqueue is False:
+            raise BadInput(
+                "approval_level: 3 (step by step) runs on workers, which wait for each step's "
+                "approval without pinning a process: use opsc submit (and opsc worker)"
+            )
+        mode = "background"
     new = executions.NewExecution(
         tenant_id=request.tenant_id,
         actor_id=request.actor_id,

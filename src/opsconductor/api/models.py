@@ -76,10 +76,35 @@ class Step(BaseModel):
         return cls.model_validate({k: row[k] for k in cls.model_fields})
 
 
+class ApprovalDecision(BaseModel):
+    actor_id: str
+    decision: str
+    plan_hash: str | None
+    comment: str | None
+    decided_at: datetime
+
+
+class Approval(BaseModel):
+    """One approval request (of the plan, or of a step at level 3) and its decisions."""
+
+    id: int
+    step_index: int | None
+    level: int
+    plan_hash: str
+    state: str
+    requested_by: str
+    decided_by: str | None
+    decided_at: datetime | None
+    expires_at: datetime
+    comment: str | None
+    decisions: list[ApprovalDecision]
+
+
 class ExecutionDetail(Execution):
     plan: dict[str, Any]
     progress: Progress
     steps: list[Step]
+    approvals: list[Approval] = []
 
 
 class ExecutionPage(BaseModel):

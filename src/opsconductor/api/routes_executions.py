@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import Field
 
 from opsconductor import approval_gate, progress, rbac
@@ -21,6 +21,7 @@ from opsconductor.api.auth import Caller, database, require
 from opsconductor.api.inputs import CleanInput, check_text
 from opsconductor.approvals import Decision
 from opsconductor.cancellation import request_cancel
+from opsconductor.db import approvals as approval_store
 from opsconductor.db import auth, executions, reads, steps
 from opsconductor.db.connection import Conn, Database
 from opsconductor.db.notify import EventHub
@@ -176,11 +177,13 @@ async def list_executions(
 async def _detail(conn: Conn, tenant_id: str, execution_id: str) -> models.ExecutionDetail:
     execution = await executions.get(conn, tenant_id, execution_id)
     step_rows = await steps.list_for(conn, execution["id"])
+    history = await approval_store.history(conn, execution["id"])
     return models.ExecutionDetail(
         **models.Execution.from_row(execution).model_dump(),
         plan=execution["plan_snapshot"]["plan"],
         progress=models.Progress(**progress.compute(step_rows).as_dict()),
         steps=[models.Step.from_row(r) for r in step_rows],
+        approvals=[models.Approval.model_validate(row) for row in history],
     )
 
 
@@ -312,6 +315,54 @@ async def reject_execution(
         actor_id=who.actor_id,
         decision=Decision.REJECT,
         comment=body.comment,
+    )
+    async with db.connection() as conn:
+        return await _detail(conn, who.tenant_id, str(execution["id"]))
+
+
+StepIndex = Annotated[int, Path(ge=0, le=499, description="Index of the step in the plan")]
+
+
+@router.post(
+    "/{execution_id}/steps/{step_index}/approve",
+    response_model=models.ExecutionDetail,
+    summary="Approve one step of a level 3 execution",
+)
+async def approve_step(
+    execution_id: str, step_index: StepIndex, body: ApproveBody, db: Db, who: Approver
+) -> models.ExecutionDetail:
+    """The step waits in ``awaiting_approval``; approving it (with the plan hash) puts the
+    execution back in the queue, where a worker runs that step and waits at the next."""
+    execution = await approval_gate.decide(
+        db,
+        tenant_id=who.tenant_id,
+        execution_id=execution_id,
+        actor_id=who.actor_id,
+        decision=Decision.APPROVE,
+        reviewed_hash=body.plan_hash,
+        comment=body.comment,
+        step_index=step_index,
+    )
+    async with db.connection() as conn:
+        return await _detail(conn, who.tenant_id, str(execution["id"]))
+
+
+@router.post(
+    "/{execution_id}/steps/{step_index}/reject",
+    response_model=models.ExecutionDetail,
+    summary="Reject one step of a level 3 execution (it ends cancelled)",
+)
+async def reject_step(
+    execution_id: str, step_index: StepIndex, body: RejectBody, db: Db, who: Approver
+) -> models.ExecutionDetail:
+    execution = await approval_gate.decide(
+        db,
+        tenant_id=who.tenant_id,
+        execution_id=execution_id,
+        actor_id=who.actor_id,
+        decision=Decision.REJECT,
+        comment=body.comment,
+        step_index=step_index,
     )
     async with db.connection() as conn:
         return await _detail(conn, who.tenant_id, str(execution["id"]))

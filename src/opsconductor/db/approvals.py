@@ -105,3 +105,21 @@ async def replace_plan(conn: Conn, execution_id: uuid.UUID, snapshot: Any, plan_
         Q["replace_plan"],
         {"id": execution_id, "plan_snapshot": Jsonb(snapshot), "plan_hash": plan_hash},
     )
+
+
+async def await_step(conn: Conn, execution_id: uuid.UUID, step_index: int) -> None:
+    await conn.execute(Q["await_step"], {"execution_id": execution_id, "step_index": step_index})
+
+
+async def release_step(conn: Conn, execution_id: uuid.UUID, step_index: int) -> None:
+    await conn.execute(Q["release_step"], {"execution_id": execution_id, "step_index": step_index})
+
+
+async def extend_timeout(conn: Conn, execution_id: uuid.UUID, waiting_since: Any) -> None:
+    await conn.execute(
+        Q["extend_timeout"], {"execution_id": execution_id, "waiting_since": waiting_since}
+    )
+
+
+async def skip_awaiting(conn: Conn, execution_id: uuid.UUID) -> None:
+    await conn.execute(Q["skip_awaiting"], {"execution_id": execution_id})

@@ -267,3 +267,20 @@ async def depth(db: Database) -> Row:
         row = await cur.fetchone()
     assert row is not None
     return row
+
+
+async def park(db: Database, lease: Lease) -> bool:
+    """Hand the lease back and keep the row asleep until ``unpark`` (a person decides)."""
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            Q["park"], {"execution_id": lease.execution_id, "lease_token": lease.token}
+        )
+        return await cur.fetchone() is not None
+
+
+async def unpark(conn: Conn, execution_id: uuid.UUID) -> None:
+    await conn.execute(Q["unpark"], {"execution_id": execution_id})
+
+
+async def drop_parked(conn: Conn, execution_id: uuid.UUID) -> None:
+    await conn.execute(Q["drop_parked"], {"execution_id": execution_id})

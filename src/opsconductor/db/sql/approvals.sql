@@ -61,3 +61,22 @@ FROM execution.tenants WHERE tenant_id = %(tenant_id)s
 -- name: replace_plan
 UPDATE execution.executions SET plan_snapshot = %(plan_snapshot)s, plan_hash = %(plan_hash)s
 WHERE id = %(id)s
+
+-- name: await_step
+UPDATE execution.execution_steps SET status = 'awaiting_approval'
+WHERE execution_id = %(execution_id)s AND step_index = %(step_index)s AND status = 'pending'
+
+-- name: release_step
+UPDATE execution.execution_steps SET status = 'pending'
+WHERE execution_id = %(execution_id)s AND step_index = %(step_index)s
+  AND status = 'awaiting_approval'
+
+-- name: extend_timeout
+-- The wait for a person does not count against the execution's time budget.
+UPDATE execution.executions
+SET timeout_at = timeout_at + (now() - %(waiting_since)s::timestamptz)
+WHERE id = %(execution_id)s AND timeout_at IS NOT NULL
+
+-- name: skip_awaiting
+UPDATE execution.execution_steps SET status = 'skipped', finished_at = now()
+WHERE execution_id = %(execution_id)s AND status IN ('pending', 'awaiting_approval')

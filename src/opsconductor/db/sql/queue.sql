@@ -142,3 +142,24 @@ WHERE id = %(execution_id)s AND status_reason LIKE 'dead-lettered: %%'
 SELECT count(*) FILTER (WHERE lease_token IS NULL) AS waiting,
        count(*) FILTER (WHERE lease_token IS NOT NULL) AS leased
 FROM execution.execution_queue
+
+-- name: park
+-- A level 3 step waits for a person: the lease goes back and the row sleeps until the
+-- step's approval wakes it, so the wait holds no worker slot. Not a spent attempt.
+UPDATE execution.execution_queue SET
+    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
+    available_at = 'infinity', attempt_count = greatest(attempt_count - 1, 0)
+WHERE execution_id = %(execution_id)s AND lease_token = %(lease_token)s
+RETURNING execution_id
+
+-- name: unpark
+WITH woken AS (
+    UPDATE execution.execution_queue SET available_at = now()
+    WHERE execution_id = %(execution_id)s AND lease_token IS NULL
+    RETURNING execution_id
+)
+SELECT execution_id, pg_notify('opsc_queue', '') FROM woken
+
+-- name: drop_parked
+DELETE FROM execution.execution_queue
+WHERE execution_id = %(execution_id)s AND lease_token IS NULL

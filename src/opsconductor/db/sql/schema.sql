@@ -373,3 +373,9 @@ ALTER TABLE execution.executions
     ADD COLUMN cancel_requested_at timestamptz,
     ADD CONSTRAINT cancel_requested_together
         CHECK ((cancel_requested_by IS NULL) = (cancel_requested_at IS NULL));
+
+
+ALTER TABLE execution.execution_steps DROP CONSTRAINT execution_steps_status_check;
+ALTER TABLE execution.execution_steps ADD CONSTRAINT execution_steps_status_check CHECK (status IN
+    ('pending', 'running', 'completed', 'failed', 'timeout', 'cancelled', 'skipped',
+     'awaiting_approval'));
