@@ -45,6 +45,8 @@ LIMIT %(limit)s
 -- (lease_token set: the lease row is locked, the execution moves only if it is ours, and
 -- the queue row is deleted with the move), and marking the steps still pending as skipped
 -- (skip_pending). No row in `moved`: nothing at all changed.
+-- Lock order as in renew and the reaper: the queue row first (EXPLAIN: a one-time filter,
+-- evaluated before the executions row is scanned), then the execution.
 WITH lease AS (
     SELECT execution_id FROM execution.execution_queue
     WHERE execution_id = %(id)s AND lease_token = %(lease_token)s::uuid
