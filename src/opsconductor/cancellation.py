@@ -95,6 +95,7 @@ class CancelWatcher:
         on_cancel: Callable[[str], None],
         on_deadline: Callable[[], None],
         interval_s: float = CHECK_INTERVAL_S,
+        first_check_s: float = 0.0,
     ) -> None:
         self.db = db
         self.execution_id = execution_id
@@ -102,6 +103,10 @@ class CancelWatcher:
         self.on_cancel = on_cancel
         self.on_deadline = on_deadline
         self.interval_s = interval_s
+        #: when the caller has just read the row (and acted on a request in it), the first
+        #: check can wait one interval: the promise stays "seen within a second", and a
+        #: short execution then ends without a check it did not need
+        self.first_check_s = first_check_s
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -114,6 +119,10 @@ class CancelWatcher:
                 await self._task
 
     async def _watch(self) -> None:
+        if self.first_check_s > 0:
+            await asyncio.sleep(
+                min(self.first_check_s, max(0.0, self.deadline() - time.monotonic()))
+            )
         while True:
             if time.monotonic() >= self.deadline():
                 self.on_deadline()

@@ -30,6 +30,7 @@ from opsconductor import (
 from opsconductor.approvals import Decision
 from opsconductor.cancellation import request_cancel
 from opsconductor.config import Settings, load_settings
+from opsconductor.connectors import local
 from opsconductor.db import approvals as approval_store
 from opsconductor.db import assets as asset_store
 from opsconductor.db import auth, executions, migrations, queue, steps
@@ -294,6 +295,7 @@ def worker(
     )
 
     async def work(settings: Settings) -> int:
+        local.use_pidfd_child_watcher()  # no thread per spawned command (Python 3.11)
         db = Database(database_url(settings), min_size=1, max_size=concurrency + 3)
         async with db:
             await migrations.migrate(db)

@@ -19,14 +19,13 @@ from typing import Any
 import structlog
 
 from opsconductor import approval_gate, logs, policies, rbac, validation
-from opsconductor.cancellation import CancelWatcher
+from opsconductor.cancellation import CHECK_INTERVAL_S, CancelWatcher
 from opsconductor.config import load_settings
 from opsconductor.connectors import credentials
 from opsconductor.connectors.outcome import RECORD_ONLY
 from opsconductor.connectors.session import Connectors
 from opsconductor.connectors.ssh import CredentialResolver
-from opsconductor.db import assets, connectors, executions, queue, steps
-from opsconductor.db import secrets as secret_rows
+from opsconductor.db import connectors, executions, queue, runs, steps
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import BadInput, SecretError
 from opsconductor.inventory import Asset
@@ -284,6 +283,9 @@ class Engine:
                 await asyncio.shield(run.connectors.aclose())
                 await self._finish(run, *verdict)
                 return verdict[0]
+            requested_by = run.execution.get("cancel_requested_by")
+            if requested_by is not None:  # asked before this worker took it (a resume)
+                run.abort_with("cancelled", str(requested_by))
             watcher = self._watcher(run)
             watcher.start()
             try:
@@ -325,9 +327,8 @@ class Engine:
         wanted = {a for step_targets in snapshot["targets"] for a in step_targets}
         async with self.db.connection() as conn:
             matrix = await self._policies(conn)
-            found = await assets.by_ids(conn, tenant_id, wanted)
-            patterns = await secret_rows.patterns(conn, tenant_id)
-            tenant = await connectors.tenant_settings(conn, tenant_id)
+            context = await runs.start_context(conn, tenant_id, wanted)
+        found, tenant, patterns = context.assets, context.tenant, context.patterns
         plan = parse_plan(snapshot["plan"])
         targets = [
             [found[a] for a in step_targets if a in found] for step_targets in snapshot["targets"]
@@ -352,7 +353,7 @@ class Engine:
             connectors=session,
             credentials=live,
         )
-        run.cell.masker = Masker(patterns={p["name"]: p["pattern"] for p in patterns})
+        run.cell.masker = Masker(patterns=patterns)
         return run, wanted - set(found)
 
     async def _policies(self, conn: Conn) -> policies.PolicyMatrix:
@@ -371,12 +372,10 @@ class Engine:
     async def _finish(self, run: _Run, final: Status, reason: str | None) -> None:
         # A cancelled execution records who asked (cancelled_by) as the actor of its end.
         actor = run.cancelled_by if final is Status.CANCELLED and run.cancelled_by else None
-        async with self.db.transaction() as conn:
-            if run.lease is not None:
-                # First, so a lost lease rolls the whole ending back: the new owner's
-                # work can never be overwritten by ours.
-                await queue.complete(conn, run.lease)
-            await steps.skip_pending(conn, run.id)
+        async with self.db.connection() as conn:
+            # One statement: with a lease the end is recorded (and the queue row deleted)
+            # only while the lease is ours, else LeaseLost and nothing changed, so the new
+            # owner's work can never be overwritten by ours.
             await executions.transition(
                 conn,
                 run.id,
@@ -385,6 +384,8 @@ class Engine:
                 actor_id=actor or self.actor_id,
                 reason=reason,
                 masker=run.masker,
+                lease_token=None if run.lease is None else run.lease.token,
+                skip_pending=True,
             )
 
     async def _run_steps(self, run: _Run) -> tuple[Status, str | None]:
@@ -417,6 +418,8 @@ class Engine:
             deadline=lambda: run.deadline,
             on_cancel=lambda actor: run.abort_with("cancelled", actor),
             on_deadline=lambda: run.abort_with("timeout"),
+            # run() has just looked at the row it read (claim or get) for a request
+            first_check_s=CHECK_INTERVAL_S,
         )
 
     def _abort_verdict(self, run: _Run, index: int) -> tuple[Status, str]:
@@ -709,8 +712,8 @@ class Engine:
 
     async def _start(self, run: _Run, index: int, asset: Asset, attempt: int) -> int:
         step = run.plan.steps[index]
-        async with self.db.transaction() as conn:
-            attempt_id = await steps.start_attempt(
+        async with self.db.connection() as conn:
+            attempt_id = await steps.start_attempt_logged(
                 conn,
                 execution_id=run.id,
                 tenant_id=run.tenant_id,
@@ -720,13 +723,8 @@ class Engine:
                 asset_id=asset.asset_id,
                 attempt=attempt,
                 retry_count=attempt - 1,
-            )
-            await executions.append_event(
-                conn,
-                run.execution,
-                "step_started",
-                self.actor_id,
-                {
+                actor_id=self.actor_id,
+                payload={
                     "step_index": index,
                     "step": step.name,
                     "target": asset.asset_id,
@@ -748,23 +746,19 @@ class Engine:
         final: bool,
     ) -> None:
         step = run.plan.steps[index]
-        async with self.db.transaction() as conn:
-            await steps.finish_attempt(
+        async with self.db.connection() as conn:
+            await steps.finish_attempt_logged(
                 conn,
                 attempt_id,
+                execution_id=run.id,
+                tenant_id=run.tenant_id,
                 status=result.status,
                 exit_code=result.exit_code,
                 output=result.output,
                 stderr=result.stderr,
                 error=result.error,
-                masker=run.masker,
-            )
-            await executions.append_event(
-                conn,
-                run.execution,
-                "step_finished",
-                self.actor_id,
-                {
+                actor_id=self.actor_id,
+                payload={
                     "step_index": index,
                     "step": step.name,
                     "target": asset.asset_id,

@@ -9,6 +9,7 @@ import os
 import shlex
 import shutil
 import signal
+import sys
 import tempfile
 import time
 import uuid
@@ -51,6 +52,27 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
     except TimeoutError:
         _signal_group(proc.pid, signal.SIGKILL)
         await proc.wait()
+
+
+def use_pidfd_child_watcher() -> bool:
+    """Have this process's event loop learn of child exits through pidfds (Linux 5.3+).
+
+    Python 3.11's default child watcher starts a thread per child process; the pidfd
+    watcher needs no thread and no signal (bench/RESULTS.md: about 30 % less worker CPU
+    per spawn). 3.12+ picks it by itself, so this changes nothing there. Call it from the
+    one long-lived loop of a process (``opsc worker``): a pidfd watcher follows the main
+    thread's loop. Returns whether it was installed.
+    """
+    if sys.platform != "linux" or sys.version_info >= (3, 12):
+        return False
+    try:  # the kernel or a seccomp filter may not allow it
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.set_child_watcher(watcher)
+    return True
 
 
 async def run_command(

@@ -12,7 +12,7 @@ from psycopg.types.json import Jsonb
 from opsconductor import masking, status_machine
 from opsconductor.db import approvals, queries, steps
 from opsconductor.db.connection import Conn, Database
-from opsconductor.errors import BadInput, NotFound, StaleStatus
+from opsconductor.errors import BadInput, LeaseLost, NotFound, StaleStatus
 from opsconductor.idempotency import DEDUP_WINDOW, RETRYABLE
 from opsconductor.status_machine import Status
 
@@ -198,10 +198,17 @@ async def transition(
     timeout_at: datetime | None = None,
     worker_id: str | None = None,
     masker: masking.Masker = masking.DEFAULT,
+    lease_token: uuid.UUID | None = None,
+    skip_pending: bool = False,
 ) -> int:
     """Compare-and-set ``current -> target``; returns the event id. Of two concurrent
     writers from the same status exactly one wins, the other gets ``StaleStatus``.
-    The reason and payload are masked here, at the sink."""
+    The reason and payload are masked here, at the sink.
+
+    With ``lease_token`` (a worker ending its execution) the move happens only while that
+    queue lease is held, and the queue row goes with it; ``LeaseLost`` otherwise, with
+    nothing changed. ``skip_pending`` also marks the steps still pending as skipped. All
+    of it is one statement: it commits as a whole or not at all, in one round trip."""
     status_machine.check(current, target)
     reason = None if reason is None else masker.mask(reason)
     payload = masker.mask_data(payload) if payload else payload
@@ -217,10 +224,18 @@ async def transition(
             "payload": Jsonb({"reason": reason, **(payload or {})} if reason else payload or {}),
             "timeout_at": timeout_at,
             "worker_id": worker_id,
+            "lease_token": lease_token,
+            "skip_pending": skip_pending,
         },
     )
     row = await cur.fetchone()
-    if row is None:
+    assert row is not None  # the statement always answers one row
+    if not row["leased"]:
+        raise LeaseLost(
+            f"execution {execution_id}: lease {lease_token} is no longer held by this "
+            "worker; its result was not recorded"
+        )
+    if row["id"] is None:
         cur = await conn.execute(Q["current_status"], {"id": execution_id})
         now = await cur.fetchone()
         if now is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from psycopg.types.json import Jsonb
+
 from opsconductor import masking
 from opsconductor.db import queries
 from opsconductor.db.connection import Conn
@@ -65,6 +67,44 @@ async def start_attempt(
     return int(row["id"])
 
 
+async def start_attempt_logged(
+    conn: Conn,
+    *,
+    execution_id: uuid.UUID,
+    tenant_id: str,
+    step_index: int,
+    step_name: str,
+    step_type: str,
+    asset_id: str,
+    attempt: int,
+    retry_count: int,
+    actor_id: str,
+    payload: dict[str, Any],
+    masker: masking.Masker = masking.DEFAULT,
+) -> int:
+    """``start_attempt`` plus its ``step_started`` event (payload masked here, at the sink)
+    in one statement: one round trip instead of four (BEGIN, two statements, COMMIT)."""
+    cur = await conn.execute(
+        Q["start_attempt_logged"],
+        {
+            "execution_id": execution_id,
+            "tenant_id": tenant_id,
+            "step_index": step_index,
+            "step_name": step_name,
+            "step_type": step_type,
+            "asset_id": asset_id,
+            "attempt": attempt,
+            "retry_count": retry_count,
+            "actor_id": actor_id,
+            "payload": Jsonb(masker.mask_data(payload)),
+        },
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise RuntimeError(f"step {step_index} on {asset_id} attempt {attempt} already started")
+    return int(row["id"])
+
+
 async def finish_attempt(
     conn: Conn,
     attempt_id: int,
@@ -87,6 +127,40 @@ async def finish_attempt(
             "output": cap_text(masker.mask_seams(masker.mask(output))),
             "stderr": cap_text(masker.mask_seams(masker.mask(stderr))),
             "error": None if error is None else cap_text(masker.mask(error)),
+        },
+    )
+
+
+async def finish_attempt_logged(
+    conn: Conn,
+    attempt_id: int,
+    *,
+    execution_id: uuid.UUID,
+    tenant_id: str,
+    status: str,
+    exit_code: int | None,
+    output: str,
+    stderr: str,
+    error: str | None,
+    actor_id: str,
+    payload: dict[str, Any],
+    masker: masking.Masker = masking.DEFAULT,
+) -> None:
+    """``finish_attempt`` plus its ``step_finished`` event in one statement, everything
+    masked here at the sink (one round trip instead of four)."""
+    await conn.execute(
+        Q["finish_attempt_logged"],
+        {
+            "id": attempt_id,
+            "status": status,
+            "exit_code": exit_code,
+            "output": cap_text(masker.mask_seams(masker.mask(output))),
+            "stderr": cap_text(masker.mask_seams(masker.mask(stderr))),
+            "error": None if error is None else cap_text(masker.mask(error)),
+            "execution_id": execution_id,
+            "tenant_id": tenant_id,
+            "actor_id": actor_id,
+            "payload": Jsonb(masker.mask_data(payload)),
         },
     )
 

@@ -41,7 +41,17 @@ ORDER BY created_at DESC, id
 LIMIT %(limit)s
 
 -- name: transition
-WITH moved AS (
+-- Optionally, in the same statement: only while the worker still holds its queue lease
+-- (lease_token set: the lease row is locked, the execution moves only if it is ours, and
+-- the queue row is deleted with the move), and marking the steps still pending as skipped
+-- (skip_pending). No row in `moved`: nothing at all changed.
+-- Lock order as in renew and the reaper: the queue row first (EXPLAIN: a one-time filter,
+-- evaluated before the executions row is scanned), then the execution.
+WITH lease AS (
+    SELECT execution_id FROM execution.execution_queue
+    WHERE execution_id = %(id)s AND lease_token = %(lease_token)s::uuid
+    FOR UPDATE
+), moved AS (
     UPDATE execution.executions SET
         status = %(to)s::execution.execution_status,
         status_reason = coalesce(%(reason)s, status_reason),
@@ -53,12 +63,22 @@ WITH moved AS (
         cancelled_by = CASE WHEN %(to)s::execution.execution_status = 'cancelled' THEN %(actor_id)s ELSE cancelled_by END,
         cancelled_at = CASE WHEN %(to)s::execution.execution_status = 'cancelled' THEN now() ELSE cancelled_at END
     WHERE id = %(id)s AND status = %(from)s::execution.execution_status
+      AND (%(lease_token)s::uuid IS NULL OR EXISTS (SELECT 1 FROM lease))
     RETURNING id, tenant_id
+), dequeued AS (
+    DELETE FROM execution.execution_queue
+    WHERE execution_id IN (SELECT id FROM moved) AND lease_token = %(lease_token)s::uuid
+), skipped AS (
+    UPDATE execution.execution_steps SET status = 'skipped', finished_at = now()
+    WHERE %(skip_pending)s AND execution_id IN (SELECT id FROM moved) AND status = 'pending'
+), logged AS (
+    INSERT INTO execution.execution_events
+        (execution_id, tenant_id, event_type, from_status, to_status, actor_id, payload)
+    SELECT id, tenant_id, 'status_changed', %(from)s::execution.execution_status, %(to)s::execution.execution_status, %(actor_id)s, %(payload)s FROM moved
+    RETURNING id
 )
-INSERT INTO execution.execution_events
-    (execution_id, tenant_id, event_type, from_status, to_status, actor_id, payload)
-SELECT id, tenant_id, 'status_changed', %(from)s::execution.execution_status, %(to)s::execution.execution_status, %(actor_id)s, %(payload)s FROM moved
-RETURNING id
+SELECT (SELECT id FROM logged) AS id,
+       %(lease_token)s::uuid IS NULL OR EXISTS (SELECT 1 FROM lease) AS leased
 
 -- name: current_status
 SELECT status FROM execution.executions WHERE id = %(id)s

@@ -21,11 +21,47 @@ ON CONFLICT (execution_id, step_index, target_asset_id, attempt) DO UPDATE
     WHERE execution_steps.status = 'pending'
 RETURNING id
 
+-- name: start_attempt_logged
+-- start_attempt and its step_started event in one statement (one round trip, no BEGIN /
+-- COMMIT): both or neither, since a statement is atomic. No row back: already started.
+WITH started AS (
+    INSERT INTO execution.execution_steps
+        (execution_id, tenant_id, step_index, step_name, step_type, target_asset_id, status,
+         attempt, retry_count, started_at)
+    VALUES (%(execution_id)s, %(tenant_id)s, %(step_index)s, %(step_name)s, %(step_type)s,
+            %(asset_id)s, 'running', %(attempt)s, %(retry_count)s, now())
+    ON CONFLICT (execution_id, step_index, target_asset_id, attempt) DO UPDATE
+        SET status = 'running', retry_count = EXCLUDED.retry_count, started_at = now()
+        WHERE execution_steps.status = 'pending'
+    RETURNING id, execution_id, tenant_id
+), logged AS (
+    INSERT INTO execution.execution_events
+        (execution_id, tenant_id, event_type, from_status, to_status, actor_id, payload)
+    SELECT execution_id, tenant_id, 'step_started', NULL, NULL, %(actor_id)s, %(payload)s
+    FROM started
+)
+SELECT id FROM started
+
 -- name: finish_attempt
 UPDATE execution.execution_steps SET
     status = %(status)s, finished_at = now(), exit_code = %(exit_code)s, output = %(output)s,
     stderr = %(stderr)s, error = %(error)s
 WHERE id = %(id)s AND status = 'running'
+
+-- name: finish_attempt_logged
+-- finish_attempt and its step_finished event in one statement (one round trip, no BEGIN /
+-- COMMIT). As with the two statements it replaces, the event is written even if the
+-- attempt was no longer running (closed by a resume elsewhere).
+WITH finished AS (
+    UPDATE execution.execution_steps SET
+        status = %(status)s, finished_at = now(), exit_code = %(exit_code)s,
+        output = %(output)s, stderr = %(stderr)s, error = %(error)s
+    WHERE id = %(id)s AND status = 'running'
+)
+INSERT INTO execution.execution_events
+    (execution_id, tenant_id, event_type, from_status, to_status, actor_id, payload)
+VALUES (%(execution_id)s, %(tenant_id)s, 'step_finished', NULL, NULL, %(actor_id)s,
+        %(payload)s)
 
 -- name: skip_pending
 UPDATE execution.execution_steps SET status = 'skipped', finished_at = now()

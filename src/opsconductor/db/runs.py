@@ -1,0 +1,37 @@
+"""What the engine reads to start a run: one statement instead of three."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from opsconductor.db import queries
+from opsconductor.db.connection import Conn
+from opsconductor.db.connectors import TenantSettings
+from opsconductor.errors import NotFound
+from opsconductor.inventory import Asset
+
+Q = queries.load("runs")
+
+
+@dataclass(frozen=True)
+class StartContext:
+    tenant: TenantSettings
+    #: masking patterns, name -> pattern, by name
+    patterns: dict[str, str]
+    #: the wanted assets still in the inventory, by id
+    assets: dict[str, Asset]
+
+
+async def start_context(conn: Conn, tenant_id: str, asset_ids: Iterable[str]) -> StartContext:
+    cur = await conn.execute(
+        Q["start_context"], {"tenant_id": tenant_id, "asset_ids": sorted(set(asset_ids))}
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"tenant {tenant_id!r} not found")
+    return StartContext(
+        TenantSettings(bool(row["record_only"]), str(row["host_key_policy"])),
+        {str(name): str(pattern) for name, pattern in row["masking_patterns"]},
+        {a["asset_id"]: Asset.from_row(a) for a in row["assets"]},
+    )
