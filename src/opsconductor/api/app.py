@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import opsconductor
+from opsconductor import sla
 from opsconductor.api import (
     problems,
     routes_access,
@@ -20,10 +22,11 @@ from opsconductor.api import (
     routes_executions,
     routes_secrets,
     routes_system,
+    streams,
 )
 from opsconductor.api.inputs import clean_parameters
 from opsconductor.db.connection import Database
-from opsconductor.db.notify import EventHub
+from opsconductor.db.notify import DEFAULT_BUFFER, EventHub
 from opsconductor.worker import Worker, WorkerOptions
 
 PREFIX = "/api/v1"
@@ -82,9 +85,13 @@ def create_app(
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
     workers: WorkerOptions | None = None,
+    stream_buffer: int = DEFAULT_BUFFER,
+    sla_sweep_s: float | None = None,
 ) -> FastAPI:
     """The app over an open database (the caller owns and closes it). With ``workers``, the
-    process also runs a worker pool for the queue, stopped (drained) with the app."""
+    process also runs a worker pool for the queue, stopped (drained) with the app.
+    ``stream_buffer`` is how many events a stream client may lag before a resync;
+    ``sla_sweep_s`` the period of the SLA sweep (default ``OPSC_SLA_SWEEP_S`` or 1 s)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,9 +100,13 @@ def create_app(
         pool = Worker(db, actor_id="system:api-worker", options=workers) if workers else None
         running = asyncio.create_task(pool.serve()) if pool else None
         app.state.worker = pool
+        sweeper = asyncio.create_task(sla.watch(db, sla_sweep_s))
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             if pool is not None and running is not None:
                 pool.stop()
                 await running
@@ -113,7 +124,7 @@ def create_app(
         dependencies=[Depends(clean_parameters)],
     )
     app.state.db = db
-    app.state.events = EventHub(db.url)
+    app.state.events = EventHub(db.url, db, buffer=stream_buffer)
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     for router in (
@@ -123,6 +134,7 @@ def create_app(
         routes_access.router,
         routes_secrets.router,
         routes_system.router,
+        streams.router,
     ):
         app.include_router(router, prefix=PREFIX)
     app.include_router(routes_system.probes)
