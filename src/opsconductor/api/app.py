@@ -13,10 +13,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import opsconductor
 from opsconductor import dispatch
 from opsconductor.api import (
+    console_files,
     problems,
     routes_access,
     routes_assets,
     routes_executions,
+    routes_me,
     routes_secrets,
     routes_system,
 )
@@ -107,11 +109,13 @@ def create_app(db: Database, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI
         routes_executions.router,
         routes_assets.router,
         routes_access.router,
+        routes_me.router,
         routes_secrets.router,
         routes_system.router,
     ):
         app.include_router(router, prefix=PREFIX)
     app.include_router(routes_system.probes)
+    console_files.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
