@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,7 @@ class Console:
     origin: str
     admin_token: str
     http: httpx.Client
+    token_ids: dict[str, str] = field(default_factory=dict)
 
     @property
     def api(self) -> str:
@@ -96,7 +97,15 @@ class Console:
             f"{self.api}/tokens", json={"actor_id": actor}, headers=self.headers()
         )
         assert made.status_code == 201, made.text
-        return str(made.json()["token"])
+        token = str(made.json()["token"])
+        self.token_ids[token] = str(made.json()["token_id"])
+        return token
+
+    def revoke(self, token: str) -> None:
+        gone = self.http.delete(
+            f"{self.api}/tokens/{self.token_ids[token]}", headers=self.headers()
+        )
+        assert gone.status_code == 204, gone.text
 
     def submit(self, plan: dict[str, Any], token: str | None = None) -> httpx.Response:
         return self.http.post(f"{self.api}/executions", json=plan, headers=self.headers(token))
@@ -127,12 +136,12 @@ def console(cli_env: dict[str, str], tmp_path: Path) -> Iterator[Console]:
     )
     assert proc.stdout is not None
     said = []
-    for line in proc.stdout:  # the URL, the demo token, then "Ctrl-C stops the server."
+    for line in proc.stdout:  # the URLs, the demo token, then "Ctrl-C stops the server."
         said.append(line)
         if "Ctrl-C" in line:
             break
     text = "".join(said)
-    url = re.search(r"listening on (http://127\.0\.0\.1:\d+)/api/v1", text)
+    url = re.search(r"Web console: (http://127\.0\.0\.1:\d+)/console/ ", text)
     token = re.search(r"^(opsc_\S+)$", text, re.MULTILINE)
     assert url and token, text + (tmp_path / "serve.stderr").read_text()
     try:

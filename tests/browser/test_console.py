@@ -91,6 +91,17 @@ def test_sign_in_by_keyboard_rejects_a_bad_token_and_signs_out(
     expect(page.get_by_role("navigation", name="Main")).to_be_hidden()
 
 
+def test_a_revoked_token_signs_the_tab_out(context: Any, console: Console) -> None:
+    token = console.token_for("dave", "viewer")
+    page = open_console(context, console, token)
+    expect(page.get_by_role("banner")).to_contain_text("Signed in as dave")
+    console.revoke(token)
+    # The list's next refresh is answered 401: the console forgets the token and says why.
+    expect(page.get_by_role("heading", name="Sign in", level=1)).to_be_visible()
+    expect(page.get_by_role("status")).to_contain_text("no longer accepted")
+    assert page.evaluate("sessionStorage.length") == 0
+
+
 def test_detail_page_follows_a_background_execution_live_to_completed(
     context: Any, console: Console, tmp_path: Path
 ) -> None:

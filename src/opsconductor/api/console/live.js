@@ -60,6 +60,6 @@ export async function followExecution(id, after, onBatch, { signal, onTrouble = 
 export async function watchTenant(onNews, { signal }) {
   while (!signal.aborted) {
     await sleep(LIST_REFRESH_MS, signal);
-    if (!signal.aborted) await onNews();
+    if (!signal.aborted && !document.hidden) await onNews();
   }
 }
