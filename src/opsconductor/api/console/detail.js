@@ -279,9 +279,16 @@ export function view(ctx, id) {
     }
   }
 
+  let lastEventId = 0;
   async function onBatch(events, status) {
-    timeline.append(...events.map(eventItem));
-    if (events.length || status !== current?.status) await refresh();
+    const fresh = events.filter((ev) => ev.id > lastEventId);
+    if (fresh.length) lastEventId = fresh[fresh.length - 1].id;
+    timeline.append(...fresh.map(eventItem));
+    if (fresh.length || (status && status !== current?.status)) {
+      refresh().catch((error) => {
+        if (!ctx.signal.aborted && error.name !== "AbortError") replace(feedback, notice("error", error.message));
+      });
+    }
   }
 
   const trouble = (message) => replace(liveTrouble, message ? notice("warning", message) : null);
