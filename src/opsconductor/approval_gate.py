@@ -12,7 +12,7 @@ from typing import Any
 from opsconductor import approvals
 from opsconductor.approvals import ApprovalRefused, Decision, Pending
 from opsconductor.db import approvals as approval_store
-from opsconductor.db import assets, executions
+from opsconductor.db import assets, executions, queue
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import TargetResolutionError
 from opsconductor.inventory import resolve_plan
@@ -140,6 +140,8 @@ async def _decide_locked(
         actor_id=actor_id,
         reason=comment if target is Status.REJECTED else None,
     )
+    if target is Status.APPROVED and execution["mode"] == "background":
+        await queue.enqueue_approved(conn, execution, actor_id)
 
 
 async def expire_overdue(db: Database) -> int:

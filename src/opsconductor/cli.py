@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -31,7 +32,7 @@ from opsconductor.cancellation import request_cancel
 from opsconductor.config import Settings, load_settings
 from opsconductor.db import approvals as approval_store
 from opsconductor.db import assets as asset_store
-from opsconductor.db import auth, executions, migrations, steps
+from opsconductor.db import auth, executions, migrations, queue, steps
 from opsconductor.db import connectors as connector_store
 from opsconductor.db import secrets as secret_rows
 from opsconductor.db.connection import Database, database_url
@@ -43,6 +44,7 @@ from opsconductor.plan import Plan, load_plan_file
 from opsconductor.plan_hash import plan_hash
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
+from opsconductor.worker import Worker, WorkerOptions
 
 app = typer.Typer(
     help="OpsConductor Execution: run infrastructure operations plans safely.",
@@ -69,6 +71,10 @@ tokens_app = typer.Typer(help="API tokens (bearer), bound to an actor.", no_args
 app.add_typer(tokens_app, name="tokens")
 roles_app = typer.Typer(help="Roles and role bindings (RBAC).", no_args_is_help=True)
 app.add_typer(roles_app, name="roles")
+dlq_app = typer.Typer(
+    help="The dead-letter queue: executions whose attempts are spent.", no_args_is_help=True
+)
+app.add_typer(dlq_app, name="dlq")
 
 out = Console()
 err = Console(stderr=True)
@@ -174,7 +180,14 @@ def run(
 
             submitted = await submit(
                 db,
-                Request(plan, settings.tenant, settings.actor, idempotency_key, record_only),
+                Request(
+                    plan,
+                    settings.tenant,
+                    settings.actor,
+                    idempotency_key,
+                    record_only,
+                    enqueue=False,
+                ),
                 check=check,
             )
             execution = submitted.execution
@@ -200,13 +213,155 @@ def run(
     raise typer.Exit(0 if status == Status.COMPLETED else 1)
 
 
-async def _local_roles(db: Database, settings: Settings) -> list[rbac.Role]:
+@app.command("submit")
+def submit_(
+    plan_file: Annotated[Path, typer.Argument(help="Plan file, YAML or JSON")],
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", "-k", help="Deduplicate on this key")
+    ] = None,
+) -> None:
+    """Validate and queue a plan for the workers; print its execution id at once."""
+    plan = _plan_or_exit(plan_file)
+
+    async def work(settings: Settings) -> executions.Submitted:
+        async with _database(settings) as db:
+            # stdout carries the id alone, so notes go to stderr
+            roles = await _local_roles(db, settings, notes=err)
+
+            def check(plan: Plan, targets: list[list[Asset]]) -> None:
+                rbac.enforce_plan(settings.actor, roles, plan, targets)
+
+            request = Request(plan, settings.tenant, settings.actor, idempotency_key, enqueue=True)
+            return await submit(db, request, check=check)
+
+    submitted = _exec(work)
+    execution = submitted.execution
+    if submitted.created and execution["status"] == Status.PENDING_APPROVAL:
+        hash_hint = f" --hash {execution['plan_hash']}" if execution["approval_level"] >= 2 else ""
+        err.print(
+            f"waits for approval (level {execution['approval_level']}); once approved it is "
+            f"queued. Another person approves it with: opsc approve {execution['id']}{hash_hint}",
+            highlight=False,
+        )
+    elif submitted.created:
+        err.print(
+            f"queued: {plan.name} ({execution['sla_class']}, est. "
+            f"{execution['estimated_duration_s']:.1f}s); follow it with opsc watch "
+            f"{execution['id']}",
+            highlight=False,
+        )
+    else:
+        err.print(
+            f"already submitted within the deduplication window ({execution['status']}); "
+            "pass --idempotency-key to submit it again",
+            highlight=False,
+        )
+    out.print(str(execution["id"]), highlight=False)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=1000, help="Executions run at once in this process")
+    ] = 4,
+    grace_period: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="On SIGTERM/SIGINT, seconds in-flight work may take before it is handed back",
+        ),
+    ] = 30.0,
+    poll_interval: Annotated[
+        float, typer.Option(min=0.05, help="Safety-net poll; wake-ups come by LISTEN/NOTIFY")
+    ] = 5.0,
+    lease_timeout: Annotated[
+        float | None,
+        typer.Option(min=0.5, help="Visibility timeout of claims (default: from the policies)"),
+    ] = None,
+    reap_interval: Annotated[
+        float, typer.Option(min=0.05, help="Seconds between looks for expired leases")
+    ] = 5.0,
+) -> None:
+    """Run queued executions until SIGTERM/SIGINT (a second signal hands work back at once)."""
+    options = WorkerOptions(
+        concurrency=concurrency,
+        grace_s=grace_period,
+        poll_s=poll_interval,
+        lease_s=lease_timeout,
+        reap_every_s=reap_interval,
+    )
+
+    async def work(settings: Settings) -> int:
+        db = Database(database_url(settings), min_size=1, max_size=concurrency + 3)
+        async with db:
+            await migrations.migrate(db)
+            runner = Worker(db, actor_id=settings.actor, options=options)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, runner.stop)
+            err.print(
+                f"worker {runner.worker_id} ready (concurrency {concurrency})", highlight=False
+            )
+            await runner.serve()
+            return runner.handed_back
+
+    handed_back = _exec(work)
+    err.print(f"worker stopped; handed back {handed_back} execution(s)", highlight=False)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    all_: Annotated[bool, typer.Option("--all", help="Include entries already requeued")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first")] = 50,
+) -> None:
+    """Executions that ran out of attempts, newest first."""
+
+    async def work(settings: Settings) -> list[dict[str, Any]]:
+        async with _database(settings) as db, db.connection() as conn:
+            return await queue.dead_letters(
+                conn, settings.tenant, include_requeued=all_, limit=limit
+            )
+
+    table = Table("execution", "plan", "status", "attempts", "failed at", "reason", "requeued")
+    for row in _exec(work):
+        requeued = ""
+        if row["requeued"]:
+            requeued = f"{row['requeued_at']:%Y-%m-%d %H:%M:%S} by {row['requeued_by']}"
+        table.add_row(
+            str(row["execution_id"]),
+            row["plan_name"],
+            _styled(row["status"]),
+            str(row["attempt_count"]),
+            f"{row['failed_at']:%Y-%m-%d %H:%M:%S}",
+            row["failure_reason"],
+            requeued,
+        )
+    out.print(table)
+
+
+@dlq_app.command("requeue")
+def dlq_requeue(
+    execution_id: Annotated[str, typer.Argument(help="Execution id or a 6+ char prefix")],
+) -> None:
+    """Put a dead-lettered execution back in the queue with a fresh attempt budget."""
+
+    async def work(settings: Settings) -> dict[str, Any]:
+        async with _database(settings) as db:
+            return await queue.requeue(db, settings.tenant, execution_id, settings.actor)
+
+    execution = _exec(work)
+    out.print(f"requeued {execution['id']} ({execution['plan_name']})", highlight=False)
+
+
+async def _local_roles(
+    db: Database, settings: Settings, *, notes: Console = out
+) -> list[rbac.Role]:
     """RBAC for the person at the shell: in a tenant where nobody holds a role yet, they
     become its admin (they own the database anyway); once roles are configured, their own
     bindings apply here exactly as over the API."""
     async with db.transaction() as conn:
         if await auth.bootstrap_local_admin(conn, settings.tenant, settings.actor):
-            out.print(
+            notes.print(
                 f"note: nobody held a role in tenant {settings.tenant!r}; "
                 f"{settings.actor!r} is now its admin (see 'opsc roles list')",
                 highlight=False,

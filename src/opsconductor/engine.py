@@ -25,9 +25,9 @@ from opsconductor.connectors import credentials
 from opsconductor.connectors.outcome import RECORD_ONLY
 from opsconductor.connectors.session import Connectors
 from opsconductor.connectors.ssh import CredentialResolver
-from opsconductor.db import assets, connectors, executions, steps
+from opsconductor.db import assets, connectors, executions, queue, steps
 from opsconductor.db import secrets as secret_rows
-from opsconductor.db.connection import Database
+from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import SecretError
 from opsconductor.inventory import Asset
 from opsconductor.locking import AssetLocked, LeaseHold, LockSettings, LockWaitAborted, owner_tag
@@ -98,6 +98,10 @@ class _Run:
     secrets: dict[int, dict[str, str]] = field(default_factory=dict)
     #: resolved SSH credentials of the running step's targets, by reference
     credentials: dict[str, str] = field(default_factory=dict)
+    #: background work holds a queue lease; its end is recorded only while the lease holds
+    lease: queue.Lease | None = None
+    #: where a resumed execution picks up, by (step index, asset id); empty on a fresh run
+    resume: dict[tuple[int, str], _ResumePoint] = field(default_factory=dict)
 
     @property
     def id(self) -> uuid.UUID:
@@ -134,6 +138,22 @@ class _Run:
         if self.abort_kind == "timeout":
             return "execution timeout reached"
         return f"aborted: {self.abort_kind}"
+
+
+@dataclass(frozen=True)
+class _ResumePoint:
+    """What a resumed execution does on one target of one step."""
+
+    #: attempt number to start at (the pending one, or the one after the last recorded)
+    next_attempt: int
+    #: final status if this target needs nothing more, else None
+    outcome: str | None = None
+    #: attempts cut short by a dead worker: they do not spend the step's retries
+    interrupted: int = 0
+
+
+#: Recorded on an attempt that was in flight when its worker died.
+INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True)
@@ -199,6 +219,7 @@ class Engine:
         lock_settings: LockSettings | None = None,
         resolve_credential: CredentialResolver | None = None,
         record_only: bool = False,
+        policy_ttl_s: float = 0.0,
     ) -> None:
         self.db = db
         #: RBAC checked again before every step on every target (defense in depth: roles
@@ -208,6 +229,9 @@ class Engine:
         self.worker_id = worker_id
         self.observer = observer or (lambda _event: None)
         self.target_slots = asyncio.Semaphore(target_concurrency)
+        self.policy_ttl_s = policy_ttl_s
+        self._matrix: policies.PolicyMatrix | None = None
+        self._matrix_until = 0.0
         self._secrets = secrets
         #: SSH credentials: None resolves them like secrets (audited, masked), per step
         self.resolve_credential = resolve_credential
@@ -216,16 +240,59 @@ class Engine:
         self.lock_settings = lock_settings or LockSettings.from_env()
         logs.ensure_configured()  # every log line must pass the masking processor
 
-    async def run(self, tenant_id: str, execution_id: uuid.UUID) -> Status:
-        """Run an ``approved`` (or ``queued``) execution to its end; return its final status."""
-        async with self.db.connection() as conn:
-            execution = await executions.get(conn, tenant_id, str(execution_id))
-        if execution["approval_level"] >= 1:
+    async def run(
+        self, tenant_id: str, execution_id: uuid.UUID, *, lease: queue.Lease | None = None
+    ) -> Status:
+        """Run an ``approved`` (or ``queued``) execution to its end; return its final status.
+
+        With a queue ``lease`` (background work) a ``running`` execution is resumed where
+        its previous worker died, and the end is recorded only while the lease holds
+        (``LeaseLost`` otherwise).
+        """
+        if lease is not None and lease.execution is not None:
+            execution = lease.execution  # read by the claim, under the lease
+        else:
+            async with self.db.connection() as conn:
+                execution = await executions.get(conn, tenant_id, str(execution_id))
+        current = Status(execution["status"])
+        resuming = lease is not None and current is Status.RUNNING
+        if execution["approval_level"] >= 1 and not resuming:
             moved = await approval_gate.still_valid(self.db, execution, self.actor_id)
             if moved is not None:
+                if lease is not None:  # no longer queued: not this worker's to run
+                    await queue.discard(self.db, lease)
                 return moved  # what was approved is not what would run now
         run, missing = await self._load(execution)
-        current = Status(run.execution["status"])
+        run.lease = lease
+        verdict: tuple[Status, str | None] | None = None
+        if resuming:
+            verdict = await self._resume(run)
+        else:
+            await self._begin(run, current)
+        if missing and verdict is None:
+            verdict = Status.FAILED, _missing_reason(missing)
+        with logs.masking_with(run.cell):
+            if verdict is not None:
+                await asyncio.shield(run.connectors.aclose())
+                await self._finish(run, *verdict)
+                return verdict[0]
+            watcher = self._watcher(run)
+            watcher.start()
+            try:
+                final, reason = await self._run_locked(run)
+            except asyncio.CancelledError:
+                if lease is None:
+                    await asyncio.shield(self._finish(run, Status.CANCELLED, INTERRUPTED))
+                # With a lease the worker is handing the execution back (or lost it): it
+                # stays running, and its next owner resumes it from the step records.
+                raise
+            finally:
+                await watcher.stop()
+                await asyncio.shield(run.connectors.aclose())
+            await self._finish(run, final, reason)
+        return final
+
+    async def _begin(self, run: _Run, current: Status) -> None:
         timeout_s = policies.execution_timeout(run.plan, run.execution["sla_class"], run.matrix)
         run.deadline = time.monotonic() + timeout_s
         async with self.db.connection() as conn:
@@ -239,33 +306,13 @@ class Engine:
                 worker_id=self.worker_id,
                 masker=run.masker,
             )
-        if missing:
-            gone = ", ".join(sorted(missing))
-            await self._finish(run, Status.FAILED, f"assets no longer in the inventory: {gone}")
-            return Status.FAILED
-        with logs.masking_with(run.cell):
-            watcher = self._watcher(run)
-            watcher.start()
-            try:
-                final, reason = await self._run_locked(run)
-            except asyncio.CancelledError:
-                await asyncio.shield(self._finish(run, Status.CANCELLED, "interrupted"))
-                raise
-            finally:
-                await watcher.stop()
-                await asyncio.shield(run.connectors.aclose())
-            await self._finish(run, final, reason)
-        return final
 
     async def _load(self, execution: dict[str, Any]) -> tuple[_Run, set[str]]:
         tenant_id = execution["tenant_id"]
         snapshot = execution["plan_snapshot"]
         wanted = {a for step_targets in snapshot["targets"] for a in step_targets}
         async with self.db.connection() as conn:
-            matrix = {
-                (r["sla_class"], r["action_class"]): policies.TimeoutPolicy.from_row(r)
-                for r in await executions.policies(conn)
-            }
+            matrix = await self._policies(conn)
             found = await assets.by_ids(conn, tenant_id, wanted)
             patterns = await secret_rows.patterns(conn, tenant_id)
             tenant = await connectors.tenant_settings(conn, tenant_id)
@@ -296,10 +343,27 @@ class Engine:
         run.cell.masker = Masker(patterns={p["name"]: p["pattern"] for p in patterns})
         return run, wanted - set(found)
 
+    async def _policies(self, conn: Conn) -> policies.PolicyMatrix:
+        """The policy matrix; a worker keeps it ``policy_ttl_s`` seconds instead of reading
+        it for every execution (policies change rarely; one round trip each is not rare)."""
+        now = time.monotonic()
+        if self._matrix is not None and now < self._matrix_until:
+            return self._matrix
+        matrix = {
+            (r["sla_class"], r["action_class"]): policies.TimeoutPolicy.from_row(r)
+            for r in await executions.policies(conn)
+        }
+        self._matrix, self._matrix_until = matrix, now + self.policy_ttl_s
+        return matrix
+
     async def _finish(self, run: _Run, final: Status, reason: str | None) -> None:
         # A cancelled execution records who asked (cancelled_by) as the actor of its end.
         actor = run.cancelled_by if final is Status.CANCELLED and run.cancelled_by else None
         async with self.db.transaction() as conn:
+            if run.lease is not None:
+                # First, so a lost lease rolls the whole ending back: the new owner's
+                # work can never be overwritten by ours.
+                await queue.complete(conn, run.lease)
             await steps.skip_pending(conn, run.id)
             await executions.transition(
                 conn,
@@ -490,10 +554,14 @@ class Engine:
 
     async def _run_on_target(self, run: _Run, index: int, asset: Asset) -> str:
         step = run.plan.steps[index]
+        point = run.resume.get((index, asset.asset_id), _ResumePoint(next_attempt=1))
+        if point.outcome is not None:
+            return point.outcome  # finished before a crash: never run it again
         if await self._denied(run, index, asset):
             return "failed"
         status = "failed"
-        for attempt in range(1, step.retries + 2):
+        last = step.retries + 1 + point.interrupted
+        for attempt in range(point.next_attempt, last + 1):
             if run.remaining() <= 0:
                 run.deadline_hit = True
                 return "timeout"
@@ -502,9 +570,7 @@ class Engine:
             attempt_id = await self._start(run, index, asset, attempt)
             result = await self._execute(run, index, step, asset)
             status = result.status
-            final = (
-                status in _DONE or attempt > step.retries or run.deadline_hit or run.abort.is_set()
-            )
+            final = status in _DONE or attempt >= last or run.deadline_hit or run.abort.is_set()
             await self._record(run, index, asset, attempt, attempt_id, result, final)
             if final:
                 break
@@ -704,3 +770,95 @@ class Engine:
         self.observer(
             StepEvent(index, step.name, asset.asset_id, result.status, attempt, detail, final)
         )
+
+    # --- Resuming after a crash (background work only) ------------------------------------
+    # A worker died with this execution running. The step records say what happened: a
+    # finished attempt is never run again; an attempt that was in flight is re-run only if
+    # its step is idempotent, otherwise the execution ends failed (reason "interrupted")
+    # for a human to look at, because running a non-idempotent step twice is unsafe.
+
+    async def _resume(self, run: _Run) -> tuple[Status, str | None] | None:
+        """Prepare ``run.resume``; return a verdict when the execution must not go on."""
+        self._resume_deadline(run)
+        async with self.db.transaction() as conn:
+            rows = await steps.list_for(conn, run.id)
+            in_flight = [row for row in rows if row["status"] == "running"]
+            unsafe = [r for r in in_flight if not run.plan.steps[r["step_index"]].is_idempotent]
+            await self._close_in_flight(conn, run, in_flight, rerun=not unsafe)
+            await executions.append_event(
+                conn,
+                run.execution,
+                "resumed",
+                self.actor_id,
+                {
+                    "worker_id": self.worker_id,
+                    "attempt": run.lease.attempt if run.lease else None,
+                    "in_flight": [_where(run, r) for r in in_flight],
+                    "rerun": not unsafe,
+                },
+            )
+        if unsafe:
+            first = unsafe[0]
+            return Status.FAILED, (
+                f"{INTERRUPTED}: step {_where(run, first)} was in flight when its worker "
+                "stopped and is not idempotent, so it was not run again"
+            )
+        run.resume = _resume_points(run, rows)
+        return None
+
+    def _resume_deadline(self, run: _Run) -> None:
+        """The execution budget keeps counting from the first start, across workers."""
+        timeout_at: datetime | None = run.execution["timeout_at"]
+        if timeout_at is None:  # started by an older version that did not set it
+            timeout_s = policies.execution_timeout(run.plan, run.execution["sla_class"], run.matrix)
+            run.deadline = time.monotonic() + timeout_s
+            return
+        run.deadline = time.monotonic() + (timeout_at - datetime.now(UTC)).total_seconds()
+
+    async def _close_in_flight(
+        self, conn: Conn, run: _Run, in_flight: list[dict[str, Any]], *, rerun: bool
+    ) -> None:
+        """Record how each cut-short attempt ended, so none stays ``running`` forever."""
+        if not in_flight:
+            return
+        if rerun:
+            status = "cancelled"
+            error = f"{INTERRUPTED}: its worker stopped; run again (the step is idempotent)"
+        else:
+            status = "failed"
+            error = f"{INTERRUPTED}: its worker stopped; not run again (not idempotent)"
+        await steps.close_attempts(conn, [row["id"] for row in in_flight], status, error)
+        for row in in_flight:
+            row["status"] = status
+
+
+def _missing_reason(missing: set[str]) -> str:
+    return f"assets no longer in the inventory: {', '.join(sorted(missing))}"
+
+
+def _where(run: _Run, row: dict[str, Any]) -> str:
+    return (
+        f"{run.plan.steps[row['step_index']].name!r} on {row['target_asset_id']} "
+        f"(attempt {row['attempt']})"
+    )
+
+
+def _resume_points(run: _Run, rows: list[dict[str, Any]]) -> dict[tuple[int, str], _ResumePoint]:
+    """From every recorded attempt (closed by ``_close_in_flight``), where each target of
+    each step starts again."""
+    by_target: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        by_target.setdefault((row["step_index"], row["target_asset_id"]), []).append(row)
+    points = {}
+    for (index, asset_id), attempts in by_target.items():
+        latest = max(attempts, key=lambda r: r["attempt"])
+        interrupted = sum(1 for r in attempts if r["status"] == "cancelled")
+        last = run.plan.steps[index].retries + 1 + interrupted
+        if latest["status"] == "pending":
+            point = _ResumePoint(latest["attempt"], None, interrupted)
+        elif latest["status"] in ("completed", "skipped") or latest["attempt"] >= last:
+            point = _ResumePoint(latest["attempt"], latest["status"], interrupted)
+        else:  # failed with retries left, or cut short and idempotent: the next attempt
+            point = _ResumePoint(latest["attempt"] + 1, None, interrupted)
+        points[(index, asset_id)] = point
+    return points

@@ -64,3 +64,7 @@ class Conflict(OpsError):
 
 class SecretError(OpsError):
     """A secret could not be resolved, stored or decrypted; the message names the path."""
+
+
+class LeaseLost(OpsError):
+    """A worker's lease on a queued execution expired or was taken over; its writes are refused."""

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from opsconductor import routing
-from opsconductor.db import assets, connectors, executions
+from opsconductor.db import assets, connectors, executions, steps
 from opsconductor.db.connection import Database
 from opsconductor.idempotency import derive_key
 from opsconductor.inventory import Asset, resolve_plan
@@ -22,6 +22,17 @@ class Request:
     idempotency_key: str | None = None
     #: dark launch: resolve and record everything, touch no target
     record_only: bool = False
+    #: Who runs it, recorded as ``mode``. True: the workers (``opsc submit``): ``background``,
+    #: queued in the submission's transaction, or by the approval that lets it run. False:
+    #: the caller, in its own process (``opsc run``): ``immediate``. None: the caller
+    #: dispatches it as routing says (``mode`` from the duration estimate), nothing queued.
+    enqueue: bool | None = None
+
+
+_MODE = {True: "background", False: "immediate"}
+
+#: The queue lease must outlast the slowest step seen: twice its observed p95 (SPEC 3).
+LEASE_P95_FACTOR = 2.0
 
 
 #: Called with the plan and its resolved targets before anything is stored; raises to refuse
@@ -37,13 +48,15 @@ async def submit(
         await assets.ensure_tenant(conn, request.tenant_id)
         inventory = await assets.list_all(conn, request.tenant_id)
         tenant = await connectors.tenant_settings(conn, request.tenant_id)
+        targets = resolve_plan(plan, inventory)  # raises before anything is stored
+        if check is not None:
+            check(plan, targets)
+        observed = await steps.observed_p95(conn, request.tenant_id, [s.type for s in plan.steps])
     # Frozen into the execution (the engine also honours a tenant flag set later).
     record_only = request.record_only or tenant.record_only
-    targets = resolve_plan(plan, inventory)  # raises before anything is stored
-    if check is not None:
-        check(plan, targets)
     digest = plan_hash(plan, targets)
-    route = routing.classify(routing.estimate_seconds(plan, targets))
+    route = routing.classify(routing.estimate_seconds(plan, targets, observed))
+    mode = route.mode if request.enqueue is None else _MODE[request.enqueue]
     new = executions.NewExecution(
         tenant_id=request.tenant_id,
         actor_id=request.actor_id,
@@ -59,7 +72,7 @@ async def submit(
         plan_name=plan.name,
         plan_snapshot=hashed_document(plan, targets),
         plan_hash=digest,
-        mode=route.mode,
+        mode=mode,
         sla_class=route.sla_class,
         approval_level=plan.approval_level,
         priority=plan.priority,
@@ -69,5 +82,8 @@ async def submit(
             for index, (step, step_targets) in enumerate(zip(plan.steps, targets, strict=True))
             for asset in step_targets
         ],
+        enqueue=request.enqueue is True,
+        action_classes=tuple(step.action_class for step in plan.steps),
+        min_lease_s=LEASE_P95_FACTOR * max(observed.values(), default=0.0),
     )
     return await executions.submit(db, new)

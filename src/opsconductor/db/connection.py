@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -60,6 +61,19 @@ class Database:
                 yield conn
         except psycopg.Error as exc:
             raise DatabaseError(f"database error: {exc}") from exc
+
+    async def notifications(self, channel: str) -> AsyncIterator[str]:
+        """Payloads sent with NOTIFY on ``channel``, on a connection of their own (a
+        listening connection cannot go back to the pool). Yields ``""`` once right after
+        LISTEN, so the caller can look for anything sent before it was listening."""
+        try:
+            async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                yield ""
+                async for notify in conn.notifies():
+                    yield notify.payload
+        except psycopg.Error as exc:
+            raise DatabaseError(f"lost the LISTEN connection: {exc}") from exc
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:

@@ -17,6 +17,7 @@ from opsconductor.idempotency import DEDUP_WINDOW, RETRYABLE
 from opsconductor.status_machine import Status
 
 Q = queries.load("executions")
+QUEUE = queries.load("queue")
 Row = dict[str, Any]
 
 
@@ -36,6 +37,12 @@ class NewExecution:
     #: (step_index, step_name, step_type, asset_id) for every first attempt
     step_targets: list[tuple[int, str, str, str]]
     record_only: bool = False
+    #: background work: move it approved -> queued and enqueue it in the same transaction
+    enqueue: bool = False
+    #: the least visibility timeout its queue lease needs (from observed step durations)
+    min_lease_s: float = 0.0
+    #: action classes of its steps: they pick the queue's retry budget and lease timeout
+    action_classes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,23 @@ async def _after_insert(
             plan_hash=new.plan_hash,
             requested_by=new.actor_id,
         )
+    if new.enqueue and row["status"] == Status.APPROVED:
+        await _enqueue(conn, new, row)
+
+
+async def _enqueue(conn: Conn, new: NewExecution, row: Row) -> None:
+    """approved -> queued plus the queue row and its wake-up NOTIFY, all in the submission's
+    transaction: a crash can never leave a queued execution without its queue row."""
+    await transition(conn, row["id"], Status.APPROVED, Status.QUEUED, actor_id=new.actor_id)
+    await conn.execute(
+        QUEUE["enqueue"],
+        {
+            "execution_id": row["id"],
+            "action_classes": sorted(set(new.action_classes)),
+            "min_lease_s": new.min_lease_s,
+        },
+    )
+    row["status"] = Status.QUEUED.value
 
 
 async def append_event(

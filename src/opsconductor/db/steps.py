@@ -107,6 +107,33 @@ async def latest_results(conn: Conn, execution_id: uuid.UUID, step_index: int) -
     return {row["target_asset_id"]: row for row in await cur.fetchall()}
 
 
+async def observed_p95(
+    conn: Conn,
+    tenant_id: str,
+    step_types: list[str],
+    *,
+    window: int = 1000,
+    min_samples: int = 5,
+) -> dict[str, float]:
+    """p95 seconds per step type from this tenant's newest ``window`` finished attempts;
+    types with fewer than ``min_samples`` attempts are absent (routing then uses defaults)."""
+    cur = await conn.execute(
+        Q["observed_p95"],
+        {
+            "tenant_id": tenant_id,
+            "step_types": sorted(set(step_types)),
+            "window": window,
+            "min_samples": min_samples,
+        },
+    )
+    return {row["step_type"]: float(row["p95"]) for row in await cur.fetchall()}
+
+
+async def close_attempts(conn: Conn, attempt_ids: list[int], status: str, error: str) -> None:
+    """End attempts that were left ``running`` by a worker that died."""
+    await conn.execute(Q["close_attempts"], {"ids": attempt_ids, "status": status, "error": error})
+
+
 async def target_results(
     conn: Conn, execution_id: uuid.UUID, asset_id: str, before: int
 ) -> dict[str, Row]:

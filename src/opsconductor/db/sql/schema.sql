@@ -216,6 +216,20 @@ CREATE TABLE execution.execution_locks (
 );
 CREATE INDEX execution_locks_expiry_idx ON execution.execution_locks (expires_at);
 
+-- from migrations/0002_queue.sql: queue retry budget, lease timeout, last error; history index
+ALTER TABLE execution.execution_queue
+    ADD COLUMN max_attempts     integer NOT NULL DEFAULT 3 CHECK (max_attempts >= 1),
+    ADD COLUMN lease_timeout_s  double precision NOT NULL DEFAULT 60 CHECK (lease_timeout_s > 0),
+    ADD COLUMN last_error       text;
+
+-- Observed step durations per type (routing's p95) read the newest finished attempts.
+CREATE INDEX execution_steps_history_idx
+    ON execution.execution_steps (tenant_id, step_type, finished_at DESC)
+    WHERE finished_at IS NOT NULL AND started_at IS NOT NULL;
+
+CREATE INDEX execution_dlq_open_idx ON execution.execution_dlq (failed_at DESC)
+    WHERE NOT requeued;
+
 -- from migrations/0003_auth.sql: actors, API tokens, custom roles, role bindings, event notifications
 CREATE TABLE execution.actors (
     tenant_id   text NOT NULL REFERENCES execution.tenants ON DELETE CASCADE,

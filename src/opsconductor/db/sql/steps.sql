@@ -42,6 +42,29 @@ FROM execution.execution_steps
 WHERE execution_id = %(execution_id)s AND step_index = %(step_index)s
 ORDER BY target_asset_id, attempt DESC
 
+-- name: observed_p95
+-- p95 duration per step type over the newest finished attempts of this tenant; a type with
+-- too few samples is left out so one odd run cannot re-route a plan.
+SELECT t.step_type,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY recent.seconds) AS p95,
+       count(*) AS samples
+FROM unnest(%(step_types)s::text[]) AS t(step_type)
+CROSS JOIN LATERAL (
+    SELECT extract(epoch FROM s.finished_at - s.started_at)::float8 AS seconds
+    FROM execution.execution_steps s
+    WHERE s.tenant_id = %(tenant_id)s AND s.step_type = t.step_type
+      AND s.finished_at IS NOT NULL AND s.started_at IS NOT NULL
+      AND s.status IN ('completed', 'failed', 'timeout')
+    ORDER BY s.finished_at DESC
+    LIMIT %(window)s
+) AS recent
+GROUP BY t.step_type
+HAVING count(*) >= %(min_samples)s
+
+-- name: close_attempts
+UPDATE execution.execution_steps SET status = %(status)s, finished_at = now(), error = %(error)s
+WHERE id = ANY(%(ids)s) AND status = 'running'
+
 -- name: target_results
 SELECT DISTINCT ON (step_index) step_name, status, exit_code, output, stderr
 FROM execution.execution_steps

@@ -1,0 +1,259 @@
+"""The background queue in PostgreSQL (SPEC section 7): enqueue, claim, renew, finish, retry,
+dead-letter, requeue, reap. Every write by a worker is checked against its lease token."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opsconductor import policies, status_machine
+from opsconductor.db import executions, queries
+from opsconductor.db.connection import Conn, Database
+from opsconductor.errors import BadInput, LeaseLost, NotFound
+from opsconductor.plan import parse_plan
+from opsconductor.status_machine import Status
+
+Q = queries.load("queue")
+Row = dict[str, Any]
+
+#: Channel of the wake-up notifications; the payload is empty, a wake-up only says "look".
+CHANNEL = "opsc_queue"
+#: Advisory lock that makes the reapers of all workers take turns (any constant, same everywhere).
+REAPER_LOCK_KEY = 5_118_830_003
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What a worker holds on one claimed execution."""
+
+    execution_id: uuid.UUID
+    tenant_id: str
+    token: uuid.UUID
+    attempt: int
+    max_attempts: int
+    lease_s: float
+    #: the execution row as read by the claim (saves the engine a round trip)
+    execution: Row | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Reaped:
+    requeued: int
+    dead_lettered: int
+
+
+async def enqueue(
+    conn: Conn, execution_id: uuid.UUID, action_classes: Iterable[str], *, min_lease_s: float = 0.0
+) -> None:
+    """Queue an execution (its policies come from its SLA class and ``action_classes``);
+    call inside the transaction that made it ``queued``. Workers are notified at commit."""
+    await conn.execute(
+        Q["enqueue"],
+        {
+            "execution_id": execution_id,
+            "action_classes": sorted(set(action_classes)),
+            "min_lease_s": min_lease_s,
+        },
+    )
+
+
+async def enqueue_approved(conn: Conn, execution: Row, actor_id: str) -> None:
+    """Background work that was just approved goes to the workers (``approved -> queued``),
+    in the transaction that approved it."""
+    await executions.transition(
+        conn, execution["id"], Status.APPROVED, Status.QUEUED, actor_id=actor_id
+    )
+    plan = parse_plan(execution["plan_snapshot"]["plan"])
+    await enqueue(conn, execution["id"], (step.action_class for step in plan.steps))
+
+
+async def claim(
+    db: Database, worker_id: str, *, limit: int, lease_s: float | None = None
+) -> list[Lease]:
+    """Lease up to ``limit`` available executions, best priority and oldest first.
+
+    ``lease_s`` overrides the per-row visibility timeout (set at enqueue from the policies).
+    """
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            Q["claim"], {"limit": limit, "worker_id": worker_id, "lease_s": lease_s}
+        )
+        rows = await cur.fetchall()
+    return [
+        Lease(
+            execution_id=row["id"],
+            tenant_id=row["tenant_id"],
+            token=row.pop("lease_token"),
+            attempt=row.pop("attempt_count"),
+            max_attempts=row.pop("max_attempts"),
+            lease_s=row.pop("lease_s"),
+            execution=row,
+        )
+        for row in rows
+    ]
+
+
+async def renew(db: Database, leases: Sequence[Lease]) -> set[uuid.UUID]:
+    """Extend every lease still held; return the ids still held (the others were lost)."""
+    if not leases:
+        return set()
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            Q["renew"],
+            {
+                "ids": [lease.execution_id for lease in leases],
+                "tokens": [lease.token for lease in leases],
+                "secs": [float(lease.lease_s) for lease in leases],
+            },
+        )
+        return {row["execution_id"] for row in await cur.fetchall()}
+
+
+async def complete(conn: Conn, lease: Lease) -> None:
+    """Remove the finished execution from the queue, in the transaction that records its end;
+    ``LeaseLost`` (which rolls that transaction back) if the lease is no longer ours."""
+    cur = await conn.execute(
+        Q["complete"], {"execution_id": lease.execution_id, "lease_token": lease.token}
+    )
+    if await cur.fetchone() is None:
+        raise LeaseLost(
+            f"execution {lease.execution_id}: lease {lease.token} is no longer held by this "
+            "worker; its result was not recorded"
+        )
+
+
+async def discard(db: Database, lease: Lease) -> bool:
+    """Drop a queue row whose execution needs no run (already ended elsewhere)."""
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            Q["complete"], {"execution_id": lease.execution_id, "lease_token": lease.token}
+        )
+        return await cur.fetchone() is not None
+
+
+async def fail(db: Database, lease: Lease, error: str, actor_id: str) -> str | None:
+    """The attempt ended without a verdict (crash, lost database): retry it later with
+    back-off, or dead-letter it once its attempts are spent. Returns ``"retry"``,
+    ``"dead_letter"``, or ``None`` when the lease was no longer ours (nothing changed)."""
+    async with db.transaction() as conn:
+        cur = await conn.execute(
+            Q["lock_owned"], {"execution_id": lease.execution_id, "lease_token": lease.token}
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        return await _retry_or_dead_letter(conn, row, error, actor_id)
+
+
+async def _retry_or_dead_letter(conn: Conn, row: Row, error: str, actor_id: str) -> str:
+    execution = {"id": row["execution_id"], "tenant_id": row["tenant_id"]}
+    attempts = int(row["attempt_count"])
+    if attempts >= row["max_attempts"]:
+        reason = f"{error} (attempt {attempts} of {row['max_attempts']})"
+        await conn.execute(
+            Q["dead_letter"], {"execution_id": row["execution_id"], "reason": reason}
+        )
+        await executions.append_event(
+            conn, execution, "dead_lettered", actor_id, {"reason": reason, "attempts": attempts}
+        )
+        return "dead_letter"
+    delay = policies.backoff_s(attempts - 1)
+    await conn.execute(
+        Q["retry_later"],
+        {"execution_id": row["execution_id"], "backoff_s": delay, "error": error},
+    )
+    await executions.append_event(
+        conn,
+        execution,
+        "retry_scheduled",
+        actor_id,
+        {"error": error, "attempt": attempts, "backoff_s": round(delay, 3)},
+    )
+    return "retry"
+
+
+async def release(db: Database, leases: Sequence[Lease]) -> set[uuid.UUID]:
+    """Hand leases back so another worker takes the work at once (graceful shutdown)."""
+    if not leases:
+        return set()
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            Q["release"],
+            {
+                "ids": [lease.execution_id for lease in leases],
+                "tokens": [lease.token for lease in leases],
+            },
+        )
+        return {row["execution_id"] for row in await cur.fetchall()}
+
+
+async def reap(db: Database, actor_id: str, *, limit: int = 500) -> Reaped | None:
+    """Return expired leases to the queue (or dead-letter them when their attempts are
+    spent). Only one reaper at a time in the whole cluster: ``None`` if another one runs."""
+    async with db.transaction() as conn:
+        cur = await conn.execute(Q["try_reaper_lock"], {"key": REAPER_LOCK_KEY})
+        got = await cur.fetchone()
+        if got is None or not got["got"]:
+            return None
+        cur = await conn.execute(Q["expired_leases"], {"limit": limit})
+        outcomes = [
+            await _retry_or_dead_letter(
+                conn, row, f"lease expired on worker {row['worker_id']}", actor_id
+            )
+            for row in await cur.fetchall()
+        ]
+        if "retry" in outcomes:
+            await conn.execute(Q["notify"])
+    return Reaped(outcomes.count("retry"), outcomes.count("dead_letter"))
+
+
+async def next_available_in(db: Database) -> float | None:
+    """Seconds until the earliest waiting row becomes claimable (<= 0: now); None if none."""
+    async with db.connection() as conn:
+        cur = await conn.execute(Q["next_available_in"])
+        row = await cur.fetchone()
+    return None if row is None or row["wait_s"] is None else float(row["wait_s"])
+
+
+async def dead_letters(
+    conn: Conn, tenant_id: str, *, include_requeued: bool = False, limit: int = 50
+) -> list[Row]:
+    cur = await conn.execute(
+        Q["list_dlq"],
+        {"tenant_id": tenant_id, "include_requeued": include_requeued, "limit": limit},
+    )
+    return await cur.fetchall()
+
+
+async def requeue(db: Database, tenant_id: str, execution_id: str, actor_id: str) -> Row:
+    """Put a dead-lettered execution back in the queue with a fresh attempt budget."""
+    async with db.transaction() as conn:
+        execution = await executions.get(conn, tenant_id, execution_id)
+        if status_machine.is_terminal(Status(execution["status"])):
+            raise BadInput(
+                f"execution {execution['id']} is {execution['status']}: it has ended, "
+                "there is nothing to requeue"
+            )
+        cur = await conn.execute(
+            Q["mark_requeued"], {"execution_id": execution["id"], "actor_id": actor_id}
+        )
+        entry = await cur.fetchone()
+        if entry is None:
+            raise NotFound(f"execution {execution['id']} is not in the dead-letter queue")
+        await conn.execute(Q["clear_dead_letter_reason"], {"execution_id": execution["id"]})
+        plan = parse_plan(execution["plan_snapshot"]["plan"])
+        await enqueue(conn, execution["id"], (step.action_class for step in plan.steps))
+        await executions.append_event(
+            conn, execution, "requeued", actor_id, {"dlq_id": entry["id"]}
+        )
+    return execution
+
+
+async def depth(db: Database) -> Row:
+    async with db.connection() as conn:
+        cur = await conn.execute(Q["depth"])
+        row = await cur.fetchone()
+    assert row is not None
+    return row

@@ -1,0 +1,143 @@
+-- The background queue (SPEC section 7). A row is claimable when it has no lease and its
+-- available_at has come; a lease is a random token plus an expiry, and every write by a
+-- worker names its token, so a worker that lost its lease changes nothing.
+
+-- name: enqueue
+-- Retry budget and visibility timeout come from the policy matrix for the execution's SLA
+-- class and the action classes its steps use (strictest budget, longest lease), the lease
+-- raised to what the observed step durations need. The NOTIFY goes out at commit.
+WITH e AS (
+    SELECT id, priority, sla_class FROM execution.executions WHERE id = %(execution_id)s
+), policy AS (
+    SELECT min(p.max_attempts) AS max_attempts, max(p.lease_timeout_s) AS lease_timeout_s
+    FROM e JOIN execution.timeout_policies p ON p.sla_class = e.sla_class
+    WHERE p.action_class = ANY(%(action_classes)s::text[])
+), queued AS (
+    INSERT INTO execution.execution_queue (execution_id, priority, max_attempts, lease_timeout_s)
+    SELECT e.id, e.priority, coalesce(policy.max_attempts, 3),
+           greatest(coalesce(policy.lease_timeout_s, 60), %(min_lease_s)s::float8)
+    FROM e, policy
+    RETURNING execution_id
+)
+SELECT pg_notify('opsc_queue', '') FROM queued
+
+-- name: claim
+-- Priority first, then age; SKIP LOCKED lets many workers claim at once without waiting on
+-- each other. attempt_count counts claims: the retry budget is spent by being claimed.
+WITH picked AS (
+    SELECT execution_id FROM execution.execution_queue
+    WHERE lease_token IS NULL AND available_at <= now()
+    ORDER BY priority, available_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE execution.execution_queue q SET
+    lease_token = gen_random_uuid(),
+    lease_expires_at = now() + make_interval(secs => coalesce(%(lease_s)s::float8, q.lease_timeout_s)),
+    worker_id = %(worker_id)s,
+    attempt_count = q.attempt_count + 1
+FROM picked, execution.executions e
+WHERE q.execution_id = picked.execution_id AND e.id = q.execution_id
+-- The execution row comes back with the lease: the worker need not read it again.
+RETURNING e.*, q.lease_token, q.attempt_count, q.max_attempts,
+          coalesce(%(lease_s)s::float8, q.lease_timeout_s) AS lease_s
+
+-- name: renew
+-- One statement renews every lease a worker holds; leases it no longer holds are missing
+-- from the result, which tells the worker to stop working on them.
+WITH renewed AS (
+    UPDATE execution.execution_queue q
+    SET lease_expires_at = now() + make_interval(secs => l.lease_s)
+    FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[], %(secs)s::float8[])
+         AS l(execution_id, lease_token, lease_s)
+    WHERE q.execution_id = l.execution_id AND q.lease_token = l.lease_token
+    RETURNING q.execution_id
+), counted AS (
+    UPDATE execution.executions e SET lease_renewals = e.lease_renewals + 1
+    FROM renewed WHERE e.id = renewed.execution_id
+)
+SELECT execution_id FROM renewed
+
+-- name: complete
+DELETE FROM execution.execution_queue
+WHERE execution_id = %(execution_id)s AND lease_token = %(lease_token)s
+RETURNING execution_id
+
+-- name: lock_owned
+SELECT q.*, e.tenant_id FROM execution.execution_queue q
+JOIN execution.executions e ON e.id = q.execution_id
+WHERE q.execution_id = %(execution_id)s AND q.lease_token = %(lease_token)s
+FOR UPDATE OF q
+
+-- name: retry_later
+UPDATE execution.execution_queue SET
+    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
+    available_at = now() + make_interval(secs => %(backoff_s)s::float8),
+    last_error = %(error)s
+WHERE execution_id = %(execution_id)s
+
+-- name: dead_letter
+WITH gone AS (
+    DELETE FROM execution.execution_queue WHERE execution_id = %(execution_id)s
+    RETURNING execution_id, attempt_count
+), marked AS (
+    UPDATE execution.executions SET status_reason = 'dead-lettered: ' || %(reason)s
+    WHERE id IN (SELECT execution_id FROM gone)
+)
+INSERT INTO execution.execution_dlq (execution_id, failure_reason, attempt_count)
+SELECT execution_id, %(reason)s, attempt_count FROM gone
+RETURNING id
+
+-- name: release
+-- Hand leases back (graceful shutdown): available at once, and the claim is not counted
+-- as a spent attempt because nothing went wrong with the execution.
+WITH released AS (
+    UPDATE execution.execution_queue q SET
+        lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, available_at = now(),
+        attempt_count = greatest(q.attempt_count - 1, 0)
+    FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[]) AS l(execution_id, lease_token)
+    WHERE q.execution_id = l.execution_id AND q.lease_token = l.lease_token
+    RETURNING q.execution_id
+)
+SELECT execution_id, pg_notify('opsc_queue', '') FROM released
+
+-- name: try_reaper_lock
+SELECT pg_try_advisory_xact_lock(%(key)s) AS got
+
+-- name: expired_leases
+SELECT q.*, e.tenant_id FROM execution.execution_queue q
+JOIN execution.executions e ON e.id = q.execution_id
+WHERE q.lease_token IS NOT NULL AND q.lease_expires_at < now()
+ORDER BY q.lease_expires_at
+LIMIT %(limit)s
+FOR UPDATE OF q SKIP LOCKED
+
+-- name: notify
+SELECT pg_notify('opsc_queue', '')
+
+-- name: next_available_in
+SELECT extract(epoch FROM min(available_at) - now())::float8 AS wait_s
+FROM execution.execution_queue WHERE lease_token IS NULL
+
+-- name: list_dlq
+SELECT d.id, d.execution_id, d.failure_reason, d.attempt_count, d.failed_at, d.requeued,
+       d.requeued_at, d.requeued_by, e.plan_name, e.status
+FROM execution.execution_dlq d
+JOIN execution.executions e ON e.id = d.execution_id
+WHERE e.tenant_id = %(tenant_id)s AND (%(include_requeued)s OR NOT d.requeued)
+ORDER BY d.failed_at DESC, d.id DESC
+LIMIT %(limit)s
+
+-- name: mark_requeued
+UPDATE execution.execution_dlq SET requeued = true, requeued_at = now(), requeued_by = %(actor_id)s
+WHERE execution_id = %(execution_id)s AND NOT requeued
+RETURNING id, failure_reason
+
+-- name: clear_dead_letter_reason
+UPDATE execution.executions SET status_reason = NULL
+WHERE id = %(execution_id)s AND status_reason LIKE 'dead-lettered: %%'
+
+-- name: depth
+SELECT count(*) FILTER (WHERE lease_token IS NULL) AS waiting,
+       count(*) FILTER (WHERE lease_token IS NOT NULL) AS leased
+FROM execution.execution_queue
