@@ -35,6 +35,7 @@ from opsconductor.db import assets as asset_store
 from opsconductor.db import auth, executions, migrations, queue, steps
 from opsconductor.db import connectors as connector_store
 from opsconductor.db import secrets as secret_rows
+from opsconductor.db import workers as worker_rows
 from opsconductor.db.connection import Database, database_url
 from opsconductor.engine import Engine, StepEvent
 from opsconductor.errors import BadInput, NotFound, OpsError, PermissionDenied
@@ -43,6 +44,7 @@ from opsconductor.inventory_import import parse_inventory
 from opsconductor.plan import Plan, load_plan_file
 from opsconductor.plan_hash import plan_hash
 from opsconductor.status_machine import Status
+from opsconductor.stream_client import StreamWatcher
 from opsconductor.submission import Request, submit
 from opsconductor.worker import Worker, WorkerOptions
 
@@ -521,16 +523,77 @@ def show(
 @app.command()
 def watch(
     execution_id: Annotated[str, typer.Argument(help="Execution id or a 6+ char prefix")],
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OPSC_URL",
+            help="API base URL (…/api/v1): follow its event stream instead of the database",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="OPSC_TOKEN", help="API token, with --url")
+    ] = None,
 ) -> None:
     """Follow an execution live: its events as they happen and a progress bar; exit 0 if it
-    completes, 1 if it ends otherwise."""
+    completes, 1 if it ends otherwise. With --url it follows the server's SSE stream
+    (resuming after a dropped connection); without, it reads the database directly."""
 
-    async def work(settings: Settings) -> str:
+    async def from_database(settings: Settings) -> str:
         async with _database(settings) as db:
             return await _follow(db, settings.tenant, execution_id)
 
-    status = _exec(work)
+    async def from_stream(settings: Settings) -> str:
+        if not token:
+            raise BadInput("--url needs --token (or OPSC_TOKEN)")
+        assert url is not None
+        return await _follow_stream(url, token, execution_id)
+
+    status = _exec(from_stream if url else from_database)
     raise typer.Exit(0 if status == Status.COMPLETED else 1)
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[eta]}"),
+        console=out,
+        transient=True,
+    )
+
+
+def _show_progress(bar: Progress, task: Any, shown: dict[str, Any]) -> None:
+    eta = f"ETA {shown['eta_s']:.0f}s" if shown.get("eta_s") else ""
+    bar.update(
+        task,
+        completed=shown["percent"],
+        eta=eta,
+        description=f"{shown['done']} done, {shown['failed']} failed, "
+        f"{shown['running']} running, {shown['pending']} pending",
+    )
+
+
+async def _follow_stream(url: str, token: str, execution_id: str) -> str:
+    async with StreamWatcher(url, token, execution_id) as watcher:
+        execution = await watcher.get("")
+        watcher.execution_id = str(execution["id"])
+        out.print(f"[bold]{execution['plan_name']}[/bold]  {execution['id']}", highlight=False)
+        bar = _progress_bar()
+        task = bar.add_task("", total=100, eta="")
+
+        async def on_event(event: dict[str, Any]) -> None:
+            event["created_at"] = datetime.fromisoformat(event["created_at"])
+            bar.console.print(_event_line(event), highlight=False)
+            _show_progress(bar, task, await watcher.get("/progress"))
+
+        with bar:
+            _show_progress(bar, task, await watcher.get("/progress"))
+            status = await watcher.follow(on_event)
+        final = await watcher.get("")
+    reason = final.get("status_reason")
+    out.print(f"finished: {_styled(status)}" + (f" — {reason}" if reason else ""))
+    return status
 
 
 async def _follow(db: Database, tenant: str, execution_id: str) -> str:
@@ -589,6 +652,34 @@ def _event_line(ev: dict[str, Any]) -> str:
             f"(attempt {payload.get('attempt')}){extra}"
         )
     return f"{at} {ev['event_type']} by {ev['actor_id']}"
+
+
+@app.command()
+def workers() -> None:
+    """Workers that run or ran in the last day: host, pid, load and last heartbeat. A stale
+    worker stopped beating without saying goodbye (crashed or cut off)."""
+
+    async def work(settings: Settings) -> None:
+        async with _database(settings) as db, db.connection() as conn:
+            rows = await worker_rows.listing(conn)
+        if not rows:
+            out.print("no workers have registered")
+            return
+        table = Table("worker", "host", "pid", "state", "in flight", "started", "heartbeat")
+        for row in rows:
+            style = {"alive": "green", "stale": "red"}.get(row["state"], "dim")
+            table.add_row(
+                row["worker_id"],
+                row["host"],
+                str(row["pid"]),
+                f"[{style}]{row['state']}[/{style}]",
+                f"{row['in_flight']}/{row['concurrency']}",
+                f"{row['started_at']:%Y-%m-%d %H:%M:%S}",
+                f"{float(row['heartbeat_age_s']):.0f}s ago",
+            )
+        out.print(table)
+
+    _exec(work)
 
 
 @app.command("list")

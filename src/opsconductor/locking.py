@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from opsconductor import metrics
 from opsconductor.db import executions, locks
 from opsconductor.db.connection import Database
 from opsconductor.errors import OpsError
@@ -109,6 +110,7 @@ class LeaseHold:
             await asyncio.shield(self._release())
             raise
         self.waited_s = time.monotonic() - started
+        metrics.LOCK_WAIT.observe(self.waited_s)
         self._heartbeat = asyncio.create_task(self._beat())
         return self
 

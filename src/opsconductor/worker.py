@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from opsconductor import locking, status_machine
-from opsconductor.db import auth, executions, queue
+from opsconductor.db import auth, executions, queue, workers
 from opsconductor.db.connection import Database
 from opsconductor.db.queue import Lease
 from opsconductor.engine import Engine
@@ -49,6 +49,8 @@ class WorkerOptions:
     #: visibility timeout for every claim; None: each execution's own (set at enqueue)
     lease_s: float | None = None
     reap_every_s: float = 5.0
+    #: how often the worker updates its row in the workers table
+    presence_every_s: float = workers.HEARTBEAT_S
 
 
 def new_worker_id() -> str:
@@ -88,10 +90,14 @@ class Worker:
         self.wake.set()
 
     async def serve(self) -> None:
+        me = workers.Identity.here(self.worker_id, self.options.concurrency)
+        async with self.db.connection() as conn:
+            await workers.register(conn, me)
         helpers = [
             asyncio.create_task(self._listen()),
             asyncio.create_task(self._heartbeat()),
             asyncio.create_task(self._reaper()),
+            asyncio.create_task(self._presence()),
         ]
         try:
             await self._claim_loop()
@@ -100,6 +106,23 @@ class Worker:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            await self._quietly(self._signed_off())
+
+    # --- presence (the workers table: `opsc workers`, /readyz, metrics) -------------------
+
+    async def _presence(self) -> None:
+        """Beat with the in-flight count; a missed beat only makes the worker look stale."""
+        while True:
+            await asyncio.sleep(self.options.presence_every_s)
+            try:
+                async with self.db.connection() as conn:
+                    await workers.heartbeat(conn, self.worker_id, len(self.running))
+            except DatabaseError as exc:
+                log.warning("worker heartbeat failed", worker_id=self.worker_id, error=str(exc))
+
+    async def _signed_off(self) -> None:
+        async with self.db.connection() as conn:
+            await workers.stopped(conn, self.worker_id)
 
     # --- claiming ------------------------------------------------------------------------
 

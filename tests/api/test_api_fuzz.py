@@ -85,6 +85,8 @@ def test_api_never_errors_and_matches_its_schema(fuzz_target: dict[str, Any]) ->
     assert len(operations) >= 15  # the document lists the whole API
 
     for operation in operations:
+        if operation.path.endswith("/stream"):
+            continue  # an accepted stream never ends; test_streams.py covers them
 
         @given(case=operation.as_strategy())
         @settings(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import opsconductor
-from opsconductor import dispatch
+from opsconductor import dispatch, sla
 from opsconductor.api import (
     console_files,
     problems,
@@ -21,10 +23,11 @@ from opsconductor.api import (
     routes_me,
     routes_secrets,
     routes_system,
+    streams,
 )
 from opsconductor.api.inputs import clean_parameters
 from opsconductor.db.connection import Database
-from opsconductor.db.notify import EventHub
+from opsconductor.db.notify import DEFAULT_BUFFER, EventHub
 
 PREFIX = "/api/v1"
 #: Plans are small; a body past this is a mistake or an attack.
@@ -77,16 +80,28 @@ class BodyLimit:
         return f"request body exceeds {self.max_bytes} bytes"
 
 
-def create_app(db: Database, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """The app over an open database (the caller owns and closes it)."""
+def create_app(
+    db: Database,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    stream_buffer: int = DEFAULT_BUFFER,
+    sla_sweep_s: float | None = None,
+) -> FastAPI:
+    """The app over an open database (the caller owns and closes it). ``stream_buffer`` is
+    how many events a stream client may lag before a resync; ``sla_sweep_s`` the period of
+    the SLA sweep (default ``OPSC_SLA_SWEEP_S`` or 1 s)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub: EventHub = app.state.events
         await hub.start()
+        sweeper = asyncio.get_running_loop().create_task(sla.watch(db, sla_sweep_s))
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             await dispatch.drain()
             await hub.stop()
 
@@ -102,7 +117,7 @@ def create_app(db: Database, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI
         dependencies=[Depends(clean_parameters)],
     )
     app.state.db = db
-    app.state.events = EventHub(db.url)
+    app.state.events = EventHub(db.url, db, buffer=stream_buffer)
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     for router in (
@@ -112,6 +127,7 @@ def create_app(db: Database, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI
         routes_me.router,
         routes_secrets.router,
         routes_system.router,
+        streams.router,
     ):
         app.include_router(router, prefix=PREFIX)
     app.include_router(routes_system.probes)

@@ -9,7 +9,7 @@ import structlog
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from opsconductor import rbac
+from opsconductor import metrics, rbac
 from opsconductor.db import auth
 from opsconductor.db.connection import Database
 from opsconductor.errors import PermissionDenied, Unauthenticated
@@ -49,6 +49,7 @@ class Caller:
                 action=action,
                 environment=environment,
             )
+            metrics.API_RBAC_DENIALS.labels(resource, action).inc()
             raise PermissionDenied(f"actor {self.actor_id!r}: {decision.reason}")
 
 
@@ -57,18 +58,23 @@ def database(request: Request) -> Database:
     return db
 
 
-async def caller(
-    db: Database = Depends(database),
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-) -> Caller:
-    if credentials is None or not credentials.credentials:
+async def authenticate(db: Database, token: str) -> Caller:
+    """The caller a token stands for, with their roles as of now."""
+    if not token:
         raise Unauthenticated("missing credentials: send 'Authorization: Bearer <token>'")
     async with db.connection() as conn:
-        principal = await auth.authenticate(conn, credentials.credentials)
+        principal = await auth.authenticate(conn, token)
         if principal is None:
             raise Unauthenticated("the bearer token is not valid (unknown, revoked or expired)")
         roles = await auth.roles_of(conn, principal.tenant_id, principal.actor_id)
     return Caller(principal, roles)
+
+
+async def caller(
+    db: Database = Depends(database),
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+) -> Caller:
+    return await authenticate(db, credentials.credentials if credentials else "")
 
 
 def require(resource: str, action: str) -> Callable[..., Awaitable[Caller]]:

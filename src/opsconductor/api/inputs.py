@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Request
 from pydantic import BaseModel, ConfigDict, model_validator
+from starlette.requests import HTTPConnection
 
 from opsconductor.errors import BadInput
 
@@ -65,7 +65,7 @@ class CleanInput(BaseModel):
         return data
 
 
-async def clean_parameters(request: Request) -> None:
+async def clean_parameters(request: HTTPConnection) -> None:
     """App-wide dependency: path and query parameters go through the same check."""
     check_text(dict(request.path_params), "path")
     check_text(dict(request.query_params), "query")

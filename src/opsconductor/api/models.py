@@ -25,6 +25,15 @@ class Progress(BaseModel):
     eta_s: float | None
 
 
+class ProgressReport(Progress):
+    """``GET /executions/{id}/progress``: counts, percent and an ETA from the observed median
+    duration of the same step type in this tenant (``typical_s``)."""
+
+    execution_id: uuid.UUID
+    status: str
+    typical_s: dict[str, float]
+
+
 class Execution(BaseModel):
     id: uuid.UUID
     tenant_id: str
@@ -187,7 +196,17 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class WorkerHealth(BaseModel):
+    alive: int
+    stale: int
+    in_flight: int
+
+
 class Readiness(BaseModel):
+    """Ready means the database answers and its schema is current. Workers are reported, not
+    required: an API node serves reads, approvals and immediate plans without any."""
+
     status: Literal["ready"]
     database: bool
     pending_migrations: list[str]
+    workers: WorkerHealth

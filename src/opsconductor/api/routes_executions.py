@@ -9,7 +9,7 @@ import contextlib
 import json
 import os
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -183,6 +183,26 @@ async def _detail(conn: Conn, tenant_id: str, execution_id: str) -> models.Execu
 async def get_execution(execution_id: str, db: Db, who: ViewCaller) -> models.ExecutionDetail:
     async with db.connection() as conn:
         return await _detail(conn, who.tenant_id, execution_id)
+
+
+@router.get(
+    "/{execution_id}/progress", response_model=models.ProgressReport, summary="Live progress"
+)
+async def get_progress(execution_id: str, db: Db, who: ViewCaller) -> models.ProgressReport:
+    """Steps done/failed/running/pending over (step, target) pairs at their latest attempt,
+    percent finished, and an ETA (seconds) from observed durations of the same step types."""
+    async with db.connection() as conn:
+        execution = await executions.get(conn, who.tenant_id, execution_id)
+        step_rows = await steps.list_for(conn, execution["id"])
+        kinds = sorted({str(r["step_type"]) for r in step_rows})
+        typical = await reads.typical_durations(conn, who.tenant_id, kinds)
+    found = progress.compute(step_rows, typical, now=datetime.now(UTC))
+    return models.ProgressReport(
+        execution_id=execution["id"],
+        status=execution["status"],
+        typical_s={k: round(v, 3) for k, v in typical.items()},
+        **found.as_dict(),
+    )
 
 
 @router.get("/{execution_id}/steps", response_model=list[models.Step], summary="Step attempts")

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from opsconductor import dispatch
+from opsconductor import dispatch, metrics
 from opsconductor.api import models
 from opsconductor.api.auth import Caller, database, require
 from opsconductor.api.problems import problem
-from opsconductor.db import migrations, reads
+from opsconductor.db import metrics as db_metrics
+from opsconductor.db import migrations, reads, workers
 from opsconductor.db.connection import Database
 from opsconductor.errors import DatabaseError
 
@@ -55,4 +56,30 @@ async def readyz(db: Db) -> models.Readiness | JSONResponse:
         return problem(503, "the database is unreachable", instance="/readyz")
     if waiting:
         return problem(503, f"migrations not applied: {', '.join(waiting)}", instance="/readyz")
-    return models.Readiness(status="ready", database=True, pending_migrations=[])
+    async with db.connection() as conn:
+        rows = await workers.listing(conn)
+    alive = [r for r in rows if r["state"] == "alive"]
+    return models.Readiness(
+        status="ready",
+        database=True,
+        pending_migrations=[],
+        workers=models.WorkerHealth(
+            alive=len(alive),
+            stale=sum(r["state"] == "stale" for r in rows),
+            in_flight=sum(int(r["in_flight"]) for r in alive),
+        ),
+    )
+
+
+@probes.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {metrics.CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+    summary="Prometheus metrics (text exposition format)",
+)
+async def prometheus_metrics(db: Db) -> Response:
+    """Cluster-wide figures read from the database at scrape time, then this process's own
+    (stream clients, API denials, lock waits); see the README's Metrics section."""
+    async with db.connection() as conn:
+        found = await db_metrics.snapshot(conn, stale_s=workers.STALE_S)
+    return Response(metrics.exposition(found), media_type=metrics.CONTENT_TYPE)

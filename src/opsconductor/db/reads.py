@@ -69,3 +69,13 @@ async def stats(conn: Conn, tenant_id: str) -> Stats:
     cur = await conn.execute(Q["dlq_open"], params)
     dlq = await cur.fetchone() or {"n": 0}
     return Stats(by_status, int(queue["waiting"]), int(queue["leased"]), int(dlq["n"]))
+
+
+async def typical_durations(
+    conn: Conn, tenant_id: str, step_types: list[str], sample: int = 1000
+) -> dict[str, float]:
+    """Observed median seconds per step type over the last ``sample`` successful attempts."""
+    cur = await conn.execute(
+        Q["typical_durations"], {"tenant_id": tenant_id, "types": step_types, "sample": sample}
+    )
+    return {row["step_type"]: float(row["p50"]) for row in await cur.fetchall()}

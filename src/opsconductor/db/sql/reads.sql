@@ -27,3 +27,15 @@ WHERE e.tenant_id = %(tenant_id)s
 SELECT count(*) AS n FROM execution.execution_dlq d
 JOIN execution.executions e ON e.id = d.execution_id
 WHERE e.tenant_id = %(tenant_id)s AND NOT d.requeued
+
+-- name: typical_durations
+-- Median duration of the tenant's recent successful attempts, per step type (for ETAs).
+SELECT step_type,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at))
+           AS p50,
+       count(*) AS n
+FROM (SELECT step_type, started_at, finished_at FROM execution.execution_steps
+      WHERE tenant_id = %(tenant_id)s AND step_type = ANY(%(types)s) AND status = 'completed'
+        AND started_at IS NOT NULL AND finished_at IS NOT NULL
+      ORDER BY id DESC LIMIT %(sample)s) recent
+GROUP BY step_type

@@ -1,0 +1,285 @@
+"""Live streams of events: Server-Sent Events, WebSocket, per execution and tenant-wide.
+
+Every stream follows the same course (``follow``): subscribe to the process's event hub,
+replay from the table what came after the client's cursor, then send what the hub pushes.
+Ids of one execution's events become visible in id order (0007_streams), so a cursor is
+exact: resuming after id N replays precisely the events the client has not seen.
+
+Browsers cannot set headers on ``EventSource`` or ``WebSocket``, so besides
+``Authorization: Bearer`` a token is accepted as the ``token`` query parameter or the
+``opsc_token`` cookie (the server keeps no access log, so query tokens are not written
+down; prefer the cookie where the page can set it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket
+from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
+from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocketDisconnect
+
+from opsconductor import metrics
+from opsconductor.api.auth import Caller, authenticate, bearer
+from opsconductor.db import executions, queries
+from opsconductor.db.connection import Database
+from opsconductor.db.notify import OVERFLOW, EventHub, StreamEvent, stream_event
+from opsconductor.errors import NotFound, OpsError, PermissionDenied, Unauthenticated
+from opsconductor.status_machine import Status, is_terminal
+
+Q = queries.load("streams")
+router = APIRouter(tags=["streams"])
+
+COOKIE = "opsc_token"
+#: Comment lines keep proxies from closing an idle stream.
+KEEPALIVE_S = 15.0
+#: Rows per replay query; a client far behind is replayed page by page.
+REPLAY_PAGE = 500
+#: What an EventSource waits before reconnecting (it sends Last-Event-ID then).
+RETRY_MS = 1000
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass(frozen=True)
+class Resync:
+    """The client fell behind and events were dropped: re-read after ``last_event_id``."""
+
+    last_event_id: int
+    detail: str = "client too slow: events were dropped; resume from last_event_id"
+
+
+@dataclass(frozen=True)
+class End:
+    """The execution is finished and every event of it was sent."""
+
+    status: str
+
+
+@dataclass(frozen=True)
+class Keepalive:
+    pass
+
+
+Message = StreamEvent | Resync | End | Keepalive
+
+
+def _token(conn: HTTPConnection, credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is not None and credentials.credentials:
+        return credentials.credentials
+    return conn.query_params.get("token") or conn.cookies.get(COOKIE) or ""
+
+
+async def stream_caller(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+    token: Annotated[
+        str | None, Query(description="API token, for browsers' EventSource (no headers)")
+    ] = None,
+) -> Caller:
+    """Bearer header, ``?token=`` or the ``opsc_token`` cookie; needs executions:view."""
+    db: Database = request.app.state.db
+    who = await authenticate(db, _token(request, credentials))
+    who.require("executions", "view")
+    return who
+
+
+async def follow(
+    hub: EventHub,
+    db: Database,
+    tenant_id: str,
+    execution: dict[str, Any] | None,
+    cursor: int,
+    keepalive_s: float = KEEPALIVE_S,
+) -> AsyncIterator[Message]:
+    """Replay after ``cursor``, then live events; ends after an execution's final event."""
+    execution_id = str(execution["id"]) if execution else None
+    with hub.feed(tenant_id, execution_id) as feed, metrics.stream_client():
+        while True:
+            async with db.connection() as conn:
+                cur = await conn.execute(*_replay(tenant_id, execution_id, cursor))
+                rows = await cur.fetchall()
+            for row in rows:
+                cursor = int(row["id"])
+                yield stream_event(row)
+            if len(rows) < REPLAY_PAGE:
+                break
+        if execution is not None:
+            async with db.connection() as conn:
+                status = (await executions.get(conn, tenant_id, str(execution["id"])))["status"]
+            if is_terminal(Status(status)):
+                yield End(status)
+                return
+        while True:
+            item = await feed.next(keepalive_s)
+            if item is None:
+                yield Keepalive()
+            elif item is OVERFLOW:
+                metrics.STREAM_RESYNCS.inc()
+                yield Resync(cursor)
+                return
+            elif isinstance(item, StreamEvent) and item.id > cursor:
+                cursor = item.id
+                yield item
+                if execution is not None and _final(item):
+                    yield End(str(item.to_status))
+                    return
+
+
+def _replay(tenant_id: str, execution_id: str | None, after: int) -> tuple[str, dict[str, Any]]:
+    if execution_id is not None:
+        params = {"execution_id": execution_id, "after": after, "limit": REPLAY_PAGE}
+        return Q["replay_execution"], params
+    return Q["replay_tenant"], {"tenant_id": tenant_id, "after": after, "limit": REPLAY_PAGE}
+
+
+def _final(event: StreamEvent) -> bool:
+    return (
+        event.event_type == "status_changed"
+        and event.to_status is not None
+        and is_terminal(Status(event.to_status))
+    )
+
+
+def _cursor(last_event_id: str | None, after: int | None) -> int:
+    """``Last-Event-ID`` (set by a reconnecting EventSource) wins over ``after``."""
+    if last_event_id is not None and last_event_id.strip().isdigit():
+        return int(last_event_id.strip())
+    return after or 0
+
+
+def sse_lines(message: Message) -> str:
+    if isinstance(message, StreamEvent):
+        return f"id: {message.id}\ndata: {message.data}\n\n"
+    if isinstance(message, Resync):
+        body = {"last_event_id": message.last_event_id, "detail": message.detail}
+        return f"event: resync\ndata: {json.dumps(body)}\n\n"
+    if isinstance(message, End):
+        return f"event: end\ndata: {json.dumps({'status': message.status})}\n\n"
+    return ": keepalive\n\n"
+
+
+def _sse(messages: AsyncIterator[Message]) -> StreamingResponse:
+    async def body() -> AsyncIterator[str]:
+        yield f"retry: {RETRY_MS}\n\n"
+        async for message in messages:
+            if isinstance(message, StreamEvent):
+                metrics.STREAM_EVENTS_SENT.labels("sse").inc()
+            yield sse_lines(message)
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+LastEventId = Annotated[
+    str | None, Header(alias="Last-Event-ID", description="Resume after this event id")
+]
+After = Annotated[
+    int | None, Query(ge=0, le=2**63 - 1, description="First connection: events after this id")
+]
+SSE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "text/event-stream: `id:` = event id, `data:` = the masked event row; "
+        "`event: resync` (buffer overflow: reconnect with Last-Event-ID), `event: end`",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.get(
+    "/executions/{execution_id}/stream",
+    response_class=StreamingResponse,
+    responses=SSE_DOC,
+    summary="Server-Sent Events of one execution, resumable with Last-Event-ID",
+)
+async def execution_stream(
+    execution_id: str,
+    request: Request,
+    who: Annotated[Caller, Depends(stream_caller)],
+    last_event_id: LastEventId = None,
+    after: After = None,
+) -> StreamingResponse:
+    """Replays the events after the cursor, then sends each new one as it is recorded; ends
+    with `event: end` after the execution's final status change."""
+    db: Database = request.app.state.db
+    async with db.connection() as conn:
+        execution = await executions.get(conn, who.tenant_id, execution_id)
+    hub: EventHub = request.app.state.events
+    return _sse(follow(hub, db, who.tenant_id, execution, _cursor(last_event_id, after)))
+
+
+@router.get(
+    "/stream",
+    response_class=StreamingResponse,
+    responses=SSE_DOC,
+    summary="Server-Sent Events of every execution of the caller's tenant",
+)
+async def tenant_stream(
+    request: Request,
+    who: Annotated[Caller, Depends(stream_caller)],
+    last_event_id: LastEventId = None,
+    after: After = None,
+) -> StreamingResponse:
+    """For the console: without a cursor it starts at the present (no history replay).
+    Across executions, events arrive in commit order."""
+    db: Database = request.app.state.db
+    cursor = _cursor(last_event_id, after)
+    if last_event_id is None and after is None:
+        async with db.connection() as conn:
+            cur = await conn.execute(Q["latest_event_id"], {"tenant_id": who.tenant_id})
+            cursor = int((await cur.fetchone() or {"id": 0})["id"])
+    hub: EventHub = request.app.state.events
+    return _sse(follow(hub, db, who.tenant_id, None, cursor))
+
+
+@router.websocket("/executions/{execution_id}/ws")
+async def execution_ws(websocket: WebSocket, execution_id: str) -> None:
+    """JSON messages ``{"type": "event", "event": row}``, ``{"type": "resync",
+    "last_event_id": N}`` (then the server closes with 1013: reconnect with ``?after=N``) and
+    ``{"type": "end", "status": s}`` (then 1000). Auth failures close with 4401/4403/4404."""
+    await websocket.accept()
+    db: Database = websocket.app.state.db
+    header = websocket.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    bearer_token = value if scheme.lower() == "bearer" else ""
+    try:
+        who = await authenticate(db, bearer_token or _token(websocket, None))
+        who.require("executions", "view")
+        async with db.connection() as conn:
+            execution = await executions.get(conn, who.tenant_id, execution_id)
+        after = websocket.query_params.get("after", "0")
+        cursor = int(after) if after.isdigit() else 0
+    except OpsError as exc:
+        await websocket.close(code=_close_code(exc), reason=str(exc)[:120])
+        return
+    hub: EventHub = websocket.app.state.events
+    try:
+        async for message in follow(hub, db, who.tenant_id, execution, cursor):
+            if isinstance(message, StreamEvent):
+                await websocket.send_text(f'{{"type":"event","event":{message.data}}}')
+                metrics.STREAM_EVENTS_SENT.labels("websocket").inc()
+            elif isinstance(message, Resync):
+                await websocket.send_json({"type": "resync", **message.__dict__})
+                await websocket.close(code=1013, reason="resync")
+                return
+            elif isinstance(message, End):
+                await websocket.send_json({"type": "end", "status": message.status})
+                await websocket.close(code=1000)
+                return
+            else:  # also finds out, by failing, that a silent client has gone
+                await websocket.send_json({"type": "keepalive"})
+    except WebSocketDisconnect:
+        return
+
+
+def _close_code(exc: OpsError) -> int:
+    if isinstance(exc, Unauthenticated):
+        return 4401
+    if isinstance(exc, PermissionDenied):
+        return 4403
+    if isinstance(exc, NotFound):
+        return 4404
+    return 4400

@@ -1,0 +1,57 @@
+"""SLA violation alerts (SPEC section 9): an execution past its SLA class budget gets one
+``sla_violation`` event (streamed like any other) and counts in ``opsc_sla_violations``.
+
+Every API process sweeps; the compare-and-set in ``flag_violations`` makes the alert
+exactly-once however many sweep at the same moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import structlog
+
+from opsconductor import metrics
+from opsconductor.db import queries
+from opsconductor.db.connection import Database
+from opsconductor.errors import DatabaseError
+
+Q = queries.load("sla")
+log = structlog.get_logger("opsconductor.sla")
+
+#: Budgets of the classes routing defines by duration (SPEC section 4); ``long`` has none of
+#: its own, so its budget is the policy matrix's longest execution timeout for long plans.
+FAST_BUDGET_S = 10.0
+MEDIUM_BUDGET_S = 30.0
+SWEEP_S = 1.0
+
+
+async def sweep(
+    db: Database, *, fast_s: float = FAST_BUDGET_S, medium_s: float = MEDIUM_BUDGET_S
+) -> list[dict[str, Any]]:
+    """Flag every execution newly past its budget; returns what was flagged."""
+    async with db.connection() as conn:
+        cur = await conn.execute(Q["flag_violations"], {"fast_s": fast_s, "medium_s": medium_s})
+        flagged = await cur.fetchall()
+    for row in flagged:
+        metrics.SLA_FLAGGED.inc()
+        log.warning(
+            "sla_violation",
+            execution_id=str(row["execution_id"]),
+            tenant_id=row["tenant_id"],
+            **row["payload"],
+        )
+    return flagged
+
+
+async def watch(db: Database, period_s: float | None = None) -> None:
+    """Sweep forever (a task of the API's lifespan); a database outage only delays alerts."""
+    period = period_s or float(os.environ.get("OPSC_SLA_SWEEP_S", SWEEP_S))
+    while True:
+        try:
+            await sweep(db)
+        except DatabaseError as exc:
+            log.warning("sla sweep failed", error=str(exc))
+        await asyncio.sleep(period)
