@@ -102,9 +102,14 @@ def test_a_revoked_token_signs_the_tab_out(context: Any, console: Console) -> No
     assert page.evaluate("sessionStorage.length") == 0
 
 
+@pytest.mark.parametrize("transport", ["stream", "long-poll"])
 def test_detail_page_follows_a_background_execution_live_to_completed(
-    context: Any, console: Console, tmp_path: Path
+    context: Any, console: Console, tmp_path: Path, transport: str
 ) -> None:
+    if transport == "long-poll":  # what a tab behind a stream-buffering proxy would choose
+        context.add_init_script("localStorage.setItem('opsconductor.transport', 'long-poll')")
+    asked: list[str] = []
+    context.on("request", lambda request: asked.append(request.url))
     page = open_console(context, console, console.admin_token)
     gate = tmp_path / "go"  # the first step waits for it, so the test sees it running
     first = f"while [ ! -e '{gate}' ]; do sleep 0.05; done; echo first step done"
@@ -133,8 +138,16 @@ def test_detail_page_follows_a_background_execution_live_to_completed(
     expect(steps.locator("pre").first).to_have_text("first step done\n")
     assert console.execution(execution_id)["status"] == "completed"
 
+    streamed = [u for u in asked if u.endswith(f"/api/v1/executions/{execution_id}/stream")]
+    polled = [u for u in asked if f"/api/v1/executions/{execution_id}/events?" in u]
+    tenant_streamed = [u for u in asked if u.endswith("/api/v1/stream")]
+    if transport == "stream":
+        assert streamed and tenant_streamed and not polled, asked
+    else:
+        assert polled and not streamed and not tenant_streamed, asked
+
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / "console-detail-completed.png", full_page=True)
+    page.screenshot(path=ARTIFACTS / f"console-detail-completed-{transport}.png", full_page=True)
 
     page.get_by_role("link", name="← All executions").click()
     row = page.get_by_role("row", name="Live rollout")
