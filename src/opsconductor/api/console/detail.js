@@ -259,6 +259,20 @@ export function view(ctx, id) {
     replace(steps.body, stepRows(x.steps, openOutputs));
   }
 
+  // GET /progress has the better ETA (observed durations of the same step types in the
+  // tenant); a server without it leaves the detail's own progress.
+  let progressEndpoint = true;
+  async function observedProgress() {
+    if (!progressEndpoint) return null;
+    try {
+      return await call(`/executions/${segment(id)}/progress`, { signal: ctx.signal });
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 404)) throw error;
+      progressEndpoint = false;
+      return null;
+    }
+  }
+
   let refreshing = null;
   let again = false;
   async function refresh() {
@@ -269,7 +283,11 @@ export function view(ctx, id) {
     refreshing = (async () => {
       do {
         again = false;
-        render(await call(`/executions/${segment(id)}`, { signal: ctx.signal }));
+        const [found, progress] = await Promise.all([
+          call(`/executions/${segment(id)}`, { signal: ctx.signal }),
+          observedProgress(),
+        ]);
+        render(progress ? { ...found, progress } : found);
       } while (again);
     })();
     try {
