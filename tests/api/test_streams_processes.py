@@ -149,18 +149,16 @@ async def test_events_of_a_worker_process_stream_live_and_opsc_workers_lists_it(
         ws_url = api_b.replace("http", "ws") + f"/executions/{execution_id}/ws"
         ws = asyncio.create_task(_ws_events(ws_url, token))
         await asyncio.sleep(0.5)  # both clients wait before the worker starts: events go live
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "opsconductor.cli", "worker", "--concurrency", "3"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "opsconductor.cli", "worker", "--concurrency", "3",
+            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
         try:
             got_sse, got_ws = await asyncio.wait_for(asyncio.gather(sse, ws), 60)
             listed = opsc(env, "workers")
         finally:
             worker.terminate()
-            worker.wait(timeout=60)
+            await asyncio.wait_for(worker.wait(), 60)
     expected = _expected_ids(database_url, execution_id)
     assert [m.id for m in got_sse if m.event == "message"] == expected
     assert got_sse[-1].data == {"status": "completed"}
