@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
+# Extra arguments for bench/throughput.py, e.g. BENCH_ARGS="--results bench/RESULTS.md"
+BENCH_ARGS ?=
 
 .PHONY: run test lint bench venv clean
 
@@ -25,10 +28,17 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP)
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+# Core figures, then the queue: our workers against PgQueuer and procrastinate (bench/RESULTS.md).
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/masking.py
 	$(BIN)/python bench/safety.py
+	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from opsconductor.db import embedded, executions, migrations
+from opsconductor.db import auth, embedded, executions, migrations
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.plan import parse_plan
@@ -83,7 +83,8 @@ async def _end_to_end(db: Database, n: int, concurrency: int) -> None:
 
     async def one(i: int) -> None:
         submitted = await submit(db, Request(PLAN, "default", "bench", f"e2e-{i}"))
-        await engine.run("default", submitted.execution["id"])
+        status = await engine.run("default", submitted.execution["id"])
+        assert status is Status.COMPLETED, f"execution {submitted.execution['id']}: {status}"
 
     await _batched(one, n, concurrency)
 
@@ -105,6 +106,8 @@ async def main() -> None:
     )
     async with Database(url, min_size=8, max_size=8) as db:
         await migrations.migrate(db)
+        async with db.transaction() as conn:  # as `opsc run` does: else RBAC denies every step
+            await auth.bootstrap_local_admin(conn, "default", "bench")
         async with db.connection() as conn:
             cur = await conn.execute("SHOW server_version")
             row = await cur.fetchone()
