@@ -190,6 +190,8 @@ def test_an_approver_reviews_the_plan_and_hash_and_approves_from_the_page(
     expect(panel.get_by_label("Plan as JSON")).to_contain_text('"command": "echo rotated"')
     expect(page.get_by_role("button", name="Cancel execution")).to_have_count(0)  # no cancel
     page.get_by_label("Comment").fill("looks right")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "console-approval.png", full_page=True)
     page.get_by_role("button", name="Approve").click()
 
     expect(page.get_by_role("status").filter(has_text="Approved.")).to_be_visible()
