@@ -38,6 +38,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/masking.py
 	$(BIN)/python bench/safety.py
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/streams.py
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
 
 clean:

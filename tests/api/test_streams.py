@@ -36,6 +36,18 @@ async def _note(db: Database, execution: dict[str, Any], n: int, **extra: Any) -
         return await executions.append_event(conn, row, "note", "tester", {"n": n, **extra})
 
 
+async def _notes(db: Database, execution: dict[str, Any], count: int, blob: str) -> None:
+    """``count`` events in one statement (one commit, ``count`` notifications)."""
+    async with db.connection() as conn:
+        await conn.execute(
+            "INSERT INTO execution.execution_events"
+            " (execution_id, tenant_id, event_type, actor_id, payload)"
+            " SELECT %s, %s, 'note', 'tester', jsonb_build_object('n', g, 'blob', %s::text)"
+            " FROM generate_series(1, %s) AS g",
+            (execution["id"], execution["tenant_id"], blob, count),
+        )
+
+
 async def _event_ids(db: Database, execution_id: str, after: int = 0) -> list[int]:
     async with db.connection() as conn:
         return [int(r["id"]) for r in await executions.events(conn, execution_id, after)]  # type: ignore[arg-type]
@@ -219,7 +231,7 @@ async def test_a_slow_client_is_dropped_to_a_resync_and_does_not_block_others(
     headers = await api.login("acme", "alice", "operator")
     execution = await _pending(api, headers)
     path = f"/api/v1/executions/{execution['id']}/stream"
-    async with live_server(db, stream_buffer=32) as live:
+    async with live_server(db, stream_buffer=256) as live:
         hub = live.app.state.events
         port = int(live.base.rsplit(":", 1)[1])
         # The slow client: a socket with a tiny receive window that reads nothing for now.
@@ -232,13 +244,13 @@ async def test_a_slow_client_is_dropped_to_a_resync_and_does_not_block_others(
         async with httpx.AsyncClient(base_url=live.base, timeout=30) as http:
             fast = asyncio.create_task(collect_until_end(http, path, headers))
             await _until(lambda: hub.feeds() == 2)
-            blob = "x" * 4000
-            for batch in range(400):
-                for n in range(10):
-                    await _note(db, execution, batch * 10 + n, blob=blob)
-                if hub.lagging():
-                    break
-            assert hub.lagging() == 1, "the slow client never fell behind"
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while not hub.lagging():  # 200 KB a round until the slow one's socket is full
+                assert loop.time() < deadline, "the slow client never fell behind"
+                await _notes(db, execution, 50, blob="x" * 4000)
+                await asyncio.sleep(0.02)
+            assert hub.lagging() == 1
             await http.post(f"{path.removesuffix('/stream')}/cancel", headers=headers)
             got = await asyncio.wait_for(fast, 60)
         assert _ids(got) == await _event_ids(db, execution["id"])  # the fast one got all
@@ -246,7 +258,6 @@ async def test_a_slow_client_is_dropped_to_a_resync_and_does_not_block_others(
         # The slow client now reads: what it got, then a resync naming its cursor.
         slow.setblocking(False)
         raw = b""
-        loop = asyncio.get_running_loop()
         while not raw.endswith(b"\r\n0\r\n\r\n"):  # the last chunk: the server ended it
             chunk = await asyncio.wait_for(loop.sock_recv(slow, 1 << 16), 10)
             assert chunk, f"closed without a resync after {len(raw)} bytes: {raw[-300:]!r}"

@@ -99,6 +99,8 @@ async def follow(
     """Replay after ``cursor``, then live events; ends after an execution's final event."""
     execution_id = str(execution["id"]) if execution else None
     with hub.feed(tenant_id, execution_id) as feed, metrics.stream_client():
+        # Status first, replay second: if it had ended, its final event is in the replay.
+        status = await _status(db, tenant_id, execution_id) if execution_id else None
         while True:
             async with db.connection() as conn:
                 cur = await conn.execute(*_replay(tenant_id, execution_id, cursor))
@@ -108,12 +110,9 @@ async def follow(
                 yield stream_event(row)
             if len(rows) < REPLAY_PAGE:
                 break
-        if execution is not None:
-            async with db.connection() as conn:
-                status = (await executions.get(conn, tenant_id, str(execution["id"])))["status"]
-            if is_terminal(Status(status)):
-                yield End(status)
-                return
+        if status is not None and is_terminal(Status(status)):
+            yield End(status)
+            return
         while True:
             item = await feed.next(keepalive_s)
             if item is None:
@@ -128,6 +127,11 @@ async def follow(
                 if execution is not None and _final(item):
                     yield End(str(item.to_status))
                     return
+
+
+async def _status(db: Database, tenant_id: str, execution_id: str) -> str:
+    async with db.connection() as conn:
+        return str((await executions.get(conn, tenant_id, execution_id))["status"])
 
 
 def _replay(tenant_id: str, execution_id: str | None, after: int) -> tuple[str, dict[str, Any]]:

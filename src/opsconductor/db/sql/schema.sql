@@ -399,11 +399,13 @@ CREATE INDEX executions_sla_open_idx ON execution.executions (finished_at)
 CREATE INDEX execution_events_type_idx ON execution.execution_events (event_type);
 
 -- Stream cursors: the ids of one execution's events must become visible in id order, or a
--- client resuming after id N could miss an N-1 that committed later. Drawing the id under
--- a per-execution transaction lock makes id order the commit order of that execution.
+-- client resuming after id N could miss an N-1 that committed later. Drawing the id while
+-- holding the execution's row lock makes id order the commit order of that execution. It
+-- is the lock every status change already takes (no new lock, so no new lock cycle), and
+-- a transaction that changed the status holds it already.
 CREATE FUNCTION execution.order_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(7007, hashtext(NEW.execution_id::text));
+    PERFORM 1 FROM execution.executions WHERE id = NEW.execution_id FOR NO KEY UPDATE;
     NEW.id := nextval(pg_get_serial_sequence('execution.execution_events', 'id'));
     RETURN NEW;
 END $$;

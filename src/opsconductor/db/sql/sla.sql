@@ -10,7 +10,9 @@ WITH budgets (sla_class, budget_s) AS (
             (SELECT max(execution_timeout_s)::float8 FROM execution.timeout_policies
              WHERE sla_class = 'long'))
 ), candidates AS (
-    SELECT e.id, e.sla_class, b.budget_s,
+    -- SKIP LOCKED: never wait on an execution another transaction is changing; the next
+    -- sweep, a second later, looks again.
+    SELECT e.id, b.sla_class, b.budget_s,
            extract(epoch FROM coalesce(e.finished_at, now()) - a.at) AS elapsed_s
     FROM execution.executions e
     JOIN budgets b ON b.sla_class = e.sla_class
@@ -19,12 +21,14 @@ WITH budgets (sla_class, budget_s) AS (
       ON a.at IS NOT NULL
     WHERE e.sla_violated_at IS NULL
       AND (e.finished_at IS NULL OR e.finished_at > now() - interval '1 hour')
+      AND extract(epoch FROM coalesce(e.finished_at, now()) - a.at) > b.budget_s
+    FOR NO KEY UPDATE OF e SKIP LOCKED
 ), flagged AS (
     -- The IS NULL re-check under the row lock makes each violation exactly-once across
     -- every process running this sweep.
     UPDATE execution.executions e SET sla_violated_at = now()
     FROM candidates c
-    WHERE e.id = c.id AND e.sla_violated_at IS NULL AND c.elapsed_s > c.budget_s
+    WHERE e.id = c.id AND e.sla_violated_at IS NULL
     RETURNING e.id, e.tenant_id, e.status, c.sla_class, c.budget_s, c.elapsed_s
 )
 INSERT INTO execution.execution_events (execution_id, tenant_id, event_type, actor_id, payload)
