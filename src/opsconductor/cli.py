@@ -1041,8 +1041,14 @@ def serve(
     demo: Annotated[
         bool, typer.Option("--demo", help="Create a demo tenant and print its admin token")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0, max=256, help="Executions this process runs from the queue at once (0: none)"
+        ),
+    ] = 4,
 ) -> None:
-    """Serve the REST API (and run background executions in-process) until Ctrl-C."""
+    """Serve the REST API and a worker pool for the queue until Ctrl-C."""
     from opsconductor.api.server import DemoAccess
     from opsconductor.api.server import serve as run_server
 
@@ -1069,7 +1075,9 @@ def serve(
         out.print("Ctrl-C stops the server.")
 
     async def work(settings: Settings) -> None:
-        await run_server(settings, host=host, port=port, demo=demo, announce=announce)
+        await run_server(
+            settings, host=host, port=port, demo=demo, announce=announce, workers=workers
+        )
 
     settings = load_settings()
     logs.configure()

@@ -28,7 +28,7 @@ from opsconductor.inventory import Asset
 from opsconductor.plan import Plan
 
 RESOURCES: Mapping[str, frozenset[str]] = {
-    "executions": frozenset({"view", "submit", "cancel", "approve"}),
+    "executions": frozenset({"view", "submit", "cancel", "approve", "requeue"}),
     "steps": frozenset({"read", "modify", "deploy"}),
     "assets": frozenset({"view", "manage"}),
     "access": frozenset({"manage"}),
@@ -85,6 +85,7 @@ BUILTIN_ROLES: Mapping[str, Role] = {
                 *_VIEW,
                 _p("executions", "submit"),
                 _p("executions", "cancel"),
+                _p("executions", "requeue"),
                 _p("steps", "read", *OPERATOR_ENVIRONMENTS),
                 _p("steps", "modify", *OPERATOR_ENVIRONMENTS),
             ),

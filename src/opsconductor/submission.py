@@ -24,8 +24,8 @@ class Request:
     record_only: bool = False
     #: Who runs it, recorded as ``mode``. True: the workers (``opsc submit``): ``background``,
     #: queued in the submission's transaction, or by the approval that lets it run. False:
-    #: the caller, in its own process (``opsc run``): ``immediate``. None: the caller
-    #: dispatches it as routing says (``mode`` from the duration estimate), nothing queued.
+    #: the caller, in its own process (``opsc run``): ``immediate``. None: as routing says
+    #: (the API): a fast plan is run by the caller, a slower one is queued for the workers.
     enqueue: bool | None = None
 
 
@@ -82,7 +82,7 @@ async def submit(
             for index, (step, step_targets) in enumerate(zip(plan.steps, targets, strict=True))
             for asset in step_targets
         ],
-        enqueue=request.enqueue is True,
+        enqueue=mode == "background",
         action_classes=tuple(step.action_class for step in plan.steps),
         min_lease_s=LEASE_P95_FACTOR * max(observed.values(), default=0.0),
     )

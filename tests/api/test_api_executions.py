@@ -161,6 +161,7 @@ async def test_background_plan_is_accepted_at_once_and_runs(api: Api) -> None:
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["mode"] == "background"
+    assert body["status"] == "queued"  # queued by the submission, for the worker pool
     assert body["sla_class"] == "medium"
     finished = await _poll_until_finished(api, headers, body["id"])
     assert finished["status"] == "completed"

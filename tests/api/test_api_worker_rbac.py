@@ -84,7 +84,7 @@ async def test_background_executions_get_the_same_per_step_check(
             "operator",
         )
     )
-    # Ten steps estimate 10 s: background mode, run by dispatch, not by this request.
+    # Ten steps estimate 10 s: background mode, queued and run by a worker, not this request.
     plan = command_plan((revoke, "read", LOCAL), *[(f"echo {i}", "read", LOCAL) for i in range(9)])
     plan["steps"][0]["env"] = {"DATABASE_URL": database_url, "OPSC_TENANT": "acme"}
     r = await api.client.post(URL, json=plan, headers=operator)

@@ -35,8 +35,9 @@ STEP = """  - name: step {n}
 
 
 def _serve(env: dict[str, str]) -> tuple[str, subprocess.Popen[str]]:
+    """An API server without its in-process worker pool: events come from elsewhere."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "opsconductor.cli", "serve", "--port", "0"],
+        [sys.executable, "-m", "opsconductor.cli", "serve", "--port", "0", "--workers", "0"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

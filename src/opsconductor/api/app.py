@@ -13,12 +13,13 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import opsconductor
-from opsconductor import dispatch, sla
+from opsconductor import sla
 from opsconductor.api import (
     console_files,
     problems,
     routes_access,
     routes_assets,
+    routes_dlq,
     routes_executions,
     routes_me,
     routes_secrets,
@@ -28,6 +29,7 @@ from opsconductor.api import (
 from opsconductor.api.inputs import clean_parameters
 from opsconductor.db.connection import Database
 from opsconductor.db.notify import DEFAULT_BUFFER, EventHub
+from opsconductor.worker import Worker, WorkerOptions
 
 PREFIX = "/api/v1"
 #: Plans are small; a body past this is a mistake or an attack.
@@ -84,25 +86,32 @@ def create_app(
     db: Database,
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
+    workers: WorkerOptions | None = None,
     stream_buffer: int = DEFAULT_BUFFER,
     sla_sweep_s: float | None = None,
 ) -> FastAPI:
-    """The app over an open database (the caller owns and closes it). ``stream_buffer`` is
-    how many events a stream client may lag before a resync; ``sla_sweep_s`` the period of
-    the SLA sweep (default ``OPSC_SLA_SWEEP_S`` or 1 s)."""
+    """The app over an open database (the caller owns and closes it). With ``workers``, the
+    process also runs a worker pool for the queue, stopped (drained) with the app.
+    ``stream_buffer`` is how many events a stream client may lag before a resync;
+    ``sla_sweep_s`` the period of the SLA sweep (default ``OPSC_SLA_SWEEP_S`` or 1 s)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub: EventHub = app.state.events
         await hub.start()
-        sweeper = asyncio.get_running_loop().create_task(sla.watch(db, sla_sweep_s))
+        pool = Worker(db, actor_id="system:api-worker", options=workers) if workers else None
+        running = asyncio.create_task(pool.serve()) if pool else None
+        app.state.worker = pool
+        sweeper = asyncio.create_task(sla.watch(db, sla_sweep_s))
         try:
             yield
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
-            await dispatch.drain()
+            if pool is not None and running is not None:
+                pool.stop()
+                await running
             await hub.stop()
 
     app = FastAPI(
@@ -123,6 +132,7 @@ def create_app(
     for router in (
         routes_executions.router,
         routes_assets.router,
+        routes_dlq.router,
         routes_access.router,
         routes_me.router,
         routes_secrets.router,

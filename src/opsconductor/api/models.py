@@ -189,7 +189,21 @@ class Stats(BaseModel):
     queue_waiting: int
     queue_leased: int
     dlq_open: int
-    background_in_process: int
+
+
+class DeadLetter(BaseModel):
+    """An execution that ran out of attempts (SPEC section 7)."""
+
+    id: int
+    execution_id: uuid.UUID
+    plan_name: str
+    status: str
+    failure_reason: str
+    attempt_count: int
+    failed_at: datetime
+    requeued: bool
+    requeued_at: datetime | None
+    requeued_by: str | None
 
 
 class Health(BaseModel):

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import Field
 
-from opsconductor import approval_gate, dispatch, progress, rbac
+from opsconductor import approval_gate, progress, rbac
 from opsconductor.api import models
 from opsconductor.api.auth import Caller, database, require
 from opsconductor.api.inputs import CleanInput, check_text
@@ -25,7 +25,7 @@ from opsconductor.db import auth, executions, reads, steps
 from opsconductor.db.connection import Conn, Database
 from opsconductor.db.notify import EventHub
 from opsconductor.engine import Engine
-from opsconductor.errors import BadInput
+from opsconductor.errors import BadInput, StaleStatus
 from opsconductor.inventory import Asset
 from opsconductor.plan import Plan, load_plan_text, parse_plan
 from opsconductor.status_machine import Status, is_terminal
@@ -118,18 +118,23 @@ async def submit_execution(
     if not submitted.created:
         response.status_code = 200
     elif execution["status"] == Status.APPROVED and execution["mode"] == "immediate":
-        engine = Engine(
-            db,
-            actor_id=who.actor_id,
-            worker_id=f"api:{os.getpid()}",
-            authorize=auth.step_authorizer(db),
-        )
-        await engine.run(who.tenant_id, execution["id"])
-    elif execution["status"] == Status.APPROVED:
-        await dispatch.enqueue_background(db, execution)
-        response.status_code = 202
+        await _run_here(db, who.actor_id, execution)
+    elif execution["status"] == Status.QUEUED:
+        response.status_code = 202  # the submission queued it for the workers
     async with db.connection() as conn:
         return await _detail(conn, who.tenant_id, str(execution["id"]))
+
+
+async def _run_here(db: Database, actor_id: str, execution: dict[str, Any]) -> None:
+    engine = Engine(
+        db,
+        actor_id=actor_id,
+        worker_id=f"api:{os.getpid()}",
+        authorize=auth.step_authorizer(db),
+    )
+    # Another process (a waiting ``opsc run``, say) may have started it first: fine.
+    with contextlib.suppress(StaleStatus):
+        await engine.run(str(execution["tenant_id"]), execution["id"])
 
 
 def _encode_cursor(cursor: reads.Cursor) -> str:
@@ -309,7 +314,9 @@ async def approve_execution(
         comment=body.comment,
     )
     if execution["status"] == Status.APPROVED:
-        await dispatch.enqueue_background(db, execution)
+        # A fast plan nobody else waits for runs in this request; background plans were
+        # queued by the approving transaction.
+        await _run_here(db, who.actor_id, execution)
     async with db.connection() as conn:
         return await _detail(conn, who.tenant_id, str(execution["id"]))
 

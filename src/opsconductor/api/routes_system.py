@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
-from opsconductor import dispatch, metrics
+from opsconductor import metrics
 from opsconductor.api import models
 from opsconductor.api.auth import Caller, database, require
 from opsconductor.api.problems import problem
@@ -34,7 +34,6 @@ async def stats(
         queue_waiting=found.queue_waiting,
         queue_leased=found.queue_leased,
         dlq_open=found.dlq_open,
-        background_in_process=dispatch.in_flight(),
     )
 
 

@@ -14,6 +14,7 @@ from opsconductor.api.app import PREFIX, create_app
 from opsconductor.config import Settings
 from opsconductor.db import auth, migrations
 from opsconductor.db.connection import Database, database_url
+from opsconductor.worker import WorkerOptions
 
 DEMO_TENANT = "demo"
 DEMO_ACTOR = "demo-admin"
@@ -78,14 +79,17 @@ async def serve(
     port: int,
     demo: bool,
     announce: Callable[[str, DemoAccess | None], None],
+    workers: int = 4,
 ) -> None:
-    """Serve until SIGINT/SIGTERM; uvicorn drains requests, then the lifespan stops the
-    in-process background work and the database pool closes."""
+    """Serve until SIGINT/SIGTERM; uvicorn drains requests, then the lifespan drains the
+    in-process worker pool (handing back what does not finish) and the pool closes."""
     async with Database(database_url(settings), min_size=1, max_size=20) as db:
         await migrations.migrate(db)
         access = await ensure_demo(db, settings.home) if demo else None
         config = uvicorn.Config(
-            create_app(db),
+            # ``workers`` executions at once from the queue, in this process (0: none, for
+            # deployments that run ``opsc worker`` processes separately).
+            create_app(db, workers=WorkerOptions(concurrency=workers) if workers else None),
             host=host,
             port=port,
             log_level=os.environ.get("OPSC_LOG_LEVEL", "warning").lower(),

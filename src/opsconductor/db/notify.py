@@ -185,6 +185,9 @@ class EventHub:
 
     def _arrive(self, payload: str) -> None:
         event_id, _, rest = payload.partition(" ")
+        if not event_id.isdigit():  # a writer on the pre-0007 schema sends the execution id
+            self._wake(event_id)
+            return
         execution_id, _, tenant_id = rest.partition(" ")
         self._wake(execution_id)
         if any(feed.matches(execution_id, tenant_id) for feed in self._feeds):

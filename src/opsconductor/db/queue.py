@@ -218,11 +218,21 @@ async def next_available_in(db: Database) -> float | None:
 
 
 async def dead_letters(
-    conn: Conn, tenant_id: str, *, include_requeued: bool = False, limit: int = 50
+    conn: Conn,
+    tenant_id: str,
+    *,
+    include_requeued: bool = False,
+    limit: int = 50,
+    execution_id: uuid.UUID | None = None,
 ) -> list[Row]:
     cur = await conn.execute(
         Q["list_dlq"],
-        {"tenant_id": tenant_id, "include_requeued": include_requeued, "limit": limit},
+        {
+            "tenant_id": tenant_id,
+            "include_requeued": include_requeued,
+            "limit": limit,
+            "execution_id": execution_id,
+        },
     )
     return await cur.fetchall()
 

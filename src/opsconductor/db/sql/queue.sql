@@ -125,6 +125,7 @@ SELECT d.id, d.execution_id, d.failure_reason, d.attempt_count, d.failed_at, d.r
 FROM execution.execution_dlq d
 JOIN execution.executions e ON e.id = d.execution_id
 WHERE e.tenant_id = %(tenant_id)s AND (%(include_requeued)s OR NOT d.requeued)
+  AND (%(execution_id)s::uuid IS NULL OR d.execution_id = %(execution_id)s::uuid)
 ORDER BY d.failed_at DESC, d.id DESC
 LIMIT %(limit)s
 
