@@ -278,3 +278,24 @@ async def test_invalidation_can_end_the_execution_per_tenant_setting(db: Databas
     async with db.connection() as conn:
         await assets.delete(conn, "default", "web-1")
     assert await Engine(db, actor_id="w").run("default", execution["id"]) is Status.CANCELLED
+
+
+async def test_workers_sweep_expired_approvals_without_any_waiter(db: Database) -> None:
+    from opsconductor.worker import Worker, WorkerOptions
+
+    execution = await _submit(db, 1)
+    async with db.connection() as conn:
+        await conn.execute("UPDATE execution.approvals SET expires_at = now()")
+    worker = Worker(db, actor_id="w", options=WorkerOptions(concurrency=1, reap_every_s=0.1))
+    serving = asyncio.create_task(worker.serve())
+    try:
+        for _ in range(100):
+            async with db.connection() as conn:
+                row = await executions.get(conn, "default", str(execution["id"]))
+            if row["status"] == "cancelled":
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        worker.stop()
+        await serving
+    assert row["status"] == "cancelled" and row["status_reason"] == "approval_expired"

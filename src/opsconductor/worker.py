@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from opsconductor import locking, status_machine
+from opsconductor import approval_gate, locking, status_machine
 from opsconductor.db import auth, executions, queue, workers
 from opsconductor.db.connection import Database
 from opsconductor.db.queue import Lease
@@ -254,6 +254,8 @@ class Worker:
                     log.info("reaped expired leases", worker_id=self.worker_id, **vars(reaped))
                 if reaped is not None:  # this worker is the reaper of this round
                     await locking.reap(self.db, self.actor_id)
+                # Overdue approvals end here too (its own advisory lock: one sweep at a time).
+                await approval_gate.expire_overdue(self.db)
             except DatabaseError as exc:
                 log.warning("reaper failed", worker_id=self.worker_id, error=str(exc))
             await asyncio.sleep(self.options.reap_every_s)
