@@ -4,7 +4,9 @@ filters, assets, escaping and accessibility basics."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -335,3 +337,54 @@ def test_pages_have_landmarks_one_heading_and_labelled_controls(
     page.keyboard.press("Enter")
     expect(page.get_by_role("main")).to_be_focused()
     assert len(pages) == 4
+
+
+async def _dead_letter(database_url: str) -> str:
+    """An execution of the demo admin whose queue attempts all ended without a verdict (as
+    when workers keep dying), made before the server (and its worker pool) starts."""
+    from opsconductor.db import queue
+    from opsconductor.db.connection import Database
+    from opsconductor.plan import parse_plan
+    from opsconductor.submission import Request, submit
+
+    plan = parse_plan({"name": "flaky infra", "steps": command_steps("echo back again")})
+    async with Database(database_url, max_size=2) as db:
+        made = await submit(db, Request(plan, "demo", "demo-admin", enqueue=True))
+        while True:
+            async with db.connection() as conn:
+                await conn.execute("UPDATE execution.execution_queue SET available_at = now()")
+            leases = await queue.claim(db, "crashy-worker", limit=1)
+            if await queue.fail(db, leases[0], "worker lost", "crashy-worker") == "dead_letter":
+                return str(made.execution["id"])
+
+
+@pytest.fixture
+def dead_letter(database_url: str) -> str:
+    # Its own thread: Playwright's sync API keeps an event loop on this one.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _dead_letter(database_url)).result()
+
+
+def test_dead_letters_are_listed_and_requeued_from_the_page(
+    context: Any, dead_letter: str, console: Console
+) -> None:
+    viewer = open_console(context, console, console.token_for("vic", "viewer"), "#/dlq")
+    table = viewer.get_by_role("region", name="Executions that ran out of attempts")
+    expect(table.get_by_role("row", name="flaky infra")).to_contain_text("worker lost")
+    expect(viewer.get_by_role("button", name="Requeue flaky infra")).to_have_count(0)
+    viewer.close()
+
+    page = open_console(context, console, console.admin_token, "#/dlq")
+    expect(page.get_by_role("link", name="Dead letters")).to_have_attribute("aria-current", "page")
+    table = page.get_by_role("region", name="Executions that ran out of attempts")
+    row = table.get_by_role("row", name="flaky infra")
+    expect(row).to_contain_text("worker lost")
+    page.get_by_role("button", name="Requeue flaky infra").click()
+    expect(page.get_by_role("status")).to_contain_text("Requeued “flaky infra”")
+    expect(page.get_by_text("The dead-letter queue is empty.")).to_be_visible()
+
+    page.get_by_label("Also show requeued entries").check()
+    expect(row).to_contain_text("requeued by demo-admin")
+    row.get_by_role("link", name="flaky infra").click()
+    expect(status_line(page)).to_contain_text("completed", timeout=30_000)
+    assert console.execution(dead_letter)["status"] == "completed"

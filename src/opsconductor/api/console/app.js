@@ -4,6 +4,7 @@ import { UNAUTHORIZED, call, session } from "./api.js";
 import * as assets from "./assets.js";
 import { el, notice, replace } from "./dom.js";
 import * as detail from "./detail.js";
+import * as dlq from "./dlq.js";
 import * as executions from "./executions.js";
 import * as signin from "./signin.js";
 
@@ -17,6 +18,7 @@ const announcer = document.getElementById("announcer");
 const ROUTES = [
   [/^#\/executions\/([^/?#]+)$/, "executions", (ctx, m) => detail.view(ctx, decodeURIComponent(m[1]))],
   [/^#\/executions(?:\?(.*))?$/, "executions", (ctx, m) => executions.view(ctx, new URLSearchParams(m[1] ?? ""))],
+  [/^#\/dlq$/, "dlq", (ctx) => dlq.view(ctx)],
   [/^#\/assets$/, "assets", (ctx) => assets.view(ctx)],
 ];
 
