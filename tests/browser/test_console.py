@@ -379,6 +379,8 @@ def test_dead_letters_are_listed_and_requeued_from_the_page(
     table = page.get_by_role("region", name="Executions that ran out of attempts")
     row = table.get_by_role("row", name="flaky infra")
     expect(row).to_contain_text("worker lost")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "console-dlq.png")
     page.get_by_role("button", name="Requeue flaky infra").click()
     expect(page.get_by_role("status")).to_contain_text("Requeued “flaky infra”")
     expect(page.get_by_text("The dead-letter queue is empty.")).to_be_visible()
