@@ -1072,6 +1072,10 @@ def serve(
             f"OpsConductor API listening on {url}  (OpenAPI: {url}/openapi.json)",
             soft_wrap=True,
         )
+        out.print(
+            f"Web console: {url.removesuffix('/api/v1')}/console/  (sign in with a token)",
+            soft_wrap=True,
+        )
         if access is not None:
             made = "created" if access.created else "existing"
             out.print(

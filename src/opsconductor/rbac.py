@@ -218,3 +218,24 @@ def enforce_plan(
     if denials:
         more = f" (and {len(denials) - 3} more)" if len(denials) > 3 else ""
         raise PermissionDenied(f"actor {actor_id!r}: " + "; ".join(denials[:3]) + more)
+
+
+def held_permissions(roles: Sequence[Role]) -> list[str]:
+    """What the roles grant, over every known (resource, action): ``resource:action`` where
+    granted in every environment, ``resource:action@env,...`` where only in some."""
+    held = []
+    for resource, actions in sorted(RESOURCES.items()):
+        for action in sorted(actions):
+            if decide(roles, resource, action).allowed:
+                held.append(f"{resource}:{action}")
+                continue
+            environments = {
+                env
+                for role in roles
+                for permission in role.permissions
+                for env in permission.environments or ()
+                if permission.grants(resource, action, env)
+            }
+            if environments:
+                held.append(f"{resource}:{action}@{','.join(sorted(environments))}")
+    return held

@@ -15,11 +15,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import opsconductor
 from opsconductor import sla
 from opsconductor.api import (
+    console_files,
     problems,
     routes_access,
     routes_assets,
     routes_dlq,
     routes_executions,
+    routes_me,
     routes_secrets,
     routes_system,
     streams,
@@ -132,12 +134,14 @@ def create_app(
         routes_assets.router,
         routes_dlq.router,
         routes_access.router,
+        routes_me.router,
         routes_secrets.router,
         routes_system.router,
         streams.router,
     ):
         app.include_router(router, prefix=PREFIX)
     app.include_router(routes_system.probes)
+    console_files.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
