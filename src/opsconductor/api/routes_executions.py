@@ -301,20 +301,23 @@ class RejectBody(CleanInput):
 Approver = Annotated[Caller, Depends(require("executions", "approve"))]
 
 
-@router.post("/{execution_id}/approve", response_model=models.ExecutionDetail, summary="Approve")
-async def approve_execution(
-    execution_id: str, body: ApproveBody, db: Db, who: Approver
+async def _decide(
+    db: Database,
+    who: Caller,
+    execution_id: str,
+    decision: Decision,
+    body: ApproveBody | RejectBody,
+    step_index: int | None = None,
 ) -> models.ExecutionDetail:
-    """Approve an execution waiting for approval (SPEC section 5). Once approved it starts
-    here, in the background; a level-2+ requester may not approve their own execution."""
     execution = await approval_gate.decide(
         db,
         tenant_id=who.tenant_id,
         execution_id=execution_id,
         actor_id=who.actor_id,
-        decision=Decision.APPROVE,
-        reviewed_hash=body.plan_hash,
+        decision=decision,
+        reviewed_hash=body.plan_hash if isinstance(body, ApproveBody) else None,
         comment=body.comment,
+        step_index=step_index,
     )
     if execution["status"] == Status.APPROVED:
         # A fast plan nobody else waits for runs in this request; background plans were
@@ -324,20 +327,20 @@ async def approve_execution(
         return await _detail(conn, who.tenant_id, str(execution["id"]))
 
 
+@router.post("/{execution_id}/approve", response_model=models.ExecutionDetail, summary="Approve")
+async def approve_execution(
+    execution_id: str, body: ApproveBody, db: Db, who: Approver
+) -> models.ExecutionDetail:
+    """Approve an execution waiting for approval (SPEC section 5); a level-2+ requester may
+    not approve their own execution."""
+    return await _decide(db, who, execution_id, Decision.APPROVE, body)
+
+
 @router.post("/{execution_id}/reject", response_model=models.ExecutionDetail, summary="Reject")
 async def reject_execution(
     execution_id: str, body: RejectBody, db: Db, who: Approver
 ) -> models.ExecutionDetail:
-    execution = await approval_gate.decide(
-        db,
-        tenant_id=who.tenant_id,
-        execution_id=execution_id,
-        actor_id=who.actor_id,
-        decision=Decision.REJECT,
-        comment=body.comment,
-    )
-    async with db.connection() as conn:
-        return await _detail(conn, who.tenant_id, str(execution["id"]))
+    return await _decide(db, who, execution_id, Decision.REJECT, body)
 
 
 StepIndex = Annotated[int, Path(ge=0, le=499, description="Index of the step in the plan")]
@@ -353,18 +356,7 @@ async def approve_step(
 ) -> models.ExecutionDetail:
     """The step waits in ``awaiting_approval``; approving it (with the plan hash) puts the
     execution back in the queue, where a worker runs that step and waits at the next."""
-    execution = await approval_gate.decide(
-        db,
-        tenant_id=who.tenant_id,
-        execution_id=execution_id,
-        actor_id=who.actor_id,
-        decision=Decision.APPROVE,
-        reviewed_hash=body.plan_hash,
-        comment=body.comment,
-        step_index=step_index,
-    )
-    async with db.connection() as conn:
-        return await _detail(conn, who.tenant_id, str(execution["id"]))
+    return await _decide(db, who, execution_id, Decision.APPROVE, body, step_index)
 
 
 @router.post(
@@ -375,14 +367,4 @@ async def approve_step(
 async def reject_step(
     execution_id: str, step_index: StepIndex, body: RejectBody, db: Db, who: Approver
 ) -> models.ExecutionDetail:
-    execution = await approval_gate.decide(
-        db,
-        tenant_id=who.tenant_id,
-        execution_id=execution_id,
-        actor_id=who.actor_id,
-        decision=Decision.REJECT,
-        comment=body.comment,
-        step_index=step_index,
-    )
-    async with db.connection() as conn:
-        return await _detail(conn, who.tenant_id, str(execution["id"]))
+    return await _decide(db, who, execution_id, Decision.REJECT, body, step_index)
