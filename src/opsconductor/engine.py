@@ -623,7 +623,7 @@ class Engine:
             return False
         error = f"denied by RBAC: {reason}"
         async with self.db.transaction() as conn:
-            attempt_id = await steps.start_attempt(
+            await steps.record_denied(
                 conn,
                 execution_id=run.id,
                 tenant_id=run.tenant_id,
@@ -631,11 +631,8 @@ class Engine:
                 step_name=step.name,
                 step_type=step.type,
                 asset_id=asset.asset_id,
-                attempt=1,
-                retry_count=0,
-            )
-            await steps.finish_attempt(
-                conn, attempt_id, status="failed", exit_code=None, output="", stderr="", error=error
+                error=error,
+                masker=run.masker,
             )
             await executions.append_event(
                 conn,

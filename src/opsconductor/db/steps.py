@@ -36,7 +36,7 @@ async def insert_pending(
     )
 
 
-async def start_attempt(
+async def record_denied(
     conn: Conn,
     *,
     execution_id: uuid.UUID,
@@ -45,11 +45,11 @@ async def start_attempt(
     step_name: str,
     step_type: str,
     asset_id: str,
-    attempt: int,
-    retry_count: int,
-) -> int:
-    cur = await conn.execute(
-        Q["start_attempt"],
+    error: str,
+    masker: masking.Masker = masking.DEFAULT,
+) -> None:
+    await conn.execute(
+        Q["record_denied"],
         {
             "execution_id": execution_id,
             "tenant_id": tenant_id,
@@ -57,14 +57,9 @@ async def start_attempt(
             "step_name": step_name,
             "step_type": step_type,
             "asset_id": asset_id,
-            "attempt": attempt,
-            "retry_count": retry_count,
+            "error": cap_text(masker.mask(error)),
         },
     )
-    row = await cur.fetchone()
-    if row is None:
-        raise RuntimeError(f"step {step_index} on {asset_id} attempt {attempt} already started")
-    return int(row["id"])
 
 
 async def start_attempt_logged(
@@ -82,7 +77,7 @@ async def start_attempt_logged(
     payload: dict[str, Any],
     masker: masking.Masker = masking.DEFAULT,
 ) -> int:
-    """``start_attempt`` plus its ``step_started`` event (payload masked here, at the sink)
+    """Start an attempt, with its ``step_started`` event (payload masked here, at the sink)
     in one statement: one round trip instead of four (BEGIN, two statements, COMMIT)."""
     cur = await conn.execute(
         Q["start_attempt_logged"],
@@ -105,32 +100,6 @@ async def start_attempt_logged(
     return int(row["id"])
 
 
-async def finish_attempt(
-    conn: Conn,
-    attempt_id: int,
-    *,
-    status: str,
-    exit_code: int | None,
-    output: str,
-    stderr: str,
-    error: str | None,
-    masker: masking.Masker = masking.DEFAULT,
-) -> None:
-    """Store an attempt's result, masked here at the sink (a mask may lengthen a text, so it
-    is capped again)."""
-    await conn.execute(
-        Q["finish_attempt"],
-        {
-            "id": attempt_id,
-            "status": status,
-            "exit_code": exit_code,
-            "output": cap_text(masker.mask_seams(masker.mask(output))),
-            "stderr": cap_text(masker.mask_seams(masker.mask(stderr))),
-            "error": None if error is None else cap_text(masker.mask(error)),
-        },
-    )
-
-
 async def finish_attempt_logged(
     conn: Conn,
     attempt_id: int,
@@ -146,7 +115,7 @@ async def finish_attempt_logged(
     payload: dict[str, Any],
     masker: masking.Masker = masking.DEFAULT,
 ) -> None:
-    """``finish_attempt`` plus its ``step_finished`` event in one statement, everything
+    """Store an attempt's result with its ``step_finished`` event in one statement, everything
     masked here at the sink (one round trip instead of four)."""
     await conn.execute(
         Q["finish_attempt_logged"],

@@ -10,19 +10,19 @@ SELECT %(execution_id)s, %(tenant_id)s, s.step_index, s.step_name, s.step_type, 
 FROM unnest(%(step_index)s::int[], %(step_name)s::text[], %(step_type)s::text[],
             %(asset_id)s::text[]) AS s(step_index, step_name, step_type, asset_id)
 
--- name: start_attempt
+-- name: record_denied
+-- A step RBAC refused on a target: its first attempt ends failed without having started.
 INSERT INTO execution.execution_steps
     (execution_id, tenant_id, step_index, step_name, step_type, target_asset_id, status,
-     attempt, retry_count, started_at)
+     attempt, started_at, finished_at, error)
 VALUES (%(execution_id)s, %(tenant_id)s, %(step_index)s, %(step_name)s, %(step_type)s,
-        %(asset_id)s, 'running', %(attempt)s, %(retry_count)s, now())
+        %(asset_id)s, 'failed', 1, now(), now(), %(error)s)
 ON CONFLICT (execution_id, step_index, target_asset_id, attempt) DO UPDATE
-    SET status = 'running', retry_count = EXCLUDED.retry_count, started_at = now()
+    SET status = 'failed', started_at = now(), finished_at = now(), error = EXCLUDED.error
     WHERE execution_steps.status = 'pending'
-RETURNING id
 
 -- name: start_attempt_logged
--- start_attempt and its step_started event in one statement (one round trip, no BEGIN /
+-- Start an attempt and write its step_started event in one statement (one round trip, no BEGIN /
 -- COMMIT): both or neither, since a statement is atomic. No row back: already started.
 WITH started AS (
     INSERT INTO execution.execution_steps
@@ -42,14 +42,8 @@ WITH started AS (
 )
 SELECT id FROM started
 
--- name: finish_attempt
-UPDATE execution.execution_steps SET
-    status = %(status)s, finished_at = now(), exit_code = %(exit_code)s, output = %(output)s,
-    stderr = %(stderr)s, error = %(error)s
-WHERE id = %(id)s AND status = 'running'
-
 -- name: finish_attempt_logged
--- finish_attempt and its step_finished event in one statement (one round trip, no BEGIN /
+-- Store an attempt's result and its step_finished event in one statement (one round trip, no BEGIN /
 -- COMMIT). As with the two statements it replaces, the event is written even if the
 -- attempt was no longer running (closed by a resume elsewhere).
 WITH finished AS (
