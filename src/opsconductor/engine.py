@@ -309,25 +309,23 @@ class Engine:
     async def _begin(self, run: _Run, current: Status) -> None:
         timeout_s = policies.execution_timeout(run.plan, run.execution["sla_class"], run.matrix)
         run.deadline = time.monotonic() + timeout_s
-        async with self.db.connection() as conn:
-            await executions.transition(
-                conn,
-                run.id,
-                current,
-                Status.RUNNING,
-                actor_id=self.actor_id,
-                timeout_at=datetime.now(UTC) + timedelta(seconds=timeout_s),
-                worker_id=self.worker_id,
-                masker=run.masker,
-            )
+        await executions.transition(
+            self.db.batch,
+            run.id,
+            current,
+            Status.RUNNING,
+            actor_id=self.actor_id,
+            timeout_at=datetime.now(UTC) + timedelta(seconds=timeout_s),
+            worker_id=self.worker_id,
+            masker=run.masker,
+        )
 
     async def _load(self, execution: dict[str, Any]) -> tuple[_Run, set[str]]:
         tenant_id = execution["tenant_id"]
         snapshot = execution["plan_snapshot"]
         wanted = {a for step_targets in snapshot["targets"] for a in step_targets}
-        async with self.db.connection() as conn:
-            matrix = await self._policies(conn)
-            context = await runs.start_context(conn, tenant_id, wanted)
+        matrix = await self._policies()
+        context = await runs.start_context(self.db.batch, tenant_id, wanted)
         found, tenant, patterns = context.assets, context.tenant, context.patterns
         plan = parse_plan(snapshot["plan"])
         targets = [
@@ -356,15 +354,16 @@ class Engine:
         run.cell.masker = Masker(patterns=patterns)
         return run, wanted - set(found)
 
-    async def _policies(self, conn: Conn) -> policies.PolicyMatrix:
+    async def _policies(self) -> policies.PolicyMatrix:
         """The policy matrix; a worker keeps it ``policy_ttl_s`` seconds instead of reading
         it for every execution (policies change rarely; one round trip each is not rare)."""
         now = time.monotonic()
         if self._matrix is not None and now < self._matrix_until:
             return self._matrix
+        async with self.db.connection() as conn:
+            rows = await executions.policies(conn)
         matrix = {
-            (r["sla_class"], r["action_class"]): policies.TimeoutPolicy.from_row(r)
-            for r in await executions.policies(conn)
+            (r["sla_class"], r["action_class"]): policies.TimeoutPolicy.from_row(r) for r in rows
         }
         self._matrix, self._matrix_until = matrix, now + self.policy_ttl_s
         return matrix
@@ -372,21 +371,20 @@ class Engine:
     async def _finish(self, run: _Run, final: Status, reason: str | None) -> None:
         # A cancelled execution records who asked (cancelled_by) as the actor of its end.
         actor = run.cancelled_by if final is Status.CANCELLED and run.cancelled_by else None
-        async with self.db.connection() as conn:
-            # One statement: with a lease the end is recorded (and the queue row deleted)
-            # only while the lease is ours, else LeaseLost and nothing changed, so the new
-            # owner's work can never be overwritten by ours.
-            await executions.transition(
-                conn,
-                run.id,
-                Status.RUNNING,
-                final,
-                actor_id=actor or self.actor_id,
-                reason=reason,
-                masker=run.masker,
-                lease_token=None if run.lease is None else run.lease.token,
-                skip_pending=True,
-            )
+        # One statement: with a lease the end is recorded (and the queue row deleted)
+        # only while the lease is ours, else LeaseLost and nothing changed, so the new
+        # owner's work can never be overwritten by ours.
+        await executions.transition(
+            self.db.batch,
+            run.id,
+            Status.RUNNING,
+            final,
+            actor_id=actor or self.actor_id,
+            reason=reason,
+            masker=run.masker,
+            lease_token=None if run.lease is None else run.lease.token,
+            skip_pending=True,
+        )
 
     async def _run_steps(self, run: _Run) -> tuple[Status, str | None]:
         for index in range(len(run.plan.steps)):
@@ -709,26 +707,25 @@ class Engine:
 
     async def _start(self, run: _Run, index: int, asset: Asset, attempt: int) -> int:
         step = run.plan.steps[index]
-        async with self.db.connection() as conn:
-            attempt_id = await steps.start_attempt_logged(
-                conn,
-                execution_id=run.id,
-                tenant_id=run.tenant_id,
-                step_index=index,
-                step_name=step.name,
-                step_type=step.type,
-                asset_id=asset.asset_id,
-                attempt=attempt,
-                retry_count=attempt - 1,
-                actor_id=self.actor_id,
-                payload={
-                    "step_index": index,
-                    "step": step.name,
-                    "target": asset.asset_id,
-                    "attempt": attempt,
-                },
-                masker=run.masker,
-            )
+        attempt_id = await steps.start_attempt_logged(
+            self.db.batch,
+            execution_id=run.id,
+            tenant_id=run.tenant_id,
+            step_index=index,
+            step_name=step.name,
+            step_type=step.type,
+            asset_id=asset.asset_id,
+            attempt=attempt,
+            retry_count=attempt - 1,
+            actor_id=self.actor_id,
+            payload={
+                "step_index": index,
+                "step": step.name,
+                "target": asset.asset_id,
+                "attempt": attempt,
+            },
+            masker=run.masker,
+        )
         self.observer(StepEvent(index, step.name, asset.asset_id, "running", attempt))
         return attempt_id
 
@@ -743,29 +740,28 @@ class Engine:
         final: bool,
     ) -> None:
         step = run.plan.steps[index]
-        async with self.db.connection() as conn:
-            await steps.finish_attempt_logged(
-                conn,
-                attempt_id,
-                execution_id=run.id,
-                tenant_id=run.tenant_id,
-                status=result.status,
-                exit_code=result.exit_code,
-                output=result.output,
-                stderr=result.stderr,
-                error=result.error,
-                actor_id=self.actor_id,
-                payload={
-                    "step_index": index,
-                    "step": step.name,
-                    "target": asset.asset_id,
-                    "attempt": attempt,
-                    "status": result.status,
-                    "exit_code": result.exit_code,
-                    "error": result.error,
-                },
-                masker=run.masker,
-            )
+        await steps.finish_attempt_logged(
+            self.db.batch,
+            attempt_id,
+            execution_id=run.id,
+            tenant_id=run.tenant_id,
+            status=result.status,
+            exit_code=result.exit_code,
+            output=result.output,
+            stderr=result.stderr,
+            error=result.error,
+            actor_id=self.actor_id,
+            payload={
+                "step_index": index,
+                "step": step.name,
+                "target": asset.asset_id,
+                "attempt": attempt,
+                "status": result.status,
+                "exit_code": result.exit_code,
+                "error": result.error,
+            },
+            masker=run.masker,
+        )
         # Logged raw: the masking processor is the sink that masks it (see logs.py).
         log.info(
             "step_finished",

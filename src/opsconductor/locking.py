@@ -128,18 +128,18 @@ class LeaseHold:
 
     async def _take(self, asset_id: str, started: float) -> None:
         while True:
-            async with self.db.connection() as conn:
-                if await locks.try_acquire(
-                    conn,
-                    self.tenant_id,
-                    asset_id,
-                    owner_tag=self.owner,
-                    execution_id=self.execution_id,
-                    ttl_s=self.settings.ttl_s,
-                ):
-                    self.held.append(asset_id)
-                    return
-                if time.monotonic() - started >= self.settings.wait_s:
+            if await locks.try_acquire(
+                self.db.batch,
+                self.tenant_id,
+                asset_id,
+                owner_tag=self.owner,
+                execution_id=self.execution_id,
+                ttl_s=self.settings.ttl_s,
+            ):
+                self.held.append(asset_id)
+                return
+            if time.monotonic() - started >= self.settings.wait_s:
+                async with self.db.connection() as conn:
                     row = await locks.holder(conn, self.tenant_id, asset_id)
                     raise AssetLocked(
                         f"asset_locked: {describe(asset_id, row)}; gave up after "
@@ -174,8 +174,7 @@ class LeaseHold:
     async def _release(self) -> None:
         if not self.held:
             return
-        async with self.db.connection() as conn:
-            await locks.release(conn, self.tenant_id, self.held, owner_tag=self.owner)
+        await locks.release(self.db.batch, self.tenant_id, self.held, owner_tag=self.owner)
         self.held = []
 
 

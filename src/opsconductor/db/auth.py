@@ -18,7 +18,8 @@ from typing import Any
 import psycopg
 
 from opsconductor import rbac
-from opsconductor.db import assets, queries
+from opsconductor.db import assets, batching, queries
+from opsconductor.db.batching import Executor
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import BadInput, Conflict
 
@@ -106,12 +107,12 @@ async def list_tokens(conn: Conn, tenant_id: str) -> list[Row]:
 
 
 async def custom_roles(
-    conn: Conn, tenant_id: str, names: list[str] | None = None
+    conn: Executor, tenant_id: str, names: list[str] | None = None
 ) -> dict[str, rbac.Role]:
-    cur = await conn.execute(Q["custom_permissions"], {"tenant_id": tenant_id, "role_names": names})
+    params = {"tenant_id": tenant_id, "role_names": names}
     grants: dict[str, list[rbac.Permission]] = defaultdict(list)
     descriptions: dict[str, str] = {}
-    for row in await cur.fetchall():
+    for row in await batching.fetch(conn, Q["custom_permissions"], params):
         descriptions[row["role_name"]] = row["description"]
         if row["resource"] is not None:
             envs = row["environments"]
@@ -124,11 +125,11 @@ async def custom_roles(
     }
 
 
-async def roles_of(conn: Conn, tenant_id: str, actor_id: str) -> list[rbac.Role]:
+async def roles_of(conn: Executor, tenant_id: str, actor_id: str) -> list[rbac.Role]:
     """The actor's roles as they are now: read fresh on every check, so a change of roles
     applies to the very next decision (including steps of executions already running)."""
-    cur = await conn.execute(Q["roles_of_actor"], {"tenant_id": tenant_id, "actor_id": actor_id})
-    names = [row["role_name"] for row in await cur.fetchall()]
+    item = {"tenant_id": tenant_id, "actor_id": actor_id}
+    names = [row["role_name"] for row in await batching.run(conn, Q["roles_of_actor"], [item])]
     custom_names = [n for n in names if n not in rbac.BUILTIN_ROLES]
     custom = await custom_roles(conn, tenant_id, custom_names) if custom_names else {}
     return rbac.resolve_roles(names, custom)
@@ -231,8 +232,7 @@ def step_authorizer(db: Database) -> rbac.StepAuthorizer:
     step's action class on the target's environment."""
 
     async def authorize(check: rbac.StepCheck) -> str | None:
-        async with db.connection() as conn:
-            roles = await roles_of(conn, check.tenant_id, check.actor_id)
+        roles = await roles_of(db.batch, check.tenant_id, check.actor_id)
         decision = rbac.decide(roles, "steps", check.action_class, check.environment)
         return None if decision.allowed else f"actor {check.actor_id!r}: {decision.reason}"
 

@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from opsconductor.config import Settings
 from opsconductor.db import embedded
+from opsconductor.db.batching import Batcher
 from opsconductor.errors import DatabaseError
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
@@ -35,6 +36,8 @@ class Database:
             kwargs={"row_factory": dict_row, "autocommit": True},
             open=False,
         )
+        #: the hot statements of concurrent callers, run as one (see batching.py)
+        self.batch = Batcher(self.connection)
 
     async def open(self) -> None:
         try:
@@ -45,6 +48,7 @@ class Database:
             raise DatabaseError(f"cannot connect to PostgreSQL at {self.url}: {exc}") from exc
 
     async def close(self) -> None:
+        await self.batch.wait_idle()
         await self.pool.close()
 
     async def __aenter__(self) -> Database:

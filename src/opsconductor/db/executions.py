@@ -10,7 +10,8 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from opsconductor import masking, status_machine
-from opsconductor.db import approvals, queries, steps
+from opsconductor.db import approvals, batching, queries, steps
+from opsconductor.db.batching import Executor
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import BadInput, LeaseLost, NotFound, StaleStatus
 from opsconductor.idempotency import DEDUP_WINDOW, RETRYABLE
@@ -187,7 +188,7 @@ async def append_event(
 
 
 async def transition(
-    conn: Conn,
+    conn: Executor,
     execution_id: uuid.UUID,
     current: Status,
     target: Status,
@@ -212,32 +213,29 @@ async def transition(
     status_machine.check(current, target)
     reason = None if reason is None else masker.mask(reason)
     payload = masker.mask_data(payload) if payload else payload
-    cur = await conn.execute(
-        Q["transition"],
-        {
-            "id": execution_id,
-            "from": current.value,
-            "to": target.value,
-            "terminal": status_machine.is_terminal(target),
-            "reason": reason,
-            "actor_id": actor_id,
-            "payload": Jsonb({"reason": reason, **(payload or {})} if reason else payload or {}),
-            "timeout_at": timeout_at,
-            "worker_id": worker_id,
-            "lease_token": lease_token,
-            "skip_pending": skip_pending,
-        },
-    )
-    row = await cur.fetchone()
-    assert row is not None  # the statement always answers one row
+    item = {
+        "id": execution_id,
+        "from": current.value,
+        "to": target.value,
+        "terminal": status_machine.is_terminal(target),
+        "reason": reason,
+        "actor_id": actor_id,
+        "payload": Jsonb({"reason": reason, **(payload or {})} if reason else payload or {}),
+        "timeout_at": timeout_at,
+        "worker_id": worker_id,
+        "lease_token": lease_token,
+        "skip_pending": skip_pending,
+    }
+    # key: an execution's status never changes twice in one batched statement
+    (row,) = await batching.run(conn, Q["transition"], [item], key=execution_id)
     if not row["leased"]:
         raise LeaseLost(
             f"execution {execution_id}: lease {lease_token} is no longer held by this "
             "worker; its result was not recorded"
         )
     if row["id"] is None:
-        cur = await conn.execute(Q["current_status"], {"id": execution_id})
-        now = await cur.fetchone()
+        found = await batching.fetch(conn, Q["current_status"], {"id": execution_id})
+        now = found[0] if found else None
         if now is None:
             raise NotFound(f"execution {execution_id} does not exist")
         raise StaleStatus(

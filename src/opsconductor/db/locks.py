@@ -8,7 +8,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from opsconductor.db import queries
+from opsconductor.db import batching, queries
+from opsconductor.db.batching import Executor
 from opsconductor.db.connection import Conn
 
 Q = queries.load("locks")
@@ -16,7 +17,7 @@ Row = dict[str, Any]
 
 
 async def try_acquire(
-    conn: Conn,
+    conn: Executor,
     tenant_id: str,
     asset_id: str,
     *,
@@ -25,17 +26,14 @@ async def try_acquire(
     ttl_s: float,
 ) -> bool:
     """Take the lock if it is free, expired or already ours; never waits."""
-    cur = await conn.execute(
-        Q["try_acquire"],
-        {
-            "tenant_id": tenant_id,
-            "asset_id": asset_id,
-            "owner_tag": owner_tag,
-            "execution_id": execution_id,
-            "ttl_s": ttl_s,
-        },
-    )
-    return await cur.fetchone() is not None
+    item = {
+        "tenant_id": tenant_id,
+        "asset_id": asset_id,
+        "owner_tag": owner_tag,
+        "execution_id": execution_id,
+        "ttl_s": ttl_s,
+    }
+    return bool(await batching.run(conn, Q["try_acquire"], [item]))
 
 
 async def holder(conn: Conn, tenant_id: str, asset_id: str) -> Row | None:
@@ -54,10 +52,9 @@ async def heartbeat(
     return {row["asset_id"] for row in await cur.fetchall()}
 
 
-async def release(conn: Conn, tenant_id: str, asset_ids: list[str], *, owner_tag: str) -> None:
-    await conn.execute(
-        Q["release"], {"tenant_id": tenant_id, "asset_ids": asset_ids, "owner_tag": owner_tag}
-    )
+async def release(conn: Executor, tenant_id: str, asset_ids: list[str], *, owner_tag: str) -> None:
+    items = [{"tenant_id": tenant_id, "asset_id": a, "owner_tag": owner_tag} for a in asset_ids]
+    await batching.run(conn, Q["release"], items)
 
 
 async def reap_expired(conn: Conn) -> list[Row]:

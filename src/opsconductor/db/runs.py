@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from opsconductor.db import queries
-from opsconductor.db.connection import Conn
+from psycopg.types.json import Jsonb
+
+from opsconductor.db import batching, queries
+from opsconductor.db.batching import Executor
 from opsconductor.db.connectors import TenantSettings
 from opsconductor.errors import NotFound
 from opsconductor.inventory import Asset
@@ -23,11 +25,10 @@ class StartContext:
     assets: dict[str, Asset]
 
 
-async def start_context(conn: Conn, tenant_id: str, asset_ids: Iterable[str]) -> StartContext:
-    cur = await conn.execute(
-        Q["start_context"], {"tenant_id": tenant_id, "asset_ids": sorted(set(asset_ids))}
-    )
-    row = await cur.fetchone()
+async def start_context(conn: Executor, tenant_id: str, asset_ids: Iterable[str]) -> StartContext:
+    item = {"tenant_id": tenant_id, "asset_ids": Jsonb(sorted(set(asset_ids)))}
+    rows = await batching.run(conn, Q["start_context"], [item])
+    row = rows[0] if rows else None
     if row is None:
         raise NotFound(f"tenant {tenant_id!r} not found")
     return StartContext(

@@ -8,7 +8,8 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from opsconductor import masking
-from opsconductor.db import queries
+from opsconductor.db import batching, queries
+from opsconductor.db.batching import Executor
 from opsconductor.db.connection import Conn
 from opsconductor.output import cap_text
 
@@ -63,7 +64,7 @@ async def record_denied(
 
 
 async def start_attempt_logged(
-    conn: Conn,
+    conn: Executor,
     *,
     execution_id: uuid.UUID,
     tenant_id: str,
@@ -78,30 +79,33 @@ async def start_attempt_logged(
     masker: masking.Masker = masking.DEFAULT,
 ) -> int:
     """Start an attempt, with its ``step_started`` event (payload masked here, at the sink)
-    in one statement: one round trip instead of four (BEGIN, two statements, COMMIT)."""
-    cur = await conn.execute(
+    in one statement, shared with other executions' starts when ``conn`` is the batcher."""
+    rows = await batching.run(
+        conn,
         Q["start_attempt_logged"],
-        {
-            "execution_id": execution_id,
-            "tenant_id": tenant_id,
-            "step_index": step_index,
-            "step_name": step_name,
-            "step_type": step_type,
-            "asset_id": asset_id,
-            "attempt": attempt,
-            "retry_count": retry_count,
-            "actor_id": actor_id,
-            "payload": Jsonb(masker.mask_data(payload)),
-        },
+        [
+            {
+                "execution_id": execution_id,
+                "tenant_id": tenant_id,
+                "step_index": step_index,
+                "step_name": step_name,
+                "step_type": step_type,
+                "asset_id": asset_id,
+                "attempt": attempt,
+                "retry_count": retry_count,
+                "actor_id": actor_id,
+                "payload": Jsonb(masker.mask_data(payload)),
+            }
+        ],
     )
-    row = await cur.fetchone()
+    row = rows[0] if rows else None
     if row is None:
         raise RuntimeError(f"step {step_index} on {asset_id} attempt {attempt} already started")
     return int(row["id"])
 
 
 async def finish_attempt_logged(
-    conn: Conn,
+    conn: Executor,
     attempt_id: int,
     *,
     execution_id: uuid.UUID,
@@ -116,21 +120,24 @@ async def finish_attempt_logged(
     masker: masking.Masker = masking.DEFAULT,
 ) -> None:
     """Store an attempt's result with its ``step_finished`` event in one statement, everything
-    masked here at the sink (one round trip instead of four)."""
-    await conn.execute(
+    masked here at the sink, shared with other executions' ends when ``conn`` is the batcher."""
+    await batching.run(
+        conn,
         Q["finish_attempt_logged"],
-        {
-            "id": attempt_id,
-            "status": status,
-            "exit_code": exit_code,
-            "output": cap_text(masker.mask_seams(masker.mask(output))),
-            "stderr": cap_text(masker.mask_seams(masker.mask(stderr))),
-            "error": None if error is None else cap_text(masker.mask(error)),
-            "execution_id": execution_id,
-            "tenant_id": tenant_id,
-            "actor_id": actor_id,
-            "payload": Jsonb(masker.mask_data(payload)),
-        },
+        [
+            {
+                "id": attempt_id,
+                "status": status,
+                "exit_code": exit_code,
+                "output": cap_text(masker.mask_seams(masker.mask(output))),
+                "stderr": cap_text(masker.mask_seams(masker.mask(stderr))),
+                "error": None if error is None else cap_text(masker.mask(error)),
+                "execution_id": execution_id,
+                "tenant_id": tenant_id,
+                "actor_id": actor_id,
+                "payload": Jsonb(masker.mask_data(payload)),
+            }
+        ],
     )
 
 

@@ -36,9 +36,12 @@ WHERE tenant_id = %(tenant_id)s AND actor_id = %(actor_id)s AND role_name = %(ro
 RETURNING role_name
 
 -- name: roles_of_actor
-SELECT role_name FROM execution.role_bindings
-WHERE tenant_id = %(tenant_id)s AND actor_id = %(actor_id)s
-ORDER BY role_name
+-- Set-based (db/batching.py): the roles bound to each (tenant, actor) item.
+SELECT t.ord, b.role_name
+FROM unnest(%(ord)s::int[], %(tenant_id)s::text[], %(actor_id)s::text[])
+    AS t(ord, tenant_id, actor_id)
+JOIN execution.role_bindings b ON b.tenant_id = t.tenant_id AND b.actor_id = t.actor_id
+ORDER BY t.ord, b.role_name
 
 -- name: list_bindings
 SELECT actor_id, role_name, granted_by, granted_at FROM execution.role_bindings

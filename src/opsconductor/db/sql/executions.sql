@@ -41,44 +41,62 @@ ORDER BY created_at DESC, id
 LIMIT %(limit)s
 
 -- name: transition
--- Optionally, in the same statement: only while the worker still holds its queue lease
--- (lease_token set: the lease row is locked, the execution moves only if it is ours, and
--- the queue row is deleted with the move), and marking the steps still pending as skipped
--- (skip_pending). No row in `moved`: nothing at all changed.
--- Lock order as in renew and the reaper: the queue row first (EXPLAIN: a one-time filter,
--- evaluated before the executions row is scanned), then the execution.
-WITH lease AS (
-    SELECT execution_id FROM execution.execution_queue
-    WHERE execution_id = %(id)s AND lease_token = %(lease_token)s::uuid
-    FOR UPDATE
+-- Compare-and-set status changes, set-based (db/batching.py: one row per item, by ord),
+-- each with its status_changed event. Per item, optionally: only while the worker still
+-- holds its queue lease (lease_token set: the lease row is locked, the execution moves only
+-- if it is ours, and the queue row is deleted with the move), and marking the steps still
+-- pending as skipped (skip_pending). Answers every item: `id` is its event (NULL: it did
+-- not move), `leased` whether its lease held. Lock order as in renew and the reaper: the
+-- queue rows first (the lease CTE is read whole by the hashed subplan that filters t,
+-- before any execution row is touched), then the executions.
+WITH t AS (
+    SELECT * FROM unnest(%(ord)s::int[], %(id)s::uuid[],
+                         %(from)s::execution.execution_status[],
+                         %(to)s::execution.execution_status[], %(terminal)s::bool[],
+                         %(reason)s::text[], %(actor_id)s::text[], %(payload)s::jsonb[],
+                         %(timeout_at)s::timestamptz[], %(worker_id)s::text[],
+                         %(lease_token)s::uuid[], %(skip_pending)s::bool[])
+        AS t(ord, id, from_status, to_status, terminal, reason, actor_id, payload, timeout_at,
+             worker_id, lease_token, skip_pending)
+), lease AS (
+    SELECT q.execution_id FROM execution.execution_queue q
+    JOIN t ON q.execution_id = t.id AND q.lease_token = t.lease_token
+    ORDER BY q.execution_id
+    FOR UPDATE OF q
+), held AS (
+    SELECT t.*, t.lease_token IS NULL OR t.id IN (SELECT execution_id FROM lease) AS leased
+    FROM t
 ), moved AS (
-    UPDATE execution.executions SET
-        status = %(to)s::execution.execution_status,
-        status_reason = coalesce(%(reason)s, status_reason),
-        started_at = CASE WHEN %(to)s::execution.execution_status = 'running' THEN coalesce(started_at, now())
-                          ELSE started_at END,
-        finished_at = CASE WHEN %(terminal)s THEN now() ELSE finished_at END,
-        timeout_at = coalesce(%(timeout_at)s, timeout_at),
-        worker_id = coalesce(%(worker_id)s, worker_id),
-        cancelled_by = CASE WHEN %(to)s::execution.execution_status = 'cancelled' THEN %(actor_id)s ELSE cancelled_by END,
-        cancelled_at = CASE WHEN %(to)s::execution.execution_status = 'cancelled' THEN now() ELSE cancelled_at END
-    WHERE id = %(id)s AND status = %(from)s::execution.execution_status
-      AND (%(lease_token)s::uuid IS NULL OR EXISTS (SELECT 1 FROM lease))
-    RETURNING id, tenant_id
+    UPDATE execution.executions e SET
+        status = h.to_status,
+        status_reason = coalesce(h.reason, e.status_reason),
+        started_at = CASE WHEN h.to_status = 'running' THEN coalesce(e.started_at, now())
+                          ELSE e.started_at END,
+        finished_at = CASE WHEN h.terminal THEN now() ELSE e.finished_at END,
+        timeout_at = coalesce(h.timeout_at, e.timeout_at),
+        worker_id = coalesce(h.worker_id, e.worker_id),
+        cancelled_by = CASE WHEN h.to_status = 'cancelled' THEN h.actor_id ELSE e.cancelled_by END,
+        cancelled_at = CASE WHEN h.to_status = 'cancelled' THEN now() ELSE e.cancelled_at END
+    FROM held h
+    WHERE e.id = h.id AND e.status = h.from_status AND h.leased
+    RETURNING h.ord, e.id, e.tenant_id, h.from_status, h.to_status, h.actor_id, h.payload,
+              h.lease_token, h.skip_pending
 ), dequeued AS (
-    DELETE FROM execution.execution_queue
-    WHERE execution_id IN (SELECT id FROM moved) AND lease_token = %(lease_token)s::uuid
+    DELETE FROM execution.execution_queue q USING moved m
+    WHERE q.execution_id = m.id AND q.lease_token = m.lease_token
 ), skipped AS (
-    UPDATE execution.execution_steps SET status = 'skipped', finished_at = now()
-    WHERE %(skip_pending)s AND execution_id IN (SELECT id FROM moved) AND status = 'pending'
+    UPDATE execution.execution_steps s SET status = 'skipped', finished_at = now()
+    FROM moved m
+    WHERE m.skip_pending AND s.execution_id = m.id AND s.status = 'pending'
 ), logged AS (
     INSERT INTO execution.execution_events
         (execution_id, tenant_id, event_type, from_status, to_status, actor_id, payload)
-    SELECT id, tenant_id, 'status_changed', %(from)s::execution.execution_status, %(to)s::execution.execution_status, %(actor_id)s, %(payload)s FROM moved
-    RETURNING id
+    SELECT id, tenant_id, 'status_changed', from_status, to_status, actor_id, payload
+    FROM moved ORDER BY ord
+    RETURNING id, execution_id
 )
-SELECT (SELECT id FROM logged) AS id,
-       %(lease_token)s::uuid IS NULL OR EXISTS (SELECT 1 FROM lease) AS leased
+SELECT h.ord, (SELECT l.id FROM logged l WHERE l.execution_id = h.id) AS id, h.leased
+FROM held h
 
 -- name: current_status
 SELECT status FROM execution.executions WHERE id = %(id)s

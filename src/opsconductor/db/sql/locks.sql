@@ -3,15 +3,25 @@
 -- overwrites it (and the reaper deletes it).
 
 -- name: try_acquire
-INSERT INTO execution.execution_locks
-    (tenant_id, asset_id, owner_tag, execution_id, expires_at)
-VALUES (%(tenant_id)s, %(asset_id)s, %(owner_tag)s, %(execution_id)s,
-        now() + make_interval(secs => %(ttl_s)s))
-ON CONFLICT (tenant_id, asset_id) DO UPDATE SET
-    owner_tag = EXCLUDED.owner_tag, execution_id = EXCLUDED.execution_id,
-    acquired_at = now(), expires_at = EXCLUDED.expires_at, last_heartbeat_at = now()
-WHERE execution_locks.expires_at < now() OR execution_locks.owner_tag = EXCLUDED.owner_tag
-RETURNING asset_id
+-- Set-based (db/batching.py): one row per wanted lock; a row back (its ord) for each lock
+-- taken. Inserted in (tenant, asset) order, as LeaseHold takes them, so two batches
+-- wanting the same assets lock them in the same order.
+WITH t AS (
+    SELECT * FROM unnest(%(ord)s::int[], %(tenant_id)s::text[], %(asset_id)s::text[],
+                         %(owner_tag)s::text[], %(execution_id)s::uuid[], %(ttl_s)s::float8[])
+        AS t(ord, tenant_id, asset_id, owner_tag, execution_id, ttl_s)
+), taken AS (
+    INSERT INTO execution.execution_locks
+        (tenant_id, asset_id, owner_tag, execution_id, expires_at)
+    SELECT tenant_id, asset_id, owner_tag, execution_id, now() + make_interval(secs => ttl_s)
+    FROM t ORDER BY tenant_id, asset_id
+    ON CONFLICT (tenant_id, asset_id) DO UPDATE SET
+        owner_tag = EXCLUDED.owner_tag, execution_id = EXCLUDED.execution_id,
+        acquired_at = now(), expires_at = EXCLUDED.expires_at, last_heartbeat_at = now()
+    WHERE execution_locks.expires_at < now() OR execution_locks.owner_tag = EXCLUDED.owner_tag
+    RETURNING tenant_id, asset_id, owner_tag
+)
+SELECT t.ord, t.asset_id FROM taken JOIN t USING (tenant_id, asset_id, owner_tag)
 
 -- name: holder
 SELECT owner_tag, execution_id, acquired_at, expires_at, last_heartbeat_at
@@ -25,8 +35,11 @@ WHERE tenant_id = %(tenant_id)s AND asset_id = ANY(%(asset_ids)s) AND owner_tag 
 RETURNING asset_id
 
 -- name: release
-DELETE FROM execution.execution_locks
-WHERE tenant_id = %(tenant_id)s AND asset_id = ANY(%(asset_ids)s) AND owner_tag = %(owner_tag)s
+-- Set-based (db/batching.py): one row per lock to let go of, only where it is still ours.
+DELETE FROM execution.execution_locks l
+USING unnest(%(ord)s::int[], %(tenant_id)s::text[], %(asset_id)s::text[], %(owner_tag)s::text[])
+    AS t(ord, tenant_id, asset_id, owner_tag)
+WHERE l.tenant_id = t.tenant_id AND l.asset_id = t.asset_id AND l.owner_tag = t.owner_tag
 
 -- name: reap_expired
 DELETE FROM execution.execution_locks WHERE expires_at < now()

@@ -1,14 +1,18 @@
 -- What the engine reads to start a run, in one round trip.
 
 -- name: start_context
--- The tenant's connector settings (as connectors.tenant_settings), its masking patterns (the
+-- Set-based (db/batching.py): per item (tenant, wanted asset ids as a JSON array) the
+-- tenant's connector settings (as connectors.tenant_settings), its masking patterns (the
 -- rows and order of secrets.list_patterns) and the wanted assets (the rows of
--- assets.assets_by_id). No row: no such tenant.
-SELECT t.record_only, t.host_key_policy,
+-- assets.assets_by_id). No row for an item: no such tenant.
+SELECT t.ord, tn.record_only, tn.host_key_policy,
        coalesce((SELECT json_agg(json_build_array(p.name, p.pattern) ORDER BY p.name)
-                 FROM execution.masking_patterns p WHERE p.tenant_id = t.tenant_id),
+                 FROM execution.masking_patterns p WHERE p.tenant_id = tn.tenant_id),
                 '[]'::json) AS masking_patterns,
        coalesce((SELECT json_agg(a ORDER BY a.asset_id) FROM execution.assets a
-                 WHERE a.tenant_id = t.tenant_id AND a.asset_id = ANY(%(asset_ids)s)),
+                 WHERE a.tenant_id = tn.tenant_id
+                   AND a.asset_id = ANY(ARRAY(SELECT jsonb_array_elements_text(t.asset_ids)))),
                 '[]'::json) AS assets
-FROM execution.tenants t WHERE t.tenant_id = %(tenant_id)s
+FROM unnest(%(ord)s::int[], %(tenant_id)s::text[], %(asset_ids)s::jsonb[])
+    AS t(ord, tenant_id, asset_ids)
+JOIN execution.tenants tn ON tn.tenant_id = t.tenant_id

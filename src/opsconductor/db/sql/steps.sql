@@ -22,40 +22,60 @@ ON CONFLICT (execution_id, step_index, target_asset_id, attempt) DO UPDATE
     WHERE execution_steps.status = 'pending'
 
 -- name: start_attempt_logged
--- Start an attempt and write its step_started event in one statement (one round trip, no BEGIN /
--- COMMIT): both or neither, since a statement is atomic. No row back: already started.
-WITH started AS (
+-- Start attempts and write their step_started events in one statement (set-based: one row
+-- per item of db/batching.py, numbered by ord): both or neither, since a statement is
+-- atomic. No row back for an item: that attempt had started already.
+WITH t AS (
+    SELECT * FROM unnest(%(ord)s::int[], %(execution_id)s::uuid[], %(tenant_id)s::text[],
+                         %(step_index)s::int[], %(step_name)s::text[], %(step_type)s::text[],
+                         %(asset_id)s::text[], %(attempt)s::int[], %(retry_count)s::int[],
+                         %(actor_id)s::text[], %(payload)s::jsonb[])
+        AS t(ord, execution_id, tenant_id, step_index, step_name, step_type, asset_id, attempt,
+             retry_count, actor_id, payload)
+), started AS (
     INSERT INTO execution.execution_steps
         (execution_id, tenant_id, step_index, step_name, step_type, target_asset_id, status,
          attempt, retry_count, started_at)
-    VALUES (%(execution_id)s, %(tenant_id)s, %(step_index)s, %(step_name)s, %(step_type)s,
-            %(asset_id)s, 'running', %(attempt)s, %(retry_count)s, now())
+    SELECT execution_id, tenant_id, step_index, step_name, step_type, asset_id, 'running',
+           attempt, retry_count, now()
+    FROM t ORDER BY ord
     ON CONFLICT (execution_id, step_index, target_asset_id, attempt) DO UPDATE
         SET status = 'running', retry_count = EXCLUDED.retry_count, started_at = now()
         WHERE execution_steps.status = 'pending'
-    RETURNING id, execution_id, tenant_id
+    RETURNING id, execution_id, step_index, target_asset_id, attempt
+), answered AS (
+    SELECT t.*, s.id FROM started s JOIN t
+        ON (t.execution_id, t.step_index, t.asset_id, t.attempt)
+         = (s.execution_id, s.step_index, s.target_asset_id, s.attempt)
 ), logged AS (
     INSERT INTO execution.execution_events
         (execution_id, tenant_id, event_type, from_status, to_status, actor_id, payload)
-    SELECT execution_id, tenant_id, 'step_started', NULL, NULL, %(actor_id)s, %(payload)s
-    FROM started
+    SELECT execution_id, tenant_id, 'step_started', NULL, NULL, actor_id, payload
+    FROM answered ORDER BY ord
 )
-SELECT id FROM started
+SELECT ord, id FROM answered
 
 -- name: finish_attempt_logged
--- Store an attempt's result and its step_finished event in one statement (one round trip, no BEGIN /
--- COMMIT). As with the two statements it replaces, the event is written even if the
--- attempt was no longer running (closed by a resume elsewhere).
-WITH finished AS (
-    UPDATE execution.execution_steps SET
-        status = %(status)s, finished_at = now(), exit_code = %(exit_code)s,
-        output = %(output)s, stderr = %(stderr)s, error = %(error)s
-    WHERE id = %(id)s AND status = 'running'
+-- Store attempts' results and their step_finished events in one statement (set-based, as
+-- start_attempt_logged). The event is written even if the attempt was no longer running
+-- (closed by a resume elsewhere): what this worker saw is part of the audit trail.
+WITH t AS (
+    SELECT * FROM unnest(%(ord)s::int[], %(id)s::bigint[], %(execution_id)s::uuid[],
+                         %(tenant_id)s::text[], %(status)s::text[], %(exit_code)s::int[],
+                         %(output)s::text[], %(stderr)s::text[], %(error)s::text[],
+                         %(actor_id)s::text[], %(payload)s::jsonb[])
+        AS t(ord, id, execution_id, tenant_id, status, exit_code, output, stderr, error,
+             actor_id, payload)
+), finished AS (
+    UPDATE execution.execution_steps s SET
+        status = t.status, finished_at = now(), exit_code = t.exit_code,
+        output = t.output, stderr = t.stderr, error = t.error
+    FROM t WHERE s.id = t.id AND s.status = 'running'
 )
 INSERT INTO execution.execution_events
     (execution_id, tenant_id, event_type, from_status, to_status, actor_id, payload)
-VALUES (%(execution_id)s, %(tenant_id)s, 'step_finished', NULL, NULL, %(actor_id)s,
-        %(payload)s)
+SELECT execution_id, tenant_id, 'step_finished', NULL, NULL, actor_id, payload
+FROM t ORDER BY ord
 
 -- name: skip_pending
 UPDATE execution.execution_steps SET status = 'skipped', finished_at = now()

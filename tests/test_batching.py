@@ -1,0 +1,68 @@
+"""Set-based batching (db/batching.py) against a real PostgreSQL: concurrent calls share a
+statement, each caller gets its own rows, a refused item fails only its caller."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from opsconductor.db import batching
+from opsconductor.db.connection import Database
+from opsconductor.errors import DatabaseError
+
+# Each item answers its value, the value's inverse (1/0 is refused by the server) and the
+# transaction that ran it, so a test can see which calls shared a statement.
+ECHO = """
+SELECT t.ord, t.v, 100 / t.v AS inverse, txid_current() AS tx
+FROM unnest(%(ord)s::int[], %(v)s::int[]) AS t(ord, v)
+"""
+
+INSERT = """
+INSERT INTO batch_probe (v) SELECT t.v FROM unnest(%(ord)s::int[], %(v)s::int[]) AS t(ord, v)
+"""
+
+
+async def echo(db: Database, *values: int, key: object = None) -> list[dict[str, object]]:
+    return await db.batch.run(ECHO, [{"v": v} for v in values], key=key)
+
+
+async def test_concurrent_calls_share_a_statement_and_get_their_own_rows(db: Database) -> None:
+    answers = await asyncio.gather(*(echo(db, v, v + 1000) for v in range(1, 41)))
+    for v, rows in enumerate(answers, start=1):
+        assert [row["v"] for row in rows] == [v, v + 1000]
+    statements = {row["tx"] for rows in answers for row in rows}
+    assert len(statements) <= 3  # 40 calls: the first alone, then the rest together
+
+
+async def test_a_refused_item_fails_only_its_caller(db: Database) -> None:
+    answers = await asyncio.gather(*(echo(db, v) for v in (5, 0, 20)), return_exceptions=True)
+    assert [row["inverse"] for row in answers[0]] == [20]  # type: ignore[index]
+    assert isinstance(answers[1], DatabaseError)
+    assert "division by zero" in str(answers[1])
+    assert [row["inverse"] for row in answers[2]] == [5]  # type: ignore[index]
+
+
+async def test_calls_with_the_same_key_never_share_a_statement(db: Database) -> None:
+    answers = await asyncio.gather(*(echo(db, v, key="same") for v in range(1, 6)))
+    assert len({rows[0]["tx"] for rows in answers}) == 5
+
+
+async def test_a_cancelled_caller_s_item_is_not_sent(db: Database) -> None:
+    async with db.connection() as conn:
+        await conn.execute("CREATE TABLE batch_probe (v int)")
+    cancelled = asyncio.create_task(db.batch.run(INSERT, [{"v": 1}]))
+    await asyncio.sleep(0)  # it has handed its item in; the batch starts on the next turn
+    cancelled.cancel()
+    await db.batch.run(INSERT, [{"v": 2}])
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    async with db.connection() as conn:
+        rows = await (await conn.execute("SELECT v FROM batch_probe")).fetchall()
+    assert [row["v"] for row in rows] == [2]
+
+
+async def test_on_a_connection_the_statement_runs_for_one_caller(db: Database) -> None:
+    async with db.transaction() as conn:
+        rows = await batching.run(conn, ECHO, [{"v": 4}, {"v": 50}])
+    assert [(row["ord"], row["inverse"]) for row in rows] == [(1, 25), (1, 2)]
