@@ -36,11 +36,12 @@ async def test_concurrent_calls_share_a_statement_and_get_their_own_rows(db: Dat
 
 
 async def test_a_refused_item_fails_only_its_caller(db: Database) -> None:
-    answers = await asyncio.gather(*(echo(db, v) for v in (5, 0, 20)), return_exceptions=True)
-    assert [row["inverse"] for row in answers[0]] == [20]  # type: ignore[index]
-    assert isinstance(answers[1], DatabaseError)
-    assert "division by zero" in str(answers[1])
-    assert [row["inverse"] for row in answers[2]] == [5]  # type: ignore[index]
+    five, zero, twenty = await asyncio.gather(
+        *(echo(db, v) for v in (5, 0, 20)), return_exceptions=True
+    )
+    assert isinstance(five, list) and [row["inverse"] for row in five] == [20]
+    assert isinstance(zero, DatabaseError) and "division by zero" in str(zero)
+    assert isinstance(twenty, list) and [row["inverse"] for row in twenty] == [5]
 
 
 async def test_calls_with_the_same_key_never_share_a_statement(db: Database) -> None:
