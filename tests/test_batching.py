@@ -15,11 +15,11 @@ from opsconductor.errors import DatabaseError
 # transaction that ran it, so a test can see which calls shared a statement.
 ECHO = """
 SELECT t.ord, t.v, 100 / t.v AS inverse, txid_current() AS tx
-FROM unnest(%(ord)s::int[], %(v)s::int[]) AS t(ord, v)
+FROM jsonb_to_recordset(%(items)s::jsonb) AS t(ord int, v int)
 """
 
 INSERT = """
-INSERT INTO batch_probe (v) SELECT t.v FROM unnest(%(ord)s::int[], %(v)s::int[]) AS t(ord, v)
+INSERT INTO batch_probe (v) SELECT t.v FROM jsonb_to_recordset(%(items)s::jsonb) AS t(v int)
 """
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from opsconductor import approval_gate, logs, policies, rbac, validation
+from opsconductor import approval_gate, logs, masking, policies, rbac, validation
 from opsconductor.cancellation import CHECK_INTERVAL_S, CancelWatcher
 from opsconductor.config import load_settings
 from opsconductor.connectors import credentials
@@ -102,7 +103,7 @@ class _Run:
     #: where a resumed execution picks up, by (step index, asset id); empty on a fresh run
     resume: dict[tuple[int, str], _ResumePoint] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def id(self) -> uuid.UUID:
         return uuid.UUID(str(self.execution["id"]))
 
@@ -351,7 +352,7 @@ class Engine:
             connectors=session,
             credentials=live,
         )
-        run.cell.masker = Masker(patterns=patterns)
+        run.cell.masker = masking.for_patterns(patterns)
         return run, wanted - set(found)
 
     async def _policies(self) -> policies.PolicyMatrix:

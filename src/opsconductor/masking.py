@@ -21,6 +21,7 @@ The screening is sound: it never says "clean" for a line the combined regex woul
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -371,3 +372,14 @@ _SEAM = re.compile(r"(\S{0,256})(\n…\[truncated \d+ bytes\]…\n)(\S{0,256})")
 
 #: Built-in patterns only: for sinks that have no execution at hand.
 DEFAULT = Masker()
+
+
+def for_patterns(patterns: Mapping[str, str]) -> Masker:
+    """The masker of a tenant's custom patterns, built once per distinct set: building one
+    (automaton, regexes) costs far more than a small execution's whole run."""
+    return _for_patterns(tuple(sorted(patterns.items())))
+
+
+@functools.lru_cache(maxsize=256)
+def _for_patterns(patterns: tuple[tuple[str, str], ...]) -> Masker:
+    return Masker(patterns=dict(patterns))

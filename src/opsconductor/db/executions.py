@@ -215,8 +215,8 @@ async def transition(
     payload = masker.mask_data(payload) if payload else payload
     item = {
         "id": execution_id,
-        "from": current.value,
-        "to": target.value,
+        "from_status": current.value,
+        "to_status": target.value,
         "terminal": status_machine.is_terminal(target),
         "reason": reason,
         "actor_id": actor_id,

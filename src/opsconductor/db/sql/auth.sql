@@ -38,8 +38,7 @@ RETURNING role_name
 -- name: roles_of_actor
 -- Set-based (db/batching.py): the roles bound to each (tenant, actor) item.
 SELECT t.ord, b.role_name
-FROM unnest(%(ord)s::int[], %(tenant_id)s::text[], %(actor_id)s::text[])
-    AS t(ord, tenant_id, actor_id)
+FROM jsonb_to_recordset(%(items)s::jsonb) AS t(ord int, tenant_id text, actor_id text)
 JOIN execution.role_bindings b ON b.tenant_id = t.tenant_id AND b.actor_id = t.actor_id
 ORDER BY t.ord, b.role_name
 

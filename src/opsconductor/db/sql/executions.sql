@@ -50,14 +50,11 @@ LIMIT %(limit)s
 -- queue rows first (the lease CTE is read whole by the hashed subplan that filters t,
 -- before any execution row is touched), then the executions.
 WITH t AS (
-    SELECT * FROM unnest(%(ord)s::int[], %(id)s::uuid[],
-                         %(from)s::execution.execution_status[],
-                         %(to)s::execution.execution_status[], %(terminal)s::bool[],
-                         %(reason)s::text[], %(actor_id)s::text[], %(payload)s::jsonb[],
-                         %(timeout_at)s::timestamptz[], %(worker_id)s::text[],
-                         %(lease_token)s::uuid[], %(skip_pending)s::bool[])
-        AS t(ord, id, from_status, to_status, terminal, reason, actor_id, payload, timeout_at,
-             worker_id, lease_token, skip_pending)
+    SELECT * FROM jsonb_to_recordset(%(items)s::jsonb) AS t(
+        ord int, id uuid, from_status execution.execution_status,
+        to_status execution.execution_status, terminal bool, reason text, actor_id text,
+        payload jsonb, timeout_at timestamptz, worker_id text, lease_token uuid,
+        skip_pending bool)
 ), lease AS (
     SELECT q.execution_id FROM execution.execution_queue q
     JOIN t ON q.execution_id = t.id AND q.lease_token = t.lease_token

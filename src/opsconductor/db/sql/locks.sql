@@ -7,9 +7,8 @@
 -- taken. Inserted in (tenant, asset) order, as LeaseHold takes them, so two batches
 -- wanting the same assets lock them in the same order.
 WITH t AS (
-    SELECT * FROM unnest(%(ord)s::int[], %(tenant_id)s::text[], %(asset_id)s::text[],
-                         %(owner_tag)s::text[], %(execution_id)s::uuid[], %(ttl_s)s::float8[])
-        AS t(ord, tenant_id, asset_id, owner_tag, execution_id, ttl_s)
+    SELECT * FROM jsonb_to_recordset(%(items)s::jsonb) AS t(
+        ord int, tenant_id text, asset_id text, owner_tag text, execution_id uuid, ttl_s float8)
 ), taken AS (
     INSERT INTO execution.execution_locks
         (tenant_id, asset_id, owner_tag, execution_id, expires_at)
@@ -37,8 +36,7 @@ RETURNING asset_id
 -- name: release
 -- Set-based (db/batching.py): one row per lock to let go of, only where it is still ours.
 DELETE FROM execution.execution_locks l
-USING unnest(%(ord)s::int[], %(tenant_id)s::text[], %(asset_id)s::text[], %(owner_tag)s::text[])
-    AS t(ord, tenant_id, asset_id, owner_tag)
+USING jsonb_to_recordset(%(items)s::jsonb) AS t(tenant_id text, asset_id text, owner_tag text)
 WHERE l.tenant_id = t.tenant_id AND l.asset_id = t.asset_id AND l.owner_tag = t.owner_tag
 
 -- name: reap_expired

@@ -13,6 +13,5 @@ SELECT t.ord, tn.record_only, tn.host_key_policy,
                  WHERE a.tenant_id = tn.tenant_id
                    AND a.asset_id = ANY(ARRAY(SELECT jsonb_array_elements_text(t.asset_ids)))),
                 '[]'::json) AS assets
-FROM unnest(%(ord)s::int[], %(tenant_id)s::text[], %(asset_ids)s::jsonb[])
-    AS t(ord, tenant_id, asset_ids)
+FROM jsonb_to_recordset(%(items)s::jsonb) AS t(ord int, tenant_id text, asset_ids jsonb)
 JOIN execution.tenants tn ON tn.tenant_id = t.tenant_id

@@ -26,12 +26,10 @@ ON CONFLICT (execution_id, step_index, target_asset_id, attempt) DO UPDATE
 -- per item of db/batching.py, numbered by ord): both or neither, since a statement is
 -- atomic. No row back for an item: that attempt had started already.
 WITH t AS (
-    SELECT * FROM unnest(%(ord)s::int[], %(execution_id)s::uuid[], %(tenant_id)s::text[],
-                         %(step_index)s::int[], %(step_name)s::text[], %(step_type)s::text[],
-                         %(asset_id)s::text[], %(attempt)s::int[], %(retry_count)s::int[],
-                         %(actor_id)s::text[], %(payload)s::jsonb[])
-        AS t(ord, execution_id, tenant_id, step_index, step_name, step_type, asset_id, attempt,
-             retry_count, actor_id, payload)
+    SELECT * FROM jsonb_to_recordset(%(items)s::jsonb) AS t(
+        ord int, execution_id uuid, tenant_id text, step_index int, step_name text,
+        step_type text, asset_id text, attempt int, retry_count int, actor_id text,
+        payload jsonb)
 ), started AS (
     INSERT INTO execution.execution_steps
         (execution_id, tenant_id, step_index, step_name, step_type, target_asset_id, status,
@@ -60,12 +58,9 @@ SELECT ord, id FROM answered
 -- start_attempt_logged). The event is written even if the attempt was no longer running
 -- (closed by a resume elsewhere): what this worker saw is part of the audit trail.
 WITH t AS (
-    SELECT * FROM unnest(%(ord)s::int[], %(id)s::bigint[], %(execution_id)s::uuid[],
-                         %(tenant_id)s::text[], %(status)s::text[], %(exit_code)s::int[],
-                         %(output)s::text[], %(stderr)s::text[], %(error)s::text[],
-                         %(actor_id)s::text[], %(payload)s::jsonb[])
-        AS t(ord, id, execution_id, tenant_id, status, exit_code, output, stderr, error,
-             actor_id, payload)
+    SELECT * FROM jsonb_to_recordset(%(items)s::jsonb) AS t(
+        ord int, id bigint, execution_id uuid, tenant_id text, status text, exit_code int,
+        output text, stderr text, error text, actor_id text, payload jsonb)
 ), finished AS (
     UPDATE execution.execution_steps s SET
         status = t.status, finished_at = now(), exit_code = t.exit_code,
