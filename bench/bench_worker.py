@@ -2,16 +2,16 @@
 
     python bench/bench_worker.py KIND URL CONCURRENCY DONE_FILE
 
-KIND is ours, ours-nospawn, pgqueuer or procrastinate.
+KIND is ours, ours-sh, pgqueuer or procrastinate.
 
 Every kind first gets fully ready (imports, connections, schema checks), prints ``ready``
 and waits for a line on stdin, so that the parent can start all workers at the same moment
 and the timing leaves out process start-up. SIGTERM stops it the way each system stops.
 
-* ``ours`` is the real ``opsc worker --concurrency N`` command (``opsconductor.cli``), with
-  nothing changed but that start gate.
-* ``ours-nospawn`` is the same with the step's ``sh -c true`` replaced by an immediate exit 0
-  (a diagnostic: how much of our figure is the process spawn, not the queue).
+* ``ours`` and ``ours-sh`` are the real ``opsc worker --concurrency N`` command
+  (``opsconductor.cli``), with nothing changed but that start gate. They differ only in the
+  plans ``bench/throughput.py`` queued for them: a ``type: noop`` step, or (the diagnostic)
+  a ``command: "true"`` step that spawns ``/bin/sh -c true``.
 * ``pgqueuer`` and ``procrastinate`` run a no-op task function that only notes the job it
   was given and when it started; at exit the worker writes those notes to DONE_FILE (``id
   unix-time`` per line) so the parent can check that every job ran exactly once and measure
@@ -40,19 +40,9 @@ async def _gate() -> None:
     await asyncio.to_thread(sys.stdin.readline)
 
 
-def ours(url: str, concurrency: int, *, spawn: bool = True) -> None:
+def ours(url: str, concurrency: int) -> None:
     os.environ["DATABASE_URL"] = url
-    from opsconductor import cli, engine, worker
-
-    if not spawn:
-        # Diagnostic only: the step "ran" without spawning ``sh -c true``; everything
-        # else (claim, lease, step rows, events, status changes) is the real code.
-        from opsconductor.connectors.local import CommandResult
-
-        async def no_spawn(command: str, **_: Any) -> CommandResult:
-            return CommandResult(0, "", "", timed_out=False, cancelled=False, duration_s=0.0)
-
-        engine.run_command = no_spawn  # type: ignore[assignment]
+    from opsconductor import cli, worker
 
     serve: Callable[[worker.Worker], Awaitable[None]] = worker.Worker.serve
 
@@ -107,8 +97,8 @@ async def _procrastinate(url: str, concurrency: int, done: list[str]) -> None:
 def main() -> None:
     kind, url, concurrency_s, done_file = sys.argv[1:5]
     concurrency = int(concurrency_s)
-    if kind in ("ours", "ours-nospawn"):
-        ours(url, concurrency, spawn=kind == "ours")
+    if kind in ("ours", "ours-sh"):
+        ours(url, concurrency)
         return
     done: list[str] = []
     runner: Callable[[str, int, list[str]], Awaitable[Any]] = {

@@ -8,7 +8,8 @@ server), each system in databases of its own on that server:
    (ours: ``started_at``), for the peers too;
 3. the same job count through PgQueuer and procrastinate with no-op task functions and the
    same numbers of worker processes, and our/peer ratios;
-4. as a diagnostic, ours with the step's spawn stubbed out (never compared with the peers).
+4. as a diagnostic, ours with a ``command: "true"`` step instead (never compared with the
+   peers): what a real ``/bin/sh -c true`` spawn per execution costs on top of the queue.
 
 Method, the same for all three systems: N jobs are enqueued first (timed apart: it is not
 part of the drain figure), the worker processes are started and get ready (imports,
@@ -16,9 +17,10 @@ connections), then all are released at once and the clock runs until the queue i
 Each run starts from a fresh copy of a database that holds the N queued jobs. Afterwards
 the run is checked: every job done exactly once, nothing left, nothing retried.
 
-Our no-op plan is one ``command: "true"`` step on ``localhost``: the engine has no step
-type that does nothing, so every execution spawns ``/bin/sh -c true``. The cost of that
-spawn alone is measured too, so it can be told apart from the queue's.
+Our no-op plan is one ``type: noop`` step on a local asset: it does nothing on its target,
+like the peers' empty task functions, but is checked, locked and recorded like any step.
+The diagnostic ``ours-sh`` runs one ``command: "true"`` step instead, which spawns
+``/bin/sh -c true``; that spawn alone is measured too, so its cost can be told apart.
 
     python bench/throughput.py [--jobs N] [--concurrency C] [--rounds R] [--results FILE]
 """
@@ -60,9 +62,9 @@ WORKER = HERE / "bench_worker.py"
 PROCESSES = (1, 2, 4)
 #: Who submits the bench's executions.
 ACTOR = "bench"
-SYSTEMS = ("ours", "pgqueuer", "procrastinate", "ours-nospawn")
-#: Diagnostic only (the step's spawn stubbed out): never the figure compared with the peers.
-DIAGNOSTIC = "ours-nospawn"
+SYSTEMS = ("ours", "pgqueuer", "procrastinate", "ours-sh")
+#: Diagnostic only (a real ``sh -c true`` spawn per job): never compared with the peers.
+DIAGNOSTIC = "ours-sh"
 
 #: Local assets the executions are spread over, round robin. Every step holds a per-asset
 #: lock (SPEC 6.2), so executions on one asset run one at a time by design; with 100
@@ -70,21 +72,18 @@ DIAGNOSTIC = "ours-nospawn"
 ASSETS = 100
 
 
-def plan_for(i: int) -> Plan:
-    """One ``command: "true"`` step on the local asset ``bench-NNN``."""
-    return parse_plan(
-        {
-            "name": "no-op",
-            "steps": [
-                {
-                    "name": "noop",
-                    "type": "command",
-                    "command": "true",
-                    "targets": {"assets": [f"bench-{i % ASSETS:03d}"]},
-                }
-            ],
-        }
-    )
+#: The one step of each of our systems' plans: ``ours`` does nothing, like the peers' empty
+#: task functions; ``ours-sh`` spawns ``/bin/sh -c true``.
+STEP: dict[str, dict[str, str]] = {
+    "ours": {"type": "noop"},
+    "ours-sh": {"type": "command", "command": "true"},
+}
+
+
+def plan_for(i: int, kind: str = "ours") -> Plan:
+    """One step of ``kind`` (see ``STEP``) on the local asset ``bench-NNN``."""
+    step = {"name": "noop", **STEP[kind], "targets": {"assets": [f"bench-{i % ASSETS:03d}"]}}
+    return parse_plan({"name": "no-op", "steps": [step]})
 
 
 # --- databases ------------------------------------------------------------------------
@@ -122,17 +121,23 @@ def scalar(url: str, query: str) -> Any:
 # --- filling the queues (timed separately) ---------------------------------------------
 
 
-async def fill_ours(url: str, n: int, concurrency: int = 8) -> None:
-    """The real submission path: validation, hash, routing, idempotency, audit, enqueue."""
+async def fill_ours(url: str, n: int, concurrency: int = 8, *, kind: str = "ours") -> None:
+    """The real submission path: validation, hash, routing, idempotency, audit, enqueue;
+    plans of ``kind`` (``ours``: a noop step, ``ours-sh``: ``command: "true"``)."""
     async with Database(url, min_size=concurrency, max_size=concurrency) as db:
         await _prepare(db)
         slots = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> None:
             async with slots:
-                await submit(db, Request(plan_for(i), "default", ACTOR, f"bench-{i}", enqueue=True))
+                plan = plan_for(i, kind)
+                await submit(db, Request(plan, "default", ACTOR, f"bench-{i}", enqueue=True))
 
         await asyncio.gather(*(one(i) for i in range(n)))
+
+
+async def fill_ours_sh(url: str, n: int) -> None:
+    await fill_ours(url, n, kind="ours-sh")
 
 
 async def fill_pgqueuer(url: str, n: int) -> None:
@@ -180,7 +185,7 @@ EMPTY = {"pgqueuer": install_pgqueuer, "procrastinate": install_procrastinate}
 
 FILL = {
     "ours": fill_ours,
-    "ours-nospawn": fill_ours,
+    "ours-sh": fill_ours_sh,
     "pgqueuer": fill_pgqueuer,
     "procrastinate": fill_procrastinate,
 }
@@ -188,7 +193,7 @@ FILL = {
 #: Jobs not yet finished, per system (0 = drained).
 PENDING = {
     "ours": "SELECT count(*) FROM execution.execution_queue",
-    "ours-nospawn": "SELECT count(*) FROM execution.execution_queue",
+    "ours-sh": "SELECT count(*) FROM execution.execution_queue",
     "pgqueuer": "SELECT count(*) FROM pgqueuer",
     "procrastinate": "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')",
 }
@@ -282,7 +287,9 @@ def wait_drained(url: str, workers: Workers, timeout_s: float) -> float:
 # --- checks: every job done exactly once ---------------------------------------------
 
 
-def check_ours(url: str, n: int) -> str:
+def check_ours(url: str, n: int, step_type: str | None = None) -> str:
+    """Every execution completed once, one first-attempt step row (of ``step_type`` if
+    given) and one ``step_started`` each, nothing retried or dead-lettered."""
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
             """
@@ -298,11 +305,13 @@ def check_ours(url: str, n: int) -> str:
                 WHERE event_type = 'step_started') AS step_starts,
               (SELECT count(*) FROM execution.execution_events
                 WHERE event_type IN ('resumed', 'retry_scheduled', 'dead_lettered')) AS redone,
-              (SELECT count(*) FROM execution.execution_events) AS events
+              (SELECT count(*) FROM execution.execution_events) AS events,
+              (SELECT string_agg(DISTINCT step_type, ', ')
+                 FROM execution.execution_steps) AS step_types
             """
         ).fetchone()
     assert row is not None
-    executions, completed, queued, dead, step_rows, steps_ok, starts, redone, events = row
+    executions, completed, queued, dead, step_rows, steps_ok, starts, redone, events, types = row
     problems = []
     if not executions == completed == n:
         problems.append(f"{completed}/{executions} completed, expected {n}")
@@ -310,9 +319,11 @@ def check_ours(url: str, n: int) -> str:
         problems.append(f"{queued} still queued, {dead} dead-lettered, {redone} redone")
     if not step_rows == steps_ok == starts == n:
         problems.append(f"{step_rows} step rows, {steps_ok} completed, {starts} starts")
+    if step_type is not None and types != step_type:
+        problems.append(f"step types {types}, expected {step_type}")
     if problems:
         raise AssertionError("ours: " + "; ".join(problems))
-    return f"ok: {n} completed once, {events / n:.0f} events + 1 step row each"
+    return f"ok: {n} completed once, {events / n:.0f} events + 1 {types} step row each"
 
 
 def check_peer(kind: str, url: str, n: int, done: list[tuple[str, float]]) -> str:
@@ -355,7 +366,7 @@ def drain(
         ended = wait_drained(url, workers, timeout_s=120)
         workers.stop()
         if kind.startswith("ours"):
-            check = check_ours(url, n)
+            check = check_ours(url, n, STEP[kind]["type"])
         else:
             check = check_peer(kind, url, n, workers.done_items())
     finally:
@@ -536,9 +547,6 @@ def main() -> None:
     spawns = 0.0
     try:
         for kind in args.systems:
-            if kind == DIAGNOSTIC and "ours" in templates:
-                templates[kind] = templates["ours"]  # the same queued executions
-                continue
             name = f"qb_tpl_{kind}_{uuid.uuid4().hex[:6]}"
             url = create_db(server, name)
             templates[kind] = name
@@ -558,7 +566,7 @@ def main() -> None:
                         f"round {round_} {kind:<14} {processes} proc {result.rate:>7.0f} jobs/s "
                         f"({n} in {result.seconds:.2f} s)  {result.check}"
                     )
-        if "ours" in args.systems:
+        if DIAGNOSTIC in args.systems:
             spawns = asyncio.run(spawn_rate(n, concurrency))
             print(f"\nspawn `sh -c true` alone (1 process, {concurrency} at once): {spawns:.0f}/s")
         print()
@@ -634,8 +642,9 @@ def report(
         "|---|---|",
         *(f"| {key} | {value} |" for key, value in info.items()),
         "",
-        f"No-op jobs drained end to end, {n} per run, jobs/s, best of {args.rounds} "
-        f"interleaved rounds (worker concurrency {concurrency} per process):",
+        f"No-op jobs (ours: a one-step `type: noop` plan) drained end to end, {n} per run, "
+        f"jobs/s, best of {args.rounds} interleaved rounds (worker concurrency {concurrency} "
+        "per process):",
         "",
     ]
     main_systems = [k for k in args.systems if k != DIAGNOSTIC]
@@ -644,7 +653,7 @@ def report(
     if "ours" in args.systems:
         headers += [f"ours / {peer}" for peer in peers]
     if DIAGNOSTIC in args.systems:
-        headers.append("ours, spawn stubbed out (diagnostic)")
+        headers.append('ours, `command: "true"` step (diagnostic)')
     lines += ["| worker processes | " + " | ".join(headers) + " |"]
     lines += ["|---:|" + "---:|" * len(headers)]
     for processes in args.processes:

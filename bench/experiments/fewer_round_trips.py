@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from throughput import PENDING, check_ours, create_db, fill_ours, with_db
 
-from opsconductor import engine, logs
+from opsconductor import logs
+from opsconductor.connectors import local
 from opsconductor.connectors.local import CommandResult, run_command
 from opsconductor.db import embedded
 from opsconductor.db.connection import Database
@@ -205,7 +206,8 @@ async def drain(server: str, pgdata: Path, kind: str, spawn: bool, n: int) -> st
         backends, started = backend_cpu_s(pgdata), time.perf_counter()
         worker: Worker | None = None
         if kind == "engine":
-            engine.run_command = run_command if spawn else no_spawn  # type: ignore[assignment]
+            # the local connector looks ``run_command`` up in its module at every call
+            local.run_command = run_command if spawn else no_spawn  # type: ignore[assignment]
             worker = Worker(db, actor_id=ACTOR, options=WorkerOptions(concurrency=CONCURRENCY))
             task = asyncio.create_task(worker.serve())
         else:
@@ -240,7 +242,8 @@ def main() -> None:
     pgdata = Path(tempfile.mkdtemp(prefix="opsc-fewer-rt-")) / "pgdata"
     server = embedded.start(pgdata)
     create_db(server, "fewer_rt_tpl")
-    asyncio.run(fill_ours(with_db(server, "fewer_rt_tpl"), args.jobs))
+    # command: "true" plans (``ours-sh``): the spawn is what this experiment turns on and off
+    asyncio.run(fill_ours(with_db(server, "fewer_rt_tpl"), args.jobs, kind="ours-sh"))
     for _ in range(args.rounds):
         for kind in ("engine", "prototype"):
             for spawn in (False, True):

@@ -1,13 +1,15 @@
 """Counts the statements (round trips) and the CPU one background execution costs.
 
-    .venv/bin/python bench/experiments/round_trips.py [--jobs 500] [--rounds 2] [--no-spawn]
+    .venv/bin/python bench/experiments/round_trips.py [--jobs 500] [--rounds 2] [--sh]
 
 Starts a throw-away embedded server, submits ``--jobs`` one-step plans the way
-``bench/throughput.py`` does, and drains them with one in-process ``Worker`` at
-concurrency 8 while every statement psycopg sends is counted (by its named block in
-``db/sql/*.sql``; ``BEGIN``/``COMMIT`` of ``Database.transaction`` counted apart). CPU per
-execution as in ``fewer_round_trips.py``: the worker from ``getrusage``, PostgreSQL from
-this server's backends in ``/proc``. A measuring tool, not product code.
+``bench/throughput.py`` does (a ``type: noop`` step; with ``--sh`` a ``command: "true"``
+step that spawns ``/bin/sh -c true``, its ``ours-sh`` diagnostic), and drains them with
+one in-process ``Worker`` at concurrency 8 while every statement psycopg sends is counted
+(by its named block in ``db/sql/*.sql``; ``BEGIN``/``COMMIT`` of ``Database.transaction``
+counted apart). CPU per execution as in ``fewer_round_trips.py``: the worker from
+``getrusage``, PostgreSQL from this server's backends in ``/proc``. A measuring tool, not
+product code.
 """
 
 from __future__ import annotations
@@ -28,11 +30,10 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fewer_round_trips import backend_cpu_s, cpu, no_spawn
-from throughput import PENDING, check_ours, create_db, fill_ours, with_db
+from fewer_round_trips import backend_cpu_s, cpu
+from throughput import PENDING, STEP, check_ours, create_db, fill_ours, with_db
 
 from opsconductor import logs
-from opsconductor.connectors import local
 from opsconductor.db import embedded, queries
 from opsconductor.db.connection import Database
 from opsconductor.worker import Worker, WorkerOptions
@@ -69,11 +70,9 @@ def _install_counters() -> None:
     psycopg.AsyncConnection.transaction = counted_tx  # type: ignore[method-assign]
 
 
-async def drain(server: str, pgdata: Path, n: int, spawn: bool) -> str:
+async def drain(server: str, pgdata: Path, n: int, kind: str) -> str:
     url = create_db(server, "rt_run", "rt_tpl")
     async with Database(url, min_size=CONCURRENCY + 3, max_size=CONCURRENCY + 3) as db:
-        if not spawn:
-            local.run_command = no_spawn  # type: ignore[assignment]
         COUNTS.clear()
         own = resource.getrusage(resource.RUSAGE_SELF)
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -98,9 +97,9 @@ async def drain(server: str, pgdata: Path, n: int, spawn: bool) -> str:
     poll = PENDING["ours"].split("\n")[0][:60]
     counts.pop(poll, None)
     lines = [
-        f"{'spawn' if spawn else 'no spawn'}: {n / took:.0f}/s; CPU per execution: worker "
+        f"{STEP[kind]['type']}: {n / took:.0f}/s; CPU per execution: worker "
         f"{worker_ms:.2f} ms, sh {sh_ms:.2f} ms, PostgreSQL {pg_ms:.2f} ms, total "
-        f"{worker_ms + sh_ms + pg_ms:.2f} ms ({check_ours(url, n)})",
+        f"{worker_ms + sh_ms + pg_ms:.2f} ms ({check_ours(url, n, STEP[kind]['type'])})",
         f"  round trips per execution: {sum(counts.values()) / n:.2f}",
     ]
     for name, count in sorted(counts.items(), key=lambda kv: -kv[1]):
@@ -112,18 +111,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--no-spawn", action="store_true")
+    parser.add_argument(
+        "--sh", action="store_true", help='a command: "true" step (spawns sh) instead of noop'
+    )
     args = parser.parse_args()
+    kind = "ours-sh" if args.sh else "ours"
     logs.configure()
     NAMES.update(_names())
     pgdata = Path(tempfile.mkdtemp(prefix="opsc-rt-")) / "pgdata"
     server = embedded.start(pgdata)
     try:
         create_db(server, "rt_tpl")
-        asyncio.run(fill_ours(with_db(server, "rt_tpl"), args.jobs))
+        asyncio.run(fill_ours(with_db(server, "rt_tpl"), args.jobs, kind=kind))
         _install_counters()
         for _ in range(args.rounds):
-            print(asyncio.run(drain(server, pgdata, args.jobs, not args.no_spawn)), flush=True)
+            print(asyncio.run(drain(server, pgdata, args.jobs, kind)), flush=True)
         print(f"load average at the end: {os.getloadavg()}")
     finally:
         embedded.stop(pgdata)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 import asyncssh
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -144,10 +145,11 @@ def validate(plan_file: Annotated[Path, typer.Argument(help="Plan file, YAML or 
             await asset_store.ensure_tenant(conn, settings.tenant)
             inventory = await asset_store.list_all(conn, settings.tenant)
         targets = resolve_plan(plan, inventory)
-        out.print(f"[green]valid[/green]: {plan.name} ({len(plan.steps)} steps)")
+        out.print(f"[green]valid[/green]: {escape(plan.name)} ({len(plan.steps)} steps)")
         for step, step_targets in zip(plan.steps, targets, strict=True):
             names = ", ".join(a.asset_id for a in step_targets)
-            out.print(f"  {step.name} [{step.type}/{step.action_class}] -> {names}")
+            # escaped: rich would take "[command/read]" for markup and print nothing
+            out.print(escape(f"  {step.name} [{step.type}/{step.action_class}] -> {names}"))
         out.print(f"plan hash: {plan_hash(plan, targets)}")
 
     _exec(work)

@@ -249,6 +249,15 @@ class SqlStep(_StepBase):
     expect: SqlExpect | None = None
 
 
+class NoopStep(_StepBase):
+    """Does nothing on its targets, yet goes through everything a step goes through (RBAC
+    per target, the asset lock, a step attempt row and its events): for wiring, approval
+    gates, dry plans and measuring the queue itself. Like StackStorm's ``core.noop``."""
+
+    type: Literal["noop"]
+    targets: Targets
+
+
 class Expectations(_Strict):
     exit_code: int | None = None
     stdout_regex: str | None = None
@@ -275,11 +284,11 @@ class ValidateStep(_StepBase):
 
 
 Step = Annotated[
-    CommandStep | ScriptStep | FileStep | HttpStep | SqlStep | ValidateStep,
+    CommandStep | ScriptStep | FileStep | HttpStep | SqlStep | NoopStep | ValidateStep,
     Field(discriminator="type"),
 ]
-#: Steps that act on their targets (everything but validate).
-ActingStep = CommandStep | ScriptStep | FileStep | HttpStep | SqlStep
+#: Steps that act on their targets (everything but validate; noop acts by doing nothing).
+ActingStep = CommandStep | ScriptStep | FileStep | HttpStep | SqlStep | NoopStep
 
 
 class Plan(_Strict):
@@ -308,7 +317,7 @@ class Plan(_Strict):
         return self
 
 
-_STEP_TAGS = ("command", "script", "file", "http", "sql", "validate")
+_STEP_TAGS = ("command", "script", "file", "http", "sql", "noop", "validate")
 
 _VALUE_UNION_TAGS = ("str", "SecretRef")
 

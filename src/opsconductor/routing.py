@@ -15,6 +15,7 @@ DEFAULT_STEP_SECONDS: Mapping[str, float] = {
     "file": 1.0,
     "http": 0.5,
     "sql": 0.5,
+    "noop": 0.01,  # nothing runs: the step's own bookkeeping
     "validate": 0.01,
 }
 

@@ -34,6 +34,7 @@ from opsconductor.plan import (
     FileStep,
     HttpAuth,
     HttpStep,
+    NoopStep,
     ScriptStep,
     SqlStep,
     StrOrSecret,
@@ -49,6 +50,14 @@ class Action:
 
     summary: str
     run: Runner
+
+
+async def _nothing(_budget: float, _cancel: asyncio.Event | None) -> Outcome:
+    return Outcome("completed")
+
+
+#: A ``noop`` step on any target: no connection, no process, no I/O; it completes at once.
+NOOP = Action("do nothing", _nothing)
 
 
 class Connectors:
@@ -110,6 +119,8 @@ class Connectors:
             return await self._file(step, asset, where, context)
         if isinstance(step, HttpStep):
             return await self._http_request(step, where, context)
+        if isinstance(step, NoopStep):
+            return NOOP
         return self._sql(step, where, context)
 
     # -- commands and scripts: local process or SSH -------------------------------------
