@@ -48,7 +48,9 @@ LIMIT %(limit)s
 -- pending as skipped (skip_pending). Answers every item: `id` is its event (NULL: it did
 -- not move), `leased` whether its lease held. Lock order as in renew and the reaper: the
 -- queue rows first (the lease CTE is read whole by the hashed subplan that filters t,
--- before any execution row is touched), then the executions.
+-- before any execution row is touched), then the executions. The `= ANY(ARRAY(...))`
+-- conditions make both lookups index scans by key: the planner cannot know how few items a
+-- JSON argument holds, and would otherwise scan whole tables.
 WITH t AS (
     SELECT * FROM jsonb_to_recordset(%(items)s::jsonb) AS t(
         ord int, id uuid, from_status execution.execution_status,
@@ -58,6 +60,7 @@ WITH t AS (
 ), lease AS (
     SELECT q.execution_id FROM execution.execution_queue q
     JOIN t ON q.execution_id = t.id AND q.lease_token = t.lease_token
+    WHERE q.execution_id = ANY(ARRAY(SELECT id FROM t WHERE lease_token IS NOT NULL))
     ORDER BY q.execution_id
     FOR UPDATE OF q
 ), held AS (
@@ -75,7 +78,8 @@ WITH t AS (
         cancelled_by = CASE WHEN h.to_status = 'cancelled' THEN h.actor_id ELSE e.cancelled_by END,
         cancelled_at = CASE WHEN h.to_status = 'cancelled' THEN now() ELSE e.cancelled_at END
     FROM held h
-    WHERE e.id = h.id AND e.status = h.from_status AND h.leased
+    WHERE e.id = ANY(ARRAY(SELECT id FROM held WHERE leased))
+      AND e.id = h.id AND e.status = h.from_status AND h.leased
     RETURNING h.ord, e.id, e.tenant_id, h.from_status, h.to_status, h.actor_id, h.payload,
               h.lease_token, h.skip_pending
 ), dequeued AS (

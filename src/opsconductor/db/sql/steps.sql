@@ -65,7 +65,9 @@ WITH t AS (
     UPDATE execution.execution_steps s SET
         status = t.status, finished_at = now(), exit_code = t.exit_code,
         output = t.output, stderr = t.stderr, error = t.error
-    FROM t WHERE s.id = t.id AND s.status = 'running'
+    FROM t
+    -- An index scan by key: the planner cannot know how few items the JSON holds.
+    WHERE s.id = ANY(ARRAY(SELECT id FROM t)) AND s.id = t.id AND s.status = 'running'
 )
 INSERT INTO execution.execution_events
     (execution_id, tenant_id, event_type, from_status, to_status, actor_id, payload)
