@@ -128,8 +128,7 @@ class CancelWatcher:
                 self.on_deadline()
                 return
             try:
-                async with self.db.connection() as conn:
-                    row = await cancels.check(conn, self.execution_id)
+                row = await cancels.check(self.db.batch, self.execution_id)
             except OpsError as exc:  # a short outage must not kill the run; try again
                 log.warning("cancel_check_failed", error=str(exc))
                 row = None

@@ -298,7 +298,7 @@ def worker(
 
     async def work(settings: Settings) -> int:
         local.use_pidfd_child_watcher()  # no thread per spawned command (Python 3.11)
-        db = Database(database_url(settings), min_size=1, max_size=concurrency + 3)
+        db = Database(database_url(settings), min_size=1, max_size=min(concurrency, 16) + 4)
         async with db:
             await migrations.migrate(db)
             runner = Worker(db, actor_id=settings.actor, options=options)

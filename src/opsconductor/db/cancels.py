@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from opsconductor.db import queries
+from opsconductor.db import batching, queries
+from opsconductor.db.batching import Executor
 from opsconductor.db.connection import Conn
 
 Q = queries.load("cancel")
@@ -18,10 +19,10 @@ async def request(conn: Conn, execution_id: uuid.UUID, actor_id: str) -> Row | N
     return await cur.fetchone()
 
 
-async def check(conn: Conn, execution_id: uuid.UUID) -> Row | None:
+async def check(conn: Executor, execution_id: uuid.UUID) -> Row | None:
     """One cancel check: counted in ``cancel_checks_performed``; returns who asked, if anyone."""
-    cur = await conn.execute(Q["check_cancel"], {"id": execution_id})
-    return await cur.fetchone()
+    rows = await batching.run(conn, Q["check_cancel"], [{"id": execution_id}], key=execution_id)
+    return rows[0] if rows else None
 
 
 async def drop_from_queue(conn: Conn, execution_id: uuid.UUID) -> None:
