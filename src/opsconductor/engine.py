@@ -26,7 +26,7 @@ from opsconductor.connectors import credentials
 from opsconductor.connectors.outcome import RECORD_ONLY
 from opsconductor.connectors.session import Connectors
 from opsconductor.connectors.ssh import CredentialResolver
-from opsconductor.db import connectors, executions, queue, runs, steps
+from opsconductor.db import auth, connectors, executions, queue, runs, steps
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import BadInput, SecretError
 from opsconductor.inventory import Asset
@@ -218,7 +218,6 @@ class Engine:
         worker_id: str | None = None,
         observer: Observer | None = None,
         target_concurrency: int = DEFAULT_TARGET_CONCURRENCY,
-        authorize: rbac.StepAuthorizer | None = None,
         secrets: SecretResolver | None = None,
         lock_settings: LockSettings | None = None,
         resolve_credential: CredentialResolver | None = None,
@@ -227,8 +226,9 @@ class Engine:
     ) -> None:
         self.db = db
         #: RBAC checked again before every step on every target (defense in depth: roles
-        #: may change after submission). Every entry point of the product passes one.
-        self.authorize = authorize
+        #: may change after submission). Always on: there is no way to build an engine
+        #: without it.
+        self.authorize: rbac.StepAuthorizer = auth.step_authorizer(db)
         self.actor_id = actor_id
         self.worker_id = worker_id
         self.observer = observer or (lambda _event: None)
@@ -604,8 +604,6 @@ class Engine:
     async def _denied(self, run: _Run, index: int, asset: Asset) -> bool:
         """Ask RBAC about this step on this target; on a denial fail the step without
         running anything and record an ``rbac_violation`` event (who, what, where)."""
-        if self.authorize is None:
-            return False
         step = run.plan.steps[index]
         check = rbac.StepCheck(
             tenant_id=run.tenant_id,

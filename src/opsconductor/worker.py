@@ -20,10 +20,10 @@ from typing import Any
 import structlog
 
 from opsconductor import approval_gate, locking, status_machine
-from opsconductor.db import auth, executions, queue, workers
+from opsconductor.db import executions, queue, workers
 from opsconductor.db.connection import Database
 from opsconductor.db.queue import Lease
-from opsconductor.engine import Engine
+from opsconductor.services.engines import build_engine
 from opsconductor.errors import (
     DatabaseError,
     IllegalTransition,
@@ -63,13 +63,8 @@ class Worker:
         self.actor_id = actor_id
         self.options = options
         self.worker_id = new_worker_id()
-        self.engine = Engine(
-            db,
-            actor_id=actor_id,
-            worker_id=self.worker_id,
-            policy_ttl_s=POLICY_TTL_S,
-            # RBAC again before every step: roles may have changed since submission
-            authorize=auth.step_authorizer(db),
+        self.engine = build_engine(
+            db, actor_id=actor_id, worker_id=self.worker_id, policy_ttl_s=POLICY_TTL_S
         )
         self.running: dict[uuid.UUID, tuple[Lease, asyncio.Task[None]]] = {}
         #: set by a notification, a finished execution or a stop: "look at the queue again"

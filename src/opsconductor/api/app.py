@@ -24,6 +24,7 @@ from opsconductor.api import (
     routes_me,
     routes_secrets,
     routes_system,
+    routes_tenant,
     streams,
 )
 from opsconductor.api.inputs import clean_parameters
@@ -136,6 +137,8 @@ def create_app(
         routes_access.router,
         routes_me.router,
         routes_secrets.router,
+        routes_secrets.patterns,
+        routes_tenant.router,
         routes_system.router,
         streams.router,
     ):

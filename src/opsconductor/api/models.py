@@ -249,3 +249,19 @@ class Readiness(BaseModel):
     database: bool
     pending_migrations: list[str]
     workers: WorkerHealth
+
+
+class ValidatedStep(BaseModel):
+    name: str
+    type: str
+    action_class: str
+    #: asset ids the step's selector resolves to now
+    targets: list[str]
+
+
+class Validation(BaseModel):
+    """A plan checked against the caller's inventory; nothing stored."""
+
+    name: str
+    plan_hash: str
+    steps: list[ValidatedStep]

@@ -4,29 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
 from opsconductor.api import models
-from opsconductor.api.auth import Caller, database, require
-from opsconductor.db import queue
-from opsconductor.db.connection import Database
+from opsconductor.api.auth import Db, Who
+from opsconductor.services import executions
 
 router = APIRouter(prefix="/dlq", tags=["dlq"])
-
-Db = Annotated[Database, Depends(database)]
 
 
 @router.get("", response_model=list[models.DeadLetter], summary="Dead-lettered executions")
 async def list_dead_letters(
     db: Db,
-    who: Annotated[Caller, Depends(require("executions", "view"))],
+    who: Who,
     include_requeued: Annotated[bool, Query(description="Also entries already requeued")] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[models.DeadLetter]:
-    async with db.connection() as conn:
-        rows = await queue.dead_letters(
-            conn, who.tenant_id, include_requeued=include_requeued, limit=limit
-        )
+    rows = await executions.dead_letters(db, who, include_requeued=include_requeued, limit=limit)
     return [models.DeadLetter.model_validate(row) for row in rows]
 
 
@@ -35,14 +29,9 @@ async def list_dead_letters(
     response_model=models.DeadLetter,
     summary="Queue a dead-lettered execution again with a fresh attempt budget",
 )
-async def requeue_dead_letter(
-    execution_id: str,
-    db: Db,
-    who: Annotated[Caller, Depends(require("executions", "requeue"))],
-) -> models.DeadLetter:
-    execution = await queue.requeue(db, who.tenant_id, execution_id, who.actor_id)
-    async with db.connection() as conn:
-        rows = await queue.dead_letters(
-            conn, who.tenant_id, include_requeued=True, limit=1, execution_id=execution["id"]
-        )
+async def requeue_dead_letter(execution_id: str, db: Db, who: Who) -> models.DeadLetter:
+    execution = await executions.requeue(db, who, execution_id)
+    rows = await executions.dead_letters(
+        db, who, include_requeued=True, limit=1, execution_id=execution["id"]
+    )
     return models.DeadLetter.model_validate(rows[0])

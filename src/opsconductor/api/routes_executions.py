@@ -7,31 +7,26 @@ import base64
 import binascii
 import contextlib
 import json
-import os
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import Field
 
-from opsconductor import approval_gate, progress, rbac
+from opsconductor import progress
 from opsconductor.api import models
-from opsconductor.api.auth import Caller, database, require
+from opsconductor.api.auth import Db, Who
 from opsconductor.api.inputs import CleanInput, check_text
 from opsconductor.approvals import Decision
-from opsconductor.cancellation import request_cancel
-from opsconductor.db import approvals as approval_store
-from opsconductor.db import auth, executions, reads, steps
-from opsconductor.db.connection import Conn, Database
+from opsconductor.db import reads
+from opsconductor.db.connection import Database
 from opsconductor.db.notify import EventHub
-from opsconductor.engine import Engine
-from opsconductor.errors import BadInput, StaleStatus
-from opsconductor.inventory import Asset
+from opsconductor.errors import BadInput
 from opsconductor.plan import Plan, load_plan_text, parse_plan
+from opsconductor.services import executions
+from opsconductor.services.caller import Caller
 from opsconductor.status_machine import Status, is_terminal
-from opsconductor.submission import Request as Submission
-from opsconductor.submission import submit
 
 router = APIRouter(prefix="/executions", tags=["executions"])
 
@@ -53,8 +48,7 @@ PLAN_BODY: dict[str, Any] = {
     }
 }
 
-ViewCaller = Annotated[Caller, Depends(require("executions", "view"))]
-Db = Annotated[Database, Depends(database)]
+ViewCaller = Who
 
 
 def _parse_plan_body(body: bytes, content_type: str) -> Plan:
@@ -88,7 +82,7 @@ async def submit_execution(
     request: Request,
     response: Response,
     db: Db,
-    who: Annotated[Caller, Depends(require("executions", "submit"))],
+    who: Who,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -106,36 +100,41 @@ async def submit_execution(
     """201 with the finished result for fast (immediate) plans, 202 at once for background
     ones, 200 with the existing execution for a duplicate within the dedup window."""
     plan = _parse_plan_body(await request.body(), request.headers.get("content-type", ""))
-
-    def check(plan: Plan, targets: list[list[Asset]]) -> None:
-        rbac.enforce_plan(who.actor_id, who.roles, plan, targets)
-
-    submitted = await submit(
-        db,
-        Submission(plan, who.tenant_id, who.actor_id, idempotency_key, record_only),
-        check=check,
+    submitted = await executions.submit(
+        db, who, plan, idempotency_key=idempotency_key, record_only=record_only
     )
     execution = submitted.execution
     if not submitted.created:
         response.status_code = 200
     elif execution["status"] == Status.APPROVED and execution["mode"] == "immediate":
-        await _run_here(db, who.actor_id, execution)
+        await executions.run_here(db, who, execution)
     elif execution["status"] == Status.QUEUED:
         response.status_code = 202  # the submission queued it for the workers
-    async with db.connection() as conn:
-        return await _detail(conn, who.tenant_id, str(execution["id"]))
+    return await _detail(db, who, str(execution["id"]))
 
 
-async def _run_here(db: Database, actor_id: str, execution: dict[str, Any]) -> None:
-    engine = Engine(
-        db,
-        actor_id=actor_id,
-        worker_id=f"api:{os.getpid()}",
-        authorize=auth.step_authorizer(db),
+@router.post(
+    "/validate",
+    response_model=models.Validation,
+    openapi_extra=PLAN_BODY,
+    summary="Validate a plan: resolved targets and plan hash; stores nothing",
+)
+async def validate_plan(request: Request, db: Db, who: Who) -> models.Validation:
+    plan = _parse_plan_body(await request.body(), request.headers.get("content-type", ""))
+    found = await executions.validate(db, who, plan)
+    return models.Validation(
+        name=plan.name,
+        plan_hash=found.plan_hash,
+        steps=[
+            models.ValidatedStep(
+                name=step.name,
+                type=step.type,
+                action_class=step.action_class,
+                targets=[a.asset_id for a in targets],
+            )
+            for step, targets in zip(plan.steps, found.targets, strict=True)
+        ],
     )
-    # Another process (a waiting ``opsc run``, say) may have started it first: fine.
-    with contextlib.suppress(StaleStatus):
-        await engine.run(str(execution["tenant_id"]), execution["id"])
 
 
 def _encode_cursor(cursor: reads.Cursor) -> str:
@@ -164,33 +163,28 @@ async def list_executions(
 ) -> models.ExecutionPage:
     after = _decode_cursor(cursor) if cursor else None
     filters = reads.Filters(status.value if status else None, actor, since)
-    async with db.connection() as conn:
-        rows, following = await reads.page_executions(
-            conn, who.tenant_id, filters, limit=limit, after=after
-        )
+    rows, following = await executions.page(db, who, filters, limit=limit, after=after)
     return models.ExecutionPage(
         items=[models.Execution.from_row(r) for r in rows],
         next_cursor=_encode_cursor(following) if following else None,
     )
 
 
-async def _detail(conn: Conn, tenant_id: str, execution_id: str) -> models.ExecutionDetail:
-    execution = await executions.get(conn, tenant_id, execution_id)
-    step_rows = await steps.list_for(conn, execution["id"])
-    history = await approval_store.history(conn, execution["id"])
+async def _detail(db: Database, who: Caller, execution_id: str) -> models.ExecutionDetail:
+    found = await executions.view(db, who, execution_id)
+    execution = found.execution
     return models.ExecutionDetail(
         **models.Execution.from_row(execution).model_dump(),
         plan=execution["plan_snapshot"]["plan"],
-        progress=models.Progress(**progress.compute(step_rows).as_dict()),
-        steps=[models.Step.from_row(r) for r in step_rows],
-        approvals=[models.Approval.model_validate(row) for row in history],
+        progress=models.Progress(**progress.compute(found.steps).as_dict()),
+        steps=[models.Step.from_row(r) for r in found.steps],
+        approvals=[models.Approval.model_validate(row) for row in found.approvals],
     )
 
 
 @router.get("/{execution_id}", response_model=models.ExecutionDetail, summary="One execution")
 async def get_execution(execution_id: str, db: Db, who: ViewCaller) -> models.ExecutionDetail:
-    async with db.connection() as conn:
-        return await _detail(conn, who.tenant_id, execution_id)
+    return await _detail(db, who, execution_id)
 
 
 @router.get(
@@ -199,11 +193,10 @@ async def get_execution(execution_id: str, db: Db, who: ViewCaller) -> models.Ex
 async def get_progress(execution_id: str, db: Db, who: ViewCaller) -> models.ProgressReport:
     """Steps done/failed/running/pending over (step, target) pairs at their latest attempt,
     percent finished, and an ETA (seconds) from observed durations of the same step types."""
-    async with db.connection() as conn:
-        execution = await executions.get(conn, who.tenant_id, execution_id)
-        step_rows = await steps.list_for(conn, execution["id"])
-        kinds = sorted({str(r["step_type"]) for r in step_rows})
-        typical = await reads.typical_durations(conn, who.tenant_id, kinds)
+    seen = await executions.view(db, who, execution_id)
+    execution, step_rows = seen.execution, seen.steps
+    kinds = sorted({str(r["step_type"]) for r in step_rows})
+    typical = await executions.typical_durations(db, who, kinds)
     found = progress.compute(step_rows, typical, now=datetime.now(UTC))
     return models.ProgressReport(
         execution_id=execution["id"],
@@ -215,9 +208,7 @@ async def get_progress(execution_id: str, db: Db, who: ViewCaller) -> models.Pro
 
 @router.get("/{execution_id}/steps", response_model=list[models.Step], summary="Step attempts")
 async def get_steps(execution_id: str, db: Db, who: ViewCaller) -> list[models.Step]:
-    async with db.connection() as conn:
-        execution = await executions.get(conn, who.tenant_id, execution_id)
-        return [models.Step.from_row(r) for r in await steps.list_for(conn, execution["id"])]
+    return [models.Step.from_row(r) for r in (await executions.view(db, who, execution_id)).steps]
 
 
 @router.get(
@@ -240,16 +231,14 @@ async def get_events(
     hub: EventHub = request.app.state.events
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    async with db.connection() as conn:
-        execution = await executions.get(conn, who.tenant_id, execution_id)
+    execution = await executions.get(db, who, execution_id)
     key = str(execution["id"])
     async with hub.subscribe(key) as news:
         while True:
             # Read after subscribing: an event committed in between is not missed.
             news.clear()
-            async with db.connection() as conn:
-                rows = await executions.events(conn, execution["id"], after)
-                status = (await executions.get(conn, who.tenant_id, key))["status"]
+            rows = await executions.events(db, who, key, after)
+            status = (await executions.get(db, who, key))["status"]
             remaining = deadline - loop.time()
             if rows or remaining <= 0 or is_terminal(Status(status)):
                 break
@@ -272,18 +261,17 @@ async def cancel_execution(
     execution_id: str,
     response: Response,
     db: Db,
-    who: Annotated[Caller, Depends(require("executions", "cancel"))],
+    who: Who,
 ) -> models.CancelResult:
     """Waiting executions (pending approval, approved, queued) are cancelled and never run.
     A running one gets a cancel request (``202``): its engine sees it within a second,
     stops the running commands (SIGTERM, then SIGKILL of the process group), releases its
     locks and ends ``cancelled`` with ``cancelled_by``/``cancelled_at`` (SPEC 6.5)."""
-    done = await request_cancel(db, who.tenant_id, execution_id, who.actor_id)
+    done = await executions.cancel(db, who, execution_id)
     outcome: Literal["cancelled", "requested"] = (
         "cancelled" if done.result == "cancelled" else "requested"
     )
-    async with db.connection() as conn:
-        fresh = await executions.get(conn, who.tenant_id, str(done.execution_id))
+    fresh = await executions.get(db, who, str(done.execution_id))
     response.status_code = 202 if outcome == "requested" else 200
     return models.CancelResult(execution=models.Execution.from_row(fresh), outcome=outcome)
 
@@ -298,7 +286,7 @@ class RejectBody(CleanInput):
     comment: str = Field(min_length=1, max_length=2000)
 
 
-Approver = Annotated[Caller, Depends(require("executions", "approve"))]
+Approver = Who
 
 
 async def _decide(
@@ -309,12 +297,11 @@ async def _decide(
     body: ApproveBody | RejectBody,
     step_index: int | None = None,
 ) -> models.ExecutionDetail:
-    execution = await approval_gate.decide(
+    execution = await executions.decide(
         db,
-        tenant_id=who.tenant_id,
-        execution_id=execution_id,
-        actor_id=who.actor_id,
-        decision=decision,
+        who,
+        execution_id,
+        decision,
         reviewed_hash=body.plan_hash if isinstance(body, ApproveBody) else None,
         comment=body.comment,
         step_index=step_index,
@@ -322,9 +309,8 @@ async def _decide(
     if execution["status"] == Status.APPROVED:
         # A fast plan nobody else waits for runs in this request; background plans were
         # queued by the approving transaction.
-        await _run_here(db, who.actor_id, execution)
-    async with db.connection() as conn:
-        return await _detail(conn, who.tenant_id, str(execution["id"]))
+        await executions.run_here(db, who, execution)
+    return await _detail(db, who, str(execution["id"]))
 
 
 @router.post("/{execution_id}/approve", response_model=models.ExecutionDetail, summary="Approve")

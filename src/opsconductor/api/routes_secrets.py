@@ -9,21 +9,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
-from opsconductor import secret_store
-from opsconductor.api.auth import Caller, database, require
+from opsconductor.api.auth import Db, Who
 from opsconductor.api.inputs import CleanInput
 from opsconductor.config import load_settings
-from opsconductor.db import secrets as secret_rows
-from opsconductor.db.connection import Database
-from opsconductor.errors import NotFound
+from opsconductor.services import secrets
 
 router = APIRouter(prefix="/secrets", tags=["secrets"])
 
-Db = Annotated[Database, Depends(database)]
-Manager = Annotated[Caller, Depends(require("secrets", "manage"))]
 SecretPath = Annotated[str, Path(min_length=1, max_length=255)]
 
 
@@ -50,25 +45,53 @@ class SecretInfo(BaseModel):
     summary="Store a secret",
 )
 async def put_secret(
-    path: SecretPath, body: SecretValue, response: Response, db: Db, who: Manager
+    path: SecretPath, body: SecretValue, response: Response, db: Db, who: Who
 ) -> SecretWritten:
     """Seal the value (AES-256-GCM) under ``path``; ``201`` if new, ``200`` if replaced."""
-    created = await secret_store.put(
-        db, load_settings().home, who.tenant_id, path, body.value, who.actor_id
-    )
+    created = await secrets.put(db, who, load_settings().home, path, body.value)
     response.status_code = 201 if created else 200
     return SecretWritten(path=path, created=created)
 
 
 @router.get("", response_model=list[SecretInfo], summary="Secret paths (never values)")
-async def list_secrets(db: Db, who: Manager) -> list[SecretInfo]:
-    async with db.connection() as conn:
-        rows = await secret_rows.list_all(conn, who.tenant_id)
+async def list_secrets(db: Db, who: Who) -> list[SecretInfo]:
+    rows = await secrets.list_paths(db, who)
     return [SecretInfo.model_validate({k: r[k] for k in SecretInfo.model_fields}) for r in rows]
 
 
 @router.delete("/{path:path}", status_code=204, summary="Delete a secret")
-async def delete_secret(path: SecretPath, db: Db, who: Manager) -> Response:
-    if not await secret_store.delete(db, who.tenant_id, path):
-        raise NotFound(f"secret {path!r} not found")
+async def delete_secret(path: SecretPath, db: Db, who: Who) -> Response:
+    await secrets.delete(db, who, path)
+    return Response(status_code=204)
+
+
+class PatternIn(CleanInput):
+    pattern: str = Field(min_length=1, max_length=1000)
+
+
+class PatternOut(BaseModel):
+    name: str
+    pattern: str
+    created_by: str
+
+
+PatternName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
+patterns = APIRouter(prefix="/masking-patterns", tags=["secrets"])
+
+
+@patterns.get("", response_model=list[PatternOut], summary="The tenant's masking patterns")
+async def list_patterns(db: Db, who: Who) -> list[PatternOut]:
+    rows = await secrets.patterns(db, who)
+    return [PatternOut.model_validate({k: r[k] for k in PatternOut.model_fields}) for r in rows]
+
+
+@patterns.put("/{name}", response_model=PatternOut, summary="Add or replace a masking pattern")
+async def put_pattern(name: PatternName, body: PatternIn, db: Db, who: Who) -> PatternOut:
+    await secrets.add_pattern(db, who, name, body.pattern)
+    return PatternOut(name=name, pattern=body.pattern, created_by=who.actor_id)
+
+
+@patterns.delete("/{name}", status_code=204, summary="Remove a masking pattern")
+async def delete_pattern(name: PatternName, db: Db, who: Who) -> Response:
+    await secrets.remove_pattern(db, who, name)
     return Response(status_code=204)

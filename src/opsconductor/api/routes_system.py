@@ -2,32 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from opsconductor import metrics
 from opsconductor.api import models
-from opsconductor.api.auth import Caller, database, require
+from opsconductor.api.auth import Db, Who
 from opsconductor.api.problems import problem
 from opsconductor.db import metrics as db_metrics
-from opsconductor.db import migrations, reads, workers
-from opsconductor.db.connection import Database
+from opsconductor.db import migrations, workers
 from opsconductor.errors import DatabaseError
+from opsconductor.services import executions
 
 router = APIRouter(tags=["system"])
 probes = APIRouter(tags=["probes"])
 
-Db = Annotated[Database, Depends(database)]
-
 
 @router.get("/stats", response_model=models.Stats, summary="Counts by status, queue depth")
-async def stats(
-    db: Db, who: Annotated[Caller, Depends(require("executions", "view"))]
-) -> models.Stats:
-    async with db.connection() as conn:
-        found = await reads.stats(conn, who.tenant_id)
+async def stats(db: Db, who: Who) -> models.Stats:
+    found = await executions.stats(db, who)
     return models.Stats(
         executions_by_status=found.by_status,
         executions_total=sum(found.by_status.values()),

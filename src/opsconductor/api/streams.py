@@ -25,11 +25,12 @@ from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect
 
 from opsconductor import metrics
-from opsconductor.api.auth import Caller, authenticate, bearer
+from opsconductor.api.auth import authenticate, bearer
 from opsconductor.db import executions, queries
 from opsconductor.db.connection import Database
 from opsconductor.db.notify import OVERFLOW, EventHub, StreamEvent, stream_event
 from opsconductor.errors import NotFound, OpsError, PermissionDenied, Unauthenticated
+from opsconductor.services.caller import Caller
 from opsconductor.status_machine import Status, is_terminal
 
 Q = queries.load("streams")

@@ -213,18 +213,13 @@ async def delete_role(db: Database, tenant_id: str, role_name: str) -> bool:
     return True
 
 
-async def bootstrap_local_admin(conn: Conn, tenant_id: str, actor_id: str) -> bool:
-    """Make the local CLI user admin of a tenant nobody holds a role in yet.
-
-    The person at the shell already owns the database, so RBAC cannot stop them; what it
-    must do is apply as soon as somebody configures roles. Returns True if it bound.
-    """
+async def ensure_local_admin(conn: Conn, tenant_id: str, actor_id: str) -> None:
+    """Bind ``admin`` to the installation's local administrator (``local-admin:<unix user>``)
+    in a tenant. Whoever can open the database owns every tenant anyway; the binding makes
+    that visible (``opsc roles list``) and lets the worker's RBAC re-check, which reads
+    bindings, agree with the shell."""
     await ensure_actor(conn, tenant_id, actor_id)
-    cur = await conn.execute(Q["count_bindings"], {"tenant_id": tenant_id})
-    row = await cur.fetchone()
-    if row is not None and row["n"] > 0:
-        return False
-    return await grant(conn, tenant_id, actor_id, "admin", granted_by="bootstrap:local-cli")
+    await grant(conn, tenant_id, actor_id, "admin", granted_by="installation")
 
 
 def step_authorizer(db: Database) -> rbac.StepAuthorizer:

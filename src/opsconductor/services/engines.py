@@ -1,0 +1,22 @@
+"""The one place engines are built, so every entry point runs plans the same way."""
+
+from __future__ import annotations
+
+from opsconductor.db.connection import Database
+from opsconductor.engine import Engine, Observer
+
+
+def build_engine(
+    db: Database,
+    *,
+    actor_id: str,
+    worker_id: str | None = None,
+    observer: Observer | None = None,
+    policy_ttl_s: float = 0.0,
+) -> Engine:
+    """An engine acting as ``actor_id`` (the process running it: a worker, the API, the
+    local shell). The engine always re-checks RBAC before each step on each target, for
+    the execution's own actor: that is not an option of this factory or of the engine."""
+    return Engine(
+        db, actor_id=actor_id, worker_id=worker_id or f"pid:{os.getpid()}", observer=observer
+    )

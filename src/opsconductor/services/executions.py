@@ -1,0 +1,185 @@
+"""Execution use cases: validate, submit, run here, read, cancel, decide, dead letters."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from opsconductor import approval_gate, rbac
+from opsconductor.approvals import Decision
+from opsconductor.cancellation import CancelOutcome, request_cancel
+from opsconductor.db import approvals as approval_store
+from opsconductor.db import assets, executions, queue, reads, steps
+from opsconductor.db.connection import Database
+from opsconductor.engine import Observer
+from opsconductor.errors import StaleStatus
+from opsconductor.inventory import Asset, resolve_plan
+from opsconductor.plan import Plan
+from opsconductor.plan_hash import plan_hash
+from opsconductor.services.caller import Caller
+from opsconductor.services.engines import build_engine
+from opsconductor.status_machine import Status
+from opsconductor.submission import Request
+from opsconductor.submission import submit as store_submission
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Validated:
+    plan: Plan
+    targets: list[list[Asset]]
+    plan_hash: str
+
+
+@dataclass(frozen=True)
+class ExecutionView:
+    """One execution with everything a person reviewing it reads."""
+
+    execution: Row
+    steps: list[Row]
+    approvals: list[Row]
+
+
+async def validate(db: Database, who: Caller, plan: Plan) -> Validated:
+    """Resolve a plan's targets against the caller's inventory and hash it; stores nothing."""
+    who.require("assets", "view")
+    async with db.connection() as conn:
+        await assets.ensure_tenant(conn, who.tenant_id)
+        inventory = await assets.list_all(conn, who.tenant_id)
+    targets = resolve_plan(plan, inventory)
+    return Validated(plan, targets, plan_hash(plan, targets))
+
+
+async def submit(
+    db: Database,
+    who: Caller,
+    plan: Plan,
+    *,
+    idempotency_key: str | None = None,
+    record_only: bool = False,
+    enqueue: bool | None = None,
+) -> executions.Submitted:
+    """Store (and maybe queue) a plan as the caller: ``executions:submit``, and the step's
+    action class on every resolved target's environment (checked again before each step)."""
+    who.require("executions", "submit")
+
+    def check(plan: Plan, targets: list[list[Asset]]) -> None:
+        rbac.enforce_plan(who.actor_id, list(who.roles), plan, targets)
+
+    request = Request(plan, who.tenant_id, who.actor_id, idempotency_key, record_only, enqueue)
+    return await store_submission(db, request, check=check)
+
+
+async def run_here(
+    db: Database, who: Caller, execution: Row, *, observer: Observer | None = None
+) -> Status | None:
+    """Run an approved immediate execution in this process. None if another process (a
+    waiting ``opsc run``, a worker) started it first: the engine's compare-and-set decides."""
+    engine = build_engine(db, actor_id=who.actor_id, observer=observer)
+    with contextlib.suppress(StaleStatus):
+        return await engine.run(str(execution["tenant_id"]), execution["id"])
+    return None
+
+
+async def get(db: Database, who: Caller, execution_id: str) -> Row:
+    who.require("executions", "view")
+    async with db.connection() as conn:
+        return await executions.get(conn, who.tenant_id, execution_id)
+
+
+async def view(db: Database, who: Caller, execution_id: str) -> ExecutionView:
+    who.require("executions", "view")
+    async with db.connection() as conn:
+        execution = await executions.get(conn, who.tenant_id, execution_id)
+        step_rows = await steps.list_for(conn, execution["id"])
+        history = await approval_store.history(conn, execution["id"])
+    return ExecutionView(execution, step_rows, history)
+
+
+async def events(db: Database, who: Caller, execution_id: str, after: int = 0) -> list[Row]:
+    who.require("executions", "view")
+    async with db.connection() as conn:
+        execution = await executions.get(conn, who.tenant_id, execution_id)
+        return await executions.events(conn, execution["id"], after)
+
+
+async def page(
+    db: Database,
+    who: Caller,
+    filters: reads.Filters,
+    *,
+    limit: int,
+    after: reads.Cursor | None = None,
+) -> tuple[list[Row], reads.Cursor | None]:
+    who.require("executions", "view")
+    async with db.connection() as conn:
+        return await reads.page_executions(conn, who.tenant_id, filters, limit=limit, after=after)
+
+
+async def typical_durations(db: Database, who: Caller, kinds: list[str]) -> dict[str, float]:
+    who.require("executions", "view")
+    async with db.connection() as conn:
+        return await reads.typical_durations(conn, who.tenant_id, kinds)
+
+
+async def cancel(db: Database, who: Caller, execution_id: str) -> CancelOutcome:
+    who.require("executions", "cancel")
+    return await request_cancel(db, who.tenant_id, execution_id, who.actor_id)
+
+
+async def decide(
+    db: Database,
+    who: Caller,
+    execution_id: str,
+    decision: Decision,
+    *,
+    reviewed_hash: str | None = None,
+    comment: str | None = None,
+    step_index: int | None = None,
+) -> Row:
+    """Approve or reject (the plan, or one step at level 3) as the caller. Separation of
+    duties compares actors: a local administrator is ``local-admin:<unix user>``."""
+    who.require("executions", "approve")
+    return await approval_gate.decide(
+        db,
+        tenant_id=who.tenant_id,
+        execution_id=execution_id,
+        actor_id=who.actor_id,
+        decision=decision,
+        reviewed_hash=reviewed_hash,
+        comment=comment,
+        step_index=step_index,
+    )
+
+
+async def dead_letters(
+    db: Database,
+    who: Caller,
+    *,
+    include_requeued: bool = False,
+    limit: int = 50,
+    execution_id: uuid.UUID | None = None,
+) -> list[Row]:
+    who.require("executions", "view")
+    async with db.connection() as conn:
+        return await queue.dead_letters(
+            conn,
+            who.tenant_id,
+            include_requeued=include_requeued,
+            limit=limit,
+            execution_id=execution_id,
+        )
+
+
+async def requeue(db: Database, who: Caller, execution_id: str) -> Row:
+    who.require("executions", "requeue")
+    return await queue.requeue(db, who.tenant_id, execution_id, who.actor_id)
+
+
+async def stats(db: Database, who: Caller) -> reads.Stats:
+    who.require("executions", "view")
+    async with db.connection() as conn:
+        return await reads.stats(conn, who.tenant_id)
