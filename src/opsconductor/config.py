@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,9 @@ def _default_home() -> Path:
 class Settings:
     home: Path
     database_url: str | None
+    #: the tenant the local administrator acts in (``$OPSC_TENANT``); who acts is never
+    #: read from the environment: see ``services.caller``
     tenant: str
-    actor: str
 
     @property
     def pgdata(self) -> Path:
@@ -30,5 +30,4 @@ def load_settings() -> Settings:
         home=home.expanduser(),
         database_url=os.environ.get("DATABASE_URL") or None,
         tenant=os.environ.get("OPSC_TENANT", "default"),
-        actor=os.environ.get("OPSC_ACTOR") or getpass.getuser(),
     )

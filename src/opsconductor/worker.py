@@ -23,7 +23,6 @@ from opsconductor import approval_gate, locking, status_machine
 from opsconductor.db import executions, queue, workers
 from opsconductor.db.connection import Database
 from opsconductor.db.queue import Lease
-from opsconductor.services.engines import build_engine
 from opsconductor.errors import (
     DatabaseError,
     IllegalTransition,
@@ -31,6 +30,7 @@ from opsconductor.errors import (
     OpsError,
     StaleStatus,
 )
+from opsconductor.services.engines import build_engine
 from opsconductor.status_machine import Status
 
 log = structlog.get_logger("opsconductor.worker")

@@ -18,5 +18,5 @@ def build_engine(
     local shell). The engine always re-checks RBAC before each step on each target, for
     the execution's own actor: that is not an option of this factory or of the engine."""
     return Engine(
-        db, actor_id=actor_id, worker_id=worker_id or f"pid:{os.getpid()}", observer=observer
+        db, actor_id=actor_id, worker_id=worker_id, observer=observer, policy_ttl_s=policy_ttl_s
     )

@@ -1,0 +1,171 @@
+"""How the CLI shows things: status colours, tables, progress bars, event lines. The rows
+come from the database (local) or the API (remote, timestamps revived): the same keys."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from opsconductor.cli.runtime import out
+
+Row = dict[str, Any]
+
+STATUS_STYLE = {
+    "completed": "green",
+    "running": "cyan",
+    "failed": "red",
+    "timeout": "red",
+    "partial": "yellow",
+    "cancelled": "magenta",
+    "skipped": "dim",
+    "pending": "dim",
+}
+
+
+def styled(status: str) -> str:
+    style = STATUS_STYLE.get(status, "white")
+    return f"[{style}]{status}[/{style}]"
+
+
+def _same(text: str) -> str:
+    return text
+
+
+def execution(
+    row: Row,
+    step_rows: list[Row],
+    approvals: list[Row],
+    events: list[Row] | None,
+    mask: Callable[[str], str] = _same,
+) -> None:
+    """One execution: header, step attempts, approval history and (optionally) events."""
+    reason = f" — {mask(row['status_reason'])}" if row.get("status_reason") else ""
+    if row.get("record_only"):
+        reason += " [record-only: nothing was touched]"
+    out.print(
+        f"[bold]{row['plan_name']}[/bold]  {row['id']}  {styled(row['status'])}{reason}",
+        highlight=False,
+    )
+    out.print(
+        f"actor {row['actor_id']} · {row['sla_class']}/{row['mode']} · "
+        f"plan hash {row['plan_hash'][:16]}… · created {row['created_at']:%Y-%m-%d %H:%M:%S}",
+        highlight=False,
+    )
+    if row.get("cancelled_by"):
+        out.print(
+            f"cancelled by {row['cancelled_by']} at {row['cancelled_at']:%H:%M:%S}",
+            highlight=False,
+        )
+    elif row.get("cancel_requested_by"):
+        out.print(
+            f"cancel requested by {row['cancel_requested_by']} at "
+            f"{row['cancel_requested_at']:%H:%M:%S}",
+            highlight=False,
+        )
+    out.print(steps_table(step_rows, mask))
+    if approvals and events is not None:
+        out.print(approvals_table(approvals, mask))
+    if events is not None:
+        out.print(events_table(events, mask))
+
+
+def steps_table(step_rows: list[Row], mask: Callable[[str], str] = _same) -> Table:
+    table = Table("#", "step", "target", "try", "status", "exit", "time", "output / error")
+    for row in step_rows:
+        took = ""
+        if row["started_at"] and row["finished_at"]:
+            took = f"{(row['finished_at'] - row['started_at']).total_seconds():.2f}s"
+        text = (row["error"] or row["output"] or row["stderr"] or "").strip()
+        table.add_row(
+            str(row["step_index"]),
+            row["step_name"],
+            row["target_asset_id"],
+            str(row["attempt"]),
+            styled(row["status"]),
+            "" if row["exit_code"] is None else str(row["exit_code"]),
+            took,
+            mask(text)[-200:],
+        )
+    return table
+
+
+def approvals_table(approvals: list[Row], mask: Callable[[str], str] = _same) -> Table:
+    table = Table("level", "step", "state", "plan hash", "requested by", "decisions", "expires")
+    for a in approvals:
+        votes = "; ".join(
+            f"{d['actor_id']} {d['decision']}" + (f" ({d['comment']})" if d["comment"] else "")
+            for d in a["decisions"]
+        )
+        table.add_row(
+            str(a["level"]),
+            "plan" if a["step_index"] is None else str(a["step_index"]),
+            styled(a["state"]),
+            a["plan_hash"][:16] + "…",
+            a["requested_by"],
+            mask(votes),
+            f"{a['expires_at']:%H:%M:%S}",
+        )
+    return table
+
+
+def events_table(events: list[Row], mask: Callable[[str], str] = _same) -> Table:
+    table = Table("id", "at", "event", "change", "actor", "details")
+    for ev in events:
+        change = f"{ev['from_status'] or ''} → {ev['to_status']}" if ev["to_status"] else ""
+        table.add_row(
+            str(ev["id"]),
+            f"{ev['created_at']:%H:%M:%S.%f}"[:-3],
+            ev["event_type"],
+            change,
+            ev["actor_id"],
+            mask(json.dumps(ev["payload"], default=str))[:120],
+        )
+    return table
+
+
+def event_line(ev: Row) -> str:
+    at = f"{ev['created_at']:%H:%M:%S}"
+    payload = ev["payload"] or {}
+    if ev["event_type"] == "status_changed":
+        return f"{at} {ev['from_status']} → {styled(ev['to_status'])} by {ev['actor_id']}"
+    if ev["event_type"] in ("step_started", "step_finished"):
+        state = payload.get("status", "running")
+        extra = f": {payload['error']}" if payload.get("error") else ""
+        return (
+            f"{at} {styled(state)} {payload.get('step')} @ {payload.get('target')} "
+            f"(attempt {payload.get('attempt')}){extra}"
+        )
+    return f"{at} {ev['event_type']} by {ev['actor_id']}"
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[eta]}"),
+        console=out,
+        transient=True,
+    )
+
+
+def show_progress(bar: Progress, task: TaskID, shown: Row) -> None:
+    eta = f"ETA {shown['eta_s']:.0f}s" if shown.get("eta_s") else ""
+    bar.update(
+        task,
+        completed=shown["percent"],
+        eta=eta,
+        description=f"{shown['done']} done, {shown['failed']} failed, "
+        f"{shown['running']} running, {shown['pending']} pending",
+    )
+
+
+def table(headers: list[str], rows: list[list[str]]) -> None:
+    shown = Table(*headers)
+    for r in rows:
+        shown.add_row(*r)
+    out.print(shown)
