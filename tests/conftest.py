@@ -88,7 +88,8 @@ def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
     env.update(
         DATABASE_URL=database_url,
         OPSC_HOME=str(tmp_path / "home"),
-        OPSC_ACTOR="tester",
+        # no stored login: opsc acts as the local administrator (tests/served.py logs in)
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
         COLUMNS="200",
     )
     return env

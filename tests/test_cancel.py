@@ -19,6 +19,7 @@ from opsconductor.errors import IllegalTransition, StaleStatus
 from opsconductor.status_machine import Status
 from tests.plans import command_step, plan_of
 from tests.safety_support import engine, live_members, lock_rows, state, submit_plan, wait_for_file
+from tests.served import logged_in, opsc, serving
 
 
 def _hang(pidfile: Path, **extra: object) -> dict[str, object]:
@@ -179,13 +180,9 @@ def test_opsc_cancel_from_another_process(cli_env: dict[str, str], tmp_path: Pat
         for word in line.split()
         if len(word) == 36
     )
-    cancelled = subprocess.run(
-        [sys.executable, "-m", "opsconductor.cli", "cancel", execution_id],
-        env={**cli_env, "OPSC_ACTOR": "erin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    with serving(cli_env, "--workers", "0") as (url, _):
+        erin = logged_in(cli_env, url, "erin", "operator", config=tmp_path / "erin")
+        cancelled = opsc(erin, "cancel", execution_id)
     assert cancelled.returncode == 0, cancelled.stderr
     assert "cancel requested" in cancelled.stdout
     stdout, _ = runner.communicate(timeout=60)

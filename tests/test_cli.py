@@ -9,19 +9,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.served import logged_in, opsc, serving
+
 ROOT = Path(__file__).resolve().parent.parent
 PLANS = ROOT / "examples" / "plans"
 
 
-def opsc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "opsconductor.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+__all__ = ["opsc"]
 
 
 BAD_FILES = {
@@ -118,7 +112,7 @@ def test_validate_list_show_and_assets(cli_env: dict[str, str]) -> None:
     assert "web-1" in assets.stdout and "role=web" in assets.stdout and "localhost" in assets.stdout
 
 
-def test_run_waits_for_approval_from_another_actor(cli_env: dict[str, str]) -> None:
+def test_run_waits_for_approval_from_another_actor(cli_env: dict[str, str], tmp_path: Path) -> None:
     runner = subprocess.Popen(
         [sys.executable, "-m", "opsconductor.cli", "run", str(PLANS / "needs-approval.yaml")],
         env=cli_env,
@@ -134,15 +128,17 @@ def test_run_waits_for_approval_from_another_actor(cli_env: dict[str, str]) -> N
     _, _, execution_id, _, plan_hash = line.split()
     self_approval = opsc(cli_env, "approve", execution_id, "--hash", plan_hash)
     assert self_approval.returncode == 2 and "separation of duties" in self_approval.stderr
-    bob = {**cli_env, "OPSC_ACTOR": "bob"}
-    unbound = opsc(bob, "approve", execution_id, "--hash", plan_hash)
-    assert unbound.returncode == 2 and "holds no role, so may not approve" in unbound.stderr
-    assert opsc(cli_env, "roles", "grant", "bob", "approver").returncode == 0
-    wrong = opsc(bob, "approve", execution_id, "--hash", "0" * 64)
-    assert wrong.returncode == 2 and "not the plan's current hash" in wrong.stderr
-    approved = opsc(bob, "approve", execution_id, "--hash", plan_hash, "--comment", "lgtm")
-    assert approved.returncode == 0, approved.stderr
-    rest, errors = runner.communicate(timeout=60)
+    # Another person is another credential: bob logs in with his own token.
+    with serving(cli_env, "--workers", "0") as (url, _):
+        bob = logged_in(cli_env, url, "bob", config=tmp_path / "bob")
+        unbound = opsc(bob, "approve", execution_id, "--hash", plan_hash)
+        assert unbound.returncode == 2 and "holds no role, so may not approve" in unbound.stderr
+        assert opsc(cli_env, "roles", "grant", "bob", "approver").returncode == 0
+        wrong = opsc(bob, "approve", execution_id, "--hash", "0" * 64)
+        assert wrong.returncode == 2 and "not the plan's current hash" in wrong.stderr
+        approved = opsc(bob, "approve", execution_id, "--hash", plan_hash, "--comment", "lgtm")
+        assert approved.returncode == 0, approved.stderr
+        rest, errors = runner.communicate(timeout=60)
     assert runner.returncode == 0, rest + errors
     assert "rotated at" in rest
     shown = opsc(cli_env, "show", execution_id)

@@ -199,8 +199,8 @@ def test_sigkill_mid_step_another_worker_finishes_without_rerunning_finished_ste
 
 async def _submit_all(url: str, plans: list[Plan]) -> list[str]:
     async with Database(url, max_size=4) as db:
-        async with db.connection() as conn:  # as `opsc submit` would: the first user is admin
-            await auth.bootstrap_local_admin(conn, "default", "tester")
+        async with db.connection() as conn:  # the submitter's role, for the worker's re-check
+            await auth.ensure_local_admin(conn, "default", "tester")
         ids = []
         for plan in plans:
             submitted = await submit(db, Request(plan, "default", "tester", enqueue=True))

@@ -49,7 +49,6 @@ def fuzz_target(
         "DATABASE_URL": with_dbname(pg_server, name),
         "OPSC_HOME": str(Path(home)),
         "OPSC_TENANT": "fuzz",
-        "OPSC_ACTOR": "fuzz-admin",
         "COLUMNS": "200",
     }
     made = opsc(env, "tokens", "create", "fuzzer", "--role", "admin")

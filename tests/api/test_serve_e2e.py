@@ -3,6 +3,7 @@ HTTP calls as curl would make them, token revocation, clean stop on Ctrl-C (SIGI
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_cli import opsc
+from tests.served import logged_in, opsc
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "examples" / "plans" / "hello.yaml"
@@ -112,16 +113,25 @@ def test_token_submit_poll_cancel_and_revoke_over_a_real_socket(
     assert "Traceback" not in err
 
 
-def test_local_cli_is_admin_until_roles_are_configured(cli_env: dict[str, str]) -> None:
-    first = opsc(cli_env, "run", str(HELLO))
+def test_local_cli_is_the_installation_admin_and_a_login_is_its_token(
+    cli_env: dict[str, str], server: tuple[str, subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    """Without a login the shell is ``local-admin:<unix user>`` (from the OS, whatever the
+    environment says); after ``opsc login`` it is the token's actor with the token's roles."""
+    import pwd
+
+    me = f"local-admin:{pwd.getpwuid(os.geteuid()).pw_name}"
+    first = opsc({**cli_env, "OPSC_ACTOR": "somebody-else", "USER": "x"}, "run", str(HELLO))
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "'tester' is now its admin" in first.stdout
-    # Once tenant roles exist, the local user's own bindings apply to opsc run too.
-    other = {**cli_env, "OPSC_ACTOR": "intern"}
-    assert opsc(other, "roles", "grant", "intern", "viewer").returncode == 0
-    denied = opsc(other, "run", str(HELLO), "--idempotency-key", "intern-1")
+    assert f"actor {me}" in first.stdout
+    url, _ = server
+    intern = logged_in(cli_env, url, "intern", "viewer", config=tmp_path / "intern")
+    assert "intern in tenant default (roles: viewer" in opsc(intern, "whoami").stdout
+    denied = opsc(intern, "run", str(HELLO), "--idempotency-key", "intern-1")
     assert denied.returncode == 2
-    assert "error: actor 'intern': viewer may not submit executions" in denied.stderr
+    assert "actor 'intern': viewer may not submit executions" in denied.stderr
     listed = opsc(cli_env, "roles", "list")
-    assert re.search(r"admin .*tester", listed.stdout), listed.stdout
+    assert re.search(rf"admin .*{re.escape(me)}", listed.stdout), listed.stdout
     assert re.search(r"viewer .*intern", listed.stdout), listed.stdout
+    assert opsc(intern, "logout").returncode == 0
+    assert me in opsc(intern, "whoami").stdout

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from opsconductor.approvals import ApprovalRefused
 from opsconductor.errors import (
     BadInput,
     Conflict,
@@ -156,4 +157,7 @@ def _problem(status: int, body: Any) -> OpsError:
     errors = body.get("errors") if isinstance(body, dict) else None
     if errors:
         detail = "; ".join(f"{e.get('path')}: {e.get('message')}" for e in errors)
+    code = body.get("code") if isinstance(body, dict) else None
+    if code:  # an approval refusal: the same error (and exit code) as on the server
+        return ApprovalRefused(str(code), detail)
     return _KINDS.get(status, OpsError)(detail or f"HTTP {status}")
