@@ -84,14 +84,14 @@ def local_admin_actor() -> str:
 
 def check_actor_id(actor_id: str, field: str = "actor_id") -> str:
     """An actor id a caller may name (tokens, role bindings): not one of ours."""
+    if actor_id.startswith(RESERVED_PREFIXES):
+        raise BadInput(
+            f"{field}: {actor_id!r}: prefixes {', '.join(RESERVED_PREFIXES)} are reserved"
+        )
     if not _ACTOR_ID.match(actor_id):
         raise BadInput(
             f"{field}: {actor_id!r} is not a valid actor id (1-128 of letters, digits, "
             "'.', '_', '@', '+', '-'; starting with a letter or digit)"
-        )
-    if actor_id.startswith(RESERVED_PREFIXES):
-        raise BadInput(
-            f"{field}: {actor_id!r}: prefixes {', '.join(RESERVED_PREFIXES)} are reserved"
         )
     return actor_id
 
