@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncssh
+
 from opsconductor.db import assets, connectors
 from opsconductor.db import workers as worker_rows
 from opsconductor.db.connection import Database
@@ -71,8 +73,21 @@ async def known_hosts(db: Database, who: Caller) -> list[Row]:
         return [dict(r) for r in await connectors.list_known_hosts(conn, who.tenant_id)]
 
 
+def parse_host_key(public_key: str) -> str:
+    """``type base64`` of an OpenSSH public key, or BadInput naming the field."""
+    try:
+        key = asyncssh.import_public_key(public_key)
+    except (asyncssh.KeyImportError, ValueError, TypeError) as exc:
+        raise BadInput(f"public_key: not an OpenSSH public key ({exc})") from None
+    kind, blob = key.export_public_key("openssh").decode().split()[:2]
+    return f"{kind} {blob}"
+
+
 async def trust_host_key(db: Database, who: Caller, host: str, port: int, public_key: str) -> None:
     who.require("assets", "manage")
+    public_key = parse_host_key(public_key)
+    if not host.strip() or any(c.isspace() or c in ",[]" for c in host):
+        raise BadInput(f"host: {host!r} is not a host name or address")
     async with db.connection() as conn:
         await assets.ensure_tenant(conn, who.tenant_id)
         await connectors.add_known_host(
