@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from opsconductor.db import assets, connectors, steps
+from opsconductor.db import assets, auth, connectors, steps
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.inventory import Asset
@@ -50,11 +50,22 @@ async def add_ssh_assets(
     return added
 
 
+async def admin(db: Database, actor: str, tenant: str = "default") -> str:
+    """Give ``actor`` the admin role in ``tenant`` (as the local administrator would) and
+    return it: the engine re-checks the submitter's roles before every step, always."""
+    async with db.transaction() as conn:
+        await auth.ensure_actor(conn, tenant, actor)
+        await auth.grant(conn, tenant, actor, "admin", granted_by="test")
+    return actor
+
+
 async def run_plan(
     db: Database, plan: dict[str, Any], *, tenant: str = "default", record_only: bool = False
 ) -> tuple[Status, list[dict[str, Any]], uuid.UUID]:
     """Submit and run ``plan`` here; its final status, its step rows, its id."""
-    request = Request(parse_plan(plan), tenant, "tester", record_only=record_only)
+    request = Request(
+        parse_plan(plan), tenant, await admin(db, "tester", tenant), record_only=record_only
+    )
     submitted = await submit(db, request)
     execution_id = submitted.execution["id"]
     status = await Engine(db, actor_id="tester").run(tenant, execution_id)

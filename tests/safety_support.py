@@ -15,9 +15,11 @@ from opsconductor.locking import LockSettings
 from opsconductor.plan import Plan
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
+from tests.helpers import admin
 
 
 async def submit_plan(db: Database, plan: Plan, actor: str = "alice") -> uuid.UUID:
+    await admin(db, actor)
     submitted = await submit(db, Request(plan, "default", actor, uuid.uuid4().hex))
     return uuid.UUID(str(submitted.execution["id"]))
 

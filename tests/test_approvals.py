@@ -18,6 +18,7 @@ from opsconductor.engine import Engine
 from opsconductor.inventory import Asset
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
+from tests.helpers import admin
 from tests.plans import command_step, plan_of
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -91,7 +92,13 @@ def test_windows_by_level() -> None:
 async def _submit(db: Database, level: int, actor: str = "alice", **plan: Any) -> dict[str, Any]:
     step = plan.pop("step", command_step("a", "echo ran"))
     submitted = await submit(
-        db, Request(plan_of(step, approval_level=level, **plan), "default", actor, uuid.uuid4().hex)
+        db,
+        Request(
+            plan_of(step, approval_level=level, **plan),
+            "default",
+            await admin(db, actor),
+            uuid.uuid4().hex,
+        ),
     )
     return submitted.execution
 

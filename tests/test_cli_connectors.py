@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.test_cli import opsc
+from tests.served import opsc
 
 
 def test_known_hosts_assets_run_and_record_only(

@@ -16,13 +16,15 @@ from opsconductor.output import LIMIT
 from opsconductor.plan import Plan
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
+from tests.helpers import admin
 from tests.plans import command_step, plan_of
 
 
 async def _run(
     db: Database, plan: Plan, events: list[StepEvent] | None = None
 ) -> tuple[Status, dict[str, Any], list[dict[str, Any]]]:
-    submitted = await submit(db, Request(plan, "default", "tester", uuid.uuid4().hex))
+    actor = await admin(db, "tester")
+    submitted = await submit(db, Request(plan, "default", actor, uuid.uuid4().hex))
     execution_id = submitted.execution["id"]
     engine = Engine(db, actor_id="tester", observer=(events.append if events is not None else None))
     final = await engine.run("default", execution_id)

@@ -10,7 +10,7 @@ import pytest
 from opsconductor.errors import BadInput
 from opsconductor.inventory import Asset
 from opsconductor.inventory_import import parse_inventory
-from tests.test_cli import opsc
+from tests.served import opsc
 
 ANSIBLE_INI = """\
 # production web tier

@@ -18,7 +18,7 @@ from opsconductor.plan import NoopStep, parse_plan
 from opsconductor.submission import Request, submit
 from opsconductor.worker import Worker, WorkerOptions
 from tests.helpers import run_plan
-from tests.test_cli import opsc
+from tests.served import opsc
 
 
 def noop_step(**extra: Any) -> dict[str, Any]:

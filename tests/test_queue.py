@@ -22,11 +22,14 @@ from opsconductor.plan import Plan
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
 from opsconductor.worker import Worker, WorkerOptions
+from tests.helpers import admin
 from tests.plans import command_step, plan_of
 
 
-async def _enqueue(db: Database, plan: Plan) -> uuid.UUID:
-    submitted = await submit(db, Request(plan, "default", "tester", uuid.uuid4().hex, enqueue=True))
+async def _enqueue(db: Database, plan: Plan, actor: str | None = None) -> uuid.UUID:
+    """Queue ``plan`` as ``actor`` (default: an admin of the tenant)."""
+    actor = actor or await admin(db, "tester")
+    submitted = await submit(db, Request(plan, "default", actor, uuid.uuid4().hex, enqueue=True))
     return uuid.UUID(str(submitted.execution["id"]))
 
 
@@ -336,7 +339,7 @@ async def test_resume_fails_interrupted_when_the_step_in_flight_is_not_idempoten
 
 async def test_observed_p95_routes_slow_step_types_to_the_background(db: Database) -> None:
     plan = plan_of(command_step("a", "true"))
-    first = await submit(db, Request(plan, "default", "tester", "k1"))
+    first = await submit(db, Request(plan, "default", await admin(db, "tester"), "k1"))
     assert first.execution["sla_class"] == "fast"  # no history: 1 s default per command
     async with db.connection() as conn:
         for attempt in range(2, 22):  # 20 finished attempts, 5 to 14 s each
@@ -393,7 +396,7 @@ async def test_background_work_is_queued_when_approved_and_not_before(db: Databa
 
 async def test_run_here_work_is_not_queued_when_approved(db: Database) -> None:
     plan = plan_of(command_step("a", "true"), approval_level=1)
-    submitted = await submit(db, Request(plan, "default", "tester", "k"))
+    submitted = await submit(db, Request(plan, "default", await admin(db, "tester"), "k"))
     approved = await _approve(db, submitted.execution["id"])
     assert (approved["status"], approved["mode"]) == ("approved", "immediate")
     assert await _fetch(db, "SELECT * FROM execution.execution_queue") == []
@@ -441,8 +444,8 @@ async def test_worker_retries_work_a_stale_worker_started_but_drops_ended_work(
 
 async def test_workers_check_rbac_before_every_step(db: Database, tmp_path: Path) -> None:
     log = tmp_path / "log"
-    execution_id = await _enqueue(db, plan_of(command_step("a", f"echo ran >> {log}")))
-    # "tester" holds no role in this tenant: whatever let it submit, a worker must refuse
+    execution_id = await _enqueue(db, plan_of(command_step("a", f"echo ran >> {log}")), "nobody")
+    # "nobody" holds no role in this tenant: whatever let it submit, a worker must refuse
     (lease,) = await queue.claim(db, "w", limit=1)
     await Worker(db, actor_id="w", options=WorkerOptions())._execute(lease)
     assert await _status(db, execution_id) == "failed"

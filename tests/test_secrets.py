@@ -25,6 +25,7 @@ from opsconductor.secret_store import SecretResolver, VaultConfig
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
 from tests.fake_vault import fake_vault
+from tests.helpers import admin
 from tests.plans import command_step, plan_of
 
 VALUE = "Zq9-vault-of-HOLDING-7731"
@@ -36,7 +37,9 @@ def _no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def _run(db: Database, plan: Plan, resolver: SecretResolver) -> tuple[Status, Any]:
-    submitted = await submit(db, Request(plan, "default", "alice", uuid.uuid4().hex))
+    submitted = await submit(
+        db, Request(plan, "default", await admin(db, "alice"), uuid.uuid4().hex)
+    )
     execution_id = submitted.execution["id"]
     final = await Engine(db, actor_id="worker-actor", secrets=resolver).run("default", execution_id)
     async with db.connection() as conn:

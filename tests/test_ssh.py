@@ -22,7 +22,7 @@ from opsconductor.inventory import Asset
 from opsconductor.plan import parse_plan
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
-from tests.helpers import add_ssh_assets, run_plan
+from tests.helpers import add_ssh_assets, admin, run_plan
 
 # Ports 0-3 of the lab are for these tests; the fan-out tests use the others.
 PORT = 0
@@ -298,7 +298,7 @@ async def test_cancelling_a_running_execution_kills_the_remote_sleep(
             },
         ],
     }
-    submitted = await submit(db, Request(parse_plan(plan), "default", "tester"))
+    submitted = await submit(db, Request(parse_plan(plan), "default", await admin(db, "tester")))
     execution_id = submitted.execution["id"]
     running = asyncio.create_task(Engine(db, actor_id="tester").run("default", execution_id))
     while not processes_matching(f"sleep {marker}"):  # noqa: ASYNC110 - no event to await
@@ -401,7 +401,7 @@ async def test_a_cancel_request_stops_the_remote_sleep_and_records_who(
             },
         ],
     }
-    submitted = await submit(db, Request(parse_plan(plan), "default", "tester"))
+    submitted = await submit(db, Request(parse_plan(plan), "default", await admin(db, "tester")))
     execution_id = submitted.execution["id"]
     running = asyncio.create_task(Engine(db, actor_id="tester").run("default", execution_id))
     while not processes_matching(f"sleep {marker}"):  # noqa: ASYNC110 - no event to await

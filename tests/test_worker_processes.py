@@ -317,7 +317,7 @@ def test_max_attempts_dead_letter_then_requeue_completes(
     assert workers.stop(last) == 0
     assert execution_id not in opsc(cli_env, "dlq", "list").stdout
     history = opsc(cli_env, "dlq", "list", "--all")
-    assert execution_id in history.stdout and "by tester" in history.stdout
+    assert execution_id in history.stdout and "by local-admin:" in history.stdout
 
 
 def test_sigterm_lets_in_flight_work_finish_and_leaves_the_rest_queued(

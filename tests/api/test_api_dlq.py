@@ -14,6 +14,7 @@ from opsconductor.plan import parse_plan
 from opsconductor.submission import Request, submit
 from opsconductor.worker import Worker, WorkerOptions
 from tests.api.support import Api
+from tests.helpers import admin
 
 PLAN = parse_plan(
     {
@@ -32,7 +33,9 @@ PLAN = parse_plan(
 
 async def _dead_letter(db: Database) -> uuid.UUID:
     """Queue an execution and let every attempt end without a verdict, as crashes do."""
-    submitted = await submit(db, Request(PLAN, "acme", "alice", enqueue=True))
+    submitted = await submit(
+        db, Request(PLAN, "acme", await admin(db, "alice", "acme"), enqueue=True)
+    )
     execution_id = submitted.execution["id"]
     while True:
         async with db.connection() as conn:

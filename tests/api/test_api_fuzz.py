@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import checks
 
 from tests.conftest import with_dbname
-from tests.test_cli import opsc
+from tests.served import opsc
 
 #: Bounded for the suite; raise it locally (OPSC_FUZZ_EXAMPLES=200) for a deeper run.
 EXAMPLES_PER_OPERATION = int(os.environ.get("OPSC_FUZZ_EXAMPLES", "12"))

@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.api.live import Sse, collect_until_end, sse_messages
-from tests.test_cli import opsc
+from tests.served import opsc
 
 PLAN = """
 name: three slow steps
@@ -94,10 +94,13 @@ async def test_events_of_an_engine_process_reach_sse_and_websocket_clients_on_ot
         )
         ws_url = api_b.replace("http", "ws") + f"/executions/{execution_id}/ws"
         ws = asyncio.create_task(_ws_events(ws_url, token))
+        # a shell logged in to node B (opsc login stores the token) follows it there
+        shell = {**env, "XDG_CONFIG_HOME": str(Path(env["OPSC_HOME"]) / "watcher")}
+        done = opsc(shell, "login", api_b.removesuffix("/api/v1"), stdin=token)
+        assert done.returncode == 0, done.stderr
         watch = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "opsconductor.cli", "watch", execution_id,
-            "--url", api_b, "--token", token,
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=shell, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         got_sse, got_ws = await asyncio.wait_for(asyncio.gather(sse, ws), 60)
         out, err = await asyncio.wait_for(engine.communicate(), 60)
