@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 # Extra arguments for bench/throughput.py, e.g. BENCH_ARGS="--results bench/RESULTS.md"
 BENCH_ARGS ?=
 
-.PHONY: run test lint bench venv clean
+.PHONY: run test test-unit lint bench venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The fast tier: pure domain logic and rendering, no database (seconds).
+test-unit: $(STAMP)
+	@$(BIN)/python -c 'import subprocess, sys, time; t = time.monotonic(); \
+	rc = subprocess.call([sys.executable, "-m", "pytest", "-m", "unit", "-q", "-p", "no:cacheprovider"]); \
+	print(f"unit tier wall time: {time.monotonic() - t:.1f} s"); sys.exit(rc)'
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

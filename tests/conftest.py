@@ -123,3 +123,32 @@ def password_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     lab = AsyncsshLab(tmp_path_factory.mktemp("pwsshd"), free_ports(1), password="s3cret-pw")
     yield lab
     lab.stop()
+
+
+# -- tiers: `make test-unit` runs what needs no database, server or subprocess --------------
+
+#: Fixtures that bring up real parts (PostgreSQL, sshd, a server, an opsc process): a test
+#: using any of them, directly or through another fixture, belongs to the integration tier.
+_INTEGRATION_FIXTURES = {
+    "pg_server",
+    "template_db",
+    "database_url",
+    "db",
+    "cli_env",
+    "ssh_lab",
+    "password_lab",
+    "api",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        where = item.path.parts
+        integration = (
+            bool(fixtures & _INTEGRATION_FIXTURES)
+            or "browser" in where
+            or "api" in where
+            or item.get_closest_marker("integration") is not None
+        )
+        item.add_marker(pytest.mark.integration if integration else pytest.mark.unit)
