@@ -2,7 +2,7 @@
 distinct assets and on one contended asset) and cancel latency of a running ``sleep 600``.
 
 Runs against ``DATABASE_URL`` when set, else a throw-away embedded PostgreSQL. Printed,
-never asserted: machines are noisy. SPEC targets: > 50 lock acquisitions/s (seed ~500/s).
+never asserted: machines are noisy. Design targets: > 50 lock acquisitions/s (seed ~500/s).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Event latency from a producer's commit to SSE clients of another process (SPEC 9).
+"""Event latency from a producer's commit to SSE clients of another process.
 
 An API server runs as its own process (``opsc serve``); this process commits events one at a
 time and, on the same clock, timestamps their arrival at 1, then 200, SSE clients of that

@@ -67,7 +67,7 @@ SYSTEMS = ("ours", "pgqueuer", "procrastinate", "ours-sh")
 DIAGNOSTIC = "ours-sh"
 
 #: Local assets the executions are spread over, round robin. Every step holds a per-asset
-#: lock (SPEC 6.2), so executions on one asset run one at a time by design; with 100
+#: lock, so executions on one asset run one at a time by design; with 100
 #: assets the executions in flight (at most 4 processes x 8) never share one.
 ASSETS = 100
 

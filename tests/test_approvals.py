@@ -1,4 +1,4 @@
-"""Approval workflow (SPEC section 5) on a real database: levels, hash binding, expiry,
+"""Approval workflow on a real database: levels, hash binding, expiry,
 separation of duties, quorum, races and invalidation."""
 
 from __future__ import annotations

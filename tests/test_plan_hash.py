@@ -1,4 +1,4 @@
-"""The plan hash is a pure function of the plan and its resolved targets (SPEC section 2)."""
+"""The plan hash is a pure function of the plan and its resolved targets."""
 
 from __future__ import annotations
 

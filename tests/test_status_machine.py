@@ -1,4 +1,4 @@
-"""Every pair of statuses: legal moves pass, all others raise (SPEC section 3)."""
+"""Every pair of statuses: legal moves pass, all others raise."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Approval rules (SPEC section 5): windows, hash binding, separation of duties, quorum. Pure.
+"""Approval rules: windows, hash binding, separation of duties, quorum. Pure.
 
 The database layer locks the approval row and hands its state here; these functions say
 whether a decision may be taken and what it leads to, as plain data.

@@ -1,4 +1,4 @@
-"""Cancellation (SPEC 6.5): a request any layer can make, and the watcher a running engine
+"""Cancellation: a request any layer can make, and the watcher a running engine
 uses to see it within a second.
 
 An execution that has not started (pending approval, approved, queued) is cancelled on the

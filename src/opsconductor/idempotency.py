@@ -1,4 +1,4 @@
-"""Idempotency keys (SPEC section 2). Pure."""
+"""Idempotency keys. Pure."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Assets and target selection (SPEC section 8). Pure: the caller supplies the inventory."""
+"""Assets and target selection. Pure: the caller supplies the inventory."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The per-asset mutex (SPEC 6.2): lease locks taken in sorted order, waited for up to a
+"""The per-asset mutex: lease locks taken in sorted order, waited for up to a
 bound, kept alive by a heartbeat, released on every exit path, reaped when their holder dies.
 """
 

@@ -1,4 +1,4 @@
-"""Masking of secrets at every sink (SPEC section 6.7). Pure: no I/O.
+"""Masking of secrets at every sink. Pure: no I/O.
 
 One ``Masker`` per execution, compiled once: the execution's resolved secret values (also
 their base64 and URL-encoded forms), the built-in pattern families and the tenant's own

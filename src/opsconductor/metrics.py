@@ -1,4 +1,4 @@
-"""Prometheus metrics (SPEC section 9).
+"""Prometheus metrics.
 
 Two sources, chosen for multi-process correctness:
 

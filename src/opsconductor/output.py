@@ -1,4 +1,4 @@
-"""Bounded capture of process output (SPEC section 3: 10 KB cap, visible marker). Pure.
+"""Bounded capture of process output. Pure.
 
 A step may print gigabytes; we keep only the head and the tail in memory, count the rest,
 and render at most ``LIMIT`` bytes of UTF-8 with a marker saying how much was dropped.

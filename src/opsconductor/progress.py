@@ -1,4 +1,4 @@
-"""Progress of one execution (SPEC section 9): counts, percent, ETA. Pure."""
+"""Progress of one execution: counts, percent, ETA. Pure."""
 
 from __future__ import annotations
 

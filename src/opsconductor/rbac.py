@@ -1,4 +1,4 @@
-"""Role-based access control (SPEC section 6.3): the pure policy decision. No I/O.
+"""Role-based access control: the pure policy decision. No I/O.
 
 A *permission* grants one (resource, action) pair, optionally only on targets in some
 environments. A *role* is a named set of permissions. An actor holds roles per tenant

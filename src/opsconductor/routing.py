@@ -1,4 +1,4 @@
-"""Routing (SPEC section 4): estimated duration -> SLA class -> execution mode. Pure."""
+"""Routing: estimated duration -> SLA class -> execution mode. Pure."""
 
 from __future__ import annotations
 

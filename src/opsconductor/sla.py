@@ -1,4 +1,4 @@
-"""SLA violation alerts (SPEC section 9): an execution past its SLA class budget gets one
+"""SLA violation alerts: an execution past its SLA class budget gets one
 ``sla_violation`` event (streamed like any other) and counts in ``opsc_sla_violations``.
 
 Every API process sweeps; the compare-and-set in ``flag_violations`` makes the alert
@@ -21,7 +21,7 @@ from opsconductor.errors import DatabaseError
 Q = queries.load("sla")
 log = structlog.get_logger("opsconductor.sla")
 
-#: Budgets of the classes routing defines by duration (SPEC section 4); ``long`` has none of
+#: Budgets of the classes routing defines by duration; ``long`` has none of
 #: its own, so its budget is the policy matrix's longest execution timeout for long plans.
 FAST_BUDGET_S = 10.0
 MEDIUM_BUDGET_S = 30.0

@@ -1,4 +1,4 @@
-"""The worker (SPEC section 7): runs queued executions, ``concurrency`` at once in one process.
+"""The worker: runs queued executions, ``concurrency`` at once in one process.
 
 Any number of workers on any number of machines share one database. A worker sleeps on
 LISTEN/NOTIFY (a slow poll is only a safety net), claims with a lease, renews its leases

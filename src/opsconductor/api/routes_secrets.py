@@ -1,4 +1,4 @@
-"""``/api/v1/secrets``: the built-in secret store, write-only (SPEC 6.4, section 10).
+"""``/api/v1/secrets``: the built-in secret store, write-only.
 
 Values go in and never come out: no endpoint returns one, and responses name the path only.
 Reading a secret is the engine's job, just in time, for a step that references it.

@@ -1,4 +1,4 @@
-"""The background queue in PostgreSQL (SPEC section 7): enqueue, claim, renew, finish, retry,
+"""The background queue in PostgreSQL: enqueue, claim, renew, finish, retry,
 dead-letter, requeue, reap. Every write by a worker is checked against its lease token."""
 
 from __future__ import annotations

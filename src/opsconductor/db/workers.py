@@ -1,4 +1,4 @@
-"""The worker registry (SPEC section 9, health): who runs, where, how busy, last heartbeat."""
+"""The worker registry: who runs, where, how busy, last heartbeat."""
 
 from __future__ import annotations
 

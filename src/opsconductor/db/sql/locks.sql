@@ -1,4 +1,4 @@
--- Per-asset lease locks (SPEC 6.2). A lock is held while its lease runs; the holder keeps it
+-- Per-asset lease locks. A lock is held while its lease runs; the holder keeps it
 -- alive with heartbeats, and a lock whose lease ran out belongs to nobody: the next taker
 -- overwrites it (and the reaper deletes it).
 

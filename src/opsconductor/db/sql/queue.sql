@@ -1,4 +1,4 @@
--- The background queue (SPEC section 7). A row is claimable when it has no lease and its
+-- The background queue. A row is claimable when it has no lease and its
 -- available_at has come; a lease is a random token plus an expiry, and every write by a
 -- worker names its token, so a worker that lost its lease changes nothing.
 

@@ -1,4 +1,4 @@
--- SLA budgets (SPEC section 9): the clock runs from approval (automatic at submission for
+-- SLA budgets: the clock runs from approval (automatic at submission for
 -- level 0) to the final status. Budgets: fast 10 s, medium 30 s, long the longest execution
 -- timeout the policy matrix gives a long plan.
 

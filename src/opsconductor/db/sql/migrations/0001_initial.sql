@@ -1,4 +1,4 @@
--- 0001: the first schema (SPEC section 3).
+-- 0001: the first schema.
 
 CREATE SCHEMA IF NOT EXISTS execution;
 
