@@ -61,14 +61,64 @@ async def list_known_hosts(db: Db, who: Who) -> list[KnownHost]:
     return [KnownHost.model_validate({k: r[k] for k in KnownHost.model_fields}) for r in rows]
 
 
-@router.post("/known-hosts", status_code=201, response_model=KnownHost, summary="Trust a key")
-async def add_known_host(body: KnownHostIn, db: Db, who: Who) -> KnownHost:
-    await inventory.trust_host_key(db, who, body.host, body.port, body.public_key)
+@router.post(
+    "/known-hosts",
+    status_code=201,
+    response_model=KnownHost,
+    summary="Trust a first key (409 HOST KEY CHANGED if the host has another; 200 if known)",
+)
+async def add_known_host(body: KnownHostIn, db: Db, who: Who, response: Response) -> KnownHost:
+    trusted = await inventory.trust_host_key(db, who, body.host, body.port, body.public_key)
+    if not trusted.added:
+        response.status_code = 200
     return KnownHost(
-        host=body.host,
+        host=body.host, port=body.port, public_key=trusted.key.text, added_by=who.actor_id
+    )
+
+
+class KnownHostReplace(CleanInput):
+    port: int = Field(default=22, ge=1, le=65535)
+    public_key: str = Field(min_length=1, max_length=16_384)
+    #: ``SHA256:…`` as verified on the host itself; must be ``public_key``'s
+    fingerprint: str = Field(min_length=1, max_length=128)
+    #: replace only the stored key of the new key's type
+    keep_other_types: bool = False
+
+
+class KnownHostReplaced(BaseModel):
+    host: str
+    port: int
+    old_fingerprints: list[str]
+    new_fingerprint: str
+    kept_fingerprints: list[str]
+    #: the ``host_key_replaced`` audit event (None: the key was already exactly so)
+    audit_event_id: int | None
+
+
+@router.put(
+    "/known-hosts/{host}",
+    response_model=KnownHostReplaced,
+    summary="Replace a host's keys after a rotation (audited)",
+)
+async def replace_known_host(
+    host: Host, body: KnownHostReplace, db: Db, who: Who
+) -> KnownHostReplaced:
+    done = await inventory.replace_host_key(
+        db,
+        who,
+        host,
+        body.port,
+        body.public_key,
+        body.fingerprint,
+        keep_other_types=body.keep_other_types,
+    )
+    return KnownHostReplaced(
+        host=host,
         port=body.port,
-        public_key=" ".join(body.public_key.split()[:2]),
-        added_by=who.actor_id,
+        old_fingerprints=[k.fingerprint for k in done.old],
+        new_fingerprint=done.new.fingerprint,
+        kept_fingerprints=[k.fingerprint for k in done.kept],
+        audit_event_id=done.event_id,
     )
 
 

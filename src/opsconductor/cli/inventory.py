@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import asyncssh
 import typer
 
 from opsconductor.cli import render
-from opsconductor.cli.runtime import Remote, fail, out, run, session
+from opsconductor.cli.runtime import Remote, Session, fail, out, run, session
 from opsconductor.config import Settings
+from opsconductor.connectors import ssh
 from opsconductor.db.connectors import HOST_KEY_POLICIES
 from opsconductor.errors import BadInput
+from opsconductor.host_keys import HostKey
 from opsconductor.inventory import Asset
 from opsconductor.inventory_import import parse_inventory
 from opsconductor.services import inventory
@@ -179,35 +180,103 @@ def known_hosts_add(
     ] = None,
     scan: Annotated[bool, typer.Option(help="Fetch the key from the host and trust it")] = False,
 ) -> None:
-    """Trust an SSH host key for host:port. Compare the printed fingerprint out of band."""
+    """Trust a first SSH host key for host:port. Compare the printed fingerprint out of band.
+    A host with a different key stored is refused (HOST KEY CHANGED): see `replace`."""
     if (key is None) == (not scan):
         raise fail("give exactly one of --key or --scan")
 
-    async def work(settings: Settings) -> str:
-        public = key or await _scan(host, port)
-        try:
-            fingerprint = asyncssh.import_public_key(public).get_fingerprint()
-        except (asyncssh.KeyImportError, ValueError) as exc:
-            raise BadInput(f"--key: not an OpenSSH public key: {exc}") from None
+    async def work(settings: Settings) -> tuple[HostKey, bool]:
         async with session(settings) as s:
+            found = await _host_key(s, host, port, key)
             if isinstance(s, Remote):
-                body = {"host": host, "port": port, "public_key": public}
-                await s.api.call("POST", "/known-hosts", json_body=body)
-            else:
-                await inventory.trust_host_key(s.db, s.caller, host, port, public)
-        return str(fingerprint)
+                body = {"host": host, "port": port, "public_key": found.text}
+                status, _ = await s.api.call("POST", "/known-hosts", json_body=body)
+                return found, status == 201
+            trusted = await inventory.trust_host_key(
+                s.db, s.caller, host, port, found.text, via=_via(key)
+            )
+            return found, trusted.added
 
-    out.print(f"trusted {host}:{port} {run(work)}")
+    found, added = run(work)
+    state = "trusted" if added else "already trusted:"
+    out.print(f"{state} {host}:{port} {found.fingerprint} ({found.key_type})", highlight=False)
 
 
-async def _scan(host: str, port: int) -> str:
+@hosts_app.command("replace")
+def known_hosts_replace(
+    host: Annotated[str, typer.Argument(help="Address as the assets give it")],
+    fingerprint: Annotated[
+        str,
+        typer.Option(
+            help="SHA256:... of the new key, as you verified it on the host itself "
+            "(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub)"
+        ),
+    ],
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 22,
+    key: Annotated[str | None, typer.Option(help="'ssh-ed25519 AAAA...' (else --scan)")] = None,
+    scan: Annotated[bool, typer.Option(help="Fetch the new key from the host")] = False,
+    keep_other_types: Annotated[
+        bool, typer.Option(help="Replace only the stored key of the new key's type")
+    ] = False,
+) -> None:
+    """Replace host:port's stored key(s) after a rotation or re-install; audited."""
+    if (key is None) == (not scan):
+        raise fail("give exactly one of --key or --scan")
+
+    async def work(settings: Settings) -> tuple[list[str], HostKey, bool]:
+        async with session(settings) as s:
+            found = await _host_key(s, host, port, key)
+            if isinstance(s, Remote):
+                body = {
+                    "port": port,
+                    "public_key": found.text,
+                    "fingerprint": fingerprint,
+                    "keep_other_types": keep_other_types,
+                }
+                _, done = await s.api.call("PUT", f"/known-hosts/{host}", json_body=body)
+                old = list(done["old_fingerprints"])
+                return old, found, done["audit_event_id"] is not None
+            replaced = await inventory.replace_host_key(
+                s.db,
+                s.caller,
+                host,
+                port,
+                found.text,
+                fingerprint,
+                keep_other_types=keep_other_types,
+                via=_via(key),
+            )
+            return [k.fingerprint for k in replaced.old], found, replaced.event_id is not None
+
+    old, new, changed = run(work)
+    if not changed:
+        out.print(f"{host}:{port} already has exactly {new.describe()}", highlight=False)
+        return
+    gone = ", ".join(old) or "nothing"
+    out.print(f"replaced {host}:{port} {gone} -> {new.describe()}", highlight=False)
+
+
+def _via(key: str | None) -> str:
+    return "key" if key is not None else "scan"
+
+
+async def _host_key(s: Session, host: str, port: int, key: str | None) -> HostKey:
+    """The key given, or the one the host presents, asked for the stored types first."""
+    if key is not None:
+        return inventory.parse_host_key(key)
+    if isinstance(s, Remote):
+        rows: list[Row] = await s.api.get("/known-hosts")
+    else:
+        rows = await inventory.known_hosts(s.db, s.caller)
+    stored = [
+        HostKey.parse(str(r["public_key"]))
+        for r in rows
+        if r["host"] == host and int(r["port"]) == port
+    ]
     try:
-        found = await asyncssh.get_server_host_key(host, port)
-    except (OSError, asyncssh.Error) as exc:
-        raise BadInput(f"{host}:{port}: cannot fetch the host key: {exc}") from None
-    if found is None:
-        raise BadInput(f"{host}:{port}: the server offered no host key")
-    return str(found.export_public_key().decode().strip())
+        return await ssh.scan_host_key(host, port, stored)
+    except ssh.SshError as exc:
+        raise BadInput(str(exc)) from None
 
 
 @hosts_app.command("list")
@@ -223,9 +292,17 @@ def known_hosts_list() -> None:
 
     rows = []
     for row in run(work):
-        fingerprint = asyncssh.import_public_key(str(row["public_key"])).get_fingerprint()
-        rows.append([str(row["host"]), str(row["port"]), fingerprint, str(row["added_by"])])
-    render.table(["host", "port", "fingerprint", "added by"], rows)
+        found = HostKey.parse(str(row["public_key"]))
+        rows.append(
+            [
+                str(row["host"]),
+                str(row["port"]),
+                found.key_type,
+                found.fingerprint,
+                str(row["added_by"]),
+            ]
+        )
+    render.table(["host", "port", "type", "fingerprint", "added by"], rows)
 
 
 @hosts_app.command("remove")
@@ -233,7 +310,7 @@ def known_hosts_remove(
     host: Annotated[str, typer.Argument(help="Address as the assets give it")],
     port: Annotated[int, typer.Option(min=1, max=65535)] = 22,
 ) -> None:
-    """Forget every trusted key of host:port (after a host key rotation, say)."""
+    """Forget every trusted key of host:port (a decommissioned host; a rotation is `replace`)."""
 
     async def work(settings: Settings) -> str:
         async with session(settings) as s:

@@ -2,8 +2,10 @@
 
 Host keys are checked against the tenant's known_hosts, always; a host with no known key
 is refused unless the tenant opted in to ``accept-new``, which trusts and records the first
-key and still refuses a changed one. One connection per target is opened on first use and
-reused by every later step of the execution (``SshPool``).
+key. A key other than the stored one(s) is refused as HOST KEY CHANGED, with both
+fingerprints, under every policy (the rule is in ``opsconductor.host_keys``). One
+connection per target is opened on first use and reused by every later step of the
+execution (``SshPool``).
 
 Stopping a remote command must not depend on the server honouring SSH ``signal`` requests
 (OpenSSH refuses them in many set-ups), so every command first prints the pid of its shell
@@ -30,6 +32,8 @@ import asyncssh
 
 from opsconductor.connectors.local import KILL_GRACE_S, CommandResult
 from opsconductor.connectors.outcome import StepInputError
+from opsconductor.errors import OpsError
+from opsconductor.host_keys import HostKey, HostKeyChanged
 from opsconductor.output import OutputBuffer
 
 #: Resolves a credential reference to a password or a private key (PEM/OpenSSH text).
@@ -51,7 +55,8 @@ class HostKeyStore(Protocol):
 
     async def keys(self, host: str, port: int) -> list[str]: ...
 
-    async def remember(self, host: str, port: int, public_key: str) -> None: ...
+    async def remember(self, host: str, port: int, public_key: str) -> None:
+        """Store a first key; raises ``HostKeyChanged`` if a different one is stored."""
 
 
 class SshError(Exception):
@@ -118,11 +123,15 @@ class SshPool:
             return conn
 
     async def _connect(self, target: SshTarget) -> asyncssh.SSHClientConnection:
-        trusted = await self.known_hosts.keys(target.host, target.port)
+        trusted = [HostKey.parse(k) for k in await self.known_hosts.keys(target.host, target.port)]
         learn = not trusted and self.known_hosts.accept_new
+        witness = _Witness()
         options: dict[str, Any] = {
             "username": target.username,
-            "known_hosts": None if learn else ([_public_key(k) for k in trusted], [], []),
+            # With stored keys asyncssh offers the server only their key types, as ssh
+            # does, so a host holding several keys answers with one we know.
+            "known_hosts": None if learn else ([_public_key(k.text) for k in trusted], [], []),
+            "client_factory": lambda: witness,
             "connect_timeout": self.connect_timeout_s,
             "keepalive_interval": self.keepalive_s,
             "config": [],  # this product's settings, not whatever ~/.ssh/config says
@@ -131,10 +140,19 @@ class SshPool:
         try:
             conn = await asyncssh.connect(target.host, target.port, **options)
         except asyncssh.HostKeyNotVerifiable:
+            if trusted and witness.presented is not None:
+                raise SshError(
+                    f"{target.where}: "
+                    f"{HostKeyChanged(target.host, target.port, trusted, witness.presented)}"
+                ) from None
             raise SshError(
                 f"{target.where}: host key is not in this tenant's known_hosts; "
                 f"trust it with `opsc known-hosts add {target.host} --port {target.port}`"
             ) from None
+        except asyncssh.KeyExchangeFailed as exc:
+            if trusted:  # perhaps no key of a stored type any more: that is a change too
+                await self._changed_type(target, trusted)
+            raise SshError(f"{target.where}: cannot connect: {exc}") from None
         except asyncssh.PermissionDenied:
             raise SshError(f"{target.where}: authentication failed") from None
         except (OSError, asyncssh.Error, TimeoutError) as exc:
@@ -142,9 +160,31 @@ class SshPool:
         if learn:
             key = conn.get_server_host_key()
             if key is not None:
-                public = key.export_public_key("openssh").decode().split()
-                await self.known_hosts.remember(target.host, target.port, " ".join(public[:2]))
+                try:
+                    await self.known_hosts.remember(target.host, target.port, HostKey.of(key).text)
+                except OpsError as exc:  # another run stored a different key first
+                    conn.close()
+                    raise SshError(f"{target.where}: {exc}") from None
         return conn
+
+    async def _changed_type(self, target: SshTarget, trusted: list[HostKey]) -> None:
+        """Raise HOST KEY CHANGED when the host offers none of the stored key types; just
+        return when it cannot be asked or offers a stored key (some other failure)."""
+        try:
+            presented = await scan_host_key(
+                target.host, target.port, timeout_s=self.connect_timeout_s
+            )
+        except SshError:
+            return
+        if presented not in trusted:
+            changed = HostKeyChanged(
+                target.host,
+                target.port,
+                trusted,
+                presented,
+                note=" (the host offers no key of a stored type)",
+            )
+            raise SshError(f"{target.where}: {changed}")
 
     async def close(self) -> None:
         conns, self._conns = list(self._conns.values()), {}
@@ -157,6 +197,49 @@ class SshPool:
 
 def _public_key(text: str) -> asyncssh.SSHKey:
     return asyncssh.import_public_key(text)
+
+
+class _Witness(asyncssh.SSHClient):
+    """Keeps the key a server presented when it is not a stored one, so the refusal can
+    show its fingerprint; it never accepts such a key."""
+
+    presented: HostKey | None = None
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        self.presented = HostKey.of(key)
+        return False
+
+
+async def scan_host_key(
+    host: str,
+    port: int,
+    prefer: Sequence[HostKey] = (),
+    *,
+    timeout_s: float = CONNECT_TIMEOUT_S,
+) -> HostKey:
+    """The key the host presents. With ``prefer`` (the stored keys) it is asked for those
+    key types first, as a connection would, so a host with several keys answers with the
+    one we know rather than whichever type asyncssh likes best."""
+    types = [alg.decode() for k in prefer for alg in _public_key(k.text).sig_algorithms]
+    attempts: list[dict[str, Any]] = [{"server_host_key_algs": types}] if types else []
+    attempts.append({})
+    failure: Exception | None = None
+    for extra in attempts:
+        try:
+            found = await asyncio.wait_for(
+                asyncssh.get_server_host_key(host, port, config=[], **extra), timeout_s
+            )
+        except asyncssh.KeyExchangeFailed as exc:  # none of the preferred types: ask again
+            failure = exc
+            continue
+        except (OSError, asyncssh.Error, TimeoutError) as exc:
+            raise SshError(f"{host}:{port}: cannot fetch the host key: {exc}") from None
+        if found is None:
+            raise SshError(f"{host}:{port}: the server offered no host key")
+        return HostKey.of(found)
+    raise SshError(f"{host}:{port}: cannot fetch the host key: {failure}")
 
 
 def _auth_options(secret: str | None) -> dict[str, Any]:

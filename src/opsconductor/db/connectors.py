@@ -1,13 +1,19 @@
 """Storage of per-tenant connector settings (record-only, host key policy) and of the
-tenant's trusted SSH host keys."""
+tenant's trusted SSH host keys, with the host key use cases (trust, replace, remove).
+
+The use cases are plain functions of (conn, tenant_id, actor_id, ...): each runs in one
+transaction that holds host:port's lock, applies the rule of ``opsconductor.host_keys``
+and appends its audit event (``audit_events``) in that same transaction.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from opsconductor.db import queries
+from opsconductor.db import audit, queries
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import NotFound
+from opsconductor.host_keys import HostKey, HostKeyChanged, Verdict, check_stated, verdict
 
 Q = queries.load("connectors")
 
@@ -43,10 +49,18 @@ async def known_host_keys(conn: Conn, tenant_id: str, host: str, port: int) -> l
     return [row["public_key"] for row in await cur.fetchall()]
 
 
+async def lock_known_host(conn: Conn, tenant_id: str, host: str, port: int) -> None:
+    """Hold host:port's keys against other writers until the transaction ends."""
+    await conn.execute(Q["lock_known_host"], {"tenant_id": tenant_id, "host": host, "port": port})
+
+
 async def add_known_host(
     conn: Conn, tenant_id: str, host: str, port: int, public_key: str, added_by: str
 ) -> bool:
-    """Trust ``public_key`` for host:port; False when it was trusted already."""
+    """Store ``public_key`` for host:port; False when it was stored already.
+
+    A storage primitive: it does not look at the keys already stored. Trusting a key goes
+    through ``opsconductor.host_keys`` (which refuses a second, different key)."""
     cur = await conn.execute(
         Q["add_known_host"],
         {
@@ -65,11 +79,159 @@ async def list_known_hosts(conn: Conn, tenant_id: str) -> list[dict[str, object]
     return list(await cur.fetchall())
 
 
-async def remove_known_hosts(conn: Conn, tenant_id: str, host: str, port: int) -> int:
+async def delete_all_host_keys(conn: Conn, tenant_id: str, host: str, port: int) -> list[str]:
     cur = await conn.execute(
         Q["remove_known_hosts"], {"tenant_id": tenant_id, "host": host, "port": port}
     )
-    return len(await cur.fetchall())
+    return [row["public_key"] for row in await cur.fetchall()]
+
+
+async def delete_known_host_keys(
+    conn: Conn, tenant_id: str, host: str, port: int, public_keys: list[str]
+) -> list[str]:
+    cur = await conn.execute(
+        Q["delete_known_host_keys"],
+        {"tenant_id": tenant_id, "host": host, "port": port, "public_keys": public_keys},
+    )
+    return [row["public_key"] for row in await cur.fetchall()]
+
+
+@dataclass(frozen=True)
+class Trusted:
+    key: HostKey
+    #: False when the key was trusted already (nothing changed, no event)
+    added: bool
+
+
+@dataclass(frozen=True)
+class Replaced:
+    old: tuple[HostKey, ...]
+    new: HostKey
+    #: stored keys of other types left in place (``keep_other_types``)
+    kept: tuple[HostKey, ...]
+    #: id of the ``host_key_replaced`` audit event (None when nothing changed)
+    event_id: int | None
+
+
+async def _stored(conn: Conn, tenant_id: str, host: str, port: int) -> list[HostKey]:
+    """host:port's keys, locked against other writers until the transaction ends."""
+    await lock_known_host(conn, tenant_id, host, port)
+    return [HostKey.parse(k) for k in await known_host_keys(conn, tenant_id, host, port)]
+
+
+async def trust_host_key(
+    conn: Conn,
+    tenant_id: str,
+    actor_id: str,
+    host: str,
+    port: int,
+    key: HostKey,
+    *,
+    via: str = "add",
+) -> Trusted:
+    """Trust ``key`` for a host with no stored key (``via`` 'add', 'scan' or 'accept-new').
+
+    Re-trusting a stored key changes nothing; any other key is refused with
+    ``HostKeyChanged``: a second key is never added beside the first (see host_keys)."""
+    async with conn.transaction():
+        stored = await _stored(conn, tenant_id, host, port)
+        found = verdict(stored, key)
+        if found is Verdict.TRUSTED:
+            return Trusted(key, added=False)
+        if found is Verdict.CHANGED:
+            raise HostKeyChanged(host, port, stored, key)
+        added_by = f"accept-new:{actor_id}" if via == "accept-new" else actor_id
+        await add_known_host(conn, tenant_id, host, port, key.text, added_by)
+        await audit.record(
+            conn,
+            tenant_id,
+            actor_id,
+            "host_key_trusted",
+            {
+                "host": host,
+                "port": port,
+                "fingerprint": key.fingerprint,
+                "key": key.text,
+                "via": via,
+            },
+        )
+    return Trusted(key, added=True)
+
+
+async def replace_host_key(
+    conn: Conn,
+    tenant_id: str,
+    actor_id: str,
+    host: str,
+    port: int,
+    key: HostKey,
+    *,
+    stated_fingerprint: str,
+    keep_other_types: bool = False,
+    via: str = "key",
+) -> Replaced:
+    """Replace host:port's stored keys by ``key``, an administrator's explicit decision.
+
+    ``stated_fingerprint`` is the fingerprint the operator verified out of band; ``key``
+    must have exactly that one (``FingerprintMismatch`` otherwise, nothing changes). By
+    default every stored key goes (a rotated or re-installed host has a new identity);
+    ``keep_other_types`` removes only the stored key of ``key``'s type, so a host can
+    legitimately hold one key per type. Recorded as ``host_key_replaced`` (actor, host,
+    port, old and new fingerprints)."""
+    check_stated(stated_fingerprint, key)
+    async with conn.transaction():
+        stored = await _stored(conn, tenant_id, host, port)
+        if not stored:
+            raise NotFound(
+                f"no key is stored for {host}:{port}: nothing to replace "
+                f"(trust a first key with `opsc known-hosts add {host} --port {port}`)"
+            )
+        gone = [
+            k
+            for k in stored
+            if k.text != key.text and (not keep_other_types or k.key_type == key.key_type)
+        ]
+        kept = [k for k in stored if k not in gone and k.text != key.text]
+        if not gone and any(k.text == key.text for k in stored):
+            return Replaced((), key, tuple(kept), None)  # already exactly so: no event
+        await delete_known_host_keys(conn, tenant_id, host, port, [k.text for k in gone])
+        await add_known_host(conn, tenant_id, host, port, key.text, actor_id)
+        event = await audit.record(
+            conn,
+            tenant_id,
+            actor_id,
+            "host_key_replaced",
+            {
+                "host": host,
+                "port": port,
+                "old_fingerprints": [k.fingerprint for k in gone],
+                "new_fingerprint": key.fingerprint,
+                "kept_fingerprints": [k.fingerprint for k in kept],
+                "old_keys": [k.text for k in gone],
+                "new_key": key.text,
+                "via": via,
+            },
+        )
+    return Replaced(tuple(gone), key, tuple(kept), int(event["id"]))
+
+
+async def remove_host_keys(
+    conn: Conn, tenant_id: str, actor_id: str, host: str, port: int
+) -> list[HostKey]:
+    """Forget every key of host:port (a decommissioned host); recorded as
+    ``host_key_removed``. A rotation is ``replace_host_key``, not remove and add."""
+    async with conn.transaction():
+        await lock_known_host(conn, tenant_id, host, port)
+        gone = [HostKey.parse(k) for k in await delete_all_host_keys(conn, tenant_id, host, port)]
+        if gone:
+            await audit.record(
+                conn,
+                tenant_id,
+                actor_id,
+                "host_key_removed",
+                {"host": host, "port": port, "fingerprints": [k.fingerprint for k in gone]},
+            )
+    return gone
 
 
 class KnownHosts:
@@ -87,7 +249,15 @@ class KnownHosts:
             return await known_host_keys(conn, self.tenant_id, host, port)
 
     async def remember(self, host: str, port: int, public_key: str) -> None:
+        """Learn a first key; ``HostKeyChanged`` if another one got stored meanwhile (two
+        runs learning at once: the second, different key is refused, never added)."""
         async with self.db.connection() as conn:
-            await add_known_host(
-                conn, self.tenant_id, host, port, public_key, f"accept-new:{self.actor_id}"
+            await trust_host_key(
+                conn,
+                self.tenant_id,
+                self.actor_id,
+                host,
+                port,
+                HostKey.parse(public_key),
+                via="accept-new",
             )

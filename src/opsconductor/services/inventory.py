@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncssh
-
 from opsconductor.db import assets, connectors
 from opsconductor.db import workers as worker_rows
 from opsconductor.db.connection import Database
 from opsconductor.errors import BadInput, NotFound
+from opsconductor.host_keys import HostKey
 from opsconductor.inventory import Asset
 from opsconductor.services.caller import Caller
 
@@ -73,35 +72,70 @@ async def known_hosts(db: Database, who: Caller) -> list[Row]:
         return [dict(r) for r in await connectors.list_known_hosts(conn, who.tenant_id)]
 
 
-def parse_host_key(public_key: str) -> str:
-    """``type base64`` of an OpenSSH public key, or BadInput naming the field."""
+def parse_host_key(public_key: str) -> HostKey:
+    """An OpenSSH public key, or BadInput naming the field."""
     try:
-        key = asyncssh.import_public_key(public_key)
-    except (asyncssh.KeyImportError, ValueError, TypeError) as exc:
-        raise BadInput(f"public_key: not an OpenSSH public key ({exc})") from None
-    kind, blob = key.export_public_key("openssh").decode().split()[:2]
-    return f"{kind} {blob}"
+        return HostKey.parse(public_key)
+    except BadInput as exc:
+        raise BadInput(f"public_key: {exc}") from None
 
 
-async def trust_host_key(db: Database, who: Caller, host: str, port: int, public_key: str) -> None:
-    who.require("assets", "manage")
-    public_key = parse_host_key(public_key)
+def _check_host(host: str) -> None:
     if not host.strip() or any(c.isspace() or c in ",[]" for c in host):
         raise BadInput(f"host: {host!r} is not a host name or address")
+
+
+async def trust_host_key(
+    db: Database, who: Caller, host: str, port: int, public_key: str, *, via: str = "key"
+) -> connectors.Trusted:
+    """A first key for host:port; HostKeyChanged (409) when a different one is stored."""
+    who.require("assets", "manage")
+    key = parse_host_key(public_key)
+    _check_host(host)
     async with db.connection() as conn:
         await assets.ensure_tenant(conn, who.tenant_id)
-        await connectors.add_known_host(
-            conn, who.tenant_id, host, port, " ".join(public_key.split()[:2]), who.actor_id
+        return await connectors.trust_host_key(
+            conn, who.tenant_id, who.actor_id, host, port, key, via=via
+        )
+
+
+async def replace_host_key(
+    db: Database,
+    who: Caller,
+    host: str,
+    port: int,
+    public_key: str,
+    fingerprint: str,
+    *,
+    keep_other_types: bool = False,
+    via: str = "key",
+) -> connectors.Replaced:
+    """Replace host:port's keys (a rotation): ``fingerprint`` is the one the caller verified
+    out of band and must be ``public_key``'s; recorded as ``host_key_replaced``."""
+    who.require("assets", "manage")
+    key = parse_host_key(public_key)
+    _check_host(host)
+    async with db.connection() as conn:
+        return await connectors.replace_host_key(
+            conn,
+            who.tenant_id,
+            who.actor_id,
+            host,
+            port,
+            key,
+            stated_fingerprint=fingerprint,
+            keep_other_types=keep_other_types,
+            via=via,
         )
 
 
 async def forget_host(db: Database, who: Caller, host: str, port: int) -> int:
     who.require("assets", "manage")
     async with db.connection() as conn:
-        removed = await connectors.remove_known_hosts(conn, who.tenant_id, host, port)
+        removed = await connectors.remove_host_keys(conn, who.tenant_id, who.actor_id, host, port)
     if not removed:
         raise NotFound(f"no trusted key for {host}:{port}")
-    return removed
+    return len(removed)
 
 
 # -- tenant settings (tenant admins: ``tenant:manage``) -------------------------------------

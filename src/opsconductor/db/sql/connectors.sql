@@ -28,3 +28,17 @@ WHERE tenant_id = %(tenant_id)s ORDER BY host, port, public_key
 DELETE FROM execution.known_hosts
 WHERE tenant_id = %(tenant_id)s AND host = %(host)s AND port = %(port)s
 RETURNING public_key
+
+-- name: lock_known_host
+-- Serialises every change to one host:port's keys until the transaction ends, so two
+-- writers (two workers learning a first key under accept-new, an add racing a replace)
+-- cannot both see "no key stored" and each store a different one.
+SELECT pg_advisory_xact_lock(
+    hashtextextended('opsc.known_hosts ' || %(tenant_id)s || ' ' || %(host)s || ':' || %(port)s, 0)
+)
+
+-- name: delete_known_host_keys
+DELETE FROM execution.known_hosts
+WHERE tenant_id = %(tenant_id)s AND host = %(host)s AND port = %(port)s
+  AND public_key = ANY(%(public_keys)s)
+RETURNING public_key
