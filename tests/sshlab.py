@@ -59,6 +59,13 @@ class Keys:
         self.client_key_path.chmod(0o600)
         self.client_key.write_public_key(self.folder / "authorized_keys")
 
+    def new_host_key(self, algorithm: str = "ssh-ed25519") -> None:
+        """Replace the host key file, as a re-installed (or impersonated) host would have."""
+        self.host_key = asyncssh.generate_private_key(algorithm)
+        self.host_key_path.unlink()
+        self.host_key.write_private_key(self.host_key_path)
+        self.host_key_path.chmod(0o600)
+
     @property
     def host_key_path(self) -> Path:
         return self.folder / "host_ed25519"
@@ -127,6 +134,15 @@ class OpenSshLab:
         for process in self.processes:
             process.wait(10)
 
+    def restart_with_new_host_key(self, algorithm: str = "ssh-ed25519") -> None:
+        """Stop sshd, regenerate its host key file, start it again on the same ports."""
+        self.stop()
+        self.keys.new_host_key(algorithm)
+        self.processes = [
+            self._start(self.keys.folder, n, self.ports[i : i + 16])
+            for n, i in enumerate(range(0, len(self.ports), 16))
+        ]
+
 
 class AsyncsshLab:
     """An asyncssh server on ``ports``, in a thread of its own; key and password logins."""
@@ -171,15 +187,22 @@ class AsyncsshLab:
                 )
             )
 
-    def stop(self) -> None:
-        async def close() -> None:
-            for server in self._servers:
-                server.close()
-                await server.wait_closed()
+    async def _close(self) -> None:
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()
+            await server.wait_closed()
 
-        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+
+    def restart_with_new_host_key(self, algorithm: str = "ssh-ed25519") -> None:
+        """Close the listeners, regenerate the host key, listen again on the same ports."""
+        asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(10)
+        self.keys.new_host_key(algorithm)
+        asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(10)
 
 
 async def _run_shell(process: asyncssh.SSHServerProcess[bytes]) -> None:

@@ -18,6 +18,7 @@ from opsconductor.connectors.session import Connectors
 from opsconductor.db import connectors, executions
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
+from opsconductor.host_keys import HostKey
 from opsconductor.inventory import Asset
 from opsconductor.plan import parse_plan
 from opsconductor.status_machine import Status
@@ -140,7 +141,14 @@ async def test_a_changed_host_key_is_refused_even_under_accept_new(
     finally:
         await conns.aclose()
     assert outcome.status == "failed"
-    assert "known_hosts" in (outcome.error or "")
+    error = outcome.error or ""
+    assert "HOST KEY CHANGED" in error and "not in this tenant's known_hosts" not in error
+    stored, presented = HostKey.parse(other), HostKey.parse(ssh_lab.keys.host_public)
+    assert f"stored {stored.describe()}" in error
+    assert f"presented {presented.describe()}" in error
+    async with db.connection() as conn:  # accept-new learned nothing beside the old key
+        keys = await connectors.known_host_keys(conn, "default", "127.0.0.1", asset.port or 22)
+    assert keys == [stored.text]
 
 
 async def test_accept_new_is_opt_in_and_records_the_first_key(db: Database, ssh_lab: Any) -> None:

@@ -149,12 +149,14 @@ class SshPool:
                 f"{target.where}: host key is not in this tenant's known_hosts; "
                 f"trust it with `opsc known-hosts add {target.host} --port {target.port}`"
             ) from None
-        except asyncssh.KeyExchangeFailed as exc:
-            if trusted:  # perhaps no key of a stored type any more: that is a change too
-                await self._changed_type(target, trusted)
-            raise SshError(f"{target.where}: cannot connect: {exc}") from None
         except asyncssh.PermissionDenied:
             raise SshError(f"{target.where}: authentication failed") from None
+        except asyncssh.DisconnectError as exc:
+            # Offered only the stored key types, a host that has none of them any more
+            # hangs up (OpenSSH) or fails the key exchange (asyncssh): perhaps a change too.
+            if trusted and witness.presented is None:
+                await self._changed_type(target, trusted)
+            raise SshError(f"{target.where}: cannot connect: {exc}") from None
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             raise SshError(f"{target.where}: cannot connect: {exc or type(exc).__name__}") from None
         if learn:
@@ -170,21 +172,18 @@ class SshPool:
     async def _changed_type(self, target: SshTarget, trusted: list[HostKey]) -> None:
         """Raise HOST KEY CHANGED when the host offers none of the stored key types; just
         return when it cannot be asked or offers a stored key (some other failure)."""
-        try:
+        try:  # stored types first: a hang-up for another reason must not look like one
             presented = await scan_host_key(
-                target.host, target.port, timeout_s=self.connect_timeout_s
+                target.host, target.port, trusted, timeout_s=self.connect_timeout_s
             )
         except SshError:
             return
-        if presented not in trusted:
-            changed = HostKeyChanged(
-                target.host,
-                target.port,
-                trusted,
-                presented,
-                note=" (the host offers no key of a stored type)",
-            )
-            raise SshError(f"{target.where}: {changed}")
+        if presented in trusted:
+            return
+        other_type = presented.key_type not in {k.key_type for k in trusted}
+        note = " (the host offers no key of a stored type)" if other_type else ""
+        changed = HostKeyChanged(target.host, target.port, trusted, presented, note=note)
+        raise SshError(f"{target.where}: {changed}")
 
     async def close(self) -> None:
         conns, self._conns = list(self._conns.values()), {}
@@ -225,21 +224,21 @@ async def scan_host_key(
     types = [alg.decode() for k in prefer for alg in _public_key(k.text).sig_algorithms]
     attempts: list[dict[str, Any]] = [{"server_host_key_algs": types}] if types else []
     attempts.append({})
-    failure: Exception | None = None
-    for extra in attempts:
+    for n, extra in enumerate(attempts):
         try:
             found = await asyncio.wait_for(
                 asyncssh.get_server_host_key(host, port, config=[], **extra), timeout_s
             )
-        except asyncssh.KeyExchangeFailed as exc:  # none of the preferred types: ask again
-            failure = exc
-            continue
+        except asyncssh.DisconnectError as exc:
+            if n + 1 < len(attempts):  # none of the preferred types (a hang-up): ask again
+                continue
+            raise SshError(f"{host}:{port}: cannot fetch the host key: {exc}") from None
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             raise SshError(f"{host}:{port}: cannot fetch the host key: {exc}") from None
         if found is None:
             raise SshError(f"{host}:{port}: the server offered no host key")
         return HostKey.of(found)
-    raise SshError(f"{host}:{port}: cannot fetch the host key: {failure}")
+    raise AssertionError("the last attempt returns or raises")
 
 
 def _auth_options(secret: str | None) -> dict[str, Any]:
