@@ -32,7 +32,7 @@ import asyncssh
 
 from opsconductor.connectors.local import KILL_GRACE_S, CommandResult
 from opsconductor.connectors.outcome import StepInputError
-from opsconductor.errors import OpsError
+from opsconductor.errors import BadInput, OpsError
 from opsconductor.host_keys import HostKey, HostKeyChanged
 from opsconductor.output import OutputBuffer
 
@@ -123,7 +123,11 @@ class SshPool:
             return conn
 
     async def _connect(self, target: SshTarget) -> asyncssh.SSHClientConnection:
-        trusted = [HostKey.parse(k) for k in await self.known_hosts.keys(target.host, target.port)]
+        try:
+            stored = await self.known_hosts.keys(target.host, target.port)
+            trusted = [HostKey.parse(k) for k in stored]
+        except BadInput as exc:  # a stored row no key parser accepts: trust nothing
+            raise SshError(f"{target.where}: stored host key is unreadable: {exc}") from None
         learn = not trusted and self.known_hosts.accept_new
         witness = _Witness()
         options: dict[str, Any] = {
