@@ -9,6 +9,8 @@ audited `known-hosts replace`, given the fingerprint verified out of band, chang
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from opsconductor.db import assets, audit, connectors
+from opsconductor.db import assets, audit, auth, connectors
 from opsconductor.db.connection import Database
 from opsconductor.errors import DatabaseError, NotFound
 from opsconductor.host_keys import FingerprintMismatch, HostKey, HostKeyChanged
@@ -118,7 +120,7 @@ def test_a_regenerated_host_key_is_refused_until_an_audited_replace(
         cli_env, "known-hosts", "replace", HOST, "--port", port, "--scan", "--fingerprint", new
     )
     assert replaced.returncode == 0, replaced.stderr
-    assert f"replaced {HOST}:{port} ssh-ed25519 {old} -> ssh-ed25519 {new}" in replaced.stdout
+    assert f"replaced {HOST}:{port} {old} -> {new} (ssh-ed25519)" in replaced.stdout
     listed = opsc(cli_env, "known-hosts", "list")
     assert new in listed.stdout and old not in listed.stdout
 
@@ -129,7 +131,7 @@ def test_a_regenerated_host_key_is_refused_until_an_audited_replace(
     recorded = asyncio.run(events())
     assert [e["event_type"] for e in recorded] == ["host_key_replaced", "host_key_trusted"]
     event = recorded[0]
-    assert event["actor_id"] == cli_env["OPSC_ACTOR"]
+    assert event["actor_id"] == f"local-admin:{pwd.getpwuid(os.geteuid()).pw_name}"
     assert event["payload"]["host"] == HOST and event["payload"]["port"] == int(port)
     assert event["payload"]["old_fingerprints"] == [old]
     assert event["payload"]["new_fingerprint"] == new
@@ -146,6 +148,7 @@ async def test_accept_new_never_learns_a_changed_key(
     await add_ssh_assets(db, lab, lab.ports, trust=False, prefix="box")
     async with db.connection() as conn:
         await connectors.set_host_key_policy(conn, "default", "accept-new")
+        await auth.grant(conn, "default", "tester", "admin", granted_by="test")
     marker = tmp_path / "ran"
 
     def plan(name: str) -> dict[str, Any]:
@@ -178,6 +181,8 @@ async def test_a_host_offering_only_another_key_type_is_a_change(
 ) -> None:
     """An impersonator without the stored type's private key offers some other type."""
     (asset,) = await add_ssh_assets(db, lab, lab.ports, prefix="box")
+    async with db.connection() as conn:
+        await auth.grant(conn, "default", "tester", "admin", granted_by="test")
     old = host_key(lab)
     lab.restart_with_new_host_key("ecdsa-sha2-nistp256")
     marker = tmp_path / "ran"

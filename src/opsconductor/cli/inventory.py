@@ -253,7 +253,9 @@ def known_hosts_replace(
         out.print(f"{host}:{port} already has exactly {new.describe()}", highlight=False)
         return
     gone = ", ".join(old) or "nothing"
-    out.print(f"replaced {host}:{port} {gone} -> {new.describe()}", highlight=False)
+    out.print(
+        f"replaced {host}:{port} {gone} -> {new.fingerprint} ({new.key_type})", highlight=False
+    )
 
 
 def _via(key: str | None) -> str:

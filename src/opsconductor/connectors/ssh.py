@@ -48,6 +48,10 @@ _CHUNK = 65_536
 _PID_MARK = b"opsc-pid:"
 
 
+#: How a server that has none of the host key types we offer ends the handshake.
+_HANG_UP = (asyncssh.DisconnectError, ConnectionResetError, ConnectionAbortedError)
+
+
 class HostKeyStore(Protocol):
     """The tenant's known_hosts."""
 
@@ -155,9 +159,10 @@ class SshPool:
             ) from None
         except asyncssh.PermissionDenied:
             raise SshError(f"{target.where}: authentication failed") from None
-        except asyncssh.DisconnectError as exc:
+        except _HANG_UP as exc:
             # Offered only the stored key types, a host that has none of them any more
-            # hangs up (OpenSSH) or fails the key exchange (asyncssh): perhaps a change too.
+            # hangs up (OpenSSH: a disconnect or a reset, as the race goes) or fails the
+            # key exchange (asyncssh): perhaps a change too.
             if trusted and witness.presented is None:
                 await self._changed_type(target, trusted)
             raise SshError(f"{target.where}: cannot connect: {exc}") from None
@@ -233,7 +238,7 @@ async def scan_host_key(
             found = await asyncio.wait_for(
                 asyncssh.get_server_host_key(host, port, config=[], **extra), timeout_s
             )
-        except asyncssh.DisconnectError as exc:
+        except _HANG_UP as exc:
             if n + 1 < len(attempts):  # none of the preferred types (a hang-up): ask again
                 continue
             raise SshError(f"{host}:{port}: cannot fetch the host key: {exc}") from None
