@@ -24,8 +24,8 @@ from opsconductor.db.connection import Database
 from opsconductor.errors import DatabaseError, NotFound
 from opsconductor.host_keys import FingerprintMismatch, HostKey, HostKeyChanged
 from tests.helpers import add_ssh_assets, run_plan
+from tests.served import logged_in, opsc, serving
 from tests.sshlab import free_ports, start_lab
-from tests.test_cli import opsc
 
 HOST = "127.0.0.1"
 
@@ -278,3 +278,30 @@ def _new_key(algorithm: str = "ssh-ed25519") -> str:
     import asyncssh
 
     return asyncssh.generate_private_key(algorithm).export_public_key().decode()
+
+
+def test_a_logged_in_shell_goes_through_the_same_rule(
+    cli_env: dict[str, str], tmp_path: Path, database_url: str
+) -> None:
+    """`opsc login` then known-hosts: the API answers; an operator may not replace."""
+    old, new = (HostKey.parse(_new_key()) for _ in range(2))
+    with serving(cli_env) as (url, _):
+        admin = logged_in(cli_env, url, "ada", "admin", config=tmp_path / "ada")
+        operator = logged_in(cli_env, url, "olga", "operator", config=tmp_path / "olga")
+        assert opsc(admin, "known-hosts", "add", "10.0.0.9", "--key", old.text).returncode == 0
+        again = opsc(admin, "known-hosts", "add", "10.0.0.9", "--key", new.text)
+        told = " ".join(again.stderr.split())
+        assert again.returncode == 1 and "HOST KEY CHANGED" in told
+        assert old.fingerprint in told and new.fingerprint in told
+        replace = ["known-hosts", "replace", "10.0.0.9", "--key", new.text]
+        denied = opsc(operator, *replace, "--fingerprint", new.fingerprint)
+        assert denied.returncode == 2 and "may not manage assets" in denied.stderr
+        done = opsc(admin, *replace, "--fingerprint", new.fingerprint)
+        assert done.returncode == 0, done.stderr
+        assert f"{old.fingerprint} -> {new.fingerprint}" in done.stdout
+
+    async def events() -> list[dict[str, Any]]:
+        async with Database(database_url, max_size=1) as db, db.connection() as conn:
+            return await audit.list_events(conn, "default", "host_key_replaced")
+
+    assert [e["actor_id"] for e in asyncio.run(events())] == ["ada"]
