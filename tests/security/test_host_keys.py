@@ -19,10 +19,17 @@ from typing import Any
 
 import pytest
 
-from opsconductor.db import assets, audit, auth, connectors
+from opsconductor.db import assets, audit, connectors
 from opsconductor.db.connection import Database
-from opsconductor.errors import DatabaseError, NotFound
-from opsconductor.host_keys import FingerprintMismatch, HostKey, HostKeyChanged
+from opsconductor.errors import BadInput, DatabaseError, NotFound
+from opsconductor.host_keys import (
+    FingerprintMismatch,
+    HostKey,
+    HostKeyChanged,
+    Verdict,
+    check_stated,
+    verdict,
+)
 from tests.helpers import add_ssh_assets, run_plan
 from tests.served import logged_in, opsc, serving
 from tests.sshlab import free_ports, start_lab
@@ -148,7 +155,6 @@ async def test_accept_new_never_learns_a_changed_key(
     await add_ssh_assets(db, lab, lab.ports, trust=False, prefix="box")
     async with db.connection() as conn:
         await connectors.set_host_key_policy(conn, "default", "accept-new")
-        await auth.grant(conn, "default", "tester", "admin", granted_by="test")
     marker = tmp_path / "ran"
 
     def plan(name: str) -> dict[str, Any]:
@@ -181,8 +187,6 @@ async def test_a_host_offering_only_another_key_type_is_a_change(
 ) -> None:
     """An impersonator without the stored type's private key offers some other type."""
     (asset,) = await add_ssh_assets(db, lab, lab.ports, prefix="box")
-    async with db.connection() as conn:
-        await auth.grant(conn, "default", "tester", "admin", granted_by="test")
     old = host_key(lab)
     lab.restart_with_new_host_key("ecdsa-sha2-nistp256")
     marker = tmp_path / "ran"
@@ -305,3 +309,22 @@ def test_a_logged_in_shell_goes_through_the_same_rule(
             return await audit.list_events(conn, "default", "host_key_replaced")
 
     assert [e["actor_id"] for e in asyncio.run(events())] == ["ada"]
+
+
+def test_the_rule_a_new_type_is_a_change_too() -> None:
+    ed, ed2, ecdsa = (
+        HostKey.parse(_new_key(a)) for a in ("ssh-ed25519", "ssh-ed25519", "ecdsa-sha2-nistp256")
+    )
+    assert verdict([], ed) is Verdict.UNKNOWN
+    assert verdict([ed, ecdsa], ecdsa) is Verdict.TRUSTED  # any stored key of the set
+    assert verdict([ed], ed2) is Verdict.CHANGED  # same type, other key
+    assert verdict([ed], ecdsa) is Verdict.CHANGED  # a type not stored: not "just new"
+    changed = str(HostKeyChanged(HOST, 22, [ed], ecdsa))
+    assert changed.startswith(f"HOST KEY CHANGED for {HOST}:22: stored {ed.describe()}; ")
+    assert f"presented {ecdsa.describe()}" in changed
+    assert ecdsa.fingerprint not in changed.split("replace the stored key")[1]  # no copy-paste
+    check_stated(f" {ed.fingerprint} ", ed)
+    with pytest.raises(FingerprintMismatch):
+        check_stated(ed2.fingerprint, ed)
+    with pytest.raises(BadInput):
+        HostKey.parse("ssh-ed25519 not-base64!")
