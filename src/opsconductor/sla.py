@@ -13,9 +13,10 @@ from typing import Any
 
 import structlog
 
-from opsconductor import metrics
+from opsconductor import metrics, routing
 from opsconductor.db import queries
 from opsconductor.db.connection import Database
+from opsconductor.db.notify import still_wanted
 from opsconductor.errors import DatabaseError
 
 Q = queries.load("sla")
@@ -23,8 +24,8 @@ log = structlog.get_logger("opsconductor.sla")
 
 #: Budgets of the classes routing defines by duration; ``long`` has none of
 #: its own, so its budget is the policy matrix's longest execution timeout for long plans.
-FAST_BUDGET_S = 10.0
-MEDIUM_BUDGET_S = 30.0
+FAST_BUDGET_S = routing.FAST_BELOW_S
+MEDIUM_BUDGET_S = routing.LONG_ABOVE_S
 SWEEP_S = 1.0
 
 
@@ -46,22 +47,14 @@ async def sweep(
     return flagged
 
 
-def _still_wanted() -> None:
-    """A cancellation that lands inside a query may be absorbed by psycopg (returned as a
-    query error, or not at all); a loop must not outlive its own cancellation."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 async def watch(db: Database, period_s: float | None = None) -> None:
     """Sweep forever (a task of the API's lifespan); a database outage only delays alerts."""
     period = period_s or float(os.environ.get("OPSC_SLA_SWEEP_S", SWEEP_S))
     while True:
-        _still_wanted()
+        still_wanted()
         try:
             await sweep(db)
         except DatabaseError as exc:
-            _still_wanted()
+            still_wanted()
             log.warning("sla sweep failed", error=str(exc))
         await asyncio.sleep(period)

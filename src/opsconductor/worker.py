@@ -184,7 +184,7 @@ class Worker:
         except Exception as exc:
             # No verdict was reached (database gone, unexpected error): the queue decides,
             # retry later with back-off or dead-letter once the attempts are spent.
-            bound.warning("attempt failed", error=f"{type(exc).__name__}: {exc}")
+            bound.warning("attempt failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
             await self._quietly(
                 queue.fail(self.db, lease, f"{type(exc).__name__}: {exc}", self.actor_id)
             )

@@ -1,1 +1,1 @@
-"""Connectors: how a step reaches a target (local process today; SSH, HTTP, SQL later)."""
+"""Connectors: how a step reaches a target: a local process in a sandbox, SSH, HTTP, SQL."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import psycopg
@@ -28,13 +27,6 @@ async def ensure_tenant(conn: Conn, tenant_id: str) -> None:
 async def list_all(conn: Conn, tenant_id: str) -> list[Asset]:
     cur = await conn.execute(Q["list_assets"], {"tenant_id": tenant_id})
     return [Asset.from_row(row) for row in await cur.fetchall()]
-
-
-async def by_ids(conn: Conn, tenant_id: str, asset_ids: Iterable[str]) -> dict[str, Asset]:
-    cur = await conn.execute(
-        Q["assets_by_id"], {"tenant_id": tenant_id, "asset_ids": sorted(set(asset_ids))}
-    )
-    return {row["asset_id"]: Asset.from_row(row) for row in await cur.fetchall()}
 
 
 def _params(tenant_id: str, asset: Asset) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from opsconductor import masking, status_machine
-from opsconductor.db import approvals, batching, queries, steps
+from opsconductor.db import approvals, batching, queries, queue, steps
 from opsconductor.db.batching import Executor
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import BadInput, LeaseLost, NotFound, StaleStatus
@@ -18,7 +18,6 @@ from opsconductor.idempotency import DEDUP_WINDOW, RETRYABLE
 from opsconductor.status_machine import Status
 
 Q = queries.load("executions")
-QUEUE = queries.load("queue")
 Row = dict[str, Any]
 
 
@@ -150,14 +149,7 @@ async def _enqueue(conn: Conn, new: NewExecution, row: Row) -> None:
     """approved -> queued plus the queue row and its wake-up NOTIFY, all in the submission's
     transaction: a crash can never leave a queued execution without its queue row."""
     await transition(conn, row["id"], Status.APPROVED, Status.QUEUED, actor_id=new.actor_id)
-    await conn.execute(
-        QUEUE["enqueue"],
-        {
-            "execution_id": row["id"],
-            "action_classes": sorted(set(new.action_classes)),
-            "min_lease_s": new.min_lease_s,
-        },
-    )
+    await queue.enqueue(conn, row["id"], new.action_classes, min_lease_s=new.min_lease_s)
     row["status"] = Status.QUEUED.value
 
 

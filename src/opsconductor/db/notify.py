@@ -79,7 +79,7 @@ def _iso(value: datetime | str) -> str:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def _still_wanted() -> None:
+def still_wanted() -> None:
     """A cancellation that lands inside a query may be absorbed by psycopg (returned as a
     query error, or not at all); a loop must not outlive its own cancellation."""
     task = asyncio.current_task()
@@ -176,7 +176,7 @@ class EventHub:
 
     async def _listen(self) -> None:
         while True:
-            _still_wanted()
+            still_wanted()
             try:
                 conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
                 async with conn:
@@ -185,7 +185,7 @@ class EventHub:
                     async for note in conn.notifies():
                         self._arrive(note.payload)
             except psycopg.Error as exc:
-                _still_wanted()
+                still_wanted()
                 log.warning("event listener lost its connection", error=str(exc))
             self.listening.clear()
             self._wake_all()  # let waiters re-read while we reconnect
@@ -208,7 +208,7 @@ class EventHub:
         """Fetch what arrived in one query, in arrival (= commit) order, and offer it."""
         assert self.db is not None
         while True:
-            _still_wanted()
+            still_wanted()
             await self._news.wait()
             self._news.clear()
             batch, self._arrived = self._arrived, []
@@ -217,8 +217,8 @@ class EventHub:
                     cur = await conn.execute(Q["events_by_id"], {"ids": [b[0] for b in batch]})
                     rows = {row["id"]: row for row in await cur.fetchall()}
             except Exception as exc:  # any failure: the affected clients re-read themselves
-                _still_wanted()
-                log.warning("event fan-out could not read events", error=str(exc))
+                still_wanted()
+                log.warning("event fan-out could not read events", error=str(exc), exc_info=exc)
                 self._drop_matching(batch)
                 continue
             for event_id, _, _ in batch:

@@ -11,7 +11,7 @@ from typing import Any
 from opsconductor import policies, status_machine
 from opsconductor.db import executions, queries
 from opsconductor.db.connection import Conn, Database
-from opsconductor.errors import BadInput, LeaseLost, NotFound
+from opsconductor.errors import BadInput, NotFound
 from opsconductor.plan import parse_plan
 from opsconductor.status_machine import Status
 
@@ -109,19 +109,6 @@ async def renew(db: Database, leases: Sequence[Lease]) -> set[uuid.UUID]:
             },
         )
         return {row["execution_id"] for row in await cur.fetchall()}
-
-
-async def complete(conn: Conn, lease: Lease) -> None:
-    """Remove the finished execution from the queue, in the transaction that records its end;
-    ``LeaseLost`` (which rolls that transaction back) if the lease is no longer ours."""
-    cur = await conn.execute(
-        Q["complete"], {"execution_id": lease.execution_id, "lease_token": lease.token}
-    )
-    if await cur.fetchone() is None:
-        raise LeaseLost(
-            f"execution {lease.execution_id}: lease {lease.token} is no longer held by this "
-            "worker; its result was not recorded"
-        )
 
 
 async def discard(db: Database, lease: Lease) -> bool:

@@ -3,11 +3,6 @@
 -- name: list_assets
 SELECT * FROM execution.assets WHERE tenant_id = %(tenant_id)s ORDER BY asset_id
 
--- name: assets_by_id
-SELECT * FROM execution.assets
-WHERE tenant_id = %(tenant_id)s AND asset_id = ANY(%(asset_ids)s)
-ORDER BY asset_id
-
 -- name: insert_asset
 INSERT INTO execution.assets
     (tenant_id, asset_id, hostname, address, port, os, environment, connection_type,

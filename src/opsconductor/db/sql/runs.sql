@@ -3,8 +3,8 @@
 -- name: start_context
 -- Set-based (db/batching.py): per item (tenant, wanted asset ids as a JSON array) the
 -- tenant's connector settings (as connectors.tenant_settings), its masking patterns (the
--- rows and order of secrets.list_patterns) and the wanted assets (the rows of
--- assets.assets_by_id). No row for an item: no such tenant.
+-- rows and order of secrets.list_patterns) and the wanted assets (whole rows of
+-- execution.assets). No row for an item: no such tenant.
 SELECT t.ord, tn.record_only, tn.host_key_policy,
        coalesce((SELECT json_agg(json_build_array(p.name, p.pattern) ORDER BY p.name)
                  FROM execution.masking_patterns p WHERE p.tenant_id = tn.tenant_id),
