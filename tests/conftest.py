@@ -21,6 +21,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from opsconductor.db import embedded, migrations
+from opsconductor.db.connectors import set_local_execution
 from opsconductor.db.connection import Database
 
 
@@ -57,6 +58,10 @@ def template_db(pg_server: str) -> Iterator[str]:
     async def prepare() -> None:
         async with Database(with_dbname(pg_server, name), max_size=1) as db:
             await migrations.migrate(db)
+            # The suite's tenant 'default' plays the single-user install, which may run
+            # local steps (sandboxed); every other tenant starts without, as in production.
+            async with db.connection() as conn:
+                await set_local_execution(conn, "default", "test-setup", on=True)
 
     asyncio.run(prepare())
     yield name
@@ -81,6 +86,30 @@ async def db(database_url: str) -> AsyncIterator[Database]:
         yield database
 
 
+@pytest.fixture(autouse=True)
+def tenant_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own files root and working-directory root (``<root>/<tenant>``
+    each), in-process and in the ``opsc`` processes of ``cli_env`` alike."""
+    monkeypatch.setenv("OPSC_FILES_ROOT", str(tmp_path / "files"))
+    monkeypatch.setenv("OPSC_WORK_ROOT", str(tmp_path / "work"))
+    return tmp_path
+
+
+@pytest.fixture
+def work_dir(tmp_path: Path) -> Path:
+    """Tenant 'default''s working directory: where its local steps may write (the sandbox
+    shows them nothing else), at the same path inside the sandbox as here."""
+    return tmp_path / "work" / "default"
+
+
+@pytest.fixture
+def files_dir(tmp_path: Path) -> Path:
+    """Tenant 'default''s files root: ``file`` step sources and fetched copies."""
+    path = tmp_path / "files" / "default"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @pytest.fixture
 def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
     """Environment for running ``opsc`` as a real subprocess against the test database."""
@@ -90,6 +119,8 @@ def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
         OPSC_HOME=str(tmp_path / "home"),
         # no stored login: opsc acts as the local administrator (tests/served.py logs in)
         XDG_CONFIG_HOME=str(tmp_path / "config"),
+        OPSC_FILES_ROOT=str(tmp_path / "files"),
+        OPSC_WORK_ROOT=str(tmp_path / "work"),
         COLUMNS="200",
     )
     return env

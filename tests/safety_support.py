@@ -54,21 +54,47 @@ async def wait_for_file(path: Path, within_s: float = 30.0) -> str:
     raise AssertionError(f"{path} never appeared")
 
 
-def live_members(pgid: int) -> list[int]:
-    """Processes of a process group that are still alive (zombies do not count)."""
+def sandbox_of(marker: str) -> str:
+    """The PID namespace of the running local step whose command line mentions ``marker``
+    (local steps run in a sandbox with a PID namespace of its own)."""
+    ours = os.readlink("/proc/self/ns/pid")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            namespace = os.readlink(f"/proc/{entry}/ns/pid")
+        except OSError:
+            continue
+        if marker.encode() in cmdline and namespace != ours:
+            return namespace
+    raise AssertionError(f"no sandboxed process mentions {marker}")
+
+
+def live_in(namespace: str) -> list[int]:
+    """Processes of a PID namespace (a step's sandbox) that are still alive."""
     alive = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
+            if os.readlink(f"/proc/{entry}/ns/pid") != namespace:
+                continue
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state != "Z":
+        if stat[stat.rindex(")") + 2 :].split()[0] != "Z":
             alive.append(int(entry))
     return alive
+
+
+async def sandbox_gone(namespace: str, within_s: float = 30.0) -> bool:
+    """Wait (generously) until no process of the sandbox is left."""
+    for _ in range(int(within_s / 0.05)):
+        if not live_in(namespace):
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 FINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.TIMEOUT, Status.PARTIAL)

@@ -18,23 +18,33 @@ from opsconductor.engine import Engine
 from opsconductor.errors import IllegalTransition, StaleStatus
 from opsconductor.status_machine import Status
 from tests.plans import command_step, plan_of
-from tests.safety_support import engine, live_members, lock_rows, state, submit_plan, wait_for_file
+from tests.safety_support import (
+    engine,
+    live_in,
+    lock_rows,
+    sandbox_of,
+    state,
+    submit_plan,
+    wait_for_file,
+)
 from tests.served import logged_in, opsc, serving
 
 
 def _hang(pidfile: Path, **extra: object) -> dict[str, object]:
-    # $$ is the shell's pid, which is also the process group of the step (own session).
+    # The pidfile (in the tenant's working directory) says the step started; the step's
+    # processes are those of its sandbox's PID namespace (sandbox_of).
     return command_step("hang", f"echo $$ > {pidfile}; sleep 600", timeout_s=600, **extra)
 
 
 async def test_cancel_of_a_running_sleep_stops_it_and_its_group(
-    db: Database, tmp_path: Path
+    db: Database, work_dir: Path
 ) -> None:
-    pidfile = tmp_path / "pid"
+    pidfile = work_dir / "pid"
     execution_id = await submit_plan(db, plan_of(_hang(pidfile), command_step("after", "true")))
     running = asyncio.create_task(engine(db, "w").run("default", execution_id))
-    group = int(await wait_for_file(pidfile))
-    assert live_members(group), "the step should be running"
+    await wait_for_file(pidfile)
+    group = sandbox_of(str(pidfile))
+    assert live_in(group), "the step should be running"
     asked = time.monotonic()
     outcome = await request_cancel(db, "default", str(execution_id), "bob")
     assert outcome.result == "requested"
@@ -42,7 +52,7 @@ async def test_cancel_of_a_running_sleep_stops_it_and_its_group(
     took = time.monotonic() - asked
     print(f"cancel took {took:.2f} s")
     assert final is Status.CANCELLED
-    assert live_members(group) == []
+    assert live_in(group) == []
     row, rows = await state(db, execution_id)
     assert row["cancelled_by"] == "bob" and row["cancelled_at"] is not None
     assert row["cancel_requested_by"] == "bob"
@@ -60,7 +70,7 @@ async def test_cancel_of_a_running_sleep_stops_it_and_its_group(
     assert kinds[-1] == ("status_changed", "bob", "cancelled")
 
 
-async def test_cancel_checks_are_counted_while_running(db: Database, tmp_path: Path) -> None:
+async def test_cancel_checks_are_counted_while_running(db: Database) -> None:
     execution_id = await submit_plan(db, plan_of(command_step("nap", "sleep 1.2")))
     assert await engine(db, "w").run("default", execution_id) is Status.COMPLETED
     row, _ = await state(db, execution_id)
@@ -68,8 +78,8 @@ async def test_cancel_checks_are_counted_while_running(db: Database, tmp_path: P
     assert row["cancelled_by"] is None and row["cancel_requested_by"] is None
 
 
-async def test_cancel_during_retry_backoff_stops_retrying(db: Database, tmp_path: Path) -> None:
-    counter = tmp_path / "tries"
+async def test_cancel_during_retry_backoff_stops_retrying(db: Database, work_dir: Path) -> None:
+    counter = work_dir / "tries"
     command = f"echo x >> {counter}; exit 1"
     execution_id = await submit_plan(db, plan_of(command_step("flaky", command, retries=10)))
     running = asyncio.create_task(engine(db, "w").run("default", execution_id))
@@ -81,9 +91,9 @@ async def test_cancel_during_retry_backoff_stops_retrying(db: Database, tmp_path
 
 @pytest.mark.parametrize("level", [0, 1])
 async def test_not_started_executions_are_cancelled_without_running(
-    db: Database, tmp_path: Path, level: int
+    db: Database, work_dir: Path, level: int
 ) -> None:
-    marker = tmp_path / "ran"
+    marker = work_dir / "ran"
     execution_id = await submit_plan(
         db, plan_of(command_step("never", f"touch {marker}"), approval_level=level)
     )
@@ -116,15 +126,17 @@ async def test_queued_execution_is_cancelled_and_leaves_the_queue(db: Database) 
         assert (await cur.fetchone() or {}).get("n") == 0
 
 
-async def test_execution_timeout_aborts_like_a_cancel(db: Database, tmp_path: Path) -> None:
-    pidfile = tmp_path / "pid"
+async def test_execution_timeout_aborts_like_a_cancel(db: Database, work_dir: Path) -> None:
+    pidfile = work_dir / "pid"
     execution_id = await submit_plan(
         db, plan_of(_hang(pidfile, targets={"hostnames": ["localhost"]}), timeout_s=1.5)
     )
-    final = await asyncio.wait_for(engine(db, "w").run("default", execution_id), 60)
-    group = int(pidfile.read_text())
+    running = asyncio.create_task(engine(db, "w").run("default", execution_id))
+    await wait_for_file(pidfile)
+    group = sandbox_of(str(pidfile))
+    final = await asyncio.wait_for(running, 60)
     assert final is Status.TIMEOUT
-    assert live_members(group) == []
+    assert live_in(group) == []
     row, rows = await state(db, execution_id)
     assert "execution timeout" in row["status_reason"]
     assert row["cancelled_by"] is None
@@ -132,21 +144,26 @@ async def test_execution_timeout_aborts_like_a_cancel(db: Database, tmp_path: Pa
     assert await lock_rows(db) == []
 
 
-async def test_step_timeout_kills_the_group_and_frees_locks(db: Database, tmp_path: Path) -> None:
-    pidfile = tmp_path / "pid"
-    step = command_step("slow", f"echo $$ > {pidfile}; sleep 600 & sleep 600", timeout_s=0.5)
+async def test_step_timeout_kills_the_group_and_frees_locks(db: Database, work_dir: Path) -> None:
+    pidfile = work_dir / "pid"
+    step = command_step("slow", f"echo $$ > {pidfile}; sleep 600 & sleep 600", timeout_s=3)
     execution_id = await submit_plan(db, plan_of(step))
-    final = await asyncio.wait_for(engine(db, "w").run("default", execution_id), 60)
+    running = asyncio.create_task(engine(db, "w").run("default", execution_id))
+    await wait_for_file(pidfile)
+    group = sandbox_of(str(pidfile))
+    final = await asyncio.wait_for(running, 60)
     assert final is Status.TIMEOUT
-    assert live_members(int(pidfile.read_text())) == []  # the background sleep too
+    assert live_in(group) == []  # the background sleep too
     assert await lock_rows(db) == []
 
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_opsc_cancel_from_another_process(cli_env: dict[str, str], tmp_path: Path) -> None:
-    pidfile = tmp_path / "pid"
+def test_opsc_cancel_from_another_process(
+    cli_env: dict[str, str], tmp_path: Path, work_dir: Path
+) -> None:
+    pidfile = work_dir / "pid"
     plan_file = tmp_path / "hang.yaml"
     plan_file.write_text(
         "name: hang\nsteps:\n  - name: hang\n    type: command\n"
@@ -164,7 +181,7 @@ def test_opsc_cancel_from_another_process(cli_env: dict[str, str], tmp_path: Pat
         if pidfile.exists() and pidfile.read_text().strip():
             break
         time.sleep(0.05)
-    group = int(pidfile.read_text())
+    group = sandbox_of(str(pidfile))
     listed = subprocess.run(
         [sys.executable, "-m", "opsconductor.cli", "list"],
         env=cli_env,
@@ -188,7 +205,7 @@ def test_opsc_cancel_from_another_process(cli_env: dict[str, str], tmp_path: Pat
     stdout, _ = runner.communicate(timeout=60)
     assert runner.returncode == 1
     assert "cancelled" in stdout
-    assert live_members(group) == []
+    assert live_in(group) == []
     again = subprocess.run(
         [sys.executable, "-m", "opsconductor.cli", "cancel", execution_id],
         env=cli_env,

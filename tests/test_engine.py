@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,8 +68,8 @@ async def test_failure_stops_and_later_steps_are_skipped(db: Database) -> None:
     ]
 
 
-async def test_retries_with_backoff_until_success(db: Database, tmp_path: Any) -> None:
-    counter = tmp_path / "n"
+async def test_retries_with_backoff_until_success(db: Database, work_dir: Path) -> None:
+    counter = work_dir / "n"
     command = (
         f"n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}; "
         f"echo try $n; [ $n -ge 3 ]"
@@ -89,8 +90,8 @@ async def test_retries_are_bounded(db: Database) -> None:
     assert [r["attempt"] for r in rows] == [1, 2, 3]
 
 
-async def test_step_timeout_kills_the_command_and_ends_timeout(db: Database, tmp_path: Any) -> None:
-    marker = tmp_path / "survived"
+async def test_step_timeout_kills_the_command_and_ends_timeout(db: Database, work_dir: Path) -> None:
+    marker = work_dir / "survived"
     plan = plan_of(command_step("hang", f"sleep 1.5 && touch {marker}", timeout_s=0.3))
     final, row, rows = await _run(db, plan)
     assert final is Status.TIMEOUT

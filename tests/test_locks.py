@@ -21,7 +21,16 @@ from opsconductor.inventory import Asset
 from opsconductor.locking import AssetLocked, LeaseHold, LockSettings
 from opsconductor.status_machine import Status
 from tests.plans import command_step, plan_of
-from tests.safety_support import engine, live_members, lock_rows, state, submit_plan, wait_for_file
+from tests.safety_support import (
+    engine,
+    live_in,
+    lock_rows,
+    sandbox_gone,
+    sandbox_of,
+    state,
+    submit_plan,
+    wait_for_file,
+)
 
 
 @pytest.fixture
@@ -49,9 +58,9 @@ def _intervals(log: Path) -> dict[str, tuple[float, float]]:
 
 
 async def test_two_executions_on_one_asset_never_overlap(
-    db: Database, shared_asset: None, tmp_path: Path
+    db: Database, shared_asset: None, work_dir: Path
 ) -> None:
-    log = tmp_path / "stamps"
+    log = work_dir / "stamps"
     ids = [
         await submit_plan(db, plan_of(_stamp_step("work", log, 0.4, ["node-a"]), name=f"p{i}"))
         for i in range(4)
@@ -67,10 +76,10 @@ async def test_two_executions_on_one_asset_never_overlap(
 
 
 async def test_different_assets_run_side_by_side(
-    db: Database, shared_asset: None, tmp_path: Path
+    db: Database, shared_asset: None, work_dir: Path
 ) -> None:
     """The mutex is per asset: it must not serialise unrelated work (would hide bugs above)."""
-    log = tmp_path / "stamps"
+    log = work_dir / "stamps"
     a = await submit_plan(db, plan_of(_stamp_step("a", log, 1.0, ["node-a"])))
     b = await submit_plan(db, plan_of(_stamp_step("b", log, 1.0, ["node-b"])))
     await asyncio.gather(engine(db, "w1").run("default", a), engine(db, "w2").run("default", b))
@@ -79,9 +88,9 @@ async def test_different_assets_run_side_by_side(
 
 
 async def test_waiting_is_bounded_and_names_the_holder(
-    db: Database, shared_asset: None, tmp_path: Path
+    db: Database, shared_asset: None, work_dir: Path
 ) -> None:
-    marker = tmp_path / "holder-started"
+    marker = work_dir / "holder-started"
     holder_id = await submit_plan(
         db,
         plan_of(
@@ -111,9 +120,9 @@ async def test_waiting_is_bounded_and_names_the_holder(
 
 
 async def test_lock_execution_holds_every_target_between_steps(
-    db: Database, shared_asset: None, tmp_path: Path
+    db: Database, shared_asset: None, work_dir: Path
 ) -> None:
-    probe = tmp_path / "probe"
+    probe = work_dir / "probe"
     plan = plan_of(
         command_step("one", "true", targets={"assets": ["node-a"]}),
         command_step("two", f"echo seen > {probe}; sleep 0.5", targets={"assets": ["node-b"]}),
@@ -154,9 +163,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 async def test_lock_of_a_killed_worker_is_reaped(
-    db: Database, shared_asset: None, cli_env: dict[str, str], tmp_path: Path
+    db: Database, shared_asset: None, cli_env: dict[str, str], tmp_path: Path, work_dir: Path
 ) -> None:
-    pidfile = tmp_path / "child"
+    pidfile = work_dir / "child"
     plan_file = tmp_path / "hold.yaml"
     plan_file.write_text(
         "name: hold node-a\nsteps:\n  - name: hold\n    type: command\n"
@@ -170,11 +179,13 @@ async def test_lock_of_a_killed_worker_is_reaped(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    child_group = int(await wait_for_file(pidfile))
+    await wait_for_file(pidfile)
+    child_group = sandbox_of(str(pidfile))
     [held] = await lock_rows(db)
     os.kill(worker.pid, signal.SIGKILL)  # the worker dies without releasing anything
     worker.wait(timeout=30)
-    os.killpg(child_group, signal.SIGKILL)  # its orphaned command, so nothing leaks
+    # bwrap --die-with-parent: the step's sandbox does not outlive its worker
+    assert await sandbox_gone(child_group)
     assert (await lock_rows(db))[0]["owner_tag"] == held["owner_tag"]
     reaped: list[dict[str, object]] = []
     for _ in range(200):  # the lease runs out one TTL after the last heartbeat
@@ -192,7 +203,6 @@ async def test_lock_of_a_killed_worker_is_reaped(
         db, plan_of(command_step("next", "true", targets={"assets": ["node-a"]}))
     )
     assert await engine(db, "w2", wait_s=0.5).run("default", nxt) is Status.COMPLETED
-    assert live_members(child_group) == []
 
 
 async def test_expired_lock_is_taken_over_without_a_reaper(
@@ -209,10 +219,10 @@ async def test_expired_lock_is_taken_over_without_a_reaper(
 
 
 async def test_a_lease_taken_over_aborts_the_step(
-    db: Database, shared_asset: None, tmp_path: Path
+    db: Database, shared_asset: None, work_dir: Path
 ) -> None:
     """If our heartbeats were late and another holder took the asset, we stop at once."""
-    pidfile = tmp_path / "pid"
+    pidfile = work_dir / "pid"
     execution_id = await submit_plan(
         db,
         plan_of(
@@ -220,24 +230,25 @@ async def test_a_lease_taken_over_aborts_the_step(
         ),
     )
     running = asyncio.create_task(engine(db, "w", ttl_s=0.6).run("default", execution_id))
-    group = int(await wait_for_file(pidfile))
+    await wait_for_file(pidfile)
+    group = sandbox_of(str(pidfile))
     async with db.connection() as conn:
         await conn.execute("UPDATE execution.execution_locks SET owner_tag = 'thief:elsewhere'")
     assert await asyncio.wait_for(running, 60) is Status.FAILED
     row, rows = await state(db, execution_id)
     assert row["status_reason"].startswith("lock_lost: lease on node-a taken over")
     assert rows[0]["status"] == "cancelled"
-    assert live_members(group) == []
+    assert live_in(group) == []
     # the thief's lock is not ours to release
     assert [r["owner_tag"] for r in await lock_rows(db)] == ["thief:elsewhere"]
 
 
 async def test_cancel_while_waiting_for_a_lock_lets_go_of_what_it_took(
-    db: Database, shared_asset: None, tmp_path: Path
+    db: Database, shared_asset: None, work_dir: Path
 ) -> None:
     from opsconductor.cancellation import request_cancel
 
-    marker = tmp_path / "holder"
+    marker = work_dir / "holder"
     holder_id = await submit_plan(
         db,
         plan_of(

@@ -23,6 +23,7 @@ from opsconductor import approval_gate, logs, masking, policies, rbac, validatio
 from opsconductor.cancellation import CHECK_INTERVAL_S, CancelWatcher
 from opsconductor.config import load_settings
 from opsconductor.connectors import credentials
+from opsconductor.connectors.access import TenantAccess, local_refusal
 from opsconductor.connectors.outcome import RECORD_ONLY
 from opsconductor.connectors.session import Connectors
 from opsconductor.connectors.ssh import CredentialResolver
@@ -279,6 +280,9 @@ class Engine:
             await self._begin(run, current)
         if missing and verdict is None:
             verdict = Status.FAILED, _missing_reason(missing)
+        if verdict is None:  # a tenant without the capability: no step of it runs
+            refusal = local_refusal(run.connectors.access, run.plan.steps, run.targets)
+            verdict = None if refusal is None else (Status.FAILED, refusal)
         with logs.masking_with(run.cell):
             if verdict is not None:
                 await asyncio.shield(run.connectors.aclose())
@@ -342,6 +346,7 @@ class Engine:
             known_hosts,
             resolve_credential=self.resolve_credential or _step_credentials(live),
             record_only=record_only,
+            access=TenantAccess.of(load_settings(), tenant_id, tenant),
         )
         run = _Run(
             execution,

@@ -2,7 +2,9 @@
 
 A reference's path picks its backend:
 
-* ``env:NAME`` — the worker's environment variable ``NAME``;
+* ``env:NAME`` — the worker's environment variable ``NAME``, only if its name starts with the
+  operator's prefix (``OPSC_SECRET_ENV_PREFIX``, default ``OPSC_SECRET_ENV_``) and it is
+  none of the installation's own credentials (``NEVER_READABLE``);
 * ``vault:MOUNT/PATH#FIELD`` — HashiCorp Vault KV v2 (``VAULT_ADDR``, ``VAULT_TOKEN``;
   ``#FIELD`` defaults to ``value``), read through ``hvac``;
 * anything else — the built-in store: AES-256-GCM ciphertext in PostgreSQL.
@@ -25,6 +27,7 @@ import hvac.exceptions
 import requests
 
 from opsconductor import keyring, masking
+from opsconductor.config import load_settings
 from opsconductor.db import secrets as store
 from opsconductor.db.connection import Database
 from opsconductor.errors import BadInput, SecretError
@@ -41,10 +44,39 @@ class Backend(Protocol):
         ...
 
 
+#: Never readable through ``env:``, whatever the prefix: the store's master key and the
+#: credentials of the database and of Vault. A plan naming one would hand it to its commands.
+NEVER_READABLE = frozenset({"OPSC_SECRET_KEY", "DATABASE_URL", "TEST_DATABASE_URL", "PGPASSWORD"})
+NEVER_READABLE_PREFIXES = ("VAULT_",)
+
+
+def env_refusal(name: str, prefix: str) -> str | None:
+    """Why ``env:NAME`` may not be read (None: it may). The worker's environment holds the
+    installation's own credentials next to the ones meant for plans, so plans see only the
+    names the operator set aside for them."""
+    if name in NEVER_READABLE or name.startswith(NEVER_READABLE_PREFIXES):
+        return (
+            f"{name} is never readable as a secret (the installation's master key and its "
+            "database and Vault credentials are not plan secrets)"
+        )
+    if not prefix or not name.startswith(prefix):
+        return (
+            f"env: secrets read only variables whose names start with {prefix!r} "
+            f"(the operator sets the prefix with OPSC_SECRET_ENV_PREFIX); {name!r} does not"
+        )
+    return None
+
+
 class EnvBackend:
     name = "env"
 
+    def __init__(self, prefix: str | None = None) -> None:
+        self.prefix = load_settings().secret_env_prefix if prefix is None else prefix
+
     async def fetch(self, tenant_id: str, path: str) -> str | None:
+        refusal = env_refusal(path, self.prefix)
+        if refusal is not None:
+            raise SecretError(f"secret {ENV_PREFIX + path!r}: {refusal}")
         return os.environ.get(path)
 
 
@@ -136,9 +168,16 @@ class Resolved:
 class SecretResolver:
     """Routes a reference to its backend; raises ``SecretError`` naming the path."""
 
-    def __init__(self, db: Database, home: Path, vault: VaultConfig | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        home: Path,
+        vault: VaultConfig | None = None,
+        *,
+        env_prefix: str | None = None,
+    ) -> None:
         self.store = StoreBackend(db, home)
-        self.env = EnvBackend()
+        self.env = EnvBackend(env_prefix)
         self.vault = VaultBackend(vault if vault is not None else VaultConfig.from_env())
 
     def route(self, path: str) -> tuple[Backend, str]:

@@ -1,4 +1,5 @@
-"""Run a shell command on this machine, bounded in time, output capped, killable as a group."""
+"""Run a local step on this machine: always in the tenant's sandbox (``sandbox.py``), as its
+unprivileged user, bounded in time, output capped, killable as a group."""
 
 from __future__ import annotations
 
@@ -7,17 +8,17 @@ import contextlib
 import hashlib
 import os
 import shlex
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from opsconductor.connectors import sandbox
+from opsconductor.connectors.sandbox import Sandbox
 from opsconductor.output import OutputBuffer
 
 #: Seconds between SIGTERM and SIGKILL when a command must stop.
@@ -75,28 +76,33 @@ def use_pidfd_child_watcher() -> bool:
     return True
 
 
-async def run_command(
-    command: str,
+async def run_process(
+    argv: Sequence[str],
     *,
     timeout_s: float,
-    env: Mapping[str, str] | None = None,
-    cwd: str | None = None,
     cancel: asyncio.Event | None = None,
+    stdin: int | None = None,
+    stdout: int | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> CommandResult:
-    """Run ``command`` under ``/bin/sh``; stop it on timeout or when ``cancel`` is set."""
+    """Run ``argv`` with an empty environment; stop it on timeout or when ``cancel`` is
+    set. ``stdin``/``stdout``: descriptors to use instead of /dev/null and a capture."""
     started = time.monotonic()
-    proc = await asyncio.create_subprocess_shell(
-        command,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else stdin,
+        stdout=asyncio.subprocess.PIPE if stdout is None else stdout,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
+        env={},  # nothing of ours: the sandbox's PID 1 would show it to the step
         start_new_session=True,  # own process group, so a kill reaches its children too
+        pass_fds=tuple(pass_fds),
     )
     out, err = OutputBuffer(), OutputBuffer()
-    assert proc.stdout is not None and proc.stderr is not None
-    pumps = asyncio.gather(_pump(proc.stdout, out), _pump(proc.stderr, err), proc.wait())
+    assert proc.stderr is not None
+    streams = [_pump(proc.stderr, err)]
+    if proc.stdout is not None:
+        streams.append(_pump(proc.stdout, out))
+    pumps = asyncio.gather(*streams, proc.wait())
     stopper = asyncio.ensure_future(cancel.wait()) if cancel else None
     waiters: set[asyncio.Future[Any]] = {pumps, stopper} if stopper else {pumps}
     try:
@@ -127,7 +133,67 @@ async def run_command(
     )
 
 
+def _memfd(name: str, data: bytes) -> int:
+    """An anonymous in-memory file holding ``data``, positioned at its start."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        os.write(fd, data)  # small: an environment, a script
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+async def run_sandboxed(
+    box: Sandbox,
+    inner: Sequence[str],
+    *,
+    timeout_s: float,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    cancel: asyncio.Event | None = None,
+    files: Mapping[str, bytes] | None = None,
+    stdin: int | None = None,
+    stdout: int | None = None,
+) -> CommandResult:
+    """Run ``inner`` in the sandbox as its user, with exactly ``env`` (plus PATH, HOME,
+    LANG); ``files`` are handed in read-only at their paths under ``sandbox.DATA_DIR``."""
+    data = {sandbox.ENV_FILE: box.environment(env or {}).encode(), **(files or {})}
+    fds: dict[str, int] = {}
+    try:
+        for path, content in data.items():
+            fds[path] = _memfd(Path(path).name, content)
+        return await run_process(
+            box.argv(inner, cwd=cwd, data=fds),
+            timeout_s=timeout_s,
+            cancel=cancel,
+            stdin=stdin,
+            stdout=stdout,
+            pass_fds=tuple(fds.values()),
+        )
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+async def run_command(
+    box: Sandbox,
+    command: str,
+    *,
+    timeout_s: float,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    cancel: asyncio.Event | None = None,
+) -> CommandResult:
+    """Run ``command`` under ``/bin/sh`` in the sandbox."""
+    return await run_sandboxed(
+        box, ["/bin/sh", "-c", command], timeout_s=timeout_s, env=env, cwd=cwd, cancel=cancel
+    )
+
+
 async def run_script(
+    box: Sandbox,
     script: str,
     *,
     interpreter: str,
@@ -137,38 +203,98 @@ async def run_script(
     cwd: str | None = None,
     cancel: asyncio.Event | None = None,
 ) -> CommandResult:
-    """Write ``script`` to a private temporary file, run it, remove it."""
-    fd, path = tempfile.mkstemp(prefix="opsc-script-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(script.encode())
-        os.chmod(path, 0o700)
-        line = " ".join(shlex.quote(part) for part in (interpreter, path, *args))
-        return await run_command(line, timeout_s=timeout_s, env=env, cwd=cwd, cancel=cancel)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+    """Hand ``script`` in read-only and run it with ``interpreter`` in the sandbox."""
+    inner = [*shlex.split(interpreter), sandbox.SCRIPT_FILE, *args]
+    return await run_sandboxed(
+        box,
+        inner,
+        timeout_s=timeout_s,
+        env=env,
+        cwd=cwd,
+        cancel=cancel,
+        files={sandbox.SCRIPT_FILE: script.encode()},
+    )
 
 
-def copy_file(src: Path, dest: str, mode: int | None) -> str:
-    """Copy to a temporary name beside ``dest``, compare SHA-256, rename into place; the
-    same contract as the SFTP copy. Returns the SHA-256."""
-    target = Path(dest)
-    temporary = target.with_name(f"{target.name}.opsc-{uuid.uuid4().hex[:12]}")
-    expected = _sha256(src)
+#: Copy stdin to a temporary name beside the destination, compare its SHA-256, rename into
+#: place; the same contract as the SFTP copy, carried out by the sandbox's user.
+_PUSH = """set -eu
+trap 'rm -f -- "$OPSC_TEMP"' EXIT
+cat > "$OPSC_TEMP"
+got=$(sha256sum -- "$OPSC_TEMP")
+got=${got%% *}
+if [ "$got" != "$OPSC_SHA256" ]; then
+    echo "$OPSC_DEST: checksum mismatch after copy ($OPSC_SHA256 != $got)" >&2
+    exit 3
+fi
+if [ -n "$OPSC_MODE" ]; then chmod "$OPSC_MODE" "$OPSC_TEMP"; fi
+mv -f -- "$OPSC_TEMP" "$OPSC_DEST"
+"""
+
+
+async def push_file(
+    box: Sandbox,
+    src: Path,
+    dest: str,
+    mode: int | None,
+    *,
+    sha256: str,
+    timeout_s: float,
+    cancel: asyncio.Event | None = None,
+) -> CommandResult:
+    """Copy ``src`` (opened here, in the tenant's files root) to ``dest`` as the sandbox
+    sees it: the step's user writes, so only the tenant's working directory can take it."""
+    env = {
+        "OPSC_DEST": dest,
+        "OPSC_TEMP": f"{dest}.opsc-{uuid.uuid4().hex[:12]}",
+        "OPSC_SHA256": sha256,
+        "OPSC_MODE": "" if mode is None else f"{mode:o}",
+    }
+    with src.open("rb") as source:
+        return await run_sandboxed(
+            box,
+            ["/bin/sh", "-c", _PUSH],
+            timeout_s=timeout_s,
+            env=env,
+            cancel=cancel,
+            stdin=source.fileno(),
+        )
+
+
+async def fetch_file(
+    box: Sandbox,
+    src: str,
+    dest: Path,
+    mode: int | None,
+    *,
+    timeout_s: float,
+    cancel: asyncio.Event | None = None,
+) -> tuple[CommandResult, str, int]:
+    """Read ``src`` as the sandbox sees it into a temporary name beside ``dest`` (in the
+    tenant's files root), rename it into place if the read succeeded; the result, the
+    SHA-256 and the size of the copy."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    temporary = dest.with_name(f"{dest.name}.opsc-{uuid.uuid4().hex[:12]}")
     try:
-        shutil.copyfile(src, temporary)
-        copied = _sha256(temporary)
-        if copied != expected:
-            raise OSError(f"{dest}: checksum mismatch after copy ({expected} != {copied})")
+        with temporary.open("xb") as sink:
+            result = await run_sandboxed(
+                box,
+                ["/bin/cat", "--", src],
+                timeout_s=timeout_s,
+                cancel=cancel,
+                stdout=sink.fileno(),
+            )
+        if result.exit_code != 0 or result.timed_out or result.cancelled:
+            temporary.unlink(missing_ok=True)
+            return result, "", 0
+        digest, size = _sha256(temporary), temporary.stat().st_size
         if mode is not None:
-            os.chmod(temporary, mode)
-        os.replace(temporary, target)
+            temporary.chmod(mode)
+        temporary.replace(dest)
     except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
+        temporary.unlink(missing_ok=True)
         raise
-    return expected
+    return result, digest, size
 
 
 def _sha256(path: Path) -> str:

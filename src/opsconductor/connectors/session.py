@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,12 @@ import httpx
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from opsconductor.connectors import http, local, sql, ssh
+from opsconductor.connectors import http, local, sandbox, sql, ssh, tenant_files
+from opsconductor.connectors.access import TenantAccess
 from opsconductor.connectors.credentials import resolve_credential as env_credentials
 from opsconductor.connectors.local import CommandResult
 from opsconductor.connectors.outcome import RECORD_ONLY, Outcome, StepInputError
+from opsconductor.connectors.sandbox import Sandbox
 from opsconductor.inventory import Asset
 from opsconductor.output import cap_text
 from opsconductor.plan import (
@@ -67,10 +70,14 @@ class Connectors:
         *,
         resolve_credential: ssh.CredentialResolver = env_credentials,
         record_only: bool = False,
+        access: TenantAccess | None = None,
     ) -> None:
         self.record_only = record_only
         self.ssh = ssh.SshPool(known_hosts, resolve_credential)
         self._http: dict[bool, httpx.AsyncClient] = {}
+        #: the tenant's files root and local capability; None: no file step, no local step
+        self.access = access
+        self._sandbox: Sandbox | None = None
 
     async def aclose(self) -> None:
         await self.ssh.close()
@@ -112,9 +119,9 @@ class Connectors:
         self, step: ActingStep, asset: Asset, where: str, context: dict[str, Any]
     ) -> Action:
         if isinstance(step, CommandStep):
-            return await self._command(step, asset, plain_env(step.env, where))
+            return await self._command(step, asset, plain_env(step.env, where), where)
         if isinstance(step, ScriptStep):
-            return await self._script(step, asset, plain_env(step.env, where))
+            return await self._script(step, asset, plain_env(step.env, where), where)
         if isinstance(step, FileStep):
             return await self._file(step, asset, where, context)
         if isinstance(step, HttpStep):
@@ -122,6 +129,26 @@ class Connectors:
         if isinstance(step, NoopStep):
             return NOOP
         return self._sql(step, where, context)
+
+    # -- the local sandbox ---------------------------------------------------------------
+
+    def _local(self, where: str) -> None:
+        """Refuse a local step that cannot run sandboxed here (touches nothing)."""
+        try:
+            sandbox.check(self.access)
+        except sandbox.SandboxUnavailable as exc:
+            raise sandbox.SandboxUnavailable(f"{where}: {exc}") from None
+
+    async def _box(self) -> Sandbox:
+        """The tenant's sandbox, set up on first use (user, working directory)."""
+        if self._sandbox is None:
+            self._sandbox = await asyncio.to_thread(sandbox.prepare, self.access)
+        return self._sandbox
+
+    def _files_root(self, field: str) -> Path:
+        if self.access is None:
+            raise StepInputError(f"{field}: no tenant files root for this run")
+        return self.access.files_root
 
     # -- commands and scripts: local process or SSH -------------------------------------
 
@@ -143,16 +170,24 @@ class Connectors:
         except TimeoutError:
             return Outcome("timeout", error=f"{target.where}: connect timed out")
 
-    async def _command(self, step: CommandStep, asset: Asset, env: dict[str, str]) -> Action:
+    async def _command(
+        self, step: CommandStep, asset: Asset, env: dict[str, str], where: str
+    ) -> Action:
         if asset.connection_type == "local":
+            self._local(where)
 
             async def run_local(budget: float, cancel: asyncio.Event | None) -> Outcome:
                 result = await local.run_command(
-                    step.command, timeout_s=budget, env=env, cwd=step.cwd, cancel=cancel
+                    await self._box(),
+                    step.command,
+                    timeout_s=budget,
+                    env=env,
+                    cwd=step.cwd,
+                    cancel=cancel,
                 )
                 return from_command(result, budget)
 
-            return Action(f"run {step.command!r} locally", run_local)
+            return Action(f"run {step.command!r} locally (sandboxed)", run_local)
         target = await self._ssh_target(asset)
 
         async def run_ssh(budget: float, cancel: asyncio.Event | None) -> Outcome:
@@ -166,12 +201,16 @@ class Connectors:
 
         return Action(f"run {step.command!r} on {target.where}", run_ssh)
 
-    async def _script(self, step: ScriptStep, asset: Asset, env: dict[str, str]) -> Action:
+    async def _script(
+        self, step: ScriptStep, asset: Asset, env: dict[str, str], where: str
+    ) -> Action:
         lines = len(step.script.splitlines())
         if asset.connection_type == "local":
+            self._local(where)
 
             async def run_local(budget: float, cancel: asyncio.Event | None) -> Outcome:
                 result = await local.run_script(
+                    await self._box(),
                     step.script,
                     interpreter=step.interpreter,
                     args=step.args,
@@ -182,7 +221,8 @@ class Connectors:
                 )
                 return from_command(result, budget)
 
-            return Action(f"run a {lines}-line {step.interpreter} script locally", run_local)
+            summary = f"run a {lines}-line {step.interpreter} script locally (sandboxed)"
+            return Action(summary, run_local)
         target = await self._ssh_target(asset)
 
         async def run_ssh(budget: float, cancel: asyncio.Event | None) -> Outcome:
@@ -212,17 +252,24 @@ class Connectors:
         src = render(step.src, context, f"{where}.src")
         dest = render(step.dest, context, f"{where}.dest")
         mode = int(step.mode, 8) if step.mode else None
+        if asset.connection_type == "local":
+            self._local(where)
         if step.direction == "fetch":
-            return await self._fetch(asset, src, Path(dest), mode)
+            field = f"{where}.dest"
+            return await self._fetch(
+                asset, src, tenant_files.destination(self._files_root(field), dest, field), mode
+            )
         if not dest.startswith("/"):
             raise StepInputError(f"{where}.dest: must be an absolute path (got {dest!r})")
+        field = f"{where}.src"
+        path = tenant_files.source(self._files_root(field), src, field)
         try:
-            source = ssh.file_digest(Path(src))
+            source = ssh.file_digest(path)
         except OSError as exc:
-            raise StepInputError(f"{where}.src: cannot read {src}: {exc.strerror}") from None
+            raise StepInputError(f"{field}: cannot read {src}: {exc.strerror}") from None
         done = f"copied {source.size} bytes to {dest}, sha256 {source.sha256} verified"
         if asset.connection_type == "local":
-            return self._local_copy(Path(src), dest, mode, done)
+            return self._local_push(path, dest, mode, source, done, where)
         target = await self._ssh_target(asset)
 
         async def run_ssh(budget: float, cancel: asyncio.Event | None) -> Outcome:
@@ -230,7 +277,7 @@ class Connectors:
                 conn = await self._connection(target, budget)
                 if isinstance(conn, Outcome):
                     return conn
-                await ssh.copy_file(conn, Path(src), dest, mode)
+                await ssh.copy_file(conn, path, dest, mode)
                 return Outcome("completed", output=done)
 
             return await bounded(copy(), budget, cancel)
@@ -240,7 +287,7 @@ class Connectors:
 
     async def _fetch(self, asset: Asset, src: str, dest: Path, mode: int | None) -> Action:
         if asset.connection_type == "local":
-            return self._local_copy(Path(src), str(dest), mode, f"fetched {src} to {dest}")
+            return self._local_fetch(src, dest, mode)
         target = await self._ssh_target(asset)
 
         async def run_ssh(budget: float, cancel: asyncio.Event | None) -> Outcome:
@@ -258,12 +305,44 @@ class Connectors:
 
         return Action(f"fetch {target.where}:{src} to {dest}", run_ssh)
 
-    def _local_copy(self, src: Path, dest: str, mode: int | None, done: str) -> Action:
-        async def run_local(budget: float, cancel: asyncio.Event | None) -> Outcome:
-            work = asyncio.to_thread(local.copy_file, src, dest, mode)
-            return await bounded(_completed(work, done), budget, cancel)
+    def _local_push(
+        self, src: Path, dest: str, mode: int | None, source: ssh.Copied, done: str, where: str
+    ) -> Action:
+        # The sandbox's user writes the copy: only the tenant's working directory takes it.
+        assert self.access is not None  # _local checked it
+        work = Path(os.path.abspath(self.access.work_dir))
+        if ".." in Path(dest).parts or not Path(dest).is_relative_to(work):
+            raise StepInputError(
+                f"{where}.dest: a local target's files are written in the tenant's working "
+                f"directory {work}; got {dest!r}"
+            )
 
-        return Action(f"copy {src} to {dest} locally", run_local)
+        async def run_local(budget: float, cancel: asyncio.Event | None) -> Outcome:
+            result = await local.push_file(
+                await self._box(),
+                src,
+                dest,
+                mode,
+                sha256=source.sha256,
+                timeout_s=budget,
+                cancel=cancel,
+            )
+            outcome = from_command(result, budget)
+            return Outcome("completed", output=done) if outcome.status == "completed" else outcome
+
+        return Action(f"copy {src} to {dest} locally (sandboxed)", run_local)
+
+    def _local_fetch(self, src: str, dest: Path, mode: int | None) -> Action:
+        async def run_local(budget: float, cancel: asyncio.Event | None) -> Outcome:
+            result, digest, size = await local.fetch_file(
+                await self._box(), src, dest, mode, timeout_s=budget, cancel=cancel
+            )
+            outcome = from_command(result, budget)
+            if outcome.status != "completed":
+                return outcome
+            return Outcome("completed", output=f"fetched {size} bytes to {dest}, sha256 {digest}")
+
+        return Action(f"fetch {src} to {dest} locally (sandboxed)", run_local)
 
     # -- HTTP ----------------------------------------------------------------------------
 
@@ -369,11 +448,6 @@ def authorization(auth: HttpAuth, where: str) -> str:
     password = plain(auth.password, f"{where}.password")
     token = base64.b64encode(f"{auth.username}:{password}".encode()).decode()
     return f"Basic {token}"
-
-
-async def _completed(work: Awaitable[object], output: str) -> Outcome:
-    await work
-    return Outcome("completed", output=output)
 
 
 async def bounded(

@@ -1,5 +1,6 @@
-"""Storage of per-tenant connector settings (record-only, host key policy) and of the
-tenant's trusted SSH host keys, with the host key use cases (trust, replace, remove).
+"""Storage of per-tenant connector settings (record-only, host key policy, the local
+execution capability) and of the tenant's trusted SSH host keys, with the host key use
+cases (trust, replace, remove).
 
 The use cases are plain functions of (conn, tenant_id, actor_id, ...): each runs in one
 transaction that holds host:port's lock, applies the rule of ``opsconductor.host_keys``
@@ -8,7 +9,9 @@ and appends its audit event (``audit_events``) in that same transaction.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from opsconductor.db import audit, queries
 from opsconductor.db.connection import Conn, Database
@@ -24,6 +27,19 @@ HOST_KEY_POLICIES = ("strict", "accept-new")
 class TenantSettings:
     record_only: bool
     host_key_policy: str
+    #: local steps (command, script, file on a ``local`` asset) may run, sandboxed
+    local_execution: bool = False
+    #: ... and their sandbox keeps the host's network (loopback included)
+    local_network: bool = False
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TenantSettings:
+        return cls(
+            bool(row["record_only"]),
+            str(row["host_key_policy"]),
+            bool(row["local_execution"]),
+            bool(row["local_network"]),
+        )
 
 
 async def tenant_settings(conn: Conn, tenant_id: str) -> TenantSettings:
@@ -31,7 +47,28 @@ async def tenant_settings(conn: Conn, tenant_id: str) -> TenantSettings:
     row = await cur.fetchone()
     if row is None:
         raise NotFound(f"tenant {tenant_id!r} not found")
-    return TenantSettings(bool(row["record_only"]), str(row["host_key_policy"]))
+    return TenantSettings.from_row(row)
+
+
+async def set_local_execution(
+    conn: Conn, tenant_id: str, actor_id: str, *, on: bool, network: bool = False
+) -> None:
+    """Grant or withdraw the local execution capability (an installation admin's decision:
+    callers are the local CLI only). ``network`` keeps the host's network in the sandbox;
+    it means nothing without ``on``. Records who decided and when on the tenant row."""
+    params = {"tenant_id": tenant_id, "on": on, "network": on and network, "actor_id": actor_id}
+    cur = await conn.execute(Q["set_local_execution"], params)
+    if await cur.fetchone() is None:
+        raise NotFound(f"tenant {tenant_id!r} not found")
+
+
+async def bootstrap_local_execution(conn: Conn, tenant_id: str, actor_id: str) -> bool:
+    """Turn local execution on (without network) for a tenant nobody ever decided for;
+    True if it did. A tenant switched off explicitly stays off."""
+    cur = await conn.execute(
+        Q["bootstrap_local_execution"], {"tenant_id": tenant_id, "actor_id": actor_id}
+    )
+    return await cur.fetchone() is not None
 
 
 async def set_record_only(conn: Conn, tenant_id: str, on: bool) -> None:

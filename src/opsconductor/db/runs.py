@@ -32,7 +32,7 @@ async def start_context(conn: Executor, tenant_id: str, asset_ids: Iterable[str]
     if row is None:
         raise NotFound(f"tenant {tenant_id!r} not found")
     return StartContext(
-        TenantSettings(bool(row["record_only"]), str(row["host_key_policy"])),
+        TenantSettings.from_row(row),
         {str(name): str(pattern) for name, pattern in row["masking_patterns"]},
         {a["asset_id"]: Asset.from_row(a) for a in row["assets"]},
     )

@@ -1,13 +1,30 @@
 -- Per-tenant connector settings and trusted SSH host keys.
 
 -- name: tenant_settings
-SELECT record_only, host_key_policy FROM execution.tenants WHERE tenant_id = %(tenant_id)s
+SELECT record_only, host_key_policy, local_execution, local_network
+FROM execution.tenants WHERE tenant_id = %(tenant_id)s
 
 -- name: set_record_only
 UPDATE execution.tenants SET record_only = %(record_only)s WHERE tenant_id = %(tenant_id)s
 
 -- name: set_host_key_policy
 UPDATE execution.tenants SET host_key_policy = %(policy)s WHERE tenant_id = %(tenant_id)s
+
+-- name: set_local_execution
+-- An installation admin's decision (the local CLI only; no API route reaches this).
+UPDATE execution.tenants
+SET local_execution = %(on)s, local_network = %(network)s,
+    local_execution_changed_by = %(actor_id)s, local_execution_changed_at = now()
+WHERE tenant_id = %(tenant_id)s
+RETURNING tenant_id
+
+-- name: bootstrap_local_execution
+-- `opsc run` on a fresh embedded install: on, without network, only if nobody ever decided.
+UPDATE execution.tenants
+SET local_execution = true, local_network = false,
+    local_execution_changed_by = %(actor_id)s, local_execution_changed_at = now()
+WHERE tenant_id = %(tenant_id)s AND local_execution_changed_at IS NULL
+RETURNING tenant_id
 
 -- name: known_host_keys
 SELECT public_key FROM execution.known_hosts

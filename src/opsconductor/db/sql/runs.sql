@@ -5,7 +5,7 @@
 -- tenant's connector settings (as connectors.tenant_settings), its masking patterns (the
 -- rows and order of secrets.list_patterns) and the wanted assets (whole rows of
 -- execution.assets). No row for an item: no such tenant.
-SELECT t.ord, tn.record_only, tn.host_key_policy,
+SELECT t.ord, tn.record_only, tn.host_key_policy, tn.local_execution, tn.local_network,
        coalesce((SELECT json_agg(json_build_array(p.name, p.pattern) ORDER BY p.name)
                  FROM execution.masking_patterns p WHERE p.tenant_id = tn.tenant_id),
                 '[]'::json) AS masking_patterns,

@@ -445,6 +445,21 @@ CREATE TRIGGER execution_events_notify AFTER INSERT ON execution.execution_event
     REFERENCING NEW TABLE AS added
     FOR EACH STATEMENT EXECUTE FUNCTION execution.notify_events();
 
+-- 0010_local_exec
+-- Local execution is a capability of a tenant, off unless an installation admin turns
+-- it on (issue 12). Local steps (command, script, file on a `local` asset such as the
+-- built-in localhost) run on the control plane's own machine, so a tenant reaches it only
+-- when the installation says so, and then only inside the sandbox.
+-- local_network: the sandbox keeps the host's network (loopback included: the database and
+-- the API listen there); off means a private network namespace with only its own loopback.
+-- Who changed the capability last, and when (NULL: never set; `opsc run` on a fresh embedded
+-- install may then enable it for tenant 'default').
+ALTER TABLE execution.tenants
+    ADD COLUMN local_execution boolean NOT NULL DEFAULT false,
+    ADD COLUMN local_network boolean NOT NULL DEFAULT false,
+    ADD COLUMN local_execution_changed_by text,
+    ADD COLUMN local_execution_changed_at timestamptz;
+
 -- 0012_audit_events
 -- 0012: a tenant-level audit trail for administrative actions that belong to no execution
 -- (execution_events hangs off one execution). First users: trusting, replacing and removing
