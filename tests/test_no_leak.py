@@ -44,7 +44,7 @@ steps:
     type: command
     targets: {hostnames: [localhost]}
     env:
-      FROM_ENV: {secret: "env:OPSC_LEAK_ENV"}
+      FROM_ENV: {secret: "env:OPSC_SECRET_ENV_LEAK_ENV"}
       FROM_VAULT: {secret: "vault:kv/app/db#password"}
     command: >-
       echo "env=$FROM_ENV vault=$FROM_VAULT";
@@ -117,7 +117,7 @@ def test_no_secret_reaches_any_sink(
         env = {
             **cli_env,
             "OPSC_LOG_LEVEL": "debug",
-            "OPSC_LEAK_ENV": ENV_VALUE,
+            "OPSC_SECRET_ENV_LEAK_ENV": ENV_VALUE,
             "VAULT_ADDR": vault.url,
             "VAULT_TOKEN": vault.token,
         }

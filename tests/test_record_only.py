@@ -39,7 +39,8 @@ def http_hits() -> Iterator[tuple[int, list[str]]]:
 
 
 def destructive_plan(tmp_path: Path, port: int, dsn: str) -> dict[str, Any]:
-    src = tmp_path / "config"
+    src = tmp_path / "files" / "default" / "config"  # the tenant's files root
+    src.parent.mkdir(parents=True, exist_ok=True)
     src.write_text("new config\n")
     victim = tmp_path / "victim"
     return {
@@ -122,7 +123,7 @@ async def test_record_only_run_of_a_destructive_plan_touches_nothing(
 
 
 async def test_tenant_flag_makes_every_run_record_only(
-    db: Database, tmp_path: Path, http_hits: tuple[int, list[str]]
+    db: Database, work_dir: Path, http_hits: tuple[int, list[str]]
 ) -> None:
     port, hits = http_hits
     async with db.connection() as conn:
@@ -134,7 +135,7 @@ async def test_tenant_flag_makes_every_run_record_only(
                 "name": "touch",
                 "type": "command",
                 "targets": {"hostnames": ["localhost"]},
-                "command": f"touch {tmp_path / 'touched'}",
+                "command": f"touch {work_dir / 'touched'}",
             },
             {
                 "name": "call",
@@ -148,22 +149,22 @@ async def test_tenant_flag_makes_every_run_record_only(
     status, rows, _ = await run_plan(db, plan)
     assert status == Status.COMPLETED
     assert {r["status"] for r in rows} == {"skipped"}
-    assert not (tmp_path / "touched").exists() and hits == []
+    assert not (work_dir / "touched").exists() and hits == []
 
     async with db.connection() as conn:
         await connectors.set_record_only(conn, "default", False)
     status, rows, _ = await run_plan(db, plan)  # same plan, now for real: not deduplicated
     assert status == Status.COMPLETED
     assert {r["status"] for r in rows} == {"completed"}
-    assert (tmp_path / "touched").exists() and hits == ["/x"]
+    assert (work_dir / "touched").exists() and hits == ["/x"]
 
 
 async def test_record_only_still_resolves_credentials(
     db: Database, ssh_lab: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("OPSC_NOT_SET", raising=False)
+    monkeypatch.delenv("OPSC_SECRET_ENV_NOT_SET", raising=False)
     await add_ssh_assets(
-        db, ssh_lab, ssh_lab.ports[:1], prefix="nocred", credential_ref="env:OPSC_NOT_SET"
+        db, ssh_lab, ssh_lab.ports[:1], prefix="nocred", credential_ref="env:OPSC_SECRET_ENV_NOT_SET"
     )
     plan = {
         "name": "no credential",
@@ -178,4 +179,4 @@ async def test_record_only_still_resolves_credentials(
     }
     status, rows, _ = await run_plan(db, plan, record_only=True)
     assert status == Status.FAILED
-    assert "env:OPSC_NOT_SET" in rows[0]["error"] and "not found" in rows[0]["error"]
+    assert "env:OPSC_SECRET_ENV_NOT_SET" in rows[0]["error"] and "not found" in rows[0]["error"]

@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from opsconductor.cancellation import request_cancel
+from opsconductor.config import load_settings
 from opsconductor.connectors import ssh
+from opsconductor.connectors.access import TenantAccess
 from opsconductor.connectors.session import Connectors
 from opsconductor.db import connectors, executions
 from opsconductor.db.connection import Database
@@ -35,7 +37,11 @@ def step(**fields: Any) -> Any:
 
 
 def session(db: Database, policy: str = "strict") -> Connectors:
-    return Connectors(connectors.KnownHosts(db, "default", policy, "tester"))
+    tenant = connectors.TenantSettings(record_only=False, host_key_policy=policy)
+    return Connectors(
+        connectors.KnownHosts(db, "default", policy, "tester"),
+        access=TenantAccess.of(load_settings(), "default", tenant),
+    )
 
 
 async def one_asset(db: Database, lab: Any, port_index: int = PORT, **kw: Any) -> Asset:
@@ -73,9 +79,9 @@ async def test_command_exit_code_stdout_and_stderr_with_key_auth(
 async def test_password_auth_and_a_wrong_password(
     db: Database, password_lab: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OPSC_TEST_SSH_PW", "s3cret-pw")
-    monkeypatch.setenv("OPSC_TEST_SSH_BAD_PW", "wrong")
-    good = await one_asset(db, password_lab, credential_ref="env:OPSC_TEST_SSH_PW")
+    monkeypatch.setenv("OPSC_SECRET_ENV_TEST_SSH_PW", "s3cret-pw")
+    monkeypatch.setenv("OPSC_SECRET_ENV_TEST_SSH_BAD_PW", "wrong")
+    good = await one_asset(db, password_lab, credential_ref="env:OPSC_SECRET_ENV_TEST_SSH_PW")
     conns = session(db)
     try:
         ok = await conns.execute(
@@ -88,11 +94,11 @@ async def test_password_auth_and_a_wrong_password(
 
     async with db.connection() as conn:
         await conn.execute(
-            "UPDATE execution.assets SET credential_ref = 'env:OPSC_TEST_SSH_BAD_PW'"
+            "UPDATE execution.assets SET credential_ref = 'env:OPSC_SECRET_ENV_TEST_SSH_BAD_PW'"
             " WHERE asset_id = %s",
             (good.asset_id,),
         )
-    bad = Asset(**{**good.__dict__, "credential_ref": "env:OPSC_TEST_SSH_BAD_PW"})
+    bad = Asset(**{**good.__dict__, "credential_ref": "env:OPSC_SECRET_ENV_TEST_SSH_BAD_PW"})
     conns = session(db)
     try:
         refused = await conns.execute(
@@ -189,9 +195,11 @@ async def test_script_is_uploaded_run_and_removed(db: Database, ssh_lab: Any) ->
     assert not uploaded.exists()  # noqa: ASYNC240 - the loopback target shares our disk
 
 
-async def test_sftp_copy_with_checksum_and_mode(db: Database, ssh_lab: Any, tmp_path: Path) -> None:
+async def test_sftp_copy_with_checksum_and_mode(
+    db: Database, ssh_lab: Any, tmp_path: Path, files_dir: Path
+) -> None:
     asset = await one_asset(db, ssh_lab)
-    src = tmp_path / "payload.bin"
+    src = files_dir / "payload.bin"
     data = os.urandom(300_000)
     src.write_bytes(data)
     dest = tmp_path / "copied" / "payload.bin"
@@ -206,7 +214,7 @@ async def test_sftp_copy_with_checksum_and_mode(db: Database, ssh_lab: Any, tmp_
             timeout_s=10,
         )
         missing = await conns.execute(
-            step(type="file", src=str(tmp_path / "nope"), dest=str(dest)),
+            step(type="file", src="nope", dest=str(dest)),
             asset,
             where="steps[0]",
             timeout_s=10,
@@ -321,7 +329,7 @@ async def test_cancelling_a_running_execution_kills_the_remote_sleep(
 
 
 async def test_fetch_from_a_target_with_checksum(
-    db: Database, ssh_lab: Any, tmp_path: Path
+    db: Database, ssh_lab: Any, tmp_path: Path, files_dir: Path
 ) -> None:
     asset = await one_asset(db, ssh_lab)
     remote = tmp_path / "remote" / "app.log"
@@ -335,7 +343,7 @@ async def test_fetch_from_a_target_with_checksum(
                 type="file",
                 direction="fetch",
                 src=str(remote),
-                dest=str(tmp_path / "fetched" / "{{ asset.id }}.log"),
+                dest="fetched/{{ asset.id }}.log",
                 mode="0600",
             ),
             asset,
@@ -347,7 +355,7 @@ async def test_fetch_from_a_target_with_checksum(
                 type="file",
                 direction="fetch",
                 src=str(tmp_path / "nope"),
-                dest=str(tmp_path / "fetched" / "{{ asset.id }}.nope"),
+                dest=str(files_dir / "fetched" / "{{ asset.id }}.nope"),
             ),
             asset,
             where="steps[0]",
@@ -355,7 +363,7 @@ async def test_fetch_from_a_target_with_checksum(
         )
     finally:
         await conns.aclose()
-    fetched = tmp_path / "fetched" / f"{asset.asset_id}.log"
+    fetched = files_dir / "fetched" / f"{asset.asset_id}.log"
     assert outcome.status == "completed", outcome
     assert f"sha256 {hashlib.sha256(data).hexdigest()} verified" in outcome.output
     assert fetched.read_bytes() == data
@@ -367,9 +375,9 @@ async def test_fetch_from_a_target_with_checksum(
 async def test_engine_resolves_ssh_credentials_as_audited_secrets(
     db: Database, password_lab: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OPSC_TEST_SSH_PW2", "s3cret-pw")
+    monkeypatch.setenv("OPSC_SECRET_ENV_TEST_SSH_PW2", "s3cret-pw")
     await add_ssh_assets(
-        db, password_lab, password_lab.ports, prefix="pw", credential_ref="env:OPSC_TEST_SSH_PW2"
+        db, password_lab, password_lab.ports, prefix="pw", credential_ref="env:OPSC_SECRET_ENV_TEST_SSH_PW2"
     )
     plan = {
         "name": "password login",
@@ -388,7 +396,7 @@ async def test_engine_resolves_ssh_credentials_as_audited_secrets(
     async with db.connection() as conn:
         events = await executions.events(conn, execution_id)
     resolved = [e["payload"] for e in events if e["event_type"] == "secret_resolved"]
-    assert [(p["path"], p["backend"]) for p in resolved] == [("env:OPSC_TEST_SSH_PW2", "env")]
+    assert [(p["path"], p["backend"]) for p in resolved] == [("env:OPSC_SECRET_ENV_TEST_SSH_PW2", "env")]
     assert "s3cret-pw" not in str([e["payload"] for e in events])
 
 

@@ -130,10 +130,11 @@ class ScriptStep(_StepBase):
 class FileStep(_StepBase):
     """Copy a file to each target (``push``, the default) or from each target (``fetch``).
 
-    Push: ``src`` is a file here, ``dest`` an absolute path on the target. Fetch: ``src`` is
-    an absolute path on the target, ``dest`` a path here that must name the target (a
-    template such as ``/tmp/logs/{{ asset.id }}.log``) so targets do not overwrite each
-    other. Either way the copy lands under a temporary name, its SHA-256 is compared with
+    Push: ``src`` is a file in the tenant's files root here, ``dest`` an absolute path on
+    the target. Fetch: ``src`` is an absolute path on the target, ``dest`` a path in the
+    tenant's files root that must name the target (a template such as
+    ``logs/{{ asset.id }}.log``) so targets do not overwrite each other
+    (``connectors/tenant_files.py`` confines both). Either way the copy lands under a temporary name, its SHA-256 is compared with
     the source, and only then is it renamed into place: ``dest`` never holds a partial copy.
     ``src`` and ``dest`` may be templates.
     """
@@ -163,7 +164,7 @@ class FileStep(_StepBase):
         elif "{{" not in dest:
             raise ValueError(
                 "a fetch needs one file per target; use a template such as "
-                "/tmp/fetched/{{ asset.id }}"
+                "fetched/{{ asset.id }}"
             )
         return dest
 
