@@ -21,8 +21,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from opsconductor.db import embedded, migrations
-from opsconductor.db.connectors import set_local_execution
 from opsconductor.db.connection import Database
+from opsconductor.db.connectors import set_local_execution
 
 
 def with_dbname(url: str, dbname: str) -> str:

@@ -90,7 +90,9 @@ async def test_retries_are_bounded(db: Database) -> None:
     assert [r["attempt"] for r in rows] == [1, 2, 3]
 
 
-async def test_step_timeout_kills_the_command_and_ends_timeout(db: Database, work_dir: Path) -> None:
+async def test_step_timeout_kills_the_command_and_ends_timeout(
+    db: Database, work_dir: Path
+) -> None:
     marker = work_dir / "survived"
     plan = plan_of(command_step("hang", f"sleep 1.5 && touch {marker}", timeout_s=0.3))
     final, row, rows = await _run(db, plan)

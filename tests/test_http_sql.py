@@ -258,9 +258,9 @@ async def test_http_auth_from_secret_references(
     db: Database, web: tuple[int, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     port, seen = web
-    monkeypatch.setenv("OPSC_SECRET_ENV_TEST_TOKEN", "tok-123")
-    monkeypatch.setenv("OPSC_SECRET_ENV_TEST_PASSWORD", "pw")
-    monkeypatch.delenv("OPSC_SECRET_ENV_TEST_MISSING", raising=False)
+    monkeypatch.setenv("OPSC_SECRET_ENV_TOKEN", "tok-123")
+    monkeypatch.setenv("OPSC_SECRET_ENV_PASSWORD", "pw")
+    monkeypatch.delenv("OPSC_SECRET_ENV_MISSING", raising=False)
     url = f"http://127.0.0.1:{port}/auth"
     plan = {
         "name": "auth",
@@ -271,7 +271,7 @@ async def test_http_auth_from_secret_references(
                 url=url,
                 json={},
                 expect={"status": 201},
-                auth={"bearer": {"secret": "env:OPSC_SECRET_ENV_TEST_TOKEN"}},
+                auth={"bearer": {"secret": "env:OPSC_SECRET_ENV_TOKEN"}},
             ),
             http_step(
                 "basic",
@@ -279,19 +279,22 @@ async def test_http_auth_from_secret_references(
                 url=url,
                 json={},
                 expect={"status": 201},
-                auth={"username": "ops", "password": {"secret": "env:OPSC_SECRET_ENV_TEST_PASSWORD"}},
+                auth={
+                    "username": "ops",
+                    "password": {"secret": "env:OPSC_SECRET_ENV_PASSWORD"},
+                },
             ),
             http_step(
                 "missing",
                 method="POST",
                 url=url,
                 json={},
-                auth={"bearer": {"secret": "env:OPSC_SECRET_ENV_TEST_MISSING"}},
+                auth={"bearer": {"secret": "env:OPSC_SECRET_ENV_MISSING"}},
             ),
         ],
     }
     status, rows, _ = await run_plan(db, plan)
     assert [s["authorization"] for s in seen] == ["Bearer tok-123", "Basic b3BzOnB3"]
     assert status == Status.FAILED and len(seen) == 2
-    assert "env:OPSC_SECRET_ENV_TEST_MISSING" in rows[2]["error"] and "not found" in rows[2]["error"]
+    assert "env:OPSC_SECRET_ENV_MISSING" in rows[2]["error"] and "not found" in rows[2]["error"]
     assert all("tok-123" not in (r["output"] + (r["error"] or "")) for r in rows)

@@ -117,9 +117,9 @@ async def test_renewal_extends_held_leases_counts_them_and_reports_lost_ones(
 
 
 async def test_a_worker_whose_lease_was_stolen_cannot_commit_its_result(
-    db: Database, tmp_path: Path
+    db: Database, work_dir: Path
 ) -> None:
-    log, gate = tmp_path / "log", tmp_path / "gate"
+    log, gate = work_dir / "log", work_dir / "gate"
     plan = plan_of(
         command_step("first", f"echo first >> {log}", action_class="modify"),
         command_step(
@@ -267,10 +267,10 @@ async def test_reaper_dead_letters_a_lease_that_expired_on_its_last_attempt(
 
 
 async def test_resume_reruns_an_interrupted_idempotent_step_but_not_finished_ones(
-    db: Database, tmp_path: Path
+    db: Database, work_dir: Path
 ) -> None:
-    log = tmp_path / "log"
-    gate = tmp_path / "gate"
+    log = work_dir / "log"
+    gate = work_dir / "gate"
     plan = plan_of(
         command_step("first", f"echo first >> {log}", action_class="modify"),
         command_step(
@@ -304,9 +304,9 @@ async def test_resume_reruns_an_interrupted_idempotent_step_but_not_finished_one
 
 
 async def test_resume_fails_interrupted_when_the_step_in_flight_is_not_idempotent(
-    db: Database, tmp_path: Path
+    db: Database, work_dir: Path
 ) -> None:
-    log = tmp_path / "log"
+    log = work_dir / "log"
     plan = plan_of(
         command_step("first", f"echo first >> {log}"),
         command_step("deploy", f"echo deploy >> {log}; sleep 30", action_class="deploy"),
@@ -442,8 +442,8 @@ async def test_worker_retries_work_a_stale_worker_started_but_drops_ended_work(
     assert row["last_error"].startswith("status changed under this worker")
 
 
-async def test_workers_check_rbac_before_every_step(db: Database, tmp_path: Path) -> None:
-    log = tmp_path / "log"
+async def test_workers_check_rbac_before_every_step(db: Database, work_dir: Path) -> None:
+    log = work_dir / "log"
     execution_id = await _enqueue(db, plan_of(command_step("a", f"echo ran >> {log}")), "nobody")
     # "nobody" holds no role in this tenant: whatever let it submit, a worker must refuse
     (lease,) = await queue.claim(db, "w", limit=1)

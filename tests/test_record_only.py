@@ -164,7 +164,11 @@ async def test_record_only_still_resolves_credentials(
 ) -> None:
     monkeypatch.delenv("OPSC_SECRET_ENV_NOT_SET", raising=False)
     await add_ssh_assets(
-        db, ssh_lab, ssh_lab.ports[:1], prefix="nocred", credential_ref="env:OPSC_SECRET_ENV_NOT_SET"
+        db,
+        ssh_lab,
+        ssh_lab.ports[:1],
+        prefix="nocred",
+        credential_ref="env:OPSC_SECRET_ENV_NOT_SET",
     )
     plan = {
         "name": "no credential",

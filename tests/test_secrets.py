@@ -130,11 +130,11 @@ async def test_rotation_interrupted_after_commit_still_opens_everything(
 
 
 async def test_env_backend(db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPSC_SECRET_ENV_TEST_TOKEN", VALUE)
+    monkeypatch.setenv("OPSC_SECRET_ENV_TOKEN", VALUE)
     resolver = SecretResolver(db, tmp_path)
-    assert (await resolver.resolve("default", "env:OPSC_SECRET_ENV_TEST_TOKEN")).value == VALUE
-    with pytest.raises(SecretError, match="'env:OPSC_SECRET_ENV_TEST_MISSING' not found"):
-        await resolver.resolve("default", "env:OPSC_SECRET_ENV_TEST_MISSING")
+    assert (await resolver.resolve("default", "env:OPSC_SECRET_ENV_TOKEN")).value == VALUE
+    with pytest.raises(SecretError, match="'env:OPSC_SECRET_ENV_MISSING' not found"):
+        await resolver.resolve("default", "env:OPSC_SECRET_ENV_MISSING")
 
 
 async def test_vault_kv2_backend_over_http(db: Database, tmp_path: Path) -> None:
@@ -168,14 +168,16 @@ async def test_engine_resolves_per_step_audits_and_masks(
     db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await secret_store.put(db, tmp_path, "default", "kv/web/token", VALUE, "alice")
-    monkeypatch.setenv("OPSC_SECRET_ENV_TEST_SECOND", "second-" + VALUE)
+    monkeypatch.setenv("OPSC_SECRET_ENV_SECOND", "second-" + VALUE)
     plan = plan_of(
         command_step(
             "use",
             'echo "token=$TOKEN"; echo "$TOKEN" >&2',
             env={"TOKEN": {"secret": "kv/web/token"}},
         ),
-        command_step("second", 'echo "got $B"', env={"B": {"secret": "env:OPSC_SECRET_ENV_TEST_SECOND"}}),
+        command_step(
+            "second", 'echo "got $B"', env={"B": {"secret": "env:OPSC_SECRET_ENV_SECOND"}}
+        ),
     )
     final, (row, step_rows, events) = await _run(db, plan, SecretResolver(db, tmp_path))
     assert final is Status.COMPLETED, row["status_reason"]
@@ -184,7 +186,7 @@ async def test_engine_resolves_per_step_audits_and_masks(
     resolved = [e for e in events if e["event_type"] == "secret_resolved"]
     assert [(e["actor_id"], e["payload"]["path"], e["payload"]["step"]) for e in resolved] == [
         ("worker-actor", "kv/web/token", "use"),
-        ("worker-actor", "env:OPSC_SECRET_ENV_TEST_SECOND", "second"),
+        ("worker-actor", "env:OPSC_SECRET_ENV_SECOND", "second"),
     ]
     assert all(e["payload"]["on_behalf_of"] == "alice" for e in resolved)
     assert VALUE not in str(events) and VALUE not in str(step_rows)

@@ -79,9 +79,9 @@ async def test_command_exit_code_stdout_and_stderr_with_key_auth(
 async def test_password_auth_and_a_wrong_password(
     db: Database, password_lab: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OPSC_SECRET_ENV_TEST_SSH_PW", "s3cret-pw")
-    monkeypatch.setenv("OPSC_SECRET_ENV_TEST_SSH_BAD_PW", "wrong")
-    good = await one_asset(db, password_lab, credential_ref="env:OPSC_SECRET_ENV_TEST_SSH_PW")
+    monkeypatch.setenv("OPSC_SECRET_ENV_SSH_PW", "s3cret-pw")
+    monkeypatch.setenv("OPSC_SECRET_ENV_SSH_BAD_PW", "wrong")
+    good = await one_asset(db, password_lab, credential_ref="env:OPSC_SECRET_ENV_SSH_PW")
     conns = session(db)
     try:
         ok = await conns.execute(
@@ -94,11 +94,11 @@ async def test_password_auth_and_a_wrong_password(
 
     async with db.connection() as conn:
         await conn.execute(
-            "UPDATE execution.assets SET credential_ref = 'env:OPSC_SECRET_ENV_TEST_SSH_BAD_PW'"
+            "UPDATE execution.assets SET credential_ref = 'env:OPSC_SECRET_ENV_SSH_BAD_PW'"
             " WHERE asset_id = %s",
             (good.asset_id,),
         )
-    bad = Asset(**{**good.__dict__, "credential_ref": "env:OPSC_SECRET_ENV_TEST_SSH_BAD_PW"})
+    bad = Asset(**{**good.__dict__, "credential_ref": "env:OPSC_SECRET_ENV_SSH_BAD_PW"})
     conns = session(db)
     try:
         refused = await conns.execute(
@@ -375,9 +375,13 @@ async def test_fetch_from_a_target_with_checksum(
 async def test_engine_resolves_ssh_credentials_as_audited_secrets(
     db: Database, password_lab: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OPSC_SECRET_ENV_TEST_SSH_PW2", "s3cret-pw")
+    monkeypatch.setenv("OPSC_SECRET_ENV_SSH_PW2", "s3cret-pw")
     await add_ssh_assets(
-        db, password_lab, password_lab.ports, prefix="pw", credential_ref="env:OPSC_SECRET_ENV_TEST_SSH_PW2"
+        db,
+        password_lab,
+        password_lab.ports,
+        prefix="pw",
+        credential_ref="env:OPSC_SECRET_ENV_SSH_PW2",
     )
     plan = {
         "name": "password login",
@@ -396,7 +400,7 @@ async def test_engine_resolves_ssh_credentials_as_audited_secrets(
     async with db.connection() as conn:
         events = await executions.events(conn, execution_id)
     resolved = [e["payload"] for e in events if e["event_type"] == "secret_resolved"]
-    assert [(p["path"], p["backend"]) for p in resolved] == [("env:OPSC_SECRET_ENV_TEST_SSH_PW2", "env")]
+    assert [(p["path"], p["backend"]) for p in resolved] == [("env:OPSC_SECRET_ENV_SSH_PW2", "env")]
     assert "s3cret-pw" not in str([e["payload"] for e in events])
 
 

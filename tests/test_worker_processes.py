@@ -5,9 +5,7 @@ what ran, and how many times."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,6 +24,7 @@ from opsconductor.inventory import Asset
 from opsconductor.plan import Plan
 from opsconductor.submission import Request, submit
 from tests.plans import command_step, plan_of
+from tests.safety_support import live_in, sandbox_of
 
 #: Short leases and frequent reaping, so a killed worker's work comes back within seconds.
 FAST_RECOVERY = ("--lease-timeout", "2", "--reap-interval", "0.2", "--poll-interval", "1")
@@ -127,13 +126,11 @@ def submit_file(env: dict[str, str], tmp_path: Path, name: str, steps: list[dict
     return result.stdout.strip()  # the id, alone on stdout
 
 
-def crash(proc: subprocess.Popen[str], step_pids: list[int]) -> None:
-    """A machine dies: the worker and the commands it started go at once."""
+def crash(proc: subprocess.Popen[str]) -> None:
+    """A machine dies: the worker and the commands it started go at once (each local step's
+    sandbox dies with its worker: bwrap --die-with-parent)."""
     proc.kill()
     proc.wait(timeout=30)
-    for pid in step_pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)  # each command leads its own process group
 
 
 def pids(log: Path, word: str) -> list[int]:
@@ -141,9 +138,9 @@ def pids(log: Path, word: str) -> list[int]:
 
 
 def test_sigkill_mid_step_another_worker_finishes_without_rerunning_finished_steps(
-    cli_env: dict[str, str], database_url: str, tmp_path: Path, workers: Workers
+    cli_env: dict[str, str], database_url: str, tmp_path: Path, work_dir: Path, workers: Workers
 ) -> None:
-    safe, unsafe, rerun = tmp_path / "safe.log", tmp_path / "unsafe.log", tmp_path / "rerun"
+    safe, unsafe, rerun = work_dir / "safe.log", work_dir / "unsafe.log", work_dir / "rerun"
     add_hosts(database_url, ["node-a", "node-b"])
     resumable = submit_file(
         cli_env,
@@ -179,7 +176,7 @@ def test_sigkill_mid_step_another_worker_finishes_without_rerunning_finished_ste
     )
     first = workers.start("--concurrency", "2", *FAST_RECOVERY)
     wait_until(lambda: bool(pids(safe, "two") and pids(unsafe, "two")), "both executions mid-step")
-    crash(first, pids(safe, "two") + pids(unsafe, "two"))
+    crash(first)
 
     second = workers.start("--concurrency", "2", *FAST_RECOVERY)
     wait_until(
@@ -230,9 +227,9 @@ def submit_all(url: str, plans: list[Plan]) -> list[str]:
 
 
 def test_four_workers_drain_500_executions_each_exactly_once(
-    cli_env: dict[str, str], database_url: str, tmp_path: Path, workers: Workers
+    cli_env: dict[str, str], database_url: str, work_dir: Path, workers: Workers
 ) -> None:
-    counter = tmp_path / "counter"
+    counter = work_dir / "counter"
     add_hosts(database_url, [f"n{i}" for i in range(500)])
     pool = [workers.start("--concurrency", "8") for _ in range(4)]
     ids = set(
@@ -277,9 +274,9 @@ def test_four_workers_drain_500_executions_each_exactly_once(
 
 
 def test_max_attempts_dead_letter_then_requeue_completes(
-    cli_env: dict[str, str], database_url: str, tmp_path: Path, workers: Workers
+    cli_env: dict[str, str], database_url: str, tmp_path: Path, work_dir: Path, workers: Workers
 ) -> None:
-    log, ok = tmp_path / "tries.log", tmp_path / "ok"
+    log, ok = work_dir / "tries.log", work_dir / "ok"
     execution_id = submit_file(
         cli_env,
         tmp_path,
@@ -295,7 +292,7 @@ def test_max_attempts_dead_letter_then_requeue_completes(
     for attempt in range(1, 4):  # fast/read policy: 3 attempts
         proc = workers.start("--concurrency", "1", *FAST_RECOVERY)
         wait_until(lambda n=attempt: len(lines(log)) == n, f"attempt {attempt} to start")
-        crash(proc, pids(log, "try"))
+        crash(proc)
 
     last = workers.start("--concurrency", "1", *FAST_RECOVERY)
 
@@ -321,9 +318,9 @@ def test_max_attempts_dead_letter_then_requeue_completes(
 
 
 def test_sigterm_lets_in_flight_work_finish_and_leaves_the_rest_queued(
-    cli_env: dict[str, str], database_url: str, tmp_path: Path, workers: Workers
+    cli_env: dict[str, str], database_url: str, work_dir: Path, workers: Workers
 ) -> None:
-    log = tmp_path / "log"
+    log = work_dir / "log"
     add_hosts(database_url, [f"job-{i}" for i in range(4)])
     ids = submit_all(
         database_url,
@@ -357,9 +354,9 @@ def test_sigterm_lets_in_flight_work_finish_and_leaves_the_rest_queued(
 
 
 def test_sigterm_past_the_grace_period_hands_the_lease_back(
-    cli_env: dict[str, str], database_url: str, tmp_path: Path, workers: Workers
+    cli_env: dict[str, str], database_url: str, tmp_path: Path, work_dir: Path, workers: Workers
 ) -> None:
-    log, marker = tmp_path / "log", tmp_path / "marker"
+    log, marker = work_dir / "log", work_dir / "marker"
     execution_id = submit_file(
         cli_env,
         tmp_path,
@@ -374,14 +371,14 @@ def test_sigterm_past_the_grace_period_hands_the_lease_back(
     )
     first = workers.start("--concurrency", "1", "--grace-period", "0.5")  # policy lease: 35 s
     wait_until(lambda: bool(pids(log, "try")), "the step to start")
+    sandbox = sandbox_of(str(marker))
     assert workers.stop(first) == 0
     assert "handed back 1" in workers.log_of(first)
     ((token, attempts),) = query(
         database_url, "SELECT lease_token, attempt_count FROM execution.execution_queue"
     )
     assert token is None and attempts == 0  # claimable at once; no attempt spent
-    with pytest.raises(ProcessLookupError):
-        os.kill(pids(log, "try")[0], 0)  # its command was stopped, not left behind
+    assert live_in(sandbox) == []  # its command was stopped, not left behind
 
     second = workers.start("--concurrency", "1")
     wait_until(lambda: status_of(database_url, execution_id)[0] in TERMINAL, "the takeover")

@@ -134,8 +134,9 @@ class FileStep(_StepBase):
     the target. Fetch: ``src`` is an absolute path on the target, ``dest`` a path in the
     tenant's files root that must name the target (a template such as
     ``logs/{{ asset.id }}.log``) so targets do not overwrite each other
-    (``connectors/tenant_files.py`` confines both). Either way the copy lands under a temporary name, its SHA-256 is compared with
-    the source, and only then is it renamed into place: ``dest`` never holds a partial copy.
+    (``connectors/tenant_files.py`` confines both). Either way the copy lands under a
+    temporary name, its SHA-256 is compared with the source, and only then is it renamed
+    into place: ``dest`` never holds a partial copy.
     ``src`` and ``dest`` may be templates.
     """
 
@@ -163,8 +164,7 @@ class FileStep(_StepBase):
                 raise ValueError("the path on the target must be absolute")
         elif "{{" not in dest:
             raise ValueError(
-                "a fetch needs one file per target; use a template such as "
-                "fetched/{{ asset.id }}"
+                "a fetch needs one file per target; use a template such as fetched/{{ asset.id }}"
             )
         return dest
 
