@@ -37,6 +37,9 @@ class TenantOut(BaseModel):
     tenant_id: str
     record_only: bool
     host_key_policy: str
+    #: read-only here: only the installation's administrator grants it (opsc tenant local-exec)
+    local_execution: bool
+    local_network: bool
 
 
 class TenantPatch(CleanInput):
@@ -134,6 +137,8 @@ async def _tenant(db: Db, who: Who) -> TenantOut:
         tenant_id=who.tenant_id,
         record_only=found.record_only,
         host_key_policy=found.host_key_policy,
+        local_execution=found.local_execution,
+        local_network=found.local_network,
     )
 
 

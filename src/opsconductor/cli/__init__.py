@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from opsconductor.cli import access, executions, inventory, secrets, system
+from opsconductor.cli import access, executions, host, inventory, secrets, system
 
 app = typer.Typer(
     help="OpsConductor Execution: run infrastructure operations plans safely.",
@@ -27,6 +27,7 @@ app.add_typer(secrets.masking_app, name="masking")
 app.add_typer(access.tokens_app, name="tokens")
 app.add_typer(access.roles_app, name="roles")
 app.add_typer(executions.dlq_app, name="dlq")
+app.add_typer(host.files_app, name="files")
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from opsconductor import approval_gate, progress, secret_store, status_machine
 from opsconductor.approvals import Decision
-from opsconductor.cli import render
+from opsconductor.cli import host, render
 from opsconductor.cli.runtime import Local, Remote, Session, err, fail, out, run, session
 from opsconductor.config import Settings
 from opsconductor.engine import StepEvent
@@ -125,6 +125,7 @@ def run_(
             kw: dict[str, Any] = {"record_only": record_only}
             if isinstance(s, Local):
                 kw["enqueue"] = False
+                await host.bootstrap_local_exec(s)
             execution = await _submit(s, plan, plan_file, idempotency_key, **kw)
             if not execution["created"]:
                 out.print(

@@ -157,6 +157,25 @@ async def set_host_key_policy(db: Database, who: Caller, policy: str) -> None:
         await connectors.set_host_key_policy(conn, who.tenant_id, policy)
 
 
+async def set_local_execution(
+    db: Database, who: Caller, tenant_id: str, *, on: bool, network: bool = False
+) -> None:
+    """Let a tenant's local steps run (sandboxed) on the control plane's host, or not: the
+    installation's decision, never a tenant's (no API route leads here)."""
+    who.require_installation_admin("local execution")
+    async with db.transaction() as conn:
+        await assets.ensure_tenant(conn, tenant_id)
+        await connectors.set_local_execution(conn, tenant_id, who.actor_id, on=on, network=network)
+
+
+async def bootstrap_local_execution(db: Database, who: Caller) -> bool:
+    """The single-user embedded install: local execution on for the local administrator's
+    tenant if nobody ever decided; True if it was turned on now."""
+    who.require_installation_admin("local execution")
+    async with db.transaction() as conn:
+        return await connectors.bootstrap_local_execution(conn, who.tenant_id, who.actor_id)
+
+
 async def tenant_settings(db: Database, who: Caller) -> connectors.TenantSettings:
     who.require("assets", "view")
     async with db.connection() as conn:
