@@ -49,13 +49,13 @@ async def tenant(db: Database, name: str, *, local: bool, network: bool = False)
     return name
 
 
-async def run(db: Database, tenant_id: str, *steps_: dict[str, Any]) -> Ran:
-    """Submit (as the tenant's operator ``op``) and run the plan in this process, as a
-    worker would."""
+async def run(db: Database, tenant_id: str, *steps_: dict[str, Any], role: str = "operator") -> Ran:
+    """Submit (as ``op``, holding ``role`` in the tenant) and run the plan in this process,
+    as a worker would."""
     async with db.transaction() as conn:
         await assets.ensure_tenant(conn, tenant_id)
         await auth.ensure_actor(conn, tenant_id, "op")
-        await auth.grant(conn, tenant_id, "op", "operator", granted_by="test")
+        await auth.grant(conn, tenant_id, "op", role, granted_by="test")
     plan = parse_plan({"name": "attack", "steps": list(steps_)})
     submitted = await submit(db, Request(plan, tenant_id, "op", uuid.uuid4().hex))
     execution_id = submitted.execution["id"]
