@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from opsconductor.db import assets, auth
+from opsconductor.db import assets, auth, connectors
 from opsconductor.db.connection import Database
 from opsconductor.inventory import Asset
 
@@ -20,8 +20,13 @@ class Api:
     db: Database
 
     async def login(self, tenant: str, actor: str, *roles: str) -> dict[str, str]:
-        """Headers of a fresh token for ``actor`` holding ``roles`` in ``tenant``."""
+        """Headers of a fresh token for ``actor`` holding ``roles`` in ``tenant``. The API
+        tests run their plans on local assets, so the tenant gets the local execution
+        capability here, as an installation admin would grant it (``opsc tenant local-exec
+        on``); tests/security/ shows what a tenant without it can and cannot do."""
         async with self.db.transaction() as conn:
+            await assets.ensure_tenant(conn, tenant)
+            await connectors.set_local_execution(conn, tenant, "test", on=True)
             made = await auth.create_token(conn, tenant, actor)
             for role in roles:
                 await auth.grant(conn, tenant, actor, role, granted_by="test")

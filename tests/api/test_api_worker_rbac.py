@@ -3,14 +3,45 @@ record an ``rbac_violation`` event and run nothing; approvals need the approve p
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
 from tests.api.support import LOCAL, Api, command_plan
 from tests.api.test_api_executions import _poll_until_finished
+from tests.safety_support import wait_for_file
 
 URL = "/api/v1/executions"
+
+
+def _revoke(database_url: str, actor: str) -> None:
+    """An admin elsewhere revokes the role through the real CLI."""
+    done = subprocess.run(
+        [sys.executable, "-m", "opsconductor.cli", "roles", "revoke", actor, "operator"],
+        env={**os.environ, "DATABASE_URL": database_url, "OPSC_TENANT": "acme"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+async def _revoke_while_step_0_waits(database_url: str, actor: str, work: Path) -> None:
+    """Step 0 says it started and waits for the gate; meanwhile its submitter loses the role
+    (the submission-time check passed, so only the engine's per-step check can stop step
+    1); then the gate opens."""
+    await wait_for_file(work / "step-0-started")
+    await asyncio.to_thread(_revoke, database_url, actor)
+    (work / "gate").touch()
+
+
+def _step_0(work: Path) -> str:
+    started, gate = shlex.quote(str(work / "step-0-started")), shlex.quote(str(work / "gate"))
+    return f"echo up > {started}; while [ ! -e {gate} ]; do sleep 0.05; done"
 
 
 async def test_role_revoked_between_steps_denies_the_next_step(
@@ -18,28 +49,15 @@ async def test_role_revoked_between_steps_denies_the_next_step(
 ) -> None:
     await api.add_asset("acme", "stg-1", "staging")
     operator = await api.login("acme", "oscar", "operator")
-    marker = tmp_path / "step-1-ran"
-    # Step 0 revokes oscar's role through the real CLI, as an admin elsewhere would; the
-    # submission-time check passed, so only the engine's per-step check can stop step 1.
-    revoke = " ".join(
-        shlex.quote(part)
-        for part in (
-            sys.executable,
-            "-m",
-            "opsconductor.cli",
-            "roles",
-            "revoke",
-            "oscar",
-            "operator",
-        )
-    )
+    work = tmp_path / "work" / "acme"  # the tenant's working directory (local steps)
+    marker = work / "step-1-ran"
     plan = command_plan(
-        (revoke, "read", LOCAL),
+        (_step_0(work), "read", LOCAL),
         (f"touch {shlex.quote(str(marker))}", "modify", {"assets": ["stg-1"]}),
     )
-    plan["steps"][0]["env"] = {"DATABASE_URL": database_url, "OPSC_TENANT": "acme"}
-
+    revoking = asyncio.create_task(_revoke_while_step_0_waits(database_url, "oscar", work))
     r = await api.client.post(URL, json=plan, headers=operator)
+    await revoking
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["steps"][0]["status"] == "completed", body["steps"][0]
@@ -69,32 +87,23 @@ async def test_role_revoked_between_steps_denies_the_next_step(
 
 
 async def test_background_executions_get_the_same_per_step_check(
-    api: Api, database_url: str
+    api: Api, database_url: str, tmp_path: Path
 ) -> None:
     operator = await api.login("acme", "olga", "operator")
-    revoke = " ".join(
-        shlex.quote(part)
-        for part in (
-            sys.executable,
-            "-m",
-            "opsconductor.cli",
-            "roles",
-            "revoke",
-            "olga",
-            "operator",
-        )
-    )
+    work = tmp_path / "work" / "acme"
     # Ten steps estimate 10 s: background mode, queued and run by a worker, not this request.
-    plan = command_plan((revoke, "read", LOCAL), *[(f"echo {i}", "read", LOCAL) for i in range(9)])
-    plan["steps"][0]["env"] = {"DATABASE_URL": database_url, "OPSC_TENANT": "acme"}
+    plan = command_plan(
+        (_step_0(work), "read", LOCAL), *[(f"echo {i}", "read", LOCAL) for i in range(9)]
+    )
     r = await api.client.post(URL, json=plan, headers=operator)
     assert r.status_code == 202, r.text
+    await _revoke_while_step_0_waits(database_url, "olga", work)
     admin = await api.login("acme", "ada", "admin")
     finished = await _poll_until_finished(api, admin, r.json()["id"])
     assert finished["status"] == "failed"
     kinds = [e["event_type"] for e in finished["events"]]
     assert kinds.count("rbac_violation") == 1
-    assert kinds.count("step_started") == 1  # only the step that revoked the role ran
+    assert kinds.count("step_started") == 1  # only the step that waited for the revoke ran
 
 
 async def test_approval_needs_the_approve_permission_and_another_person(api: Api) -> None:

@@ -58,6 +58,8 @@ def test_token_submit_poll_cancel_and_revoke_over_a_real_socket(
 ) -> None:
     url, proc = server
     env = {**cli_env, "OPSC_TENANT": "acme"}
+    # hello.yaml runs on localhost: the installation admin lets tenant acme run local steps
+    assert opsc(env, "tenant", "local-exec", "on").returncode == 0
     token_id, token = _token(opsc(env, "tokens", "create", "alice", "--role", "operator"))
     auth = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=url, timeout=60) as http:

@@ -55,6 +55,7 @@ def _serve(env: dict[str, str]) -> tuple[str, subprocess.Popen[str]]:
 @pytest.fixture
 def two_servers(cli_env: dict[str, str]) -> Iterator[tuple[dict[str, str], list[str], str]]:
     env = {**cli_env, "OPSC_TENANT": "acme"}
+    assert opsc(env, "tenant", "local-exec", "on").returncode == 0  # its steps run locally
     made = opsc(env, "tokens", "create", "tester", "--role", "admin")
     token = re.search(r"^(opsc_\S+)$", made.stdout, re.MULTILINE)
     assert token, made.stdout + made.stderr

@@ -144,6 +144,23 @@ def console(cli_env: dict[str, str], tmp_path: Path) -> Iterator[Console]:
     url = re.search(r"Web console: (http://127\.0\.0\.1:\d+)/console/ ", text)
     token = re.search(r"^(opsc_\S+)$", text, re.MULTILINE)
     assert url and token, text + (tmp_path / "serve.stderr").read_text()
+    # The console's plans run on localhost: the installation admin lets the demo tenant.
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "opsconductor.cli",
+            "tenant",
+            "local-exec",
+            "on",
+            "--tenant",
+            "demo",
+        ],
+        env=cli_env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     try:
         with httpx.Client(timeout=60) as http:
             yield Console(url[1], token[1], http)
