@@ -38,7 +38,7 @@ async def test_ssh_asset_username_round_trips(api: Api) -> None:
 
 async def test_record_only_submission_touches_nothing(api: Api, tmp_path: Path) -> None:
     admin = await api.login("acme", "ada", "admin")
-    marker = tmp_path / "touched"
+    marker = tmp_path / "work" / "acme" / "touched"  # the tenant's working directory
     plan = command_plan((f"touch {marker}", "modify", {"hostnames": ["localhost"]}))
     r = await api.client.post(
         "/api/v1/executions", params={"record_only": "true"}, json=plan, headers=admin

@@ -47,7 +47,7 @@ async def test_step_by_step_approval_holds_no_worker_slot(one_slot: Api, tmp_pat
     api = one_slot
     alice = await api.login("acme", "alice", "operator")
     bob = await api.login("acme", "bob", "approver")
-    trail = tmp_path / "trail"
+    trail = tmp_path / "work" / "acme" / "trail"  # the tenant's working directory
     plan = command_plan(
         (f"echo one >> {trail}", "read", LOCAL),
         (f"echo two >> {trail}", "read", LOCAL),
