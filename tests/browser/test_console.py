@@ -113,7 +113,8 @@ def test_detail_page_follows_a_background_execution_live_to_completed(
     asked: list[str] = []
     context.on("request", lambda request: asked.append(request.url))
     page = open_console(context, console, console.admin_token)
-    gate = tmp_path / "go"  # the first step waits for it, so the test sees it running
+    gate = tmp_path / "work" / "demo" / "go"  # in the demo tenant's working directory:
+    # the first step waits for it, so the test sees it running
     first = f"while [ ! -e '{gate}' ]; do sleep 0.05; done; echo first step done"
     submitted = console.submit(background_plan("Live rollout", first))
     assert submitted.status_code == 202, submitted.text  # background: runs after answering
