@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from opsconductor.db import auth, embedded, executions, migrations
+from opsconductor.db import auth, connectors, embedded, executions, migrations
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.plan import parse_plan
@@ -108,6 +108,8 @@ async def main() -> None:
         await migrations.migrate(db)
         async with db.transaction() as conn:  # as `opsc run` does: else RBAC denies every step
             await auth.bootstrap_local_admin(conn, "default", "bench")
+            # its plan runs `true` on localhost: sandboxed local execution (root, bwrap)
+            await connectors.set_local_execution(conn, "default", "bench", on=True)
         async with db.connection() as conn:
             cur = await conn.execute("SHOW server_version")
             row = await cur.fetchone()

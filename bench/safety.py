@@ -19,7 +19,7 @@ import psycopg
 
 from opsconductor import logs
 from opsconductor.cancellation import request_cancel
-from opsconductor.db import assets, embedded, migrations
+from opsconductor.db import assets, connectors, embedded, migrations
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.inventory import Asset
@@ -93,6 +93,8 @@ async def main() -> None:
     async with Database(_database_url(), min_size=8, max_size=8) as db:
         await migrations.migrate(db)
         async with db.connection() as conn:
+            # the cancel benchmark sleeps on localhost: sandboxed local execution (root, bwrap)
+            await connectors.set_local_execution(conn, "default", "bench", on=True)
             for i in range(ASSETS):
                 await assets.add(
                     conn, "default", Asset(f"asset-{i}", f"asset-{i}", "10.0.0.1", "dev")

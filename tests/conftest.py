@@ -25,6 +25,17 @@ from opsconductor.db.connection import Database
 from opsconductor.db.connectors import set_local_execution
 
 
+def pytest_report_header() -> str:
+    """Local steps run only sandboxed (bubblewrap, as an unprivileged user): say up front
+    when this machine cannot, rather than leave it to a hundred failures to explain."""
+    if os.geteuid() == 0 and shutil.which("bwrap"):
+        return "local steps: sandboxed (bwrap, root: the opsc-run user is created on first use)"
+    return (
+        "local steps: NO SANDBOX HERE (needs root and bubblewrap: apt-get install bubblewrap); "
+        "tests that run local steps will fail, tests/security/ skips them"
+    )
+
+
 def with_dbname(url: str, dbname: str) -> str:
     return make_conninfo(url, dbname=dbname)
 

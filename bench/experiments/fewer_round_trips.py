@@ -38,7 +38,7 @@ from throughput import PENDING, check_ours, create_db, fill_ours, with_db
 
 from opsconductor import logs
 from opsconductor.connectors import local
-from opsconductor.connectors.local import CommandResult, run_command
+from opsconductor.connectors.local import CommandResult, run_command, run_process
 from opsconductor.db import embedded
 from opsconductor.db.connection import Database
 from opsconductor.worker import Worker, WorkerOptions
@@ -110,7 +110,7 @@ SELECT count(*) AS held FROM done
 """
 
 
-async def no_spawn(command: str, **_: Any) -> CommandResult:
+async def no_spawn(*_: Any, **__: Any) -> CommandResult:
     return CommandResult(0, "", "", timed_out=False, cancelled=False, duration_s=0.0)
 
 
@@ -138,7 +138,9 @@ async def prototype(db: Database, spawn: bool) -> None:
                 )
                 started = await cur.fetchone()
             assert started is not None
-            result = await (run_command if spawn else no_spawn)("true", timeout_s=30)
+            result = await (run_process if spawn else no_spawn)(
+                ["/bin/sh", "-c", "true"], timeout_s=30
+            )
             outcome = {**where, "status": "completed", "exit_code": result.exit_code}
             async with db.connection() as conn:
                 cur = await conn.execute(
