@@ -114,6 +114,14 @@ def work_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+async def host_network(db: Database) -> None:
+    """Tenant 'default' may reach this host's loopback, as after ``opsc tenant local-exec on
+    --network``: for http and sql steps aimed at test servers on 127.0.0.1."""
+    async with db.connection() as conn:
+        await set_local_execution(conn, "default", "test-setup", on=True, network=True)
+
+
+@pytest.fixture
 def files_dir(tmp_path: Path) -> Path:
     """Tenant 'default''s files root: ``file`` step sources and fetched copies."""
     path = tmp_path / "files" / "default"

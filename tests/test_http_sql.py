@@ -15,6 +15,9 @@ from opsconductor.db.connection import Database
 from opsconductor.status_machine import Status
 from tests.helpers import run_plan
 
+# These plans send http and sql steps to test servers on this host's loopback.
+pytestmark = pytest.mark.usefixtures("host_network")
+
 
 @pytest.fixture
 def web() -> Iterator[tuple[int, list[dict[str, Any]]]]:

@@ -16,6 +16,9 @@ from opsconductor.db.connection import Database
 from opsconductor.status_machine import Status
 from tests.helpers import add_ssh_assets, run_plan
 
+# These plans send http and sql steps to test servers on this host's loopback.
+pytestmark = pytest.mark.usefixtures("host_network")
+
 
 @pytest.fixture
 def http_hits() -> Iterator[tuple[int, list[str]]]:

@@ -23,7 +23,7 @@ import httpx
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from opsconductor.connectors import http, local, sandbox, sql, ssh, tenant_files
+from opsconductor.connectors import http, local, loopback, sandbox, sql, ssh, tenant_files
 from opsconductor.connectors.access import TenantAccess
 from opsconductor.connectors.credentials import resolve_credential as env_credentials
 from opsconductor.connectors.local import CommandResult
@@ -128,7 +128,7 @@ class Connectors:
             return await self._http_request(step, where, context)
         if isinstance(step, NoopStep):
             return NOOP
-        return self._sql(step, where, context)
+        return await self._sql(step, where, context)
 
     # -- the local sandbox ---------------------------------------------------------------
 
@@ -144,6 +144,12 @@ class Connectors:
         if self._sandbox is None:
             self._sandbox = await asyncio.to_thread(sandbox.prepare, self.access)
         return self._sandbox
+
+    async def _not_this_host(self, hosts: list[str], field: str) -> None:
+        """http and sql steps run in this process: this host is the control plane's."""
+        refusal = await loopback.refusal(hosts, self.access, field)
+        if refusal is not None:
+            raise StepInputError(refusal)
 
     def _files_root(self, field: str) -> Path:
         if self.access is None:
@@ -365,6 +371,7 @@ class Connectors:
             None if step.body is None else render(step.body, context, f"{where}.body"),
             render_data(step.json_body, context, f"{where}.json"),
         )
+        await self._not_this_host([httpx.URL(request.url).host], f"{where}.url")
         client = self._client(step.verify_tls)
 
         async def send(budget: float) -> Outcome:
@@ -392,12 +399,13 @@ class Connectors:
 
     # -- SQL -----------------------------------------------------------------------------
 
-    def _sql(self, step: SqlStep, where: str, context: dict[str, Any]) -> Action:
+    async def _sql(self, step: SqlStep, where: str, context: dict[str, Any]) -> Action:
         dsn = render(plain(step.dsn, f"{where}.dsn"), context, f"{where}.dsn")
         try:
             parts = conninfo_to_dict(dsn)
         except psycopg.ProgrammingError as exc:
             raise StepInputError(f"{where}.dsn: {exc}") from None
+        await self._not_this_host(loopback.sql_hosts(parts), f"{where}.dsn")
         read_only = step.action_class == "read"
         place = f"{parts.get('host', 'localhost')}/{parts.get('dbname', '')}"
         mode = "read-only transaction" if read_only else "transaction"
