@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from typing import Any
 
+from opsconductor.config import load_settings
 from opsconductor.db import assets, auth, connectors, steps
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
@@ -12,6 +14,17 @@ from opsconductor.inventory import Asset
 from opsconductor.plan import parse_plan
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
+
+
+def lab_key(lab: Any, tenant: str = "default") -> str:
+    """The lab's client key in the tenant's files root (as an admin would put it there with
+    ``opsc files put``); its name relative to the root."""
+    root = load_settings().files_root / tenant
+    root.mkdir(parents=True, exist_ok=True)
+    key = root / "lab_ed25519"
+    shutil.copyfile(lab.keys.client_key_path, key)
+    key.chmod(0o600)
+    return key.name
 
 
 async def add_ssh_assets(
@@ -26,7 +39,10 @@ async def add_ssh_assets(
     prefix: str = "ssh",
 ) -> list[Asset]:
     """One asset per port, named ``{prefix}-NN``; its host key trusted unless ``trust`` is
-    false. The credential defaults to the lab's client key file."""
+    false. The credential defaults to the lab's client key, copied into the tenant's files
+    root (``file:`` credentials are read from there only)."""
+    if credential_ref is None:
+        credential_ref = f"file:{lab_key(lab, tenant)}"
     added = []
     async with db.connection() as conn:
         await assets.ensure_tenant(conn, tenant)
@@ -39,7 +55,7 @@ async def add_ssh_assets(
                 environment="test",
                 connection_type="ssh",
                 username=lab.username,
-                credential_ref=credential_ref or f"file:{lab.keys.client_key_path}",
+                credential_ref=credential_ref,
                 tags=tags or {"role": prefix},
             )
             added.append(await assets.add(conn, tenant, asset))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import lab_key
 from tests.served import opsc
 
 
@@ -26,7 +27,7 @@ def test_known_hosts_assets_run_and_record_only(
         "--username",
         ssh_lab.username,
         "--credential-ref",
-        f"file:{ssh_lab.keys.client_key_path}",
+        f"file:{lab_key(ssh_lab)}",  # in the tenant's files root (OPSC_FILES_ROOT)
         "--tag",
         "role=box",
     )

@@ -16,6 +16,7 @@ from opsconductor.cancellation import request_cancel
 from opsconductor.config import load_settings
 from opsconductor.connectors import ssh
 from opsconductor.connectors.access import TenantAccess
+from opsconductor.connectors.credentials import resolve_credential
 from opsconductor.connectors.session import Connectors
 from opsconductor.db import connectors, executions
 from opsconductor.db.connection import Database
@@ -235,7 +236,7 @@ async def _pool(db: Database, lab: Any) -> tuple[ssh.SshPool, ssh.SshTarget]:
     asset = await one_asset(db, lab)
     pool = ssh.SshPool(
         connectors.KnownHosts(db, "default", "strict", "tester"),
-        lambda ref: Path(ref.removeprefix("file:")).read_text(),
+        lambda ref: resolve_credential(ref, load_settings().files_root / "default"),
     )
     target = ssh.SshTarget("127.0.0.1", asset.port or 22, lab.username, asset.credential_ref)
     return pool, target

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -179,13 +180,14 @@ def _target_env(run: _Run, index: int, asset: Asset) -> dict[str, str]:
     }
 
 
-def _step_credentials(live: dict[str, str]) -> CredentialResolver:
+def _step_credentials(live: dict[str, str], files_root: Path) -> CredentialResolver:
     """SSH credentials as ``_resolve_secrets`` fetched them for the running step (audited,
-    masked); ``file:`` references name a key file on the worker and are read here."""
+    masked); ``file:`` references name a key file in the tenant's files root (anywhere else
+    on the worker, it could be the secret store's key sent as a password), read here."""
 
     def resolve(ref: str) -> str:
         if ref.startswith("file:"):
-            return credentials.resolve_credential(ref)
+            return credentials.resolve_credential(ref, files_root)
         if ref not in live:
             raise LookupError("not resolved for this step")
         return live[ref]
@@ -342,11 +344,13 @@ class Engine:
             self.db, tenant_id, tenant.host_key_policy, self.actor_id
         )
         live: dict[str, str] = {}
+        access = TenantAccess.of(load_settings(), tenant_id, tenant)
         session = Connectors(
             known_hosts,
-            resolve_credential=self.resolve_credential or _step_credentials(live),
+            resolve_credential=self.resolve_credential
+            or _step_credentials(live, access.files_root),
             record_only=record_only,
-            access=TenantAccess.of(load_settings(), tenant_id, tenant),
+            access=access,
         )
         run = _Run(
             execution,

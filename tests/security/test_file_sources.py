@@ -215,3 +215,31 @@ async def test_a_local_fetch_reads_as_the_sandbox_sees(
 def _read(path: str) -> bytes:
     with open(path, "rb") as handle:
         return handle.read()
+
+
+@pytest.mark.parametrize("where", ["absolute", "dotdot", "link"])
+async def test_a_file_credential_outside_the_root_is_never_read(
+    db: Database, password_lab: Any, key_file: Path, files_dir: Path, where: str
+) -> None:
+    """An SSH asset's ``credential_ref: file:…`` is read by the worker and sent to the host
+    as a key or a password: a tenant admin's own SSH server would receive the master key."""
+    (files_dir / "innocent").symlink_to(key_file)
+    ref = {
+        "absolute": f"file:{key_file}",
+        "dotdot": "file:../../home/secret.key",
+        "link": "file:innocent",
+    }[where]
+    await add_ssh_assets(db, password_lab, password_lab.ports, prefix="loot", credential_ref=ref)
+    step = {
+        "name": "login",
+        "type": "command",
+        "action_class": "read",
+        "targets": SSH,
+        "command": "true",
+    }
+    ran = await run(db, "default", step)
+    assert ran.status is Status.FAILED
+    error = ran.rows[0]["error"] or ""
+    assert error.startswith(f"credential_ref {ref!r}: "), error
+    assert "outside this tenant's files root" in error or "'..' is not allowed" in error
+    assert "auth" not in error.lower()  # refused before any login was tried

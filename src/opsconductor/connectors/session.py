@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -68,11 +69,14 @@ class Connectors:
         self,
         known_hosts: ssh.HostKeyStore,
         *,
-        resolve_credential: ssh.CredentialResolver = env_credentials,
+        resolve_credential: ssh.CredentialResolver | None = None,
         record_only: bool = False,
         access: TenantAccess | None = None,
     ) -> None:
         self.record_only = record_only
+        if resolve_credential is None:  # env: and file: references (the latter confined)
+            root = access.files_root if access else None
+            resolve_credential = functools.partial(env_credentials, files_root=root)
         self.ssh = ssh.SshPool(known_hosts, resolve_credential)
         self._http: dict[bool, httpx.AsyncClient] = {}
         #: the tenant's files root and local capability; None: no file step, no local step
