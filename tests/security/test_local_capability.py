@@ -155,6 +155,17 @@ def test_opsc_tenant_local_exec_on_and_off_is_recorded(
     assert row()[:2] == (True, True)
     assert opsc("tenant", "local-exec", "off", "--tenant", "tb").returncode == 0
     assert row()[:2] == (False, False)
+    with psycopg.connect(database_url) as conn:
+        trail = conn.execute(
+            "SELECT actor_id, payload FROM execution.audit_events "
+            "WHERE tenant_id = 'tb' AND event_type = 'local_execution_changed' ORDER BY id"
+        ).fetchall()
+    assert [p for _, p in trail] == [
+        {"local_execution": True, "local_network": False},
+        {"local_execution": True, "local_network": True},
+        {"local_execution": False, "local_network": False},
+    ]
+    assert all(actor.startswith("local-admin:") for actor, _ in trail)
     bad = opsc("tenant", "local-exec", "maybe")
     assert bad.returncode == 2 and "must be 'on' or 'off'" in bad.stderr
 

@@ -55,11 +55,19 @@ async def set_local_execution(
 ) -> None:
     """Grant or withdraw the local execution capability (an installation admin's decision:
     callers are the local CLI only). ``network`` keeps the host's network in the sandbox;
-    it means nothing without ``on``. Records who decided and when on the tenant row."""
+    it means nothing without ``on``. Records who decided and when on the tenant row, and a
+    ``local_execution_changed`` audit event; run it in a transaction."""
     params = {"tenant_id": tenant_id, "on": on, "network": on and network, "actor_id": actor_id}
     cur = await conn.execute(Q["set_local_execution"], params)
     if await cur.fetchone() is None:
         raise NotFound(f"tenant {tenant_id!r} not found")
+    await audit.record(
+        conn,
+        tenant_id,
+        actor_id,
+        "local_execution_changed",
+        {"local_execution": on, "local_network": on and network},
+    )
 
 
 async def bootstrap_local_execution(conn: Conn, tenant_id: str, actor_id: str) -> bool:
@@ -68,7 +76,11 @@ async def bootstrap_local_execution(conn: Conn, tenant_id: str, actor_id: str) -
     cur = await conn.execute(
         Q["bootstrap_local_execution"], {"tenant_id": tenant_id, "actor_id": actor_id}
     )
-    return await cur.fetchone() is not None
+    if await cur.fetchone() is None:
+        return False
+    payload = {"local_execution": True, "local_network": False, "why": "embedded install"}
+    await audit.record(conn, tenant_id, actor_id, "local_execution_changed", payload)
+    return True
 
 
 async def set_record_only(conn: Conn, tenant_id: str, on: bool) -> None:
