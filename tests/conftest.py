@@ -22,7 +22,17 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from opsconductor.db import embedded, migrations
 from opsconductor.db.connection import Database
-from opsconductor.db.connectors import set_local_execution
+
+
+async def allow_local(conn: Any, tenant_id: str, *, network: bool = False) -> None:
+    """Test set-up: the capability ``opsc tenant local-exec on`` grants, set directly (the
+    real command also records an audit event; tests that count audit events see only
+    their own)."""
+    await conn.execute(
+        "UPDATE execution.tenants SET local_execution = true, local_network = %s "
+        "WHERE tenant_id = %s",
+        (network, tenant_id),
+    )
 
 
 def pytest_report_header() -> str:
@@ -72,7 +82,7 @@ def template_db(pg_server: str) -> Iterator[str]:
             # The suite's tenant 'default' plays the single-user install, which may run
             # local steps (sandboxed); every other tenant starts without, as in production.
             async with db.connection() as conn:
-                await set_local_execution(conn, "default", "test-setup", on=True)
+                await allow_local(conn, "default")
 
     asyncio.run(prepare())
     yield name
@@ -118,7 +128,7 @@ async def host_network(db: Database) -> None:
     """Tenant 'default' may reach this host's loopback, as after ``opsc tenant local-exec on
     --network``: for http and sql steps aimed at test servers on 127.0.0.1."""
     async with db.connection() as conn:
-        await set_local_execution(conn, "default", "test-setup", on=True, network=True)
+        await allow_local(conn, "default", network=True)
 
 
 @pytest.fixture

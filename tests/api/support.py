@@ -8,9 +8,10 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from opsconductor.db import assets, auth, connectors
+from opsconductor.db import assets, auth
 from opsconductor.db.connection import Database
 from opsconductor.inventory import Asset
+from tests.conftest import allow_local
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Api:
         on``); tests/security/ shows what a tenant without it can and cannot do."""
         async with self.db.transaction() as conn:
             await assets.ensure_tenant(conn, tenant)
-            await connectors.set_local_execution(conn, tenant, "test", on=True)
+            await allow_local(conn, tenant)
             made = await auth.create_token(conn, tenant, actor)
             for role in roles:
                 await auth.grant(conn, tenant, actor, role, granted_by="test")

@@ -30,7 +30,7 @@ from opsconductor.host_keys import (
     check_stated,
     verdict,
 )
-from tests.helpers import add_ssh_assets, run_plan
+from tests.helpers import add_ssh_assets, lab_key, run_plan
 from tests.served import logged_in, opsc, serving
 from tests.sshlab import free_ports, start_lab
 
@@ -77,7 +77,7 @@ def test_a_regenerated_host_key_is_refused_until_an_audited_replace(
     added = opsc(
         cli_env, "assets", "add", "box", "--connection", "ssh", "--address", HOST,
         "--port", port, "--username", lab.username,
-        "--credential-ref", f"file:{lab.keys.client_key_path}", "--tag", "role=box",
+        "--credential-ref", f"file:{lab_key(lab)}", "--tag", "role=box",
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
 
