@@ -107,7 +107,7 @@ async def main() -> None:
     async with Database(url, min_size=8, max_size=8) as db:
         await migrations.migrate(db)
         async with db.transaction() as conn:  # as `opsc run` does: else RBAC denies every step
-            await auth.bootstrap_local_admin(conn, "default", "bench")
+            await auth.ensure_local_admin(conn, "default", "bench")
             # its plan runs `true` on localhost: sandboxed local execution (root, bwrap)
             await connectors.set_local_execution(conn, "default", "bench", on=True)
         async with db.connection() as conn:

@@ -629,7 +629,7 @@ async def _prepare(db: Database) -> None:
     before every step."""
     await migrations.migrate(db)
     async with db.transaction() as conn:
-        await auth.bootstrap_local_admin(conn, "default", ACTOR)
+        await auth.ensure_local_admin(conn, "default", ACTOR)
         # ours-sh runs `true` on local assets: sandboxed local execution (needs root, bwrap)
         await connectors.set_local_execution(conn, "default", ACTOR, on=True)
         for i in range(ASSETS):
