@@ -150,17 +150,21 @@ async def run_script(
             os.unlink(path)
 
 
-def copy_file(src: Path, dest: str, mode: int | None) -> str:
+def copy_file(src: Path, dest: str, mode: int | None, *, expected: str | None = None) -> str:
     """Copy to a temporary name beside ``dest``, compare SHA-256, rename into place; the
-    same contract as the SFTP copy. Returns the SHA-256."""
+    same contract as the SFTP copy (``expected``: the digest the copy must hold). Returns
+    the SHA-256."""
     target = Path(dest)
     temporary = target.with_name(f"{target.name}.opsc-{uuid.uuid4().hex[:12]}")
-    expected = _sha256(src)
+    expected = expected or _sha256(src)
     try:
         shutil.copyfile(src, temporary)
         copied = _sha256(temporary)
         if copied != expected:
-            raise OSError(f"{dest}: checksum mismatch after copy ({expected} != {copied})")
+            raise OSError(
+                f"{dest}: checksum mismatch after copy (expected {expected}, copied {copied}); "
+                "the source may have changed since it was checked"
+            )
         if mode is not None:
             os.chmod(temporary, mode)
         os.replace(temporary, target)

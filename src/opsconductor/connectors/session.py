@@ -22,6 +22,7 @@ import httpx
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from opsconductor import pushed_files
 from opsconductor.connectors import http, local, sql, ssh
 from opsconductor.connectors.credentials import resolve_credential as env_credentials
 from opsconductor.connectors.local import CommandResult
@@ -88,15 +89,18 @@ class Connectors:
         cancel: asyncio.Event | None = None,
         env: dict[str, str] | None = None,
         results: Mapping[str, Mapping[str, Any]] | None = None,
+        approved_files: Mapping[str, str] | None = None,
     ) -> Outcome:
         """Run ``step`` on ``asset``; ``where`` (``steps[2]``) prefixes input errors;
         ``env`` is set for commands and scripts under the step's own ``env``; ``results``
-        (earlier steps on this target, by name) feed ``{{ steps.<name>.output }}``."""
+        (earlier steps on this target, by name) feed ``{{ steps.<name>.output }}``;
+        ``approved_files`` (rendered source -> SHA-256; the engine always passes it for a
+        push) are the only bytes a push may copy."""
         if isinstance(step, CommandStep | ScriptStep) and env:
             step = step.model_copy(update={"env": {**step.env, **env}})
         context = asset_context(asset, results)
         try:
-            action = await self._prepare(step, asset, where, context)
+            action = await self._prepare(step, asset, where, context, approved_files)
         except StepInputError as exc:
             return Outcome("failed", error=str(exc))
         if self.record_only:
@@ -109,14 +113,19 @@ class Connectors:
             return Outcome("failed", error=cap_text(f"{type(exc).__name__}: {exc}"))
 
     async def _prepare(
-        self, step: ActingStep, asset: Asset, where: str, context: dict[str, Any]
+        self,
+        step: ActingStep,
+        asset: Asset,
+        where: str,
+        context: dict[str, Any],
+        approved_files: Mapping[str, str] | None,
     ) -> Action:
         if isinstance(step, CommandStep):
             return await self._command(step, asset, plain_env(step.env, where))
         if isinstance(step, ScriptStep):
             return await self._script(step, asset, plain_env(step.env, where))
         if isinstance(step, FileStep):
-            return await self._file(step, asset, where, context)
+            return await self._file(step, asset, where, context, approved_files)
         if isinstance(step, HttpStep):
             return await self._http_request(step, where, context)
         if isinstance(step, NoopStep):
@@ -207,7 +216,12 @@ class Connectors:
     # -- file copies ---------------------------------------------------------------------
 
     async def _file(
-        self, step: FileStep, asset: Asset, where: str, context: dict[str, Any]
+        self,
+        step: FileStep,
+        asset: Asset,
+        where: str,
+        context: dict[str, Any],
+        approved_files: Mapping[str, str] | None,
     ) -> Action:
         src = render(step.src, context, f"{where}.src")
         dest = render(step.dest, context, f"{where}.dest")
@@ -220,9 +234,20 @@ class Connectors:
             source = ssh.file_digest(Path(src))
         except OSError as exc:
             raise StepInputError(f"{where}.src: cannot read {src}: {exc.strerror}") from None
+        if approved_files is not None:
+            approved = approved_files.get(src)
+            if approved is None:
+                raise StepInputError(f"{where}.src: {src} was not part of the approved plan")
+            if approved != source.sha256:
+                raise StepInputError(
+                    pushed_files.changed_message(f"{where}.src", src, approved, source.sha256)
+                )
+        # The copy must hold exactly the bytes checked here (and approved): a file that
+        # changes between now and the copy fails its checksum and never replaces ``dest``.
+        expected = source.sha256
         done = f"copied {source.size} bytes to {dest}, sha256 {source.sha256} verified"
         if asset.connection_type == "local":
-            return self._local_copy(Path(src), dest, mode, done)
+            return self._local_copy(Path(src), dest, mode, done, expected)
         target = await self._ssh_target(asset)
 
         async def run_ssh(budget: float, cancel: asyncio.Event | None) -> Outcome:
@@ -230,7 +255,7 @@ class Connectors:
                 conn = await self._connection(target, budget)
                 if isinstance(conn, Outcome):
                     return conn
-                await ssh.copy_file(conn, Path(src), dest, mode)
+                await ssh.copy_file(conn, Path(src), dest, mode, expected=expected)
                 return Outcome("completed", output=done)
 
             return await bounded(copy(), budget, cancel)
@@ -258,9 +283,11 @@ class Connectors:
 
         return Action(f"fetch {target.where}:{src} to {dest}", run_ssh)
 
-    def _local_copy(self, src: Path, dest: str, mode: int | None, done: str) -> Action:
+    def _local_copy(
+        self, src: Path, dest: str, mode: int | None, done: str, expected: str | None = None
+    ) -> Action:
         async def run_local(budget: float, cancel: asyncio.Event | None) -> Outcome:
-            work = asyncio.to_thread(local.copy_file, src, dest, mode)
+            work = asyncio.to_thread(local.copy_file, src, dest, mode, expected=expected)
             return await bounded(_completed(work, done), budget, cancel)
 
         return Action(f"copy {src} to {dest} locally", run_local)
@@ -319,7 +346,9 @@ class Connectors:
             parts = conninfo_to_dict(dsn)
         except psycopg.ProgrammingError as exc:
             raise StepInputError(f"{where}.dsn: {exc}") from None
-        read_only = step.action_class == "read"
+        # A writable transaction only when the author asked for one: a step that does not
+        # declare its class is *treated* as modify (RBAC, re-runs) but still runs read-only.
+        read_only = step.declared_action_class in (None, "read")
         place = f"{parts.get('host', 'localhost')}/{parts.get('dbname', '')}"
         mode = "read-only transaction" if read_only else "transaction"
 
