@@ -6,7 +6,6 @@ transactions and records every decision, refusal and expiry as an event.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -252,7 +251,7 @@ async def still_valid(db: Database, execution: dict[str, Any], actor_id: str) ->
     try:
         targets = resolve_plan(plan, inventory)
         # A pushed file is read again, exactly as at submission: edited bytes are a new plan.
-        files = await asyncio.to_thread(pushed_files.take, plan, targets)
+        files = await pushed_files.take_async(plan, targets)
         new_hash = plan_hash(plan, targets, files)
     except TargetResolutionError as exc:
         targets, new_hash, why = [], "", f"targets no longer resolve: {exc}"

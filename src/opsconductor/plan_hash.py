@@ -36,7 +36,7 @@ def hashed_document(
     ``files`` appears only when the plan pushes something, so the hash of every plan
     without a pushed file is what it always was (the golden vector pins it).
     """
-    if files is None and any(pushed_files.is_push(step) for step in plan.steps):
+    if files is None and pushed_files.pushes(plan):
         # A hash without the bytes would approve whatever the file holds at run time.
         raise ValueError("this plan pushes files: hash it with their digests")
     document: dict[str, Any] = {

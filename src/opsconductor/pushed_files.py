@@ -14,6 +14,7 @@ cannot be known at submission and is refused then.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -65,6 +66,17 @@ def rendered_sources(step: FileStep, index: int, assets: Iterable[Asset]) -> dic
         asset.asset_id: render(step.src, asset_context(asset), f"steps[{index}].src")
         for asset in assets
     }
+
+
+def pushes(plan: Plan) -> bool:
+    return any(is_push(step) for step in plan.steps)
+
+
+async def take_async(
+    plan: Plan, targets: Sequence[Sequence[Asset]], resolve: Resolver = Path
+) -> Digests:
+    """``take`` off the event loop (files may be large); no thread for plans without one."""
+    return await asyncio.to_thread(take, plan, targets, resolve) if pushes(plan) else {}
 
 
 def take(plan: Plan, targets: Sequence[Sequence[Asset]], resolve: Resolver = Path) -> Digests:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,7 +55,7 @@ async def submit(
         observed = await steps.observed_p95(conn, request.tenant_id, [s.type for s in plan.steps])
     # The bytes of every pushed file, read now: they are part of what is hashed, approved
     # and deduplicated (a changed file is a new plan), and the engine runs nothing else.
-    files = await asyncio.to_thread(pushed_files.take, plan, targets)
+    files = await pushed_files.take_async(plan, targets)
     # Frozen into the execution (the engine also honours a tenant flag set later).
     record_only = request.record_only or tenant.record_only
     digest = plan_hash(plan, targets, files)
