@@ -113,7 +113,7 @@ async def test_the_workers_recheck_uses_the_inferred_class_too(
     await _reader(db, "default", "rita")
     plan = parse_plan({"name": "cleanup", "steps": [_wipe(victim)]})
     submitted = await submit(db, Request(plan, "default", "rita", uuid.uuid4().hex))
-    engine = Engine(db, actor_id="worker", authorize=auth.step_authorizer(db))
+    engine = Engine(db, actor_id="worker")  # every engine re-checks RBAC before each step
     assert await engine.run("default", submitted.execution["id"]) is Status.FAILED
     assert victim.exists()
     async with db.connection() as conn:

@@ -15,7 +15,7 @@ from opsconductor import approval_gate
 from opsconductor.approvals import ApprovalRefused, Decision
 from opsconductor.connectors import local
 from opsconductor.connectors.session import Connectors
-from opsconductor.db import connectors, executions
+from opsconductor.db import auth, connectors, executions
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.errors import BadInput
@@ -26,6 +26,15 @@ from tests.helpers import add_ssh_assets
 
 APPROVED = b"worker_processes 4;\n"
 EDITED = b"worker_processes 4;\ninclude /tmp/evil.conf;\n"
+
+
+@pytest.fixture(autouse=True)
+async def _roles(db: Database) -> None:
+    """alice submits deploys (admin); bob reviews them (approver). The engine checks
+    alice's roles again before every step."""
+    async with db.transaction() as conn:
+        await auth.grant(conn, "default", "alice", "admin", granted_by="test")
+        await auth.grant(conn, "default", "bob", "approver", granted_by="test")
 
 
 def _sha(data: bytes) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from opsconductor.db import auth
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.submission import Request, submit
@@ -17,9 +18,13 @@ from tests.plans import command_step, plan_of
 
 
 async def _completed(db: Database) -> dict[str, Any]:
+    async with db.transaction() as conn:  # the engine checks the submitter's roles
+        await auth.grant(conn, "default", "alice", "operator", granted_by="test")
     plan = plan_of(command_step("look", "true"))
     submitted = await submit(db, Request(plan, "default", "alice", uuid.uuid4().hex))
-    await Engine(db, actor_id="tester").run("default", submitted.execution["id"])
+    assert (
+        await Engine(db, actor_id="tester").run("default", submitted.execution["id"]) == "completed"
+    )
     return submitted.execution
 
 
