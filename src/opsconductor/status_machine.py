@@ -1,4 +1,4 @@
-"""The execution status machine (SPEC section 3) and the step attempt one: legal moves.
+"""The execution status machine and the step attempt one: the legal moves.
 
 PostgreSQL enforces the same tables (migration 0011: ``execution.execution_transitions()``,
 ``execution.step_transitions()`` and their triggers), so even a raw UPDATE cannot make an
