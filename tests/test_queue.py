@@ -347,9 +347,13 @@ async def test_observed_p95_routes_slow_step_types_to_the_background(db: Databas
                 "INSERT INTO execution.execution_steps (execution_id, step_index, step_name, "
                 "step_type, tenant_id, target_asset_id, status, attempt, started_at, "
                 "finished_at) VALUES (%s, 0, 'a', 'command', 'default', 'localhost', "
-                "'completed', %s, now() - make_interval(secs => %s), now())",
+                "'running', %s, now() - make_interval(secs => %s), now())",
                 (first.execution["id"], attempt, 5 + (attempt - 2) / 2),
             )
+        # finished (an attempt is created pending or running, then ends: see status_machine)
+        await conn.execute(
+            "UPDATE execution.execution_steps SET status = 'completed' WHERE attempt > 1"
+        )
         observed = await steps.observed_p95(conn, "default", ["command", "validate"])
     assert set(observed) == {"command"}  # validate has no history: default stays
     assert 13.5 < observed["command"] <= 14.5

@@ -9,12 +9,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from opsconductor import approvals
+from opsconductor import approvals, pushed_files
 from opsconductor.approvals import ApprovalRefused, Decision, Pending
+from opsconductor.connectors import tenant_files
 from opsconductor.db import approvals as approval_store
 from opsconductor.db import assets, executions, queue
 from opsconductor.db.connection import Conn, Database
-from opsconductor.errors import TargetResolutionError
+from opsconductor.errors import BadInput, TargetResolutionError
 from opsconductor.inventory import resolve_plan
 from opsconductor.plan import parse_plan
 from opsconductor.plan_hash import hashed_document, plan_hash
@@ -235,26 +236,43 @@ async def expire_overdue(db: Database) -> int:
 
 
 async def still_valid(db: Database, execution: dict[str, Any], actor_id: str) -> Status | None:
-    """Before an approved execution runs: does the plan still resolve to what was approved?
+    """Before an approved execution runs: does the plan still resolve to what was approved
+    (the same targets, the same bytes in every pushed file)?
 
     Returns None if so. Otherwise the approval no longer matches: per tenant setting the
     execution goes back to ``pending_approval`` (with a fresh request bound to the new hash)
     or ends ``cancelled``; the new status is returned.
     """
-    plan = parse_plan(execution["plan_snapshot"]["plan"])
+    snapshot = execution["plan_snapshot"]
+    plan = parse_plan(snapshot["plan"])
     tenant_id = execution["tenant_id"]
     async with db.connection() as conn:
         inventory = await assets.list_all(conn, tenant_id)
+    files: pushed_files.Digests = {}
     try:
         targets = resolve_plan(plan, inventory)
-        new_hash = plan_hash(plan, targets)
-        why = "the resolved target set changed"
+        # A pushed file is read again, exactly as at submission: edited bytes are a new plan.
+        files = await pushed_files.take_async(plan, targets, tenant_files.resolver(tenant_id))
+        new_hash = plan_hash(plan, targets, files)
     except TargetResolutionError as exc:
         targets, new_hash, why = [], "", f"targets no longer resolve: {exc}"
+    except BadInput as exc:  # a pushed file that cannot be read (or named) any more
+        targets, new_hash, why = [], "", str(exc)
     if new_hash == execution["plan_hash"]:
         return None
+    if new_hash:
+        reasons = pushed_files.differences(pushed_files.from_snapshot(snapshot), files)
+        if [sorted(a.asset_id for a in step) for step in targets] != snapshot["targets"]:
+            reasons.append("the resolved target set changed")
+        why = "; ".join(reasons) or "what the plan resolves to changed since it was approved"
     return await _invalidate(
-        db, execution, plan_targets=targets, new_hash=new_hash, why=why, actor_id=actor_id
+        db,
+        execution,
+        plan_targets=targets,
+        files=files,
+        new_hash=new_hash,
+        why=why,
+        actor_id=actor_id,
     )
 
 
@@ -263,6 +281,7 @@ async def _invalidate(
     execution: dict[str, Any],
     *,
     plan_targets: Any,
+    files: pushed_files.Digests,
     new_hash: str,
     why: str,
     actor_id: str,
@@ -290,7 +309,7 @@ async def _invalidate(
             return Status.CANCELLED
         plan = parse_plan(execution["plan_snapshot"]["plan"])
         await approval_store.replace_plan(
-            conn, execution_id, hashed_document(plan, plan_targets), new_hash
+            conn, execution_id, hashed_document(plan, plan_targets, files), new_hash
         )
         await approval_store.request(
             conn,

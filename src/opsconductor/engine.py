@@ -20,10 +20,10 @@ from typing import Any
 
 import structlog
 
-from opsconductor import approval_gate, logs, masking, policies, rbac, validation
+from opsconductor import approval_gate, logs, masking, policies, pushed_files, rbac, validation
 from opsconductor.cancellation import CHECK_INTERVAL_S, CancelWatcher
 from opsconductor.config import load_settings
-from opsconductor.connectors import credentials
+from opsconductor.connectors import credentials, tenant_files
 from opsconductor.connectors.access import TenantAccess, local_refusal
 from opsconductor.connectors.outcome import RECORD_ONLY
 from opsconductor.connectors.session import Connectors
@@ -104,6 +104,8 @@ class _Run:
     lease: queue.Lease | None = None
     #: where a resumed execution picks up, by (step index, asset id); empty on a fresh run
     resume: dict[tuple[int, str], _ResumePoint] = field(default_factory=dict)
+    #: approved SHA-256 of every pushed source (from the snapshot): nothing else is pushed
+    files: pushed_files.Digests = field(default_factory=dict)
 
     @functools.cached_property
     def id(self) -> uuid.UUID:
@@ -360,6 +362,7 @@ class Engine:
             matrix=matrix,
             connectors=session,
             credentials=live,
+            files=pushed_files.from_snapshot(snapshot),
         )
         run.cell.masker = masking.for_patterns(patterns)
         return run, wanted - set(found)
@@ -526,14 +529,52 @@ class Engine:
             )
 
     async def _fail_step(self, run: _Run, index: int, message: str) -> dict[str, str]:
-        """Record the step as failed on every target without running anything."""
+        """Record the step as failed on every target without running anything (a target
+        that finished before a crash keeps its outcome)."""
         run.step_failure = message
+        outcomes = {}
         for asset in run.targets[index]:
-            attempt_id = await self._start(run, index, asset, 1)
+            point = run.resume.get((index, asset.asset_id), _ResumePoint(next_attempt=1))
+            if point.outcome is not None:
+                outcomes[asset.asset_id] = point.outcome
+                continue
+            attempt = point.next_attempt
+            attempt_id = await self._start(run, index, asset, attempt)
             await self._record(
-                run, index, asset, 1, attempt_id, _Attempt("failed", error=message), True
+                run, index, asset, attempt, attempt_id, _Attempt("failed", error=message), True
             )
-        return {a.asset_id: "failed" for a in run.targets[index]}
+            outcomes[asset.asset_id] = "failed"
+        return outcomes
+
+    async def _source_changed(self, run: _Run, index: int) -> str | None:
+        """Before a push: read every source again; None if each holds the approved bytes,
+        else why not (then nothing is copied: the step fails on every target)."""
+        step = run.plan.steps[index]
+        if not pushed_files.is_push(step):
+            return None
+        to_run = [
+            asset
+            for asset in run.targets[index]
+            if run.resume.get((index, asset.asset_id), _ResumePoint(1)).outcome is None
+        ]
+        if not to_run:
+            return None
+        approved = run.files.get(index)
+        resolve = tenant_files.resolver(run.tenant_id)
+        problem = await asyncio.to_thread(
+            pushed_files.verify, step, index, to_run, approved, resolve
+        )
+        if problem is not None:
+            async with self.db.connection() as conn:
+                await executions.append_event(
+                    conn,
+                    run.execution,
+                    "pushed_file_refused",
+                    self.actor_id,
+                    {"step_index": index, "step": step.name, "reason": problem},
+                    masker=run.masker,
+                )
+        return problem
 
     async def _pause(self, run: _Run, seconds: float) -> None:
         """Sleep between retries, but not past an abort."""
@@ -544,6 +585,9 @@ class Engine:
 
     async def _run_step(self, run: _Run, index: int) -> dict[str, str]:
         """Take the step's asset locks, resolve its secrets, run its targets; always let go."""
+        changed = await self._source_changed(run, index)
+        if changed is not None:
+            return await self._fail_step(run, index, changed)
         try:
             async with self._step_lease(run, index):
                 problem = await self._resolve_secrets(run, index)
@@ -683,6 +727,7 @@ class Engine:
             cancel=run.abort,
             env=env,
             results=results,
+            approved_files=run.files.get(index, {}) if pushed_files.is_push(step) else None,
         )
         if outcome.status == "cancelled":
             return _Attempt(

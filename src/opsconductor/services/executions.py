@@ -7,9 +7,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from opsconductor import approval_gate, rbac
+from opsconductor import approval_gate, pushed_files, rbac
 from opsconductor.approvals import Decision
 from opsconductor.cancellation import CancelOutcome, request_cancel
+from opsconductor.connectors import tenant_files
 from opsconductor.db import approvals as approval_store
 from opsconductor.db import assets, executions, queue, reads, steps
 from opsconductor.db.connection import Database
@@ -32,6 +33,8 @@ class Validated:
     plan: Plan
     targets: list[list[Asset]]
     plan_hash: str
+    #: SHA-256 of every pushed file, by step index and source: part of the hash
+    files: pushed_files.Digests
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,10 @@ async def validate(db: Database, who: Caller, plan: Plan) -> Validated:
         await assets.ensure_tenant(conn, who.tenant_id)
         inventory = await assets.list_all(conn, who.tenant_id)
     targets = resolve_plan(plan, inventory)
-    return Validated(plan, targets, plan_hash(plan, targets))
+    files = await pushed_files.take_async(
+        plan, targets, tenant_files.resolver(who.tenant_id)
+    )  # read here, as at submission
+    return Validated(plan, targets, plan_hash(plan, targets, files), files)
 
 
 async def submit(
