@@ -31,9 +31,13 @@ async def _fetch(db: Database, sql: str, *params: Any) -> list[dict[str, Any]]:
         return await cur.fetchall()
 
 
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
 async def _wait_for(path: Path, text: str) -> None:
     for _ in range(1500):
-        if path.exists() and text in path.read_text():
+        if text in _read(path):
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"{text!r} never appeared in {path}")
