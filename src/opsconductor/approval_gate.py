@@ -215,9 +215,7 @@ async def expire_overdue(db: Database) -> int:
     """Expire overdue approvals and cancel what waited on them. Safe to call from every
     process: a transaction-level advisory lock lets one sweep run at a time."""
     async with db.transaction() as conn:
-        cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS got", (_SWEEP_LOCK,))
-        row = await cur.fetchone()
-        if row is None or not row["got"]:
+        if not await approval_store.try_sweep_lock(conn, _SWEEP_LOCK):
             return 0
         expired = await approval_store.expire_overdue(conn)
         for item in expired:

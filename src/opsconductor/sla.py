@@ -14,12 +14,11 @@ from typing import Any
 import structlog
 
 from opsconductor import metrics, routing
-from opsconductor.db import queries
+from opsconductor.db import sla_violations
 from opsconductor.db.connection import Database
 from opsconductor.db.notify import still_wanted
 from opsconductor.errors import DatabaseError
 
-Q = queries.load("sla")
 log = structlog.get_logger("opsconductor.sla")
 
 #: Budgets of the classes routing defines by duration; ``long`` has none of
@@ -34,8 +33,7 @@ async def sweep(
 ) -> list[dict[str, Any]]:
     """Flag every execution newly past its budget; returns what was flagged."""
     async with db.connection() as conn:
-        cur = await conn.execute(Q["flag_violations"], {"fast_s": fast_s, "medium_s": medium_s})
-        flagged = await cur.fetchall()
+        flagged = await sla_violations.flag_violations(conn, fast_s, medium_s)
     for row in flagged:
         metrics.SLA_FLAGGED.inc()
         log.warning(
