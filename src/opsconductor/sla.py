@@ -8,12 +8,12 @@ exactly-once however many sweep at the same moment.
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import structlog
 
 from opsconductor import metrics, routing
+from opsconductor.config import load_settings
 from opsconductor.db import sla_violations
 from opsconductor.db.connection import Database
 from opsconductor.db.notify import still_wanted
@@ -47,7 +47,7 @@ async def sweep(
 
 async def watch(db: Database, period_s: float | None = None) -> None:
     """Sweep forever (a task of the API's lifespan); a database outage only delays alerts."""
-    period = period_s or float(os.environ.get("OPSC_SLA_SWEEP_S", SWEEP_S))
+    period = period_s or load_settings().sla_sweep_s
     while True:
         still_wanted()
         try:

@@ -74,7 +74,7 @@ class Engine:
         self.resolve_credential = resolve_credential
         #: record-only for everything this engine runs (besides per tenant / execution)
         self.record_only = record_only
-        self.lock_settings = lock_settings or LockSettings.from_env()
+        self.lock_settings = lock_settings or LockSettings.from_settings(load_settings())
         logs.ensure_configured()  # every log line must pass the masking processor
 
     async def run(
