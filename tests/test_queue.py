@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from opsconductor import approval_gate
-from opsconductor.approvals import Decision
+from opsconductor.approvals import Decision, gate
 from opsconductor.db import assets, executions, queue, steps
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
@@ -378,7 +377,7 @@ async def test_duplicate_submission_is_not_enqueued_twice(db: Database) -> None:
 
 
 async def _approve(db: Database, execution_id: uuid.UUID) -> dict[str, Any]:
-    return await approval_gate.decide(
+    return await gate.decide(
         db,
         tenant_id="default",
         execution_id=str(execution_id),

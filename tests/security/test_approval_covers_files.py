@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from opsconductor import approval_gate
-from opsconductor.approvals import ApprovalRefused, Decision
+from opsconductor.approvals import ApprovalRefused, Decision, gate
 from opsconductor.connectors import local
 from opsconductor.connectors.session import Connectors
 from opsconductor.db import auth, connectors, executions
@@ -64,7 +63,7 @@ async def _submit(db: Database, plan: dict[str, Any], key: str | None = None) ->
 
 
 async def _approve(db: Database, execution: dict[str, Any], plan_hash: str) -> None:
-    await approval_gate.decide(
+    await gate.decide(
         db,
         tenant_id="default",
         execution_id=str(execution["id"]),

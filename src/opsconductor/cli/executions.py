@@ -13,8 +13,8 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from opsconductor import approval_gate, progress, secret_store, status_machine
-from opsconductor.approvals import Decision
+from opsconductor import progress, secret_store, status_machine
+from opsconductor.approvals import Decision, gate
 from opsconductor.cli import host, render
 from opsconductor.cli.runtime import Local, Remote, Session, err, fail, out, run, session
 from opsconductor.config import Settings
@@ -217,7 +217,7 @@ async def _wait_for_approval(s: Session, execution: Row) -> Row:
         while execution["status"] == Status.PENDING_APPROVAL:
             await asyncio.sleep(0.5)
             if isinstance(s, Local):
-                await approval_gate.expire_overdue(s.db)
+                await gate.expire_overdue(s.db)
             execution = {**execution, **await _execution(s, str(execution["id"]))}
     out.print(f"approval outcome: {render.styled(execution['status'])}")
     return execution

@@ -15,7 +15,8 @@ from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opsconductor import approval_gate, logs, masking, policies, pushed_files, rbac
+from opsconductor import logs, masking, policies, pushed_files, rbac
+from opsconductor.approvals import gate
 from opsconductor.cancellation import CHECK_INTERVAL_S, CancelWatcher
 from opsconductor.config import load_settings
 from opsconductor.connectors import tenant_files
@@ -98,7 +99,7 @@ class Engine:
             raise BadInput("approval_level 3 executions run on workers: use opsc submit")
         resuming = lease is not None and current is Status.RUNNING
         if execution["approval_level"] >= 1 and not resuming:
-            moved = await approval_gate.still_valid(self.db, execution, self.actor_id)
+            moved = await gate.still_valid(self.db, execution, self.actor_id)
             if moved is not None:
                 if lease is not None:  # no longer queued: not this worker's to run
                     await queue.discard(self.db, lease)
@@ -242,8 +243,8 @@ class Engine:
         ``_Parked`` ends this run and the queue row sleeps until the step is approved."""
         if run.execution["approval_level"] != 3:
             return
-        gate = await approval_gate.step_gate(self.db, run.execution, index, self.actor_id)
-        if gate != "go":
+        answer = await gate.step_gate(self.db, run.execution, index, self.actor_id)
+        if answer != "go":
             raise Parked(index)
 
     # -- safety hooks: cancellation, timeouts, locks, secrets (issue 6) -----------------

@@ -7,12 +7,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from opsconductor import approval_gate, pushed_files, rbac
-from opsconductor.approvals import Decision
+from opsconductor import pushed_files, rbac
+from opsconductor.approvals import Decision, gate
 from opsconductor.cancellation import CancelOutcome, request_cancel
 from opsconductor.connectors import tenant_files
-from opsconductor.db import approvals as approval_store
-from opsconductor.db import assets, executions, queue, reads, steps
+from opsconductor.db import approval_requests, assets, executions, queue, reads, steps
 from opsconductor.db.connection import Database
 from opsconductor.engine import Observer
 from opsconductor.errors import StaleStatus
@@ -101,7 +100,7 @@ async def view(db: Database, who: Caller, execution_id: str) -> ExecutionView:
     async with db.connection() as conn:
         execution = await executions.get(conn, who.tenant_id, execution_id)
         step_rows = await steps.list_for(conn, execution["id"])
-        history = await approval_store.history(conn, execution["id"])
+        history = await approval_requests.history(conn, execution["id"])
     return ExecutionView(execution, step_rows, history)
 
 
@@ -149,7 +148,7 @@ async def decide(
     """Approve or reject (the plan, or one step at level 3) as the caller. Separation of
     duties compares actors: a local administrator is ``local-admin:<unix user>``."""
     who.require("executions", "approve")
-    return await approval_gate.decide(
+    return await gate.decide(
         db,
         tenant_id=who.tenant_id,
         execution_id=execution_id,
