@@ -15,9 +15,8 @@ log = structlog.get_logger("opsconductor.engine")
 
 
 class Attempts:
-    def __init__(self, db: Database, actor_id: str, observer: Observer) -> None:
+    def __init__(self, db: Database, observer: Observer) -> None:
         self.db = db
-        self.actor_id = actor_id
         self.observer = observer
 
     async def start(self, run: Run, index: int, asset: Asset, attempt: int) -> int:
@@ -32,7 +31,7 @@ class Attempts:
             asset_id=asset.asset_id,
             attempt=attempt,
             retry_count=attempt - 1,
-            actor_id=self.actor_id,
+            actor_id=run.actor_id,
             payload={
                 "step_index": index,
                 "step": step.name,
@@ -65,7 +64,7 @@ class Attempts:
             output=result.output,
             stderr=result.stderr,
             error=result.error,
-            actor_id=self.actor_id,
+            actor_id=run.actor_id,
             payload={
                 "step_index": index,
                 "step": step.name,
@@ -136,7 +135,7 @@ class Attempts:
                 conn,
                 run.execution,
                 "rbac_violation",
-                self.actor_id,
+                run.actor_id,
                 {
                     "actor": check.actor_id,
                     "step_index": index,

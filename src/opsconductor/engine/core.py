@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+import weakref
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,8 +39,25 @@ from opsconductor.status_machine import Status
 
 #: How many targets of one step run at once unless the step sets ``concurrency``.
 DEFAULT_STEP_CONCURRENCY = 10
-#: How many targets one engine (one worker) runs at once, over all its executions.
+#: How many targets one process runs at once, over all its executions and engines.
 DEFAULT_TARGET_CONCURRENCY = 100
+
+_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def target_slots(limit: int) -> asyncio.Semaphore:
+    """The process's target slots (per event loop): however many engines a process builds
+    (the API's requests, its worker pool), ``limit`` bounds them together. A different
+    ``limit`` (tests, benchmarks) gets a semaphore of its own."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.Semaphore(limit)
+    if limit != DEFAULT_TARGET_CONCURRENCY:
+        return asyncio.Semaphore(limit)
+    return _SLOTS.setdefault(loop, asyncio.Semaphore(limit))
 
 
 class Engine:
@@ -65,12 +83,12 @@ class Engine:
         self.actor_id = actor_id
         self.worker_id = worker_id
         self.observer = observer or (lambda _event: None)
-        self.target_slots = asyncio.Semaphore(target_concurrency)
+        self.target_slots = target_slots(target_concurrency)
         self.policy_ttl_s = policy_ttl_s
         self._matrix: policies.PolicyMatrix | None = None
         self._matrix_until = 0.0
-        self.secrets = StepSecrets(db, actor_id, secrets)
-        self.attempts = Attempts(db, actor_id, self.observer)
+        self.secrets = StepSecrets(db, secrets)
+        self.attempts = Attempts(db, self.observer)
         #: SSH credentials: None resolves them like secrets (audited, masked), per step
         self.resolve_credential = resolve_credential
         #: record-only for everything this engine runs (besides per tenant / execution)
@@ -79,14 +97,21 @@ class Engine:
         logs.ensure_configured()  # every log line must pass the masking processor
 
     async def run(
-        self, tenant_id: str, execution_id: uuid.UUID, *, lease: queue.Lease | None = None
+        self,
+        tenant_id: str,
+        execution_id: uuid.UUID,
+        *,
+        lease: queue.Lease | None = None,
+        actor_id: str | None = None,
     ) -> Status:
         """Run an ``approved`` (or ``queued``) execution to its end; return its final status.
 
         With a queue ``lease`` (background work) a ``running`` execution is resumed where
         its previous worker died, and the end is recorded only while the lease holds
-        (``LeaseLost`` otherwise).
+        (``LeaseLost`` otherwise). ``actor_id``: who runs it this time, for its events
+        (default: the engine's own actor; the API's shared engine runs as its caller).
         """
+        acting = actor_id or self.actor_id
         if lease is not None and lease.execution is not None:
             execution = lease.execution  # read by the claim, under the lease
         else:
@@ -99,16 +124,16 @@ class Engine:
             raise BadInput("approval_level 3 executions run on workers: use opsc submit")
         resuming = lease is not None and current is Status.RUNNING
         if execution["approval_level"] >= 1 and not resuming:
-            moved = await gate.still_valid(self.db, execution, self.actor_id)
+            moved = await gate.still_valid(self.db, execution, acting)
             if moved is not None:
                 if lease is not None:  # no longer queued: not this worker's to run
                     await queue.discard(self.db, lease)
                 return moved  # what was approved is not what would run now
-        run, missing = await self._load(execution)
+        run, missing = await self._load(execution, acting)
         run.lease = lease
         ending: tuple[Status, str | None] | None = None
         if resuming:
-            ending = await resume.prepare(self.db, run, self.actor_id, self.worker_id)
+            ending = await resume.prepare(self.db, run, acting, self.worker_id)
         else:
             await self._begin(run, current)
         if missing and ending is None:
@@ -152,13 +177,13 @@ class Engine:
             run.id,
             current,
             Status.RUNNING,
-            actor_id=self.actor_id,
+            actor_id=run.actor_id,
             timeout_at=datetime.now(UTC) + timedelta(seconds=timeout_s),
             worker_id=self.worker_id,
             masker=run.masker,
         )
 
-    async def _load(self, execution: dict[str, Any]) -> tuple[Run, set[str]]:
+    async def _load(self, execution: dict[str, Any], acting: str) -> tuple[Run, set[str]]:
         tenant_id = execution["tenant_id"]
         snapshot = execution["plan_snapshot"]
         wanted = {a for step_targets in snapshot["targets"] for a in step_targets}
@@ -171,9 +196,7 @@ class Engine:
         ]
         # Any one of the three makes the run record-only: safe wins over fast.
         record_only = bool(execution.get("record_only")) or tenant.record_only or self.record_only
-        known_hosts = connectors.KnownHosts(
-            self.db, tenant_id, tenant.host_key_policy, self.actor_id
-        )
+        known_hosts = connectors.KnownHosts(self.db, tenant_id, tenant.host_key_policy, acting)
         live: dict[str, str] = {}
         access = TenantAccess.of(load_settings(), tenant_id, tenant)
         session = Connectors(
@@ -191,6 +214,7 @@ class Engine:
             connectors=session,
             credentials=live,
             files=pushed_files.from_snapshot(snapshot),
+            actor_id=acting,
         )
         run.cell.masker = masking.for_patterns(patterns)
         return run, wanted - set(found)
@@ -220,7 +244,7 @@ class Engine:
             run.id,
             Status.RUNNING,
             final,
-            actor_id=actor or self.actor_id,
+            actor_id=actor or run.actor_id,
             reason=reason,
             masker=run.masker,
             lease_token=None if run.lease is None else run.lease.token,
@@ -243,7 +267,7 @@ class Engine:
         ``_Parked`` ends this run and the queue row sleeps until the step is approved."""
         if run.execution["approval_level"] != 3:
             return
-        answer = await gate.step_gate(self.db, run.execution, index, self.actor_id)
+        answer = await gate.step_gate(self.db, run.execution, index, run.actor_id)
         if answer != "go":
             raise Parked(index)
 
@@ -321,7 +345,7 @@ class Engine:
                     conn,
                     run.execution,
                     "pushed_file_refused",
-                    self.actor_id,
+                    run.actor_id,
                     {"step_index": index, "step": step.name, "reason": problem},
                     masker=run.masker,
                 )

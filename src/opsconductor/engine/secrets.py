@@ -45,9 +45,8 @@ def _credential_refs(run: Run, index: int) -> list[str]:
 
 
 class StepSecrets:
-    def __init__(self, db: Database, actor_id: str, resolver: SecretResolver | None) -> None:
+    def __init__(self, db: Database, resolver: SecretResolver | None) -> None:
         self.db = db
-        self.actor_id = actor_id
         self._resolver = resolver
 
     def resolver(self) -> SecretResolver:
@@ -90,7 +89,7 @@ class StepSecrets:
                 conn,
                 run.execution,
                 event,
-                self.actor_id,
+                run.actor_id,
                 {
                     "step_index": index,
                     "step": run.plan.steps[index].name,

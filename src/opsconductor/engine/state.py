@@ -101,6 +101,8 @@ class Run:
     resume: dict[tuple[int, str], ResumePoint] = field(default_factory=dict)
     #: approved SHA-256 of every pushed source (from the snapshot): nothing else is pushed
     files: pushed_files.Digests = field(default_factory=dict)
+    #: who runs it, as recorded in its events (a worker, the API's caller, the local shell)
+    actor_id: str = ""
 
     @functools.cached_property
     def id(self) -> uuid.UUID:

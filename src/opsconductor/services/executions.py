@@ -19,7 +19,7 @@ from opsconductor.inventory import Asset, resolve_plan
 from opsconductor.plan import Plan
 from opsconductor.plan_hash import plan_hash
 from opsconductor.services.caller import Caller
-from opsconductor.services.engines import build_engine
+from opsconductor.services.engines import build_engine, shared_engine
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request
 from opsconductor.submission import submit as store_submission
@@ -81,11 +81,16 @@ async def submit(
 async def run_here(
     db: Database, who: Caller, execution: Row, *, observer: Observer | None = None
 ) -> Status | None:
-    """Run an approved immediate execution in this process. None if another process (a
-    waiting ``opsc run``, a worker) started it first: the engine's compare-and-set decides."""
-    engine = build_engine(db, actor_id=who.actor_id, observer=observer)
+    """Run an approved immediate execution in this process, as the caller. None if another
+    process (a waiting ``opsc run``, a worker) started it first: the engine's
+    compare-and-set decides. With an ``observer`` (the CLI's progress) the engine is the
+    caller's own; else the process's shared one."""
+    if observer is not None:
+        engine = build_engine(db, actor_id=who.actor_id, observer=observer)
+    else:
+        engine = shared_engine(db)
     with contextlib.suppress(StaleStatus):
-        return await engine.run(str(execution["tenant_id"]), execution["id"])
+        return await engine.run(str(execution["tenant_id"]), execution["id"], actor_id=who.actor_id)
     return None
 
 
