@@ -104,12 +104,12 @@ async def test_rm_rf_without_a_class_is_denied_to_a_read_only_role_at_submission
 
 
 async def test_the_workers_recheck_uses_the_inferred_class_too(
-    db: Database, tmp_path: Path
+    db: Database, work_dir: Path
 ) -> None:
     """Submitted by someone allowed (no check at submission here, as on the local path);
     the engine's per-step check sees a modify and refuses the read-only actor."""
-    victim = tmp_path / "data"
-    victim.mkdir()
+    victim = work_dir / "data"  # where the sandboxed rm -rf could reach it
+    victim.mkdir(parents=True)
     await _reader(db, "default", "rita")
     plan = parse_plan({"name": "cleanup", "steps": [_wipe(victim)]})
     submitted = await submit(db, Request(plan, "default", "rita", uuid.uuid4().hex))
@@ -123,10 +123,11 @@ async def test_the_workers_recheck_uses_the_inferred_class_too(
 
 
 def test_rm_rf_without_a_class_is_not_rerun_after_a_crash(
-    cli_env: dict[str, str], database_url: str, tmp_path: Path
+    cli_env: dict[str, str], database_url: str, tmp_path: Path, work_dir: Path
 ) -> None:
-    log, victim = tmp_path / "wipe.log", tmp_path / "data"
-    victim.mkdir()
+    # In the tenant's working directory: the only place the sandboxed step sees and writes.
+    log, victim = work_dir / "wipe.log", work_dir / "data"
+    victim.mkdir(parents=True)
     logs = tmp_path / "worker-logs"
     logs.mkdir()
     workers = Workers({**cli_env, "OPSC_LOCK_TTL_S": "3"}, logs)
@@ -136,7 +137,7 @@ def test_rm_rf_without_a_class_is_not_rerun_after_a_crash(
         execution_id = submit_file(cli_env, tmp_path, "cleanup", [wipe])
         first = workers.start("--concurrency", "1", *FAST_RECOVERY)
         wait_until(lambda: bool(pids(log, "wipe")), "the wipe to start")
-        crash(first, pids(log, "wipe"))
+        crash(first)  # the sandboxed step dies with its worker (bwrap --die-with-parent)
         victim.mkdir()  # restored: a second run would remove it again
         workers.start("--concurrency", "1", *FAST_RECOVERY)
         wait_until(lambda: status_of(database_url, execution_id)[0] in TERMINAL, "the verdict")
@@ -151,9 +152,9 @@ def test_rm_rf_without_a_class_is_not_rerun_after_a_crash(
 
 
 def test_opsc_validate_says_which_classes_were_inferred(
-    cli_env: dict[str, str], tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path, files_dir: Path
 ) -> None:
-    src = tmp_path / "app.conf"
+    src = files_dir / "app.conf"  # a pushed file lives in the tenant's files root
     src.write_text("listen 80;\n")
     plan = {
         "name": "mixed",
