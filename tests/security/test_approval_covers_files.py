@@ -1,6 +1,10 @@
 """An approval covers every byte that runs: a pushed file edited after a level 2 approval
 is never deployed under it. Real files, the real engine, real targets (the built-in
-``localhost`` asset and an SSH server on loopback)."""
+``localhost`` asset and an SSH server on loopback).
+
+Pushed files live in the tenant's files root (``files_dir``), where ``opsc files put``
+leaves them; a push to ``localhost`` lands in the tenant's working directory (``work_dir``),
+the only place the sandboxed copy can write."""
 
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ from typing import Any
 import pytest
 
 from opsconductor.approvals import ApprovalRefused, Decision, gate
-from opsconductor.connectors import local
+from opsconductor.config import load_settings
+from opsconductor.connectors import local, sandbox
+from opsconductor.connectors.access import TenantAccess
 from opsconductor.connectors.session import Connectors
 from opsconductor.db import auth, connectors, executions
 from opsconductor.db.connection import Database
@@ -22,6 +28,7 @@ from opsconductor.plan import parse_plan
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
 from tests.helpers import add_ssh_assets
+from tests.security.local_support import needs_sandbox
 
 APPROVED = b"worker_processes 4;\n"
 EDITED = b"worker_processes 4;\ninclude /tmp/evil.conf;\n"
@@ -40,7 +47,9 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _push_plan(src: Path, dest: Path, *, targets: dict[str, Any] | None = None) -> dict[str, Any]:
+def _push_plan(
+    src: Path | str, dest: Path, *, targets: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "name": "roll out app.conf",
         "approval_level": 2,
@@ -86,19 +95,22 @@ async def _events(db: Database, execution: dict[str, Any], kind: str) -> list[di
 
 
 async def test_the_plan_hash_and_snapshot_hold_the_file_digest(
-    db: Database, tmp_path: Path
+    db: Database, files_dir: Path, work_dir: Path
 ) -> None:
-    src = tmp_path / "app.conf"
+    src = files_dir / "app.conf"
     src.write_bytes(APPROVED)
-    execution = await _submit(db, _push_plan(src, tmp_path / "out.conf"))
+    execution = await _submit(db, _push_plan(src, work_dir / "out.conf"))
     assert execution["plan_snapshot"]["files"] == {"0": {str(src): _sha(APPROVED)}}
+    # Named relative to the files root, as after 'opsc files put': keyed as written.
+    relative = await _submit(db, _push_plan("app.conf", work_dir / "out.conf"))
+    assert relative["plan_snapshot"]["files"] == {"0": {"app.conf": _sha(APPROVED)}}
 
 
+@needs_sandbox
 async def test_a_file_changed_after_approval_sends_the_execution_back_for_approval(
-    db: Database, tmp_path: Path
+    db: Database, files_dir: Path, work_dir: Path
 ) -> None:
-    src, dest = tmp_path / "app.conf", tmp_path / "deployed" / "app.conf"
-    dest.parent.mkdir()
+    src, dest = files_dir / "app.conf", work_dir / "app.conf"
     src.write_bytes(APPROVED)
     execution = await _submit(db, _push_plan(src, dest))
     approved_hash = execution["plan_hash"]
@@ -126,12 +138,13 @@ async def test_a_file_changed_after_approval_sends_the_execution_back_for_approv
 
 
 async def test_a_tenant_may_cancel_instead_and_nothing_is_deployed(
-    db: Database, tmp_path: Path
+    db: Database, files_dir: Path, work_dir: Path
 ) -> None:
     async with db.connection() as conn:
         await conn.execute("UPDATE execution.tenants SET on_approval_invalidated = 'cancel'")
-    src, dest = tmp_path / "app.conf", tmp_path / "app.conf.deployed"
+    src, dest = files_dir / "app.conf", work_dir / "app.conf.deployed"
     src.write_bytes(APPROVED)
+    work_dir.mkdir(parents=True)
     dest.write_bytes(b"what ran before\n")
     execution = await _submit(db, _push_plan(src, dest))
     await _approve(db, execution, execution["plan_hash"])
@@ -143,9 +156,9 @@ async def test_a_tenant_may_cancel_instead_and_nothing_is_deployed(
 
 
 async def test_a_file_deleted_after_approval_cancels_rather_than_waiting(
-    db: Database, tmp_path: Path
+    db: Database, files_dir: Path, work_dir: Path
 ) -> None:
-    src, dest = tmp_path / "app.conf", tmp_path / "app.conf.deployed"
+    src, dest = files_dir / "app.conf", work_dir / "app.conf.deployed"
     src.write_bytes(APPROVED)
     execution = await _submit(db, _push_plan(src, dest))
     await _approve(db, execution, execution["plan_hash"])
@@ -159,24 +172,29 @@ async def test_a_file_deleted_after_approval_cancels_rather_than_waiting(
 
 
 async def test_a_file_changed_while_the_execution_runs_fails_the_push_before_any_copy(
-    db: Database, ssh_lab: Any, tmp_path: Path
+    db: Database, ssh_lab: Any, tmp_path: Path, files_dir: Path
 ) -> None:
-    """Step 0 (approved, harmless-looking) rewrites the source; step 1 must not push it."""
+    """Step 0 (approved, harmless-looking) rewrites the source: it fetches a file of the
+    web host over it in the files root; step 1 must not push it."""
     await add_ssh_assets(db, ssh_lab, ssh_lab.ports[:1], prefix="web")
-    src, dest = tmp_path / "app.conf", tmp_path / "remote" / "app.conf"
+    # The approved source, named after the one web host (what step 0's dest renders to).
+    src, dest = files_dir / "web-00.conf", tmp_path / "remote" / "app.conf"
     dest.parent.mkdir()
     src.write_bytes(APPROVED)
     dest.write_bytes(b"previous release\n")
+    rendered = tmp_path / "remote" / "rendered.conf"  # on the web host (this machine's sshd)
+    rendered.write_bytes(EDITED)
     plan = _push_plan(src, dest, targets={"tags": {"role": "web"}})
-    rewrite = f"printf 'worker_processes 4;\\ninclude /tmp/evil.conf;\\n' > {src}"
     plan["steps"].insert(
         0,
         {
             "name": "render",
-            "type": "command",
+            "type": "file",
+            "direction": "fetch",
             "action_class": "modify",
-            "targets": {"hostnames": ["localhost"]},
-            "command": rewrite,
+            "targets": {"tags": {"role": "web"}},
+            "src": str(rendered),
+            "dest": "{{ asset.id }}.conf",  # in the files root: over the approved source
         },
     )
     execution = await _submit(db, plan)
@@ -185,7 +203,7 @@ async def test_a_file_changed_while_the_execution_runs_fails_the_push_before_any
     assert await Engine(db, actor_id="worker").run("default", execution["id"]) is Status.FAILED
     assert src.read_bytes() == EDITED  # the rewrite did happen...
     assert dest.read_bytes() == b"previous release\n"  # ...and was never copied
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["app.conf"]  # no partial copy
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["app.conf", "rendered.conf"]
     row = await _row(db, execution)
     reason = (
         f"steps[1].src: {src} changed after approval "
@@ -202,11 +220,11 @@ async def test_a_file_changed_while_the_execution_runs_fails_the_push_before_any
 
 
 async def test_level_0_is_held_to_the_digest_taken_at_submission(
-    db: Database, tmp_path: Path
+    db: Database, files_dir: Path, work_dir: Path
 ) -> None:
     """Nobody reviewed it, but the record says which bytes: a queued level 0 push whose
     file changed before a worker took it fails instead of pushing other bytes."""
-    src, dest = tmp_path / "app.conf", tmp_path / "app.conf.deployed"
+    src, dest = files_dir / "app.conf", work_dir / "app.conf.deployed"
     src.write_bytes(APPROVED)
     plan = {**_push_plan(src, dest), "approval_level": 0}
     execution = await _submit(db, plan)
@@ -217,15 +235,19 @@ async def test_level_0_is_held_to_the_digest_taken_at_submission(
 
 
 async def test_the_connector_refuses_bytes_other_than_the_approved_ones(
-    db: Database, ssh_lab: Any, tmp_path: Path
+    db: Database, ssh_lab: Any, tmp_path: Path, files_dir: Path
 ) -> None:
     """The last line of defence, below the engine's check: the connector compares the
     source it is about to copy with the approved digest."""
     (asset,) = await add_ssh_assets(db, ssh_lab, ssh_lab.ports[:1], prefix="conn")
-    src, dest = tmp_path / "app.conf", tmp_path / "remote.conf"
+    src, dest = files_dir / "app.conf", tmp_path / "remote.conf"
     src.write_bytes(EDITED)
     step = parse_plan(_push_plan(src, dest)).steps[0]
-    conns = Connectors(connectors.KnownHosts(db, "default", "strict", "tester"))
+    tenant = connectors.TenantSettings(record_only=False, host_key_policy="strict")
+    conns = Connectors(
+        connectors.KnownHosts(db, "default", "strict", "tester"),
+        access=TenantAccess.of(load_settings(), "default", tenant),
+    )
     try:
         outcome = await conns.execute(
             step,
@@ -252,24 +274,31 @@ async def test_the_connector_refuses_bytes_other_than_the_approved_ones(
     assert not dest.exists()
 
 
-def test_a_copy_whose_source_changes_after_the_check_never_lands(tmp_path: Path) -> None:
+@needs_sandbox
+async def test_a_copy_whose_source_changes_after_the_check_never_lands(
+    files_dir: Path, work_dir: Path
+) -> None:
     """Between the check and the copy the file is swapped: the copy's checksum is compared
-    with the checked digest, not with a fresh read, so the swap is refused."""
-    src, dest = tmp_path / "app.conf", tmp_path / "deployed.conf"
+    with the checked digest, not with a fresh read, so the swap is refused (the sandboxed
+    local copy, as the connector runs it)."""
+    access = TenantAccess("default", files_dir, work_dir, local_execution=True)
+    box = sandbox.prepare(access)
+    src, dest = files_dir / "app.conf", work_dir / "deployed.conf"
     src.write_bytes(EDITED)
     dest.write_bytes(b"previous release\n")
-    with pytest.raises(OSError, match="checksum mismatch after copy"):
-        local.copy_file(src, str(dest), None, expected=_sha(APPROVED))
+    result = await local.push_file(box, src, str(dest), None, sha256=_sha(APPROVED), timeout_s=60)
+    assert result.exit_code == 3, result
+    assert "checksum mismatch after copy" in result.stderr
     assert dest.read_bytes() == b"previous release\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.conf", "deployed.conf"]
+    assert sorted(p.name for p in work_dir.iterdir()) == ["deployed.conf"]  # no temporary
 
 
 async def test_a_changed_file_is_a_new_submission_not_a_duplicate(
-    db: Database, tmp_path: Path
+    db: Database, files_dir: Path, work_dir: Path
 ) -> None:
-    src = tmp_path / "app.conf"
+    src = files_dir / "app.conf"
     src.write_bytes(APPROVED)
-    plan = _push_plan(src, tmp_path / "out.conf")
+    plan = _push_plan(src, work_dir / "out.conf")
     first = await submit(db, Request(parse_plan(plan), "default", "alice"))
     same = await submit(db, Request(parse_plan(plan), "default", "alice"))
     assert first.created and not same.created  # same bytes: the deduplication window holds
@@ -282,12 +311,12 @@ async def test_a_changed_file_is_a_new_submission_not_a_duplicate(
 
 
 async def test_a_push_that_cannot_be_reviewed_is_refused_at_submission(
-    db: Database, tmp_path: Path
+    db: Database, files_dir: Path, work_dir: Path
 ) -> None:
-    missing = _push_plan(tmp_path / "nope.conf", tmp_path / "out.conf")
+    missing = _push_plan(files_dir / "nope.conf", work_dir / "out.conf")
     with pytest.raises(BadInput, match=r"^steps\[0\]\.src: cannot read .*nope\.conf"):
         await _submit(db, missing)
-    from_result = _push_plan(tmp_path / "x", tmp_path / "out.conf")
+    from_result = _push_plan(files_dir / "x", work_dir / "out.conf")
     from_result["steps"][0]["src"] = "{{ steps.render.output }}"
     with pytest.raises(BadInput, match="must be known when the plan is submitted"):
         await _submit(db, from_result)
