@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +50,16 @@ async def tenant(db: Database, name: str, *, local: bool, network: bool = False)
     return name
 
 
-async def run(db: Database, tenant_id: str, *steps_: dict[str, Any], role: str = "operator") -> Ran:
+async def run(
+    db: Database,
+    tenant_id: str,
+    *steps_: dict[str, Any],
+    role: str = "operator",
+    between: Callable[[], None] | None = None,
+) -> Ran:
     """Submit (as ``op``, holding ``role`` in the tenant) and run the plan in this process,
-    as a worker would."""
+    as a worker would; ``between`` runs after the submission, before the run (an attacker
+    changing things under a queued plan)."""
     async with db.transaction() as conn:
         await assets.ensure_tenant(conn, tenant_id)
         await auth.ensure_actor(conn, tenant_id, "op")
@@ -59,6 +67,8 @@ async def run(db: Database, tenant_id: str, *steps_: dict[str, Any], role: str =
     plan = parse_plan({"name": "attack", "steps": list(steps_)})
     submitted = await submit(db, Request(plan, tenant_id, "op", uuid.uuid4().hex))
     execution_id = submitted.execution["id"]
+    if between is not None:
+        between()
     status = await Engine(db, actor_id="worker").run(tenant_id, execution_id)
     async with db.connection() as conn:
         row = await executions.get(conn, tenant_id, str(execution_id))

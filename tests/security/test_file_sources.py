@@ -1,12 +1,18 @@
 """``file`` steps read their sources and write their fetches only inside the tenant's files
 root. Attack: a tenant admin's push with ``src: $OPSC_HOME/secret.key`` copied the master
 key out to a host of theirs; the same through ``..`` or a symbolic link, or a fetch that
-writes over a file of the control plane."""
+writes over a file of the control plane.
+
+A pushed file's bytes are hashed when the plan is submitted (they are part of what is
+approved), so a source outside the root is refused right there, before anything is
+queued; a link swapped in after the submission is refused by the worker before the push."""
 
 from __future__ import annotations
 
 import os
 import pwd
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +20,18 @@ import pytest
 
 from opsconductor import keyring
 from opsconductor.db.connection import Database
+from opsconductor.errors import BadInput
 from opsconductor.status_machine import Status
 from tests.helpers import add_ssh_assets
 from tests.security.local_support import LOCAL, Ran, needs_sandbox
 from tests.security.local_support import run as run_as
 
 
-async def run(db: Database, tenant_id: str, step: dict[str, Any]) -> Ran:
+async def run(
+    db: Database, tenant_id: str, step: dict[str, Any], between: Callable[[], None] | None = None
+) -> Ran:
     """As a tenant admin: may deploy anywhere in the tenant."""
-    return await run_as(db, tenant_id, step, role="admin")
+    return await run_as(db, tenant_id, step, role="admin", between=between)
 
 
 def push(src: str, dest: str, targets: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +63,17 @@ def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home / keyring.KEY_FILE
 
 
+async def _refused_at_submission(db: Database, step: dict[str, Any], why: str) -> str:
+    """The plan is refused when submitted (nothing queued, nothing run): the source cannot
+    be hashed for approval. Returns the message."""
+    with pytest.raises(BadInput) as refused:
+        await run(db, "default", step)
+    message = str(refused.value)
+    assert message.startswith("steps[0].src: "), message
+    assert why in message, message
+    return message
+
+
 def _refused(ran: Ran, field: str, why: str) -> None:
     assert ran.status is Status.FAILED, ran.text
     assert [r["status"] for r in ran.rows] == ["failed"]
@@ -68,9 +88,9 @@ async def test_src_outside_the_files_root_is_refused(
     await add_ssh_assets(db, ssh_lab, ssh_lab.ports[:1], prefix="loot")
     loot = tmp_path / "loot"
     loot.mkdir()
-    ran = await run(db, "default", push(str(key_file), str(loot / "key"), SSH))
-    _refused(ran, "src", "is outside this tenant's files root")
-    assert "opsc files put" in ran.rows[0]["error"]  # where files go instead
+    step = push(str(key_file), str(loot / "key"), SSH)
+    message = await _refused_at_submission(db, step, "is outside this tenant's files root")
+    assert "opsc files put" in message  # where files go instead
     assert list(loot.iterdir()) == []  # nothing reached the tenant's host
 
 
@@ -88,8 +108,7 @@ async def test_dot_dot_is_refused(
     await add_ssh_assets(db, ssh_lab, ssh_lab.ports[:1], prefix="loot")
     loot = tmp_path / "loot"
     loot.mkdir()
-    ran = await run(db, "default", push(src, str(loot / "key"), SSH))
-    _refused(ran, "src", "'..' is not allowed")
+    await _refused_at_submission(db, push(src, str(loot / "key"), SSH), "'..' is not allowed")
     assert list(loot.iterdir()) == []
 
 
@@ -97,12 +116,37 @@ async def test_a_symlink_out_of_the_root_is_refused(
     db: Database, ssh_lab: Any, key_file: Path, tmp_path: Path, files_dir: Path
 ) -> None:
     await add_ssh_assets(db, ssh_lab, ssh_lab.ports[:1], prefix="loot")
-    (files_dir / "innocent.conf").symlink_to(key_file)
-    (files_dir / "dir").symlink_to(key_file.parent)
     loot = tmp_path / "loot"
     loot.mkdir()
-    for src in ("innocent.conf", f"{files_dir}/innocent.conf", "dir/secret.key"):
-        ran = await run(db, "default", push(src, str(loot / "key"), SSH))
+    sources = ("innocent.conf", f"{files_dir}/innocent.conf", "dir/secret.key")
+
+    def plant() -> None:
+        (files_dir / "innocent.conf").symlink_to(key_file)
+        (files_dir / "dir").symlink_to(key_file.parent)
+
+    def unplant() -> None:
+        """Plain files at the same names: what the plan's submission hashes."""
+        for name in ("innocent.conf", "dir"):
+            if (files_dir / name).is_symlink():
+                (files_dir / name).unlink()
+        (files_dir / "innocent.conf").write_text("harmless\n")
+        (files_dir / "dir").mkdir()
+        (files_dir / "dir" / "secret.key").write_text("harmless\n")
+
+    def swap() -> None:
+        """After the submission: the plain files give way to links out of the root."""
+        (files_dir / "innocent.conf").unlink()
+        shutil.rmtree(files_dir / "dir")
+        plant()
+
+    plant()  # planted before the submission: refused there
+    for src in sources:
+        await _refused_at_submission(
+            db, push(src, str(loot / "key"), SSH), f"(a link to {key_file})"
+        )
+    for src in sources:  # swapped in after it: the worker refuses before the push
+        unplant()
+        ran = await run(db, "default", push(src, str(loot / "key"), SSH), between=swap)
         _refused(ran, "src", f"(a link to {key_file})")
     assert list(loot.iterdir()) == []
 
