@@ -192,8 +192,10 @@ async def test_engine_resolves_per_step_audits_and_masks(
     assert VALUE not in str(events) and VALUE not in str(step_rows)
 
 
-async def test_missing_secret_fails_the_step_before_it_runs(db: Database, tmp_path: Path) -> None:
-    marker = tmp_path / "ran"
+async def test_missing_secret_fails_the_step_before_it_runs(
+    db: Database, tmp_path: Path, work_dir: Path
+) -> None:
+    marker = work_dir / "ran"  # where the sandboxed step could write, had it run
     plan = plan_of(
         command_step("needs", f"touch {marker}", env={"T": {"secret": "kv/does/not-exist"}}),
         command_step("after", f"touch {marker}"),
