@@ -15,6 +15,7 @@ import structlog
 
 from opsconductor import logs
 from opsconductor.errors import BadInput
+from opsconductor.masking_forms import literals
 from opsconductor.masking import (
     BUILTIN,
     MASK,
@@ -213,11 +214,29 @@ def test_screening_never_skips_a_line_the_full_regex_would_change() -> None:
 
 
 def _reference_mask(m: Masker, text: str) -> str:
-    forms = sorted({f for s in m.secrets for f in secret_forms(s)}, key=len, reverse=True)
-    for form in forms:
-        text = text.replace(form, MASK)
+    """Unscreened: every occurrence of every literal, every match of every family."""
+    spans = []
+    for literal in {f for s in m.secrets for f in literals(s)}:
+        at = text.find(literal)
+        while at >= 0:
+            spans.append((at, at + len(literal)))
+            at = text.find(literal, at + 1)
     every = frozenset(f.name for f in BUILTIN)
-    return m._regex(every).sub(m._replace, text)
+    for match in m._regex(every).finditer(text):
+        span = m._match_span(match)
+        if span is not None:
+            spans.append(span)
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    out, pos = [], 0
+    for start, end in merged:
+        out += [text[pos:start], MASK]
+        pos = end
+    return "".join([*out, text[pos:]])
 
 
 def test_structlog_processor_masks_every_log_line() -> None:

@@ -20,26 +20,28 @@ The screening is sound: it never says "clean" for a line the combined regex woul
 
 from __future__ import annotations
 
-import base64
 import functools
 import re
-import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import ahocorasick
+import ahocorasick_rs
 
 from opsconductor.errors import BadInput
+from opsconductor.masking_forms import (
+    FOLD_TABLE,
+    MIN_SECRET_LEN,
+    fold,
+    fold_bytes,
+    literals,
+    secret_forms,
+)
+from opsconductor.output import MARKER_START, Capped
+
+__all__ = ["MASK", "MIN_SECRET_LEN", "BUILTIN", "Family", "Masker", "fold", "secret_forms"]
 
 MASK = "****"
-
-#: Shorter secret values are not masked as literals: masking every "ab" would destroy the
-#: output and protects nothing (such a value is guessable anyway).
-MIN_SECRET_LEN = 4
-
-#: Encoded forms shorter than this are skipped for the same reason.
-_MIN_FORM_LEN = 6
 
 
 @dataclass(frozen=True)
@@ -170,46 +172,12 @@ BUILTIN: tuple[Family, ...] = (
 )
 
 
-_FOLD = bytes.maketrans(
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", b"abcdefghijklmnopqrstuvwxyz0000000000"
-)
-
-
-def fold(text: str) -> str:
-    """What the screening automaton reads: ASCII letters lower-cased, every digit ``0``.
-
-    Byte-wise on UTF-8 (fast in C), so it maps any substring of ``text`` to a substring of
-    ``fold(text)``: a folded literal found in the folded text is how screening stays sound.
-    """
-    return text.encode("utf-8", "surrogatepass").translate(_FOLD).decode("latin-1")
-
-
-def secret_forms(value: str) -> set[str]:
-    """The value and the encodings under which a command may print it.
-
-    base64 is taken at the three byte alignments, keeping only the characters that do not
-    depend on the neighbouring bytes, so ``base64 <<< "prefix$SECRET"`` is caught too.
-    """
-    if len(value) < MIN_SECRET_LEN:
-        return set()
-    forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value)}
-    raw = value.encode()
-    for shift in range(3):
-        encoded = base64.b64encode(b"\0" * shift + raw).decode()
-        # Characters 0..ceil(4*shift/3) mix in the padding bytes; the tail mixes in whatever
-        # follows unless the value ends on a 3-byte boundary.
-        start = -(-4 * shift // 3)
-        end = len(encoded) if (shift + len(raw)) % 3 == 0 else 4 * ((shift + len(raw)) // 3)
-        core = encoded[start:end]
-        forms.add(core)
-        forms.add(core.replace("+", "-").replace("/", "_"))
-    forms.add(base64.b64encode(raw).decode())
-    forms.add(base64.urlsafe_b64encode(raw).decode())
-    return {f for f in forms if len(f) >= _MIN_FORM_LEN or f == value}
-
-
 def _group_name(prefix: str, index: int) -> str:
     return f"{prefix}{index}"
+
+
+#: A span of text to replace with ``MASK``: (start, end), end excluded.
+Span = tuple[int, int]
 
 
 class Masker:
@@ -226,18 +194,30 @@ class Masker:
         self.patterns: dict[str, str] = dict(patterns or {})
         self._families = {f.name: f for f in families}
         self._custom = {_group_name("custom", i): p for i, p in enumerate(self.patterns.values())}
-        # Screening: folded secret forms and family triggers in one automaton.
-        self._forms: dict[str, list[str]] = {}
-        for form in {f for s in self.secrets for f in secret_forms(s)}:
-            self._forms.setdefault(fold(form), []).append(form)
-        self._triggered: dict[str, list[str]] = {}
+        # Screening: every folded literal (secret forms, base64 chunks) and family trigger in
+        # one automaton; per automaton word, the exact literals folding to it and the
+        # families it triggers.
+        exact: dict[bytes, set[bytes]] = {}
+        for literal in {f for s in self.secrets for f in literals(s)}:
+            raw = literal.encode("utf-8", "surrogatepass")
+            exact.setdefault(fold_bytes(raw), set()).add(raw)
+        triggered: dict[bytes, list[str]] = {}
         for family in families:
             for trigger in family.triggers:
-                self._triggered.setdefault(fold(trigger), []).append(family.name)
-        self._screen = ahocorasick.Automaton()
-        for word in {*self._forms, *self._triggered}:
-            self._screen.add_word(word, word)
-        self._screen.make_automaton()
+                triggered.setdefault(fold_bytes(trigger.encode()), []).append(family.name)
+        words = sorted({*exact, *triggered})
+        self._exact: list[frozenset[bytes] | None] = [
+            frozenset(exact[w]) if w in exact else None for w in words
+        ]
+        self._triggers: list[tuple[str, ...]] = [tuple(triggered.get(w, ())) for w in words]
+        # A DFA: the fastest to search (a clean 200-byte line in well under a microsecond),
+        # built once per masker.
+        self._find = ahocorasick_rs.BytesAhoCorasick(
+            words, implementation=ahocorasick_rs.Implementation.DFA
+        ).find_matches_as_indexes
+        self._forms = sorted(
+            (f for s in self.secrets for f in secret_forms(s)), key=len, reverse=True
+        )
         # Tenant patterns have no known literal: they screen for themselves.
         self._screen_regex = (
             re.compile("|".join(f"(?:{p})" for p in self.patterns.values()))
@@ -263,19 +243,38 @@ class Masker:
     def mask(self, text: str) -> str:
         if not text:
             return text
-        words = {word for _, word in self._screen.iter(fold(text))}
-        unscreened = self._screen_regex is not None and self._screen_regex.search(text)
-        if not words and not unscreened:
-            return text  # the common case: one C pass, nothing to do
-        # Exact secret values first (str.replace, longest form first), then one pass of
-        # the combined regex of just the families the screening saw.
-        forms = [form for word in words for form in self._forms.get(word, ())]
-        for form in sorted(forms, key=len, reverse=True):
-            text = text.replace(form, MASK)
-        names = {name for word in words for name in self._triggered.get(word, ())}
-        if unscreened:
+        raw = text.encode("utf-8", "surrogatepass")
+        hits = self._find(raw.translate(FOLD_TABLE), True)
+        if not hits and (self._screen_regex is None or not self._screen_regex.search(text)):
+            return text  # the common case: one DFA pass in native code, nothing to do
+        return _apply(text, self._spans(text, raw, hits), 0, len(text))
+
+    def _spans(self, text: str, raw: bytes, hits: list[tuple[int, int, int]]) -> list[Span]:
+        """Where ``text`` holds something to mask: the screening's literal hits that are
+        exact, and the matches of the families (and tenant patterns) it saw."""
+        spans: list[Span] = []
+        names: set[str] = set()
+        exact, triggers = self._exact, self._triggers
+        for index, start, end in hits:
+            literal = exact[index]
+            if literal is not None and raw[start:end] in literal:
+                spans.append((start, end))
+            if triggers[index]:
+                names.update(triggers[index])
+        if spans and len(raw) != len(text):  # offsets are in UTF-8 bytes: to characters
+            spans = [(_chars(raw, s), _chars(raw, e)) for s, e in spans]
+        if self._screen_regex is not None and self._screen_regex.search(text):
             names |= self._unscreened
-        return self._regex(frozenset(names)).sub(self._replace, text) if names else text
+        if names:
+            for match in self._regex(frozenset(names)).finditer(text):
+                span = self._match_span(match)
+                if span is not None:
+                    spans.append(span)
+        return spans
+
+    def _all_spans(self, text: str) -> list[Span]:
+        raw = text.encode("utf-8", "surrogatepass")
+        return self._spans(text, raw, self._find(raw.translate(FOLD_TABLE), True))
 
     def _regex(self, names: frozenset[str]) -> re.Pattern[str]:
         """The combined regex of these families, compiled once per combination."""
@@ -290,20 +289,54 @@ class Masker:
             compiled = self._combined[names] = re.compile("|".join(alternatives))
         return compiled
 
-    def mask_seams(self, text: str) -> str:
-        """Mask the pieces of secrets cut in two by an output truncation marker.
+    def _match_span(self, match: re.Match[str]) -> Span | None:
+        family = self._families.get(match.lastgroup or "")
+        if family is None:  # a tenant pattern: all of it goes
+            return match.span()
+        if family.check is not None and not family.check(match.group(0)):
+            return None
+        for group in family.value_groups:
+            start, end = match.span(group)
+            if start >= 0:
+                return start, end
+        return match.span()
 
-        Capped output keeps a head and a tail; a value that straddled a cut survives as a
-        prefix at the end of the head or a suffix at the start of the tail, which ``mask``
-        cannot recognise. Rare and cheap: only texts that carry the marker are looked at.
-        """
-        if not self._forms or "…[truncated " not in text:
+    # --- Cut text -------------------------------------------------------------------------
+    # Capped output keeps a head and a tail of what a step printed. A secret or a
+    # ``password=value`` pair that straddles a cut would survive in pieces (``…ord=hunter2``)
+    # that no pattern recognises, so the pieces are masked *before* the cut: ``output.Capped``
+    # carries some text beyond each cut, the masker finds its spans in all of it, and a span
+    # that crosses the cut is masked whole.
+
+    def mask_cut(self, text: str, start: int, end: int) -> str:
+        """The masked ``text[start:end]``, as masked in the whole of ``text``."""
+        spans = self._all_spans(text)
+        if start > 0:
+            spans.extend(_orphan_key_end(text))
+        return _apply(text, spans, start, end)
+
+    def mask_output(self, text: str) -> str:
+        """Mask step output (or any text ``output`` capped): each kept piece is masked
+        with what lay beyond its cut (see ``output.Capped``)."""
+        if isinstance(text, Capped) and text.pieces is not None:
+            head, head_keep, tail, tail_keep = text.pieces
+            return (
+                self.mask_cut(head, 0, head_keep)
+                + text.marker
+                + self.mask_cut(tail, len(tail) - tail_keep, len(tail))
+            )
+        return self.mask_seams(self.mask(text))
+
+    def mask_seams(self, text: str) -> str:
+        """For text cut by ``output`` that lost what lay beyond its cuts: mask the prefix of
+        a secret form that ends the head and the suffix that starts the tail (4 characters
+        or more), and a private key's end in the tail whose start was dropped."""
+        if MARKER_START not in text:
             return text
         return _SEAM.sub(lambda m: self._trim(m.group(1), m.group(2), m.group(3)), text)
 
     def _trim(self, head: str, marker: str, tail: str) -> str:
-        forms = [f for group in self._forms.values() for f in group]
-        for form in forms:
+        for form in self._forms:
             for k in range(len(form) - 1, MIN_SECRET_LEN - 1, -1):
                 if head.endswith(form[:k]):
                     head = head[:-k] + MASK
@@ -313,20 +346,6 @@ class Masker:
                     tail = MASK + tail[k:]
                     break
         return head + marker + tail
-
-    def _replace(self, match: re.Match[str]) -> str:
-        whole = match.group(0)
-        family = self._families.get(match.lastgroup or "")
-        if family is None:  # a tenant pattern: all of it goes
-            return MASK
-        if family.check is not None and not family.check(whole):
-            return whole
-        for group in family.value_groups:
-            start, end = match.span(group)
-            if start >= 0:
-                offset = match.start()
-                return whole[: start - offset] + MASK + whole[end - offset :]
-        return MASK
 
     def mask_data(self, data: Any) -> Any:
         """Mask every string inside JSON-like data (event payloads, API bodies)."""
@@ -343,6 +362,52 @@ class Masker:
         if isinstance(value, str) and value != "" and _SENSITIVE_KEY.search(key):
             return MASK
         return self.mask_data(value)
+
+
+def _chars(raw: bytes, offset: int) -> int:
+    """The character offset of a UTF-8 byte offset (literals start and end on characters)."""
+    return len(raw[:offset].decode("utf-8", "surrogatepass"))
+
+
+def _apply(text: str, spans: list[Span], start: int, end: int) -> str:
+    """``text[start:end]`` with every span replaced by ``MASK``; overlapping spans are
+    masked as one, and a span that crosses ``start`` or ``end`` is masked whole."""
+    if not spans:
+        return text[start:end] if start or end != len(text) else text
+    runs: list[list[int]] = []
+    for s, e in sorted(spans):
+        if s == e:
+            continue
+        if runs and s < runs[-1][1]:
+            runs[-1][1] = max(runs[-1][1], e)
+        else:
+            runs.append([s, e])
+    pieces: list[str] = []
+    pos = start
+    for s, e in runs:
+        if e <= start:
+            continue
+        if s >= end:
+            break
+        if s > pos:
+            pieces.append(text[pos:s])
+        pieces.append(MASK)
+        pos = e
+    if pos < end:
+        pieces.append(text[pos:end])
+    return "".join(pieces)
+
+
+_KEY_END = re.compile(r"-----END[A-Z ]{0,30}PRIVATE KEY-----")
+_KEY_BEGIN = re.compile(r"-----BEGIN[A-Z ]{0,30}PRIVATE KEY-----")
+
+
+def _orphan_key_end(text: str) -> list[Span]:
+    """A private key block whose start was cut off: from the text's start to its end."""
+    end = _KEY_END.search(text) if "PRIVATE KEY-----" in text else None
+    if end is None or _KEY_BEGIN.search(text, 0, end.start()):
+        return []
+    return [(0, end.end())]
 
 
 #: Mapping keys whose values are secrets by name: ``password``, ``db_password``, ``api-key``.
@@ -368,7 +433,7 @@ def validate_pattern(pattern: str) -> str:
 
 
 #: The marker ``output.render`` puts where it cut, with what is left and right of it.
-_SEAM = re.compile(r"(\S{0,256})(\n…\[truncated \d+ bytes\]…\n)(\S{0,256})")
+_SEAM = re.compile(r"(\S{0,256})(" + re.escape(MARKER_START) + r"\d+ bytes\]…\n)(\S{0,256})")
 
 #: Built-in patterns only: for sinks that have no execution at hand.
 DEFAULT = Masker()
