@@ -87,10 +87,10 @@ def base64_cores(value: str) -> set[str]:
     cores: set[str] = set()
     for shift in range(3):
         encoded = base64.b64encode(b"\0" * shift + raw).decode()
-        # Characters 0..ceil(4*shift/3) mix in the padding bytes; the tail mixes in whatever
-        # follows unless the value ends on a 3-byte boundary.
-        start = -(-4 * shift // 3)
-        end = len(encoded) if (shift + len(raw)) % 3 == 0 else 4 * ((shift + len(raw)) // 3)
+        # Character i encodes bits 6i..6i+5: those before the value's first bit (the
+        # padding bytes) or past its last one (whatever follows it) are not the value's.
+        start = -(-8 * shift // 6)
+        end = (shift + len(raw)) * 8 // 6
         core = encoded[start:end]
         cores.add(core)
         cores.add(core.replace("+", "-").replace("/", "_"))
