@@ -15,7 +15,6 @@ import structlog
 
 from opsconductor import logs
 from opsconductor.errors import BadInput
-from opsconductor.masking_forms import literals
 from opsconductor.masking import (
     BUILTIN,
     MASK,
@@ -25,6 +24,7 @@ from opsconductor.masking import (
     secret_forms,
     validate_pattern,
 )
+from opsconductor.masking_forms import literals
 
 M = Masker()
 

@@ -39,7 +39,7 @@ from opsconductor.masking_forms import (
 )
 from opsconductor.output import MARKER_START, Capped
 
-__all__ = ["MASK", "MIN_SECRET_LEN", "BUILTIN", "Family", "Masker", "fold", "secret_forms"]
+__all__ = ["BUILTIN", "MASK", "MIN_SECRET_LEN", "Family", "Masker", "fold", "secret_forms"]
 
 MASK = "****"
 

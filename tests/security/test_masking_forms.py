@@ -25,11 +25,12 @@ from opsconductor.templating import render as render_template
 NASTY = 'p4"ss\\wo/rd+&%=x{{ 6*7 }}Q'
 VALUES = [
     NASTY,
-    "api\"key/+&%=={{ asset.hostname }}",
+    'api"key/+&%=={{ asset.hostname }}',
     "s p a c e s & amp=%41%2F",
     "ünïcødé-Päss/+=€",
     "plainAlnumSecret0123456789",
 ]
+
 
 def _lower_hex(quoted: str) -> str:
     return re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quoted)
@@ -95,9 +96,7 @@ def test_base64_of_a_value_inside_a_larger_blob_at_every_alignment(
 def _secret_runs(encoded: str, start: int, length: int, lo: int, hi: int) -> list[tuple[int, int]]:
     """Character ranges of ``encoded[lo:hi]`` that depend on the secret's bytes only
     (bytes ``start .. start+length`` of the blob): character i encodes bits 6i .. 6i+5."""
-    inside = [
-        start * 8 <= 6 * i and 6 * i + 5 < (start + length) * 8 for i in range(len(encoded))
-    ]
+    inside = [start * 8 <= 6 * i and 6 * i + 5 < (start + length) * 8 for i in range(len(encoded))]
     runs, i = [], lo
     while i < hi:
         if inside[i]:
@@ -114,9 +113,7 @@ def _secret_runs(encoded: str, start: int, length: int, lo: int, hi: int) -> lis
 @pytest.mark.parametrize("value", VALUES)
 @pytest.mark.parametrize("width", [76, 64, 8, 9, 13])
 @pytest.mark.parametrize("prefix_len", [0, 1, 2, 7, 100])
-def test_wrapped_base64_each_line_chunk_is_masked(
-    value: str, width: int, prefix_len: int
-) -> None:
+def test_wrapped_base64_each_line_chunk_is_masked(value: str, width: int, prefix_len: int) -> None:
     """``base64 -w W`` of a blob holding the value: every full line chunk of the value's
     encoding (8 characters or more) is masked, whatever the width and offset."""
     blob = bytes(32 + i % 90 for i in range(prefix_len)) + value.encode() + b"-trailer\n"

@@ -15,6 +15,7 @@ execution, steps and events, a long-poll and the SSE stream are searched for eve
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import threading
@@ -36,7 +37,7 @@ from tests.security.test_masking_forms import _secret_runs
 from tests.served import opsc
 
 FROM_FILE = 'p4"ss\\wo/rd+&%=x{{ 6*7 }}Q'  # stored from a CRLF file: ends in "\r"
-FROM_API = "api\"key/+&%=={{ asset.hostname }}-7"  # stored over the API with a trailing "\n"
+FROM_API = 'api"key/+&%=={{ asset.hostname }}-7'  # stored over the API with a trailing "\n"
 FROM_ENV = 'env{{ 6*7 }}"\\/+&%=tok3n'  # the worker's environment: sent as an HTTP header
 PAIR_VALUE = "hunter2xyz"  # printed as password=hunter2xyz across the tail cut
 
@@ -210,10 +211,8 @@ def _every_column(database_url: str) -> str:
                 chunks.extend(_strings(row))
                 for value in row.values():  # jsonb columns hold JSON: their own strings
                     if isinstance(value, str) and value[:1] in "[{":
-                        try:
+                        with contextlib.suppress(ValueError):
                             chunks.extend(_strings(json.loads(value)))
-                        except ValueError:
-                            pass
     return "\n".join(chunks)
 
 
