@@ -1,21 +1,24 @@
 """Masking of secrets at every sink. Pure: no I/O.
 
-One ``Masker`` per execution, compiled once: the execution's resolved secret values (also
-their base64 and URL-encoded forms), the built-in pattern families and the tenant's own
-patterns. Masking a text costs one cheap screening pass in C when it holds nothing (the
-common case), and one masking pass when it might:
+One ``Masker`` per execution: the execution's resolved secret values in every form a step
+may print them in (``masking_forms``: trimmed, JSON, ``repr``, URL-encoded, base64 and its
+wrapped chunks), the built-in pattern families and the tenant's own patterns. Masking a
+text costs one screening pass in native code when it holds nothing (the common case), and
+one masking pass when it might:
 
-1. screening: an Aho-Corasick automaton over the *folded* text (ASCII letters lower-cased,
-   digits all turned into ``0``) finds every secret form and every *trigger* (a literal each
-   match of a built-in family contains once folded, e.g. ``bearer``, ``://`` or, for card
-   numbers, ``0000 0000 0000 0``); tenant patterns have no known literal, so one compiled
-   regex of them screens for them;
-2. masking: the secret forms the screening found are replaced (longest first), then one
-   combined regex of just the families it saw (named alternatives, compiled once per
-   combination and cached) rewrites the text; a callback keeps the key of ``key=value``
-   pairs and drops card-like numbers that fail the Luhn check.
+1. screening: one Aho-Corasick DFA (``ahocorasick_rs``) over the *folded* UTF-8 (ASCII
+   letters lower-cased, digits all turned into ``0``) finds every secret literal and every
+   *trigger* (a literal each match of a built-in family contains once folded, e.g.
+   ``bearer``, ``://`` or, for card numbers, ``0000 0000 0000 0``); tenant patterns have no
+   known literal, so one compiled regex of them screens for them;
+2. masking: the literal hits that are exact and the matches of the families the screening
+   saw (one combined regex of just those, compiled once per combination, searched only
+   near their triggers) become spans; overlapping spans are masked as one, in one pass. The
+   key of ``key=value`` pairs stays, card-like numbers that fail the Luhn check stay.
 
 The screening is sound: it never says "clean" for a line the combined regex would change.
+Spans are positions in the text, so a masker can also mask a piece of a text as masked in
+the whole (``mask_cut``): how capped output is masked across its cuts.
 """
 
 from __future__ import annotations
