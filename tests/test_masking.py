@@ -195,6 +195,7 @@ def test_screening_never_skips_a_line_the_full_regex_would_change() -> None:
     """Soundness: the screened ``mask`` equals an unscreened pass of every family."""
     rng = random.Random(7)
     secrets = ["".join(rng.choice(string.ascii_letters) for _ in range(16)) for _ in range(5)]
+    secrets.append('p4"ss\\wo/rd+&%=x{{ 6*7 }}é')
     m = Masker(secrets)
     samples = [
         "password=x",
@@ -205,8 +206,10 @@ def test_screening_never_skips_a_line_the_full_regex_would_change() -> None:
         "https://u:p@h",
         *secrets,
         *(base64.b64encode(s.encode()).decode() for s in secrets),
+        *(json.dumps(s) for s in secrets),
+        *(urllib.parse.quote(s) for s in secrets),
     ]
-    words = ["ok", "value", "=", ":", " ", "2026-11-25", "x" * 5, "ID"]
+    words = ["ok", "value", "=", ":", " ", "2026-11-25", "x" * 5, "ID", "é€"]
     for _ in range(2000):
         parts = [rng.choice(words + samples if rng.random() < 0.2 else words) for _ in range(8)]
         text = "".join(parts)
