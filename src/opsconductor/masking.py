@@ -377,9 +377,10 @@ class Masker:
         return self.mask_seams(self.mask(text))
 
     def mask_seams(self, text: str) -> str:
-        """For text cut by ``output`` that lost what lay beyond its cuts: mask the prefix of
-        a secret form that ends the head and the suffix that starts the tail (4 characters
-        or more), and a private key's end in the tail whose start was dropped."""
+        """For text cut by ``output`` that lost what lay beyond its cuts (a plain ``str``
+        now): mask the prefix of a secret form that ends the head and the suffix that
+        starts the tail (4 characters or more). Patterns cut in two are not recognised:
+        ``mask_output`` of the ``Capped`` text is what sinks use."""
         if MARKER_START not in text:
             return text
         return _SEAM.sub(lambda m: self._trim(m.group(1), m.group(2), m.group(3)), text)
