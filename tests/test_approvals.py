@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from opsconductor import approval_gate, approvals
-from opsconductor.approvals import ApprovalRefused, Decision, Pending
+from opsconductor import approvals
+from opsconductor.approvals import ApprovalRefused, Decision, Pending, gate
 from opsconductor.db import assets, executions
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
@@ -111,7 +111,7 @@ async def _decide(
     hash_: str | None = None,
     comment: str | None = None,
 ) -> dict[str, Any]:
-    return await approval_gate.decide(
+    return await gate.decide(
         db,
         tenant_id="default",
         execution_id=str(execution["id"]),
@@ -163,15 +163,15 @@ async def test_expiry_cancels_and_late_approval_is_refused(db: Database) -> None
     async with db.connection() as conn:
         row = await executions.get(conn, "default", str(execution["id"]))
     assert row["status"] == "cancelled" and row["status_reason"] == "approval_expired"
-    assert row["cancelled_by"] == approval_gate.SWEEPER
+    assert row["cancelled_by"] == gate.SWEEPER
 
 
 async def test_sweep_expires_without_anyone_deciding(db: Database) -> None:
     execution = await _submit(db, 2)
     async with db.connection() as conn:
         await conn.execute("UPDATE execution.approvals SET expires_at = now()")
-    assert await approval_gate.expire_overdue(db) == 1
-    assert await approval_gate.expire_overdue(db) == 0
+    assert await gate.expire_overdue(db) == 1
+    assert await gate.expire_overdue(db) == 0
     async with db.connection() as conn:
         row = await executions.get(conn, "default", str(execution["id"]))
     assert row["status"] == "cancelled"

@@ -12,6 +12,19 @@ from tests.plans import command_step, plan_of
 PLAN = plan_of(command_step("a", "true"))
 
 
+async def _end(db: Database, execution_id: object, status: str, extra: str = "") -> None:
+    """End an approved execution as if it had run (through running: the database refuses
+    any move its status machine does not allow)."""
+    async with db.connection() as conn:
+        await conn.execute(
+            "UPDATE execution.executions SET status = 'running' WHERE id = %s", (execution_id,)
+        )
+        await conn.execute(
+            f"UPDATE execution.executions SET status = %s{extra} WHERE id = %s",
+            (status, execution_id),
+        )
+
+
 async def _count(db: Database) -> int:
     async with db.connection() as conn:
         cur = await conn.execute("SELECT count(*) AS n FROM execution.executions")
@@ -79,11 +92,7 @@ async def test_keys_are_tenant_scoped(db: Database) -> None:
 
 async def test_failed_key_may_be_retried_and_links_to_the_old_one(db: Database) -> None:
     first = await submit(db, Request(PLAN, "default", "alice"))
-    async with db.connection() as conn:
-        await conn.execute(
-            "UPDATE execution.executions SET status = 'failed' WHERE id = %s",
-            (first.execution["id"],),
-        )
+    await _end(db, first.execution["id"], "failed")
     retry = await submit(db, Request(PLAN, "default", "alice"))
     assert retry.created
     assert retry.retry_of == first.execution["id"]
@@ -95,23 +104,14 @@ async def test_failed_key_may_be_retried_and_links_to_the_old_one(db: Database) 
 
 async def test_completed_key_is_not_rerun_inside_the_window(db: Database) -> None:
     first = await submit(db, Request(PLAN, "default", "alice"))
-    async with db.connection() as conn:
-        await conn.execute(
-            "UPDATE execution.executions SET status = 'completed' WHERE id = %s",
-            (first.execution["id"],),
-        )
+    await _end(db, first.execution["id"], "completed")
     again = await submit(db, Request(PLAN, "default", "alice"))
     assert not again.created and again.execution["status"] == "completed"
 
 
 async def test_key_is_free_again_after_the_24h_window(db: Database) -> None:
     first = await submit(db, Request(PLAN, "default", "alice"))
-    async with db.connection() as conn:
-        await conn.execute(
-            "UPDATE execution.executions SET status = 'completed', "
-            "created_at = now() - interval '25 hours' WHERE id = %s",
-            (first.execution["id"],),
-        )
+    await _end(db, first.execution["id"], "completed", ", created_at = now() - interval '25 hours'")
     later = await submit(db, Request(PLAN, "default", "alice"))
     assert later.created and later.execution["id"] != first.execution["id"]
     assert later.retry_of is None  # not a retry of a failure, just a new run

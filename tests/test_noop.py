@@ -82,7 +82,7 @@ def test_opsc_run_records_one_completed_attempt_per_target(
     assert opsc(cli_env, "assets", "add", "noop-b", *far).returncode == 0
     validated = opsc(cli_env, "validate", str(_write_plan(tmp_path, "{tags: {role: noop}}")))
     assert validated.returncode == 0, validated.stderr
-    assert "nothing [noop/read] -> noop-a, noop-b" in validated.stdout
+    assert "nothing [noop/read, inferred] -> noop-a, noop-b" in validated.stdout
 
     result = opsc(cli_env, "run", str(_write_plan(tmp_path, "{tags: {role: noop}}")))
 

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from opsconductor import approval_gate
-from opsconductor.approvals import Decision
+from opsconductor.approvals import Decision, gate
 from opsconductor.db import assets, executions, queue, steps
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
@@ -347,9 +346,13 @@ async def test_observed_p95_routes_slow_step_types_to_the_background(db: Databas
                 "INSERT INTO execution.execution_steps (execution_id, step_index, step_name, "
                 "step_type, tenant_id, target_asset_id, status, attempt, started_at, "
                 "finished_at) VALUES (%s, 0, 'a', 'command', 'default', 'localhost', "
-                "'completed', %s, now() - make_interval(secs => %s), now())",
+                "'running', %s, now() - make_interval(secs => %s), now())",
                 (first.execution["id"], attempt, 5 + (attempt - 2) / 2),
             )
+        # finished (an attempt is created pending or running, then ends: see status_machine)
+        await conn.execute(
+            "UPDATE execution.execution_steps SET status = 'completed' WHERE attempt > 1"
+        )
         observed = await steps.observed_p95(conn, "default", ["command", "validate"])
     assert set(observed) == {"command"}  # validate has no history: default stays
     assert 13.5 < observed["command"] <= 14.5
@@ -374,7 +377,7 @@ async def test_duplicate_submission_is_not_enqueued_twice(db: Database) -> None:
 
 
 async def _approve(db: Database, execution_id: uuid.UUID) -> dict[str, Any]:
-    return await approval_gate.decide(
+    return await gate.decide(
         db,
         tenant_id="default",
         execution_id=str(execution_id),

@@ -4,23 +4,11 @@ patterns applied to what a run stores and shows."""
 from __future__ import annotations
 
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
 
-
-def opsc(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "opsconductor.cli", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.served import opsc
 
 
 def test_secrets_set_list_delete_never_print_the_value(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -30,6 +30,22 @@ class Settings:
     work_root: Path = Path()
     local_user: str = DEFAULT_LOCAL_USER
     secret_env_prefix: str = DEFAULT_SECRET_ENV_PREFIX
+    #: asset lock lease and the longest wait for a held asset (OPSC_LOCK_TTL_S / _WAIT_S)
+    lock_ttl_s: float = 30.0
+    lock_wait_s: float = 30.0
+    #: seconds between SLA sweeps of each API process (OPSC_SLA_SWEEP_S)
+    sla_sweep_s: float = 1.0
+    #: our log level and uvicorn's (OPSC_LOG_LEVEL)
+    log_level: str = "WARNING"
+    #: the secret store's master key as base64, when given in the environment
+    #: (OPSC_SECRET_KEY); else the key file under ``home``
+    secret_key: str | None = field(default=None, repr=False)
+    #: HashiCorp Vault (VAULT_ADDR, VAULT_TOKEN, VAULT_NAMESPACE)
+    vault_addr: str | None = None
+    vault_token: str | None = field(default=None, repr=False)
+    vault_namespace: str | None = None
+    #: where ``opsc login`` keeps its token ($XDG_CONFIG_HOME/opsconductor)
+    config_dir: Path = Path()
 
     @property
     def pgdata(self) -> Path:
@@ -51,4 +67,13 @@ def load_settings() -> Settings:
         work_root=_path("OPSC_WORK_ROOT", home / "work"),
         local_user=os.environ.get("OPSC_LOCAL_USER") or DEFAULT_LOCAL_USER,
         secret_env_prefix=os.environ.get("OPSC_SECRET_ENV_PREFIX") or DEFAULT_SECRET_ENV_PREFIX,
+        lock_ttl_s=float(os.environ.get("OPSC_LOCK_TTL_S") or 30.0),
+        lock_wait_s=float(os.environ.get("OPSC_LOCK_WAIT_S") or 30.0),
+        sla_sweep_s=float(os.environ.get("OPSC_SLA_SWEEP_S") or 1.0),
+        log_level=(os.environ.get("OPSC_LOG_LEVEL") or "WARNING").upper(),
+        secret_key=os.environ.get("OPSC_SECRET_KEY") or None,
+        vault_addr=os.environ.get("VAULT_ADDR") or None,
+        vault_token=os.environ.get("VAULT_TOKEN") or None,
+        vault_namespace=os.environ.get("VAULT_NAMESPACE") or None,
+        config_dir=_path("XDG_CONFIG_HOME", Path.home() / ".config") / "opsconductor",
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from opsconductor.config import load_settings
 from opsconductor.errors import BadInput, SecretError
 
 KEY_ENV = "OPSC_SECRET_KEY"
@@ -108,7 +109,7 @@ def _read(path: Path) -> SecretKey:
 
 def load(home: Path) -> Keyring:
     """The keyring: from the environment, else the key file (created on first use)."""
-    from_env = os.environ.get(KEY_ENV)
+    from_env = load_settings().secret_key
     if from_env:
         return Keyring(SecretKey.from_text(from_env, KEY_ENV))
     path = home / KEY_FILE

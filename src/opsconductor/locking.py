@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from opsconductor import metrics
+from opsconductor.config import Settings
 from opsconductor.db import executions, locks
 from opsconductor.db.connection import Database
 from opsconductor.errors import OpsError
@@ -44,11 +45,8 @@ class LockSettings:
     poll_s: float = 0.1
 
     @classmethod
-    def from_env(cls) -> LockSettings:
-        return cls(
-            ttl_s=float(os.environ.get("OPSC_LOCK_TTL_S", cls.ttl_s)),
-            wait_s=float(os.environ.get("OPSC_LOCK_WAIT_S", cls.wait_s)),
-        )
+    def from_settings(cls, settings: Settings) -> LockSettings:
+        return cls(ttl_s=settings.lock_ttl_s, wait_s=settings.lock_wait_s)
 
     @property
     def heartbeat_s(self) -> float:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import os
 import sys
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from typing import Any
 import structlog
 
 from opsconductor import masking
+from opsconductor.config import load_settings
 
 
 @dataclass
@@ -57,7 +57,7 @@ def mask_event(
 
 
 def configure(level: str | None = None) -> None:
-    name = (level or os.environ.get("OPSC_LOG_LEVEL", "WARNING")).upper()
+    name = (level or load_settings().log_level).upper()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -53,7 +53,10 @@ class Targets(_Strict):
 
 class _StepBase(_Strict):
     name: str = Field(min_length=1, max_length=200)
-    action_class: ActionClass = "read"
+    #: What the author wrote; None when the plan does not say. Read ``action_class``, which
+    #: infers a missing class from the step (see ``inferred_action_class``). Kept apart so
+    #: the plan document (and its hash) holds only what the author set.
+    declared_action_class: ActionClass | None = Field(default=None, alias="action_class")
     timeout_s: float | None = Field(default=None, gt=0, le=86_400)
     retries: int = Field(default=0, ge=0, le=10)
     idempotent: bool | None = None
@@ -66,6 +69,20 @@ class _StepBase(_Strict):
     def _int_is_fine(cls, value: Any) -> Any:
         # YAML ``timeout_s: 5`` is an int; strict mode would refuse it as a float.
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @property
+    def action_class(self) -> ActionClass:
+        """The class RBAC, timeouts and crash re-runs go by: declared, else inferred."""
+        return self.declared_action_class or self.inferred_action_class()
+
+    @property
+    def action_class_inferred(self) -> bool:
+        return self.declared_action_class is None
+
+    def inferred_action_class(self) -> ActionClass:
+        """Safe default for a step that does not say: it may change its targets. Step types
+        that cannot change anything override this."""
+        return "modify"
 
     @property
     def is_idempotent(self) -> bool:
@@ -231,6 +248,10 @@ class HttpStep(_StepBase):
     auth: HttpAuth | None = None
     expect: HttpExpect = Field(default_factory=HttpExpect)
 
+    def inferred_action_class(self) -> ActionClass:
+        # GET and HEAD are safe methods (RFC 9110 section 9.2.1); any other may change state.
+        return "read" if self.method in ("GET", "HEAD") else "modify"
+
     @model_validator(mode="after")
     def _one_body(self) -> HttpStep:
         if self.body is not None and self.json_body is not None:
@@ -246,8 +267,9 @@ class SqlExpect(_Strict):
 
 
 class SqlStep(_StepBase):
-    """A query against PostgreSQL, once per target. ``read`` steps run in a read-only
-    transaction; others in a transaction that the ``expect.rows`` guard can roll back."""
+    """A query against PostgreSQL, once per target. A step that declares ``modify`` or
+    ``deploy`` runs in a transaction that the ``expect.rows`` guard can roll back; any
+    other (declared ``read``, or no class given) in a read-only transaction."""
 
     type: Literal["sql"]
     targets: Targets
@@ -265,6 +287,9 @@ class NoopStep(_StepBase):
 
     type: Literal["noop"]
     targets: Targets
+
+    def inferred_action_class(self) -> ActionClass:
+        return "read"  # it touches nothing, so running it again is harmless
 
 
 class Expectations(_Strict):
@@ -290,6 +315,9 @@ class ValidateStep(_StepBase):
     type: Literal["validate"]
     step: str = Field(min_length=1, description="name of an earlier step")
     expect: Expectations
+
+    def inferred_action_class(self) -> ActionClass:
+        return "read"  # it reads recorded results and touches no target
 
 
 Step = Annotated[

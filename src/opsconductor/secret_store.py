@@ -112,10 +112,10 @@ class VaultConfig:
 
     @classmethod
     def from_env(cls) -> VaultConfig | None:
-        url, token = os.environ.get("VAULT_ADDR"), os.environ.get("VAULT_TOKEN")
-        if not url or not token:
+        settings = load_settings()
+        if not settings.vault_addr or not settings.vault_token:
             return None
-        return cls(url, token, os.environ.get("VAULT_NAMESPACE") or None)
+        return cls(settings.vault_addr, settings.vault_token, settings.vault_namespace)
 
 
 class VaultBackend:

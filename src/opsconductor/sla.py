@@ -8,18 +8,17 @@ exactly-once however many sweep at the same moment.
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import structlog
 
 from opsconductor import metrics, routing
-from opsconductor.db import queries
+from opsconductor.config import load_settings
+from opsconductor.db import sla_violations
 from opsconductor.db.connection import Database
 from opsconductor.db.notify import still_wanted
 from opsconductor.errors import DatabaseError
 
-Q = queries.load("sla")
 log = structlog.get_logger("opsconductor.sla")
 
 #: Budgets of the classes routing defines by duration; ``long`` has none of
@@ -34,8 +33,7 @@ async def sweep(
 ) -> list[dict[str, Any]]:
     """Flag every execution newly past its budget; returns what was flagged."""
     async with db.connection() as conn:
-        cur = await conn.execute(Q["flag_violations"], {"fast_s": fast_s, "medium_s": medium_s})
-        flagged = await cur.fetchall()
+        flagged = await sla_violations.flag_violations(conn, fast_s, medium_s)
     for row in flagged:
         metrics.SLA_FLAGGED.inc()
         log.warning(
@@ -49,7 +47,7 @@ async def sweep(
 
 async def watch(db: Database, period_s: float | None = None) -> None:
     """Sweep forever (a task of the API's lifespan); a database outage only delays alerts."""
-    period = period_s or float(os.environ.get("OPSC_SLA_SWEEP_S", SWEEP_S))
+    period = period_s or load_settings().sla_sweep_s
     while True:
         still_wanted()
         try:

@@ -1,8 +1,14 @@
-"""The execution status machine (SPEC section 3): the only place that knows legal moves."""
+"""The execution status machine and the step attempt one: the legal moves.
+
+PostgreSQL enforces the same tables (migration 0011: ``execution.execution_transitions()``,
+``execution.step_transitions()`` and their triggers), so even a raw UPDATE cannot make an
+illegal move; ``tests/test_status_machine_db.py`` checks the two copies are equal.
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from opsconductor.errors import IllegalTransition
 
@@ -30,6 +36,8 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.TIMEOUT, S.PARTIAL}),
 }
 TERMINAL = frozenset(set(Status) - set(TRANSITIONS))
+#: What an execution is created as (``initial_status``).
+INITIAL = frozenset({S.APPROVED, S.PENDING_APPROVAL})
 
 
 def is_terminal(status: Status) -> bool:
@@ -49,3 +57,37 @@ def check(current: Status, target: Status) -> None:
 def initial_status(approval_level: int) -> Status:
     """Level 0 is approved by policy at submission; levels 1-3 wait for a human."""
     return S.APPROVED if approval_level == 0 else S.PENDING_APPROVAL
+
+
+def pairs(
+    initial: frozenset[str], transitions: dict[Any, frozenset[Any]]
+) -> set[tuple[str | None, str]]:
+    """A machine as (from, to) pairs, ``None`` standing for "created as" (as in the DB)."""
+    found: set[tuple[str | None, str]] = {(None, str(s)) for s in initial}
+    return found | {(str(a), str(b)) for a, targets in transitions.items() for b in targets}
+
+
+class StepStatus(StrEnum):
+    """Status of one attempt of one step on one target (``execution_steps``)."""
+
+    PENDING = "pending"
+    AWAITING_APPROVAL = "awaiting_approval"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+
+A = StepStatus
+#: An attempt is created pending (at submission), running (a retry, or a first attempt
+#: inserted when it starts) or failed (refused by RBAC before it started).
+STEP_INITIAL = frozenset({A.PENDING, A.RUNNING, A.FAILED})
+# pending -> skipped: the execution ended first; awaiting_approval: level 3 parks the step
+# until a person decides (then pending again, or skipped); running -> skipped: record-only.
+STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
+    A.PENDING: frozenset({A.RUNNING, A.FAILED, A.SKIPPED, A.AWAITING_APPROVAL}),
+    A.AWAITING_APPROVAL: frozenset({A.PENDING, A.SKIPPED}),
+    A.RUNNING: frozenset({A.COMPLETED, A.FAILED, A.TIMEOUT, A.CANCELLED, A.SKIPPED}),
+}

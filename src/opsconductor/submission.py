@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from opsconductor import routing
+from opsconductor import pushed_files, routing
+from opsconductor.connectors import tenant_files
 from opsconductor.db import assets, connectors, executions, steps
 from opsconductor.db.connection import Database
 from opsconductor.errors import BadInput
@@ -53,9 +54,12 @@ async def submit(
         if check is not None:
             check(plan, targets)
         observed = await steps.observed_p95(conn, request.tenant_id, [s.type for s in plan.steps])
+    # The bytes of every pushed file, read now: they are part of what is hashed, approved
+    # and deduplicated (a changed file is a new plan), and the engine runs nothing else.
+    files = await pushed_files.take_async(plan, targets, tenant_files.resolver(request.tenant_id))
     # Frozen into the execution (the engine also honours a tenant flag set later).
     record_only = request.record_only or tenant.record_only
-    digest = plan_hash(plan, targets)
+    digest = plan_hash(plan, targets, files)
     route = routing.classify(routing.estimate_seconds(plan, targets, observed))
     mode = route.mode if request.enqueue is None else _MODE[request.enqueue]
     if plan.approval_level == 3:
@@ -78,7 +82,7 @@ async def submit(
         ),
         record_only=record_only,
         plan_name=plan.name,
-        plan_snapshot=hashed_document(plan, targets),
+        plan_snapshot=hashed_document(plan, targets, files),
         plan_hash=digest,
         mode=mode,
         sla_class=route.sla_class,

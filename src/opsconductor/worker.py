@@ -19,7 +19,8 @@ from typing import Any
 
 import structlog
 
-from opsconductor import approval_gate, locking, status_machine
+from opsconductor import locking, status_machine
+from opsconductor.approvals import gate
 from opsconductor.db import executions, queue, workers
 from opsconductor.db.connection import Database
 from opsconductor.db.queue import Lease
@@ -250,7 +251,7 @@ class Worker:
                 if reaped is not None:  # this worker is the reaper of this round
                     await locking.reap(self.db, self.actor_id)
                 # Overdue approvals end here too (its own advisory lock: one sweep at a time).
-                await approval_gate.expire_overdue(self.db)
+                await gate.expire_overdue(self.db)
             except DatabaseError as exc:
                 log.warning("reaper failed", worker_id=self.worker_id, error=str(exc))
             await asyncio.sleep(self.options.reap_every_s)

@@ -7,14 +7,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.served import logged_in, opsc
+from tests.served import logged_in, opsc, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "examples" / "plans" / "hello.yaml"
@@ -30,27 +29,8 @@ def _token(result: subprocess.CompletedProcess[str]) -> tuple[str, str]:
 
 @pytest.fixture
 def server(cli_env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "opsconductor.cli", "serve", "--port", "0"],
-        env=cli_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    url = None
-    for line in proc.stdout:  # the server prints its address once it listens
-        found = re.search(r"listening on (http://127\.0\.0\.1:\d+/api/v1)", line)
-        if found:
-            url = found[1]
-            break
-    assert url, proc.stderr.read() if proc.stderr else "no output"
-    try:
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with serving(cli_env) as running:
+        yield running
 
 
 def test_token_submit_poll_cancel_and_revoke_over_a_real_socket(

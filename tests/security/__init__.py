@@ -1,0 +1,1 @@
+"""Attacks tried as an attacker would, and refused."""

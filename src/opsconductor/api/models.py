@@ -251,12 +251,24 @@ class Readiness(BaseModel):
     workers: WorkerHealth
 
 
+class PushedFile(BaseModel):
+    #: the step's ``src`` as rendered for its targets
+    src: str
+    #: SHA-256 of its bytes now: part of the plan hash, checked again before the push
+    sha256: str
+
+
 class ValidatedStep(BaseModel):
     name: str
     type: str
+    #: the class RBAC, timeouts and crash re-runs go by
     action_class: str
+    #: true when the plan does not declare it and it was inferred from the step
+    action_class_inferred: bool = False
     #: asset ids the step's selector resolves to now
     targets: list[str]
+    #: files this step pushes (push ``file`` steps only)
+    files: list[PushedFile] = []
 
 
 class Validation(BaseModel):

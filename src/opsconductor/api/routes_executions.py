@@ -130,9 +130,14 @@ async def validate_plan(request: Request, db: Db, who: Who) -> models.Validation
                 name=step.name,
                 type=step.type,
                 action_class=step.action_class,
+                action_class_inferred=step.action_class_inferred,
                 targets=[a.asset_id for a in targets],
+                files=[
+                    models.PushedFile(src=src, sha256=sha256)
+                    for src, sha256 in sorted(found.files.get(index, {}).items())
+                ],
             )
-            for step, targets in zip(plan.steps, found.targets, strict=True)
+            for index, (step, targets) in enumerate(zip(plan.steps, found.targets, strict=True))
         ],
     )
 

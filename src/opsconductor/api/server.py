@@ -92,7 +92,7 @@ async def serve(
             create_app(db, workers=WorkerOptions(concurrency=workers) if workers else None),
             host=host,
             port=port,
-            log_level=os.environ.get("OPSC_LOG_LEVEL", "warning").lower(),
+            log_level=settings.log_level.lower(),
             access_log=False,
             server_header=False,
         )

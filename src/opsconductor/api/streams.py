@@ -26,14 +26,13 @@ from starlette.websockets import WebSocketDisconnect
 
 from opsconductor import metrics
 from opsconductor.api.auth import authenticate, bearer
-from opsconductor.db import executions, queries
+from opsconductor.db import executions, replay
 from opsconductor.db.connection import Database
 from opsconductor.db.notify import OVERFLOW, EventHub, StreamEvent, stream_event
 from opsconductor.errors import NotFound, OpsError, PermissionDenied, Unauthenticated
 from opsconductor.services.caller import Caller
 from opsconductor.status_machine import Status, is_terminal
 
-Q = queries.load("streams")
 router = APIRouter(tags=["streams"])
 
 COOKIE = "opsc_token"
@@ -104,8 +103,7 @@ async def follow(
         status = await _status(db, tenant_id, execution_id) if execution_id else None
         while True:
             async with db.connection() as conn:
-                cur = await conn.execute(*_replay(tenant_id, execution_id, cursor))
-                rows = await cur.fetchall()
+                rows = await replay.events_after(conn, tenant_id, execution_id, cursor, REPLAY_PAGE)
             for row in rows:
                 cursor = int(row["id"])
                 yield stream_event(row)
@@ -133,13 +131,6 @@ async def follow(
 async def _status(db: Database, tenant_id: str, execution_id: str) -> str:
     async with db.connection() as conn:
         return str((await executions.get(conn, tenant_id, execution_id))["status"])
-
-
-def _replay(tenant_id: str, execution_id: str | None, after: int) -> tuple[str, dict[str, Any]]:
-    if execution_id is not None:
-        params = {"execution_id": execution_id, "after": after, "limit": REPLAY_PAGE}
-        return Q["replay_execution"], params
-    return Q["replay_tenant"], {"tenant_id": tenant_id, "after": after, "limit": REPLAY_PAGE}
 
 
 def _final(event: StreamEvent) -> bool:
@@ -234,8 +225,7 @@ async def tenant_stream(
     cursor = _cursor(last_event_id, after)
     if last_event_id is None and after is None:
         async with db.connection() as conn:
-            cur = await conn.execute(Q["latest_event_id"], {"tenant_id": who.tenant_id})
-            cursor = int((await cur.fetchone() or {"id": 0})["id"])
+            cursor = await replay.latest_event_id(conn, who.tenant_id)
     hub: EventHub = request.app.state.events
     return _sse(follow(hub, db, who.tenant_id, None, cursor))
 

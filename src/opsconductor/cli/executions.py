@@ -13,8 +13,8 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from opsconductor import approval_gate, progress, secret_store, status_machine
-from opsconductor.approvals import Decision
+from opsconductor import progress, secret_store, status_machine
+from opsconductor.approvals import Decision, gate
 from opsconductor.cli import host, render
 from opsconductor.cli.runtime import Local, Remote, Session, err, fail, out, run, session
 from opsconductor.config import Settings
@@ -61,28 +61,42 @@ def validate(plan_file: PlanFile) -> None:
     """Check a plan and resolve its targets without running anything."""
     plan = _plan_or_exit(plan_file)
 
-    async def work(settings: Settings) -> tuple[str, list[tuple[str, str, str, list[str]]]]:
+    async def work(settings: Settings) -> tuple[str, list[dict[str, Any]]]:
         async with session(settings) as s:
             if isinstance(s, Remote):
                 _, found = await s.api.call(
                     "POST", "/executions/validate", content=_plan_bytes(plan_file), headers=YAML
                 )
-                steps = [
-                    (x["name"], x["type"], x["action_class"], x["targets"]) for x in found["steps"]
-                ]
-                return str(found["plan_hash"]), steps
+                return str(found["plan_hash"]), list(found["steps"])
             checked = await executions.validate(s.db, s.caller, plan)
             steps = [
-                (step.name, step.type, step.action_class, [a.asset_id for a in targets])
-                for step, targets in zip(plan.steps, checked.targets, strict=True)
+                {
+                    "name": step.name,
+                    "type": step.type,
+                    "action_class": step.action_class,
+                    "action_class_inferred": step.action_class_inferred,
+                    "targets": [a.asset_id for a in targets],
+                    "files": [
+                        {"src": src, "sha256": sha256}
+                        for src, sha256 in sorted(checked.files.get(index, {}).items())
+                    ],
+                }
+                for index, (step, targets) in enumerate(
+                    zip(plan.steps, checked.targets, strict=True)
+                )
             ]
             return checked.plan_hash, steps
 
     digest, steps = run(work)
     out.print(f"[green]valid[/green]: {escape(plan.name)} ({len(plan.steps)} steps)")
-    for name, kind, action, names in steps:
+    for step in steps:
+        kind = f"{step['type']}/{step['action_class']}"
+        if step.get("action_class_inferred"):  # not in the plan: say so, it decides RBAC
+            kind += ", inferred"
         # escaped: rich would take "[command/read]" for markup and print nothing
-        out.print(escape(f"  {name} [{kind}/{action}] -> {', '.join(names)}"))
+        out.print(escape(f"  {step['name']} [{kind}] -> {', '.join(step['targets'])}"))
+        for pushed in step.get("files", []):
+            out.print(escape(f"    pushes {pushed['src']} (sha256 {pushed['sha256']})"))
     out.print(f"plan hash: {digest}")
 
 
@@ -203,7 +217,7 @@ async def _wait_for_approval(s: Session, execution: Row) -> Row:
         while execution["status"] == Status.PENDING_APPROVAL:
             await asyncio.sleep(0.5)
             if isinstance(s, Local):
-                await approval_gate.expire_overdue(s.db)
+                await gate.expire_overdue(s.db)
             execution = {**execution, **await _execution(s, str(execution["id"]))}
     out.print(f"approval outcome: {render.styled(execution['status'])}")
     return execution

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from opsconductor.approvals import ApprovalRefused
+from opsconductor.config import load_settings
 from opsconductor.errors import (
     BadInput,
     Conflict,
@@ -37,8 +38,7 @@ _KINDS: dict[int, type[OpsError]] = {
 
 
 def config_dir() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "opsconductor"
+    return load_settings().config_dir
 
 
 def credentials_file() -> Path:

@@ -24,6 +24,7 @@ import httpx
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from opsconductor import pushed_files
 from opsconductor.connectors import http, local, loopback, sandbox, sql, ssh, tenant_files
 from opsconductor.connectors.access import TenantAccess
 from opsconductor.connectors.credentials import resolve_credential as env_credentials
@@ -99,15 +100,18 @@ class Connectors:
         cancel: asyncio.Event | None = None,
         env: dict[str, str] | None = None,
         results: Mapping[str, Mapping[str, Any]] | None = None,
+        approved_files: Mapping[str, str] | None = None,
     ) -> Outcome:
         """Run ``step`` on ``asset``; ``where`` (``steps[2]``) prefixes input errors;
         ``env`` is set for commands and scripts under the step's own ``env``; ``results``
-        (earlier steps on this target, by name) feed ``{{ steps.<name>.output }}``."""
+        (earlier steps on this target, by name) feed ``{{ steps.<name>.output }}``;
+        ``approved_files`` (rendered source -> SHA-256; the engine always passes it for a
+        push) are the only bytes a push may copy."""
         if isinstance(step, CommandStep | ScriptStep) and env:
             step = step.model_copy(update={"env": {**step.env, **env}})
         context = asset_context(asset, results)
         try:
-            action = await self._prepare(step, asset, where, context)
+            action = await self._prepare(step, asset, where, context, approved_files)
         except StepInputError as exc:
             return Outcome("failed", error=str(exc))
         if self.record_only:
@@ -120,14 +124,19 @@ class Connectors:
             return Outcome("failed", error=cap_text(f"{type(exc).__name__}: {exc}"))
 
     async def _prepare(
-        self, step: ActingStep, asset: Asset, where: str, context: dict[str, Any]
+        self,
+        step: ActingStep,
+        asset: Asset,
+        where: str,
+        context: dict[str, Any],
+        approved_files: Mapping[str, str] | None,
     ) -> Action:
         if isinstance(step, CommandStep):
             return await self._command(step, asset, plain_env(step.env, where), where)
         if isinstance(step, ScriptStep):
             return await self._script(step, asset, plain_env(step.env, where), where)
         if isinstance(step, FileStep):
-            return await self._file(step, asset, where, context)
+            return await self._file(step, asset, where, context, approved_files)
         if isinstance(step, HttpStep):
             return await self._http_request(step, where, context)
         if isinstance(step, NoopStep):
@@ -257,7 +266,12 @@ class Connectors:
     # -- file copies ---------------------------------------------------------------------
 
     async def _file(
-        self, step: FileStep, asset: Asset, where: str, context: dict[str, Any]
+        self,
+        step: FileStep,
+        asset: Asset,
+        where: str,
+        context: dict[str, Any],
+        approved_files: Mapping[str, str] | None,
     ) -> Action:
         src = render(step.src, context, f"{where}.src")
         dest = render(step.dest, context, f"{where}.dest")
@@ -277,6 +291,16 @@ class Connectors:
             source = ssh.file_digest(path)
         except OSError as exc:
             raise StepInputError(f"{field}: cannot read {src}: {exc.strerror}") from None
+        if approved_files is not None:
+            approved = approved_files.get(src)
+            if approved is None:
+                raise StepInputError(f"{field}: {src} was not part of the approved plan")
+            if approved != source.sha256:
+                raise StepInputError(
+                    pushed_files.changed_message(field, src, approved, source.sha256)
+                )
+        # The copy must hold exactly the bytes checked here (and approved): a file that
+        # changes between now and the copy fails its checksum and never replaces ``dest``.
         done = f"copied {source.size} bytes to {dest}, sha256 {source.sha256} verified"
         if asset.connection_type == "local":
             return self._local_push(path, dest, mode, source, done, where)
@@ -287,7 +311,7 @@ class Connectors:
                 conn = await self._connection(target, budget)
                 if isinstance(conn, Outcome):
                     return conn
-                await ssh.copy_file(conn, path, dest, mode)
+                await ssh.copy_file(conn, path, dest, mode, expected=source.sha256)
                 return Outcome("completed", output=done)
 
             return await bounded(copy(), budget, cancel)
@@ -410,7 +434,9 @@ class Connectors:
         except psycopg.ProgrammingError as exc:
             raise StepInputError(f"{where}.dsn: {exc}") from None
         await self._not_this_host(loopback.sql_hosts(parts), f"{where}.dsn")
-        read_only = step.action_class == "read"
+        # A writable transaction only when the author asked for one: a step that does not
+        # declare its class is *treated* as modify (RBAC, re-runs) but still runs read-only.
+        read_only = step.declared_action_class in (None, "read")
         place = f"{parts.get('host', 'localhost')}/{parts.get('dbname', '')}"
         mode = "read-only transaction" if read_only else "transaction"
 

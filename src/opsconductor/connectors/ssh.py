@@ -425,23 +425,33 @@ def file_digest(path: Path) -> Copied:
 
 
 async def copy_file(
-    conn: asyncssh.SSHClientConnection, src: Path, dest: str, mode: int | None
+    conn: asyncssh.SSHClientConnection,
+    src: Path,
+    dest: str,
+    mode: int | None,
+    *,
+    expected: str | None = None,
 ) -> Copied:
     """Upload to a temporary name beside ``dest``, read it back and compare SHA-256, then
-    rename over ``dest``: a failed or corrupted copy never replaces the old file."""
-    local = file_digest(src)
+    rename over ``dest``: a failed or corrupted copy never replaces the old file.
+
+    ``expected`` (the digest checked and approved before the copy) is what the copy must
+    hold, so a source edited in between is refused rather than deployed."""
+    want = expected or file_digest(src).sha256
     temporary = f"{dest}.opsc-{uuid.uuid4().hex[:12]}"
+    size = 0
     async with conn.start_sftp_client() as sftp:
         try:
             async with sftp.open(temporary, "xb") as remote:
                 with src.open("rb") as source:
                     while chunk := source.read(_CHUNK):
+                        size += len(chunk)
                         await remote.write(chunk)
             remote_digest = await _remote_sha256(sftp, temporary)
-            if remote_digest != local.sha256:
+            if remote_digest != want:
                 raise SshError(
-                    f"{dest}: checksum mismatch after copy "
-                    f"(local {local.sha256}, remote {remote_digest})"
+                    f"{dest}: checksum mismatch after copy (expected {want}, remote "
+                    f"{remote_digest}); the source may have changed since it was checked"
                 )
             if mode is not None:
                 await sftp.chmod(temporary, mode)
@@ -450,7 +460,7 @@ async def copy_file(
             with contextlib.suppress(Exception):
                 await sftp.remove(temporary)
             raise
-    return local
+    return Copied(size, want)
 
 
 async def _remote_sha256(sftp: asyncssh.SFTPClient, path: str) -> str:

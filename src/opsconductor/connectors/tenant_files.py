@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+from opsconductor.config import load_settings
 from opsconductor.connectors.outcome import StepInputError
 from opsconductor.errors import BadInput
 
@@ -76,3 +78,14 @@ def listing(root: Path) -> list[tuple[str, int]]:
         for path in root.rglob("*")
         if path.is_file()
     )
+
+
+def resolver(tenant_id: str) -> Callable[[str, str], Path]:
+    """``src`` -> the confined file, for the approval's digests (``pushed_files``): the
+    bytes hashed at submission, checked before a run and copied are the same file."""
+    root = load_settings().files_root / tenant_id
+
+    def resolve(src: str, field: str) -> Path:
+        return source(root, src, field)
+
+    return resolve

@@ -10,7 +10,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from opsconductor import masking, status_machine
-from opsconductor.db import approvals, batching, queries, queue, steps
+from opsconductor.db import approval_requests, batching, queries, queue, steps
 from opsconductor.db.batching import Executor
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import BadInput, LeaseLost, NotFound, StaleStatus
@@ -133,7 +133,7 @@ async def _after_insert(
     )
     await steps.insert_pending(conn, row["id"], new.tenant_id, new.step_targets)
     if new.approval_level >= 1:
-        await approvals.request(
+        await approval_requests.request(
             conn,
             execution_id=row["id"],
             tenant_id=new.tenant_id,

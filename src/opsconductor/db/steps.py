@@ -11,6 +11,7 @@ from opsconductor import masking
 from opsconductor.db import batching, queries
 from opsconductor.db.batching import Executor
 from opsconductor.db.connection import Conn
+from opsconductor.errors import Conflict
 from opsconductor.output import cap_text
 
 Q = queries.load("steps")
@@ -100,7 +101,9 @@ async def start_attempt_logged(
     )
     row = rows[0] if rows else None
     if row is None:
-        raise RuntimeError(f"step {step_index} on {asset_id} attempt {attempt} already started")
+        # A typed refusal, not a crash: the caller's execution fails with the reason
+        # instead of being retried into the dead-letter queue.
+        raise Conflict(f"step {step_index} on {asset_id}: attempt {attempt} was already started")
     return int(row["id"])
 
 

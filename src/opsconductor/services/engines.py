@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import weakref
+
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine, Observer
 
@@ -20,3 +23,15 @@ def build_engine(
     return Engine(
         db, actor_id=actor_id, worker_id=worker_id, observer=observer, policy_ttl_s=policy_ttl_s
     )
+
+
+_SHARED: weakref.WeakKeyDictionary[Database, Engine] = weakref.WeakKeyDictionary()
+
+
+def shared_engine(db: Database) -> Engine:
+    """This process's engine for work run inside requests (the API's fast plans): one per
+    process, so its policy cache and concurrency limits cover every request; each run is
+    recorded as its caller's (``Engine.run(actor_id=...)``)."""
+    if db not in _SHARED:
+        _SHARED[db] = build_engine(db, actor_id=f"api:{os.getpid()}")
+    return _SHARED[db]

@@ -7,11 +7,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from opsconductor import approval_gate, rbac
-from opsconductor.approvals import Decision
+from opsconductor import pushed_files, rbac
+from opsconductor.approvals import Decision, gate
 from opsconductor.cancellation import CancelOutcome, request_cancel
-from opsconductor.db import approvals as approval_store
-from opsconductor.db import assets, executions, queue, reads, steps
+from opsconductor.connectors import tenant_files
+from opsconductor.db import approval_requests, assets, executions, queue, reads, steps
 from opsconductor.db.connection import Database
 from opsconductor.engine import Observer
 from opsconductor.errors import StaleStatus
@@ -19,7 +19,7 @@ from opsconductor.inventory import Asset, resolve_plan
 from opsconductor.plan import Plan
 from opsconductor.plan_hash import plan_hash
 from opsconductor.services.caller import Caller
-from opsconductor.services.engines import build_engine
+from opsconductor.services.engines import build_engine, shared_engine
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request
 from opsconductor.submission import submit as store_submission
@@ -32,6 +32,8 @@ class Validated:
     plan: Plan
     targets: list[list[Asset]]
     plan_hash: str
+    #: SHA-256 of every pushed file, by step index and source: part of the hash
+    files: pushed_files.Digests
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,10 @@ async def validate(db: Database, who: Caller, plan: Plan) -> Validated:
         await assets.ensure_tenant(conn, who.tenant_id)
         inventory = await assets.list_all(conn, who.tenant_id)
     targets = resolve_plan(plan, inventory)
-    return Validated(plan, targets, plan_hash(plan, targets))
+    files = await pushed_files.take_async(
+        plan, targets, tenant_files.resolver(who.tenant_id)
+    )  # read here, as at submission
+    return Validated(plan, targets, plan_hash(plan, targets, files), files)
 
 
 async def submit(
@@ -76,11 +81,16 @@ async def submit(
 async def run_here(
     db: Database, who: Caller, execution: Row, *, observer: Observer | None = None
 ) -> Status | None:
-    """Run an approved immediate execution in this process. None if another process (a
-    waiting ``opsc run``, a worker) started it first: the engine's compare-and-set decides."""
-    engine = build_engine(db, actor_id=who.actor_id, observer=observer)
+    """Run an approved immediate execution in this process, as the caller. None if another
+    process (a waiting ``opsc run``, a worker) started it first: the engine's
+    compare-and-set decides. With an ``observer`` (the CLI's progress) the engine is the
+    caller's own; else the process's shared one."""
+    if observer is not None:
+        engine = build_engine(db, actor_id=who.actor_id, observer=observer)
+    else:
+        engine = shared_engine(db)
     with contextlib.suppress(StaleStatus):
-        return await engine.run(str(execution["tenant_id"]), execution["id"])
+        return await engine.run(str(execution["tenant_id"]), execution["id"], actor_id=who.actor_id)
     return None
 
 
@@ -95,7 +105,7 @@ async def view(db: Database, who: Caller, execution_id: str) -> ExecutionView:
     async with db.connection() as conn:
         execution = await executions.get(conn, who.tenant_id, execution_id)
         step_rows = await steps.list_for(conn, execution["id"])
-        history = await approval_store.history(conn, execution["id"])
+        history = await approval_requests.history(conn, execution["id"])
     return ExecutionView(execution, step_rows, history)
 
 
@@ -143,7 +153,7 @@ async def decide(
     """Approve or reject (the plan, or one step at level 3) as the caller. Separation of
     duties compares actors: a local administrator is ``local-admin:<unix user>``."""
     who.require("executions", "approve")
-    return await approval_gate.decide(
+    return await gate.decide(
         db,
         tenant_id=who.tenant_id,
         execution_id=execution_id,

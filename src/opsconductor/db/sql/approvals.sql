@@ -80,3 +80,6 @@ WHERE id = %(execution_id)s AND timeout_at IS NOT NULL
 -- name: skip_awaiting
 UPDATE execution.execution_steps SET status = 'skipped', finished_at = now()
 WHERE execution_id = %(execution_id)s AND status IN ('pending', 'awaiting_approval')
+
+-- name: try_sweep_lock
+SELECT pg_try_advisory_xact_lock(%(key)s) AS got

@@ -9,12 +9,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from opsconductor import approvals
+from opsconductor import approvals, pushed_files
 from opsconductor.approvals import ApprovalRefused, Decision, Pending
-from opsconductor.db import approvals as approval_store
-from opsconductor.db import assets, executions, queue
+from opsconductor.connectors import tenant_files
+from opsconductor.db import approval_requests, assets, executions, queue
 from opsconductor.db.connection import Conn, Database
-from opsconductor.errors import TargetResolutionError
+from opsconductor.errors import BadInput, TargetResolutionError
 from opsconductor.inventory import resolve_plan
 from opsconductor.plan import parse_plan
 from opsconductor.plan_hash import hashed_document, plan_hash
@@ -78,7 +78,7 @@ async def _decide_locked(
     comment: str | None,
     step_index: int | None,
 ) -> None:
-    approval = await approval_store.lock_open(conn, execution["id"], step_index)
+    approval = await approval_requests.lock_open(conn, execution["id"], step_index)
     if approval is None:
         what = "an approval" if step_index is None else f"an approval of step {step_index}"
         raise ApprovalRefused(
@@ -99,7 +99,7 @@ async def _decide_locked(
         plan_hash=approval["plan_hash"],
         requested_by=approval["requested_by"],
         expires_at=approval["expires_at"],
-        approvers_so_far=await approval_store.approvers_so_far(conn, approval["id"]),
+        approvers_so_far=await approval_requests.approvers_so_far(conn, approval["id"]),
         quorum=approval["approval_quorum"],
     )
     outcome = approvals.decide(
@@ -109,7 +109,7 @@ async def _decide_locked(
         reviewed_hash=reviewed_hash,
         now=approval["db_now"],
     )
-    await approval_store.record_decision(
+    await approval_requests.record_decision(
         conn,
         approval_id=approval["id"],
         actor_id=actor_id,
@@ -133,7 +133,7 @@ async def _decide_locked(
     )
     if outcome.state is None:
         return  # a quorum needs more approvers
-    await approval_store.settle(
+    await approval_requests.settle(
         conn,
         approval_id=approval["id"],
         state=outcome.state,
@@ -167,8 +167,8 @@ async def _settle_step(
 ) -> None:
     """A parked level 3 execution: wake it for the approved step, or end it."""
     if state == "approved":
-        await approval_store.release_step(conn, execution["id"], step_index)
-        await approval_store.extend_timeout(conn, execution["id"], approval["created_at"])
+        await approval_requests.release_step(conn, execution["id"], step_index)
+        await approval_requests.extend_timeout(conn, execution["id"], approval["created_at"])
         await queue.unpark(conn, execution["id"])
         return
     why = f"step {step_index} rejected by {actor_id}" + (f": {comment}" if comment else "")
@@ -178,7 +178,7 @@ async def _settle_step(
 async def _end_parked(conn: Conn, execution_id: Any, actor_id: str, reason: str) -> None:
     """No worker holds a parked execution: end it here (its queue row goes with it)."""
     await queue.drop_parked(conn, execution_id)
-    await approval_store.skip_awaiting(conn, execution_id)
+    await approval_requests.skip_awaiting(conn, execution_id)
     await executions.transition(
         conn, execution_id, Status.RUNNING, Status.CANCELLED, actor_id=actor_id, reason=reason
     )
@@ -189,12 +189,12 @@ async def step_gate(db: Database, execution: dict[str, Any], step_index: int, ac
     else ``"wait"`` (the request is made on first call and the step marked
     ``awaiting_approval``); a rejected or expired step has already ended the execution."""
     async with db.transaction() as conn:
-        approval = await approval_store.lock_open(conn, execution["id"], step_index)
+        approval = await approval_requests.lock_open(conn, execution["id"], step_index)
         if approval is not None and approval["state"] == "approved":
             return "go"
         if approval is not None:
             return "wait"
-        await approval_store.request(
+        await approval_requests.request(
             conn,
             execution_id=execution["id"],
             tenant_id=execution["tenant_id"],
@@ -203,7 +203,7 @@ async def step_gate(db: Database, execution: dict[str, Any], step_index: int, ac
             requested_by=execution["actor_id"],
             step_index=step_index,
         )
-        await approval_store.await_step(conn, execution["id"], step_index)
+        await approval_requests.await_step(conn, execution["id"], step_index)
         await executions.append_event(
             conn, execution, "step_approval_requested", actor_id, {"step_index": step_index}
         )
@@ -214,11 +214,9 @@ async def expire_overdue(db: Database) -> int:
     """Expire overdue approvals and cancel what waited on them. Safe to call from every
     process: a transaction-level advisory lock lets one sweep run at a time."""
     async with db.transaction() as conn:
-        cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS got", (_SWEEP_LOCK,))
-        row = await cur.fetchone()
-        if row is None or not row["got"]:
+        if not await approval_requests.try_sweep_lock(conn, _SWEEP_LOCK):
             return 0
-        expired = await approval_store.expire_overdue(conn)
+        expired = await approval_requests.expire_overdue(conn)
         for item in expired:
             if item["step_index"] is not None and item["status"] == Status.RUNNING:
                 await _end_parked(conn, item["execution_id"], SWEEPER, "approval_expired")
@@ -235,26 +233,43 @@ async def expire_overdue(db: Database) -> int:
 
 
 async def still_valid(db: Database, execution: dict[str, Any], actor_id: str) -> Status | None:
-    """Before an approved execution runs: does the plan still resolve to what was approved?
+    """Before an approved execution runs: does the plan still resolve to what was approved
+    (the same targets, the same bytes in every pushed file)?
 
     Returns None if so. Otherwise the approval no longer matches: per tenant setting the
     execution goes back to ``pending_approval`` (with a fresh request bound to the new hash)
     or ends ``cancelled``; the new status is returned.
     """
-    plan = parse_plan(execution["plan_snapshot"]["plan"])
+    snapshot = execution["plan_snapshot"]
+    plan = parse_plan(snapshot["plan"])
     tenant_id = execution["tenant_id"]
     async with db.connection() as conn:
         inventory = await assets.list_all(conn, tenant_id)
+    files: pushed_files.Digests = {}
     try:
         targets = resolve_plan(plan, inventory)
-        new_hash = plan_hash(plan, targets)
-        why = "the resolved target set changed"
+        # A pushed file is read again, exactly as at submission: edited bytes are a new plan.
+        files = await pushed_files.take_async(plan, targets, tenant_files.resolver(tenant_id))
+        new_hash = plan_hash(plan, targets, files)
     except TargetResolutionError as exc:
         targets, new_hash, why = [], "", f"targets no longer resolve: {exc}"
+    except BadInput as exc:  # a pushed file that cannot be read (or named) any more
+        targets, new_hash, why = [], "", str(exc)
     if new_hash == execution["plan_hash"]:
         return None
+    if new_hash:
+        reasons = pushed_files.differences(pushed_files.from_snapshot(snapshot), files)
+        if [sorted(a.asset_id for a in step) for step in targets] != snapshot["targets"]:
+            reasons.append("the resolved target set changed")
+        why = "; ".join(reasons) or "what the plan resolves to changed since it was approved"
     return await _invalidate(
-        db, execution, plan_targets=targets, new_hash=new_hash, why=why, actor_id=actor_id
+        db,
+        execution,
+        plan_targets=targets,
+        files=files,
+        new_hash=new_hash,
+        why=why,
+        actor_id=actor_id,
     )
 
 
@@ -263,6 +278,7 @@ async def _invalidate(
     execution: dict[str, Any],
     *,
     plan_targets: Any,
+    files: pushed_files.Digests,
     new_hash: str,
     why: str,
     actor_id: str,
@@ -270,7 +286,7 @@ async def _invalidate(
     execution_id = uuid.UUID(str(execution["id"]))
     current = Status(execution["status"])
     async with db.transaction() as conn:
-        settings = await approval_store.tenant_settings(conn, execution["tenant_id"])
+        settings = await approval_requests.tenant_settings(conn, execution["tenant_id"])
         reapprove = settings["on_approval_invalidated"] == "reapprove" and new_hash != ""
         payload = {
             "old_plan_hash": execution["plan_hash"],
@@ -289,10 +305,10 @@ async def _invalidate(
             )
             return Status.CANCELLED
         plan = parse_plan(execution["plan_snapshot"]["plan"])
-        await approval_store.replace_plan(
-            conn, execution_id, hashed_document(plan, plan_targets), new_hash
+        await approval_requests.replace_plan(
+            conn, execution_id, hashed_document(plan, plan_targets, files), new_hash
         )
-        await approval_store.request(
+        await approval_requests.request(
             conn,
             execution_id=execution_id,
             tenant_id=execution["tenant_id"],

@@ -123,3 +123,10 @@ async def extend_timeout(conn: Conn, execution_id: uuid.UUID, waiting_since: Any
 
 async def skip_awaiting(conn: Conn, execution_id: uuid.UUID) -> None:
     await conn.execute(Q["skip_awaiting"], {"execution_id": execution_id})
+
+
+async def try_sweep_lock(conn: Conn, key: int) -> bool:
+    """One expiry sweep at a time across every process: a transaction-level advisory lock."""
+    cur = await conn.execute(Q["try_sweep_lock"], {"key": key})
+    row = await cur.fetchone()
+    return bool(row and row["got"])

@@ -1,0 +1,29 @@
+"""Reads of the event streams: the replay of what a client missed, from its cursor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opsconductor.db import queries
+from opsconductor.db.connection import Conn
+
+Q = queries.load("streams")
+Row = dict[str, Any]
+
+
+async def events_after(
+    conn: Conn, tenant_id: str, execution_id: str | None, after: int, limit: int
+) -> list[Row]:
+    """Events after ``after``, oldest first: of one execution, or of the whole tenant."""
+    if execution_id is not None:
+        params: dict[str, Any] = {"execution_id": execution_id, "after": after, "limit": limit}
+        cur = await conn.execute(Q["replay_execution"], params)
+    else:
+        params = {"tenant_id": tenant_id, "after": after, "limit": limit}
+        cur = await conn.execute(Q["replay_tenant"], params)
+    return await cur.fetchall()
+
+
+async def latest_event_id(conn: Conn, tenant_id: str) -> int:
+    cur = await conn.execute(Q["latest_event_id"], {"tenant_id": tenant_id})
+    return int((await cur.fetchone() or {"id": 0})["id"])

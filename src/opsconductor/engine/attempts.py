@@ -1,0 +1,150 @@
+"""Step attempts as records: started, finished, refused by RBAC, failed without running.
+Each write also tells the observer (progress displays) and goes out masked."""
+
+from __future__ import annotations
+
+import structlog
+
+from opsconductor import rbac
+from opsconductor.db import executions, steps
+from opsconductor.db.connection import Database
+from opsconductor.engine.state import Attempt, Observer, Run, StepEvent
+from opsconductor.inventory import Asset
+
+log = structlog.get_logger("opsconductor.engine")
+
+
+class Attempts:
+    def __init__(self, db: Database, observer: Observer) -> None:
+        self.db = db
+        self.observer = observer
+
+    async def start(self, run: Run, index: int, asset: Asset, attempt: int) -> int:
+        step = run.plan.steps[index]
+        attempt_id = await steps.start_attempt_logged(
+            self.db.batch,
+            execution_id=run.id,
+            tenant_id=run.tenant_id,
+            step_index=index,
+            step_name=step.name,
+            step_type=step.type,
+            asset_id=asset.asset_id,
+            attempt=attempt,
+            retry_count=attempt - 1,
+            actor_id=run.actor_id,
+            payload={
+                "step_index": index,
+                "step": step.name,
+                "target": asset.asset_id,
+                "attempt": attempt,
+            },
+            masker=run.masker,
+        )
+        self.observer(StepEvent(index, step.name, asset.asset_id, "running", attempt))
+        return attempt_id
+
+    async def finish(
+        self,
+        run: Run,
+        index: int,
+        asset: Asset,
+        attempt: int,
+        attempt_id: int,
+        result: Attempt,
+        final: bool,
+    ) -> None:
+        step = run.plan.steps[index]
+        await steps.finish_attempt_logged(
+            self.db.batch,
+            attempt_id,
+            execution_id=run.id,
+            tenant_id=run.tenant_id,
+            status=result.status,
+            exit_code=result.exit_code,
+            output=result.output,
+            stderr=result.stderr,
+            error=result.error,
+            actor_id=run.actor_id,
+            payload={
+                "step_index": index,
+                "step": step.name,
+                "target": asset.asset_id,
+                "attempt": attempt,
+                "status": result.status,
+                "exit_code": result.exit_code,
+                "error": result.error,
+            },
+            masker=run.masker,
+        )
+        # Logged raw: the masking processor is the sink that masks it (see logs.py).
+        log.info(
+            "step_finished",
+            execution_id=str(run.id),
+            step=step.name,
+            target=asset.asset_id,
+            attempt=attempt,
+            status=result.status,
+            exit_code=result.exit_code,
+            error=result.error,
+            # Masked before the cut: a cut through a secret leaves pieces no masker knows.
+            stdout_tail=run.masker.mask_output(result.output)[-500:],
+            stderr_tail=run.masker.mask_output(result.stderr)[-500:],
+        )
+        detail = None if result.error is None else run.masker.mask(result.error)
+        self.observer(
+            StepEvent(index, step.name, asset.asset_id, result.status, attempt, detail, final)
+        )
+
+    async def fail_step(self, run: Run, index: int, message: str) -> dict[str, str]:
+        """Record the step as failed on every target without running anything (a target
+        that finished before a crash keeps its outcome)."""
+        run.step_failure = message
+        outcomes = {}
+        for asset in run.targets[index]:
+            point = run.point(index, asset.asset_id)
+            if point.outcome is not None:
+                outcomes[asset.asset_id] = point.outcome
+                continue
+            attempt = point.next_attempt
+            attempt_id = await self.start(run, index, asset, attempt)
+            await self.finish(
+                run, index, asset, attempt, attempt_id, Attempt("failed", error=message), True
+            )
+            outcomes[asset.asset_id] = "failed"
+        return outcomes
+
+    async def denied(
+        self, run: Run, index: int, asset: Asset, check: rbac.StepCheck, why: str
+    ) -> None:
+        """RBAC refused the step on this target: a failed attempt and an ``rbac_violation``
+        event (who, what, where), nothing run."""
+        step = run.plan.steps[index]
+        error = f"denied by RBAC: {why}"
+        async with self.db.transaction() as conn:
+            await steps.record_denied(
+                conn,
+                execution_id=run.id,
+                tenant_id=run.tenant_id,
+                step_index=index,
+                step_name=step.name,
+                step_type=step.type,
+                asset_id=asset.asset_id,
+                error=error,
+                masker=run.masker,
+            )
+            await executions.append_event(
+                conn,
+                run.execution,
+                "rbac_violation",
+                run.actor_id,
+                {
+                    "actor": check.actor_id,
+                    "step_index": index,
+                    "step": step.name,
+                    "action_class": step.action_class,
+                    "target": asset.asset_id,
+                    "environment": asset.environment,
+                    "reason": why,
+                },
+            )
+        self.observer(StepEvent(index, step.name, asset.asset_id, "failed", 1, error, True))

@@ -1,0 +1,442 @@
+"""The engine: runs one execution's steps over their targets and records every move.
+
+One engine serves both paths: ``opsc run`` (and the API, for fast plans) calls it
+in-process (immediate), workers call it for queued executions (background). Built only by
+``services.engines.build_engine``; it re-checks RBAC before every step on every target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+import weakref
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from opsconductor import logs, masking, policies, pushed_files, rbac
+from opsconductor.approvals import gate
+from opsconductor.cancellation import CHECK_INTERVAL_S, CancelWatcher
+from opsconductor.config import load_settings
+from opsconductor.connectors import tenant_files
+from opsconductor.connectors.access import TenantAccess, local_refusal
+from opsconductor.connectors.session import Connectors
+from opsconductor.connectors.ssh import CredentialResolver
+from opsconductor.db import auth, connectors, executions, queue, runs
+from opsconductor.db.connection import Database
+from opsconductor.engine import dispatch, resume, verdict
+from opsconductor.engine.attempts import Attempts
+from opsconductor.engine.secrets import StepSecrets, step_credentials
+from opsconductor.engine.state import DONE, INTERRUPTED, Observer, Parked, Run
+from opsconductor.errors import BadInput
+from opsconductor.inventory import Asset
+from opsconductor.locking import AssetLocked, LeaseHold, LockSettings, LockWaitAborted, owner_tag
+from opsconductor.plan import ValidateStep, parse_plan
+from opsconductor.secret_store import SecretResolver
+from opsconductor.status_machine import Status
+
+#: How many targets of one step run at once unless the step sets ``concurrency``.
+DEFAULT_STEP_CONCURRENCY = 10
+#: How many targets one process runs at once, over all its executions and engines.
+DEFAULT_TARGET_CONCURRENCY = 100
+
+_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def target_slots(limit: int) -> asyncio.Semaphore:
+    """The process's target slots (per event loop): however many engines a process builds
+    (the API's requests, its worker pool), ``limit`` bounds them together. A different
+    ``limit`` (tests, benchmarks) gets a semaphore of its own."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.Semaphore(limit)
+    if limit != DEFAULT_TARGET_CONCURRENCY:
+        return asyncio.Semaphore(limit)
+    return _SLOTS.setdefault(loop, asyncio.Semaphore(limit))
+
+
+class Engine:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        actor_id: str,
+        worker_id: str | None = None,
+        observer: Observer | None = None,
+        target_concurrency: int = DEFAULT_TARGET_CONCURRENCY,
+        secrets: SecretResolver | None = None,
+        lock_settings: LockSettings | None = None,
+        resolve_credential: CredentialResolver | None = None,
+        record_only: bool = False,
+        policy_ttl_s: float = 0.0,
+    ) -> None:
+        self.db = db
+        #: RBAC checked again before every step on every target (defense in depth: roles
+        #: may change after submission). Always on: there is no way to build an engine
+        #: without it.
+        self.authorize: rbac.StepAuthorizer = auth.step_authorizer(db)
+        self.actor_id = actor_id
+        self.worker_id = worker_id
+        self.observer = observer or (lambda _event: None)
+        self.target_slots = target_slots(target_concurrency)
+        self.policy_ttl_s = policy_ttl_s
+        self._matrix: policies.PolicyMatrix | None = None
+        self._matrix_until = 0.0
+        self.secrets = StepSecrets(db, secrets)
+        self.attempts = Attempts(db, self.observer)
+        #: SSH credentials: None resolves them like secrets (audited, masked), per step
+        self.resolve_credential = resolve_credential
+        #: record-only for everything this engine runs (besides per tenant / execution)
+        self.record_only = record_only
+        self.lock_settings = lock_settings or LockSettings.from_settings(load_settings())
+        logs.ensure_configured()  # every log line must pass the masking processor
+
+    async def run(
+        self,
+        tenant_id: str,
+        execution_id: uuid.UUID,
+        *,
+        lease: queue.Lease | None = None,
+        actor_id: str | None = None,
+    ) -> Status:
+        """Run an ``approved`` (or ``queued``) execution to its end; return its final status.
+
+        With a queue ``lease`` (background work) a ``running`` execution is resumed where
+        its previous worker died, and the end is recorded only while the lease holds
+        (``LeaseLost`` otherwise). ``actor_id``: who runs it this time, for its events
+        (default: the engine's own actor; the API's shared engine runs as its caller).
+        """
+        acting = actor_id or self.actor_id
+        if lease is not None and lease.execution is not None:
+            execution = lease.execution  # read by the claim, under the lease
+        else:
+            async with self.db.connection() as conn:
+                execution = await executions.get(conn, tenant_id, str(execution_id))
+        current = Status(execution["status"])
+        if execution["approval_level"] == 3 and lease is None:
+            # They wait for a person between steps, which only the queue can do without
+            # pinning a process: refuse before anything starts.
+            raise BadInput("approval_level 3 executions run on workers: use opsc submit")
+        resuming = lease is not None and current is Status.RUNNING
+        if execution["approval_level"] >= 1 and not resuming:
+            moved = await gate.still_valid(self.db, execution, acting)
+            if moved is not None:
+                if lease is not None:  # no longer queued: not this worker's to run
+                    await queue.discard(self.db, lease)
+                return moved  # what was approved is not what would run now
+        run, missing = await self._load(execution, acting)
+        run.lease = lease
+        ending: tuple[Status, str | None] | None = None
+        if resuming:
+            ending = await resume.prepare(self.db, run, acting, self.worker_id)
+        else:
+            await self._begin(run, current)
+        if missing and ending is None:
+            ending = Status.FAILED, verdict.missing_assets(missing)
+        if ending is None:  # a tenant without the capability: no step of it runs
+            refusal = local_refusal(run.connectors.access, run.plan.steps, run.targets)
+            ending = None if refusal is None else (Status.FAILED, refusal)
+        with logs.masking_with(run.cell):
+            if ending is not None:
+                await asyncio.shield(run.connectors.aclose())
+                await self._finish(run, *ending)
+                return ending[0]
+            requested_by = run.execution.get("cancel_requested_by")
+            if requested_by is not None:  # asked before this worker took it (a resume)
+                run.abort_with("cancelled", str(requested_by))
+            watcher = self._watcher(run)
+            watcher.start()
+            try:
+                final, reason = await self._run_locked(run)
+            except Parked:
+                if lease is not None:
+                    await queue.park(self.db, lease)
+                return Status.RUNNING  # a person decides; the approval wakes the queue row
+            except asyncio.CancelledError:
+                if lease is None:
+                    await asyncio.shield(self._finish(run, Status.CANCELLED, INTERRUPTED))
+                # With a lease the worker is handing the execution back (or lost it): it
+                # stays running, and its next owner resumes it from the step records.
+                raise
+            finally:
+                await watcher.stop()
+                await asyncio.shield(run.connectors.aclose())
+            await self._finish(run, final, reason)
+        return final
+
+    async def _begin(self, run: Run, current: Status) -> None:
+        timeout_s = policies.execution_timeout(run.plan, run.execution["sla_class"], run.matrix)
+        run.deadline = time.monotonic() + timeout_s
+        await executions.transition(
+            self.db.batch,
+            run.id,
+            current,
+            Status.RUNNING,
+            actor_id=run.actor_id,
+            timeout_at=datetime.now(UTC) + timedelta(seconds=timeout_s),
+            worker_id=self.worker_id,
+            masker=run.masker,
+        )
+
+    async def _load(self, execution: dict[str, Any], acting: str) -> tuple[Run, set[str]]:
+        tenant_id = execution["tenant_id"]
+        snapshot = execution["plan_snapshot"]
+        wanted = {a for step_targets in snapshot["targets"] for a in step_targets}
+        matrix = await self._policies()
+        context = await runs.start_context(self.db.batch, tenant_id, wanted)
+        found, tenant, patterns = context.assets, context.tenant, context.patterns
+        plan = parse_plan(snapshot["plan"])
+        targets = [
+            [found[a] for a in step_targets if a in found] for step_targets in snapshot["targets"]
+        ]
+        # Any one of the three makes the run record-only: safe wins over fast.
+        record_only = bool(execution.get("record_only")) or tenant.record_only or self.record_only
+        known_hosts = connectors.KnownHosts(self.db, tenant_id, tenant.host_key_policy, acting)
+        live: dict[str, str] = {}
+        access = TenantAccess.of(load_settings(), tenant_id, tenant)
+        session = Connectors(
+            known_hosts,
+            resolve_credential=self.resolve_credential or step_credentials(live, access.files_root),
+            record_only=record_only,
+            access=access,
+        )
+        run = Run(
+            execution,
+            plan,
+            targets,
+            deadline=0.0,
+            matrix=matrix,
+            connectors=session,
+            credentials=live,
+            files=pushed_files.from_snapshot(snapshot),
+            actor_id=acting,
+        )
+        run.cell.masker = masking.for_patterns(patterns)
+        return run, wanted - set(found)
+
+    async def _policies(self) -> policies.PolicyMatrix:
+        """The policy matrix; a worker keeps it ``policy_ttl_s`` seconds instead of reading
+        it for every execution (policies change rarely; one round trip each is not rare)."""
+        now = time.monotonic()
+        if self._matrix is not None and now < self._matrix_until:
+            return self._matrix
+        async with self.db.connection() as conn:
+            rows = await executions.policies(conn)
+        matrix = {
+            (r["sla_class"], r["action_class"]): policies.TimeoutPolicy.from_row(r) for r in rows
+        }
+        self._matrix, self._matrix_until = matrix, now + self.policy_ttl_s
+        return matrix
+
+    async def _finish(self, run: Run, final: Status, reason: str | None) -> None:
+        # A cancelled execution records who asked (cancelled_by) as the actor of its end.
+        actor = run.cancelled_by if final is Status.CANCELLED and run.cancelled_by else None
+        # One statement: with a lease the end is recorded (and the queue row deleted)
+        # only while the lease is ours, else LeaseLost and nothing changed, so the new
+        # owner's work can never be overwritten by ours.
+        await executions.transition(
+            self.db.batch,
+            run.id,
+            Status.RUNNING,
+            final,
+            actor_id=actor or run.actor_id,
+            reason=reason,
+            masker=run.masker,
+            lease_token=None if run.lease is None else run.lease.token,
+            skip_pending=True,
+        )
+
+    async def _run_steps(self, run: Run) -> tuple[Status, str | None]:
+        for index in range(len(run.plan.steps)):
+            await self._step_approved(run, index)
+            run.results[index] = await self._run_step(run, index)
+            if run.abort.is_set():
+                return verdict.after_abort(run, index)
+            bad = {a: s for a, s in run.results[index].items() if s not in DONE}
+            if bad:
+                return verdict.after_step(run, index, bad)
+        return Status.COMPLETED, None
+
+    async def _step_approved(self, run: Run, index: int) -> None:
+        """Level 3: every step waits for its own approval. Waiting happens off the worker:
+        ``_Parked`` ends this run and the queue row sleeps until the step is approved."""
+        if run.execution["approval_level"] != 3:
+            return
+        answer = await gate.step_gate(self.db, run.execution, index, run.actor_id)
+        if answer != "go":
+            raise Parked(index)
+
+    # -- safety hooks: cancellation, timeouts, locks, secrets (issue 6) -----------------
+
+    def _watcher(self, run: Run) -> CancelWatcher:
+        """Sees a cancel request within a second, and the execution deadline, while it runs."""
+        return CancelWatcher(
+            self.db,
+            run.id,
+            deadline=lambda: run.deadline,
+            on_cancel=lambda actor: run.abort_with("cancelled", actor),
+            on_deadline=lambda: run.abort_with("timeout"),
+            # run() has just looked at the row it read (claim or get) for a request
+            first_check_s=CHECK_INTERVAL_S,
+        )
+
+    async def _run_locked(self, run: Run) -> tuple[Status, str | None]:
+        """``lock: execution`` holds every target of every step for the whole run."""
+        if run.plan.lock != "execution":
+            return await self._run_steps(run)
+        wanted = [
+            a.asset_id
+            for step, targets in zip(run.plan.steps, run.targets, strict=True)
+            if not isinstance(step, ValidateStep)
+            for a in targets
+        ]
+        try:
+            async with self._lease(run, wanted):
+                return await self._run_steps(run)
+        except AssetLocked as exc:
+            return Status.FAILED, str(exc)
+        except LockWaitAborted:
+            return verdict.after_abort(run, 0)
+
+    def _lease(self, run: Run, asset_ids: list[str]) -> LeaseHold:
+        def lost(assets_lost: set[str]) -> None:
+            run.step_failure = f"lock_lost: lease on {', '.join(sorted(assets_lost))} taken over"
+            run.abort_with("lock_lost")
+
+        return LeaseHold(
+            self.db,
+            run.tenant_id,
+            asset_ids,
+            owner=owner_tag(run.id, self.worker_id),
+            execution_id=run.id,
+            settings=self.lock_settings,
+            abort=run.abort,
+            on_lost=lost,
+        )
+
+    def _step_lease(self, run: Run, index: int) -> AbstractAsyncContextManager[Any]:
+        step = run.plan.steps[index]
+        if run.plan.lock == "execution" or isinstance(step, ValidateStep):
+            return contextlib.nullcontext()  # held already, or touches no asset
+        return self._lease(run, [a.asset_id for a in run.targets[index]])
+
+    async def _source_changed(self, run: Run, index: int) -> str | None:
+        """Before a push: read every source again; None if each holds the approved bytes,
+        else why not (then nothing is copied: the step fails on every target)."""
+        step = run.plan.steps[index]
+        if not pushed_files.is_push(step):
+            return None
+        to_run = run.unfinished(index)
+        if not to_run:
+            return None
+        approved = run.files.get(index)
+        resolve = tenant_files.resolver(run.tenant_id)
+        problem = await asyncio.to_thread(
+            pushed_files.verify, step, index, to_run, approved, resolve
+        )
+        if problem is not None:
+            async with self.db.connection() as conn:
+                await executions.append_event(
+                    conn,
+                    run.execution,
+                    "pushed_file_refused",
+                    run.actor_id,
+                    {"step_index": index, "step": step.name, "reason": problem},
+                    masker=run.masker,
+                )
+        return problem
+
+    async def _pause(self, run: Run, seconds: float) -> None:
+        """Sleep between retries, but not past an abort."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run.abort.wait(), max(0.0, seconds))
+
+    # -- steps and targets ----------------------------------------------------------------
+
+    async def _run_step(self, run: Run, index: int) -> dict[str, str]:
+        """Take the step's asset locks, resolve its secrets, run its targets; always let go.
+        A step every target of which finished before a crash is not touched again: no
+        lock, no secret, no event (the resume check comes before anything is taken)."""
+        if not run.unfinished(index):
+            return {
+                a.asset_id: str(run.point(index, a.asset_id).outcome) for a in run.targets[index]
+            }
+        changed = await self._source_changed(run, index)
+        if changed is not None:
+            return await self.attempts.fail_step(run, index, changed)
+        try:
+            async with self._step_lease(run, index):
+                problem = await self.secrets.resolve(run, index)
+                if problem is not None:
+                    return await self.attempts.fail_step(run, index, problem)
+                try:
+                    return await self._run_targets(run, index)
+                finally:
+                    self.secrets.forget(run, index)
+        except AssetLocked as exc:
+            return await self.attempts.fail_step(run, index, str(exc))
+        except LockWaitAborted:
+            return {a.asset_id: run.abort_status for a in run.targets[index]}
+
+    async def _run_targets(self, run: Run, index: int) -> dict[str, str]:
+        """All targets of one step, at most the step's ``concurrency`` at once and at most
+        ``target_slots`` over the whole engine; outcome by asset id, in target order."""
+        targets = run.targets[index]
+        slots = asyncio.Semaphore(run.plan.steps[index].concurrency or DEFAULT_STEP_CONCURRENCY)
+
+        async def one(asset: Asset) -> str:
+            async with slots, self.target_slots:
+                return await self._run_on_target(run, index, asset)
+
+        outcomes = await asyncio.gather(*(one(a) for a in targets))
+        return {a.asset_id: s for a, s in zip(targets, outcomes, strict=True)}
+
+    async def _run_on_target(self, run: Run, index: int, asset: Asset) -> str:
+        step = run.plan.steps[index]
+        point = run.point(index, asset.asset_id)
+        if point.outcome is not None:
+            return point.outcome  # finished before a crash: never run it again
+        if await self._denied(run, index, asset):
+            return "failed"
+        status = "failed"
+        last = step.retries + 1 + point.interrupted
+        for attempt in range(point.next_attempt, last + 1):
+            if run.remaining() <= 0:
+                run.deadline_hit = True
+                return "timeout"
+            if run.abort.is_set():
+                return run.abort_status
+            attempt_id = await self.attempts.start(run, index, asset, attempt)
+            result = await dispatch.execute(self.db, run, index, step, asset)
+            status = result.status
+            final = status in DONE or attempt >= last or run.deadline_hit or run.abort.is_set()
+            await self.attempts.finish(run, index, asset, attempt, attempt_id, result, final)
+            if final:
+                break
+            await self._pause(run, min(policies.backoff_s(attempt - 1), run.remaining()))
+        return status
+
+    async def _denied(self, run: Run, index: int, asset: Asset) -> bool:
+        """Ask RBAC about this step on this target; on a denial fail the step without
+        running anything and record an ``rbac_violation`` event (who, what, where)."""
+        step = run.plan.steps[index]
+        check = rbac.StepCheck(
+            tenant_id=run.tenant_id,
+            actor_id=str(run.execution["actor_id"]),
+            execution_id=run.id,
+            step_index=index,
+            step_name=step.name,
+            action_class=step.action_class,
+            asset_id=asset.asset_id,
+            environment=asset.environment,
+        )
+        reason = await self.authorize(check)
+        if reason is None:
+            return False
+        await self.attempts.denied(run, index, asset, check, reason)
+        return True

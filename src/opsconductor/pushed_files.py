@@ -1,0 +1,177 @@
+"""The bytes a plan pushes from this machine (``file`` steps with ``direction: push``).
+
+A plan holds commands, scripts, queries and request bodies inline, so the plan hash covers
+them; a pushed file is the one thing a step takes from outside the plan at run time. So
+its SHA-256 is taken when the plan is submitted and goes into the hash (and the snapshot,
+``files``), and before a push runs the source is read again and must still hold those
+bytes. Whoever approved the hash approved the bytes; a file edited afterwards is never
+deployed under that approval.
+
+Sources are keyed by their *rendered* path (``src`` may use asset fields), so one step
+may push a different file to each target; a path that depends on an earlier step's result
+cannot be known at submission and is refused then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeGuard
+
+from opsconductor.connectors.outcome import StepInputError
+from opsconductor.errors import BadInput
+from opsconductor.inventory import Asset
+from opsconductor.plan import FileStep, Plan
+from opsconductor.templating import asset_context, render
+
+#: step index -> rendered source path -> SHA-256 (hex) of its bytes
+Digests = dict[int, dict[str, str]]
+#: turns a rendered ``src`` (and the field it came from, for errors) into the file to read:
+#: ``connectors.tenant_files.resolver`` confines it to the tenant's files root
+Resolver = Callable[[str, str], Path]
+
+
+def _unconfined(src: str, field: str) -> Path:
+    return Path(src)
+
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file's bytes. ``path`` is already resolved (and, where sources are
+    confined to a root, already checked): this only reads."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def short(sha256: str) -> str:
+    return f"{sha256[:12]}…"
+
+
+def changed_message(where: str, src: str, approved: str, now: str) -> str:
+    return (
+        f"{where}: {src} changed after approval "
+        f"(approved sha256 {short(approved)}, now {short(now)})"
+    )
+
+
+def is_push(step: object) -> TypeGuard[FileStep]:
+    return isinstance(step, FileStep) and step.direction == "push"
+
+
+def rendered_sources(step: FileStep, index: int, assets: Iterable[Asset]) -> dict[str, str]:
+    """Rendered ``src`` for each target, by asset id; raises ``StepInputError``. Only asset
+    fields are offered: no earlier result exists when a plan is submitted."""
+    return {
+        asset.asset_id: render(step.src, asset_context(asset), f"steps[{index}].src")
+        for asset in assets
+    }
+
+
+def pushes(plan: Plan) -> bool:
+    return any(is_push(step) for step in plan.steps)
+
+
+async def take_async(
+    plan: Plan, targets: Sequence[Sequence[Asset]], resolve: Resolver = _unconfined
+) -> Digests:
+    """``take`` off the event loop (files may be large); no thread for plans without one."""
+    return await asyncio.to_thread(take, plan, targets, resolve) if pushes(plan) else {}
+
+
+def take(
+    plan: Plan, targets: Sequence[Sequence[Asset]], resolve: Resolver = _unconfined
+) -> Digests:
+    """Digest every source the plan pushes (at submission); ``BadInput`` if one cannot be
+    named or read now, since then nobody could review what it would push."""
+    digests: Digests = {}
+    for index, (step, step_targets) in enumerate(zip(plan.steps, targets, strict=True)):
+        if not is_push(step):
+            continue
+        where = f"steps[{index}].src"
+        try:
+            sources = sorted(set(rendered_sources(step, index, step_targets).values()))
+        except StepInputError as exc:
+            raise BadInput(
+                f"{exc} (a pushed file's path must be known when the plan is submitted: it "
+                "may use asset fields, not earlier steps' results)"
+            ) from None
+        files: dict[str, str] = {}
+        for src in sources:
+            try:
+                files[src] = sha256_file(resolve(src, where))
+            except StepInputError as exc:
+                raise BadInput(str(exc)) from None
+            except OSError as exc:
+                raise BadInput(
+                    f"{where}: cannot read {src}: {exc.strerror or exc} (a pushed file must "
+                    "exist when the plan is submitted: its bytes are part of what is approved)"
+                ) from None
+        digests[index] = files
+    return digests
+
+
+def to_document(digests: Digests) -> dict[str, dict[str, str]]:
+    """JSON form for the snapshot and the hash (object keys are strings)."""
+    return {str(index): dict(sorted(files.items())) for index, files in sorted(digests.items())}
+
+
+def from_snapshot(snapshot: Mapping[str, Any]) -> Digests:
+    return {int(index): dict(files) for index, files in (snapshot.get("files") or {}).items()}
+
+
+def differences(approved: Digests, now: Digests) -> list[str]:
+    """What changed between two sets of digests, as readable sentences."""
+    found = []
+    for index in sorted(set(approved) | set(now)):
+        before, after = approved.get(index, {}), now.get(index, {})
+        where = f"steps[{index}].src"
+        for src in sorted(set(before) | set(after)):
+            if src not in before:
+                found.append(f"{where}: {src} was not part of the approved plan")
+            elif src not in after:
+                found.append(f"{where}: {src} is no longer pushed")
+            elif before[src] != after[src]:
+                found.append(changed_message(where, src, before[src], after[src]))
+    return found
+
+
+def verify(
+    step: FileStep,
+    index: int,
+    assets: Iterable[Asset],
+    approved: Mapping[str, str] | None,
+    resolve: Resolver = _unconfined,
+) -> str | None:
+    """Before a push runs: None if every source still holds the approved bytes, else why
+    not (the step must then fail without copying anything)."""
+    where = f"steps[{index}].src"
+    if approved is None:
+        return (
+            f"{where}: no approved digest of the pushed file is recorded (submitted before "
+            "file digests were); submit the plan again"
+        )
+    try:
+        sources = sorted(set(rendered_sources(step, index, assets).values()))
+    except StepInputError as exc:
+        return str(exc)
+    for src in sources:
+        expected = approved.get(src)
+        if expected is None:
+            return f"{where}: {src} was not part of the approved plan"
+        try:
+            now = sha256_file(resolve(src, where))
+        except StepInputError as exc:
+            return str(exc)
+        except OSError as exc:
+            why = exc.strerror or exc
+            return f"{where}: cannot read {src}: {why} (approved sha256 {short(expected)})"
+        if now != expected:
+            return changed_message(where, src, expected, now)
+    return None
