@@ -24,6 +24,7 @@ from opsconductor.masking import (
     secret_forms,
     validate_pattern,
 )
+from opsconductor.masking_forms import literals
 
 M = Masker()
 
@@ -194,6 +195,7 @@ def test_screening_never_skips_a_line_the_full_regex_would_change() -> None:
     """Soundness: the screened ``mask`` equals an unscreened pass of every family."""
     rng = random.Random(7)
     secrets = ["".join(rng.choice(string.ascii_letters) for _ in range(16)) for _ in range(5)]
+    secrets.append('p4"ss\\wo/rd+&%=x{{ 6*7 }}é')
     m = Masker(secrets)
     samples = [
         "password=x",
@@ -204,8 +206,10 @@ def test_screening_never_skips_a_line_the_full_regex_would_change() -> None:
         "https://u:p@h",
         *secrets,
         *(base64.b64encode(s.encode()).decode() for s in secrets),
+        *(json.dumps(s) for s in secrets),
+        *(urllib.parse.quote(s) for s in secrets),
     ]
-    words = ["ok", "value", "=", ":", " ", "2026-11-25", "x" * 5, "ID"]
+    words = ["ok", "value", "=", ":", " ", "2026-11-25", "x" * 5, "ID", "é€"]
     for _ in range(2000):
         parts = [rng.choice(words + samples if rng.random() < 0.2 else words) for _ in range(8)]
         text = "".join(parts)
@@ -213,11 +217,29 @@ def test_screening_never_skips_a_line_the_full_regex_would_change() -> None:
 
 
 def _reference_mask(m: Masker, text: str) -> str:
-    forms = sorted({f for s in m.secrets for f in secret_forms(s)}, key=len, reverse=True)
-    for form in forms:
-        text = text.replace(form, MASK)
+    """Unscreened: every occurrence of every literal, every match of every family."""
+    spans = []
+    for literal in {f for s in m.secrets for f in literals(s)}:
+        at = text.find(literal)
+        while at >= 0:
+            spans.append((at, at + len(literal)))
+            at = text.find(literal, at + 1)
     every = frozenset(f.name for f in BUILTIN)
-    return m._regex(every).sub(m._replace, text)
+    for match in m._regex(every).finditer(text):
+        span = m._match_span(match)
+        if span is not None:
+            spans.append(span)
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    out, pos = [], 0
+    for start, end in merged:
+        out += [text[pos:start], MASK]
+        pos = end
+    return "".join([*out, text[pos:]])
 
 
 def test_structlog_processor_masks_every_log_line() -> None:

@@ -2,6 +2,8 @@
 
 A step may print gigabytes; we keep only the head and the tail in memory, count the rest,
 and render at most ``LIMIT`` bytes of UTF-8 with a marker saying how much was dropped.
+The rendering also carries ``MARGIN`` bytes beyond each cut (``Capped``): masking runs at
+the sink, after the cut, and needs to see what a secret cut in two looked like whole.
 """
 
 from __future__ import annotations
@@ -11,6 +13,33 @@ import hashlib
 LIMIT = 10_240
 _HEAD = 6_144
 _TAIL = 3_072
+#: What is kept beyond each cut for the masker only (never stored): a ``password=value``
+#: pair, a secret's encoding or a private key block straddling a cut is masked whole if it
+#: spans less than this.
+MARGIN = 4_096
+
+#: How the truncation marker starts: ``\n…[truncated 123 bytes]…\n``.
+MARKER_START = "\n…[truncated "
+
+
+class Capped(str):
+    """Rendered output (a plain string: head, marker, tail) that also knows the text
+    around its cuts: ``pieces`` = (head and what followed it, how many characters of that
+    are the head, tail and what preceded it, how many characters of that are the tail).
+
+    Only a masker reads ``pieces`` (``Masker.mask_output``); any string operation turns a
+    ``Capped`` into a plain ``str`` and the margins are gone.
+    """
+
+    pieces: tuple[str, int, str, int] | None = None
+    marker: str = ""
+
+    @classmethod
+    def cut(cls, head: str, head_keep: int, marker: str, tail: str, tail_keep: int) -> Capped:
+        text = cls(head[:head_keep] + marker + tail[len(tail) - tail_keep :])
+        text.pieces = (head, head_keep, tail, tail_keep)
+        text.marker = marker
+        return text
 
 
 class OutputBuffer:
@@ -23,13 +52,13 @@ class OutputBuffer:
     def feed(self, chunk: bytes) -> None:
         self.total += len(chunk)
         self._digest.update(chunk)
-        room = _HEAD - len(self.head)
+        room = _HEAD + MARGIN - len(self.head)
         if room > 0:
             self.head += chunk[:room]
             chunk = chunk[room:]
         if chunk:
             self.tail += chunk
-            del self.tail[: max(0, len(self.tail) - LIMIT)]
+            del self.tail[: max(0, len(self.tail) - _TAIL - MARGIN)]
 
     @property
     def data(self) -> bytes:
@@ -37,7 +66,10 @@ class OutputBuffer:
         return bytes(self.head + self.tail)
 
     def render(self) -> str:
-        return render(self.data, self.total, self._digest.hexdigest())
+        sha256 = self._digest.hexdigest()
+        if self.total == len(self.head) + len(self.tail):  # nothing dropped: contiguous
+            return render(self.data, self.total, sha256)
+        return _render_cut(bytes(self.head), bytes(self.tail), self.total, sha256)
 
 
 def _is_binary(data: bytes) -> bool:
@@ -52,14 +84,26 @@ def _is_binary(data: bytes) -> bool:
 
 
 def render(data: bytes, total: int, sha256: str) -> str:
+    """``data`` is everything printed when ``total == len(data)``; a ``Capped`` if cut."""
     if _is_binary(data[:_HEAD]):
         return f"[binary output: {total} bytes, sha256 {sha256}]"
     if total <= LIMIT:
         return data.decode("utf-8", errors="replace")
+    return _render_cut(data[: _HEAD + MARGIN], data[-(_TAIL + MARGIN) :], total, sha256)
+
+
+def _render_cut(head: bytes, tail: bytes, total: int, sha256: str) -> str:
+    if _is_binary(head[:_HEAD]):
+        return f"[binary output: {total} bytes, sha256 {sha256}]"
     dropped = total - _HEAD - _TAIL
-    head = data[:_HEAD].decode("utf-8", errors="ignore")
-    tail = data[-_TAIL:].decode("utf-8", errors="ignore")
-    return f"{head}\n…[truncated {dropped} bytes]…\n{tail}"
+    # A character cut at the edges is dropped (errors="ignore"); the kept part's length in
+    # characters is that of its own decoding, a prefix (suffix) of the whole piece's.
+    head_text = head.decode("utf-8", errors="ignore")
+    tail_text = tail.decode("utf-8", errors="ignore")
+    head_keep = len(head[:_HEAD].decode("utf-8", errors="ignore"))
+    tail_keep = len(tail[-_TAIL:].decode("utf-8", errors="ignore"))
+    marker = f"{MARKER_START}{dropped} bytes]…\n"
+    return Capped.cut(head_text, head_keep, marker, tail_text, tail_keep)
 
 
 def cap_text(text: str) -> str:

@@ -104,6 +104,14 @@ class SecretRef(_Strict):
 StrOrSecret = str | SecretRef
 
 
+class SecretText(str):
+    """A secret's value standing in a step field once ``fill_secrets`` put it there.
+
+    Marked so that it is never parsed as a template (``templating.render`` returns it as
+    is): a value holding ``{{ ... }}`` is data, and rendering it would run it and could print
+    what it computes, unmasked."""
+
+
 def _check_env_names(env: dict[str, StrOrSecret]) -> dict[str, StrOrSecret]:
     for key in env:
         if not _ENV_NAME.match(key):
@@ -457,7 +465,7 @@ def fill_secrets(value: T, values: Mapping[str, str]) -> T:
     again: the result exists only in memory, for the connector, while the step runs."""
     filled: Any
     if isinstance(value, SecretRef):
-        filled = values[value.secret]
+        filled = SecretText(values[value.secret])
     elif isinstance(value, BaseModel):
         changes = {
             name: fill_secrets(getattr(value, name), values)

@@ -15,6 +15,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from opsconductor.connectors.outcome import StepInputError
 from opsconductor.inventory import Asset
+from opsconductor.plan import SecretText
 
 _ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
@@ -52,6 +53,8 @@ def render(text: str, context: dict[str, Any], where: str) -> str:
     """Render ``text``; ``where`` names the field (``steps[2].url``) in any error."""
     if "{{" not in text and "{%" not in text:
         return text  # the common case, and it keeps literal text literal
+    if isinstance(text, SecretText):
+        return text  # a secret's value is inserted as it is, never run as a template
     try:
         return _ENV.from_string(text).render(context)
     except TemplateError as exc:

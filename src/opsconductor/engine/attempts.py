@@ -86,8 +86,9 @@ class Attempts:
             status=result.status,
             exit_code=result.exit_code,
             error=result.error,
-            stdout_tail=result.output[-500:],
-            stderr_tail=result.stderr[-500:],
+            # Masked before the cut: a cut through a secret leaves pieces no masker knows.
+            stdout_tail=run.masker.mask_output(result.output)[-500:],
+            stderr_tail=run.masker.mask_output(result.stderr)[-500:],
         )
         detail = None if result.error is None else run.masker.mask(result.error)
         self.observer(
