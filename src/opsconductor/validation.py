@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opsconductor.plan import Expectations, JsonPathCheck
+from opsconductor.safe_parse import json_depth
 
 _PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]")
 
@@ -37,11 +38,19 @@ def json_path_get(document: Any, path: str) -> Any:
     return node
 
 
+#: Deeper output is not decoded: the JSON decoder recurses once per level.
+MAX_OUTPUT_DEPTH = 500
+
+
 def check_json_path(check: JsonPathCheck, output: str) -> str | None:
+    if json_depth(output) > MAX_OUTPUT_DEPTH:
+        return f"output is nested deeper than {MAX_OUTPUT_DEPTH} levels"
     try:
         document = json.loads(output)
     except json.JSONDecodeError as exc:
         return f"output is not JSON ({exc.msg} at line {exc.lineno})"
+    except ValueError as exc:  # e.g. an integer past Python's digit limit
+        return f"output is not usable JSON ({exc})"
     value = json_path_get(document, check.path)
     if value is _MISSING:
         return None if not check.exists else f"{check.path} not found"
