@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from opsconductor import safe_parse
+from opsconductor import linear_regex, safe_parse
 from opsconductor.errors import PlanError
 
 ActionClass = Literal["read", "modify", "deploy"]
@@ -113,10 +113,12 @@ def _check_env_names(env: dict[str, StrOrSecret]) -> dict[str, StrOrSecret]:
 
 def _check_regex(pattern: str | None) -> str | None:
     if pattern is not None:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
+        problem = linear_regex.compile_error(pattern)
+        if problem is not None:
+            raise ValueError(
+                f"not a valid regular expression for RE2 (linear time: no backreferences "
+                f"or lookaround): {problem}"
+            )
     return pattern
 
 

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from opsconductor import linear_regex
 from opsconductor.plan import Expectations, JsonPathCheck
 from opsconductor.safe_parse import json_depth
 
@@ -68,9 +69,10 @@ def failures(expect: Expectations, seen: Observed) -> list[str]:
         problems.append(f"step ended {seen.status}")
     if expect.exit_code is not None and seen.exit_code != expect.exit_code:
         problems.append(f"exit code {seen.exit_code}, expected {expect.exit_code}")
-    if expect.stdout_regex is not None and not re.search(expect.stdout_regex, seen.output):
+    matches, bad = linear_regex.search, expect.stdout_not_regex
+    if expect.stdout_regex is not None and not matches(expect.stdout_regex, seen.output):
         problems.append(f"output does not match /{expect.stdout_regex}/")
-    if expect.stdout_not_regex is not None and re.search(expect.stdout_not_regex, seen.output):
+    if bad is not None and matches(bad, seen.output):
         problems.append(f"output matches /{expect.stdout_not_regex}/")
     if expect.json_path is not None:
         problem = check_json_path(expect.json_path, seen.output)
