@@ -15,7 +15,7 @@ from pydantic import Field
 
 from opsconductor import progress, safe_parse
 from opsconductor.api import models
-from opsconductor.api.auth import Db, Who
+from opsconductor.api.auth import Db, Who, authenticate
 from opsconductor.api.inputs import CleanInput, check_text
 from opsconductor.approvals import Decision
 from opsconductor.db import reads
@@ -239,6 +239,7 @@ async def get_events(
     hub: EventHub = request.app.state.events
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
+    token = request.headers.get("authorization", "").partition(" ")[2]
     execution = await executions.get(db, who, execution_id)
     key = str(execution["id"])
     async with hub.subscribe(key) as news:
@@ -252,6 +253,8 @@ async def get_events(
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(news.wait(), min(remaining, RECHECK_S))
+            # The token again, roles as of now: revoked or expired while parked is a 401.
+            who = await authenticate(db, token)
     return models.EventPage(
         events=[models.Event.from_row(r) for r in rows],
         last_event_id=rows[-1]["id"] if rows else after,
