@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from opsconductor.errors import PlanError
-from opsconductor.safe_parse import load_json, load_yaml
+from opsconductor.safe_parse import check_control_chars, load_json, load_yaml
 from opsconductor.templating import render
 
 pytestmark = pytest.mark.unit
@@ -28,7 +28,7 @@ def test_duplicate_key_is_named_with_its_line() -> None:
 def test_tab_newline_and_carriage_return_are_text() -> None:
     assert load_yaml('s: "a\\tb\\r\\nc"\n') == {"s": "a\tb\r\nc"}
     with pytest.raises(PlanError, match=r"s\[1\]: control character U\+0007"):
-        load_json('{"s": ["ok", "\\u0007"]}')
+        check_control_chars(load_json('{"s": ["ok", "\\u0007"]}'))
 
 
 def test_depth_at_the_limit_is_fine_past_it_refused() -> None:

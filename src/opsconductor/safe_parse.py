@@ -235,7 +235,8 @@ def _integer(text: str) -> int:
 
 
 def load_json(text: str, source: str = "body") -> Any:
-    """Decode JSON within the same limits as YAML (it has no aliases to expand)."""
+    """Decode JSON within the same limits as YAML (it has no aliases to expand); the caller
+    checks the text (``check_control_chars``) after its own storability check."""
     if json_depth(text) > MAX_DEPTH:
         raise PlanError(f"{source}: nested deeper than {MAX_DEPTH} levels")
     try:
@@ -243,5 +244,4 @@ def load_json(text: str, source: str = "body") -> Any:
     except json.JSONDecodeError as exc:
         # Syntax is a 400 like any malformed body; the limits above are plan errors (422).
         raise BadInput(f"{source}: not valid JSON ({exc}); send YAML as application/yaml") from None
-    check_control_chars(data)
     return data

@@ -59,7 +59,8 @@ def _parse_plan_body(body: bytes, content_type: str) -> Plan:
         check_text(text, "body")
         return load_plan_text(text, "body")
     data = safe_parse.load_json(text, "body")
-    check_text(data)
+    check_text(data)  # NUL and lone surrogates: 400, as for every other body
+    safe_parse.check_control_chars(data)
     return parse_plan(data)
 
 
