@@ -4,29 +4,35 @@ bodies and secrets' values, and made one error hundreds of kilobytes of log."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
-import pytest
+#: Run in its own process: logging is configured once per process (and caches its stream).
+PROGRAM = """
 import structlog
-
 from opsconductor import logs
 
+logs.configure("info")
 
-def test_exception_logs_carry_frames_but_no_locals(capsys: pytest.CaptureFixture[str]) -> None:
-    structlog.reset_defaults()  # whatever an earlier test configured: ours, fresh
-    logs.configure("info")
-    log = structlog.get_logger("test")
+def fails(body):
+    held = body * 3
+    raise ValueError("boom")
 
-    def fails(body: str) -> None:
-        held = body * 3  # noqa: F841 (a local the log must not show)
-        raise ValueError("boom")
+try:
+    fails("local-value-7c1e")
+except ValueError:
+    structlog.get_logger("test").exception("unhandled error", request_id="r1")
+"""
 
-    try:
-        fails("local-value-7c1e")
-    except ValueError:
-        log.exception("unhandled error", request_id="r1")
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    record = json.loads(line)  # one JSON line
+
+def test_exception_logs_carry_frames_but_no_locals() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PROGRAM], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr  # one line
+    record = json.loads(lines[0])
     assert record["request_id"] == "r1"
     assert record["exception"][0]["exc_type"] == "ValueError"
     assert record["exception"][0]["frames"]  # where it happened is still there
-    assert "local-value-7c1e" not in line
+    assert "local-value-7c1e" not in lines[0]
