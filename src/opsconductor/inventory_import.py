@@ -20,8 +20,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
+from opsconductor import safe_parse
 from opsconductor.errors import BadInput
 from opsconductor.inventory import Asset
 
@@ -45,10 +44,7 @@ def parse_inventory(text: str, source: str, environment: str = "dev") -> list[As
     stripped = text.lstrip()
     if stripped.startswith("[") or (stripped and not _looks_like_yaml(text)):
         return _from_groups(_parse_ini(text, source), environment, source)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise BadInput(f"{source}: not valid YAML: {exc}") from None
+    data = safe_parse.load_yaml(text, source)  # bounded: aliases, depth, size
     if isinstance(data, dict) and "assets" in data:
         return _ours(data, source, environment)
     if isinstance(data, dict):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+import structlog.tracebacks
 
 from opsconductor import masking
 from opsconductor.config import load_settings
@@ -63,7 +64,11 @@ def configure(level: str | None = None) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.dict_tracebacks,
+            # Frames without their locals: locals held request bodies and secrets' values,
+            # and made one error hundreds of kilobytes of log.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False, max_frames=20)
+            ),
             mask_event,  # last before rendering: nothing is added after it
             structlog.processors.JSONRenderer(),
         ],

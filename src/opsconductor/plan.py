@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, cast
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -23,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from opsconductor import linear_regex, safe_parse
 from opsconductor.errors import PlanError
 
 ActionClass = Literal["read", "modify", "deploy"]
@@ -121,10 +121,12 @@ def _check_env_names(env: dict[str, StrOrSecret]) -> dict[str, StrOrSecret]:
 
 def _check_regex(pattern: str | None) -> str | None:
     if pattern is not None:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
+        problem = linear_regex.compile_error(pattern)
+        if problem is not None:
+            raise ValueError(
+                f"not a valid regular expression for RE2 (linear time: no backreferences "
+                f"or lookaround): {problem}"
+            )
     return pattern
 
 
@@ -274,10 +276,19 @@ class SqlStep(_StepBase):
     type: Literal["sql"]
     targets: Targets
     #: a libpq connection string; a secret reference keeps its password out of the plan
-    dsn: StrOrSecret = Field(min_length=1)
+    dsn: StrOrSecret
     query: str = Field(min_length=1)
     params: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     expect: SqlExpect | None = None
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_given(cls, dsn: StrOrSecret) -> StrOrSecret:
+        # Not Field(min_length=1): that constraint cannot apply to the SecretRef member
+        # and made pydantic raise a TypeError (a 500) for the documented secret form.
+        if isinstance(dsn, str) and not dsn:
+            raise ValueError("must not be empty")
+        return dsn
 
 
 class NoopStep(_StepBase):
@@ -426,14 +437,9 @@ def parse_plan(data: Any) -> Plan:
 
 
 def load_plan_text(text: str, source: str = "plan") -> Plan:
-    try:
-        data = yaml.safe_load(text)  # YAML is a superset of JSON: one parser for both
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise PlanError(f"{source}: not valid YAML{where}: {problem}") from None
-    return parse_plan(data)
+    # YAML is a superset of JSON: one parser for both, bounded (safe_parse) so a small
+    # document cannot expand, nest or count its way into a large amount of work.
+    return parse_plan(safe_parse.load_yaml(text, source))
 
 
 def load_plan_file(path: Path) -> Plan:

@@ -100,6 +100,9 @@ class StreamWatcher:
                 _raise_for(response)
             async for message in messages(response):
                 if message.event == "end":
+                    if message.data.get("status") is None:  # ended early: token revoked
+                        reason = message.data.get("reason") or "ended by the server"
+                        raise Unauthenticated(f"the event stream ended: {reason}")
                     return str(message.data["status"])
                 if message.event == "resync":
                     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from opsconductor.idempotency import derive_key
 from opsconductor.inventory import Asset, resolve_plan
 from opsconductor.plan import Plan
 from opsconductor.plan_hash import hashed_document, plan_hash
+from opsconductor.safe_parse import MAX_EXPANDED_BYTES
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,12 @@ async def submit(
     files = await pushed_files.take_async(plan, targets, tenant_files.resolver(request.tenant_id))
     # Frozen into the execution (the engine also honours a tenant flag set later).
     record_only = request.record_only or tenant.record_only
+    snapshot = hashed_document(plan, targets, files)
+    # Bounded like a request body: aliases and templates aside, nothing a tenant sends may
+    # grow into a larger stored row than it could have sent literally.
+    written = len(json.dumps(snapshot["plan"], separators=(",", ":")))
+    if written > MAX_EXPANDED_BYTES:
+        raise BadInput(f"plan: {written} bytes as stored; the limit is {MAX_EXPANDED_BYTES}")
     digest = plan_hash(plan, targets, files)
     route = routing.classify(routing.estimate_seconds(plan, targets, observed))
     mode = route.mode if request.enqueue is None else _MODE[request.enqueue]
@@ -82,7 +90,7 @@ async def submit(
         ),
         record_only=record_only,
         plan_name=plan.name,
-        plan_snapshot=hashed_document(plan, targets, files),
+        plan_snapshot=snapshot,
         plan_hash=digest,
         mode=mode,
         sla_class=route.sla_class,

@@ -11,13 +11,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from opsconductor import template_budget
 from opsconductor.connectors.outcome import StepInputError
 from opsconductor.inventory import Asset
 from opsconductor.plan import SecretText
 
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+#: Immutable sandbox with a work budget (template_budget): loops, calls and sizes metered.
+_ENV = template_budget.BudgetedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
 #: What ``{{ steps.<name>.* }}`` offers of an earlier step's result on the same target.
@@ -56,7 +57,7 @@ def render(text: str, context: dict[str, Any], where: str) -> str:
     if isinstance(text, SecretText):
         return text  # a secret's value is inserted as it is, never run as a template
     try:
-        return _ENV.from_string(text).render(context)
+        return template_budget.render(_ENV, text, context)
     except TemplateError as exc:
         raise StepInputError(f"{where}: template error: {exc}") from None
 

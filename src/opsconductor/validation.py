@@ -7,7 +7,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from opsconductor import linear_regex
 from opsconductor.plan import Expectations, JsonPathCheck
+from opsconductor.safe_parse import json_depth
 
 _PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]")
 
@@ -37,11 +39,19 @@ def json_path_get(document: Any, path: str) -> Any:
     return node
 
 
+#: Deeper output is not decoded: the JSON decoder recurses once per level.
+MAX_OUTPUT_DEPTH = 500
+
+
 def check_json_path(check: JsonPathCheck, output: str) -> str | None:
+    if json_depth(output) > MAX_OUTPUT_DEPTH:
+        return f"output is nested deeper than {MAX_OUTPUT_DEPTH} levels"
     try:
         document = json.loads(output)
     except json.JSONDecodeError as exc:
         return f"output is not JSON ({exc.msg} at line {exc.lineno})"
+    except ValueError as exc:  # e.g. an integer past Python's digit limit
+        return f"output is not usable JSON ({exc})"
     value = json_path_get(document, check.path)
     if value is _MISSING:
         return None if not check.exists else f"{check.path} not found"
@@ -59,9 +69,10 @@ def failures(expect: Expectations, seen: Observed) -> list[str]:
         problems.append(f"step ended {seen.status}")
     if expect.exit_code is not None and seen.exit_code != expect.exit_code:
         problems.append(f"exit code {seen.exit_code}, expected {expect.exit_code}")
-    if expect.stdout_regex is not None and not re.search(expect.stdout_regex, seen.output):
+    matches, bad = linear_regex.search, expect.stdout_not_regex
+    if expect.stdout_regex is not None and not matches(expect.stdout_regex, seen.output):
         problems.append(f"output does not match /{expect.stdout_regex}/")
-    if expect.stdout_not_regex is not None and re.search(expect.stdout_not_regex, seen.output):
+    if bad is not None and matches(bad, seen.output):
         problems.append(f"output matches /{expect.stdout_not_regex}/")
     if expect.json_path is not None:
         problem = check_json_path(expect.json_path, seen.output)

@@ -6,6 +6,7 @@ Our exception hierarchy maps to status codes here, in one place; anything unexpe
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -153,8 +154,23 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", path=request.url.path)
-    return problem(500, "internal error; the server log has the details", instance=request.url.path)
+    # One line: the request id (also in the answer, so a report can be matched to it), the
+    # exception's type and its frames without their locals (logs.configure).
+    request_id = uuid.uuid4().hex
+    log.error(
+        "unhandled error",
+        path=request.url.path,
+        method=request.method,
+        request_id=request_id,
+        error_type=type(exc).__name__,
+        exc_info=exc,
+    )
+    return problem(
+        500,
+        f"internal error (request id {request_id}); the server log has the details",
+        instance=request.url.path,
+        headers={"X-Request-Id": request_id},
+    )
 
 
 def install(app: FastAPI) -> None:

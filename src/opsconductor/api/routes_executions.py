@@ -6,7 +6,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -14,9 +13,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import Field
 
-from opsconductor import progress
+from opsconductor import progress, safe_parse
 from opsconductor.api import models
-from opsconductor.api.auth import Db, Who
+from opsconductor.api.auth import Db, Who, authenticate
 from opsconductor.api.inputs import CleanInput, check_text
 from opsconductor.approvals import Decision
 from opsconductor.db import reads
@@ -59,12 +58,17 @@ def _parse_plan_body(body: bytes, content_type: str) -> Plan:
     if content_type.split(";")[0].strip().lower() in YAML_TYPES:
         check_text(text, "body")
         return load_plan_text(text, "body")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"body: not valid JSON ({exc}); send YAML as application/yaml") from None
-    check_text(data)
+    data = safe_parse.load_json(text, "body")
+    check_text(data)  # NUL and lone surrogates: 400, as for every other body
+    safe_parse.check_control_chars(data)
     return parse_plan(data)
+
+
+async def _read_plan(request: Request) -> Plan:
+    """Parse and validate off the event loop: even bounded, a large plan is CPU work that
+    must not stall every other request (``/healthz`` included) while it runs."""
+    body = await request.body()
+    return await asyncio.to_thread(_parse_plan_body, body, request.headers.get("content-type", ""))
 
 
 @router.post(
@@ -99,7 +103,7 @@ async def submit_execution(
 ) -> models.ExecutionDetail:
     """201 with the finished result for fast (immediate) plans, 202 at once for background
     ones, 200 with the existing execution for a duplicate within the dedup window."""
-    plan = _parse_plan_body(await request.body(), request.headers.get("content-type", ""))
+    plan = await _read_plan(request)
     submitted = await executions.submit(
         db, who, plan, idempotency_key=idempotency_key, record_only=record_only
     )
@@ -120,7 +124,7 @@ async def submit_execution(
     summary="Validate a plan: resolved targets and plan hash; stores nothing",
 )
 async def validate_plan(request: Request, db: Db, who: Who) -> models.Validation:
-    plan = _parse_plan_body(await request.body(), request.headers.get("content-type", ""))
+    plan = await _read_plan(request)
     found = await executions.validate(db, who, plan)
     return models.Validation(
         name=plan.name,
@@ -236,6 +240,7 @@ async def get_events(
     hub: EventHub = request.app.state.events
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
+    token = request.headers.get("authorization", "").partition(" ")[2]
     execution = await executions.get(db, who, execution_id)
     key = str(execution["id"])
     async with hub.subscribe(key) as news:
@@ -249,6 +254,8 @@ async def get_events(
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(news.wait(), min(remaining, RECHECK_S))
+            # The token again, roles as of now: revoked or expired while parked is a 401.
+            who = await authenticate(db, token)
     return models.EventPage(
         events=[models.Event.from_row(r) for r in rows],
         last_event_id=rows[-1]["id"] if rows else after,

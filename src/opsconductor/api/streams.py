@@ -13,8 +13,9 @@ down; prefer the cookie where the page can set it).
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -38,6 +39,9 @@ router = APIRouter(tags=["streams"])
 COOKIE = "opsc_token"
 #: Comment lines keep proxies from closing an idle stream.
 KEEPALIVE_S = 15.0
+#: A stream re-checks its caller's token this often: revoked or expired, the stream ends
+#: (it was authorised when it opened, and would otherwise go on for as long as it stays open).
+RECHECK_S = 5.0
 #: Rows per replay query; a client far behind is replayed page by page.
 REPLAY_PAGE = 500
 #: What an EventSource waits before reconnecting (it sends Last-Event-ID then).
@@ -55,9 +59,11 @@ class Resync:
 
 @dataclass(frozen=True)
 class End:
-    """The execution is finished and every event of it was sent."""
+    """The execution is finished and every event of it was sent; or, with ``reason``, the
+    stream was ended early (``status`` None) because its token no longer allows it."""
 
-    status: str
+    status: str | None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,11 +73,33 @@ class Keepalive:
 
 Message = StreamEvent | Resync | End | Keepalive
 
+#: Returns None while the stream may go on, else why it must end.
+Recheck = Callable[[], Awaitable[str | None]]
+
 
 def _token(conn: HTTPConnection, credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is not None and credentials.credentials:
         return credentials.credentials
+    scheme, _, value = conn.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value
     return conn.query_params.get("token") or conn.cookies.get(COOKIE) or ""
+
+
+def token_recheck(db: Database, token: str) -> Recheck:
+    """Authenticate ``token`` again (roles as of now): None while it still may view."""
+
+    async def recheck() -> str | None:
+        try:
+            who = await authenticate(db, token)
+            who.require("executions", "view")
+        except Unauthenticated:
+            return "token revoked"
+        except PermissionDenied:
+            return "permission withdrawn"
+        return None
+
+    return recheck
 
 
 async def stream_caller(
@@ -95,8 +123,12 @@ async def follow(
     execution: dict[str, Any] | None,
     cursor: int,
     keepalive_s: float = KEEPALIVE_S,
+    recheck: Recheck | None = None,
+    recheck_s: float = RECHECK_S,
 ) -> AsyncIterator[Message]:
-    """Replay after ``cursor``, then live events; ends after an execution's final event."""
+    """Replay after ``cursor``, then live events; ends after an execution's final event, or
+    when ``recheck`` (run every ``recheck_s``) says the caller may no longer watch."""
+    loop = asyncio.get_running_loop()
     execution_id = str(execution["id"]) if execution else None
     with hub.feed(tenant_id, execution_id) as feed, metrics.stream_client():
         # Status first, replay second: if it had ended, its final event is in the replay.
@@ -112,11 +144,23 @@ async def follow(
         if status is not None and is_terminal(Status(status)):
             yield End(status)
             return
+        checked = quiet_since = loop.time()
         while True:
-            item = await feed.next(keepalive_s)
+            item = await feed.next(min(keepalive_s, recheck_s) if recheck else keepalive_s)
+            now = loop.time()
+            if recheck is not None and now - checked >= recheck_s:
+                checked = now
+                reason = await recheck()
+                if reason is not None:
+                    yield End(None, reason)
+                    return
             if item is None:
-                yield Keepalive()
-            elif item is OVERFLOW:
+                if now - quiet_since >= keepalive_s:
+                    quiet_since = now
+                    yield Keepalive()
+                continue
+            quiet_since = now
+            if item is OVERFLOW:
                 metrics.STREAM_RESYNCS.inc()
                 yield Resync(cursor)
                 return
@@ -155,7 +199,10 @@ def sse_lines(message: Message) -> str:
         body = {"last_event_id": message.last_event_id, "detail": message.detail}
         return f"event: resync\ndata: {json.dumps(body)}\n\n"
     if isinstance(message, End):
-        return f"event: end\ndata: {json.dumps({'status': message.status})}\n\n"
+        ended: dict[str, Any] = {"status": message.status}
+        if message.reason is not None:
+            ended["reason"] = message.reason
+        return f"event: end\ndata: {json.dumps(ended)}\n\n"
     return ": keepalive\n\n"
 
 
@@ -179,7 +226,9 @@ After = Annotated[
 SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "text/event-stream: `id:` = event id, `data:` = the masked event row; "
-        "`event: resync` (buffer overflow: reconnect with Last-Event-ID), `event: end`",
+        "`event: resync` (buffer overflow: reconnect with Last-Event-ID), `event: end` "
+        '(`{"status": s}` when the execution finished; `{"status": null, "reason": '
+        '"token revoked"}` when the token was revoked or expired, re-checked every 5 s)',
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     }
 }
@@ -204,7 +253,10 @@ async def execution_stream(
     async with db.connection() as conn:
         execution = await executions.get(conn, who.tenant_id, execution_id)
     hub: EventHub = request.app.state.events
-    return _sse(follow(hub, db, who.tenant_id, execution, _cursor(last_event_id, after)))
+    recheck = token_recheck(db, _token(request, None))
+    return _sse(
+        follow(hub, db, who.tenant_id, execution, _cursor(last_event_id, after), recheck=recheck)
+    )
 
 
 @router.get(
@@ -227,21 +279,22 @@ async def tenant_stream(
         async with db.connection() as conn:
             cursor = await replay.latest_event_id(conn, who.tenant_id)
     hub: EventHub = request.app.state.events
-    return _sse(follow(hub, db, who.tenant_id, None, cursor))
+    recheck = token_recheck(db, _token(request, None))
+    return _sse(follow(hub, db, who.tenant_id, None, cursor, recheck=recheck))
 
 
 @router.websocket("/executions/{execution_id}/ws")
 async def execution_ws(websocket: WebSocket, execution_id: str) -> None:
     """JSON messages ``{"type": "event", "event": row}``, ``{"type": "resync",
     "last_event_id": N}`` (then the server closes with 1013: reconnect with ``?after=N``) and
-    ``{"type": "end", "status": s}`` (then 1000). Auth failures close with 4401/4403/4404."""
+    ``{"type": "end", "status": s}`` (then 1000). Auth failures close with 4401/4403/4404; a
+    token revoked or expired while the socket is open ends it with ``{"type": "end", "status":
+    null, "reason": "token revoked"}`` and 4401 (re-checked every few seconds)."""
     await websocket.accept()
     db: Database = websocket.app.state.db
-    header = websocket.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    bearer_token = value if scheme.lower() == "bearer" else ""
+    token = _token(websocket, None)
     try:
-        who = await authenticate(db, bearer_token or _token(websocket, None))
+        who = await authenticate(db, token)
         who.require("executions", "view")
         async with db.connection() as conn:
             execution = await executions.get(conn, who.tenant_id, execution_id)
@@ -252,7 +305,8 @@ async def execution_ws(websocket: WebSocket, execution_id: str) -> None:
         return
     hub: EventHub = websocket.app.state.events
     try:
-        async for message in follow(hub, db, who.tenant_id, execution, cursor):
+        recheck = token_recheck(db, token)
+        async for message in follow(hub, db, who.tenant_id, execution, cursor, recheck=recheck):
             if isinstance(message, StreamEvent):
                 await websocket.send_text(f'{{"type":"event","event":{message.data}}}')
                 metrics.STREAM_EVENTS_SENT.labels("websocket").inc()
@@ -261,8 +315,12 @@ async def execution_ws(websocket: WebSocket, execution_id: str) -> None:
                 await websocket.close(code=1013, reason="resync")
                 return
             elif isinstance(message, End):
-                await websocket.send_json({"type": "end", "status": message.status})
-                await websocket.close(code=1000)
+                ended: dict[str, Any] = {"type": "end", "status": message.status}
+                if message.reason is not None:
+                    ended["reason"] = message.reason
+                await websocket.send_json(ended)
+                # 4401 like a refused token at the start: the client must authenticate anew.
+                await websocket.close(code=1000 if message.reason is None else 4401)
                 return
             else:  # also finds out, by failing, that a silent client has gone
                 await websocket.send_json({"type": "keepalive"})

@@ -8,12 +8,12 @@ output (itself capped at 10 KB), and a huge download cannot exhaust the worker.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from opsconductor import linear_regex
 from opsconductor.plan import HttpExpect
 from opsconductor.validation import check_json_path
 
@@ -75,7 +75,7 @@ def failures(expect: HttpExpect, response: Response) -> list[str]:
     wanted = expect.status if isinstance(expect.status, list) else [expect.status]
     if response.status not in wanted:
         problems.append(f"status {response.status}, expected {' or '.join(map(str, wanted))}")
-    if expect.body_regex is not None and not re.search(expect.body_regex, response.body):
+    if expect.body_regex is not None and not linear_regex.search(expect.body_regex, response.body):
         problems.append(f"body does not match /{expect.body_regex}/")
     if expect.json_path is not None:
         problem = check_json_path(expect.json_path, response.body)
