@@ -40,3 +40,8 @@ def compile_error(pattern: str) -> str | None:
 def search(pattern: str, text: str) -> bool:
     """Whether ``pattern`` matches anywhere in ``text`` (``re.search`` semantics)."""
     return _compiled(pattern).search(text) is not None
+
+
+def compiled(pattern: str) -> Any:
+    """The RE2 pattern (``search``, ``finditer`` as in ``re``); ``re2.error`` if invalid."""
+    return _compiled(pattern)

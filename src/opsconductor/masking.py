@@ -31,6 +31,7 @@ from typing import Any
 
 import ahocorasick_rs
 
+from opsconductor import linear_regex
 from opsconductor.errors import BadInput
 from opsconductor.masking_forms import (
     FOLD_TABLE,
@@ -225,13 +226,13 @@ class Masker:
         self._forms = sorted(
             (f for s in self.secrets for f in secret_forms(s)), key=len, reverse=True
         )
-        # Tenant patterns have no known literal: they screen for themselves.
+        # Tenant patterns have no known literal: they screen and match for themselves, in
+        # RE2 (linear time): a tenant's regex must never stall a sink with backtracking.
         self._screen_regex = (
-            re.compile("|".join(f"(?:{p})" for p in self.patterns.values()))
+            linear_regex.compiled("|".join(f"(?:{p})" for p in self.patterns.values()))
             if self.patterns
             else None
         )
-        self._unscreened = frozenset(self._custom)
         #: tenant patterns may start anywhere (-1: search the whole text)
         self._reach = {f.name: f.reach for f in families}
         self._combined: dict[frozenset[str], re.Pattern[str]] = {}
@@ -286,8 +287,8 @@ class Masker:
         ascii_only = len(raw) == len(text)
         if spans and not ascii_only:  # offsets are in UTF-8 bytes: to characters
             spans = [(_chars(raw, s), _chars(raw, e)) for s, e in spans]
-        if self._screen_regex is not None and self._screen_regex.search(text):
-            names |= self._unscreened
+        if self._screen_regex is not None:
+            spans.extend(m.span() for m in self._screen_regex.finditer(text) if m.end() > m.start())
         if names:
             regex = self._regex(frozenset(names))
             reach = max(self._reach.get(n, -1) for n in names) if ascii_only else -1
@@ -467,7 +468,14 @@ _SENSITIVE_KEY = re.compile(
 
 
 def validate_pattern(pattern: str) -> str:
-    """A tenant pattern must compile and must not match the empty string."""
+    """A tenant pattern must compile (in RE2: no backreferences or lookaround, and matching
+    in linear time) and must not match the empty string."""
+    problem = linear_regex.compile_error(f"(?:{pattern})")
+    if problem is not None:
+        raise BadInput(
+            f"pattern {pattern!r}: not a valid regular expression for RE2 (no backreferences "
+            f"or lookaround): {problem}"
+        )
     try:
         compiled = re.compile(f"(?:{pattern})")
     except re.error as exc:
