@@ -273,8 +273,13 @@ class Connectors:
         context: dict[str, Any],
         approved_files: Mapping[str, str] | None,
     ) -> Action:
-        src = render(step.src, context, f"{where}.src")
-        dest = render(step.dest, context, f"{where}.dest")
+        # Templates are tenant input: rendered (budgeted) off the event loop.
+        src, dest = await asyncio.to_thread(
+            lambda: (
+                render(step.src, context, f"{where}.src"),
+                render(step.dest, context, f"{where}.dest"),
+            )
+        )
         mode = int(step.mode, 8) if step.mode else None
         if asset.connection_type == "local":
             self._local(where)
@@ -386,19 +391,22 @@ class Connectors:
         return self._http[verify]
 
     async def _http_request(self, step: HttpStep, where: str, context: dict[str, Any]) -> Action:
-        headers = {
-            k: render(plain(v, f"{where}.headers.{k}"), context, f"{where}.headers.{k}")
-            for k, v in step.headers.items()
-        }
-        if step.auth is not None:
-            headers["authorization"] = authorization(step.auth, f"{where}.auth")
-        request = http.build(
-            step.method,
-            render(step.url, context, f"{where}.url"),
-            headers,
-            None if step.body is None else render(step.body, context, f"{where}.body"),
-            render_data(step.json_body, context, f"{where}.json"),
-        )
+        def build() -> http.Request:  # templates are tenant input: rendered off the loop
+            headers = {
+                k: render(plain(v, f"{where}.headers.{k}"), context, f"{where}.headers.{k}")
+                for k, v in step.headers.items()
+            }
+            if step.auth is not None:
+                headers["authorization"] = authorization(step.auth, f"{where}.auth")
+            return http.build(
+                step.method,
+                render(step.url, context, f"{where}.url"),
+                headers,
+                None if step.body is None else render(step.body, context, f"{where}.body"),
+                render_data(step.json_body, context, f"{where}.json"),
+            )
+
+        request = await asyncio.to_thread(build)
         await self._not_this_host([httpx.URL(request.url).host], f"{where}.url")
         client = self._client(step.verify_tls)
 
@@ -428,7 +436,9 @@ class Connectors:
     # -- SQL -----------------------------------------------------------------------------
 
     async def _sql(self, step: SqlStep, where: str, context: dict[str, Any]) -> Action:
-        dsn = render(plain(step.dsn, f"{where}.dsn"), context, f"{where}.dsn")
+        dsn = await asyncio.to_thread(
+            render, plain(step.dsn, f"{where}.dsn"), context, f"{where}.dsn"
+        )
         try:
             parts = conninfo_to_dict(dsn)
         except psycopg.ProgrammingError as exc:
