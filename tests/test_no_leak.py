@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import hvac
 import psycopg
 
 from tests.fake_vault import fake_vault
+from tests.served import opsc
 
 STORE_VALUE = "n0-LEAK/value+42=ok?"
 ENV_VALUE = "env-Secret-9f8e7d6c"
@@ -77,20 +76,6 @@ def _forms(value: str) -> set[str]:
     return forms
 
 
-def _opsc(
-    env: dict[str, str], *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "opsconductor.cli", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def _dump_every_table(database_url: str) -> str:
     with psycopg.connect(database_url) as conn:
         tables = conn.execute(
@@ -121,9 +106,9 @@ def test_no_secret_reaches_any_sink(
             "VAULT_ADDR": vault.url,
             "VAULT_TOKEN": vault.token,
         }
-        stored = _opsc(env, "secrets", "set", "kv/app/token", stdin=STORE_VALUE + "\n")
+        stored = opsc(env, "secrets", "set", "kv/app/token", stdin=STORE_VALUE + "\n")
         assert stored.returncode == 0, stored.stderr
-        ran = _opsc(env, "run", str(plan_file))
+        ran = opsc(env, "run", str(plan_file))
     assert ran.returncode == 1, ran.stdout + ran.stderr  # the last step fails on purpose
 
     with psycopg.connect(database_url) as conn:
@@ -151,9 +136,9 @@ def test_no_secret_reaches_any_sink(
     assert "postgres://app:****@db" in outputs[2][3]
     assert sum(1 for kind, _ in events if kind == "secret_resolved") == 5  # once per step and path
 
-    shown = _opsc(env, "show", execution_id)
-    listed = _opsc(env, "list")
-    secrets_listed = _opsc(env, "secrets", "list")
+    shown = opsc(env, "show", execution_id)
+    listed = opsc(env, "list")
+    secrets_listed = opsc(env, "secrets", "list")
     assert shown.returncode == 1 or shown.returncode == 0
     assert "kv/app/token" in secrets_listed.stdout
     log_lines = [line for line in ran.stderr.splitlines() if line.startswith("{")]

@@ -152,11 +152,17 @@ def run_(
             if isinstance(s, Remote):
                 if not status_machine.is_terminal(Status(execution["status"])):
                     await _follow_stream(s, str(execution["id"]))
-            elif execution["status"] == Status.APPROVED:
-                # New, or left unstarted by an earlier run that died: the engine's
-                # compare-and-set makes sure only one process runs it.
-                out.print(f"execution {execution['id']} ({plan.name})")
-                await _run_with_progress(s, execution)
+            else:
+                if execution["status"] == Status.APPROVED:
+                    # New, or left unstarted by an earlier run that died: the engine's
+                    # compare-and-set makes sure only one process runs it.
+                    out.print(f"execution {execution['id']} ({plan.name})")
+                    await _run_with_progress(s, execution)
+                current = await _execution(s, str(execution["id"]))
+                if not status_machine.is_terminal(Status(current["status"])):
+                    # Another process runs it (the server that took the approval, say):
+                    # follow it to its end rather than report it half-way.
+                    await _follow(s, str(execution["id"]))
             await _show(s, str(execution["id"]), events=False)
             final = await _execution(s, str(execution["id"]))
             return str(final["status"])
