@@ -183,10 +183,6 @@ BUILTIN: tuple[Family, ...] = (
 )
 
 
-def _group_name(prefix: str, index: int) -> str:
-    return f"{prefix}{index}"
-
-
 #: A span of text to replace with ``MASK``: (start, end), end excluded.
 Span = tuple[int, int]
 
@@ -204,7 +200,6 @@ class Masker:
         self.secrets: frozenset[str] = frozenset(s for s in secrets if len(s) >= MIN_SECRET_LEN)
         self.patterns: dict[str, str] = dict(patterns or {})
         self._families = {f.name: f for f in families}
-        self._custom = {_group_name("custom", i): p for i, p in enumerate(self.patterns.values())}
         # Screening: every folded literal (secret forms, base64 chunks) and family trigger in
         # one automaton; per automaton word, the exact literals folding to it and the
         # families it triggers.
@@ -331,10 +326,7 @@ class Masker:
         compiled = self._combined.get(names)
         if compiled is None:
             # Built-ins are ASCII-only ((?a:)), like the folding their screening relies on.
-            regexes = {
-                **{n: f"(?a:{f.regex})" for n, f in self._families.items()},
-                **self._custom,
-            }
+            regexes = {n: f"(?a:{f.regex})" for n, f in self._families.items()}
             alternatives = [f"(?P<{n}>{regex})" for n, regex in regexes.items() if n in names]
             compiled = self._combined[names] = re.compile("|".join(alternatives))
         return compiled

@@ -328,13 +328,11 @@ async def _follow(s: Local, execution_id: str) -> str:
     cursor, key = 0, str(execution["id"])
     with bar:
         while True:
-            news = await executions.events(s.db, s.caller, key, cursor)
-            seen = await executions.view(s.db, s.caller, key)
-            current = seen.execution
+            current, step_rows, news = await executions.follow_state(s.db, s.caller, key, cursor)
             for ev in news:
                 cursor = ev["id"]
                 bar.console.print(render.event_line(ev), highlight=False)
-            shown = progress.compute(seen.steps, now=datetime.now(UTC))
+            shown = progress.compute(step_rows, now=datetime.now(UTC))
             render.show_progress(bar, task, shown.as_dict())
             status = str(current["status"])
             if status_machine.is_terminal(Status(status)) and not news:

@@ -109,6 +109,19 @@ async def view(db: Database, who: Caller, execution_id: str) -> ExecutionView:
     return ExecutionView(execution, step_rows, history)
 
 
+async def follow_state(
+    db: Database, who: Caller, execution_id: str, after: int
+) -> tuple[Row, list[Row], list[Row]]:
+    """What a live display reads each round: the execution, its step attempts and the
+    events after ``after``, in one connection."""
+    who.require("executions", "view")
+    async with db.connection() as conn:
+        execution = await executions.get(conn, who.tenant_id, execution_id)
+        step_rows = await steps.list_for(conn, execution["id"])
+        news = await executions.events(conn, execution["id"], after)
+    return execution, step_rows, news
+
+
 async def events(db: Database, who: Caller, execution_id: str, after: int = 0) -> list[Row]:
     who.require("executions", "view")
     async with db.connection() as conn:
