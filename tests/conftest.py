@@ -20,8 +20,13 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from opsconductor import logs
 from opsconductor.db import embedded, migrations
 from opsconductor.db.connection import Database
+
+# Entry points configure logging (the CLI, the app); engines built in-process by tests
+# log through the same masking processors.
+logs.ensure_configured()
 
 
 async def allow_local(conn: Any, tenant_id: str, *, network: bool = False) -> None:

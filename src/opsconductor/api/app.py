@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import opsconductor
-from opsconductor import sla
+from opsconductor import logs, sla
 from opsconductor.api import (
     console_files,
     problems,
@@ -95,6 +95,8 @@ def create_app(
     process also runs a worker pool for the queue, stopped (drained) with the app.
     ``stream_buffer`` is how many events a stream client may lag before a resync;
     ``sla_sweep_s`` the period of the SLA sweep (default ``OPSC_SLA_SWEEP_S`` or 1 s)."""
+    # An ASGI server may import this app without our CLI: its logs still pass the masker.
+    logs.ensure_configured()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -94,7 +94,6 @@ class Engine:
         #: record-only for everything this engine runs (besides per tenant / execution)
         self.record_only = record_only
         self.lock_settings = lock_settings or LockSettings.from_settings(load_settings())
-        logs.ensure_configured()  # every log line must pass the masking processor
 
     async def run(
         self,
