@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,16 +49,37 @@ def select(selector: Targets, inventory: Iterable[Asset]) -> list[Asset]:
     return sorted((a for a in inventory if matches(selector, a)), key=lambda a: a.asset_id)
 
 
+def selector_key(selector: Targets) -> str:
+    """One string per distinct selector: steps that select alike are looked up once."""
+    return json.dumps(selector.model_dump(exclude_none=True), sort_keys=True)
+
+
+def selectors(plan: Plan) -> dict[str, Targets]:
+    """The distinct selectors of a plan's steps (a validate step has none of its own)."""
+    return {
+        selector_key(step.targets): step.targets
+        for step in plan.steps
+        if not isinstance(step, ValidateStep)
+    }
+
+
 def resolve_plan(plan: Plan, inventory: Iterable[Asset]) -> list[list[Asset]]:
-    """Targets of every step, in step order; raise before anything runs if one matches nothing."""
+    """Targets of every step, in step order, chosen from a whole inventory."""
     assets = list(inventory)
+    return resolve_selected(plan, {k: select(s, assets) for k, s in selectors(plan).items()})
+
+
+def resolve_selected(plan: Plan, matched: Mapping[str, list[Asset]]) -> list[list[Asset]]:
+    """Targets of every step, in step order, from the assets each selector matched (keyed by
+    ``selector_key``; the database selects them with its indexes, see db/assets.py); raise
+    before anything runs if a step matches nothing."""
     resolved: list[list[Asset]] = []
     by_name: dict[str, list[Asset]] = {}
     for index, step in enumerate(plan.steps):
         if isinstance(step, ValidateStep):
             targets = by_name[step.step]  # a validate step checks its step's targets
         else:
-            targets = select(step.targets, assets)
+            targets = sorted(matched[selector_key(step.targets)], key=lambda a: a.asset_id)
             if not targets:
                 raise TargetResolutionError(
                     f"steps[{index}].targets: no asset matches "

@@ -12,7 +12,7 @@ from opsconductor.db import assets, connectors, executions, steps
 from opsconductor.db.connection import Database
 from opsconductor.errors import BadInput
 from opsconductor.idempotency import derive_key
-from opsconductor.inventory import Asset, resolve_plan
+from opsconductor.inventory import Asset, resolve_selected, selectors
 from opsconductor.plan import Plan
 from opsconductor.plan_hash import hashed_document, plan_hash
 from opsconductor.safe_parse import MAX_EXPANDED_BYTES
@@ -50,9 +50,9 @@ async def submit(
     plan = request.plan
     async with db.connection() as conn:
         await assets.ensure_tenant(conn, request.tenant_id)
-        inventory = await assets.list_all(conn, request.tenant_id)
+        matched = await assets.matching(conn, request.tenant_id, selectors(plan))
         tenant = await connectors.tenant_settings(conn, request.tenant_id)
-        targets = resolve_plan(plan, inventory)  # raises before anything is stored
+        targets = resolve_selected(plan, matched)  # raises before anything is stored
         if check is not None:
             check(plan, targets)
         observed = await steps.observed_p95(conn, request.tenant_id, [s.type for s in plan.steps])

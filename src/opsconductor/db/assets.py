@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -11,6 +12,7 @@ from opsconductor.db import queries
 from opsconductor.db.connection import Conn
 from opsconductor.errors import BadInput
 from opsconductor.inventory import Asset
+from opsconductor.plan import Targets
 
 Q = queries.load("assets")
 
@@ -27,6 +29,33 @@ async def ensure_tenant(conn: Conn, tenant_id: str) -> None:
 async def list_all(conn: Conn, tenant_id: str) -> list[Asset]:
     cur = await conn.execute(Q["list_assets"], {"tenant_id": tenant_id})
     return [Asset.from_row(row) for row in await cur.fetchall()]
+
+
+async def matching(
+    conn: Conn, tenant_id: str, selectors: Mapping[str, Targets]
+) -> dict[str, list[Asset]]:
+    """The assets each selector matches, keyed like ``selectors``: the cost follows the
+    matches, not the size of the inventory."""
+    found: dict[str, list[Asset]] = {}
+    for key, selector in selectors.items():
+        cur = await conn.execute(
+            Q["select_targets"],
+            selection_params(tenant_id, selector),
+            # A generic (prepared) plan would keep every "part not given" branch and scan.
+            prepare=False,
+        )
+        found[key] = [Asset.from_row(row) for row in await cur.fetchall()]
+    return found
+
+
+def selection_params(tenant_id: str, selector: Targets) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "asset_ids": selector.assets,
+        "hostnames": selector.hostnames,
+        "environment": selector.environment,
+        "tags": None if selector.tags is None else Jsonb(selector.tags),
+    }
 
 
 def _params(tenant_id: str, asset: Asset) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from opsconductor.db import approval_requests, assets, executions, queue, reads,
 from opsconductor.db.connection import Database
 from opsconductor.engine import Observer
 from opsconductor.errors import StaleStatus
-from opsconductor.inventory import Asset, resolve_plan
+from opsconductor.inventory import Asset, resolve_selected, selectors
 from opsconductor.plan import Plan
 from opsconductor.plan_hash import plan_hash
 from opsconductor.services.caller import Caller
@@ -50,8 +50,8 @@ async def validate(db: Database, who: Caller, plan: Plan) -> Validated:
     who.require("assets", "view")
     async with db.connection() as conn:
         await assets.ensure_tenant(conn, who.tenant_id)
-        inventory = await assets.list_all(conn, who.tenant_id)
-    targets = resolve_plan(plan, inventory)
+        matched = await assets.matching(conn, who.tenant_id, selectors(plan))
+    targets = resolve_selected(plan, matched)
     files = await pushed_files.take_async(
         plan, targets, tenant_files.resolver(who.tenant_id)
     )  # read here, as at submission

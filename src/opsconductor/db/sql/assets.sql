@@ -41,3 +41,14 @@ ON CONFLICT (tenant_id, asset_id) DO UPDATE SET
     connection_type = EXCLUDED.connection_type, credential_ref = EXCLUDED.credential_ref,
     username = EXCLUDED.username, tags = EXCLUDED.tags
 RETURNING *, (xmax = 0) AS inserted
+
+-- name: select_targets
+-- One step selector's matches, by index: each selector part given narrows the rows (asset
+-- ids: the primary key; hostnames, environment: their indexes; tags: jsonb containment on
+-- the GIN index). Run unprepared, so the planner folds the parts not given away.
+SELECT * FROM execution.assets
+WHERE tenant_id = %(tenant_id)s
+  AND (%(asset_ids)s::text[] IS NULL OR asset_id = ANY (%(asset_ids)s::text[]))
+  AND (%(hostnames)s::text[] IS NULL OR hostname = ANY (%(hostnames)s::text[]))
+  AND (%(environment)s::text IS NULL OR environment = %(environment)s::text)
+  AND (%(tags)s::jsonb IS NULL OR tags @> %(tags)s::jsonb)

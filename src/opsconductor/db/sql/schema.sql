@@ -591,3 +591,6 @@ BEGIN
 END $$;
 CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON execution.audit_events
     FOR EACH ROW EXECUTE FUNCTION execution.forbid_audit_change();
+
+-- 0015: target selection by environment in SQL.
+CREATE INDEX assets_environment_idx ON execution.assets (tenant_id, environment);
