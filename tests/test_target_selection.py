@@ -89,7 +89,8 @@ async def test_selection_uses_an_index(
     async with db.connection() as conn:
         await assets.ensure_tenant(conn, "t1")
         await conn.execute(
-            "INSERT INTO execution.assets (tenant_id, asset_id, hostname, address, environment, tags)"
+            "INSERT INTO execution.assets"
+            " (tenant_id, asset_id, hostname, address, environment, tags)"
             " SELECT 't1', 'host-' || g, 'host-' || g || '.example', '10.0.0.1',"
             " CASE WHEN g = 5 THEN 'rare' ELSE 'dev' END, jsonb_build_object('role', 'r' || g)"
             " FROM generate_series(1, 20000) g"
