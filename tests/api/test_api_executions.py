@@ -171,6 +171,18 @@ async def test_background_plan_is_accepted_at_once_and_runs(api: Api) -> None:
     assert [s["output"].strip() for s in steps] == [str(i) for i in range(10)]
 
 
+async def test_queue_true_hands_even_a_fast_plan_to_the_workers(api: Api) -> None:
+    """``opsc submit`` through the API: the plan is queued, not run within the request."""
+    headers = await api.login("acme", "alice", "operator")
+    plan = command_plan(("echo fast", "read", LOCAL))
+    r = await api.client.post(URL, json=plan, headers=headers, params={"queue": "true"})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert (body["mode"], body["status"], body["sla_class"]) == ("background", "queued", "fast")
+    finished = await _poll_until_finished(api, headers, body["id"])
+    assert finished["status"] == "completed"
+
+
 async def test_list_filters_and_cursor_paging(api: Api) -> None:
     alice = await api.login("acme", "alice", "operator")
     bob = await api.login("acme", "bob", "operator")

@@ -100,12 +100,24 @@ async def submit_execution(
         bool,
         Query(description="Dark launch: resolve and record every step, touch no target"),
     ] = False,
+    queue: Annotated[
+        bool,
+        Query(
+            description="Hand the plan to the workers even when it is fast (opsc submit); "
+            "by default a fast plan runs within this request"
+        ),
+    ] = False,
 ) -> models.ExecutionDetail:
     """201 with the finished result for fast (immediate) plans, 202 at once for background
     ones, 200 with the existing execution for a duplicate within the dedup window."""
     plan = await _read_plan(request)
     submitted = await executions.submit(
-        db, who, plan, idempotency_key=idempotency_key, record_only=record_only
+        db,
+        who,
+        plan,
+        idempotency_key=idempotency_key,
+        record_only=record_only,
+        enqueue=True if queue else None,
     )
     execution = submitted.execution
     if not submitted.created:

@@ -106,7 +106,9 @@ async def _submit(s: Session, plan: Plan, path: Path, key: str | None, **kw: Any
         headers = dict(YAML)
         if key:
             headers["Idempotency-Key"] = key
-        params = {"record_only": "true"} if kw.get("record_only") else None
+        params = {"record_only": "true"} if kw.get("record_only") else {}
+        if kw.get("enqueue"):
+            params["queue"] = "true"  # opsc submit: the workers run it, however fast
         status, found = await s.api.call(
             "POST", "/executions", content=_plan_bytes(path), headers=headers, params=params
         )
@@ -183,7 +185,7 @@ def submit_(plan_file: PlanFile, idempotency_key: IdempotencyKey = None) -> None
                 plan,
                 plan_file,
                 idempotency_key,
-                **({} if isinstance(s, Remote) else {"enqueue": True}),
+                enqueue=True,
             )
 
     execution = run(work)
