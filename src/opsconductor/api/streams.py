@@ -130,6 +130,7 @@ async def follow(
     when ``recheck`` (run every ``recheck_s``) says the caller may no longer watch."""
     loop = asyncio.get_running_loop()
     execution_id = str(execution["id"]) if execution else None
+    seen = _Seen()
     with hub.feed(tenant_id, execution_id) as feed, metrics.stream_client():
         # Status first, replay second: if it had ended, its final event is in the replay.
         status = await _status(db, tenant_id, execution_id) if execution_id else None
@@ -138,6 +139,7 @@ async def follow(
                 rows = await replay.events_after(conn, tenant_id, execution_id, cursor, REPLAY_PAGE)
             for row in rows:
                 cursor = int(row["id"])
+                seen.note(str(row["execution_id"]), cursor)
                 yield stream_event(row)
             if len(rows) < REPLAY_PAGE:
                 break
@@ -164,12 +166,39 @@ async def follow(
                 metrics.STREAM_RESYNCS.inc()
                 yield Resync(cursor)
                 return
-            elif isinstance(item, StreamEvent) and item.id > cursor:
-                cursor = item.id
+            elif isinstance(item, StreamEvent) and (
+                item.id > cursor if execution is not None else seen.is_new(item)
+            ):
+                cursor = max(cursor, item.id)
                 yield item
                 if execution is not None and _final(item):
                     yield End(str(item.to_status))
                     return
+
+
+class _Seen:
+    """Which events a tenant-wide stream has sent. Ids are in commit order within one
+    execution only: across executions an event with a lower id can commit after a higher
+    one, so one cursor for the whole tenant would drop it. Per execution, the last id sent
+    tells a replayed duplicate from a new event; the map is bounded (the oldest entries go
+    first), and a forgotten execution can cost at most a duplicate, never a loss."""
+
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+
+    def note(self, execution_id: str, event_id: int) -> None:
+        self.last.pop(execution_id, None)  # re-inserted last: the newest stay
+        self.last[execution_id] = event_id
+        if len(self.last) > self.LIMIT:
+            del self.last[next(iter(self.last))]
+
+    def is_new(self, event: StreamEvent) -> bool:
+        if event.id <= self.last.get(event.execution_id, 0):
+            return False
+        self.note(event.execution_id, event.id)
+        return True
 
 
 async def _status(db: Database, tenant_id: str, execution_id: str) -> str:
