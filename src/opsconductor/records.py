@@ -238,9 +238,7 @@ class Event(_Keyed):
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:
-        values = _values(
-            cls, row, "execution_events", {"from_status": Status, "to_status": Status}
-        )
+        values = _values(cls, row, "execution_events", {"from_status": Status, "to_status": Status})
         values["execution_id"] = _uuid(values["execution_id"])
         return cls(**values)
 

@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field
 from opsconductor import records
 from opsconductor.api.inputs import CleanInput
 from opsconductor.inventory import Asset
+from opsconductor.plan import Plan
+from opsconductor.services.executions import Validated
 
 
 def _fields(model: type[BaseModel], record: object) -> dict[str, Any]:
@@ -293,3 +295,24 @@ class Validation(BaseModel):
     name: str
     plan_hash: str
     steps: list[ValidatedStep]
+
+    @classmethod
+    def of(cls, plan: Plan, found: Validated) -> Validation:
+        return cls(
+            name=plan.name,
+            plan_hash=found.plan_hash,
+            steps=[
+                ValidatedStep(
+                    name=step.name,
+                    type=step.type,
+                    action_class=step.action_class,
+                    action_class_inferred=step.action_class_inferred,
+                    targets=[a.asset_id for a in targets],
+                    files=[
+                        PushedFile(src=src, sha256=sha256)
+                        for src, sha256 in sorted(found.files.get(index, {}).items())
+                    ],
+                )
+                for index, (step, targets) in enumerate(zip(plan.steps, found.targets, strict=True))
+            ],
+        )

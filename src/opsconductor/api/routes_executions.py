@@ -126,25 +126,7 @@ async def submit_execution(
 )
 async def validate_plan(request: Request, db: Db, who: Who) -> models.Validation:
     plan = await _read_plan(request)
-    found = await executions.validate(db, who, plan)
-    return models.Validation(
-        name=plan.name,
-        plan_hash=found.plan_hash,
-        steps=[
-            models.ValidatedStep(
-                name=step.name,
-                type=step.type,
-                action_class=step.action_class,
-                action_class_inferred=step.action_class_inferred,
-                targets=[a.asset_id for a in targets],
-                files=[
-                    models.PushedFile(src=src, sha256=sha256)
-                    for src, sha256 in sorted(found.files.get(index, {}).items())
-                ],
-            )
-            for index, (step, targets) in enumerate(zip(plan.steps, found.targets, strict=True))
-        ],
-    )
+    return models.Validation.of(plan, await executions.validate(db, who, plan))
 
 
 def _encode_cursor(cursor: reads.Cursor) -> str:

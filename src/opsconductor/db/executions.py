@@ -148,9 +148,7 @@ async def _after_insert(
 async def _enqueue(conn: Conn, new: NewExecution, execution: Execution) -> Execution:
     """approved -> queued plus the queue row and its wake-up NOTIFY, all in the submission's
     transaction: a crash can never leave a queued execution without its queue row."""
-    await transition(
-        conn, execution.id, Status.APPROVED, Status.QUEUED, actor_id=new.actor_id
-    )
+    await transition(conn, execution.id, Status.APPROVED, Status.QUEUED, actor_id=new.actor_id)
     await queue.enqueue(conn, execution.id, new.action_classes, min_lease_s=new.min_lease_s)
     return replace(execution, status=Status.QUEUED)
 

@@ -20,8 +20,6 @@ import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
 import psycopg
 import structlog

@@ -81,7 +81,9 @@ async def _close_in_flight(
 
 
 def _where(run: Run, row: StepAttempt) -> str:
-    return f"{run.plan.steps[row.step_index].name!r} on {row.target_asset_id} (attempt {row.attempt})"
+    return (
+        f"{run.plan.steps[row.step_index].name!r} on {row.target_asset_id} (attempt {row.attempt})"
+    )
 
 
 def _points(run: Run, rows: list[StepAttempt]) -> dict[tuple[int, str], ResumePoint]:

@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from opsconductor import logs, policies, pushed_files
 from opsconductor.connectors.session import Connectors

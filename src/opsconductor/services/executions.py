@@ -6,6 +6,7 @@ import contextlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
+
 from opsconductor import pushed_files, rbac
 from opsconductor.approvals import Decision, gate
 from opsconductor.cancellation import CancelOutcome, request_cancel
