@@ -92,8 +92,9 @@ def _values(
             missing.append(f.name)
     if missing:
         raise RecordError(f"{table} row lacks column(s) {', '.join(missing)}")
+    nullable = {f.name for f in fields(cls) if str(f.type).endswith("| None")}
     for name, enum in enums.items():
-        if values.get(name) is not None:
+        if name in values and not (values[name] is None and name in nullable):
             values[name] = parse(enum, values[name], f"{table}.{name}")
     return values
 
