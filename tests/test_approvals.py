@@ -16,6 +16,7 @@ from opsconductor.db import assets, executions
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.inventory import Asset
+from opsconductor.records import Execution
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
 from tests.helpers import admin
@@ -236,7 +237,7 @@ async def test_two_approvers_racing_exactly_one_decision_wins(
         )
     finally:
         await asyncio.gather(*(p.close() for p in pools))
-    winners = [r for r in results if isinstance(r, dict)]
+    winners = [r for r in results if isinstance(r, Execution)]
     losers = [r for r in results if isinstance(r, ApprovalRefused)]
     assert len(winners) == 1 and len(losers) == 1
     assert losers[0].reason in ("already_decided", "not_pending")
