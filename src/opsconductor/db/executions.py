@@ -75,11 +75,11 @@ async def submit(db: Database, new: NewExecution) -> Submitted:
             held = await cur.fetchone()
             if held is None:
                 continue  # released between our INSERT and SELECT: try the INSERT again
-            if held["status"] in RETRYABLE or held["window_passed"]:
-                await conn.execute(Q["release_key"], {"id": held["id"]})
-                retry_of = held["id"] if held["status"] in RETRYABLE else None
-                continue
             execution = Execution.from_row(held)
+            if execution.status in RETRYABLE or held["window_passed"]:
+                await conn.execute(Q["release_key"], {"id": execution.id})
+                retry_of = execution.id if execution.status in RETRYABLE else None
+                continue
             await append_event(conn, execution, "duplicate_submission", new.actor_id, {})
             return Submitted(execution, created=False)
     raise StaleStatus(f"idempotency key {new.idempotency_key} kept changing hands; try again")
