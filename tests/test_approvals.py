@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from opsconductor import approvals
-from opsconductor.approvals import ApprovalRefused, Decision, Pending, gate
+from opsconductor.approvals import ApprovalRefused, ApprovalState, Decision, Pending, gate
 from opsconductor.db import assets, executions
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.inventory import Asset
+from opsconductor.records import Execution
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
 from tests.helpers import admin
@@ -27,7 +28,7 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 def _pending(**overrides: Any) -> Pending:
     fields: dict[str, Any] = {
         "level": 2,
-        "state": "pending",
+        "state": ApprovalState.PENDING,
         "plan_hash": "a" * 64,
         "requested_by": "alice",
         "expires_at": NOW + timedelta(minutes=5),
@@ -43,7 +44,7 @@ def _pending(**overrides: Any) -> Pending:
         (_pending(), "bob", "b" * 64, "hash_mismatch"),
         (_pending(), "bob", None, "hash_required"),
         (_pending(), "alice", "a" * 64, "self_approval"),
-        (_pending(state="rejected"), "bob", "a" * 64, "already_decided"),
+        (_pending(state=ApprovalState.REJECTED), "bob", "a" * 64, "already_decided"),
         (_pending(expires_at=NOW), "bob", "a" * 64, "expired"),
         (
             _pending(level=3, quorum=2, approvers_so_far=("bob",)),
@@ -236,7 +237,7 @@ async def test_two_approvers_racing_exactly_one_decision_wins(
         )
     finally:
         await asyncio.gather(*(p.close() for p in pools))
-    winners = [r for r in results if isinstance(r, dict)]
+    winners = [r for r in results if isinstance(r, Execution)]
     losers = [r for r in results if isinstance(r, ApprovalRefused)]
     assert len(winners) == 1 and len(losers) == 1
     assert losers[0].reason in ("already_decided", "not_pending")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from opsconductor.progress import compute
+from opsconductor.records import StepAttempt
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -17,19 +18,30 @@ def _row(
     attempt: int = 1,
     took: float | None = None,
     started: float | None = None,
-) -> dict[str, Any]:
+) -> StepAttempt:
     start = T0 + timedelta(seconds=started) if started is not None else None
     if took is not None:
         start = start or T0
-    return {
-        "step_index": step,
-        "target_asset_id": target,
-        "status": status,
-        "attempt": attempt,
-        "step_type": "command",
-        "started_at": start,
-        "finished_at": start + timedelta(seconds=took) if took is not None and start else None,
-    }
+    return StepAttempt.from_row(
+        {
+            "id": 1,
+            "execution_id": uuid.UUID(int=1),
+            "tenant_id": "default",
+            "step_name": f"s{step}",
+            "retry_count": attempt - 1,
+            "exit_code": None,
+            "output": "",
+            "stderr": "",
+            "error": None,
+            "step_index": step,
+            "target_asset_id": target,
+            "status": status,
+            "attempt": attempt,
+            "step_type": "command",
+            "started_at": start,
+            "finished_at": start + timedelta(seconds=took) if took is not None and start else None,
+        }
+    )
 
 
 def test_counts_use_the_newest_attempt() -> None:

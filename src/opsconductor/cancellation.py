@@ -51,7 +51,7 @@ async def request_cancel(
     for _ in range(5):  # each pass either decides or saw the status move under it
         async with db.connection() as conn:
             row = await executions.get(conn, tenant_id, execution_id)
-        full_id, status = uuid.UUID(str(row["id"])), Status(row["status"])
+        full_id, status = row.id, row.status
         if is_terminal(status):
             raise NotCancellable(f"execution {full_id} already ended: {status}")
         if status in _NOT_STARTED:
@@ -74,7 +74,7 @@ async def request_cancel(
             asked = await cancels.request(conn, full_id, actor_id)
             if asked is None:
                 now = await executions.get(conn, tenant_id, str(full_id))
-                if now["status"] != Status.RUNNING:
+                if now.status is not Status.RUNNING:
                     continue
                 return CancelOutcome(full_id, "already_requested", Status.RUNNING)
             await executions.append_event(conn, row, "cancel_requested", actor_id, {})

@@ -68,3 +68,8 @@ class SecretError(OpsError):
 
 class LeaseLost(OpsError):
     """A worker's lease on a queued execution expired or was taken over; its writes are refused."""
+
+
+class RecordError(OpsError):
+    """A stored row does not fit its record: a column missing, or a value of a closed set
+    (status, mode, ...) this version does not know, e.g. written by a newer one."""

@@ -7,8 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-DONE = frozenset({"completed"})
-FAILED = frozenset({"failed", "timeout", "cancelled"})
+from opsconductor.records import StepAttempt
+from opsconductor.status_machine import StepStatus
+
+S = StepStatus
+DONE = frozenset({S.COMPLETED})
+FAILED = frozenset({S.FAILED, S.TIMEOUT, S.CANCELLED})
 
 
 @dataclass(frozen=True)
@@ -26,24 +30,18 @@ class Progress:
         return dict(self.__dict__)
 
 
-def latest_attempts(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def latest_attempts(rows: Iterable[StepAttempt]) -> list[StepAttempt]:
     """One row per (step, target): the newest attempt."""
-    newest: dict[tuple[int, str], Mapping[str, Any]] = {}
+    newest: dict[tuple[int, str], StepAttempt] = {}
     for row in rows:
-        key = (row["step_index"], row["target_asset_id"])
-        if key not in newest or row["attempt"] > newest[key]["attempt"]:
+        key = (row.step_index, row.target_asset_id)
+        if key not in newest or row.attempt > newest[key].attempt:
             newest[key] = row
     return [newest[k] for k in sorted(newest)]
 
 
-def _seconds(row: Mapping[str, Any]) -> float | None:
-    start: datetime | None = row.get("started_at")
-    end: datetime | None = row.get("finished_at")
-    return (end - start).total_seconds() if start and end else None
-
-
 def compute(
-    rows: Iterable[Mapping[str, Any]],
+    rows: Iterable[StepAttempt],
     typical_s: Mapping[str, float] | None = None,
     now: datetime | None = None,
 ) -> Progress:
@@ -52,17 +50,16 @@ def compute(
     pairs = latest_attempts(rows)
     count = {"done": 0, "failed": 0, "running": 0, "pending": 0, "skipped": 0}
     for row in pairs:
-        status = row["status"]
-        key = (
-            "done"
-            if status in DONE
-            else "failed"
-            if status in FAILED
-            else status
-            if status in count
-            else "pending"
-        )
-        count[key] += 1
+        if row.status in DONE:
+            count["done"] += 1
+        elif row.status in FAILED:
+            count["failed"] += 1
+        elif row.status is S.RUNNING:
+            count["running"] += 1
+        elif row.status is S.SKIPPED:
+            count["skipped"] += 1
+        else:
+            count["pending"] += 1
     total = len(pairs)
     finished = count["done"] + count["failed"] + count["skipped"]
     percent = round(100.0 * finished / total, 1) if total else 100.0
@@ -70,24 +67,24 @@ def compute(
 
 
 def _eta(
-    pairs: list[Mapping[str, Any]],
+    pairs: list[StepAttempt],
     typical: Mapping[str, float],
     now: datetime | None,
     concurrency: int = 10,
 ) -> float | None:
     """Steps run one after another, the targets of a step ``concurrency`` at a time."""
-    durations = [d for d in map(_seconds, pairs) if d is not None]
+    durations = [row.seconds for row in pairs if row.seconds is not None]
     fallback = sum(durations) / len(durations) if durations else None
     left_by_step: dict[int, list[float]] = {}
     for row in pairs:
-        if row["status"] not in ("pending", "running"):
+        if row.status not in (S.PENDING, S.RUNNING):
             continue
-        expected = typical.get(row.get("step_type", ""), fallback)
+        expected = typical.get(row.step_type, fallback)
         if expected is None:
             return None
-        if row["status"] == "running" and now is not None and row.get("started_at"):
-            expected = max(0.0, expected - (now - row["started_at"]).total_seconds())
-        left_by_step.setdefault(row["step_index"], []).append(expected)
+        if row.status is S.RUNNING and now is not None and row.started_at is not None:
+            expected = max(0.0, expected - (now - row.started_at).total_seconds())
+        left_by_step.setdefault(row.step_index, []).append(expected)
     total = 0.0
     for left in left_by_step.values():
         waves = -(-len(left) // concurrency)  # ceil

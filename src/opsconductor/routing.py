@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from opsconductor.inventory import Asset
 from opsconductor.plan import Plan
+from opsconductor.records import Mode, SlaClass
 
 #: Typical duration of one step on one target, before any history exists.
 DEFAULT_STEP_SECONDS: Mapping[str, float] = {
@@ -26,8 +27,8 @@ LONG_ABOVE_S = 30.0
 @dataclass(frozen=True)
 class Route:
     estimated_s: float
-    sla_class: str
-    mode: str
+    sla_class: SlaClass
+    mode: Mode
 
 
 def estimate_seconds(
@@ -47,7 +48,7 @@ def estimate_seconds(
 
 def classify(estimated_s: float) -> Route:
     if estimated_s < FAST_BELOW_S:
-        return Route(estimated_s, "fast", "immediate")
+        return Route(estimated_s, SlaClass.FAST, Mode.IMMEDIATE)
     if estimated_s <= LONG_ABOVE_S:
-        return Route(estimated_s, "medium", "background")
-    return Route(estimated_s, "long", "background")
+        return Route(estimated_s, SlaClass.MEDIUM, Mode.BACKGROUND)
+    return Route(estimated_s, SlaClass.LONG, Mode.BACKGROUND)

@@ -15,6 +15,7 @@ from opsconductor.idempotency import derive_key
 from opsconductor.inventory import Asset, resolve_selected, selectors
 from opsconductor.plan import Plan
 from opsconductor.plan_hash import hashed_document, plan_hash
+from opsconductor.records import Mode
 from opsconductor.safe_parse import MAX_EXPANDED_BYTES
 
 
@@ -33,7 +34,7 @@ class Request:
     enqueue: bool | None = None
 
 
-_MODE = {True: "background", False: "immediate"}
+_MODE = {True: Mode.BACKGROUND, False: Mode.IMMEDIATE}
 
 #: The queue lease must outlast the slowest step seen: twice its observed p95 (SPEC 3).
 LEASE_P95_FACTOR = 2.0
@@ -76,7 +77,7 @@ async def submit(
                 "approval_level: 3 (step by step) runs on workers, which wait for each step's "
                 "approval without pinning a process: use opsc submit (and opsc worker)"
             )
-        mode = "background"
+        mode = Mode.BACKGROUND
     new = executions.NewExecution(
         tenant_id=request.tenant_id,
         actor_id=request.actor_id,
@@ -102,7 +103,7 @@ async def submit(
             for index, (step, step_targets) in enumerate(zip(plan.steps, targets, strict=True))
             for asset in step_targets
         ],
-        enqueue=mode == "background",
+        enqueue=mode is Mode.BACKGROUND,
         action_classes=tuple(step.action_class for step in plan.steps),
         min_lease_s=LEASE_P95_FACTOR * max(observed.values(), default=0.0),
     )

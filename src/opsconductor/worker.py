@@ -196,7 +196,7 @@ class Worker:
         without a verdict, so it is retried later and resumed then."""
         async with self.db.connection() as conn:
             execution = await executions.get(conn, lease.tenant_id, str(lease.execution_id))
-        status = Status(execution["status"])
+        status = execution.status
         if status_machine.is_terminal(status) or status is Status.PENDING_APPROVAL:
             await queue.discard(self.db, lease)
         else:

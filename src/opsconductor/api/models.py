@@ -8,8 +8,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from opsconductor import records
 from opsconductor.api.inputs import CleanInput
 from opsconductor.inventory import Asset
+from opsconductor.plan import Plan
+from opsconductor.services.executions import Validated
+
+
+def _fields(model: type[BaseModel], record: object) -> dict[str, Any]:
+    """The record's attributes the model publishes (statuses as their string values)."""
+    return {name: getattr(record, name) for name in model.model_fields}
 
 
 class Progress(BaseModel):
@@ -61,8 +69,8 @@ class Execution(BaseModel):
     finished_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Execution:
-        return cls.model_validate({k: row[k] for k in cls.model_fields})
+    def from_record(cls, execution: records.Execution) -> Execution:
+        return cls.model_validate(_fields(cls, execution))
 
 
 class Step(BaseModel):
@@ -81,8 +89,8 @@ class Step(BaseModel):
     error: str | None
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Step:
-        return cls.model_validate({k: row[k] for k in cls.model_fields})
+    def from_record(cls, attempt: records.StepAttempt) -> Step:
+        return cls.model_validate(_fields(cls, attempt))
 
 
 class ApprovalDecision(BaseModel):
@@ -91,6 +99,10 @@ class ApprovalDecision(BaseModel):
     plan_hash: str | None
     comment: str | None
     decided_at: datetime
+
+    @classmethod
+    def from_record(cls, decision: records.ApprovalDecision) -> ApprovalDecision:
+        return cls.model_validate(_fields(cls, decision))
 
 
 class Approval(BaseModel):
@@ -107,6 +119,12 @@ class Approval(BaseModel):
     expires_at: datetime
     comment: str | None
     decisions: list[ApprovalDecision]
+
+    @classmethod
+    def from_record(cls, approval: records.ApprovalRequest) -> Approval:
+        values = _fields(cls, approval)
+        values["decisions"] = [ApprovalDecision.from_record(d) for d in approval.decisions]
+        return cls.model_validate(values)
 
 
 class ExecutionDetail(Execution):
@@ -132,8 +150,8 @@ class Event(BaseModel):
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Event:
-        return cls.model_validate({k: row[k] for k in cls.model_fields})
+    def from_record(cls, event: records.Event) -> Event:
+        return cls.model_validate(_fields(cls, event))
 
 
 class EventPage(BaseModel):
@@ -277,3 +295,24 @@ class Validation(BaseModel):
     name: str
     plan_hash: str
     steps: list[ValidatedStep]
+
+    @classmethod
+    def of(cls, plan: Plan, found: Validated) -> Validation:
+        return cls(
+            name=plan.name,
+            plan_hash=found.plan_hash,
+            steps=[
+                ValidatedStep(
+                    name=step.name,
+                    type=step.type,
+                    action_class=step.action_class,
+                    action_class_inferred=step.action_class_inferred,
+                    targets=[a.asset_id for a in targets],
+                    files=[
+                        PushedFile(src=src, sha256=sha256)
+                        for src, sha256 in sorted(found.files.get(index, {}).items())
+                    ],
+                )
+                for index, (step, targets) in enumerate(zip(plan.steps, found.targets, strict=True))
+            ],
+        )

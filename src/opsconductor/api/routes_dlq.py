@@ -32,6 +32,6 @@ async def list_dead_letters(
 async def requeue_dead_letter(execution_id: str, db: Db, who: Who) -> models.DeadLetter:
     execution = await executions.requeue(db, who, execution_id)
     rows = await executions.dead_letters(
-        db, who, include_requeued=True, limit=1, execution_id=execution["id"]
+        db, who, include_requeued=True, limit=1, execution_id=execution.id
     )
     return models.DeadLetter.model_validate(rows[0])

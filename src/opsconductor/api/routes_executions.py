@@ -23,6 +23,7 @@ from opsconductor.db.connection import Database
 from opsconductor.db.notify import EventHub
 from opsconductor.errors import BadInput
 from opsconductor.plan import Plan, load_plan_text, parse_plan
+from opsconductor.records import Mode
 from opsconductor.services import executions
 from opsconductor.services.caller import Caller
 from opsconductor.status_machine import Status, is_terminal
@@ -122,11 +123,11 @@ async def submit_execution(
     execution = submitted.execution
     if not submitted.created:
         response.status_code = 200
-    elif execution["status"] == Status.APPROVED and execution["mode"] == "immediate":
+    elif execution.status is Status.APPROVED and execution.mode is Mode.IMMEDIATE:
         await executions.run_here(db, who, execution)
-    elif execution["status"] == Status.QUEUED:
+    elif execution.status is Status.QUEUED:
         response.status_code = 202  # the submission queued it for the workers
-    return await _detail(db, who, str(execution["id"]))
+    return await _detail(db, who, str(execution.id))
 
 
 @router.post(
@@ -137,25 +138,7 @@ async def submit_execution(
 )
 async def validate_plan(request: Request, db: Db, who: Who) -> models.Validation:
     plan = await _read_plan(request)
-    found = await executions.validate(db, who, plan)
-    return models.Validation(
-        name=plan.name,
-        plan_hash=found.plan_hash,
-        steps=[
-            models.ValidatedStep(
-                name=step.name,
-                type=step.type,
-                action_class=step.action_class,
-                action_class_inferred=step.action_class_inferred,
-                targets=[a.asset_id for a in targets],
-                files=[
-                    models.PushedFile(src=src, sha256=sha256)
-                    for src, sha256 in sorted(found.files.get(index, {}).items())
-                ],
-            )
-            for index, (step, targets) in enumerate(zip(plan.steps, found.targets, strict=True))
-        ],
-    )
+    return models.Validation.of(plan, await executions.validate(db, who, plan))
 
 
 def _encode_cursor(cursor: reads.Cursor) -> str:
@@ -183,10 +166,10 @@ async def list_executions(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> models.ExecutionPage:
     after = _decode_cursor(cursor) if cursor else None
-    filters = reads.Filters(status.value if status else None, actor, since)
+    filters = reads.Filters(status, actor, since)
     rows, following = await executions.page(db, who, filters, limit=limit, after=after)
     return models.ExecutionPage(
-        items=[models.Execution.from_row(r) for r in rows],
+        items=[models.Execution.from_record(r) for r in rows],
         next_cursor=_encode_cursor(following) if following else None,
     )
 
@@ -195,11 +178,11 @@ async def _detail(db: Database, who: Caller, execution_id: str) -> models.Execut
     found = await executions.view(db, who, execution_id)
     execution = found.execution
     return models.ExecutionDetail(
-        **models.Execution.from_row(execution).model_dump(),
-        plan=execution["plan_snapshot"]["plan"],
+        **models.Execution.from_record(execution).model_dump(),
+        plan=execution.plan_snapshot["plan"],
         progress=models.Progress(**progress.compute(found.steps).as_dict()),
-        steps=[models.Step.from_row(r) for r in found.steps],
-        approvals=[models.Approval.model_validate(row) for row in found.approvals],
+        steps=[models.Step.from_record(r) for r in found.steps],
+        approvals=[models.Approval.from_record(a) for a in found.approvals],
     )
 
 
@@ -216,12 +199,12 @@ async def get_progress(execution_id: str, db: Db, who: ViewCaller) -> models.Pro
     percent finished, and an ETA (seconds) from observed durations of the same step types."""
     seen = await executions.view(db, who, execution_id)
     execution, step_rows = seen.execution, seen.steps
-    kinds = sorted({str(r["step_type"]) for r in step_rows})
+    kinds = sorted({r.step_type for r in step_rows})
     typical = await executions.typical_durations(db, who, kinds)
     found = progress.compute(step_rows, typical, now=datetime.now(UTC))
     return models.ProgressReport(
-        execution_id=execution["id"],
-        status=execution["status"],
+        execution_id=execution.id,
+        status=execution.status,
         typical_s={k: round(v, 3) for k, v in typical.items()},
         **found.as_dict(),
     )
@@ -229,7 +212,8 @@ async def get_progress(execution_id: str, db: Db, who: ViewCaller) -> models.Pro
 
 @router.get("/{execution_id}/steps", response_model=list[models.Step], summary="Step attempts")
 async def get_steps(execution_id: str, db: Db, who: ViewCaller) -> list[models.Step]:
-    return [models.Step.from_row(r) for r in (await executions.view(db, who, execution_id)).steps]
+    found = await executions.view(db, who, execution_id)
+    return [models.Step.from_record(r) for r in found.steps]
 
 
 @router.get(
@@ -254,23 +238,23 @@ async def get_events(
     deadline = loop.time() + wait
     token = request.headers.get("authorization", "").partition(" ")[2]
     execution = await executions.get(db, who, execution_id)
-    key = str(execution["id"])
+    key = str(execution.id)
     async with hub.subscribe(key) as news:
         while True:
             # Read after subscribing: an event committed in between is not missed.
             news.clear()
             rows = await executions.events(db, who, key, after)
-            status = (await executions.get(db, who, key))["status"]
+            status = (await executions.get(db, who, key)).status
             remaining = deadline - loop.time()
-            if rows or remaining <= 0 or is_terminal(Status(status)):
+            if rows or remaining <= 0 or is_terminal(status):
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(news.wait(), min(remaining, RECHECK_S))
             # The token again, roles as of now: revoked or expired while parked is a 401.
             who = await authenticate(db, token)
     return models.EventPage(
-        events=[models.Event.from_row(r) for r in rows],
-        last_event_id=rows[-1]["id"] if rows else after,
+        events=[models.Event.from_record(r) for r in rows],
+        last_event_id=rows[-1].id if rows else after,
         status=status,
     )
 
@@ -297,7 +281,7 @@ async def cancel_execution(
     )
     fresh = await executions.get(db, who, str(done.execution_id))
     response.status_code = 202 if outcome == "requested" else 200
-    return models.CancelResult(execution=models.Execution.from_row(fresh), outcome=outcome)
+    return models.CancelResult(execution=models.Execution.from_record(fresh), outcome=outcome)
 
 
 class ApproveBody(CleanInput):
@@ -330,11 +314,11 @@ async def _decide(
         comment=body.comment,
         step_index=step_index,
     )
-    if execution["status"] == Status.APPROVED:
+    if execution.status is Status.APPROVED:
         # A fast plan nobody else waits for runs in this request; background plans were
         # queued by the approving transaction.
         await executions.run_here(db, who, execution)
-    return await _detail(db, who, str(execution["id"]))
+    return await _detail(db, who, str(execution.id))
 
 
 @router.post("/{execution_id}/approve", response_model=models.ExecutionDetail, summary="Approve")

@@ -31,6 +31,7 @@ from opsconductor.db import executions, replay
 from opsconductor.db.connection import Database
 from opsconductor.db.notify import OVERFLOW, EventHub, StreamEvent, stream_event
 from opsconductor.errors import NotFound, OpsError, PermissionDenied, Unauthenticated
+from opsconductor.records import Execution
 from opsconductor.services.caller import Caller
 from opsconductor.status_machine import Status, is_terminal
 
@@ -120,7 +121,7 @@ async def follow(
     hub: EventHub,
     db: Database,
     tenant_id: str,
-    execution: dict[str, Any] | None,
+    execution: Execution | None,
     cursor: int,
     keepalive_s: float = KEEPALIVE_S,
     recheck: Recheck | None = None,
@@ -129,7 +130,7 @@ async def follow(
     """Replay after ``cursor``, then live events; ends after an execution's final event, or
     when ``recheck`` (run every ``recheck_s``) says the caller may no longer watch."""
     loop = asyncio.get_running_loop()
-    execution_id = str(execution["id"]) if execution else None
+    execution_id = str(execution.id) if execution else None
     seen = _Seen()
     with hub.feed(tenant_id, execution_id) as feed, metrics.stream_client():
         # Status first, replay second: if it had ended, its final event is in the replay.
@@ -137,13 +138,13 @@ async def follow(
         while True:
             async with db.connection() as conn:
                 rows = await replay.events_after(conn, tenant_id, execution_id, cursor, REPLAY_PAGE)
-            for row in rows:
-                cursor = int(row["id"])
-                seen.note(str(row["execution_id"]), cursor)
-                yield stream_event(row)
+            for event in rows:
+                cursor = event.id
+                seen.note(str(event.execution_id), cursor)
+                yield stream_event(event)
             if len(rows) < REPLAY_PAGE:
                 break
-        if status is not None and is_terminal(Status(status)):
+        if status is not None and is_terminal(status):
             yield End(status)
             return
         checked = quiet_since = loop.time()
@@ -201,9 +202,9 @@ class _Seen:
         return True
 
 
-async def _status(db: Database, tenant_id: str, execution_id: str) -> str:
+async def _status(db: Database, tenant_id: str, execution_id: str) -> Status:
     async with db.connection() as conn:
-        return str((await executions.get(conn, tenant_id, execution_id))["status"])
+        return (await executions.get(conn, tenant_id, execution_id)).status
 
 
 def _final(event: StreamEvent) -> bool:

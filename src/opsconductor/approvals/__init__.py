@@ -34,12 +34,19 @@ class Decision(StrEnum):
     REJECT = "reject"
 
 
+class ApprovalState(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
 @dataclass(frozen=True)
 class Pending:
     """An approval request as stored, plus the decisions already taken on it."""
 
     level: int
-    state: str
+    state: ApprovalState
     plan_hash: str
     requested_by: str
     expires_at: datetime
@@ -50,7 +57,7 @@ class Pending:
 @dataclass(frozen=True)
 class Outcome:
     #: the approval's new state, or None while more approvers are needed
-    state: str | None
+    state: ApprovalState | None
     approvals: int
     needed: int
 
@@ -74,7 +81,7 @@ def decide(
     now: datetime,
 ) -> Outcome:
     """Check a decision against the rules; raise ``ApprovalRefused`` or return what follows."""
-    if pending.state != "pending":
+    if pending.state != ApprovalState.PENDING:
         raise ApprovalRefused(
             "already_decided", f"this approval is already {pending.state}", conflict=True
         )
@@ -110,6 +117,6 @@ def decide(
         )
     needed = needed_approvers(pending.level, pending.quorum)
     if decision is Decision.REJECT:
-        return Outcome("rejected", len(pending.approvers_so_far), needed)
+        return Outcome(ApprovalState.REJECTED, len(pending.approvers_so_far), needed)
     count = len(pending.approvers_so_far) + 1
-    return Outcome("approved" if count >= needed else None, count, needed)
+    return Outcome(ApprovalState.APPROVED if count >= needed else None, count, needed)

@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from opsconductor import approvals, pushed_files
-from opsconductor.approvals import ApprovalRefused, Decision, Pending
+from opsconductor.approvals import ApprovalRefused, ApprovalState, Decision, Pending
 from opsconductor.connectors import tenant_files
 from opsconductor.db import approval_requests, assets, executions, queue
 from opsconductor.db.connection import Conn, Database
@@ -18,6 +18,7 @@ from opsconductor.errors import BadInput, TargetResolutionError
 from opsconductor.inventory import resolve_plan
 from opsconductor.plan import parse_plan
 from opsconductor.plan_hash import hashed_document, plan_hash
+from opsconductor.records import ApprovalRequest, Execution, Mode, OnInvalidated
 from opsconductor.status_machine import Status
 
 SWEEPER = "system:approval-sweep"
@@ -34,7 +35,7 @@ async def decide(
     reviewed_hash: str | None = None,
     comment: str | None = None,
     step_index: int | None = None,
-) -> dict[str, Any]:
+) -> Execution:
     """Approve or reject the pending approval of the plan, or (level 3) of one step;
     return the execution afterwards."""
     refused: ApprovalRefused | None = None
@@ -66,54 +67,55 @@ async def decide(
             await expire_overdue(db)
         raise refused
     async with db.connection() as conn:
-        return await executions.get(conn, tenant_id, str(execution["id"]))
+        return await executions.get(conn, tenant_id, str(execution.id))
 
 
 async def _decide_locked(
     conn: Conn,
-    execution: dict[str, Any],
+    execution: Execution,
     actor_id: str,
     decision: Decision,
     reviewed_hash: str | None,
     comment: str | None,
     step_index: int | None,
 ) -> None:
-    approval = await approval_requests.lock_open(conn, execution["id"], step_index)
-    if approval is None:
+    locked = await approval_requests.lock_open(conn, execution.id, step_index)
+    if locked is None:
         what = "an approval" if step_index is None else f"an approval of step {step_index}"
         raise ApprovalRefused(
             "no_approval",
-            f"execution {execution['id']} does not wait for {what}",
+            f"execution {execution.id} does not wait for {what}",
             conflict=True,
         )
+    approval = locked.request
     waits_in = Status.PENDING_APPROVAL if step_index is None else Status.RUNNING
-    if approval["state"] == "pending" and execution["status"] != waits_in:
+    if approval.state is ApprovalState.PENDING and execution.status is not waits_in:
         raise ApprovalRefused(
             "not_pending",
-            f"execution {execution['id']} is {execution['status']}",
+            f"execution {execution.id} is {execution.status}",
             conflict=True,
         )
     pending = Pending(
-        level=approval["level"],
-        state=approval["state"],
-        plan_hash=approval["plan_hash"],
-        requested_by=approval["requested_by"],
-        expires_at=approval["expires_at"],
-        approvers_so_far=await approval_requests.approvers_so_far(conn, approval["id"]),
-        quorum=approval["approval_quorum"],
+        level=approval.level,
+        state=approval.state,
+        plan_hash=approval.plan_hash,
+        requested_by=approval.requested_by,
+        expires_at=approval.expires_at,
+        approvers_so_far=await approval_requests.approvers_so_far(conn, approval.id),
+        quorum=locked.quorum,
     )
     outcome = approvals.decide(
         pending,
         decision,
         actor_id=actor_id,
         reviewed_hash=reviewed_hash,
-        now=approval["db_now"],
+        now=locked.db_now,
     )
     await approval_requests.record_decision(
         conn,
-        approval_id=approval["id"],
+        approval_id=approval.id,
         actor_id=actor_id,
-        decision=decision.value,
+        decision=decision,
         plan_hash=reviewed_hash,
         comment=comment,
     )
@@ -135,47 +137,48 @@ async def _decide_locked(
         return  # a quorum needs more approvers
     await approval_requests.settle(
         conn,
-        approval_id=approval["id"],
+        approval_id=approval.id,
         state=outcome.state,
         actor_id=actor_id,
         comment=comment,
     )
     if step_index is not None:
-        await _settle_step(conn, execution, approval, step_index, outcome.state, actor_id, comment)
+        await _settle_step(conn, execution, approval, outcome.state, actor_id, comment)
         return
-    target = Status.APPROVED if outcome.state == "approved" else Status.REJECTED
+    target = Status.APPROVED if outcome.state is ApprovalState.APPROVED else Status.REJECTED
     await executions.transition(
         conn,
-        execution["id"],
+        execution.id,
         Status.PENDING_APPROVAL,
         target,
         actor_id=actor_id,
         reason=comment if target is Status.REJECTED else None,
     )
-    if target is Status.APPROVED and execution["mode"] == "background":
+    if target is Status.APPROVED and execution.mode is Mode.BACKGROUND:
         await queue.enqueue_approved(conn, execution, actor_id)
 
 
 async def _settle_step(
     conn: Conn,
-    execution: dict[str, Any],
-    approval: dict[str, Any],
-    step_index: int,
-    state: str,
+    execution: Execution,
+    approval: ApprovalRequest,
+    state: ApprovalState,
     actor_id: str,
     comment: str | None,
 ) -> None:
     """A parked level 3 execution: wake it for the approved step, or end it."""
-    if state == "approved":
-        await approval_requests.release_step(conn, execution["id"], step_index)
-        await approval_requests.extend_timeout(conn, execution["id"], approval["created_at"])
-        await queue.unpark(conn, execution["id"])
+    assert approval.step_index is not None, "a step's approval names its step"
+    step_index = approval.step_index
+    if state is ApprovalState.APPROVED:
+        await approval_requests.release_step(conn, execution.id, step_index)
+        await approval_requests.extend_timeout(conn, execution.id, approval.created_at)
+        await queue.unpark(conn, execution.id)
         return
     why = f"step {step_index} rejected by {actor_id}" + (f": {comment}" if comment else "")
-    await _end_parked(conn, execution["id"], actor_id, why)
+    await _end_parked(conn, execution.id, actor_id, why)
 
 
-async def _end_parked(conn: Conn, execution_id: Any, actor_id: str, reason: str) -> None:
+async def _end_parked(conn: Conn, execution_id: uuid.UUID, actor_id: str, reason: str) -> None:
     """No worker holds a parked execution: end it here (its queue row goes with it)."""
     await queue.drop_parked(conn, execution_id)
     await approval_requests.skip_awaiting(conn, execution_id)
@@ -184,26 +187,26 @@ async def _end_parked(conn: Conn, execution_id: Any, actor_id: str, reason: str)
     )
 
 
-async def step_gate(db: Database, execution: dict[str, Any], step_index: int, actor_id: str) -> str:
+async def step_gate(db: Database, execution: Execution, step_index: int, actor_id: str) -> str:
     """Before step ``step_index`` of a level 3 execution: ``"go"`` if a person approved it,
     else ``"wait"`` (the request is made on first call and the step marked
     ``awaiting_approval``); a rejected or expired step has already ended the execution."""
     async with db.transaction() as conn:
-        approval = await approval_requests.lock_open(conn, execution["id"], step_index)
-        if approval is not None and approval["state"] == "approved":
+        locked = await approval_requests.lock_open(conn, execution.id, step_index)
+        if locked is not None and locked.request.state is ApprovalState.APPROVED:
             return "go"
-        if approval is not None:
+        if locked is not None:
             return "wait"
         await approval_requests.request(
             conn,
-            execution_id=execution["id"],
-            tenant_id=execution["tenant_id"],
+            execution_id=execution.id,
+            tenant_id=execution.tenant_id,
             level=3,
-            plan_hash=execution["plan_hash"],
-            requested_by=execution["actor_id"],
+            plan_hash=execution.plan_hash,
+            requested_by=execution.actor_id,
             step_index=step_index,
         )
-        await approval_requests.await_step(conn, execution["id"], step_index)
+        await approval_requests.await_step(conn, execution.id, step_index)
         await executions.append_event(
             conn, execution, "step_approval_requested", actor_id, {"step_index": step_index}
         )
@@ -218,12 +221,12 @@ async def expire_overdue(db: Database) -> int:
             return 0
         expired = await approval_requests.expire_overdue(conn)
         for item in expired:
-            if item["step_index"] is not None and item["status"] == Status.RUNNING:
-                await _end_parked(conn, item["execution_id"], SWEEPER, "approval_expired")
-            elif item["status"] == Status.PENDING_APPROVAL:
+            if item.step_index is not None and item.status is Status.RUNNING:
+                await _end_parked(conn, item.execution_id, SWEEPER, "approval_expired")
+            elif item.status is Status.PENDING_APPROVAL:
                 await executions.transition(
                     conn,
-                    item["execution_id"],
+                    item.execution_id,
                     Status.PENDING_APPROVAL,
                     Status.CANCELLED,
                     actor_id=SWEEPER,
@@ -232,7 +235,7 @@ async def expire_overdue(db: Database) -> int:
     return len(expired)
 
 
-async def still_valid(db: Database, execution: dict[str, Any], actor_id: str) -> Status | None:
+async def still_valid(db: Database, execution: Execution, actor_id: str) -> Status | None:
     """Before an approved execution runs: does the plan still resolve to what was approved
     (the same targets, the same bytes in every pushed file)?
 
@@ -240,9 +243,9 @@ async def still_valid(db: Database, execution: dict[str, Any], actor_id: str) ->
     execution goes back to ``pending_approval`` (with a fresh request bound to the new hash)
     or ends ``cancelled``; the new status is returned.
     """
-    snapshot = execution["plan_snapshot"]
+    snapshot = execution.plan_snapshot
     plan = parse_plan(snapshot["plan"])
-    tenant_id = execution["tenant_id"]
+    tenant_id = execution.tenant_id
     async with db.connection() as conn:
         inventory = await assets.list_all(conn, tenant_id)
     files: pushed_files.Digests = {}
@@ -255,7 +258,7 @@ async def still_valid(db: Database, execution: dict[str, Any], actor_id: str) ->
         targets, new_hash, why = [], "", f"targets no longer resolve: {exc}"
     except BadInput as exc:  # a pushed file that cannot be read (or named) any more
         targets, new_hash, why = [], "", str(exc)
-    if new_hash == execution["plan_hash"]:
+    if new_hash == execution.plan_hash:
         return None
     if new_hash:
         reasons = pushed_files.differences(pushed_files.from_snapshot(snapshot), files)
@@ -275,7 +278,7 @@ async def still_valid(db: Database, execution: dict[str, Any], actor_id: str) ->
 
 async def _invalidate(
     db: Database,
-    execution: dict[str, Any],
+    execution: Execution,
     *,
     plan_targets: Any,
     files: pushed_files.Digests,
@@ -283,13 +286,12 @@ async def _invalidate(
     why: str,
     actor_id: str,
 ) -> Status:
-    execution_id = uuid.UUID(str(execution["id"]))
-    current = Status(execution["status"])
+    execution_id, current = execution.id, execution.status
     async with db.transaction() as conn:
-        settings = await approval_requests.tenant_settings(conn, execution["tenant_id"])
-        reapprove = settings["on_approval_invalidated"] == "reapprove" and new_hash != ""
+        settings = await approval_requests.tenant_settings(conn, execution.tenant_id)
+        reapprove = settings.on_invalidated is OnInvalidated.REAPPROVE and new_hash != ""
         payload = {
-            "old_plan_hash": execution["plan_hash"],
+            "old_plan_hash": execution.plan_hash,
             "new_plan_hash": new_hash or None,
             "why": why,
         }
@@ -304,17 +306,17 @@ async def _invalidate(
                 reason="approval_invalidated",
             )
             return Status.CANCELLED
-        plan = parse_plan(execution["plan_snapshot"]["plan"])
+        plan = parse_plan(execution.plan_snapshot["plan"])
         await approval_requests.replace_plan(
             conn, execution_id, hashed_document(plan, plan_targets, files), new_hash
         )
         await approval_requests.request(
             conn,
             execution_id=execution_id,
-            tenant_id=execution["tenant_id"],
-            level=execution["approval_level"],
+            tenant_id=execution.tenant_id,
+            level=execution.approval_level,
             plan_hash=new_hash,
-            requested_by=execution["actor_id"],
+            requested_by=execution.actor_id,
         )
         await executions.transition(
             conn,

@@ -1,18 +1,18 @@
-"""How the CLI shows things: status colours, tables, progress bars, event lines. The rows
-come from the database (local) or the API (remote, timestamps revived): the same keys."""
+"""How the CLI shows things: status colours, tables, progress bars, event lines. What it
+shows are the API's published shapes (``api.models``): parsed from the server's answers
+(remote), or built from the database's records (local), so both look the same."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from datetime import datetime
 
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
+from opsconductor.api import models
 from opsconductor.cli.runtime import out
-
-Row = dict[str, Any]
 
 STATUS_STYLE = {
     "completed": "green",
@@ -36,36 +36,35 @@ def _same(text: str) -> str:
 
 
 def execution(
-    row: Row,
-    step_rows: list[Row],
-    approvals: list[Row],
-    events: list[Row] | None,
+    header: models.Execution,
+    step_rows: list[models.Step],
+    approvals: list[models.Approval],
+    events: list[models.Event] | None,
     mask: Callable[[str], str] = _same,
+    cancel_requested: tuple[str, datetime] | None = None,
 ) -> None:
-    """One execution: header, step attempts, approval history and (optionally) events."""
-    reason = f" — {mask(row['status_reason'])}" if row.get("status_reason") else ""
-    if row.get("record_only"):
+    """One execution: header, step attempts, approval history and (optionally) events.
+    ``cancel_requested``: who asked a running execution to stop, and when (local only)."""
+    reason = f" — {mask(header.status_reason)}" if header.status_reason else ""
+    if header.record_only:
         reason += " [record-only: nothing was touched]"
     out.print(
-        f"[bold]{row['plan_name']}[/bold]  {row['id']}  {styled(row['status'])}{reason}",
+        f"[bold]{header.plan_name}[/bold]  {header.id}  {styled(header.status)}{reason}",
         highlight=False,
     )
     out.print(
-        f"actor {row['actor_id']} · {row['sla_class']}/{row['mode']} · "
-        f"plan hash {row['plan_hash'][:16]}… · created {row['created_at']:%Y-%m-%d %H:%M:%S}",
+        f"actor {header.actor_id} · {header.sla_class}/{header.mode} · "
+        f"plan hash {header.plan_hash[:16]}… · created {header.created_at:%Y-%m-%d %H:%M:%S}",
         highlight=False,
     )
-    if row.get("cancelled_by"):
+    if header.cancelled_by and header.cancelled_at:
         out.print(
-            f"cancelled by {row['cancelled_by']} at {row['cancelled_at']:%H:%M:%S}",
+            f"cancelled by {header.cancelled_by} at {header.cancelled_at:%H:%M:%S}",
             highlight=False,
         )
-    elif row.get("cancel_requested_by"):
-        out.print(
-            f"cancel requested by {row['cancel_requested_by']} at "
-            f"{row['cancel_requested_at']:%H:%M:%S}",
-            highlight=False,
-        )
+    elif cancel_requested is not None:
+        who, at = cancel_requested
+        out.print(f"cancel requested by {who} at {at:%H:%M:%S}", highlight=False)
     out.print(steps_table(step_rows, mask))
     if approvals and events is not None:
         out.print(approvals_table(approvals, mask))
@@ -73,73 +72,73 @@ def execution(
         out.print(events_table(events, mask))
 
 
-def steps_table(step_rows: list[Row], mask: Callable[[str], str] = _same) -> Table:
+def steps_table(step_rows: list[models.Step], mask: Callable[[str], str] = _same) -> Table:
     table = Table("#", "step", "target", "try", "status", "exit", "time", "output / error")
     for row in step_rows:
         took = ""
-        if row["started_at"] and row["finished_at"]:
-            took = f"{(row['finished_at'] - row['started_at']).total_seconds():.2f}s"
-        text = (row["error"] or row["output"] or row["stderr"] or "").strip()
+        if row.started_at and row.finished_at:
+            took = f"{(row.finished_at - row.started_at).total_seconds():.2f}s"
+        text = (row.error or row.output or row.stderr or "").strip()
         table.add_row(
-            str(row["step_index"]),
-            row["step_name"],
-            row["target_asset_id"],
-            str(row["attempt"]),
-            styled(row["status"]),
-            "" if row["exit_code"] is None else str(row["exit_code"]),
+            str(row.step_index),
+            row.step_name,
+            row.target_asset_id,
+            str(row.attempt),
+            styled(row.status),
+            "" if row.exit_code is None else str(row.exit_code),
             took,
             mask(text)[-200:],
         )
     return table
 
 
-def approvals_table(approvals: list[Row], mask: Callable[[str], str] = _same) -> Table:
+def approvals_table(approvals: list[models.Approval], mask: Callable[[str], str] = _same) -> Table:
     table = Table("level", "step", "state", "plan hash", "requested by", "decisions", "expires")
     for a in approvals:
         votes = "; ".join(
-            f"{d['actor_id']} {d['decision']}" + (f" ({d['comment']})" if d["comment"] else "")
-            for d in a["decisions"]
+            f"{d.actor_id} {d.decision}" + (f" ({d.comment})" if d.comment else "")
+            for d in a.decisions
         )
         table.add_row(
-            str(a["level"]),
-            "plan" if a["step_index"] is None else str(a["step_index"]),
-            styled(a["state"]),
-            a["plan_hash"][:16] + "…",
-            a["requested_by"],
+            str(a.level),
+            "plan" if a.step_index is None else str(a.step_index),
+            styled(a.state),
+            a.plan_hash[:16] + "…",
+            a.requested_by,
             mask(votes),
-            f"{a['expires_at']:%H:%M:%S}",
+            f"{a.expires_at:%H:%M:%S}",
         )
     return table
 
 
-def events_table(events: list[Row], mask: Callable[[str], str] = _same) -> Table:
+def events_table(events: list[models.Event], mask: Callable[[str], str] = _same) -> Table:
     table = Table("id", "at", "event", "change", "actor", "details")
     for ev in events:
-        change = f"{ev['from_status'] or ''} → {ev['to_status']}" if ev["to_status"] else ""
+        change = f"{ev.from_status or ''} → {ev.to_status}" if ev.to_status else ""
         table.add_row(
-            str(ev["id"]),
-            f"{ev['created_at']:%H:%M:%S.%f}"[:-3],
-            ev["event_type"],
+            str(ev.id),
+            f"{ev.created_at:%H:%M:%S.%f}"[:-3],
+            ev.event_type,
             change,
-            ev["actor_id"],
-            mask(json.dumps(ev["payload"], default=str))[:120],
+            ev.actor_id,
+            mask(json.dumps(ev.payload, default=str))[:120],
         )
     return table
 
 
-def event_line(ev: Row) -> str:
-    at = f"{ev['created_at']:%H:%M:%S}"
-    payload = ev["payload"] or {}
-    if ev["event_type"] == "status_changed":
-        return f"{at} {ev['from_status']} → {styled(ev['to_status'])} by {ev['actor_id']}"
-    if ev["event_type"] in ("step_started", "step_finished"):
+def event_line(ev: models.Event) -> str:
+    at = f"{ev.created_at:%H:%M:%S}"
+    payload = ev.payload or {}
+    if ev.event_type == "status_changed":
+        return f"{at} {ev.from_status} → {styled(ev.to_status or '')} by {ev.actor_id}"
+    if ev.event_type in ("step_started", "step_finished"):
         state = payload.get("status", "running")
         extra = f": {payload['error']}" if payload.get("error") else ""
         return (
             f"{at} {styled(state)} {payload.get('step')} @ {payload.get('target')} "
             f"(attempt {payload.get('attempt')}){extra}"
         )
-    return f"{at} {ev['event_type']} by {ev['actor_id']}"
+    return f"{at} {ev.event_type} by {ev.actor_id}"
 
 
 def progress_bar() -> Progress:
@@ -153,14 +152,14 @@ def progress_bar() -> Progress:
     )
 
 
-def show_progress(bar: Progress, task: TaskID, shown: Row) -> None:
-    eta = f"ETA {shown['eta_s']:.0f}s" if shown.get("eta_s") else ""
+def show_progress(bar: Progress, task: TaskID, shown: models.Progress) -> None:
+    eta = f"ETA {shown.eta_s:.0f}s" if shown.eta_s else ""
     bar.update(
         task,
-        completed=shown["percent"],
+        completed=shown.percent,
         eta=eta,
-        description=f"{shown['done']} done, {shown['failed']} failed, "
-        f"{shown['running']} running, {shown['pending']} pending",
+        description=f"{shown.done} done, {shown.failed} failed, "
+        f"{shown.running} running, {shown.pending} pending",
     )
 
 

@@ -3,15 +3,49 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from opsconductor.approvals import Decision
 from opsconductor.db import queries
 from opsconductor.db.connection import Conn
+from opsconductor.records import ApprovalRequest, ApprovalState, OnInvalidated, parse
+from opsconductor.status_machine import Status
 
 Q = queries.load("approvals")
-Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Locked:
+    """The newest approval request of an execution (or step), locked, with what deciding
+    on it needs: the tenant's quorum and the database's clock (one clock for expiry)."""
+
+    request: ApprovalRequest
+    quorum: int
+    db_now: datetime
+
+
+@dataclass(frozen=True)
+class Expired:
+    """An approval the sweep just expired, and the status of what waited on it."""
+
+    id: int
+    execution_id: uuid.UUID
+    step_index: int | None
+    tenant_id: str
+    status: Status
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A tenant's approval settings."""
+
+    quorum: int
+    windows_s: list[int]
+    on_invalidated: OnInvalidated
 
 
 async def request(
@@ -23,7 +57,7 @@ async def request(
     plan_hash: str,
     requested_by: str,
     step_index: int | None = None,
-) -> Row:
+) -> ApprovalRequest:
     cur = await conn.execute(
         Q["insert_approval"],
         {
@@ -37,15 +71,18 @@ async def request(
     )
     row = await cur.fetchone()
     assert row is not None, "tenant row exists for every execution"
-    return row
+    return ApprovalRequest.from_row(row)
 
 
-async def lock_open(conn: Conn, execution_id: uuid.UUID, step_index: int | None) -> Row | None:
+async def lock_open(conn: Conn, execution_id: uuid.UUID, step_index: int | None) -> Locked | None:
     """The newest approval of the execution (or step), locked until the transaction ends."""
     cur = await conn.execute(
         Q["lock_open_approval"], {"execution_id": execution_id, "step_index": step_index}
     )
-    return await cur.fetchone()
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return Locked(ApprovalRequest.from_row(row), int(row["approval_quorum"]), row["db_now"])
 
 
 async def approvers_so_far(conn: Conn, approval_id: int) -> list[str]:
@@ -58,7 +95,7 @@ async def record_decision(
     *,
     approval_id: int,
     actor_id: str,
-    decision: str,
+    decision: Decision,
     plan_hash: str | None,
     comment: str | None,
 ) -> None:
@@ -67,7 +104,7 @@ async def record_decision(
         {
             "approval_id": approval_id,
             "actor_id": actor_id,
-            "decision": decision,
+            "decision": decision.value,
             "plan_hash": plan_hash,
             "comment": comment,
         },
@@ -75,29 +112,50 @@ async def record_decision(
 
 
 async def settle(
-    conn: Conn, *, approval_id: int, state: str, actor_id: str, comment: str | None
+    conn: Conn, *, approval_id: int, state: ApprovalState, actor_id: str, comment: str | None
 ) -> None:
     await conn.execute(
         Q["settle_approval"],
-        {"approval_id": approval_id, "state": state, "actor_id": actor_id, "comment": comment},
+        {
+            "approval_id": approval_id,
+            "state": state.value,
+            "actor_id": actor_id,
+            "comment": comment,
+        },
     )
 
 
-async def expire_overdue(conn: Conn) -> list[Row]:
+async def expire_overdue(conn: Conn) -> list[Expired]:
     cur = await conn.execute(Q["expire_overdue"])
-    return await cur.fetchall()
+    return [
+        Expired(
+            id=row["id"],
+            execution_id=row["execution_id"],
+            step_index=row["step_index"],
+            tenant_id=row["tenant_id"],
+            status=parse(Status, row["status"], "executions.status"),
+        )
+        for row in await cur.fetchall()
+    ]
 
 
-async def history(conn: Conn, execution_id: uuid.UUID) -> list[Row]:
+async def history(conn: Conn, execution_id: uuid.UUID) -> list[ApprovalRequest]:
+    """Every approval request of the execution, oldest first, with its decisions."""
     cur = await conn.execute(Q["history"], {"execution_id": execution_id})
-    return await cur.fetchall()
+    return [ApprovalRequest.from_row(row) for row in await cur.fetchall()]
 
 
-async def tenant_settings(conn: Conn, tenant_id: str) -> Row:
+async def tenant_settings(conn: Conn, tenant_id: str) -> Settings:
     cur = await conn.execute(Q["tenant_settings"], {"tenant_id": tenant_id})
     row = await cur.fetchone()
     assert row is not None
-    return row
+    return Settings(
+        quorum=int(row["approval_quorum"]),
+        windows_s=list(row["approval_windows_s"]),
+        on_invalidated=parse(
+            OnInvalidated, row["on_approval_invalidated"], "tenants.on_approval_invalidated"
+        ),
+    )
 
 
 async def replace_plan(conn: Conn, execution_id: uuid.UUID, snapshot: Any, plan_hash: str) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from opsconductor.db.batching import Executor
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import BadInput, LeaseLost, NotFound, StaleStatus
 from opsconductor.idempotency import DEDUP_WINDOW, RETRYABLE
+from opsconductor.records import Event, Execution, Mode, SlaClass
 from opsconductor.status_machine import Status
 
 Q = queries.load("executions")
@@ -29,8 +31,8 @@ class NewExecution:
     plan_name: str
     plan_snapshot: dict[str, Any]
     plan_hash: str
-    mode: str
-    sla_class: str
+    mode: Mode
+    sla_class: SlaClass
     approval_level: int
     priority: int
     estimated_duration_s: float
@@ -47,7 +49,7 @@ class NewExecution:
 
 @dataclass(frozen=True)
 class Submitted:
-    execution: Row
+    execution: Execution
     created: bool
     #: set when this submission retried a failed execution under the same key
     retry_of: uuid.UUID | None = None
@@ -64,8 +66,8 @@ async def submit(db: Database, new: NewExecution) -> Submitted:
         for _ in range(5):  # each pass either returns or frees the key once
             row = await _insert(conn, new, retry_of)
             if row is not None:
-                await _after_insert(conn, new, row, retry_of)
-                return Submitted(row, created=True, retry_of=retry_of)
+                execution = await _after_insert(conn, new, Execution.from_row(row), retry_of)
+                return Submitted(execution, created=True, retry_of=retry_of)
             cur = await conn.execute(
                 Q["lock_active_by_key"],
                 {**_key(new), "window_s": DEDUP_WINDOW.total_seconds()},
@@ -73,21 +75,18 @@ async def submit(db: Database, new: NewExecution) -> Submitted:
             held = await cur.fetchone()
             if held is None:
                 continue  # released between our INSERT and SELECT: try the INSERT again
-            if held["status"] in RETRYABLE or held["window_passed"]:
-                await conn.execute(Q["release_key"], {"id": held["id"]})
-                retry_of = held["id"] if held["status"] in RETRYABLE else None
+            execution = Execution.from_row(held)
+            if execution.status in RETRYABLE or held["window_passed"]:
+                await conn.execute(Q["release_key"], {"id": execution.id})
+                retry_of = execution.id if execution.status in RETRYABLE else None
                 continue
-            await append_event(conn, held, "duplicate_submission", new.actor_id, {})
-            return Submitted(_strip(held), created=False)
+            await append_event(conn, execution, "duplicate_submission", new.actor_id, {})
+            return Submitted(execution, created=False)
     raise StaleStatus(f"idempotency key {new.idempotency_key} kept changing hands; try again")
 
 
 def _key(new: NewExecution) -> dict[str, Any]:
     return {"tenant_id": new.tenant_id, "idempotency_key": new.idempotency_key}
-
-
-def _strip(row: Row) -> Row:
-    return {k: v for k, v in row.items() if k != "window_passed"}
 
 
 async def _insert(conn: Conn, new: NewExecution, retry_of: uuid.UUID | None) -> Row | None:
@@ -102,8 +101,8 @@ async def _insert(conn: Conn, new: NewExecution, retry_of: uuid.UUID | None) -> 
             "plan_snapshot": Jsonb(new.plan_snapshot),
             "plan_hash": new.plan_hash,
             "status": status_machine.initial_status(new.approval_level).value,
-            "mode": new.mode,
-            "sla_class": new.sla_class,
+            "mode": new.mode.value,
+            "sla_class": new.sla_class.value,
             "approval_level": new.approval_level,
             "priority": new.priority,
             "estimated_duration_s": new.estimated_duration_s,
@@ -115,59 +114,65 @@ async def _insert(conn: Conn, new: NewExecution, retry_of: uuid.UUID | None) -> 
 
 
 async def _after_insert(
-    conn: Conn, new: NewExecution, row: Row, retry_of: uuid.UUID | None
-) -> None:
+    conn: Conn, new: NewExecution, execution: Execution, retry_of: uuid.UUID | None
+) -> Execution:
     payload: dict[str, Any] = {"plan_hash": new.plan_hash, "idempotency_key": new.idempotency_key}
     if retry_of:
         payload["retry_of"] = str(retry_of)
     await conn.execute(
         Q["insert_event"],
         {
-            "execution_id": row["id"],
-            "tenant_id": row["tenant_id"],
+            "execution_id": execution.id,
+            "tenant_id": execution.tenant_id,
             "event_type": "submitted",
-            "to_status": row["status"],
+            "to_status": execution.status.value,
             "actor_id": new.actor_id,
             "payload": Jsonb(payload),
         },
     )
-    await steps.insert_pending(conn, row["id"], new.tenant_id, new.step_targets)
+    await steps.insert_pending(conn, execution.id, new.tenant_id, new.step_targets)
     if new.approval_level >= 1:
         await approval_requests.request(
             conn,
-            execution_id=row["id"],
+            execution_id=execution.id,
             tenant_id=new.tenant_id,
             level=new.approval_level,
             plan_hash=new.plan_hash,
             requested_by=new.actor_id,
         )
-    if new.enqueue and row["status"] == Status.APPROVED:
-        await _enqueue(conn, new, row)
+    if new.enqueue and execution.status is Status.APPROVED:
+        return await _enqueue(conn, new, execution)
+    return execution
 
 
-async def _enqueue(conn: Conn, new: NewExecution, row: Row) -> None:
+async def _enqueue(conn: Conn, new: NewExecution, execution: Execution) -> Execution:
     """approved -> queued plus the queue row and its wake-up NOTIFY, all in the submission's
     transaction: a crash can never leave a queued execution without its queue row."""
-    await transition(conn, row["id"], Status.APPROVED, Status.QUEUED, actor_id=new.actor_id)
-    await queue.enqueue(conn, row["id"], new.action_classes, min_lease_s=new.min_lease_s)
-    row["status"] = Status.QUEUED.value
+    await transition(conn, execution.id, Status.APPROVED, Status.QUEUED, actor_id=new.actor_id)
+    await queue.enqueue(conn, execution.id, new.action_classes, min_lease_s=new.min_lease_s)
+    return replace(execution, status=Status.QUEUED)
 
 
 async def append_event(
     conn: Conn,
-    execution: Row,
+    execution: Execution | Mapping[str, Any],
     event_type: str,
     actor_id: str,
     payload: dict[str, Any],
     *,
     masker: masking.Masker = masking.DEFAULT,
 ) -> int:
-    """Append to the audit trail; the payload is masked here, at the sink."""
+    """Append to the audit trail; the payload is masked here, at the sink. ``execution``
+    may be a mapping with ``id`` and ``tenant_id`` (the lock reaper knows no more)."""
+    if isinstance(execution, Execution):
+        execution_id, tenant_id = execution.id, execution.tenant_id
+    else:
+        execution_id, tenant_id = execution["id"], execution["tenant_id"]
     cur = await conn.execute(
         Q["insert_event"],
         {
-            "execution_id": execution["id"],
-            "tenant_id": execution["tenant_id"],
+            "execution_id": execution_id,
+            "tenant_id": tenant_id,
             "event_type": event_type,
             "to_status": None,
             "actor_id": actor_id,
@@ -237,7 +242,7 @@ async def transition(
     return int(row["id"])
 
 
-async def get(conn: Conn, tenant_id: str, execution_id: str) -> Row:
+async def get(conn: Conn, tenant_id: str, execution_id: str) -> Execution:
     """By full id or by a unique prefix of at least 6 characters (as ``opsc show`` prints)."""
     try:
         full = uuid.UUID(execution_id)
@@ -257,19 +262,12 @@ async def get(conn: Conn, tenant_id: str, execution_id: str) -> Row:
         raise BadInput(f"execution id {execution_id!r} is not a UUID or a prefix of 6+ hex digits")
     if not rows:
         raise NotFound(f"execution {execution_id} not found")
-    return rows[0]
+    return Execution.from_row(rows[0])
 
 
-async def list_recent(conn: Conn, tenant_id: str, *, status: str | None, limit: int) -> list[Row]:
-    cur = await conn.execute(
-        Q["list_executions"], {"tenant_id": tenant_id, "status": status, "limit": limit}
-    )
-    return await cur.fetchall()
-
-
-async def events(conn: Conn, execution_id: uuid.UUID, after: int = 0) -> list[Row]:
+async def events(conn: Conn, execution_id: uuid.UUID, after: int = 0) -> list[Event]:
     cur = await conn.execute(Q["list_events"], {"execution_id": execution_id, "after": after})
-    return await cur.fetchall()
+    return [Event.from_row(row) for row in await cur.fetchall()]
 
 
 async def policies(conn: Conn) -> list[Row]:

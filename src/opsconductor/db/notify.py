@@ -20,8 +20,6 @@ import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
 import psycopg
 import structlog
@@ -29,6 +27,7 @@ import structlog
 from opsconductor import masking
 from opsconductor.db import queries
 from opsconductor.db.connection import Database
+from opsconductor.records import Event
 
 CHANNEL = "opsc_execution_events"
 RECONNECT_S = 1.0
@@ -51,32 +50,28 @@ class StreamEvent:
     data: str
 
 
-def stream_event(row: dict[str, Any]) -> StreamEvent:
+def stream_event(event: Event) -> StreamEvent:
     """The masked, JSON-ready form of an ``execution_events`` row (masked again here, at the
     stream sink, although rows are stored masked)."""
     body = {
-        "id": row["id"],
-        "execution_id": str(row["execution_id"]),
-        "tenant_id": row["tenant_id"],
-        "event_type": row["event_type"],
-        "from_status": row["from_status"],
-        "to_status": row["to_status"],
-        "actor_id": row["actor_id"],
-        "payload": masking.DEFAULT.mask_data(row["payload"]),
-        "created_at": _iso(row["created_at"]),
+        "id": event.id,
+        "execution_id": str(event.execution_id),
+        "tenant_id": event.tenant_id,
+        "event_type": event.event_type,
+        "from_status": event.from_status,
+        "to_status": event.to_status,
+        "actor_id": event.actor_id,
+        "payload": masking.DEFAULT.mask_data(event.payload),
+        "created_at": event.created_at.isoformat(),
     }
     return StreamEvent(
-        id=int(row["id"]),
+        id=event.id,
         execution_id=body["execution_id"],
-        tenant_id=row["tenant_id"],
-        event_type=row["event_type"],
-        to_status=row["to_status"],
+        tenant_id=event.tenant_id,
+        event_type=event.event_type,
+        to_status=event.to_status,
         data=json.dumps(body, separators=(",", ":"), default=str),
     )
-
-
-def _iso(value: datetime | str) -> str:
-    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def still_wanted() -> None:
@@ -215,7 +210,8 @@ class EventHub:
             try:
                 async with self.db.connection() as conn:
                     cur = await conn.execute(Q["events_by_id"], {"ids": [b[0] for b in batch]})
-                    rows = {row["id"]: row for row in await cur.fetchall()}
+                    found = [Event.from_row(row) for row in await cur.fetchall()]
+                rows = {event.id: event for event in found}
             except Exception as exc:  # any failure: the affected clients re-read themselves
                 still_wanted()
                 log.warning("event fan-out could not read events", error=str(exc), exc_info=exc)

@@ -13,6 +13,7 @@ from opsconductor.db import executions, queries
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import BadInput, NotFound
 from opsconductor.plan import parse_plan
+from opsconductor.records import Execution
 from opsconductor.status_machine import Status
 
 Q = queries.load("queue")
@@ -59,14 +60,14 @@ async def enqueue(
     )
 
 
-async def enqueue_approved(conn: Conn, execution: Row, actor_id: str) -> None:
+async def enqueue_approved(conn: Conn, execution: Execution, actor_id: str) -> None:
     """Background work that was just approved goes to the workers (``approved -> queued``),
     in the transaction that approved it."""
     await executions.transition(
-        conn, execution["id"], Status.APPROVED, Status.QUEUED, actor_id=actor_id
+        conn, execution.id, Status.APPROVED, Status.QUEUED, actor_id=actor_id
     )
-    plan = parse_plan(execution["plan_snapshot"]["plan"])
-    await enqueue(conn, execution["id"], (step.action_class for step in plan.steps))
+    plan = parse_plan(execution.plan_snapshot["plan"])
+    await enqueue(conn, execution.id, (step.action_class for step in plan.steps))
 
 
 async def claim(
@@ -224,24 +225,24 @@ async def dead_letters(
     return await cur.fetchall()
 
 
-async def requeue(db: Database, tenant_id: str, execution_id: str, actor_id: str) -> Row:
+async def requeue(db: Database, tenant_id: str, execution_id: str, actor_id: str) -> Execution:
     """Put a dead-lettered execution back in the queue with a fresh attempt budget."""
     async with db.transaction() as conn:
         execution = await executions.get(conn, tenant_id, execution_id)
-        if status_machine.is_terminal(Status(execution["status"])):
+        if status_machine.is_terminal(execution.status):
             raise BadInput(
-                f"execution {execution['id']} is {execution['status']}: it has ended, "
+                f"execution {execution.id} is {execution.status}: it has ended, "
                 "there is nothing to requeue"
             )
         cur = await conn.execute(
-            Q["mark_requeued"], {"execution_id": execution["id"], "actor_id": actor_id}
+            Q["mark_requeued"], {"execution_id": execution.id, "actor_id": actor_id}
         )
         entry = await cur.fetchone()
         if entry is None:
-            raise NotFound(f"execution {execution['id']} is not in the dead-letter queue")
-        await conn.execute(Q["clear_dead_letter_reason"], {"execution_id": execution["id"]})
-        plan = parse_plan(execution["plan_snapshot"]["plan"])
-        await enqueue(conn, execution["id"], (step.action_class for step in plan.steps))
+            raise NotFound(f"execution {execution.id} is not in the dead-letter queue")
+        await conn.execute(Q["clear_dead_letter_reason"], {"execution_id": execution.id})
+        plan = parse_plan(execution.plan_snapshot["plan"])
+        await enqueue(conn, execution.id, (step.action_class for step in plan.steps))
         await executions.append_event(
             conn, execution, "requeued", actor_id, {"dlq_id": entry["id"]}
         )

@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from opsconductor.db import queries
 from opsconductor.db.connection import Conn
+from opsconductor.records import Execution
+from opsconductor.status_machine import Status
 
 Q = queries.load("reads")
-Row = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -24,20 +24,20 @@ class Cursor:
 
 @dataclass(frozen=True)
 class Filters:
-    status: str | None = None
+    status: Status | None = None
     actor_id: str | None = None
     since: datetime | None = None
 
 
 async def page_executions(
     conn: Conn, tenant_id: str, filters: Filters, *, limit: int, after: Cursor | None
-) -> tuple[list[Row], Cursor | None]:
+) -> tuple[list[Execution], Cursor | None]:
     """One page, newest first, and the cursor of the next page (None on the last one)."""
     cur = await conn.execute(
         Q["page_executions"],
         {
             "tenant_id": tenant_id,
-            "status": filters.status,
+            "status": None if filters.status is None else filters.status.value,
             "actor_id": filters.actor_id,
             "since": filters.since,
             "after_at": after.created_at if after else None,
@@ -45,11 +45,11 @@ async def page_executions(
             "limit": limit + 1,  # one more tells whether another page exists
         },
     )
-    rows = await cur.fetchall()
-    if len(rows) <= limit:
-        return rows, None
-    last = rows[limit - 1]
-    return rows[:limit], Cursor(last["created_at"], last["id"])
+    found = [Execution.from_row(row) for row in await cur.fetchall()]
+    if len(found) <= limit:
+        return found, None
+    last = found[limit - 1]
+    return found[:limit], Cursor(last.created_at, last.id)
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,14 @@ from typing import Any
 
 from opsconductor.db import queries
 from opsconductor.db.connection import Conn
+from opsconductor.records import Event
 
 Q = queries.load("streams")
-Row = dict[str, Any]
 
 
 async def events_after(
     conn: Conn, tenant_id: str, execution_id: str | None, after: int, limit: int
-) -> list[Row]:
+) -> list[Event]:
     """Events after ``after``, oldest first: of one execution, or of the whole tenant."""
     if execution_id is not None:
         params: dict[str, Any] = {"execution_id": execution_id, "after": after, "limit": limit}
@@ -21,7 +21,7 @@ async def events_after(
     else:
         params = {"tenant_id": tenant_id, "after": after, "limit": limit}
         cur = await conn.execute(Q["replay_tenant"], params)
-    return await cur.fetchall()
+    return [Event.from_row(row) for row in await cur.fetchall()]
 
 
 async def latest_event_id(conn: Conn, tenant_id: str) -> int:

@@ -13,9 +13,10 @@ from opsconductor.db.batching import Executor
 from opsconductor.db.connection import Conn
 from opsconductor.errors import Conflict
 from opsconductor.output import cap_text
+from opsconductor.records import StepAttempt, StepResult
+from opsconductor.status_machine import StepStatus
 
 Q = queries.load("steps")
-Row = dict[str, Any]
 
 
 async def insert_pending(
@@ -113,7 +114,7 @@ async def finish_attempt_logged(
     *,
     execution_id: uuid.UUID,
     tenant_id: str,
-    status: str,
+    status: StepStatus,
     exit_code: int | None,
     output: str,
     stderr: str,
@@ -130,7 +131,7 @@ async def finish_attempt_logged(
         [
             {
                 "id": attempt_id,
-                "status": status,
+                "status": status.value,
                 "exit_code": exit_code,
                 "output": cap_text(masker.mask_output(output)),
                 "stderr": cap_text(masker.mask_output(stderr)),
@@ -148,16 +149,21 @@ async def skip_pending(conn: Conn, execution_id: uuid.UUID) -> None:
     await conn.execute(Q["skip_pending"], {"execution_id": execution_id})
 
 
-async def list_for(conn: Conn, execution_id: uuid.UUID) -> list[Row]:
+async def list_for(conn: Conn, execution_id: uuid.UUID) -> list[StepAttempt]:
+    """Every attempt, by step, target and attempt number."""
     cur = await conn.execute(Q["list_steps"], {"execution_id": execution_id})
-    return await cur.fetchall()
+    return [StepAttempt.from_row(row) for row in await cur.fetchall()]
 
 
-async def latest_results(conn: Conn, execution_id: uuid.UUID, step_index: int) -> dict[str, Row]:
+async def latest_results(
+    conn: Conn, execution_id: uuid.UUID, step_index: int
+) -> dict[str, StepResult]:
+    """Latest attempt of one step on each of its targets, by asset id."""
     cur = await conn.execute(
         Q["latest_results"], {"execution_id": execution_id, "step_index": step_index}
     )
-    return {row["target_asset_id"]: row for row in await cur.fetchall()}
+    found = [StepResult.from_row(row) for row in await cur.fetchall()]
+    return {result.target_asset_id: result for result in found}
 
 
 async def observed_p95(
@@ -182,17 +188,22 @@ async def observed_p95(
     return {row["step_type"]: float(row["p95"]) for row in await cur.fetchall()}
 
 
-async def close_attempts(conn: Conn, attempt_ids: list[int], status: str, error: str) -> None:
+async def close_attempts(
+    conn: Conn, attempt_ids: list[int], status: StepStatus, error: str
+) -> None:
     """End attempts that were left ``running`` by a worker that died."""
-    await conn.execute(Q["close_attempts"], {"ids": attempt_ids, "status": status, "error": error})
+    await conn.execute(
+        Q["close_attempts"], {"ids": attempt_ids, "status": status.value, "error": error}
+    )
 
 
 async def target_results(
     conn: Conn, execution_id: uuid.UUID, asset_id: str, before: int
-) -> dict[str, Row]:
+) -> dict[str, StepResult]:
     """Latest result of every earlier step on one target, by step name (for templates)."""
     cur = await conn.execute(
         Q["target_results"],
         {"execution_id": execution_id, "asset_id": asset_id, "before": before},
     )
-    return {row["step_name"]: row for row in await cur.fetchall()}
+    found = [StepResult.from_row(row) for row in await cur.fetchall()]
+    return {result.step_name: result for result in found}

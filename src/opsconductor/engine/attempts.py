@@ -10,6 +10,7 @@ from opsconductor.db import executions, steps
 from opsconductor.db.connection import Database
 from opsconductor.engine.state import Attempt, Observer, Run, StepEvent
 from opsconductor.inventory import Asset
+from opsconductor.status_machine import StepStatus
 
 log = structlog.get_logger("opsconductor.engine")
 
@@ -40,7 +41,7 @@ class Attempts:
             },
             masker=run.masker,
         )
-        self.observer(StepEvent(index, step.name, asset.asset_id, "running", attempt))
+        self.observer(StepEvent(index, step.name, asset.asset_id, StepStatus.RUNNING, attempt))
         return attempt_id
 
     async def finish(
@@ -99,7 +100,8 @@ class Attempts:
         """Record the step as failed on every target without running anything (a target
         that finished before a crash keeps its outcome)."""
         run.step_failure = message
-        outcomes = {}
+        failed = StepStatus.FAILED
+        outcomes: dict[str, str] = {}
         for asset in run.targets[index]:
             point = run.point(index, asset.asset_id)
             if point.outcome is not None:
@@ -108,9 +110,9 @@ class Attempts:
             attempt = point.next_attempt
             attempt_id = await self.start(run, index, asset, attempt)
             await self.finish(
-                run, index, asset, attempt, attempt_id, Attempt("failed", error=message), True
+                run, index, asset, attempt, attempt_id, Attempt(failed, error=message), True
             )
-            outcomes[asset.asset_id] = "failed"
+            outcomes[asset.asset_id] = failed
         return outcomes
 
     async def denied(
@@ -147,4 +149,6 @@ class Attempts:
                     "reason": why,
                 },
             )
-        self.observer(StepEvent(index, step.name, asset.asset_id, "failed", 1, error, True))
+        self.observer(
+            StepEvent(index, step.name, asset.asset_id, StepStatus.FAILED, 1, error, True)
+        )

@@ -34,6 +34,7 @@ from opsconductor.errors import BadInput
 from opsconductor.inventory import Asset
 from opsconductor.locking import AssetLocked, LeaseHold, LockSettings, LockWaitAborted, owner_tag
 from opsconductor.plan import ValidateStep, parse_plan
+from opsconductor.records import Execution
 from opsconductor.secret_store import SecretResolver
 from opsconductor.status_machine import Status
 
@@ -112,17 +113,17 @@ class Engine:
         """
         acting = actor_id or self.actor_id
         if lease is not None and lease.execution is not None:
-            execution = lease.execution  # read by the claim, under the lease
+            execution = Execution.from_row(lease.execution)  # read by the claim
         else:
             async with self.db.connection() as conn:
                 execution = await executions.get(conn, tenant_id, str(execution_id))
-        current = Status(execution["status"])
-        if execution["approval_level"] == 3 and lease is None:
+        current = execution.status
+        if execution.approval_level == 3 and lease is None:
             # They wait for a person between steps, which only the queue can do without
             # pinning a process: refuse before anything starts.
             raise BadInput("approval_level 3 executions run on workers: use opsc submit")
         resuming = lease is not None and current is Status.RUNNING
-        if execution["approval_level"] >= 1 and not resuming:
+        if execution.approval_level >= 1 and not resuming:
             moved = await gate.still_valid(self.db, execution, acting)
             if moved is not None:
                 if lease is not None:  # no longer queued: not this worker's to run
@@ -145,9 +146,9 @@ class Engine:
                 await asyncio.shield(run.connectors.aclose())
                 await self._finish(run, *ending)
                 return ending[0]
-            requested_by = run.execution.get("cancel_requested_by")
+            requested_by = run.execution.cancel_requested_by
             if requested_by is not None:  # asked before this worker took it (a resume)
-                run.abort_with("cancelled", str(requested_by))
+                run.abort_with("cancelled", requested_by)
             watcher = self._watcher(run)
             watcher.start()
             try:
@@ -169,7 +170,7 @@ class Engine:
         return final
 
     async def _begin(self, run: Run, current: Status) -> None:
-        timeout_s = policies.execution_timeout(run.plan, run.execution["sla_class"], run.matrix)
+        timeout_s = policies.execution_timeout(run.plan, run.execution.sla_class, run.matrix)
         run.deadline = time.monotonic() + timeout_s
         await executions.transition(
             self.db.batch,
@@ -182,9 +183,9 @@ class Engine:
             masker=run.masker,
         )
 
-    async def _load(self, execution: dict[str, Any], acting: str) -> tuple[Run, set[str]]:
-        tenant_id = execution["tenant_id"]
-        snapshot = execution["plan_snapshot"]
+    async def _load(self, execution: Execution, acting: str) -> tuple[Run, set[str]]:
+        tenant_id = execution.tenant_id
+        snapshot = execution.plan_snapshot
         wanted = {a for step_targets in snapshot["targets"] for a in step_targets}
         matrix = await self._policies()
         context = await runs.start_context(self.db.batch, tenant_id, wanted)
@@ -194,7 +195,7 @@ class Engine:
             [found[a] for a in step_targets if a in found] for step_targets in snapshot["targets"]
         ]
         # Any one of the three makes the run record-only: safe wins over fast.
-        record_only = bool(execution.get("record_only")) or tenant.record_only or self.record_only
+        record_only = execution.record_only or tenant.record_only or self.record_only
         known_hosts = connectors.KnownHosts(self.db, tenant_id, tenant.host_key_policy, acting)
         live: dict[str, str] = {}
         access = TenantAccess.of(load_settings(), tenant_id, tenant)
@@ -264,7 +265,7 @@ class Engine:
     async def _step_approved(self, run: Run, index: int) -> None:
         """Level 3: every step waits for its own approval. Waiting happens off the worker:
         ``_Parked`` ends this run and the queue row sleeps until the step is approved."""
-        if run.execution["approval_level"] != 3:
+        if run.execution.approval_level != 3:
             return
         answer = await gate.step_gate(self.db, run.execution, index, run.actor_id)
         if answer != "go":
@@ -426,7 +427,7 @@ class Engine:
         step = run.plan.steps[index]
         check = rbac.StepCheck(
             tenant_id=run.tenant_id,
-            actor_id=str(run.execution["actor_id"]),
+            actor_id=run.execution.actor_id,
             execution_id=run.id,
             step_index=index,
             step_name=step.name,

@@ -14,6 +14,8 @@ from opsconductor.engine.state import Attempt, Run
 from opsconductor.inventory import Asset
 from opsconductor.output import cap_text
 from opsconductor.plan import CommandStep, ScriptStep, ValidateStep, fill_secrets
+from opsconductor.records import parse
+from opsconductor.status_machine import StepStatus
 from opsconductor.templating import uses_step_results
 
 
@@ -33,14 +35,15 @@ def target_env(run: Run, index: int, asset: Asset) -> dict[str, str]:
 async def execute(db: Database, run: Run, index: int, step: Any, asset: Asset) -> Attempt:
     if isinstance(step, ValidateStep):
         if run.connectors.record_only:  # nothing ran, so there is nothing to check
-            return Attempt("skipped", output=RECORD_ONLY)
+            return Attempt(StepStatus.SKIPPED, output=RECORD_ONLY)
         return await _validate(db, run, step, asset)
-    limit = policies.step_timeout(step, run.execution["sla_class"], run.matrix)
+    limit = policies.step_timeout(step, run.execution.sla_class, run.matrix)
     budget = min(limit, run.remaining())
     results = None
     if uses_step_results(step.model_dump_json()):
         async with db.connection() as conn:
-            results = await steps.target_results(conn, run.id, asset.asset_id, index)
+            found = await steps.target_results(conn, run.id, asset.asset_id, index)
+        results = {name: result.template_fields() for name, result in found.items()}
     filled = fill_secrets(step, run.secrets.get(index, {}))
     env = None
     if isinstance(filled, CommandStep | ScriptStep):
@@ -61,7 +64,8 @@ async def execute(db: Database, run: Run, index: int, step: Any, asset: Asset) -
         )
     if outcome.status == "timeout" and budget < limit:
         run.deadline_hit = True
-    return Attempt(outcome.status, outcome.exit_code, outcome.output, outcome.stderr, outcome.error)
+    status = parse(StepStatus, outcome.status, "connector outcome status")
+    return Attempt(status, outcome.exit_code, outcome.output, outcome.stderr, outcome.error)
 
 
 async def _validate(db: Database, run: Run, step: ValidateStep, asset: Asset) -> Attempt:
@@ -70,11 +74,13 @@ async def _validate(db: Database, run: Run, step: ValidateStep, asset: Asset) ->
         rows = await steps.latest_results(conn, run.id, checked)
     row = rows.get(asset.asset_id)
     if row is None:
-        return Attempt("failed", error=f"step {step.step!r} has no result on this target")
-    seen = validation.Observed(row["status"], row["exit_code"], row["output"])
+        return Attempt(StepStatus.FAILED, error=f"step {step.step!r} has no result on this target")
+    seen = validation.Observed(row.status, row.exit_code, row.output)
     problems = validation.failures(step.expect, seen)
     if problems:
         return Attempt(
-            "failed", output=cap_text("\n".join(problems)), error=cap_text("; ".join(problems))
+            StepStatus.FAILED,
+            output=cap_text("\n".join(problems)),
+            error=cap_text("; ".join(problems)),
         )
-    return Attempt("completed", output="all expectations hold")
+    return Attempt(StepStatus.COMPLETED, output="all expectations hold")

@@ -9,16 +9,15 @@ at, because running a non-idempotent step twice is unsafe.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 from opsconductor import policies
 from opsconductor.db import executions, steps
 from opsconductor.db.connection import Conn, Database
-from opsconductor.engine.state import INTERRUPTED, ResumePoint, Run
-from opsconductor.status_machine import Status
-
-Row = dict[str, Any]
+from opsconductor.engine.state import DONE, INTERRUPTED, ResumePoint, Run
+from opsconductor.records import StepAttempt
+from opsconductor.status_machine import Status, StepStatus
 
 
 async def prepare(
@@ -28,9 +27,9 @@ async def prepare(
     _deadline(run)
     async with db.transaction() as conn:
         rows = await steps.list_for(conn, run.id)
-        in_flight = [row for row in rows if row["status"] == "running"]
-        unsafe = [r for r in in_flight if not run.plan.steps[r["step_index"]].is_idempotent]
-        await _close_in_flight(conn, run, in_flight, rerun=not unsafe)
+        in_flight = [row for row in rows if row.status is StepStatus.RUNNING]
+        unsafe = [r for r in in_flight if not run.plan.steps[r.step_index].is_idempotent]
+        rows = await _close_in_flight(conn, rows, in_flight, rerun=not unsafe)
         await executions.append_event(
             conn,
             run.execution,
@@ -55,52 +54,54 @@ async def prepare(
 
 def _deadline(run: Run) -> None:
     """The execution budget keeps counting from the first start, across workers."""
-    timeout_at: datetime | None = run.execution["timeout_at"]
+    timeout_at: datetime | None = run.execution.timeout_at
     if timeout_at is None:  # started by an older version that did not set it
-        timeout_s = policies.execution_timeout(run.plan, run.execution["sla_class"], run.matrix)
+        timeout_s = policies.execution_timeout(run.plan, run.execution.sla_class, run.matrix)
         run.deadline = time.monotonic() + timeout_s
         return
     run.deadline = time.monotonic() + (timeout_at - datetime.now(UTC)).total_seconds()
 
 
-async def _close_in_flight(conn: Conn, run: Run, in_flight: list[Row], *, rerun: bool) -> None:
-    """Record how each cut-short attempt ended, so none stays ``running`` forever."""
+async def _close_in_flight(
+    conn: Conn, rows: list[StepAttempt], in_flight: list[StepAttempt], *, rerun: bool
+) -> list[StepAttempt]:
+    """Record how each cut-short attempt ended, so none stays ``running`` forever; returns
+    ``rows`` as they now stand."""
     if not in_flight:
-        return
+        return rows
     if rerun:
-        status = "cancelled"
+        status = StepStatus.CANCELLED
         error = f"{INTERRUPTED}: its worker stopped; run again (the step is idempotent)"
     else:
-        status = "failed"
+        status = StepStatus.FAILED
         error = f"{INTERRUPTED}: its worker stopped; not run again (not idempotent)"
-    await steps.close_attempts(conn, [row["id"] for row in in_flight], status, error)
-    for row in in_flight:
-        row["status"] = status
+    closed = {row.id for row in in_flight}
+    await steps.close_attempts(conn, sorted(closed), status, error)
+    return [replace(row, status=status, error=error) if row.id in closed else row for row in rows]
 
 
-def _where(run: Run, row: Row) -> str:
+def _where(run: Run, row: StepAttempt) -> str:
     return (
-        f"{run.plan.steps[row['step_index']].name!r} on {row['target_asset_id']} "
-        f"(attempt {row['attempt']})"
+        f"{run.plan.steps[row.step_index].name!r} on {row.target_asset_id} (attempt {row.attempt})"
     )
 
 
-def _points(run: Run, rows: list[Row]) -> dict[tuple[int, str], ResumePoint]:
+def _points(run: Run, rows: list[StepAttempt]) -> dict[tuple[int, str], ResumePoint]:
     """From every recorded attempt (closed by ``_close_in_flight``), where each target of
     each step starts again."""
-    by_target: dict[tuple[int, str], list[Row]] = {}
+    by_target: dict[tuple[int, str], list[StepAttempt]] = {}
     for row in rows:
-        by_target.setdefault((row["step_index"], row["target_asset_id"]), []).append(row)
+        by_target.setdefault((row.step_index, row.target_asset_id), []).append(row)
     points = {}
     for (index, asset_id), attempts in by_target.items():
-        latest = max(attempts, key=lambda r: r["attempt"])
-        interrupted = sum(1 for r in attempts if r["status"] == "cancelled")
+        latest = max(attempts, key=lambda r: r.attempt)
+        interrupted = sum(1 for r in attempts if r.status is StepStatus.CANCELLED)
         last = run.plan.steps[index].retries + 1 + interrupted
-        if latest["status"] == "pending":
-            point = ResumePoint(latest["attempt"], None, interrupted)
-        elif latest["status"] in ("completed", "skipped") or latest["attempt"] >= last:
-            point = ResumePoint(latest["attempt"], latest["status"], interrupted)
+        if latest.status is StepStatus.PENDING:
+            point = ResumePoint(latest.attempt, None, interrupted)
+        elif latest.status in DONE or latest.attempt >= last:
+            point = ResumePoint(latest.attempt, latest.status, interrupted)
         else:  # failed with retries left, or cut short and idempotent: the next attempt
-            point = ResumePoint(latest["attempt"] + 1, None, interrupted)
+            point = ResumePoint(latest.attempt + 1, None, interrupted)
         points[(index, asset_id)] = point
     return points

@@ -94,7 +94,7 @@ class StepSecrets:
                     "step_index": index,
                     "step": run.plan.steps[index].name,
                     "path": path,
-                    "on_behalf_of": str(run.execution["actor_id"]),
+                    "on_behalf_of": run.execution.actor_id,
                     **extra,
                 },
                 masker=run.masker,

@@ -4,12 +4,10 @@ its masker, why it was aborted, where a resumed run picks up."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from opsconductor import logs, policies, pushed_files
 from opsconductor.connectors.session import Connectors
@@ -17,9 +15,11 @@ from opsconductor.db import queue
 from opsconductor.inventory import Asset
 from opsconductor.masking import Masker
 from opsconductor.plan import Plan
+from opsconductor.records import Execution
+from opsconductor.status_machine import StepStatus
 
 #: Attempt statuses that let a step count as done (skipped: record-only mode).
-DONE = frozenset({"completed", "skipped"})
+DONE = frozenset({StepStatus.COMPLETED, StepStatus.SKIPPED})
 
 #: Recorded on an attempt that was in flight when its worker died.
 INTERRUPTED = "interrupted"
@@ -32,7 +32,7 @@ class StepEvent:
     step_index: int
     step_name: str
     asset_id: str
-    status: str
+    status: StepStatus
     attempt: int
     detail: str | None = None
     #: no further attempt follows on this target
@@ -49,7 +49,7 @@ class ResumePoint:
     #: attempt number to start at (the pending one, or the one after the last recorded)
     next_attempt: int
     #: final status if this target needs nothing more, else None
-    outcome: str | None = None
+    outcome: StepStatus | None = None
     #: attempts cut short by a dead worker: they do not spend the step's retries
     interrupted: int = 0
 
@@ -61,7 +61,7 @@ FRESH = ResumePoint(next_attempt=1)
 class Attempt:
     """How one attempt of a step on a target ended."""
 
-    status: str
+    status: StepStatus
     exit_code: int | None = None
     output: str = ""
     stderr: str = ""
@@ -74,7 +74,7 @@ class Parked(Exception):
 
 @dataclass
 class Run:
-    execution: dict[str, Any]
+    execution: Execution
     plan: Plan
     targets: list[list[Asset]]
     deadline: float
@@ -82,6 +82,8 @@ class Run:
     #: the connectors of this execution (open SSH connections, HTTP clients, record-only)
     connectors: Connectors
     deadline_hit: bool = False
+    #: how each target of each finished step ended (a ``StepStatus`` value), by step index
+    #: and asset id
     results: dict[int, dict[str, str]] = field(default_factory=dict)
     #: the execution's masker, swapped for a richer one as secrets are resolved
     cell: logs.MaskerCell = field(default_factory=logs.MaskerCell)
@@ -104,13 +106,13 @@ class Run:
     #: who runs it, as recorded in its events (a worker, the API's caller, the local shell)
     actor_id: str = ""
 
-    @functools.cached_property
+    @property
     def id(self) -> uuid.UUID:
-        return uuid.UUID(str(self.execution["id"]))
+        return self.execution.id
 
     @property
     def tenant_id(self) -> str:
-        return str(self.execution["tenant_id"])
+        return self.execution.tenant_id
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -135,9 +137,9 @@ class Run:
         self.abort.set()
 
     @property
-    def abort_status(self) -> str:
+    def abort_status(self) -> StepStatus:
         """Status of an attempt stopped by the abort."""
-        return "timeout" if self.abort_kind == "timeout" else "cancelled"
+        return StepStatus.TIMEOUT if self.abort_kind == "timeout" else StepStatus.CANCELLED
 
     @property
     def abort_message(self) -> str:

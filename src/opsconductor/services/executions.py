@@ -18,13 +18,12 @@ from opsconductor.errors import StaleStatus
 from opsconductor.inventory import Asset, resolve_selected, selectors
 from opsconductor.plan import Plan
 from opsconductor.plan_hash import plan_hash
+from opsconductor.records import ApprovalRequest, Event, Execution, StepAttempt
 from opsconductor.services.caller import Caller
 from opsconductor.services.engines import build_engine, shared_engine
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request
 from opsconductor.submission import submit as store_submission
-
-Row = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -40,9 +39,9 @@ class Validated:
 class ExecutionView:
     """One execution with everything a person reviewing it reads."""
 
-    execution: Row
-    steps: list[Row]
-    approvals: list[Row]
+    execution: Execution
+    steps: list[StepAttempt]
+    approvals: list[ApprovalRequest]
 
 
 async def validate(db: Database, who: Caller, plan: Plan) -> Validated:
@@ -79,7 +78,7 @@ async def submit(
 
 
 async def run_here(
-    db: Database, who: Caller, execution: Row, *, observer: Observer | None = None
+    db: Database, who: Caller, execution: Execution, *, observer: Observer | None = None
 ) -> Status | None:
     """Run an approved immediate execution in this process, as the caller. None if another
     process (a waiting ``opsc run``, a worker) started it first: the engine's
@@ -90,11 +89,11 @@ async def run_here(
     else:
         engine = shared_engine(db)
     with contextlib.suppress(StaleStatus):
-        return await engine.run(str(execution["tenant_id"]), execution["id"], actor_id=who.actor_id)
+        return await engine.run(execution.tenant_id, execution.id, actor_id=who.actor_id)
     return None
 
 
-async def get(db: Database, who: Caller, execution_id: str) -> Row:
+async def get(db: Database, who: Caller, execution_id: str) -> Execution:
     who.require("executions", "view")
     async with db.connection() as conn:
         return await executions.get(conn, who.tenant_id, execution_id)
@@ -104,29 +103,29 @@ async def view(db: Database, who: Caller, execution_id: str) -> ExecutionView:
     who.require("executions", "view")
     async with db.connection() as conn:
         execution = await executions.get(conn, who.tenant_id, execution_id)
-        step_rows = await steps.list_for(conn, execution["id"])
-        history = await approval_requests.history(conn, execution["id"])
+        step_rows = await steps.list_for(conn, execution.id)
+        history = await approval_requests.history(conn, execution.id)
     return ExecutionView(execution, step_rows, history)
 
 
 async def follow_state(
     db: Database, who: Caller, execution_id: str, after: int
-) -> tuple[Row, list[Row], list[Row]]:
+) -> tuple[Execution, list[StepAttempt], list[Event]]:
     """What a live display reads each round: the execution, its step attempts and the
     events after ``after``, in one connection."""
     who.require("executions", "view")
     async with db.connection() as conn:
         execution = await executions.get(conn, who.tenant_id, execution_id)
-        step_rows = await steps.list_for(conn, execution["id"])
-        news = await executions.events(conn, execution["id"], after)
+        step_rows = await steps.list_for(conn, execution.id)
+        news = await executions.events(conn, execution.id, after)
     return execution, step_rows, news
 
 
-async def events(db: Database, who: Caller, execution_id: str, after: int = 0) -> list[Row]:
+async def events(db: Database, who: Caller, execution_id: str, after: int = 0) -> list[Event]:
     who.require("executions", "view")
     async with db.connection() as conn:
         execution = await executions.get(conn, who.tenant_id, execution_id)
-        return await executions.events(conn, execution["id"], after)
+        return await executions.events(conn, execution.id, after)
 
 
 async def page(
@@ -136,7 +135,7 @@ async def page(
     *,
     limit: int,
     after: reads.Cursor | None = None,
-) -> tuple[list[Row], reads.Cursor | None]:
+) -> tuple[list[Execution], reads.Cursor | None]:
     who.require("executions", "view")
     async with db.connection() as conn:
         return await reads.page_executions(conn, who.tenant_id, filters, limit=limit, after=after)
@@ -162,7 +161,7 @@ async def decide(
     reviewed_hash: str | None = None,
     comment: str | None = None,
     step_index: int | None = None,
-) -> Row:
+) -> Execution:
     """Approve or reject (the plan, or one step at level 3) as the caller. Separation of
     duties compares actors: a local administrator is ``local-admin:<unix user>``."""
     who.require("executions", "approve")
@@ -185,7 +184,7 @@ async def dead_letters(
     include_requeued: bool = False,
     limit: int = 50,
     execution_id: uuid.UUID | None = None,
-) -> list[Row]:
+) -> list[dict[str, Any]]:
     who.require("executions", "view")
     async with db.connection() as conn:
         return await queue.dead_letters(
@@ -197,7 +196,7 @@ async def dead_letters(
         )
 
 
-async def requeue(db: Database, who: Caller, execution_id: str) -> Row:
+async def requeue(db: Database, who: Caller, execution_id: str) -> Execution:
     who.require("executions", "requeue")
     return await queue.requeue(db, who.tenant_id, execution_id, who.actor_id)
 

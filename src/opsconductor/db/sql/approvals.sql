@@ -42,7 +42,7 @@ WHERE a.state = 'pending' AND a.expires_at <= now() AND e.id = a.execution_id
 RETURNING a.id, a.execution_id, a.step_index, e.tenant_id, e.status
 
 -- name: history
-SELECT a.id, a.step_index, a.level, a.plan_hash, a.state, a.requested_by, a.decided_by,
+SELECT a.id, a.execution_id, a.step_index, a.level, a.plan_hash, a.state, a.requested_by, a.decided_by,
        a.decided_at, a.expires_at, a.comment, a.created_at,
        coalesce(json_agg(json_build_object(
            'actor_id', d.actor_id, 'decision', d.decision, 'plan_hash', d.plan_hash,

@@ -31,15 +31,6 @@ SELECT * FROM execution.executions
 WHERE tenant_id = %(tenant_id)s AND id::text LIKE %(prefix)s || '%%'
 LIMIT 2
 
--- name: list_executions
-SELECT id, plan_name, status, status_reason, actor_id, mode, sla_class, created_at,
-       started_at, finished_at
-FROM execution.executions
-WHERE tenant_id = %(tenant_id)s
-  AND (%(status)s::execution.execution_status IS NULL OR status = %(status)s)
-ORDER BY created_at DESC, id
-LIMIT %(limit)s
-
 -- name: transition
 -- Compare-and-set status changes, set-based (db/batching.py: one row per item, by ord),
 -- each with its status_changed event. Per item, optionally: only while the worker still

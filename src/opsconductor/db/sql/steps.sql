@@ -84,7 +84,8 @@ WHERE execution_id = %(execution_id)s
 ORDER BY step_index, target_asset_id, attempt
 
 -- name: latest_results
-SELECT DISTINCT ON (target_asset_id) target_asset_id, status, exit_code, output
+SELECT DISTINCT ON (target_asset_id)
+       step_name, target_asset_id, status, exit_code, output, stderr
 FROM execution.execution_steps
 WHERE execution_id = %(execution_id)s AND step_index = %(step_index)s
 ORDER BY target_asset_id, attempt DESC
@@ -113,7 +114,8 @@ UPDATE execution.execution_steps SET status = %(status)s, finished_at = now(), e
 WHERE id = ANY(%(ids)s) AND status = 'running'
 
 -- name: target_results
-SELECT DISTINCT ON (step_index) step_name, status, exit_code, output, stderr
+SELECT DISTINCT ON (step_index)
+       step_name, target_asset_id, status, exit_code, output, stderr
 FROM execution.execution_steps
 WHERE execution_id = %(execution_id)s AND target_asset_id = %(asset_id)s
   AND step_index < %(before)s AND status <> 'pending'

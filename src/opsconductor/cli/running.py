@@ -1,0 +1,222 @@
+"""Running plans: validate, run (here, now, with progress) and submit (to the workers).
+Locally as the database's administrator, or through the REST API after ``opsc login``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from opsconductor import status_machine
+from opsconductor.api import models
+from opsconductor.approvals import gate
+from opsconductor.cli import host, render
+from opsconductor.cli.runtime import Local, Remote, Session, err, fail, out, run, session
+from opsconductor.cli.watching import execution, follow, follow_stream, show_one
+from opsconductor.config import Settings
+from opsconductor.engine import StepEvent
+from opsconductor.errors import OpsError
+from opsconductor.plan import Plan, load_plan_file
+from opsconductor.services import executions
+from opsconductor.status_machine import Status, StepStatus
+
+app = typer.Typer()
+
+PlanFile = Annotated[Path, typer.Argument(help="Plan file, YAML or JSON")]
+IdempotencyKey = Annotated[
+    str | None, typer.Option("--idempotency-key", "-k", help="Deduplicate on this key")
+]
+YAML = {"Content-Type": "application/yaml"}
+
+
+def _plan_or_exit(path: Path) -> Plan:
+    try:
+        return load_plan_file(path)
+    except OpsError as exc:
+        raise fail(str(exc), exc.exit_code) from None
+
+
+def _plan_bytes(path: Path) -> bytes:
+    return path.read_bytes()  # already read and validated once by _plan_or_exit
+
+
+@app.command()
+def validate(plan_file: PlanFile) -> None:
+    """Check a plan and resolve its targets without running anything."""
+    plan = _plan_or_exit(plan_file)
+
+    async def work(settings: Settings) -> models.Validation:
+        async with session(settings) as s:
+            if isinstance(s, Remote):
+                _, found = await s.api.call(
+                    "POST", "/executions/validate", content=_plan_bytes(plan_file), headers=YAML
+                )
+                return models.Validation.model_validate(found)
+            return models.Validation.of(plan, await executions.validate(s.db, s.caller, plan))
+
+    checked = run(work)
+    out.print(f"[green]valid[/green]: {escape(plan.name)} ({len(plan.steps)} steps)")
+    for step in checked.steps:
+        kind = f"{step.type}/{step.action_class}"
+        if step.action_class_inferred:  # not in the plan: say so, it decides RBAC
+            kind += ", inferred"
+        # escaped: rich would take "[command/read]" for markup and print nothing
+        out.print(escape(f"  {step.name} [{kind}] -> {', '.join(step.targets)}"))
+        for pushed in step.files:
+            out.print(escape(f"    pushes {pushed.src} (sha256 {pushed.sha256})"))
+    out.print(f"plan hash: {checked.plan_hash}")
+
+
+async def _submit(
+    s: Session, plan: Plan, path: Path, key: str | None, **kw: Any
+) -> tuple[models.Execution, bool]:
+    """Submit; returns the execution and whether it is new (not a duplicate)."""
+    if isinstance(s, Remote):
+        headers = dict(YAML)
+        if key:
+            headers["Idempotency-Key"] = key
+        params = {"record_only": "true"} if kw.get("record_only") else {}
+        if kw.get("enqueue"):
+            params["queue"] = "true"  # opsc submit: the workers run it, however fast
+        status, found = await s.api.call(
+            "POST", "/executions", content=_plan_bytes(path), headers=headers, params=params
+        )
+        return models.Execution.model_validate(found), status != 200
+    submitted = await executions.submit(s.db, s.caller, plan, idempotency_key=key, **kw)
+    return models.Execution.from_record(submitted.execution), submitted.created
+
+
+@app.command("run")
+def run_(
+    plan_file: PlanFile,
+    idempotency_key: IdempotencyKey = None,
+    record_only: Annotated[
+        bool, typer.Option("--record-only", help="Dark launch: resolve and record, touch nothing")
+    ] = False,
+) -> None:
+    """Validate, submit and run a plan now, showing progress; exit 0 if it completed.
+    Locally it runs in this process; after ``opsc login`` the server runs it."""
+    plan = _plan_or_exit(plan_file)
+
+    async def work(settings: Settings) -> str:
+        async with session(settings) as s:
+            kw: dict[str, Any] = {"record_only": record_only}
+            if isinstance(s, Local):
+                kw["enqueue"] = False
+                await host.bootstrap_local_exec(s)
+            found, created = await _submit(s, plan, plan_file, idempotency_key, **kw)
+            key = str(found.id)
+            if not created:
+                out.print(
+                    f"already submitted within the deduplication window: execution "
+                    f"{key} ({found.status}). Pass --idempotency-key to run it again."
+                )
+            if found.status == Status.PENDING_APPROVAL:
+                found = await _wait_for_approval(s, found)
+            if isinstance(s, Remote):
+                if not status_machine.is_terminal(Status(found.status)):
+                    await follow_stream(s, key)
+            else:
+                if found.status == Status.APPROVED:
+                    # New, or left unstarted by an earlier run that died: the engine's
+                    # compare-and-set makes sure only one process runs it.
+                    out.print(f"execution {key} ({plan.name})")
+                    await _run_with_progress(s, key)
+                current = await execution(s, key)
+                if not status_machine.is_terminal(Status(current.status)):
+                    # Another process runs it (the server that took the approval, say):
+                    # follow it to its end rather than report it half-way.
+                    await follow(s, key)
+            await show_one(s, key, events=False)
+            return (await execution(s, key)).status
+
+    status = run(work)
+    raise typer.Exit(0 if status == Status.COMPLETED else 1)
+
+
+@app.command("submit")
+def submit_(plan_file: PlanFile, idempotency_key: IdempotencyKey = None) -> None:
+    """Validate and queue a plan for the workers; print its execution id at once."""
+    plan = _plan_or_exit(plan_file)
+
+    async def work(settings: Settings) -> tuple[models.Execution, bool]:
+        async with session(settings) as s:
+            return await _submit(
+                s,
+                plan,
+                plan_file,
+                idempotency_key,
+                enqueue=True,
+            )
+
+    found, created = run(work)
+    if created and found.status == Status.PENDING_APPROVAL:
+        hash_hint = f" --hash {found.plan_hash}" if found.approval_level >= 2 else ""
+        err.print(
+            f"waits for approval (level {found.approval_level}); once approved it is "
+            f"queued. Another person approves it with: opsc approve {found.id}{hash_hint}",
+            highlight=False,
+        )
+    elif created:
+        err.print(
+            f"queued: {plan.name} ({found.sla_class}, est. "
+            f"{found.estimated_duration_s:.1f}s); follow it with opsc watch {found.id}",
+            highlight=False,
+        )
+    else:
+        err.print(
+            f"already submitted within the deduplication window ({found.status}); "
+            "pass --idempotency-key to submit it again",
+            highlight=False,
+        )
+    out.print(str(found.id), highlight=False)
+
+
+async def _wait_for_approval(s: Session, found: models.Execution) -> models.Execution:
+    """Block (durably: the request survives us) until someone decides or it expires."""
+    hash_hint = f" --hash {found.plan_hash}" if found.approval_level >= 2 else ""
+    out.print(
+        f"execution {found.id} waits for approval (level "
+        f"{found.approval_level}). Another person approves it with:\n"
+        f"  opsc approve {found.id}{hash_hint}",
+        highlight=False,
+    )
+    with out.status("waiting for approval (Ctrl-C stops waiting; the request stays open)"):
+        while found.status == Status.PENDING_APPROVAL:
+            await asyncio.sleep(0.5)
+            if isinstance(s, Local):
+                await gate.expire_overdue(s.db)
+            found = await execution(s, str(found.id))
+    out.print(f"approval outcome: {render.styled(found.status)}")
+    return found
+
+
+async def _run_with_progress(s: Local, execution_id: str) -> None:
+    seen = await executions.view(s.db, s.caller, execution_id)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=out,
+        transient=True,
+    )
+    task = bar.add_task("running", total=len(seen.steps))
+
+    def observe(event: StepEvent) -> None:
+        label = f"{event.step_name} @ {event.asset_id}"
+        if event.status is StepStatus.RUNNING:
+            retry = f" (attempt {event.attempt})" if event.attempt > 1 else ""
+            bar.update(task, description=f"running {label}{retry}")
+            return
+        detail = f": {event.detail}" if event.detail else ""
+        bar.console.print(f"  {render.styled(event.status)} {label}{detail}", highlight=False)
+        if event.final:
+            bar.advance(task)
+
+    with bar:
+        await executions.run_here(s.db, s.caller, seen.execution, observer=observe)
