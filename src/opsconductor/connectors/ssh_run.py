@@ -16,7 +16,7 @@ pipe when the channel or the connection goes) makes it SIGKILL the session's pro
 at once: whoever would read the output is gone, and a grace period would only let the old
 attempt overlap a new one. The command reads ``/dev/null`` (it used to get a stdin closed at
 once: the same end-of-file), its stdout and stderr are untouched, and its exit status is
-passed on (a death by signal too: the supervisor re-raises it, so it is reported as before).
+passed on.
 The limit: sshd must learn that the connection is gone. A killed process's connection is
 closed by its kernel at once; a host that vanishes from the network is noticed only by the
 target's ``ClientAliveInterval``/TCP keepalives (docs/security.md, "Process lifetime").
@@ -45,19 +45,18 @@ _PID_MARK = b"opsc-pid:"
 
 #: Run by the target's ``/bin/sh`` with the step's command as ``$1``. The watcher ignores
 #: TERM, HUP and INT so that a stop (TERM to the group) or a hang-up cannot take it away
-#: while a command that ignores them still runs; it is killed when the command ends.
-#: Signals whose default action dumps core are not re-raised (a core file of the shell).
-SUPERVISE = """exec 3<&0 </dev/null
-(trap '' TERM HUP INT; while read -r _ <&3; do :; done; kill -s KILL -- -$$) >/dev/null 2>&1 &
+#: while a command that ignores them still runs; it is killed when the command ends. The
+#: supervisor's own stderr goes to /dev/null (dash reports a killed command there, even
+#: with the command's ``2>&4`` still in effect: so the subshell redirects, not the
+#: supervisor), the command's to the channel (fd 4 carries it past). The exit status is the
+#: command's, or 128+N after a death by signal N, as ``bwrap`` reports a local step's.
+SUPERVISE = """exec 3<&0 </dev/null 4>&2 2>/dev/null
+(trap '' TERM HUP INT; while read -r _ <&3; do :; done; kill -s KILL -- -$$) >/dev/null 4>&- &
 w=$!
 exec 3<&-
-/bin/sh -c "$1"
+(exec 2>&4 4>&-; exec /bin/sh -c "$1")
 rc=$?
-kill -s KILL "$w" 2>/dev/null
-if [ "$rc" -gt 128 ]; then
-  s=$(kill -l "$rc" 2>/dev/null)
-  case $s in HUP|INT|KILL|USR1|USR2|PIPE|ALRM|TERM) kill -s "$s" $$ ;; esac
-fi
+kill -s KILL "$w"
 exit "$rc"
 """
 
