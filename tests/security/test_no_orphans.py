@@ -62,9 +62,22 @@ def processes_with(marker: str) -> set[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        if marker.encode() in cmdline and stat[stat.rindex(")") + 2] != "Z":
+        if marker.encode() in cmdline.replace(b"\0", b" ") and stat[stat.rindex(")") + 2] != "Z":
             found.add(int(entry))
     return found
+
+
+def sleeping(marker: str) -> set[int]:
+    """The ``sleep <marker>`` processes themselves (not the shells that mention them)."""
+    argv = f"sleep\0{marker}\0".encode()
+    return {pid for pid in processes_with(marker) if _cmdline(pid) == argv}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def alive(pids: set[int], marker: str) -> set[int]:
@@ -113,7 +126,7 @@ def _scenario(
         ],
     )
     first = workers.start("--concurrency", "1", *FAST_RECOVERY)
-    wait_until(lambda: len(processes_with(f"sleep {marker}")) >= 2, "the first attempt's sleeps")
+    wait_until(lambda: len(sleeping(marker)) == 2, "the first attempt's sleeps")
     old = processes_with(marker)  # its shells, sleeps (and sandbox or remote session)
     second = workers.start("--concurrency", "1", *FAST_RECOVERY)  # ready to take over
 
