@@ -14,7 +14,7 @@ import pytest
 
 from opsconductor.cancellation import request_cancel
 from opsconductor.config import load_settings
-from opsconductor.connectors import ssh
+from opsconductor.connectors import ssh, ssh_run
 from opsconductor.connectors.access import TenantAccess
 from opsconductor.connectors.credentials import resolve_credential
 from opsconductor.connectors.session import Connectors
@@ -249,7 +249,7 @@ async def test_cancel_kills_a_remote_sleep(db: Database, ssh_lab: Any) -> None:
     try:
         conn = await pool.connection(target)
         running = asyncio.create_task(
-            ssh.run_command(conn, f"sleep {marker}; echo survived", timeout_s=60, cancel=cancel)
+            ssh_run.run_command(conn, f"sleep {marker}; echo survived", timeout_s=60, cancel=cancel)
         )
         while not processes_matching(f"sleep {marker}"):  # noqa: ASYNC110 - no event to await
             await asyncio.sleep(0.02)
@@ -268,8 +268,8 @@ async def test_timeout_kills_the_remote_process_group(db: Database, ssh_lab: Any
     try:
         conn = await pool.connection(target)
         # The sleep is a grandchild in the background: only a group kill reaches it.
-        result = await ssh.run_command(conn, f"(sleep {marker}) & wait", timeout_s=0.5)
-        again = await ssh.run_command(conn, "echo still usable", timeout_s=10)
+        result = await ssh_run.run_command(conn, f"(sleep {marker}) & wait", timeout_s=0.5)
+        again = await ssh_run.run_command(conn, "echo still usable", timeout_s=10)
     finally:
         await pool.close()
     assert result.timed_out

@@ -1,5 +1,18 @@
 """Run a local step on this machine: always in the tenant's sandbox (``sandbox.py``), as its
-unprivileged user, bounded in time, output capped, killable as a group."""
+unprivileged user, bounded in time, output capped, killable as a group, and never outliving
+its worker.
+
+**Process lifetime.** A SIGKILLed worker runs no cleanup, so the sandbox must end by itself:
+``bwrap --die-with-parent`` has the kernel SIGKILL it when the worker dies
+(``PR_SET_PDEATHSIG``), and the death of its PID 1 ends every process of its PID
+namespace, daemonised, ``setsid`` or TERM-ignoring ones included (a process group kill
+would miss the first two; a cgroup needs a delegated hierarchy we cannot count on). bwrap
+binds itself only once it runs, so a worker that dies between the spawn and that moment
+would leave it unbound: the step therefore waits on a gate (``Gate``) that we open only
+after bwrap reported (``--info-fd``, written after the binding); if we die first, the gate
+reads end-of-file and the step never starts. PR_SET_PDEATHSIG follows the *thread* that
+spawned: we spawn from the event loop's thread, which lives as long as the worker's work.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +26,7 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +68,95 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
+@dataclass
+class Gate:
+    """Two pipes: bwrap reports on ``info`` once it is bound to us; the step's launcher
+    reads a line from its stdin, ``go`` (``sandbox.LAUNCHER``), and then the rest of it:
+    ``feed``'s bytes, if any, else nothing."""
+
+    info_r: int
+    info_w: int
+    go_r: int
+    go_w: int
+    feed: Path | None = None
+    _closed: set[int] = field(default_factory=set)
+    _feeding: bool = False
+
+    @classmethod
+    def make(cls, feed: Path | None = None) -> Gate:
+        info_r, info_w = os.pipe()
+        go_r, go_w = os.pipe()
+        return cls(info_r, info_w, go_r, go_w, feed)
+
+    def _close(self, fd: int) -> None:
+        if fd not in self._closed:
+            self._closed.add(fd)
+            os.close(fd)
+
+    def spawned(self) -> None:
+        """The child holds its ends now; ours must go, or no end-of-file would ever come."""
+        self._close(self.info_w)
+        self._close(self.go_r)
+
+    async def open(self) -> None:
+        """Let the step start once bwrap reported (bound to us by then); end-of-file there
+        (bwrap failed) opens it too: nothing is left to start. Then feed its stdin."""
+        os.set_blocking(self.info_r, False)
+        seen = b""
+        while b"}" not in seen:
+            await _readable(self.info_r)
+            try:
+                chunk = os.read(self.info_r, 4096)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            seen += chunk
+        with contextlib.suppress(BrokenPipeError):  # BrokenPipe: the sandbox is gone already
+            os.write(self.go_w, b"go\n")  # a pipe takes 3 bytes without blocking
+        if self.feed is None:
+            self._close(self.go_w)
+            return
+        self._feeding = True  # the thread closes go_w: it may still write after a cancel
+        await asyncio.to_thread(self._feed_and_close, self.feed)
+
+    def _feed_and_close(self, feed: Path) -> None:
+        try:  # BrokenPipe: the step ended (or was stopped) before reading it all
+            with contextlib.suppress(BrokenPipeError):
+                _copy_into(feed, self.go_w)
+        finally:
+            self._close(self.go_w)
+
+    def close(self) -> None:
+        for fd in (self.info_r, self.info_w, self.go_r):
+            self._close(fd)
+        if not self._feeding:
+            self._close(self.go_w)
+
+
+def _copy_into(src: Path, fd: int) -> None:
+    with src.open("rb") as source:
+        while chunk := source.read(65_536):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+
+
+async def _readable(fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
 def use_pidfd_child_watcher() -> bool:
     """Have this process's event loop learn of child exits through pidfds (Linux 5.3+).
 
@@ -84,9 +186,11 @@ async def run_process(
     stdin: int | None = None,
     stdout: int | None = None,
     pass_fds: Sequence[int] = (),
+    gate: Gate | None = None,
 ) -> CommandResult:
     """Run ``argv`` with an empty environment; stop it on timeout or when ``cancel`` is
-    set. ``stdin``/``stdout``: descriptors to use instead of /dev/null and a capture."""
+    set. ``stdin``/``stdout``: descriptors to use instead of /dev/null and a capture;
+    ``gate``: opened once the process is started (``stdin`` is its ``go_r`` then)."""
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         *argv,
@@ -97,6 +201,25 @@ async def run_process(
         start_new_session=True,  # own process group, so a kill reaches its children too
         pass_fds=tuple(pass_fds),
     )
+    opener = None
+    if gate is not None:
+        gate.spawned()
+        opener = asyncio.ensure_future(gate.open())
+    try:
+        return await _supervise(proc, started, timeout_s, cancel)
+    finally:
+        if opener is not None and not opener.done():
+            opener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await opener
+
+
+async def _supervise(
+    proc: asyncio.subprocess.Process,
+    started: float,
+    timeout_s: float,
+    cancel: asyncio.Event | None,
+) -> CommandResult:
     out, err = OutputBuffer(), OutputBuffer()
     assert proc.stderr is not None
     streams = [_pump(proc.stderr, err)]
@@ -154,27 +277,31 @@ async def run_sandboxed(
     cwd: str | None = None,
     cancel: asyncio.Event | None = None,
     files: Mapping[str, bytes] | None = None,
-    stdin: int | None = None,
+    feed: Path | None = None,
     stdout: int | None = None,
 ) -> CommandResult:
     """Run ``inner`` in the sandbox as its user, with exactly ``env`` (plus PATH, HOME,
-    LANG); ``files`` are handed in read-only at their paths under ``sandbox.DATA_DIR``."""
+    LANG); ``files`` are handed in read-only at their paths under ``sandbox.DATA_DIR``;
+    ``feed`` is streamed to its stdin (else it reads end-of-file there)."""
     data = {sandbox.ENV_FILE: box.environment(env or {}).encode(), **(files or {})}
     fds: dict[str, int] = {}
+    gate = Gate.make(feed)
     try:
         for path, content in data.items():
             fds[path] = _memfd(Path(path).name, content)
         return await run_process(
-            box.argv(inner, cwd=cwd, data=fds),
+            box.argv(inner, cwd=cwd, data=fds, info_fd=gate.info_w),
             timeout_s=timeout_s,
             cancel=cancel,
-            stdin=stdin,
+            stdin=gate.go_r,
             stdout=stdout,
-            pass_fds=tuple(fds.values()),
+            pass_fds=(*fds.values(), gate.info_w),
+            gate=gate,
         )
     finally:
         for fd in fds.values():
             os.close(fd)
+        gate.close()
 
 
 async def run_command(
@@ -250,15 +377,9 @@ async def push_file(
         "OPSC_SHA256": sha256,
         "OPSC_MODE": "" if mode is None else f"{mode:o}",
     }
-    with src.open("rb") as source:
-        return await run_sandboxed(
-            box,
-            ["/bin/sh", "-c", _PUSH],
-            timeout_s=timeout_s,
-            env=env,
-            cancel=cancel,
-            stdin=source.fileno(),
-        )
+    return await run_sandboxed(
+        box, ["/bin/sh", "-c", _PUSH], timeout_s=timeout_s, env=env, cancel=cancel, feed=src
+    )
 
 
 async def fetch_file(

@@ -60,8 +60,10 @@ ENV_FILE = f"{DATA_DIR}/env"
 SCRIPT_FILE = f"{DATA_DIR}/script"
 #: Top-level system directories (or merged-/usr links) the sandbox sees where they exist.
 SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
-#: Run by the unprivileged shell: the step's environment, its directory, then the step.
-LAUNCHER = f'. {ENV_FILE} && cd -- "$1" || exit 126; shift; exec "$@"'
+#: Run by the unprivileged shell: wait for the worker's go line on stdin (end-of-file: the
+#: worker is gone, so the step never starts; ``local.Gate``), then the step's environment,
+#: its directory, and the step, which reads the rest of stdin.
+LAUNCHER = f'read -r _ || exit 125; . {ENV_FILE} && cd -- "$1" || exit 126; shift; exec "$@"'
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -98,10 +100,18 @@ class Sandbox:
             lines.append(f"export {name}={shlex.quote(value)}\n")
         return "".join(lines)
 
-    def argv(self, inner: Sequence[str], *, cwd: str | None, data: Mapping[str, int]) -> list[str]:
+    def argv(
+        self,
+        inner: Sequence[str],
+        *,
+        cwd: str | None,
+        data: Mapping[str, int],
+        info_fd: int,
+    ) -> list[str]:
         """The command line running ``inner`` in the sandbox from ``cwd`` (default: the
         working directory); ``data`` maps a path under DATA_DIR to the descriptor to copy
-        there (it must hold ENV_FILE)."""
+        there (it must hold ENV_FILE). bwrap writes to ``info_fd`` once it is bound to its
+        parent (``--die-with-parent``); the step waits for a line on its stdin first."""
         args = [self.bwrap, "--ro-bind", "/usr", "/usr"]
         for name, target in self.system:
             if target is None:
@@ -121,7 +131,7 @@ class Sandbox:
         args += ["--chdir", "/", "--unshare-pid", "--unshare-ipc", "--unshare-cgroup-try"]
         if not self.network:
             args.append("--unshare-net")
-        args += ["--die-with-parent", "--new-session"]
+        args += ["--die-with-parent", "--new-session", "--info-fd", str(info_fd)]
         # Root inside keeps only what setpriv needs to become the user, then drops it all.
         args += ["--cap-drop", "ALL"]
         for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"):

@@ -10,25 +10,28 @@ proves that everything resolves while touching nothing.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import functools
 import os
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 import httpx
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from opsconductor import pushed_files
-from opsconductor.connectors import http, local, loopback, sandbox, sql, ssh, tenant_files
+from opsconductor.connectors import (
+    in_process,
+    local,
+    sandbox,
+    ssh,
+    ssh_files,
+    ssh_run,
+    tenant_files,
+)
 from opsconductor.connectors.access import TenantAccess
+from opsconductor.connectors.actions import NOOP, Action, bounded, from_command, plain_env
 from opsconductor.connectors.credentials import resolve_credential as env_credentials
-from opsconductor.connectors.local import CommandResult
 from opsconductor.connectors.outcome import RECORD_ONLY, Outcome, StepInputError
 from opsconductor.connectors.sandbox import Sandbox
 from opsconductor.inventory import Asset
@@ -37,32 +40,11 @@ from opsconductor.plan import (
     ActingStep,
     CommandStep,
     FileStep,
-    HttpAuth,
     HttpStep,
     NoopStep,
     ScriptStep,
-    SqlStep,
-    StrOrSecret,
 )
-from opsconductor.templating import asset_context, render, render_data
-
-Runner = Callable[[float, asyncio.Event | None], Awaitable[Outcome]]
-
-
-@dataclass(frozen=True)
-class Action:
-    """A prepared step on one target: what it would do, and how to do it."""
-
-    summary: str
-    run: Runner
-
-
-async def _nothing(_budget: float, _cancel: asyncio.Event | None) -> Outcome:
-    return Outcome("completed")
-
-
-#: A ``noop`` step on any target: no connection, no process, no I/O; it completes at once.
-NOOP = Action("do nothing", _nothing)
+from opsconductor.templating import asset_context, render
 
 
 class Connectors:
@@ -138,10 +120,12 @@ class Connectors:
         if isinstance(step, FileStep):
             return await self._file(step, asset, where, context, approved_files)
         if isinstance(step, HttpStep):
-            return await self._http_request(step, where, context)
+            return await in_process.http_action(
+                step, where, context, access=self.access, client_for=self._client
+            )
         if isinstance(step, NoopStep):
             return NOOP
-        return await self._sql(step, where, context)
+        return await in_process.sql_action(step, where, context, access=self.access)
 
     # -- the local sandbox ---------------------------------------------------------------
 
@@ -157,12 +141,6 @@ class Connectors:
         if self._sandbox is None:
             self._sandbox = await asyncio.to_thread(sandbox.prepare, self.access)
         return self._sandbox
-
-    async def _not_this_host(self, hosts: list[str], field: str) -> None:
-        """http and sql steps run in this process: this host is the control plane's."""
-        refusal = await loopback.refusal(hosts, self.access, field)
-        if refusal is not None:
-            raise StepInputError(refusal)
 
     def _files_root(self, field: str) -> Path:
         if self.access is None:
@@ -213,7 +191,7 @@ class Connectors:
             conn = await self._connection(target, budget)
             if isinstance(conn, Outcome):
                 return conn
-            result = await ssh.run_command(
+            result = await ssh_run.run_command(
                 conn, step.command, timeout_s=budget, env=env, cwd=step.cwd, cancel=cancel
             )
             return from_command(result, budget)
@@ -248,7 +226,7 @@ class Connectors:
             conn = await self._connection(target, budget)
             if isinstance(conn, Outcome):
                 return conn
-            result = await ssh.run_script(
+            result = await ssh_run.run_script(
                 conn,
                 step.script,
                 interpreter=step.interpreter,
@@ -293,7 +271,7 @@ class Connectors:
         field = f"{where}.src"
         path = tenant_files.source(self._files_root(field), src, field)
         try:
-            source = ssh.file_digest(path)
+            source = ssh_files.file_digest(path)
         except OSError as exc:
             raise StepInputError(f"{field}: cannot read {src}: {exc.strerror}") from None
         if approved_files is not None:
@@ -316,7 +294,7 @@ class Connectors:
                 conn = await self._connection(target, budget)
                 if isinstance(conn, Outcome):
                     return conn
-                await ssh.copy_file(conn, path, dest, mode, expected=source.sha256)
+                await ssh_files.copy_file(conn, path, dest, mode, expected=source.sha256)
                 return Outcome("completed", output=done)
 
             return await bounded(copy(), budget, cancel)
@@ -334,7 +312,7 @@ class Connectors:
                 conn = await self._connection(target, budget)
                 if isinstance(conn, Outcome):
                     return conn
-                got = await ssh.fetch_file(conn, src, dest, mode)
+                got = await ssh_files.fetch_file(conn, src, dest, mode)
                 return Outcome(
                     "completed",
                     output=f"fetched {got.size} bytes to {dest}, sha256 {got.sha256} verified",
@@ -345,7 +323,13 @@ class Connectors:
         return Action(f"fetch {target.where}:{src} to {dest}", run_ssh)
 
     def _local_push(
-        self, src: Path, dest: str, mode: int | None, source: ssh.Copied, done: str, where: str
+        self,
+        src: Path,
+        dest: str,
+        mode: int | None,
+        source: ssh_files.Copied,
+        done: str,
+        where: str,
     ) -> Action:
         # The sandbox's user writes the copy: only the tenant's working directory takes it.
         assert self.access is not None  # _local checked it
@@ -383,151 +367,7 @@ class Connectors:
 
         return Action(f"fetch {src} to {dest} locally (sandboxed)", run_local)
 
-    # -- HTTP ----------------------------------------------------------------------------
-
     def _client(self, verify: bool) -> httpx.AsyncClient:
         if verify not in self._http:
             self._http[verify] = httpx.AsyncClient(verify=verify, follow_redirects=False)
         return self._http[verify]
-
-    async def _http_request(self, step: HttpStep, where: str, context: dict[str, Any]) -> Action:
-        def build() -> http.Request:  # templates are tenant input: rendered off the loop
-            headers = {
-                k: render(plain(v, f"{where}.headers.{k}"), context, f"{where}.headers.{k}")
-                for k, v in step.headers.items()
-            }
-            if step.auth is not None:
-                headers["authorization"] = authorization(step.auth, f"{where}.auth")
-            return http.build(
-                step.method,
-                render(step.url, context, f"{where}.url"),
-                headers,
-                None if step.body is None else render(step.body, context, f"{where}.body"),
-                render_data(step.json_body, context, f"{where}.json"),
-            )
-
-        request = await asyncio.to_thread(build)
-        await self._not_this_host([httpx.URL(request.url).host], f"{where}.url")
-        client = self._client(step.verify_tls)
-
-        async def send(budget: float) -> Outcome:
-            try:
-                response = await http.send(client, request, timeout_s=budget)
-            except httpx.TimeoutException as exc:
-                return Outcome("timeout", error=f"{request.url}: {type(exc).__name__}")
-            except httpx.HTTPError as exc:
-                return Outcome("failed", error=cap_text(f"{request.url}: {exc}"))
-            problems = http.failures(step.expect, response)
-            status_line = f"HTTP {response.status} {response.reason}".strip()
-            if response.truncated:  # the expectations saw only the first part, say so
-                status_line += f" (body cut at {http.BODY_LIMIT} bytes)"
-            return Outcome(
-                "failed" if problems else "completed",
-                output=cap_text(response.body),
-                stderr=status_line,
-                error=cap_text("; ".join(problems)) if problems else None,
-            )
-
-        async def run(budget: float, cancel: asyncio.Event | None) -> Outcome:
-            return await bounded(send(budget), budget, cancel)
-
-        return Action(f"{request.method} {request.url}", run)
-
-    # -- SQL -----------------------------------------------------------------------------
-
-    async def _sql(self, step: SqlStep, where: str, context: dict[str, Any]) -> Action:
-        dsn = await asyncio.to_thread(
-            render, plain(step.dsn, f"{where}.dsn"), context, f"{where}.dsn"
-        )
-        try:
-            parts = conninfo_to_dict(dsn)
-        except psycopg.ProgrammingError as exc:
-            raise StepInputError(f"{where}.dsn: {exc}") from None
-        await self._not_this_host(loopback.sql_hosts(parts), f"{where}.dsn")
-        # A writable transaction only when the author asked for one: a step that does not
-        # declare its class is *treated* as modify (RBAC, re-runs) but still runs read-only.
-        read_only = step.declared_action_class in (None, "read")
-        place = f"{parts.get('host', 'localhost')}/{parts.get('dbname', '')}"
-        mode = "read-only transaction" if read_only else "transaction"
-
-        async def query(budget: float) -> Outcome:
-            try:
-                result = await sql.run_query(
-                    dsn,
-                    step.query,
-                    dict(step.params),
-                    read_only=read_only,
-                    expected_rows=step.expect.rows if step.expect else None,
-                    timeout_s=budget,
-                )
-            except sql.RowGuardFailed as exc:
-                return Outcome("failed", error=f"{exc}; rolled back")
-            except psycopg.Error as exc:
-                return Outcome("failed", error=cap_text(f"{type(exc).__name__}: {exc}"))
-            problems = sql.failures(step.expect, result)
-            return Outcome(
-                "failed" if problems else "completed",
-                output=cap_text(result.to_json()),
-                error=cap_text("; ".join(problems)) if problems else None,
-            )
-
-        async def run(budget: float, cancel: asyncio.Event | None) -> Outcome:
-            return await bounded(query(budget), budget, cancel)
-
-        # The summary shows host and database, never the DSN: it may carry a password.
-        return Action(f"query {place} in a {mode}", run)
-
-
-def plain(value: StrOrSecret | None, where: str) -> str:
-    """A field's text; the engine fills secret references in before a step runs, so one
-    still here means the caller skipped that (a connector never fetches secrets itself)."""
-    if not isinstance(value, str):
-        raise StepInputError(f"{where}: secret reference not resolved")
-    return value
-
-
-def plain_env(env: Mapping[str, StrOrSecret], where: str) -> dict[str, str]:
-    return {name: plain(value, f"{where}.env.{name}") for name, value in env.items()}
-
-
-def authorization(auth: HttpAuth, where: str) -> str:
-    if auth.bearer is not None:
-        return f"Bearer {plain(auth.bearer, f'{where}.bearer')}"
-    password = plain(auth.password, f"{where}.password")
-    token = base64.b64encode(f"{auth.username}:{password}".encode()).decode()
-    return f"Basic {token}"
-
-
-async def bounded(
-    work: Awaitable[Outcome], timeout_s: float, cancel: asyncio.Event | None
-) -> Outcome:
-    """``work`` within ``timeout_s``, abandoned (cancelled) when ``cancel`` is set."""
-    task = asyncio.ensure_future(work)
-    stopper = asyncio.ensure_future(cancel.wait()) if cancel else None
-    waiters: set[asyncio.Future[Any]] = {task, stopper} if stopper else {task}
-    try:
-        done, _ = await asyncio.wait(waiters, timeout=timeout_s, return_when="FIRST_COMPLETED")
-    finally:
-        if stopper:
-            stopper.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-    if task in done:
-        return task.result()
-    if stopper is not None and stopper in done:
-        return Outcome("cancelled", error="cancelled")
-    return Outcome("timeout", error=f"timed out after {timeout_s:g} s")
-
-
-def from_command(result: CommandResult, budget: float) -> Outcome:
-    if result.timed_out:
-        error = f"timed out after {budget:g} s"
-        return Outcome("timeout", result.exit_code, result.stdout, result.stderr, error)
-    if result.cancelled:
-        return Outcome("cancelled", result.exit_code, result.stdout, result.stderr, "cancelled")
-    if result.exit_code == 0:
-        return Outcome("completed", 0, result.stdout, result.stderr)
-    error = f"exit code {result.exit_code}"
-    return Outcome("failed", result.exit_code, result.stdout, result.stderr, error)

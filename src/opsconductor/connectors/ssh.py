@@ -1,16 +1,12 @@
-"""SSH targets with asyncssh: commands, uploaded scripts and SFTP file copies.
+"""SSH targets with asyncssh: connections and their host keys.
 
 Host keys are checked against the tenant's known_hosts, always; a host with no known key
 is refused unless the tenant opted in to ``accept-new``, which trusts and records the first
 key. A key other than the stored one(s) is refused as HOST KEY CHANGED, with both
 fingerprints, under every policy (the rule is in ``opsconductor.host_keys``). One
 connection per target is opened on first use and reused by every later step of the
-execution (``SshPool``).
-
-Stopping a remote command must not depend on the server honouring SSH ``signal`` requests
-(OpenSSH refuses them in many set-ups), so every command first prints the pid of its shell
-on stderr. sshd starts each session in its own session and process group, so that pid is
-the group id, and a second channel on the same connection can ``kill`` the whole group.
+execution (``SshPool``). Commands and scripts run through ``ssh_run``, file copies through
+``ssh_files``.
 """
 
 from __future__ import annotations
@@ -18,34 +14,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
-import hashlib
 import inspect
-import shlex
-import time
-import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import asyncssh
 
-from opsconductor.connectors.local import KILL_GRACE_S, CommandResult
 from opsconductor.connectors.outcome import StepInputError
 from opsconductor.errors import BadInput, OpsError
 from opsconductor.host_keys import HostKey, HostKeyChanged
-from opsconductor.output import OutputBuffer
 
 #: Resolves a credential reference to a password or a private key (PEM/OpenSSH text).
 CredentialResolver = Callable[[str], str | Awaitable[str]]
 
 CONNECT_TIMEOUT_S = 10.0
-#: How long a stop waits for the pid report of a command that has only just started.
-PID_WAIT_S = 10.0
 KEEPALIVE_S = 15.0
-_CHUNK = 65_536
-#: Prefix of the line that reports the remote shell's pid (= its process group) on stderr.
-_PID_MARK = b"opsc-pid:"
 
 
 #: How a server that has none of the host key types we offer ends the handshake.
@@ -262,239 +246,3 @@ def _auth_options(secret: str | None) -> dict[str, Any]:
             raise StepInputError(f"credential is not a usable private key: {exc}") from None
         return {"client_keys": [key], "agent_path": None, "password": None}
     return {"client_keys": [], "agent_path": None, "password": secret}
-
-
-def wrap(command: str, env: Mapping[str, str] | None = None, cwd: str | None = None) -> str:
-    """The command line sent to the server: report the group id, then run under /bin/sh."""
-    parts = [f'echo "{_PID_MARK.decode()}$$" >&2']
-    if cwd:
-        parts.append(f"cd {shlex.quote(cwd)}")
-    parts += [f"export {name}={shlex.quote(value)}" for name, value in (env or {}).items()]
-    parts.append(f"exec /bin/sh -c {shlex.quote(command)}")
-    return " && ".join(parts)
-
-
-async def _pump(stream: asyncssh.SSHReader[bytes], sink: OutputBuffer) -> None:
-    while chunk := await stream.read(_CHUNK):
-        sink.feed(chunk)
-
-
-async def _pump_stderr(
-    stream: asyncssh.SSHReader[bytes], sink: OutputBuffer, pid: asyncio.Future[int]
-) -> None:
-    """Find the ``opsc-pid:`` line that ``wrap`` printed and keep it out of the output;
-    whatever the login shell printed before it (a noisy profile) is kept as output."""
-    pending = b""
-    while not pid.done():
-        chunk = await stream.read(_CHUNK)
-        if not chunk:
-            sink.feed(pending)
-            pid.set_result(0)
-            return
-        pending += chunk
-        while not pid.done() and b"\n" in pending:
-            line, _, pending = pending.partition(b"\n")
-            if line.startswith(_PID_MARK) and line[len(_PID_MARK) :].isdigit():
-                pid.set_result(int(line[len(_PID_MARK) :]))
-            else:
-                sink.feed(line + b"\n")
-        if not pid.done() and len(pending) > _CHUNK:  # no marker in sight: stop looking
-            pid.set_result(0)
-    sink.feed(pending)
-    await _pump(stream, sink)
-
-
-async def _kill_group(conn: asyncssh.SSHClientConnection, pid: int, signal_name: str) -> None:
-    if pid <= 1:
-        return
-    with contextlib.suppress(Exception):  # a dead connection has nothing left to kill
-        await asyncio.wait_for(conn.run(f"kill -{signal_name} -{pid}", check=False), 5.0)
-
-
-async def _stop(
-    conn: asyncssh.SSHClientConnection,
-    process: asyncssh.SSHClientProcess[bytes],
-    pid: asyncio.Future[int],
-) -> None:
-    """TERM the remote process group, KILL it after the grace period, close the channel."""
-    try:  # a command stopped right after it started may not have reported its pid yet;
-        # the wait is bounded by the channel too: its stderr ending settles the future.
-        group = await asyncio.wait_for(asyncio.shield(pid), PID_WAIT_S)
-    except TimeoutError:
-        group = 0
-    if group <= 1:  # no pid: ask the server itself (OpenSSH honours this with privsep)
-        with contextlib.suppress(Exception):
-            process.send_signal("KILL")
-    await _kill_group(conn, group, "TERM")
-    try:
-        await asyncio.wait_for(process.wait_closed(), KILL_GRACE_S)
-    except TimeoutError:
-        await _kill_group(conn, group, "KILL")
-    process.close()
-    with contextlib.suppress(Exception, TimeoutError):
-        await asyncio.wait_for(process.wait_closed(), 1.0)
-
-
-async def run_command(
-    conn: asyncssh.SSHClientConnection,
-    command: str,
-    *,
-    timeout_s: float,
-    env: Mapping[str, str] | None = None,
-    cwd: str | None = None,
-    cancel: asyncio.Event | None = None,
-) -> CommandResult:
-    """Run ``command`` on the target; stop it (remote processes included) on timeout, on
-    ``cancel``, or when our caller is cancelled."""
-    started = time.monotonic()
-    process = await conn.create_process(wrap(command, env, cwd), encoding=None)
-    process.stdin.write_eof()
-    out, err = OutputBuffer(), OutputBuffer()
-    pid: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-    async def finish() -> None:
-        await asyncio.gather(_pump(process.stdout, out), _pump_stderr(process.stderr, err, pid))
-        await process.wait_closed()
-
-    work = asyncio.ensure_future(finish())
-    stopper = asyncio.ensure_future(cancel.wait()) if cancel else None
-    waiters: set[asyncio.Future[Any]] = {work, stopper} if stopper else {work}
-    try:
-        done, _ = await asyncio.wait(waiters, timeout=timeout_s, return_when="FIRST_COMPLETED")
-    except asyncio.CancelledError:
-        await asyncio.shield(_stop(conn, process, pid))
-        work.cancel()
-        raise
-    finally:
-        if stopper:
-            stopper.cancel()
-    timed_out = not done
-    cancelled = stopper is not None and stopper in done and work not in done
-    if timed_out or cancelled:
-        await _stop(conn, process, pid)
-        work.cancel()
-    return CommandResult(
-        exit_code=process.returncode,
-        stdout=out.render(),
-        stderr=err.render(),
-        timed_out=timed_out,
-        cancelled=cancelled,
-        duration_s=time.monotonic() - started,
-    )
-
-
-async def run_script(
-    conn: asyncssh.SSHClientConnection,
-    script: str,
-    *,
-    interpreter: str,
-    args: Sequence[str],
-    timeout_s: float,
-    env: Mapping[str, str] | None = None,
-    cwd: str | None = None,
-    cancel: asyncio.Event | None = None,
-) -> CommandResult:
-    """Upload ``script`` to a fresh private file, run it, remove it whatever happened."""
-    path = f"/tmp/opsc-script-{uuid.uuid4().hex}"
-    # 'x' fails if the name exists, so nobody can have planted the file beforehand.
-    private = asyncssh.SFTPAttrs(permissions=0o700)
-    async with conn.start_sftp_client() as sftp, sftp.open(path, "xb", private) as remote:
-        await remote.write(script.encode())
-    try:
-        line = " ".join(shlex.quote(part) for part in (interpreter, path, *args))
-        return await run_command(conn, line, timeout_s=timeout_s, env=env, cwd=cwd, cancel=cancel)
-    finally:
-        with contextlib.suppress(Exception):
-            async with conn.start_sftp_client() as sftp:
-                await sftp.remove(path)
-
-
-@dataclass(frozen=True)
-class Copied:
-    size: int
-    sha256: str
-
-
-def file_digest(path: Path) -> Copied:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as source:
-        while chunk := source.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return Copied(size, digest.hexdigest())
-
-
-async def copy_file(
-    conn: asyncssh.SSHClientConnection,
-    src: Path,
-    dest: str,
-    mode: int | None,
-    *,
-    expected: str | None = None,
-) -> Copied:
-    """Upload to a temporary name beside ``dest``, read it back and compare SHA-256, then
-    rename over ``dest``: a failed or corrupted copy never replaces the old file.
-
-    ``expected`` (the digest checked and approved before the copy) is what the copy must
-    hold, so a source edited in between is refused rather than deployed."""
-    want = expected or file_digest(src).sha256
-    temporary = f"{dest}.opsc-{uuid.uuid4().hex[:12]}"
-    size = 0
-    async with conn.start_sftp_client() as sftp:
-        try:
-            async with sftp.open(temporary, "xb") as remote:
-                with src.open("rb") as source:
-                    while chunk := source.read(_CHUNK):
-                        size += len(chunk)
-                        await remote.write(chunk)
-            remote_digest = await _remote_sha256(sftp, temporary)
-            if remote_digest != want:
-                raise SshError(
-                    f"{dest}: checksum mismatch after copy (expected {want}, remote "
-                    f"{remote_digest}); the source may have changed since it was checked"
-                )
-            if mode is not None:
-                await sftp.chmod(temporary, mode)
-            await sftp.posix_rename(temporary, dest)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await sftp.remove(temporary)
-            raise
-    return Copied(size, want)
-
-
-async def _remote_sha256(sftp: asyncssh.SFTPClient, path: str) -> str:
-    digest = hashlib.sha256()
-    async with sftp.open(path, "rb") as remote:
-        while chunk := await remote.read(_CHUNK):
-            digest.update(chunk if isinstance(chunk, bytes) else chunk.encode())
-    return digest.hexdigest()
-
-
-async def fetch_file(
-    conn: asyncssh.SSHClientConnection, src: str, dest: Path, mode: int | None
-) -> Copied:
-    """Download ``src`` to a temporary name beside ``dest``, compare its SHA-256 with a
-    second read of the remote file, then rename over ``dest``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    temporary = dest.with_name(f"{dest.name}.opsc-{uuid.uuid4().hex[:12]}")
-    try:
-        async with conn.start_sftp_client() as sftp:
-            async with sftp.open(src, "rb") as remote:
-                with temporary.open("xb") as local:
-                    while chunk := await remote.read(_CHUNK):
-                        local.write(chunk if isinstance(chunk, bytes) else chunk.encode())
-            remote_digest = await _remote_sha256(sftp, src)
-        copied = file_digest(temporary)
-        if copied.sha256 != remote_digest:
-            raise SshError(
-                f"{src}: checksum mismatch after fetch "
-                f"(remote {remote_digest}, local {copied.sha256}); the file may be changing"
-            )
-        if mode is not None:
-            temporary.chmod(mode)
-        temporary.replace(dest)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return copied
