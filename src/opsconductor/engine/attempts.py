@@ -15,6 +15,11 @@ from opsconductor.status_machine import StepStatus
 log = structlog.get_logger("opsconductor.engine")
 
 
+def _where(index: int, step: str, asset: Asset, attempt: int) -> dict[str, object]:
+    """What every attempt event names: which step, on which target, which try."""
+    return {"step_index": index, "step": step, "target": asset.asset_id, "attempt": attempt}
+
+
 class Attempts:
     def __init__(self, db: Database, observer: Observer) -> None:
         self.db = db
@@ -33,12 +38,7 @@ class Attempts:
             attempt=attempt,
             retry_count=attempt - 1,
             actor_id=run.actor_id,
-            payload={
-                "step_index": index,
-                "step": step.name,
-                "target": asset.asset_id,
-                "attempt": attempt,
-            },
+            payload=_where(index, step.name, asset, attempt),
             masker=run.masker,
         )
         self.observer(StepEvent(index, step.name, asset.asset_id, StepStatus.RUNNING, attempt))
@@ -67,10 +67,7 @@ class Attempts:
             error=result.error,
             actor_id=run.actor_id,
             payload={
-                "step_index": index,
-                "step": step.name,
-                "target": asset.asset_id,
-                "attempt": attempt,
+                **_where(index, step.name, asset, attempt),
                 "status": result.status,
                 "exit_code": result.exit_code,
                 "error": result.error,
