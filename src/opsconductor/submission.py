@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from opsconductor import pushed_files, routing
 from opsconductor.connectors import tenant_files
-from opsconductor.db import assets, connectors, executions, steps
+from opsconductor.db import assets, bulk, connectors, executions, steps
 from opsconductor.db.connection import Database
-from opsconductor.errors import BadInput
+from opsconductor.errors import BadInput, OpsError
 from opsconductor.idempotency import derive_key
 from opsconductor.inventory import Asset, resolve_selected, selectors
-from opsconductor.plan import Plan
+from opsconductor.plan import Plan, Targets
 from opsconductor.plan_hash import hashed_document, plan_hash
 from opsconductor.records import Mode
 from opsconductor.safe_parse import MAX_EXPANDED_BYTES
@@ -45,23 +45,45 @@ LEASE_P95_FACTOR = 2.0
 PlanCheck = Callable[[Plan, list[list[Asset]]], None]
 
 
-async def submit(
-    db: Database, request: Request, *, check: PlanCheck | None = None
-) -> executions.Submitted:
-    plan = request.plan
+@dataclass(frozen=True)
+class Context:
+    """What the database says about a tenant that submissions need: its settings, the assets
+    each distinct selector matches, and observed step durations (for routing)."""
+
+    tenant: connectors.TenantSettings
+    matched: dict[str, list[Asset]]
+    observed: dict[str, float]
+
+
+async def context(db: Database, tenant_id: str, plans: Sequence[Plan]) -> Context:
+    """One read for any number of plans: each distinct selector is looked up once."""
+    wanted: dict[str, Targets] = {}
+    for plan in plans:
+        wanted.update(selectors(plan))
+    step_types: list[str] = sorted({s.type for plan in plans for s in plan.steps})
     async with db.connection() as conn:
-        await assets.ensure_tenant(conn, request.tenant_id)
-        matched = await assets.matching(conn, request.tenant_id, selectors(plan))
-        tenant = await connectors.tenant_settings(conn, request.tenant_id)
-        targets = resolve_selected(plan, matched)  # raises before anything is stored
-        if check is not None:
-            check(plan, targets)
-        observed = await steps.observed_p95(conn, request.tenant_id, [s.type for s in plan.steps])
+        await assets.ensure_tenant(conn, tenant_id)
+        matched = await assets.matching(conn, tenant_id, wanted)
+        tenant = await connectors.tenant_settings(conn, tenant_id)
+        observed = await steps.observed_p95(conn, tenant_id, step_types)
+    return Context(tenant, matched, observed)
+
+
+async def prepare(
+    request: Request, found: Context, *, check: PlanCheck | None = None
+) -> executions.NewExecution:
+    """Resolve, check, read pushed files, hash and route one plan: everything but storing."""
+    plan = request.plan
+    targets = resolve_selected(plan, found.matched)  # raises before anything is stored
+    if check is not None:
+        check(plan, targets)
+    kinds: set[str] = {s.type for s in plan.steps}
+    observed = {t: found.observed[t] for t in kinds if t in found.observed}
     # The bytes of every pushed file, read now: they are part of what is hashed, approved
     # and deduplicated (a changed file is a new plan), and the engine runs nothing else.
     files = await pushed_files.take_async(plan, targets, tenant_files.resolver(request.tenant_id))
     # Frozen into the execution (the engine also honours a tenant flag set later).
-    record_only = request.record_only or tenant.record_only
+    record_only = request.record_only or found.tenant.record_only
     snapshot = hashed_document(plan, targets, files)
     # Bounded like a request body: aliases and templates aside, nothing a tenant sends may
     # grow into a larger stored row than it could have sent literally.
@@ -78,7 +100,7 @@ async def submit(
                 "approval without pinning a process: use opsc submit (and opsc worker)"
             )
         mode = Mode.BACKGROUND
-    new = executions.NewExecution(
+    return executions.NewExecution(
         tenant_id=request.tenant_id,
         actor_id=request.actor_id,
         # A record-only run must not deduplicate the real run of the same plan (or the
@@ -107,4 +129,36 @@ async def submit(
         action_classes=tuple(step.action_class for step in plan.steps),
         min_lease_s=LEASE_P95_FACTOR * max(observed.values(), default=0.0),
     )
-    return await executions.submit(db, new)
+
+
+async def submit(
+    db: Database, request: Request, *, check: PlanCheck | None = None
+) -> executions.Submitted:
+    found = await context(db, request.tenant_id, [request.plan])
+    return await executions.submit(db, await prepare(request, found, check=check))
+
+
+#: Plans one bulk submission may carry.
+MAX_BULK = 1000
+
+
+async def submit_many(
+    db: Database, requests: Sequence[Request], *, check: PlanCheck | None = None
+) -> list[executions.Submitted]:
+    """Many plans of one tenant at once, with every check a single submission makes, stored
+    with set-based statements in one transaction: all are stored or none (a plan that fails
+    a check refuses the whole request, naming it as ``plans[i]``)."""
+    if not requests:
+        return []
+    if len(requests) > MAX_BULK:
+        raise BadInput(f"plans: {len(requests)} plans; at most {MAX_BULK} per submission")
+    if len({r.tenant_id for r in requests}) != 1:
+        raise BadInput("plans: a bulk submission belongs to one tenant")
+    found = await context(db, requests[0].tenant_id, [r.plan for r in requests])
+    news = []
+    for index, request in enumerate(requests):
+        try:
+            news.append(await prepare(request, found, check=check))
+        except OpsError as exc:  # bad input, no target, RBAC: the same kind, naming the plan
+            raise type(exc)(f"plans[{index}]: {exc}") from None
+    return await bulk.submit_many(db, news)

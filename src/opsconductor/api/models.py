@@ -73,6 +73,18 @@ class Execution(BaseModel):
         return cls.model_validate(_fields(cls, execution))
 
 
+class BulkItem(BaseModel):
+    execution: Execution
+    #: false: a duplicate within the deduplication window, answered by the existing one
+    created: bool
+
+
+class BulkSubmitted(BaseModel):
+    items: list[BulkItem]
+    created: int
+    duplicates: int
+
+
 class Step(BaseModel):
     step_index: int
     step_name: str

@@ -21,12 +21,13 @@ from opsconductor.approvals import Decision
 from opsconductor.db import reads
 from opsconductor.db.connection import Database
 from opsconductor.db.notify import EventHub
-from opsconductor.errors import BadInput
+from opsconductor.errors import BadInput, OpsError
 from opsconductor.plan import Plan, load_plan_text, parse_plan
 from opsconductor.records import Mode
 from opsconductor.services import executions
 from opsconductor.services.caller import Caller
 from opsconductor.status_machine import Status, is_terminal
+from opsconductor.submission import MAX_BULK
 
 router = APIRouter(prefix="/executions", tags=["executions"])
 
@@ -128,6 +129,64 @@ async def submit_execution(
     elif execution.status is Status.QUEUED:
         response.status_code = 202  # the submission queued it for the workers
     return await _detail(db, who, str(execution.id))
+
+
+def _parse_bulk_body(body: bytes) -> list[Plan]:
+    """``{"plans": [...]}``: each item a plan object, or a plan's YAML/JSON text as a string
+    (what ``opsc submit`` sends, byte for byte as in its files)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput("body: not valid UTF-8") from None
+    data = safe_parse.load_json(text, "body")
+    check_text(data)
+    safe_parse.check_control_chars(data)
+    if not isinstance(data, dict) or set(data) != {"plans"} or not isinstance(data["plans"], list):
+        raise BadInput('body: expected {"plans": [plan, ...]}')
+    if not data["plans"]:
+        raise BadInput("plans: give at least one plan")
+    if len(data["plans"]) > MAX_BULK:
+        raise BadInput(f"plans: {len(data['plans'])} plans; at most {MAX_BULK} per request")
+    plans = []
+    for index, item in enumerate(data["plans"]):
+        try:
+            plans.append(
+                load_plan_text(item, "plan") if isinstance(item, str) else parse_plan(item)
+            )
+        except OpsError as exc:  # every "path: message" part names its plan
+            parts = str(exc).split("; ")
+            raise type(exc)("; ".join(f"plans[{index}].{part}" for part in parts)) from None
+    return plans
+
+
+@router.post(
+    "/bulk",
+    status_code=202,
+    response_model=models.BulkSubmitted,
+    summary="Submit many plans for the workers at once (all stored, or none)",
+)
+async def submit_bulk(
+    request: Request,
+    db: Db,
+    who: Who,
+    record_only: Annotated[
+        bool,
+        Query(description="Dark launch: resolve and record every step, touch no target"),
+    ] = False,
+) -> models.BulkSubmitted:
+    """202: every plan stored and queued (or waiting for approval); a plan submitted within
+    the deduplication window answers its existing execution with ``created: false``."""
+    plans = await asyncio.to_thread(_parse_bulk_body, await request.body())
+    done = await executions.submit_many(db, who, plans, record_only=record_only)
+    items = [
+        models.BulkItem(execution=models.Execution.from_record(d.execution), created=d.created)
+        for d in done
+    ]
+    return models.BulkSubmitted(
+        items=items,
+        created=sum(i.created for i in items),
+        duplicates=sum(not i.created for i in items),
+    )
 
 
 @router.post(

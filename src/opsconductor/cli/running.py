@@ -138,9 +138,39 @@ def run_(
     raise typer.Exit(0 if status == Status.COMPLETED else 1)
 
 
+PlanFiles = Annotated[
+    list[Path],
+    typer.Argument(help="Plan files (YAML or JSON), or directories of them: many go as one"),
+]
+
+
+def _plan_files(paths: list[Path]) -> list[Path]:
+    """Files as given; a directory gives its *.yaml, *.yml and *.json files, sorted."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            inside = sorted(
+                p for p in path.iterdir() if p.suffix in {".yaml", ".yml", ".json"} and p.is_file()
+            )
+            if not inside:
+                raise fail(f"{path}: no .yaml, .yml or .json files in this directory", 2)
+            found.extend(inside)
+        else:
+            found.append(path)
+    return found
+
+
 @app.command("submit")
-def submit_(plan_file: PlanFile, idempotency_key: IdempotencyKey = None) -> None:
-    """Validate and queue a plan for the workers; print its execution id at once."""
+def submit_(plan_files: PlanFiles, idempotency_key: IdempotencyKey = None) -> None:
+    """Validate and queue plans for the workers; print each execution id at once. Many
+    files (or a directory) are checked first and stored together: all of them, or none."""
+    files = _plan_files(plan_files)
+    if len(files) > 1:
+        if idempotency_key:
+            raise fail("--idempotency-key: names one plan; give one file with it", 2)
+        _submit_many(files)
+        return
+    plan_file = files[0]
     plan = _plan_or_exit(plan_file)
 
     async def work(settings: Settings) -> tuple[models.Execution, bool]:
@@ -174,6 +204,61 @@ def submit_(plan_file: PlanFile, idempotency_key: IdempotencyKey = None) -> None
             highlight=False,
         )
     out.print(str(found.id), highlight=False)
+
+
+def _submit_many(files: list[Path]) -> None:
+    plans = []
+    for path in files:  # every file is checked before anything is sent
+        try:
+            plans.append(load_plan_file(path))
+        except OpsError as exc:
+            raise fail(f"{path}: {exc}", exc.exit_code) from None
+
+    async def work(settings: Settings) -> list[models.BulkItem]:
+        async with session(settings) as s:
+            if isinstance(s, Remote):
+                texts = [path.read_text() for path in files]
+                try:
+                    _, found = await s.api.call(
+                        "POST", "/executions/bulk", json_body={"plans": texts}
+                    )
+                except OpsError as exc:  # the server names plans[i]: name the file too
+                    raise type(exc)(_name_files(str(exc), files)) from None
+                return models.BulkSubmitted.model_validate(found).items
+            try:
+                done = await executions.submit_many(s.db, s.caller, plans)
+            except OpsError as exc:
+                raise type(exc)(_name_files(str(exc), files)) from None
+            return [
+                models.BulkItem(
+                    execution=models.Execution.from_record(d.execution), created=d.created
+                )
+                for d in done
+            ]
+
+    items = run(work)
+    rows = [
+        [
+            str(item.execution.id),
+            str(path),
+            item.execution.status if item.created else f"{item.execution.status} (duplicate)",
+        ]
+        for path, item in zip(files, items, strict=True)
+    ]
+    render.table(["execution", "file", "status"], rows)
+    created = sum(item.created for item in items)
+    err.print(
+        f"{created} submitted, {len(items) - created} already submitted within the "
+        "deduplication window; follow them with opsc list or opsc watch ID",
+        highlight=False,
+    )
+
+
+def _name_files(message: str, files: list[Path]) -> str:
+    """``plans[3].steps[0]...`` -> ``plans[3] (web.yaml).steps[0]...``."""
+    for index, path in enumerate(files):
+        message = message.replace(f"plans[{index}]", f"plans[{index}] ({path})")
+    return message
 
 
 async def _wait_for_approval(s: Session, found: models.Execution) -> models.Execution:

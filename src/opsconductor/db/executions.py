@@ -184,6 +184,40 @@ async def append_event(
     return int(row["id"])
 
 
+def transition_item(
+    execution_id: uuid.UUID,
+    current: Status,
+    target: Status,
+    *,
+    actor_id: str,
+    reason: str | None = None,
+    payload: dict[str, Any] | None = None,
+    timeout_at: datetime | None = None,
+    worker_id: str | None = None,
+    masker: masking.Masker = masking.DEFAULT,
+    lease_token: uuid.UUID | None = None,
+    skip_pending: bool = False,
+) -> dict[str, Any]:
+    """One item of the set-based ``transition`` statement (checked against the status
+    machine; reason and payload masked here, at the sink)."""
+    status_machine.check(current, target)
+    reason = None if reason is None else masker.mask(reason)
+    payload = masker.mask_data(payload) if payload else payload
+    return {
+        "id": execution_id,
+        "from_status": current.value,
+        "to_status": target.value,
+        "terminal": status_machine.is_terminal(target),
+        "reason": reason,
+        "actor_id": actor_id,
+        "payload": Jsonb({"reason": reason, **(payload or {})} if reason else payload or {}),
+        "timeout_at": timeout_at,
+        "worker_id": worker_id,
+        "lease_token": lease_token,
+        "skip_pending": skip_pending,
+    }
+
+
 async def transition(
     conn: Executor,
     execution_id: uuid.UUID,
@@ -207,22 +241,19 @@ async def transition(
     queue lease is held, and the queue row goes with it; ``LeaseLost`` otherwise, with
     nothing changed. ``skip_pending`` also marks the steps still pending as skipped. All
     of it is one statement: it commits as a whole or not at all, in one round trip."""
-    status_machine.check(current, target)
-    reason = None if reason is None else masker.mask(reason)
-    payload = masker.mask_data(payload) if payload else payload
-    item = {
-        "id": execution_id,
-        "from_status": current.value,
-        "to_status": target.value,
-        "terminal": status_machine.is_terminal(target),
-        "reason": reason,
-        "actor_id": actor_id,
-        "payload": Jsonb({"reason": reason, **(payload or {})} if reason else payload or {}),
-        "timeout_at": timeout_at,
-        "worker_id": worker_id,
-        "lease_token": lease_token,
-        "skip_pending": skip_pending,
-    }
+    item = transition_item(
+        execution_id,
+        current,
+        target,
+        actor_id=actor_id,
+        reason=reason,
+        payload=payload,
+        timeout_at=timeout_at,
+        worker_id=worker_id,
+        masker=masker,
+        lease_token=lease_token,
+        skip_pending=skip_pending,
+    )
     # key: an execution's status never changes twice in one batched statement
     (row,) = await batching.run(conn, Q["transition"], [item], key=execution_id)
     if not row["leased"]:

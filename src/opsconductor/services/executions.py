@@ -24,6 +24,7 @@ from opsconductor.services.engines import build_engine, shared_engine
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request
 from opsconductor.submission import submit as store_submission
+from opsconductor.submission import submit_many as store_many
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,20 @@ async def submit(
 
     request = Request(plan, who.tenant_id, who.actor_id, idempotency_key, record_only, enqueue)
     return await store_submission(db, request, check=check)
+
+
+async def submit_many(
+    db: Database, who: Caller, plans: list[Plan], *, record_only: bool = False
+) -> list[executions.Submitted]:
+    """Many plans for the workers in one request, with every check ``submit`` makes; all
+    are stored or none (the first plan refused names itself as ``plans[i]``)."""
+    who.require("executions", "submit")
+
+    def check(plan: Plan, targets: list[list[Asset]]) -> None:
+        rbac.enforce_plan(who.actor_id, list(who.roles), plan, targets)
+
+    requests = [Request(p, who.tenant_id, who.actor_id, None, record_only, True) for p in plans]
+    return await store_many(db, requests, check=check)
 
 
 async def run_here(

@@ -1,0 +1,160 @@
+"""Many submissions of one tenant stored at once: the same rows, events, approval requests
+and queue entries as ``executions.submit`` writes one by one, with set-based statements in
+one transaction (see sql/bulk.sql). All or nothing: a crash stores none of them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from opsconductor import status_machine
+from opsconductor.db import approval_requests, batching, executions, queries
+from opsconductor.db.connection import Conn, Database
+from opsconductor.db.executions import NewExecution, Submitted
+from opsconductor.errors import StaleStatus
+from opsconductor.records import Execution
+from opsconductor.status_machine import Status
+
+Q = queries.load("bulk")
+
+
+def _json(items: list[dict[str, Any]]) -> str:
+    # One document for the whole batch: psycopg would adapt each element in Python.
+    return json.dumps(items, separators=(",", ":"), default=str)
+
+
+async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submitted]:
+    """Store every new execution; answers in the order given. A key already held (a
+    duplicate, or a failed run under the same key) takes the one-by-one path afterwards,
+    which answers it exactly as a single submission would."""
+    ids = [uuid.uuid4() for _ in news]
+    answers: dict[int, Submitted] = {}
+    async with db.transaction() as conn:
+        cur = await conn.execute(
+            Q["insert_executions"],
+            {
+                "items": _json(
+                    [
+                        {
+                            "ord": i,
+                            "id": str(ids[i]),
+                            "tenant_id": new.tenant_id,
+                            "actor_id": new.actor_id,
+                            "idempotency_key": new.idempotency_key,
+                            "plan_name": new.plan_name,
+                            "plan_snapshot": new.plan_snapshot,
+                            "plan_hash": new.plan_hash,
+                            "status": status_machine.initial_status(new.approval_level).value,
+                            "mode": new.mode.value,
+                            "sla_class": new.sla_class.value,
+                            "approval_level": new.approval_level,
+                            "priority": new.priority,
+                            "estimated_duration_s": new.estimated_duration_s,
+                            "trace_id": uuid.uuid4().hex,
+                            "record_only": new.record_only,
+                        }
+                        for i, new in enumerate(news)
+                    ]
+                )
+            },
+        )
+        order = {execution_id: i for i, execution_id in enumerate(ids)}
+        made = {order[row["id"]]: Execution.from_row(row) for row in await cur.fetchall()}
+        if made:
+            await _after_insert(conn, news, made)
+        for i, execution in made.items():
+            answers[i] = Submitted(execution, created=True)
+    for i, new in enumerate(news):
+        if i not in answers:  # after the commit: the holder of its key is visible now
+            answers[i] = await executions.submit(db, new)
+    return [answers[i] for i in range(len(news))]
+
+
+async def _after_insert(
+    conn: Conn, news: Sequence[NewExecution], made: dict[int, Execution]
+) -> None:
+    await conn.execute(
+        Q["insert_submitted_events"],
+        {
+            "items": _json(
+                [
+                    {
+                        "ord": i,
+                        "execution_id": str(e.id),
+                        "tenant_id": e.tenant_id,
+                        "to_status": e.status.value,
+                        "actor_id": news[i].actor_id,
+                        "payload": {
+                            "plan_hash": news[i].plan_hash,
+                            "idempotency_key": news[i].idempotency_key,
+                        },
+                    }
+                    for i, e in sorted(made.items())
+                ]
+            )
+        },
+    )
+    await conn.execute(
+        Q["insert_pending_steps"],
+        {
+            "items": _json(
+                [
+                    {
+                        "execution_id": str(e.id),
+                        "tenant_id": e.tenant_id,
+                        "step_index": index,
+                        "step_name": name,
+                        "step_type": kind,
+                        "asset_id": asset_id,
+                    }
+                    for i, e in made.items()
+                    for index, name, kind, asset_id in news[i].step_targets
+                ]
+            )
+        },
+    )
+    for i, e in sorted(made.items()):
+        if news[i].approval_level >= 1:
+            await approval_requests.request(
+                conn,
+                execution_id=e.id,
+                tenant_id=e.tenant_id,
+                level=news[i].approval_level,
+                plan_hash=news[i].plan_hash,
+                requested_by=news[i].actor_id,
+            )
+    queued = sorted(i for i, e in made.items() if news[i].enqueue and e.status is Status.APPROVED)
+    if not queued:
+        return
+    moves = [
+        {
+            **executions.transition_item(
+                made[i].id, Status.APPROVED, Status.QUEUED, actor_id=news[i].actor_id
+            ),
+            "ord": n,
+        }
+        for n, i in enumerate(queued)
+    ]
+    rows = await batching.run(conn, executions.Q["transition"], moves)
+    if any(row["id"] is None for row in rows):  # nobody else can see these rows yet
+        raise StaleStatus("a new execution changed status while it was being submitted")
+    await conn.execute(
+        Q["enqueue"],
+        {
+            "items": _json(
+                [
+                    {
+                        "execution_id": str(made[i].id),
+                        "action_classes": sorted(set(news[i].action_classes)),
+                        "min_lease_s": news[i].min_lease_s,
+                    }
+                    for i in queued
+                ]
+            )
+        },
+    )
+    for i in queued:
+        made[i] = replace(made[i], status=Status.QUEUED)

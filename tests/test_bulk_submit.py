@@ -1,0 +1,147 @@
+"""Bulk submission: many plans in one request keep every check of a single submission
+(validation, targets, RBAC, hash, idempotency, audit events, approvals, the queue) and are
+stored all or none."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from opsconductor.db.connection import Database
+from opsconductor.errors import PermissionDenied, TargetResolutionError
+from opsconductor.plan import Plan, parse_plan
+from opsconductor.records import Execution
+from opsconductor.services import executions
+from opsconductor.services.caller import local_admin
+from opsconductor.status_machine import Status
+from opsconductor.submission import Request, submit
+from tests.served import opsc
+
+
+def plan(name: str, *, level: int = 0, host: str = "localhost", slow: bool = False) -> Plan:
+    """One noop step; ``slow``: ten command steps, estimated at 10 s (routed to workers)."""
+    if not slow:
+        steps = [{"name": "s", "type": "noop", "targets": {"hostnames": [host]}}]
+    else:
+        steps = [
+            {"name": f"s{i}", "type": "command", "command": "true", "action_class": "read",
+             "targets": {"hostnames": [host]}}
+            for i in range(10)
+        ]  # fmt: skip
+    return parse_plan({"name": name, "approval_level": level, "steps": steps})
+
+
+def count(url: str, sql: str, *params: Any) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql, params).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _comparable(e: Execution) -> dict[str, Any]:
+    skip = {"id", "created_at", "trace_id", "idempotency_key", "plan_name", "updated_at"}
+    return {k: v for k, v in e.__dict__.items() if k not in skip}
+
+
+async def test_bulk_stores_what_single_submissions_store(db: Database, database_url: str) -> None:
+    who = await local_admin(db, "default")
+    plans = [plan("a"), plan("b", level=1), plan("c", slow=True), plan("d", level=2)]
+    bulk = await executions.submit_many(db, who, plans)
+    assert [b.created for b in bulk] == [True] * 4
+    assert [b.execution.status for b in bulk] == [
+        Status.QUEUED,
+        Status.PENDING_APPROVAL,
+        Status.QUEUED,
+        Status.PENDING_APPROVAL,
+    ]
+    # The same plans one by one in another tenant-less run: same rows but ids and times.
+    singles = [
+        await executions.submit(db, who, p, idempotency_key=f"single-{i}", enqueue=True)
+        for i, p in enumerate(plans)
+    ]
+    for b, s in zip(bulk, singles, strict=True):
+        assert _comparable(b.execution) == _comparable(s.execution)
+        for table, column in (
+            ("execution_steps", "execution_id"),
+            ("execution_events", "execution_id"),
+            ("execution_queue", "execution_id"),
+            ("approvals", "execution_id"),
+        ):
+            sql = f"SELECT count(*) FROM execution.{table} WHERE {column} = %s"
+            assert count(database_url, sql, b.execution.id) == count(
+                database_url, sql, s.execution.id
+            ), table
+    events = count(
+        database_url,
+        "SELECT count(*) FROM execution.execution_events WHERE event_type = 'submitted'",
+    )
+    assert events == 8
+
+
+async def test_duplicates_in_and_across_bulk_submissions(db: Database) -> None:
+    who = await local_admin(db, "default")
+    first = await executions.submit_many(db, who, [plan("x"), plan("y"), plan("x")])
+    assert [f.created for f in first] == [True, True, False]
+    assert first[2].execution.id == first[0].execution.id
+    again = await executions.submit_many(db, who, [plan("y"), plan("z")])
+    assert [a.created for a in again] == [False, True]
+    assert again[0].execution.id == first[1].execution.id
+    # a single submission of the same plan is a duplicate of the bulk one too
+    single = await submit(db, Request(plan("z"), "default", who.actor_id, enqueue=True))
+    assert not single.created and single.execution.id == again[1].execution.id
+
+
+async def test_one_bad_plan_refuses_the_whole_request(db: Database, database_url: str) -> None:
+    who = await local_admin(db, "default")
+    plans = [plan("ok-1"), plan("ok-2"), plan("bad", host="no-such-host")]
+    with pytest.raises(TargetResolutionError, match=r"^plans\[2\]: steps\[0\]\.targets"):
+        await executions.submit_many(db, who, plans)
+    assert count(database_url, "SELECT count(*) FROM execution.executions") == 0
+
+
+async def test_rbac_is_checked_for_every_plan(db: Database, database_url: str) -> None:
+    from opsconductor.db import auth
+    from opsconductor.services.caller import from_token
+
+    async with db.transaction() as conn:
+        await auth.ensure_actor(conn, "default", "viewer")
+        await auth.grant(conn, "default", "viewer", "viewer", granted_by="test")
+        token = await auth.create_token(conn, "default", "viewer", name="t")
+    who = await from_token(db, token.token)
+    with pytest.raises(PermissionDenied):
+        await executions.submit_many(db, who, [plan("a")])
+    assert count(database_url, "SELECT count(*) FROM execution.executions") == 0
+
+
+def test_opsc_submit_of_a_directory(
+    cli_env: dict[str, str], tmp_path: Path, database_url: str
+) -> None:
+    folder = tmp_path / "plans"
+    folder.mkdir()
+    for name in ("web", "db", "cache"):
+        (folder / f"{name}.yaml").write_text(
+            f"name: {name}\nsteps:\n"
+            "  - {name: s, type: noop, targets: {hostnames: [localhost]}}\n"
+        )
+    (folder / "notes.txt").write_text("not a plan")
+    done = opsc(cli_env, "submit", str(folder))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}", done.stdout)) == 3
+    assert "3 submitted, 0 already submitted" in done.stderr
+    assert (
+        count(database_url, "SELECT count(*) FROM execution.executions WHERE status = 'queued'")
+        == 3
+    )
+
+    (folder / "zz-broken.yaml").write_text("name: broken\nsteps: []\n")
+    (folder / "new.yaml").write_text(
+        "name: new\nsteps:\n  - {name: s, type: noop, targets: {hostnames: [localhost]}}\n"
+    )
+    refused = opsc(cli_env, "submit", str(folder))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "zz-broken.yaml" in refused.stderr
+    assert count(database_url, "SELECT count(*) FROM execution.executions") == 3  # none stored
