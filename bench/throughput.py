@@ -55,7 +55,7 @@ from opsconductor.db import assets, auth, connectors, embedded, migrations
 from opsconductor.db.connection import Database
 from opsconductor.inventory import Asset
 from opsconductor.plan import Plan, parse_plan
-from opsconductor.submission import Request, submit
+from opsconductor.submission import Request, submit, submit_many
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "bench_worker.py"
@@ -121,19 +121,30 @@ def scalar(url: str, query: str) -> Any:
 # --- filling the queues (timed separately) ---------------------------------------------
 
 
-async def fill_ours(url: str, n: int, concurrency: int = 8, *, kind: str = "ours") -> None:
-    """The real submission path: validation, hash, routing, idempotency, audit, enqueue;
-    plans of ``kind`` (``ours``: a noop step, ``ours-sh``: ``command: "true"``)."""
+#: Plans per bulk submission when filling the queue (the peers enqueue in batches too).
+BULK = 500
+
+
+async def fill_ours(url: str, n: int, concurrency: int = 2, *, kind: str = "ours") -> None:
+    """The real submission path, in bulk (``POST /executions/bulk``, ``opsc submit DIR``):
+    validation, targets, RBAC, hash, routing, idempotency, audit events and the queue for
+    each plan, stored set-based; plans of ``kind`` (``ours``: a noop step, ``ours-sh``:
+    ``command: "true"``)."""
     async with Database(url, min_size=concurrency, max_size=concurrency) as db:
         await _prepare(db)
         slots = asyncio.Semaphore(concurrency)
 
-        async def one(i: int) -> None:
+        async def chunk(start: int) -> None:
             async with slots:
-                plan = plan_for(i, kind)
-                await submit(db, Request(plan, "default", ACTOR, f"bench-{i}", enqueue=True))
+                await submit_many(
+                    db,
+                    [
+                        Request(plan_for(i, kind), "default", ACTOR, f"bench-{i}", enqueue=True)
+                        for i in range(start, min(start + BULK, n))
+                    ],
+                )
 
-        await asyncio.gather(*(one(i) for i in range(n)))
+        await asyncio.gather(*(chunk(start) for start in range(0, n, BULK)))
 
 
 async def fill_ours_sh(url: str, n: int) -> None:

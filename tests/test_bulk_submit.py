@@ -145,3 +145,14 @@ def test_opsc_submit_of_a_directory(
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "zz-broken.yaml" in refused.stderr
     assert count(database_url, "SELECT count(*) FROM execution.executions") == 3  # none stored
+
+
+async def test_a_bulk_is_claimed_in_submission_order(db: Database, database_url: str) -> None:
+    """Workers take priority first, then age: a bulk keeps the order it was given."""
+    who = await local_admin(db, "default")
+    done = await executions.submit_many(db, who, [plan(f"p{i}") for i in range(20)])
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT execution_id FROM execution.execution_queue ORDER BY priority, available_at"
+        ).fetchall()
+    assert [r[0] for r in rows] == [d.execution.id for d in done]

@@ -147,6 +147,7 @@ async def _after_insert(
             "items": _json(
                 [
                     {
+                        "ord": i,
                         "execution_id": str(made[i].id),
                         "action_classes": sorted(set(news[i].action_classes)),
                         "min_lease_s": news[i].min_lease_s,

@@ -41,15 +41,18 @@ FROM jsonb_to_recordset(%(items)s::jsonb) AS t(
 
 -- name: enqueue
 -- As queue.sql's enqueue, per item: the retry budget and visibility timeout from the
--- policies of the execution's SLA class and its steps' action classes; one NOTIFY.
+-- policies of the execution's SLA class and its steps' action classes; one NOTIFY. Ages
+-- follow the order given (clock_timestamp, not the transaction's one now()): workers claim
+-- by priority then age, so a bulk is taken in submission order like single submissions.
 WITH t AS (
     SELECT * FROM jsonb_to_recordset(%(items)s::jsonb) AS t(
-        execution_id uuid, action_classes text[], min_lease_s float8)
+        ord int, execution_id uuid, action_classes text[], min_lease_s float8)
 ), queued AS (
     INSERT INTO execution.execution_queue
-        (execution_id, priority, max_attempts, lease_timeout_s)
+        (execution_id, priority, max_attempts, lease_timeout_s, available_at, enqueued_at)
     SELECT e.id, e.priority, coalesce(p.max_attempts, 3),
-           greatest(coalesce(p.lease_timeout_s, 60), t.min_lease_s)
+           greatest(coalesce(p.lease_timeout_s, 60), t.min_lease_s),
+           clock_timestamp(), clock_timestamp()
     FROM t
     JOIN execution.executions e ON e.id = t.execution_id
     CROSS JOIN LATERAL (
@@ -58,7 +61,7 @@ WITH t AS (
         WHERE p.sla_class = e.sla_class AND p.action_class = ANY(t.action_classes)
     ) p
     WHERE e.id = ANY(ARRAY(SELECT execution_id FROM t))
-    ORDER BY e.id
+    ORDER BY t.ord
     RETURNING execution_id
 )
 SELECT pg_notify('opsc_queue', '') FROM (SELECT 1 FROM queued LIMIT 1) AS any_queued
