@@ -21,10 +21,12 @@ ACTIVITY = [
     INSERT INTO execution.execution_events (execution_id, tenant_id, event_type, to_status,
                                             actor_id, created_at)
     SELECT id, tenant_id, 'status', 'approved', 'tester', created_at FROM execution.executions
-    WHERE tenant_id = %(tenant)s AND idempotency_key LIKE %(tag)s || '%%' AND status = 'approved'""",
+    WHERE tenant_id = %(tenant)s AND idempotency_key LIKE %(tag)s || '%%'
+      AND status = 'approved'""",
     """
     UPDATE execution.executions SET status = 'queued'
-    WHERE tenant_id = %(tenant)s AND idempotency_key LIKE %(tag)s || '%%' AND mode = 'background'""",
+    WHERE tenant_id = %(tenant)s AND idempotency_key LIKE %(tag)s || '%%'
+      AND mode = 'background'""",
     """
     UPDATE execution.executions
     SET status = 'running', started_at = created_at + make_interval(secs => random() * 400)
@@ -49,8 +51,8 @@ ACTIVITY = [
       AND idempotency_key LIKE %(tag)s || '%%' AND mode = 'background'""",
     """
     UPDATE execution.executions
-    SET status = (ARRAY['completed', 'failed', 'timeout', 'partial'])[1 + abs(hashtext(id::text)) %% 4]::
-        execution.execution_status,
+    SET status = (ARRAY['completed', 'failed', 'timeout', 'partial'])[
+            1 + abs(hashtext(id::text)) %% 4]::execution.execution_status,
         finished_at = started_at + interval '9 seconds'
     WHERE tenant_id = %(tenant)s AND idempotency_key LIKE %(tag)s || '%%'""",
     """

@@ -68,7 +68,7 @@ async def test_sql_bounds_and_counted_events_match_python(db: Database) -> None:
             "SELECT (execution.event_metric_rows(ROW(1, gen_random_uuid(), 't', t, NULL, NULL,"
             " 'a', '{}', now())::execution.execution_events)).metric AS m "
             "FROM unnest(%s::text[]) AS t",
-            (list(db_metrics.COUNTED_EVENTS) + ["status"],),
+            ([*db_metrics.COUNTED_EVENTS, "status"],),
         )
         assert len(await cur.fetchall()) == len(db_metrics.COUNTED_EVENTS)
 
