@@ -16,6 +16,7 @@ from opsconductor.db import metrics as db_metrics
 from opsconductor.db.connection import Database
 from opsconductor.services import history
 from opsconductor.services.caller import local_admin
+from opsconductor.status_machine import TERMINAL
 from tests.helpers import run_plan
 from tests.history_support import ACTIVITY, params
 
@@ -55,15 +56,27 @@ def _assert_same(a: Samples, b: Samples) -> None:
         assert value == pytest.approx(b[key], rel=1e-9), key
 
 
-async def test_sql_bounds_and_counted_events_match_python(db: Database) -> None:
+async def test_sql_buckets_terminal_statuses_and_counted_events_match_python(
+    db: Database,
+) -> None:
     async with db.connection() as conn:
-        cur = await conn.execute(
-            "SELECT execution.metric_duration_bounds() AS d, execution.metric_wait_bounds() AS w"
-        )
+        for name, bounds in (
+            ("metric_duration_bucket", db_metrics.DURATION_BUCKETS),
+            ("metric_wait_bucket", db_metrics.WAIT_BUCKETS),
+        ):
+            for i, le in enumerate(bounds):  # a bound is in its own bucket; just above, next
+                above = bounds[i + 1] if i + 1 < len(bounds) else float("inf")
+                cur = await conn.execute(
+                    f"SELECT execution.{name}(%s::numeric) AS at, "
+                    f"execution.{name}(%s::numeric + 0.000001) AS past",
+                    (str(le), str(le)),
+                )
+                row = await cur.fetchone()
+                assert row is not None
+                assert float(row["at"]) == le and float(row["past"]) == above
+        cur = await conn.execute("SELECT execution.terminal_statuses()::text[] AS t")
         row = await cur.fetchone()
-        assert row is not None
-        assert tuple(row["d"]) == db_metrics.DURATION_BUCKETS
-        assert tuple(row["w"]) == db_metrics.WAIT_BUCKETS
+        assert row is not None and set(row["t"]) == {str(s) for s in TERMINAL}
         cur = await conn.execute(
             "SELECT (execution.event_metric_rows(ROW(1, gen_random_uuid(), 't', t, NULL, NULL,"
             " 'a', '{}', now())::execution.execution_events)).metric AS m "

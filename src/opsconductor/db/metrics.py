@@ -66,7 +66,8 @@ def _histogram(rows: list[Row]) -> Histogram:
 
 
 async def _gauges(conn: Conn, found: Snapshot, stale_s: float) -> None:
-    """Figures about live rows (queue, pending approvals, dead letters, workers)."""
+    """Figures about live rows (unfinished executions, queue, pending approvals, dead
+    letters, workers)."""
     found.queue = await _rows(conn, "queue_depth")
     found.approvals_pending = int((await _rows(conn, "approvals_pending"))[0]["n"])
     found.dlq = await _rows(conn, "dlq_open")
@@ -160,6 +161,7 @@ async def snapshot(conn: Conn, *, stale_s: float) -> Snapshot:
     async with conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         found = from_rollup(await rollup(conn))
+        found.executions += await _rows(conn, "executions_live")
         await _gauges(conn, found, stale_s)
     return found
 

@@ -16,6 +16,12 @@ WHERE pg_try_advisory_xact_lock(5118830016)
 -- name: rollup
 SELECT metric, labels, sum(value) AS value FROM execution.metric_rollup GROUP BY 1, 2
 
+-- name: executions_live
+-- Unfinished executions, through the partial index (the same list as its predicate).
+SELECT tenant_id, status::text AS status, count(*) AS n FROM execution.executions
+WHERE status IN ('pending_approval', 'approved', 'queued', 'running')
+GROUP BY 1, 2
+
 -- name: recount_executions_by_status
 SELECT tenant_id, status::text AS status, count(*) AS n
 FROM execution.executions GROUP BY 1, 2

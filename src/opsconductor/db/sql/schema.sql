@@ -604,7 +604,10 @@ CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON execution.aud
 --
 -- Counters (steps, waits, SLA outcomes, counted events, lease renewals) only grow: a
 -- pruned row keeps its contribution, because Prometheus reads a falling counter as a
--- restart. The 'executions' gauge counts rows held, so pruning lowers it.
+-- restart. The 'executions' gauge counts rows held, so pruning lowers it; it holds finished
+-- executions only (a status is entered once and never left), while the unfinished are
+-- counted live through executions_live_idx: the many moves between unfinished statuses
+-- write nothing here.
 CREATE TABLE execution.metric_rollup (
     metric  text NOT NULL,
     labels  text[] NOT NULL,
@@ -613,21 +616,37 @@ CREATE TABLE execution.metric_rollup (
     PRIMARY KEY (metric, labels, slot)
 );
 
--- Histogram bounds (seconds), equal to DURATION_BUCKETS and WAIT_BUCKETS in db/metrics.py.
-CREATE FUNCTION execution.metric_duration_bounds() RETURNS float8[]
+-- The (non-cumulative) bucket an observation falls in, labelled by its upper bound (or
+-- '+Inf'). The bounds equal DURATION_BUCKETS and WAIT_BUCKETS in db/metrics.py (a test
+-- checks); a plain CASE, so the planner inlines it into the triggers' statements.
+CREATE FUNCTION execution.metric_duration_bucket(seconds numeric) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT '{0.05,0.1,0.25,0.5,1,2.5,5,10,30,60,120,300,1800}'::float8[]
+    SELECT
+        CASE WHEN seconds <= 0.05 THEN '0.05' WHEN seconds <= 0.1 THEN '0.1'
+             WHEN seconds <= 0.25 THEN '0.25' WHEN seconds <= 0.5 THEN '0.5'
+             WHEN seconds <= 1 THEN '1' WHEN seconds <= 2.5 THEN '2.5'
+             WHEN seconds <= 5 THEN '5' WHEN seconds <= 10 THEN '10'
+             WHEN seconds <= 30 THEN '30' WHEN seconds <= 60 THEN '60'
+             WHEN seconds <= 120 THEN '120' WHEN seconds <= 300 THEN '300'
+             WHEN seconds <= 1800 THEN '1800'
+             ELSE '+Inf' END
 $$;
-CREATE FUNCTION execution.metric_wait_bounds() RETURNS float8[]
+CREATE FUNCTION execution.metric_wait_bucket(seconds numeric) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT '{0.1,0.5,1,5,10,30,60,300,900,1800,3600}'::float8[]
+    SELECT
+        CASE WHEN seconds <= 0.1 THEN '0.1' WHEN seconds <= 0.5 THEN '0.5'
+             WHEN seconds <= 1 THEN '1' WHEN seconds <= 5 THEN '5'
+             WHEN seconds <= 10 THEN '10' WHEN seconds <= 30 THEN '30'
+             WHEN seconds <= 60 THEN '60' WHEN seconds <= 300 THEN '300'
+             WHEN seconds <= 900 THEN '900' WHEN seconds <= 1800 THEN '1800'
+             WHEN seconds <= 3600 THEN '3600'
+             ELSE '+Inf' END
 $$;
 
--- The (non-cumulative) bucket an observation falls in: its smallest bound, or '+Inf'.
-CREATE FUNCTION execution.metric_bucket(seconds numeric, bounds float8[]) RETURNS text
+-- The statuses nothing leaves (status_machine.TERMINAL; a test checks).
+CREATE FUNCTION execution.terminal_statuses() RETURNS execution.execution_status[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce((SELECT min(b)::text FROM unnest(bounds) AS b WHERE seconds::float8 <= b),
-                    '+Inf')
+    SELECT '{rejected,completed,failed,cancelled,timeout,partial}'::execution.execution_status[]
 $$;
 
 -- What one row adds to the roll-up. The same functions back-fill the table below and
@@ -636,6 +655,7 @@ CREATE FUNCTION execution.execution_metric_rows(e execution.executions)
 RETURNS TABLE (metric text, labels text[], value numeric)
 LANGUAGE sql STABLE AS $$
     SELECT 'executions', ARRAY[e.tenant_id, e.status::text], 1::numeric
+    WHERE e.status = ANY (execution.terminal_statuses())
     UNION ALL
     SELECT 'lease_renewals', '{}', e.lease_renewals WHERE e.lease_renewals <> 0
     UNION ALL
@@ -652,12 +672,13 @@ LANGUAGE sql STABLE AS $$
     SELECT x.metric, x.labels, x.value
     FROM (SELECT extract(epoch FROM e.started_at - min(v.created_at)) AS w
           FROM execution.execution_events v
-          WHERE v.execution_id = e.id AND v.to_status IN ('approved', 'queued')) AS a
+          WHERE e.mode = 'background' AND e.started_at IS NOT NULL
+            AND v.execution_id = e.id AND v.to_status IN ('approved', 'queued')) AS a
     CROSS JOIN LATERAL (VALUES
-        ('queue_wait', ARRAY[execution.metric_bucket(a.w, execution.metric_wait_bounds())],
+        ('queue_wait', ARRAY[execution.metric_wait_bucket(a.w)],
          1::numeric),
         ('queue_wait_sum', '{}'::text[], a.w)) AS x (metric, labels, value)
-    WHERE e.mode = 'background' AND e.started_at IS NOT NULL AND a.w IS NOT NULL
+    WHERE a.w IS NOT NULL
 $$;
 
 CREATE FUNCTION execution.step_metric_rows(s execution.execution_steps)
@@ -669,7 +690,7 @@ LANGUAGE sql IMMUTABLE AS $$
     FROM (SELECT extract(epoch FROM s.finished_at - s.started_at) AS w) AS a
     CROSS JOIN LATERAL (VALUES
         ('step_duration',
-         ARRAY[s.step_type, execution.metric_bucket(a.w, execution.metric_duration_bounds())],
+         ARRAY[s.step_type, execution.metric_duration_bucket(a.w)],
          1::numeric),
         ('step_duration_sum', ARRAY[s.step_type], a.w)) AS x (metric, labels, value)
     WHERE a.w IS NOT NULL
@@ -681,7 +702,7 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT x.metric, x.labels, x.value
     FROM (SELECT extract(epoch FROM p.decided_at - p.created_at) AS w) AS a
     CROSS JOIN LATERAL (VALUES
-        ('approval_wait', ARRAY[execution.metric_bucket(a.w, execution.metric_wait_bounds())],
+        ('approval_wait', ARRAY[execution.metric_wait_bucket(a.w)],
          1::numeric),
         ('approval_wait_sum', '{}'::text[], a.w)) AS x (metric, labels, value)
     WHERE a.w IS NOT NULL
@@ -727,7 +748,8 @@ BEGIN
         -- Only the gauge follows deletions (prune); counters keep what they counted.
         INSERT INTO execution.metric_rollup AS r (metric, labels, slot, value)
         SELECT 'executions', ARRAY[g.tenant_id, g.status::text], pg_backend_pid(), -count(*)
-        FROM gone g GROUP BY 2 ORDER BY 2
+        FROM gone g WHERE g.status = ANY (execution.terminal_statuses())
+        GROUP BY 2 ORDER BY 2
         ON CONFLICT (metric, labels, slot) DO UPDATE SET value = r.value + EXCLUDED.value;
     ELSIF TG_TABLE_NAME = 'execution_steps' AND TG_OP = 'INSERT' THEN
         INSERT INTO execution.metric_rollup AS r (metric, labels, slot, value)
@@ -851,8 +873,12 @@ END $$;
 
 SELECT execution.metric_rollup_rebuild();
 
--- Gauges read live rows only: workers that have not signed off (the table keeps one row
+-- Gauges read live rows only: unfinished executions (the literal list is the complement
+-- of terminal_statuses(); the metrics query repeats it so the planner matches the index),
+-- and workers that have not signed off (the table keeps one row
 -- per worker ever started).
+CREATE INDEX executions_live_idx ON execution.executions (tenant_id, status)
+    WHERE status IN ('pending_approval', 'approved', 'queued', 'running');
 CREATE INDEX workers_running_idx ON execution.workers (last_heartbeat_at)
     WHERE stopped_at IS NULL;
 
