@@ -160,6 +160,7 @@ METRIC_TRIGGERS = {
         "execution_steps_metrics_update",
     ),
     "execution.execution_events": ("execution_events_metrics",),
+    "execution.approvals": ("approvals_metrics_insert", "approvals_metrics_update"),
 }
 
 

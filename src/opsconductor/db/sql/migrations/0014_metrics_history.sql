@@ -1,8 +1,7 @@
 -- 0014: /metrics in constant time and history that can be pruned (issue 16).
 --
 -- metric_rollup holds every database-derived counter and histogram bucket, kept current by
--- statement-level triggers that read the statement's transition tables: a scrape sums a
--- few rows whatever the history. Each backend adds its deltas to rows of its own slot
+-- triggers (see below): a scrape sums a few rows whatever the history. Each backend adds its deltas to rows of its own slot
 -- (its pid): concurrent workers never wait on each other's row locks, so no hot row
 -- serialises their commits. A scrape first folds slots into slot 0 (rows it can lock
 -- without waiting), which keeps the table near one row per label set.
@@ -121,47 +120,55 @@ LANGUAGE sql IMMUTABLE AS $$
     WHERE v.event_type IN ('rbac_violation', 'sla_violation', 'lock_reaped')
 $$;
 
--- One function for every table and operation: it computes the statement's deltas from
--- the transition tables (added, gone) and adds them to this backend's slot, in key order.
-CREATE FUNCTION execution.metric_rollup_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Two kinds of trigger, chosen by measurement on the workers' path. Most writes change
+-- nothing counted: a new execution, a move between unfinished statuses, a first step
+-- attempt, an ordinary event. Row triggers with a WHEN clause skip those before PL/pgSQL
+-- (a WHEN is not constant-folded, so the clauses spell lists out instead of calling
+-- functions). Writes that always count and may come many rows to a statement (step
+-- attempts finishing, approvals decided, executions pruned) use statement triggers that
+-- read the statement's transition tables: one call however many rows. Either way the
+-- deltas (new row's contribution minus old row's) go to this backend's slot, in key order.
+CREATE FUNCTION execution.metric_rollup_apply_row() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_TABLE_NAME = 'executions' AND TG_OP = 'INSERT' THEN
-        INSERT INTO execution.metric_rollup AS r (metric, labels, slot, value)
-        SELECT m.metric, m.labels, pg_backend_pid(), sum(m.value)
-        FROM added a CROSS JOIN LATERAL execution.execution_metric_rows(a::execution.executions) m
-        GROUP BY 1, 2 ORDER BY 1, 2
-        ON CONFLICT (metric, labels, slot) DO UPDATE SET value = r.value + EXCLUDED.value;
-    ELSIF TG_TABLE_NAME = 'executions' AND TG_OP = 'UPDATE' THEN
-        -- Most updates (cancel checks, plan bookkeeping) change nothing counted: skip them.
+    IF TG_TABLE_NAME = 'executions' THEN
         INSERT INTO execution.metric_rollup AS r (metric, labels, slot, value)
         SELECT d.metric, d.labels, pg_backend_pid(), sum(d.value)
-        FROM gone o JOIN added n USING (id)
-        CROSS JOIN LATERAL (
-            SELECT m.metric, m.labels, m.value
-            FROM execution.execution_metric_rows(n::execution.executions) m
-            UNION ALL
-            SELECT m.metric, m.labels, -m.value
-            FROM execution.execution_metric_rows(o::execution.executions) m) AS d
-        WHERE (o.status, o.lease_renewals, o.sla_violated_at, o.started_at, o.finished_at,
-               o.mode, o.sla_class)
-              IS DISTINCT FROM
-              (n.status, n.lease_renewals, n.sla_violated_at, n.started_at, n.finished_at,
-               n.mode, n.sla_class)
+        FROM (SELECT m.metric, m.labels, m.value FROM execution.execution_metric_rows(NEW) m
+              UNION ALL
+              SELECT m.metric, m.labels, -m.value FROM execution.execution_metric_rows(OLD) m
+              WHERE TG_OP = 'UPDATE') AS d
         GROUP BY 1, 2 HAVING sum(d.value) <> 0 ORDER BY 1, 2
         ON CONFLICT (metric, labels, slot) DO UPDATE SET value = r.value + EXCLUDED.value;
-    ELSIF TG_TABLE_NAME = 'executions' AND TG_OP = 'DELETE' THEN
+    ELSIF TG_TABLE_NAME = 'execution_steps' THEN
+        INSERT INTO execution.metric_rollup AS r (metric, labels, slot, value)
+        SELECT m.metric, m.labels, pg_backend_pid(), sum(m.value)
+        FROM execution.step_metric_rows(NEW) m
+        GROUP BY 1, 2 ORDER BY 1, 2
+        ON CONFLICT (metric, labels, slot) DO UPDATE SET value = r.value + EXCLUDED.value;
+    ELSIF TG_TABLE_NAME = 'approvals' THEN
+        INSERT INTO execution.metric_rollup AS r (metric, labels, slot, value)
+        SELECT m.metric, m.labels, pg_backend_pid(), sum(m.value)
+        FROM execution.approval_metric_rows(NEW) m
+        GROUP BY 1, 2 ORDER BY 1, 2
+        ON CONFLICT (metric, labels, slot) DO UPDATE SET value = r.value + EXCLUDED.value;
+    ELSIF TG_TABLE_NAME = 'execution_events' THEN
+        INSERT INTO execution.metric_rollup AS r (metric, labels, slot, value)
+        SELECT m.metric, m.labels, pg_backend_pid(), sum(m.value)
+        FROM execution.event_metric_rows(NEW) m
+        GROUP BY 1, 2 ORDER BY 1, 2
+        ON CONFLICT (metric, labels, slot) DO UPDATE SET value = r.value + EXCLUDED.value;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION execution.metric_rollup_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'executions' AND TG_OP = 'DELETE' THEN
         -- Only the gauge follows deletions (prune); counters keep what they counted.
         INSERT INTO execution.metric_rollup AS r (metric, labels, slot, value)
         SELECT 'executions', ARRAY[g.tenant_id, g.status::text], pg_backend_pid(), -count(*)
         FROM gone g WHERE g.status = ANY (execution.terminal_statuses())
         GROUP BY 2 ORDER BY 2
-        ON CONFLICT (metric, labels, slot) DO UPDATE SET value = r.value + EXCLUDED.value;
-    ELSIF TG_TABLE_NAME = 'execution_steps' AND TG_OP = 'INSERT' THEN
-        INSERT INTO execution.metric_rollup AS r (metric, labels, slot, value)
-        SELECT m.metric, m.labels, pg_backend_pid(), sum(m.value)
-        FROM added a
-        CROSS JOIN LATERAL execution.step_metric_rows(a::execution.execution_steps) m
-        GROUP BY 1, 2 ORDER BY 1, 2
         ON CONFLICT (metric, labels, slot) DO UPDATE SET value = r.value + EXCLUDED.value;
     ELSIF TG_TABLE_NAME = 'execution_steps' AND TG_OP = 'UPDATE' THEN
         INSERT INTO execution.metric_rollup AS r (metric, labels, slot, value)
@@ -177,12 +184,6 @@ BEGIN
               IS DISTINCT FROM (n.step_type, n.attempt, n.started_at, n.finished_at)
         GROUP BY 1, 2 HAVING sum(d.value) <> 0 ORDER BY 1, 2
         ON CONFLICT (metric, labels, slot) DO UPDATE SET value = r.value + EXCLUDED.value;
-    ELSIF TG_TABLE_NAME = 'approvals' AND TG_OP = 'INSERT' THEN
-        INSERT INTO execution.metric_rollup AS r (metric, labels, slot, value)
-        SELECT m.metric, m.labels, pg_backend_pid(), sum(m.value)
-        FROM added a CROSS JOIN LATERAL execution.approval_metric_rows(a::execution.approvals) m
-        GROUP BY 1, 2 ORDER BY 1, 2
-        ON CONFLICT (metric, labels, slot) DO UPDATE SET value = r.value + EXCLUDED.value;
     ELSIF TG_TABLE_NAME = 'approvals' AND TG_OP = 'UPDATE' THEN
         INSERT INTO execution.metric_rollup AS r (metric, labels, slot, value)
         SELECT d.metric, d.labels, pg_backend_pid(), sum(d.value)
@@ -195,13 +196,6 @@ BEGIN
             FROM execution.approval_metric_rows(o::execution.approvals) m) AS d
         WHERE (o.created_at, o.decided_at) IS DISTINCT FROM (n.created_at, n.decided_at)
         GROUP BY 1, 2 HAVING sum(d.value) <> 0 ORDER BY 1, 2
-        ON CONFLICT (metric, labels, slot) DO UPDATE SET value = r.value + EXCLUDED.value;
-    ELSIF TG_TABLE_NAME = 'execution_events' AND TG_OP = 'INSERT' THEN
-        INSERT INTO execution.metric_rollup AS r (metric, labels, slot, value)
-        SELECT m.metric, m.labels, pg_backend_pid(), sum(m.value)
-        FROM added a
-        CROSS JOIN LATERAL execution.event_metric_rows(a::execution.execution_events) m
-        GROUP BY 1, 2 ORDER BY 1, 2
         ON CONFLICT (metric, labels, slot) DO UPDATE SET value = r.value + EXCLUDED.value;
     END IF;
     RETURN NULL;
@@ -224,30 +218,48 @@ CREATE FUNCTION execution.metric_rollup_compact() RETURNS bigint LANGUAGE sql AS
     SELECT count(*) FROM folded
 $$;
 
+-- A new execution counts only if it arrives finished or started (never, today).
 CREATE TRIGGER executions_metrics_insert AFTER INSERT ON execution.executions
-    REFERENCING NEW TABLE AS added
-    FOR EACH STATEMENT EXECUTE FUNCTION execution.metric_rollup_apply();
+    FOR EACH ROW WHEN (
+        NEW.status NOT IN ('pending_approval', 'approved', 'queued', 'running')
+        OR NEW.started_at IS NOT NULL OR NEW.finished_at IS NOT NULL
+        OR NEW.sla_violated_at IS NOT NULL OR NEW.lease_renewals <> 0)
+    EXECUTE FUNCTION execution.metric_rollup_apply_row();
+-- What an execution's row counts: its status once finished, a background run's start
+-- (queue wait), lease renewals, the SLA flag and outcome.
 CREATE TRIGGER executions_metrics_update AFTER UPDATE ON execution.executions
-    REFERENCING OLD TABLE AS gone NEW TABLE AS added
-    FOR EACH STATEMENT EXECUTE FUNCTION execution.metric_rollup_apply();
+    FOR EACH ROW WHEN (
+        (OLD.status IS DISTINCT FROM NEW.status
+         AND (NEW.status NOT IN ('pending_approval', 'approved', 'queued', 'running')
+              OR OLD.status NOT IN ('pending_approval', 'approved', 'queued', 'running')))
+        OR (OLD.started_at IS DISTINCT FROM NEW.started_at AND NEW.mode = 'background')
+        OR OLD.lease_renewals IS DISTINCT FROM NEW.lease_renewals
+        OR OLD.sla_violated_at IS DISTINCT FROM NEW.sla_violated_at
+        OR OLD.finished_at IS DISTINCT FROM NEW.finished_at
+        OR OLD.mode IS DISTINCT FROM NEW.mode
+        OR OLD.sla_class IS DISTINCT FROM NEW.sla_class
+        OR OLD.tenant_id IS DISTINCT FROM NEW.tenant_id)
+    EXECUTE FUNCTION execution.metric_rollup_apply_row();
 CREATE TRIGGER executions_metrics_delete AFTER DELETE ON execution.executions
     REFERENCING OLD TABLE AS gone
     FOR EACH STATEMENT EXECUTE FUNCTION execution.metric_rollup_apply();
+-- A step attempt counts when it is a retry or once it has both ends.
 CREATE TRIGGER execution_steps_metrics_insert AFTER INSERT ON execution.execution_steps
-    REFERENCING NEW TABLE AS added
-    FOR EACH STATEMENT EXECUTE FUNCTION execution.metric_rollup_apply();
+    FOR EACH ROW WHEN (NEW.attempt > 1 OR NEW.finished_at IS NOT NULL)
+    EXECUTE FUNCTION execution.metric_rollup_apply_row();
 CREATE TRIGGER execution_steps_metrics_update AFTER UPDATE ON execution.execution_steps
     REFERENCING OLD TABLE AS gone NEW TABLE AS added
     FOR EACH STATEMENT EXECUTE FUNCTION execution.metric_rollup_apply();
 CREATE TRIGGER approvals_metrics_insert AFTER INSERT ON execution.approvals
-    REFERENCING NEW TABLE AS added
-    FOR EACH STATEMENT EXECUTE FUNCTION execution.metric_rollup_apply();
+    FOR EACH ROW WHEN (NEW.decided_at IS NOT NULL)
+    EXECUTE FUNCTION execution.metric_rollup_apply_row();
 CREATE TRIGGER approvals_metrics_update AFTER UPDATE ON execution.approvals
     REFERENCING OLD TABLE AS gone NEW TABLE AS added
     FOR EACH STATEMENT EXECUTE FUNCTION execution.metric_rollup_apply();
+-- The counted event types (event_metric_rows), spelled out for the same reason.
 CREATE TRIGGER execution_events_metrics AFTER INSERT ON execution.execution_events
-    REFERENCING NEW TABLE AS added
-    FOR EACH STATEMENT EXECUTE FUNCTION execution.metric_rollup_apply();
+    FOR EACH ROW WHEN (NEW.event_type IN ('rbac_violation', 'sla_violation', 'lock_reaped'))
+    EXECUTE FUNCTION execution.metric_rollup_apply_row();
 
 -- Recount the roll-up from the rows held (the migration's back-fill; also a repair tool).
 -- The locks hold writers off while it counts; counts of pruned rows are lost by a rebuild.
