@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 # Extra arguments for bench/throughput.py, e.g. BENCH_ARGS="--results bench/RESULTS.md"
 BENCH_ARGS ?=
+# Extra arguments for bench/scale.py, e.g. SCALE_ARGS="--max 100000" for a quick run
+SCALE_ARGS ?=
 
 .PHONY: run test test-unit lint bench venv clean
 
@@ -45,6 +47,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/safety.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/streams.py
+	$(BIN)/python bench/scale.py $(SCALE_ARGS)
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
 
 clean:

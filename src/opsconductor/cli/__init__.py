@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from opsconductor.cli import access, executions, host, inventory, secrets, system
+from opsconductor.cli.history import history_app
 
 app = typer.Typer(
     help="OpsConductor Execution: run infrastructure operations plans safely.",
@@ -28,6 +29,7 @@ app.add_typer(access.tokens_app, name="tokens")
 app.add_typer(access.roles_app, name="roles")
 app.add_typer(executions.dlq_app, name="dlq")
 app.add_typer(host.files_app, name="files")
+app.add_typer(history_app, name="history")
 
 
 def main() -> None:

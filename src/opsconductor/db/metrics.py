@@ -1,8 +1,10 @@
-"""What /metrics reads from the database at scrape time (see sql/metrics.sql)."""
+"""What /metrics reads from the database at scrape time (see sql/metrics.sql): counters and
+histograms from the roll-up table that triggers keep current, gauges from live rows."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from opsconductor.db import queries
@@ -11,6 +13,8 @@ from opsconductor.db.connection import Conn
 Q = queries.load("metrics")
 Row = dict[str, Any]
 
+# The bounds are repeated in SQL (metric_duration_bounds, metric_wait_bounds, migration 0014)
+# and the event types in event_metric_rows; tests/test_metrics_rollup.py checks they agree.
 #: Seconds; wide enough for fast commands and for half-hour deploys.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 1800.0)
 #: Seconds a human or a queue may keep work waiting.
@@ -61,27 +65,126 @@ def _histogram(rows: list[Row]) -> Histogram:
     )
 
 
+async def _gauges(conn: Conn, found: Snapshot, stale_s: float) -> None:
+    """Figures about live rows (unfinished executions, queue, pending approvals, dead
+    letters, workers)."""
+    found.queue = await _rows(conn, "queue_depth")
+    found.approvals_pending = int((await _rows(conn, "approvals_pending"))[0]["n"])
+    found.dlq = await _rows(conn, "dlq_open")
+    workers = (await _rows(conn, "workers_alive", {"stale_s": stale_s}))[0]
+    found.workers_alive = int(workers["alive"])
+    found.workers_in_flight = int(workers["in_flight"])
+
+
+@dataclass(frozen=True)
+class RollUp:
+    """The summed roll-up rows: (metric, labels) -> value (see migration 0014)."""
+
+    values: dict[tuple[str, tuple[str, ...]], Decimal]
+
+    def of(self, metric: str) -> list[tuple[tuple[str, ...], Decimal]]:
+        return sorted((k[1], v) for k, v in self.values.items() if k[0] == metric)
+
+    def get(self, metric: str, *labels: str) -> Decimal:
+        return self.values.get((metric, labels), Decimal(0))
+
+
+def _cumulative(
+    rows: list[tuple[tuple[str, ...], Decimal]], bounds: tuple[float, ...]
+) -> tuple[dict[float, int], int]:
+    """Per-bucket counts (label: the bucket's bound or +Inf) as cumulative counts by bound."""
+    per = {float(labels[-1]): int(n) for labels, n in rows}
+    running, counts = 0, {}
+    for le in bounds:
+        running += per.get(le, 0)
+        counts[le] = running
+    return counts, sum(per.values())
+
+
+def _wait(found: RollUp, metric: str) -> Histogram:
+    counts, total = _cumulative(found.of(metric), WAIT_BUCKETS)
+    return Histogram(counts, total, float(found.get(f"{metric}_sum")))
+
+
+def from_rollup(found: RollUp) -> Snapshot:
+    """The counters and histograms of a Snapshot, from the roll-up's rows."""
+    snap = Snapshot()
+    snap.executions = [
+        {"tenant_id": t, "status": s, "n": int(n)} for (t, s), n in found.of("executions")
+    ]
+    kinds = sorted(
+        {labels[0] for m in ("step_duration", "step_retries") for labels, _ in found.of(m)}
+    )
+    for kind in kinds:
+        rows = [(labels, n) for labels, n in found.of("step_duration") if labels[0] == kind]
+        counts, total = _cumulative(rows, DURATION_BUCKETS)
+        snap.step_buckets[kind] = counts
+        snap.step_totals.append(
+            {
+                "step_type": kind,
+                "n": total,
+                "seconds": found.get("step_duration_sum", kind),
+                "retries": int(found.get("step_retries", kind)),
+            }
+        )
+    snap.queue_wait = _wait(found, "queue_wait")
+    snap.approval_wait = _wait(found, "approval_wait")
+    snap.lease_renewals = int(found.get("lease_renewals"))
+    pairs = {(labels[0], labels[1]) for labels, _ in found.of("sla_outcomes")}
+    snap.sla_outcomes = [
+        {
+            "tenant_id": t,
+            "sla_class": c,
+            "met": int(found.get("sla_outcomes", t, c, "met")),
+            "violated": int(found.get("sla_outcomes", t, c, "violated")),
+        }
+        for t, c in sorted(pairs)
+    ]
+    snap.sla_violations = [
+        {"tenant_id": t, "sla_class": c, "n": int(n)} for (t, c), n in found.of("sla_violations")
+    ]
+    snap.events = [
+        {"tenant_id": t, "event_type": e, "n": int(n)} for (t, e), n in found.of("events")
+    ]
+    return snap
+
+
+async def rollup(conn: Conn) -> RollUp:
+    rows = await _rows(conn, "rollup")
+    return RollUp({(r["metric"], tuple(r["labels"])): r["value"] for r in rows})
+
+
 async def snapshot(conn: Conn, *, stale_s: float) -> Snapshot:
-    """Every database-held figure, read in one repeatable-read snapshot so they agree."""
+    """Every database-held figure, read in one repeatable-read snapshot so they agree. The
+    counters come from the roll-up (a few rows), the gauges from live rows only."""
+    await conn.execute(Q["compact"])  # its own short transaction, before the snapshot
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        found = from_rollup(await rollup(conn))
+        found.executions += await _rows(conn, "executions_live")
+        await _gauges(conn, found, stale_s)
+    return found
+
+
+async def recount(conn: Conn, *, stale_s: float) -> Snapshot:
+    """The same figures computed from every row (cost grows with history): the reference
+    the roll-up is checked against. Scrapes never call this."""
     found = Snapshot()
     async with conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        found.executions = await _rows(conn, "executions_by_status")
+        found.executions = await _rows(conn, "recount_executions_by_status")
         buckets = {"buckets": list(DURATION_BUCKETS)}
-        for row in await _rows(conn, "step_duration_buckets", buckets):
+        for row in await _rows(conn, "recount_step_duration_buckets", buckets):
             found.step_buckets.setdefault(row["step_type"], {})[float(row["le"])] = int(row["n"])
-        found.step_totals = await _rows(conn, "step_totals")
-        found.queue = await _rows(conn, "queue_depth")
+        found.step_totals = await _rows(conn, "recount_step_totals")
         waits = {"buckets": list(WAIT_BUCKETS)}
-        found.queue_wait = _histogram(await _rows(conn, "queue_wait_buckets", waits))
-        found.approval_wait = _histogram(await _rows(conn, "approval_wait_buckets", waits))
-        found.approvals_pending = int((await _rows(conn, "approvals_pending"))[0]["n"])
-        found.lease_renewals = int((await _rows(conn, "executions_misc"))[0]["lease_renewals"])
-        found.dlq = await _rows(conn, "dlq_open")
-        found.sla_outcomes = await _rows(conn, "sla_outcomes")
-        found.sla_violations = await _rows(conn, "sla_violations")
-        found.events = await _rows(conn, "events_of_types", {"types": list(COUNTED_EVENTS)})
-        workers = (await _rows(conn, "workers_alive", {"stale_s": stale_s}))[0]
-        found.workers_alive = int(workers["alive"])
-        found.workers_in_flight = int(workers["in_flight"])
+        found.queue_wait = _histogram(await _rows(conn, "recount_queue_wait_buckets", waits))
+        found.approval_wait = _histogram(await _rows(conn, "recount_approval_wait_buckets", waits))
+        misc = await _rows(conn, "recount_executions_misc")
+        found.lease_renewals = int(misc[0]["lease_renewals"])
+        found.sla_outcomes = await _rows(conn, "recount_sla_outcomes")
+        found.sla_violations = await _rows(conn, "recount_sla_violations")
+        types = {"types": list(COUNTED_EVENTS)}
+        found.events = await _rows(conn, "recount_events_of_types", types)
+        await _gauges(conn, found, stale_s)
     return found

@@ -12,9 +12,16 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 
 -- name: counts_by_status
-SELECT status::text AS status, count(*) AS n FROM execution.executions
-WHERE tenant_id = %(tenant_id)s
-GROUP BY status
+-- Finished executions from the metrics roll-up (migration 0014), unfinished ones through
+-- executions_live_idx: the cost follows the live rows and the tenant's statuses, not the
+-- history. The list of unfinished statuses is the index's predicate.
+SELECT labels[2] AS status, sum(value)::bigint AS n FROM execution.metric_rollup
+WHERE metric = 'executions' AND labels[1] = %(tenant_id)s
+GROUP BY 1 HAVING sum(value) <> 0
+UNION ALL
+SELECT status::text, count(*) FROM execution.executions
+WHERE tenant_id = %(tenant_id)s AND status IN ('pending_approval', 'approved', 'queued', 'running')
+GROUP BY 1
 
 -- name: queue_depth
 SELECT count(*) FILTER (WHERE q.lease_token IS NULL) AS waiting,
