@@ -211,8 +211,65 @@ def write_cost(server: str, n: int) -> dict[str, float]:
     return out
 
 
-def submission_latency(server: str) -> None:
-    """Placeholder: submission latency at 1k / 10k / 100k assets (added by the lead)."""
+#: Inventory sizes for the submission-latency part, and submissions timed per size.
+ASSET_LEVELS = (1_000, 10_000, 100_000)
+SUBMISSIONS = 30
+
+
+async def _submission_times(url: str, size: int, n: int) -> tuple[list[float], list[float]]:
+    """One-target noop plans submitted one at a time, each to another asset: (today's
+    path, targets chosen in SQL by index; the path before, the whole inventory read and
+    filtered in Python), timed alike."""
+    from opsconductor.db import assets
+    from opsconductor.inventory import resolve_plan
+    from opsconductor.plan import parse_plan
+    from opsconductor.submission import Request, submit
+
+    async with Database(url, max_size=2) as db:
+        async with db.connection() as conn:
+            await conn.execute(
+                "INSERT INTO execution.tenants (tenant_id) VALUES ('inv') ON CONFLICT DO NOTHING"
+            )
+            await conn.execute(
+                "INSERT INTO execution.assets (tenant_id, asset_id, hostname, address,"
+                " environment, tags) SELECT 'inv', 'host-' || g, 'host-' || g || '.example',"
+                " '10.0.0.1', CASE WHEN g %% 10 = 0 THEN 'prod' ELSE 'dev' END,"
+                " jsonb_build_object('role', 'r' || (g %% 100))"
+                " FROM generate_series(1, %s) g",
+                (size,),
+            )
+            await conn.execute("ANALYZE execution.assets")
+        now, before = [], []
+        for i in range(n):
+            target = f"host-{(i * 7919) % size + 1}"
+            plan = parse_plan(
+                {"name": "p", "steps": [{"name": "s", "type": "noop",
+                                         "targets": {"assets": [target]}}]}
+            )  # fmt: skip
+            started = time.perf_counter()
+            await submit(
+                db,
+                Request(plan, "inv", "bench", idempotency_key=uuid.uuid4().hex, enqueue=True),
+            )
+            now.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            async with db.connection() as conn:  # what submission read before (issue 16)
+                resolve_plan(plan, await assets.list_all(conn, "inv"))
+            before.append(time.perf_counter() - started)
+    return now, before
+
+
+def submission_latency(server: str, levels: tuple[int, ...] = ASSET_LEVELS) -> None:
+    """Submission latency against inventories of 1k / 10k / 100k assets: flat, since each
+    selector is looked up by index (db/assets.py ``matching``)."""
+    print("\n| assets | submit (targets in SQL) | whole-inventory read (before) |")
+    print("|---:|---:|---:|")
+    for size in levels:
+        url = fresh_db(server)
+        asyncio.run(_migrate(url))
+        now, before = asyncio.run(_submission_times(url, size, SUBMISSIONS))
+        print(f"| {size:,} | {ms(now)} | {ms(before)} |", flush=True)
+        drop_db(server, DB)
 
 
 def ms(values: list[float]) -> str:
@@ -228,6 +285,9 @@ def main() -> None:
     parser.add_argument("--recount-max", type=int, default=100_000)
     parser.add_argument("--lives", type=int, default=1000, help="executions per write-cost side")
     parser.add_argument("--keep", action="store_true", help="keep the database (EXPLAIN)")
+    parser.add_argument(
+        "--max-assets", type=int, default=ASSET_LEVELS[-1], help="largest inventory level"
+    )
     args = parser.parse_args()
     server = server_url()
     url = fresh_db(server)
@@ -257,11 +317,11 @@ def main() -> None:
         f"off {cost['off']:.0f} us ({cost['off_p10']:.0f}): "
         f"+{cost['on'] - cost['off']:.0f} us ({cost['on_p10'] - cost['off_p10']:+.0f})"
     )
-    submission_latency(server)
-    print(f"load average at end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if not args.keep:
         drop_db(server, DB)
-    else:
+    submission_latency(server, tuple(a for a in ASSET_LEVELS if a <= args.max_assets))
+    print(f"load average at end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    if args.keep:
         print(f"kept: {url}")
 
 
