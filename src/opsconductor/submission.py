@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from opsconductor import pushed_files, routing
+from opsconductor.config import load_settings
 from opsconductor.connectors import tenant_files
 from opsconductor.db import assets, bulk, connectors, executions, steps
 from opsconductor.db.connection import Database
@@ -53,10 +55,15 @@ class Context:
     tenant: connectors.TenantSettings
     matched: dict[str, list[Asset]]
     observed: dict[str, float]
+    #: the tenant's files (pushed files are read and hashed at submission)
+    files: Callable[[str, str], Path]
 
 
-async def context(db: Database, tenant_id: str, plans: Sequence[Plan]) -> Context:
+async def context(
+    db: Database, tenant_id: str, plans: Sequence[Plan], files_root: Path | None = None
+) -> Context:
     """One read for any number of plans: each distinct selector is looked up once."""
+    files_root = files_root or load_settings().files_root
     wanted: dict[str, Targets] = {}
     for plan in plans:
         wanted.update(selectors(plan))
@@ -66,7 +73,7 @@ async def context(db: Database, tenant_id: str, plans: Sequence[Plan]) -> Contex
         matched = await assets.matching(conn, tenant_id, wanted)
         tenant = await connectors.tenant_settings(conn, tenant_id)
         observed = await steps.observed_p95(conn, tenant_id, step_types)
-    return Context(tenant, matched, observed)
+    return Context(tenant, matched, observed, tenant_files.resolver(tenant_id, files_root))
 
 
 async def prepare(
@@ -81,7 +88,7 @@ async def prepare(
     observed = {t: found.observed[t] for t in kinds if t in found.observed}
     # The bytes of every pushed file, read now: they are part of what is hashed, approved
     # and deduplicated (a changed file is a new plan), and the engine runs nothing else.
-    files = await pushed_files.take_async(plan, targets, tenant_files.resolver(request.tenant_id))
+    files = await pushed_files.take_async(plan, targets, found.files)
     # Frozen into the execution (the engine also honours a tenant flag set later).
     record_only = request.record_only or found.tenant.record_only
     snapshot = hashed_document(plan, targets, files)

@@ -11,11 +11,12 @@ from typing import Any
 
 from opsconductor import approvals, pushed_files
 from opsconductor.approvals import ApprovalRefused, ApprovalState, Decision, Pending
+from opsconductor.config import load_settings
 from opsconductor.connectors import tenant_files
 from opsconductor.db import approval_requests, assets, executions, queue
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import BadInput, TargetResolutionError
-from opsconductor.inventory import resolve_plan
+from opsconductor.inventory import resolve_selected, selectors
 from opsconductor.plan import parse_plan
 from opsconductor.plan_hash import hashed_document, plan_hash
 from opsconductor.records import ApprovalRequest, Execution, Mode, OnInvalidated
@@ -246,13 +247,14 @@ async def still_valid(db: Database, execution: Execution, actor_id: str) -> Stat
     snapshot = execution.plan_snapshot
     plan = parse_plan(snapshot["plan"])
     tenant_id = execution.tenant_id
-    async with db.connection() as conn:
-        inventory = await assets.list_all(conn, tenant_id)
+    async with db.connection() as conn:  # by index, as at submission: not the inventory
+        matched = await assets.matching(conn, tenant_id, selectors(plan))
     files: pushed_files.Digests = {}
     try:
-        targets = resolve_plan(plan, inventory)
+        targets = resolve_selected(plan, matched)
         # A pushed file is read again, exactly as at submission: edited bytes are a new plan.
-        files = await pushed_files.take_async(plan, targets, tenant_files.resolver(tenant_id))
+        root = load_settings().files_root
+        files = await pushed_files.take_async(plan, targets, tenant_files.resolver(tenant_id, root))
         new_hash = plan_hash(plan, targets, files)
     except TargetResolutionError as exc:
         targets, new_hash, why = [], "", f"targets no longer resolve: {exc}"

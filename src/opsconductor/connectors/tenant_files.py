@@ -16,7 +16,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from opsconductor.config import load_settings
 from opsconductor.connectors.outcome import StepInputError
 from opsconductor.errors import BadInput
 
@@ -80,10 +79,11 @@ def listing(root: Path) -> list[tuple[str, int]]:
     )
 
 
-def resolver(tenant_id: str) -> Callable[[str, str], Path]:
+def resolver(tenant_id: str, files_root: Path) -> Callable[[str, str], Path]:
     """``src`` -> the confined file, for the approval's digests (``pushed_files``): the
-    bytes hashed at submission, checked before a run and copied are the same file."""
-    root = load_settings().files_root / tenant_id
+    bytes hashed at submission, checked before a run and copied are the same file.
+    ``files_root``: the installation's (``Settings.files_root``), read once by the caller."""
+    root = files_root / tenant_id
 
     def resolve(src: str, field: str) -> Path:
         return source(root, src, field)

@@ -35,9 +35,30 @@ async def matching(
     conn: Conn, tenant_id: str, selectors: Mapping[str, Targets]
 ) -> dict[str, list[Asset]]:
     """The assets each selector matches, keyed like ``selectors``: the cost follows the
-    matches, not the size of the inventory."""
+    matches, not the size of the inventory. Selectors that name asset ids only (the common
+    case of a bulk submission: a plan per host) share one primary-key lookup."""
     found: dict[str, list[Asset]] = {}
+    by_id_only = {
+        key: selector
+        for key, selector in selectors.items()
+        if selector.assets is not None
+        and selector.hostnames is None
+        and selector.environment is None
+        and selector.tags is None
+    }
+    if by_id_only:
+        wanted = sorted({a for selector in by_id_only.values() for a in selector.assets or ()})
+        cur = await conn.execute(
+            Q["select_targets"],
+            selection_params(tenant_id, Targets(assets=wanted)),
+            prepare=False,
+        )
+        known = {row["asset_id"]: Asset.from_row(row) for row in await cur.fetchall()}
+        for key, selector in by_id_only.items():
+            found[key] = [known[a] for a in dict.fromkeys(selector.assets or ()) if a in known]
     for key, selector in selectors.items():
+        if key in found:
+            continue
         cur = await conn.execute(
             Q["select_targets"],
             selection_params(tenant_id, selector),

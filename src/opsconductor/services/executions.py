@@ -10,6 +10,7 @@ from typing import Any
 from opsconductor import pushed_files, rbac
 from opsconductor.approvals import Decision, gate
 from opsconductor.cancellation import CancelOutcome, request_cancel
+from opsconductor.config import load_settings
 from opsconductor.connectors import tenant_files
 from opsconductor.db import approval_requests, assets, executions, queue, reads, steps
 from opsconductor.db.connection import Database
@@ -53,7 +54,7 @@ async def validate(db: Database, who: Caller, plan: Plan) -> Validated:
         matched = await assets.matching(conn, who.tenant_id, selectors(plan))
     targets = resolve_selected(plan, matched)
     files = await pushed_files.take_async(
-        plan, targets, tenant_files.resolver(who.tenant_id)
+        plan, targets, tenant_files.resolver(who.tenant_id, load_settings().files_root)
     )  # read here, as at submission
     return Validated(plan, targets, plan_hash(plan, targets, files), files)
 
