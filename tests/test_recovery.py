@@ -6,6 +6,7 @@ Worker processes killed for real: test_recovery_processes.py, test_chaos.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from opsconductor import bounded, recovery
@@ -61,9 +62,7 @@ async def test_resumed_past_its_deadline_the_reason_names_the_step_that_was_runn
     log, gate = work_dir / "log", work_dir / "gate"
     plan = plan_of(
         command_step("first", f"echo first >> {log}", action_class="modify"),
-        command_step(
-            "second", f"echo second >> {log}; while [ ! -f {gate} ]; do sleep 0.02; done"
-        ),
+        command_step("second", f"echo second >> {log}; while [ ! -f {gate} ]; do sleep 0.02; done"),
     )
     execution_id = await _enqueue(db, plan)
     (lease,) = await queue.claim(db, "w1", limit=1)
@@ -163,10 +162,8 @@ async def _stubborn(until: asyncio.Event) -> None:
     """A loop that swallows every cancellation, as a lost ``wait_for`` cancel leaves one,
     and ends only when ``until`` is set."""
     while not until.is_set():
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(0.01)
-        except asyncio.CancelledError:
-            pass
 
 
 async def test_stop_ends_a_loop_that_swallowed_its_cancel_through_its_flag() -> None:
