@@ -24,6 +24,10 @@ from opsconductor.errors import OpsError
 log = structlog.get_logger("opsconductor.locking")
 
 
+#: Tries to release locks after database errors, 0.5 s apart (10 s in all).
+RELEASE_TRIES = 20
+
+
 class AssetLocked(OpsError):
     """Another execution held an asset for longer than we may wait."""
 
@@ -171,9 +175,19 @@ class LeaseHold:
                 return
 
     async def _release(self) -> None:
+        """Let go; after a database error try again for a while (bounded), so a short
+        outage does not leave the assets locked until the TTL for everyone waiting."""
         if not self.held:
             return
-        await locks.release(self.db.batch, self.tenant_id, self.held, owner_tag=self.owner)
+        for attempt in range(RELEASE_TRIES):
+            try:
+                await locks.release(self.db.batch, self.tenant_id, self.held, owner_tag=self.owner)
+                break
+            except OpsError as exc:
+                if attempt == RELEASE_TRIES - 1:
+                    raise
+                log.warning("lock_release_failed", error=str(exc), owner=self.owner)
+                await asyncio.sleep(0.5)
         self.held = []
 
 

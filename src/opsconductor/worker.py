@@ -14,7 +14,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,9 @@ log = structlog.get_logger("opsconductor.worker")
 
 #: How long a worker trusts its copy of the timeout policy matrix.
 POLICY_TTL_S = 30.0
+#: After a database error, how often and how many times to retry handing an attempt back.
+RETRY_EVERY_S = 0.5
+RETRIES = 30
 
 
 @dataclass(frozen=True)
@@ -209,10 +212,9 @@ class Worker:
         except Exception as exc:
             # No verdict was reached (database gone, unexpected error): the queue decides,
             # retry later with back-off or dead-letter once the attempts are spent.
-            bound.warning("attempt failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
-            await self._quietly(
-                queue.fail(self.db, lease, f"{type(exc).__name__}: {exc}", self.actor_id)
-            )
+            error = f"{type(exc).__name__}: {exc}"
+            bound.warning("attempt failed", error=error, exc_info=exc)
+            await self._persistently(lambda: queue.fail(self.db, lease, error, self.actor_id))
 
     async def _settle_moved(self, lease: Lease, exc: Exception) -> None:
         """Its status changed under us. Ended, or back waiting for approval: nothing to run,
@@ -227,6 +229,17 @@ class Worker:
             await queue.fail(
                 self.db, lease, f"status changed under this worker: {exc}", self.actor_id
             )
+
+    async def _persistently(self, work: Callable[[], Awaitable[object]]) -> None:
+        """Like ``_quietly``, but tries again for a while: after a database restart the
+        execution is back in the queue in seconds instead of at its lease's expiry."""
+        for _ in range(RETRIES):
+            try:
+                await work()
+                return
+            except DatabaseError as exc:
+                log.warning("queue update failed; trying again", error=str(exc))
+            await bounded.sleep_unless(self.halt, RETRY_EVERY_S)
 
     async def _quietly(self, work: Awaitable[object]) -> None:
         """Best effort: if the database is gone the lease expires and the reaper recovers."""
