@@ -38,13 +38,15 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	@touch $(BENCH_STAMP)
 
-# Core figures, then the queue: our workers against PgQueuer and procrastinate (bench/RESULTS.md).
+# Core figures, crash recovery, then the queue: our workers against PgQueuer and procrastinate
+# (bench/RESULTS.md).
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/masking.py
 	$(BIN)/python bench/safety.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/streams.py
+	$(BIN)/python bench/recovery.py
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
 
 clean:

@@ -4,6 +4,7 @@ which PostgreSQL requires). Never the shared server other tests use."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -85,8 +86,6 @@ class Cluster:
         os.kill(self.postmaster_pid(), signal.SIGKILL)
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            pass
         shutil.rmtree(self.folder, ignore_errors=True)
