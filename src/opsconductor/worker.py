@@ -119,9 +119,11 @@ class Worker:
             await self._drain()
         finally:
             self.halt.set()
+            # Signed off before the life lock goes: a reaper must not take a clean stop for
+            # a death (there is nothing left to take back, but the record would be wrong).
+            await self._quietly(self._signed_off())
             for name, helper in helpers.items():
                 await bounded.stop(helper, what=f"worker {name}")
-            await self._quietly(self._signed_off())
 
     async def _register(self) -> None:
         me = workers.Identity.here(self.worker_id, self.options.concurrency)

@@ -219,13 +219,14 @@ async def reap_in(conn: Conn, actor_id: str, *, limit: int = 500) -> Reaped:
 
 async def _recover(conn: Conn, row: Row, actor_id: str) -> str:
     """A lease whose worker is gone: claimable at once (before new work), or dead-lettered
-    once its attempts are spent (an execution that kills every worker it lands on)."""
+    once its attempts are spent (an execution that kills every worker it lands on; see
+    ``recoverable_leases`` for which crashes are charged)."""
     if row["cause"] == "worker crash":
         error = f"worker {row['worker_id']} died (its database session ended)"
     else:
         error = f"lease expired on worker {row['worker_id']}"
     attempts = int(row["attempt_count"])
-    if attempts >= row["max_attempts"]:
+    if row["charged"] and attempts >= row["max_attempts"]:
         return await _retry_or_dead_letter(conn, row, error, actor_id)
     await conn.execute(
         Q["recover"],
@@ -234,6 +235,7 @@ async def _recover(conn: Conn, row: Row, actor_id: str) -> str:
             "error": error,
             "cause": row["cause"],
             "interrupted_at": row["interrupted_at"],
+            "charged": row["charged"],
         },
     )
     await executions.append_event(
@@ -241,7 +243,13 @@ async def _recover(conn: Conn, row: Row, actor_id: str) -> str:
         {"id": row["execution_id"], "tenant_id": row["tenant_id"]},
         "retry_scheduled",
         actor_id,
-        {"error": error, "cause": row["cause"], "attempt": attempts, "backoff_s": 0},
+        {
+            "error": error,
+            "cause": row["cause"],
+            "attempt": attempts,
+            "charged": row["charged"],
+            "backoff_s": 0,
+        },
     )
     return "retry"
 

@@ -44,6 +44,7 @@ UPDATE execution.execution_queue q SET
     lease_token = gen_random_uuid(),
     lease_expires_at = now() + make_interval(secs => coalesce(%(lease_s)s::float8, q.lease_timeout_s)),
     worker_id = %(worker_id)s,
+    leased_at = now(),
     attempt_count = q.attempt_count + 1,
     recovery_s = q.recovery_s + coalesce(extract(epoch FROM now() - picked.interrupted_at), 0),
     interrupted_at = NULL
@@ -100,7 +101,9 @@ UPDATE execution.execution_queue SET
     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
     available_at = now(), last_error = %(error)s,
     interrupted_at = %(interrupted_at)s, interruption = %(cause)s,
-    interruptions = interruptions + 1
+    interruptions = interruptions + 1,
+    attempt_count = CASE WHEN %(charged)s THEN attempt_count
+                         ELSE greatest(attempt_count - 1, 0) END
 WHERE execution_id = %(execution_id)s
 
 -- name: dead_letter
@@ -136,8 +139,19 @@ SELECT pg_try_advisory_xact_lock(%(key)s) AS got
 -- name: recoverable_leases
 -- Leases to take back: expired ones, and every lease of a worker declared dead (its life
 -- lock was free: db/sql/workers.sql), expired or not. Its interruption counts from the
--- first sign of death: the round that first found the life lock free.
+-- first sign of death: the round that first found the life lock free. A crash is charged
+-- to the execution's attempt budget (charged) only if, under that lease, a step attempt
+-- started and none finished: what a poison execution that kills its worker looks like. One
+-- merely claimed, or that made progress, was a bystander (a storm must not dead-letter it);
+-- finished targets never run again, so uncharged crashes are bounded by the plan's size.
 SELECT q.*, e.tenant_id,
+       w.worker_id IS NULL OR (
+           EXISTS (SELECT 1 FROM execution.execution_steps s
+                   WHERE s.execution_id = q.execution_id AND s.started_at >= q.leased_at)
+           AND NOT EXISTS (SELECT 1 FROM execution.execution_steps s
+                           WHERE s.execution_id = q.execution_id
+                             AND s.finished_at >= q.leased_at)
+       ) AS charged,
        CASE WHEN w.worker_id IS NOT NULL THEN 'worker crash' ELSE 'lease expiry' END AS cause,
        CASE WHEN w.worker_id IS NOT NULL
             THEN least(coalesce(w.lock_free_since, w.died_at), now())

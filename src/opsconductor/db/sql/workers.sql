@@ -4,12 +4,14 @@
 
 -- name: register
 -- A worker registering again (it was declared dead while cut off) keeps its lock key.
-INSERT INTO execution.workers (worker_id, host, pid, concurrency)
-VALUES (%(worker_id)s, %(host)s, %(pid)s, %(concurrency)s)
+INSERT INTO execution.workers (worker_id, host, pid, concurrency, lock_key)
+VALUES (%(worker_id)s, %(host)s, %(pid)s, %(concurrency)s,
+        nextval('execution.worker_lock_keys'))
 ON CONFLICT (worker_id) DO UPDATE SET
     host = EXCLUDED.host, pid = EXCLUDED.pid, concurrency = EXCLUDED.concurrency,
     started_at = now(), last_heartbeat_at = now(), in_flight = 0, stopped_at = NULL,
-    died_at = NULL, lock_free_since = NULL
+    died_at = NULL, lock_free_since = NULL,
+    lock_key = coalesce(workers.lock_key, EXCLUDED.lock_key)
 RETURNING lock_key
 
 -- name: session_settings
