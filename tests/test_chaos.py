@@ -121,7 +121,9 @@ def test_sigkill_storm_loses_nothing_and_runs_nothing_unsafe_twice(
             assert starts[execution_id] == 1 and probes[execution_id] >= 1, execution_id
         else:  # the non-idempotent step was in flight at a kill: left for a person
             assert status == "failed", (execution_id, status, reason)
-            assert reason is not None and reason.startswith("interrupted"), reason
+            # "interrupted: step 'apply' … not run again", or, when a second kill came
+            # before that verdict was recorded, "step 'apply' failed … (interrupted 2 times…)"
+            assert reason is not None and "interrupted" in reason, reason
             assert starts[execution_id] <= 1
     crashed = [r for _, r in reasons.values() if r and "worker crash" in r]
     print(f"chaos: {summary}; {len(crashed)} resumed after a crash")
