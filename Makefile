@@ -40,7 +40,8 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	@touch $(BENCH_STAMP)
 
-# Core figures, then the queue: our workers against PgQueuer and procrastinate (bench/RESULTS.md).
+# Core figures, crash recovery, then the queue: our workers against PgQueuer and procrastinate
+# (bench/RESULTS.md).
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/masking.py
@@ -48,6 +49,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/streams.py
 	$(BIN)/python bench/scale.py $(SCALE_ARGS)
+	$(BIN)/python bench/recovery.py
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
 
 clean:

@@ -10,7 +10,6 @@ its locks and only then moves it to ``cancelled`` with ``cancelled_by/at`` set.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from opsconductor import bounded
 from opsconductor.db import cancels, executions, steps
 from opsconductor.db.connection import Database
 from opsconductor.errors import Conflict, OpsError, StaleStatus
@@ -108,22 +108,23 @@ class CancelWatcher:
         #: short execution then ends without a check it did not need
         self.first_check_s = first_check_s
         self._task: asyncio.Task[None] | None = None
+        #: ends the watch even if its cancellation is swallowed (see bounded.py)
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._watch())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Bounded: a watch that does not stop must not hold the execution's end back."""
+        await bounded.stop(self._task, self._stopping, what="cancel watcher")
 
     async def _watch(self) -> None:
         if self.first_check_s > 0:
-            await asyncio.sleep(
-                min(self.first_check_s, max(0.0, self.deadline() - time.monotonic()))
+            await bounded.sleep_unless(
+                self._stopping,
+                min(self.first_check_s, max(0.0, self.deadline() - time.monotonic())),
             )
-        while True:
+        while not self._stopping.is_set():
             if time.monotonic() >= self.deadline():
                 self.on_deadline()
                 return
@@ -135,4 +136,4 @@ class CancelWatcher:
             if row is not None and row["cancel_requested_by"] is not None:
                 self.on_cancel(str(row["cancel_requested_by"]))
                 return
-            await asyncio.sleep(self.interval_s)
+            await bounded.sleep_unless(self._stopping, self.interval_s)

@@ -5,7 +5,6 @@ bound, kept alive by a heartbeat, released on every exit path, reaped when their
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 import uuid
@@ -16,13 +15,17 @@ from typing import Any
 
 import structlog
 
-from opsconductor import metrics
+from opsconductor import bounded, metrics
 from opsconductor.config import Settings
 from opsconductor.db import executions, locks
-from opsconductor.db.connection import Database
+from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import OpsError
 
 log = structlog.get_logger("opsconductor.locking")
+
+
+#: Tries to release locks after database errors, 0.5 s apart (10 s in all).
+RELEASE_TRIES = 20
 
 
 class AssetLocked(OpsError):
@@ -98,6 +101,8 @@ class LeaseHold:
         self.held: list[str] = []
         self.waited_s = 0.0
         self._heartbeat: asyncio.Task[None] | None = None
+        #: tells the heartbeat to end even if its cancellation is swallowed (bounded.py)
+        self._stopping = asyncio.Event()
 
     async def __aenter__(self) -> LeaseHold:
         started = time.monotonic()
@@ -118,10 +123,9 @@ class LeaseHold:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+        # Bounded: a heartbeat that does not stop must not keep the execution (and its
+        # queue lease, renewed meanwhile) alive after its step ended.
+        await bounded.stop(self._heartbeat, self._stopping, what="lock heartbeat")
         await asyncio.shield(self._release())
 
     async def _take(self, asset_id: str, started: float) -> None:
@@ -143,26 +147,27 @@ class LeaseHold:
                         f"asset_locked: {describe(asset_id, row)}; gave up after "
                         f"{self.settings.wait_s:g} s"
                     )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.abort.wait(), self.settings.poll_s)
-            if self.abort.is_set():
+            if await bounded.sleep_unless(self.abort, self.settings.poll_s):
                 raise LockWaitAborted(f"stopped waiting for asset {asset_id!r}")
 
     async def _beat(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_s)
+        while not await bounded.sleep_unless(self._stopping, self.settings.heartbeat_s):
             try:
-                async with self.db.connection() as conn:
-                    kept = await locks.heartbeat(
-                        conn,
-                        self.tenant_id,
-                        self.held,
-                        owner_tag=self.owner,
-                        ttl_s=self.settings.ttl_s,
-                    )
-            except OpsError as exc:  # keep trying: the lease outlives a short outage
-                log.warning("lock_heartbeat_failed", error=str(exc), owner=self.owner)
+                # One beat may not outlast the next: a hung statement is given up.
+                async with asyncio.timeout(self.settings.heartbeat_s):
+                    async with self.db.connection() as conn:
+                        kept = await locks.heartbeat(
+                            conn,
+                            self.tenant_id,
+                            self.held,
+                            owner_tag=self.owner,
+                            ttl_s=self.settings.ttl_s,
+                        )
+            except (OpsError, TimeoutError) as exc:  # keep trying: the lease outlives it
+                log.warning("lock_heartbeat_failed", error=repr(exc), owner=self.owner)
                 continue
+            if self._stopping.is_set():
+                return
             lost = set(self.held) - kept
             if lost:
                 log.error("lock_lost", assets=sorted(lost), owner=self.owner)
@@ -170,25 +175,44 @@ class LeaseHold:
                 return
 
     async def _release(self) -> None:
+        """Let go; after a database error try again for a while (bounded), so a short
+        outage does not leave the assets locked until the TTL for everyone waiting."""
         if not self.held:
             return
-        await locks.release(self.db.batch, self.tenant_id, self.held, owner_tag=self.owner)
+        for attempt in range(RELEASE_TRIES):
+            try:
+                await locks.release(self.db.batch, self.tenant_id, self.held, owner_tag=self.owner)
+                break
+            except OpsError as exc:
+                if attempt == RELEASE_TRIES - 1:
+                    raise
+                log.warning("lock_release_failed", error=str(exc), owner=self.owner)
+                await asyncio.sleep(0.5)
         self.held = []
 
 
 async def reap(db: Database, actor_id: str = "reaper") -> list[dict[str, Any]]:
     """Delete expired locks (their holder died or hung) and note it on each execution."""
     async with db.transaction() as conn:
-        reaped = await locks.reap_expired(conn)
-        for row in reaped:
-            if row["execution_id"] is not None:
-                await executions.append_event(
-                    conn,
-                    {"id": row["execution_id"], "tenant_id": row["tenant_id"]},
-                    "lock_reaped",
-                    actor_id,
-                    {"asset": row["asset_id"], "owner_tag": row["owner_tag"]},
-                )
+        return await reap_in(conn, actor_id)
+
+
+async def reap_in(conn: Conn, actor_id: str) -> list[dict[str, Any]]:
+    """``reap`` inside the caller's transaction; also frees the locks of dead workers."""
+    reaped = await locks.reap_expired(conn)
+    for row in reaped:
+        if row["execution_id"] is not None:
+            await executions.append_event(
+                conn,
+                {"id": row["execution_id"], "tenant_id": row["tenant_id"]},
+                "lock_reaped",
+                actor_id,
+                {
+                    "asset": row["asset_id"],
+                    "owner_tag": row["owner_tag"],
+                    "cause": "worker crash" if row["holder_died"] else "lease expiry",
+                },
+            )
     for row in reaped:
         log.warning("lock_reaped", asset=row["asset_id"], owner=row["owner_tag"])
     return reaped

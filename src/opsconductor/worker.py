@@ -1,25 +1,26 @@
 """The worker: runs queued executions, ``concurrency`` at once in one process.
 
-Any number of workers on any number of machines share one database. A worker sleeps on
-LISTEN/NOTIFY (a slow poll is only a safety net), claims with a lease, renews its leases
-while it works, and on stop finishes what it holds within a grace period or hands the
-leases back. Every worker runs a reaper; an advisory lock lets only one reap at a time.
+Any number of workers on any number of machines share one database. A worker holds a life
+lock on a connection of its own (which also LISTENs: a slow poll is only a safety net),
+claims with a lease, renews its leases while it works, and on stop finishes what it holds
+within a grace period or hands the leases back. Every worker runs a reaper round each
+second; an advisory lock lets only one reap at a time (``recovery.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
+import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from opsconductor import locking, status_machine
+from opsconductor import bounded, recovery, status_machine
 from opsconductor.approvals import gate
 from opsconductor.db import executions, queue, workers
 from opsconductor.db.connection import Database
@@ -38,6 +39,9 @@ log = structlog.get_logger("opsconductor.worker")
 
 #: How long a worker trusts its copy of the timeout policy matrix.
 POLICY_TTL_S = 30.0
+#: After a database error, how often and how many times to retry handing an attempt back.
+RETRY_EVERY_S = 0.5
+RETRIES = 30
 
 
 @dataclass(frozen=True)
@@ -49,9 +53,18 @@ class WorkerOptions:
     poll_s: float = 5.0
     #: visibility timeout for every claim; None: each execution's own (set at enqueue)
     lease_s: float | None = None
+    #: how often the reaper sweeps for overdue approvals; expired leases and locks and dead
+    #: workers are looked for every ``detect_every_s`` (or this, if shorter)
     reap_every_s: float = 5.0
     #: how often the worker updates its row in the workers table
     presence_every_s: float = workers.HEARTBEAT_S
+    #: how often the reaper round looks at the workers' life locks (one statement)
+    detect_every_s: float = 1.0
+    #: a life lock must be found free this long (two rounds) before its worker is dead
+    confirm_dead_s: float = 1.0
+    #: after its own session (re)connects, a reaper declares nobody dead for this long:
+    #: after a database restart every live worker needs a moment to take its lock again
+    restart_grace_s: float = 3.0
 
 
 def new_worker_id() -> str:
@@ -77,6 +90,14 @@ class Worker:
         self.renew_soon = asyncio.Event()
         self.renew_every = self._renew_every()
         self.handed_back = 0
+        #: the life lock's session while it is held (None: cut off, claim nothing)
+        self.life: workers.Life | None = None
+        self.alive = asyncio.Event()
+        #: life sessions so far: the first is not a reconnection, and needs no grace
+        self.sessions = 0
+        #: ends the helper loops even if a cancellation is swallowed (bounded.py)
+        self.halt = asyncio.Event()
+        self._approvals_swept_at = 0.0
 
     def stop(self) -> None:
         """First call: stop claiming and drain. Second call: hand back in-flight work now."""
@@ -86,30 +107,34 @@ class Worker:
         self.wake.set()
 
     async def serve(self) -> None:
-        me = workers.Identity.here(self.worker_id, self.options.concurrency)
-        async with self.db.connection() as conn:
-            await workers.register(conn, me)
-        helpers = [
-            asyncio.create_task(self._listen()),
-            asyncio.create_task(self._heartbeat()),
-            asyncio.create_task(self._reaper()),
-            asyncio.create_task(self._presence()),
-        ]
+        await self._register()
+        helpers = {
+            "life": asyncio.create_task(self._life()),
+            "heartbeat": asyncio.create_task(self._heartbeat()),
+            "reaper": asyncio.create_task(self._reaper()),
+            "presence": asyncio.create_task(self._presence()),
+        }
         try:
             await self._claim_loop()
             await self._drain()
         finally:
-            for helper in helpers:
-                helper.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            self.halt.set()
+            # Signed off before the life lock goes: a reaper must not take a clean stop for
+            # a death (there is nothing left to take back, but the record would be wrong).
             await self._quietly(self._signed_off())
+            for name, helper in helpers.items():
+                await bounded.stop(helper, what=f"worker {name}")
+
+    async def _register(self) -> None:
+        me = workers.Identity.here(self.worker_id, self.options.concurrency)
+        async with self.db.connection() as conn:
+            await workers.register(conn, me)
 
     # --- presence (the workers table: `opsc workers`, /readyz, metrics) -------------------
 
     async def _presence(self) -> None:
         """Beat with the in-flight count; a missed beat only makes the worker look stale."""
-        while True:
-            await asyncio.sleep(self.options.presence_every_s)
+        while not await bounded.sleep_unless(self.halt, self.options.presence_every_s):
             try:
                 async with self.db.connection() as conn:
                     await workers.heartbeat(conn, self.worker_id, len(self.running))
@@ -125,6 +150,11 @@ class Worker:
     async def _claim_loop(self) -> None:
         while not self.stopping.is_set():
             self.wake.clear()
+            if not self.alive.is_set():
+                # Without its life lock a reaper may take back whatever this worker
+                # claims: wait for the session (it sets wake when it is back).
+                await bounded.sleep_unless(self.wake, self.options.poll_s)
+                continue
             free = self.options.concurrency - len(self.running)
             timeout: float | None = None  # all slots busy: a finishing execution wakes us
             if free > 0:
@@ -134,8 +164,7 @@ class Worker:
                 if len(leases) == free:
                     continue  # there may be more: claim again as soon as a slot frees
                 timeout = await self._idle_timeout()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
+            await bounded.sleep_unless(self.wake, timeout)
 
     async def _claim(self, free: int) -> list[Lease]:
         try:
@@ -185,10 +214,9 @@ class Worker:
         except Exception as exc:
             # No verdict was reached (database gone, unexpected error): the queue decides,
             # retry later with back-off or dead-letter once the attempts are spent.
-            bound.warning("attempt failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
-            await self._quietly(
-                queue.fail(self.db, lease, f"{type(exc).__name__}: {exc}", self.actor_id)
-            )
+            error = f"{type(exc).__name__}: {exc}"
+            bound.warning("attempt failed", error=error, exc_info=exc)
+            await self._persistently(lambda: queue.fail(self.db, lease, error, self.actor_id))
 
     async def _settle_moved(self, lease: Lease, exc: Exception) -> None:
         """Its status changed under us. Ended, or back waiting for approval: nothing to run,
@@ -203,6 +231,17 @@ class Worker:
             await queue.fail(
                 self.db, lease, f"status changed under this worker: {exc}", self.actor_id
             )
+
+    async def _persistently(self, work: Callable[[], Awaitable[object]]) -> None:
+        """Like ``_quietly``, but tries again for a while: after a database restart the
+        execution is back in the queue in seconds instead of at its lease's expiry."""
+        for _ in range(RETRIES):
+            try:
+                await work()
+                return
+            except DatabaseError as exc:
+                log.warning("queue update failed; trying again", error=str(exc))
+            await bounded.sleep_unless(self.halt, RETRY_EVERY_S)
 
     async def _quietly(self, work: Awaitable[object]) -> None:
         """Best effort: if the database is gone the lease expires and the reaper recovers."""
@@ -220,18 +259,19 @@ class Worker:
         return max(0.05, shortest / 3)
 
     async def _heartbeat(self) -> None:
-        while True:
+        while not self.halt.is_set():
             self.renew_every = self._renew_every()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.renew_soon.wait(), self.renew_every)
+            await bounded.sleep_unless(self.renew_soon, self.renew_every)
             self.renew_soon.clear()
             held = {lease.execution_id: (lease, task) for lease, task in self.running.values()}
             if not held:
                 continue
             try:
-                kept = await queue.renew(self.db, [lease for lease, _ in held.values()])
-            except DatabaseError as exc:
-                log.warning("lease renewal failed", worker_id=self.worker_id, error=str(exc))
+                # Bounded: a hung renewal must not hold back the next one.
+                async with asyncio.timeout(max(1.0, self.renew_every)):
+                    kept = await queue.renew(self.db, [lease for lease, _ in held.values()])
+            except (DatabaseError, TimeoutError) as exc:
+                log.warning("lease renewal failed", worker_id=self.worker_id, error=repr(exc))
                 continue
             for execution_id, (_, task) in held.items():
                 if execution_id not in kept and not task.done():
@@ -242,28 +282,74 @@ class Worker:
                     )
                     task.cancel()
 
-    async def _reaper(self) -> None:
-        while True:
-            try:
-                reaped = await queue.reap(self.db, self.actor_id)
-                if reaped and (reaped.requeued or reaped.dead_lettered):
-                    log.info("reaped expired leases", worker_id=self.worker_id, **vars(reaped))
-                if reaped is not None:  # this worker is the reaper of this round
-                    await locking.reap(self.db, self.actor_id)
-                # Overdue approvals end here too (its own advisory lock: one sweep at a time).
-                await gate.expire_overdue(self.db)
-            except DatabaseError as exc:
-                log.warning("reaper failed", worker_id=self.worker_id, error=str(exc))
-            await asyncio.sleep(self.options.reap_every_s)
+    # --- life lock, wake-ups, reaping ----------------------------------------------------
 
-    async def _listen(self) -> None:
-        while True:
+    async def _life(self) -> None:
+        """Hold the life lock on a connection of its own, which also LISTENs for wake-ups;
+        take it again at once when the connection drops (a database restart)."""
+        while not self.halt.is_set():
             try:
-                async for _ in self.db.notifications(queue.CHANNEL):
-                    self.wake.set()
+                async with workers.life(self.db.url, self.worker_id, queue.CHANNEL) as life:
+                    if life.declared_dead:
+                        await self._declared_dead()
+                    self.life = life
+                    self.sessions += 1
+                    self.alive.set()
+                    self.wake.set()  # look for anything queued while we were not listening
+                    async for _ in life.notifications():
+                        self.wake.set()
             except DatabaseError as exc:
-                log.warning("LISTEN connection lost", worker_id=self.worker_id, error=str(exc))
-            await asyncio.sleep(1.0)  # the poll covers the gap until we listen again
+                log.warning("worker session lost", worker_id=self.worker_id, error=str(exc))
+            finally:
+                self.alive.clear()
+                self.life = None
+            await bounded.sleep_unless(self.halt, 0.2)
+
+    async def _declared_dead(self) -> None:
+        """Cut off long enough to be declared dead: its leases and asset locks were taken
+        back, and another worker may run its executions now. Stop them at once (the fence
+        refuses their results anyway), then register again."""
+        held = list(self.running.values())
+        log.error("declared dead while cut off", worker_id=self.worker_id, stopping=len(held))
+        for _, task in held:
+            task.cancel()
+        if held:
+            await asyncio.wait([task for _, task in held], timeout=bounded.STOP_WITHIN_S)
+        await self._quietly(queue.release(self.db, [lease for lease, _ in held]))
+        await self._register()
+
+    async def _reaper(self) -> None:
+        every = min(self.options.reap_every_s, self.options.detect_every_s)
+        while not self.halt.is_set():
+            try:
+                async with asyncio.timeout(max(10.0, every)):
+                    await self._reap_round()
+            except (DatabaseError, TimeoutError) as exc:
+                log.warning("reaper failed", worker_id=self.worker_id, error=repr(exc))
+            await bounded.sleep_unless(self.halt, every)
+
+    async def _reap_round(self) -> None:
+        seen = await recovery.watch(self.db, self.options.confirm_dead_s)
+        if not seen.got:
+            return  # another worker is the reaper of this round
+        dead = [w for w in seen.dead if w != self.worker_id] if self._trusted() else []
+        if dead or seen.sweep_due:
+            swept = await recovery.sweep(self.db, self.actor_id, dead)
+            if swept is not None and swept.anything:
+                log.info("reaped", worker_id=self.worker_id, **vars(swept))
+        now = time.monotonic()
+        if now - self._approvals_swept_at >= self.options.reap_every_s:
+            self._approvals_swept_at = now
+            # Overdue approvals end here too (its own advisory lock: one sweep at a time).
+            await gate.expire_overdue(self.db)
+
+    def _trusted(self) -> bool:
+        """May this reaper declare workers dead? Not right after its own session came back
+        (a database restart): the other live workers may not have their locks back yet."""
+        life = self.life
+        if life is None:
+            return False
+        return self.sessions == 1 or time.monotonic() - life.since >= self.options.restart_grace_s
 
     # --- stopping ------------------------------------------------------------------------
 
@@ -282,7 +368,8 @@ class Worker:
         left = [(lease, task) for lease, task in self.running.values() if not task.done()]
         for _, task in left:
             task.cancel()  # stops its command (process group) and records nothing more
-        await all_done
+        # Bounded: a task that does not end still has its lease handed back below.
+        await asyncio.wait([all_done], timeout=bounded.STOP_WITHIN_S)
         try:
             released = await queue.release(self.db, [lease for lease, _ in left])
         except DatabaseError as exc:

@@ -58,7 +58,8 @@ async def release(conn: Executor, tenant_id: str, asset_ids: list[str], *, owner
 
 
 async def reap_expired(conn: Conn) -> list[Row]:
-    """Delete the locks whose lease ran out (dead holders); returns what was reaped."""
+    """Delete the locks whose lease ran out (hung or cut-off holders) or whose worker was
+    declared dead; returns what was reaped (``holder_died``: the second kind)."""
     cur = await conn.execute(Q["reap_expired"])
     return await cur.fetchall()
 

@@ -37,6 +37,13 @@ class Lease:
     lease_s: float
     #: the execution row as read by the claim (saves the engine a round trip)
     execution: Row | None = field(default=None, compare=False, repr=False)
+    #: a resumed execution: how long it waited for this claim since its interruption
+    recovered_after_s: float | None = None
+    #: the latest interruption ("worker crash", "lease expiry", "worker shutdown", ...)
+    interruption: str | None = None
+    #: how many times it was interrupted, and the seconds it spent without a worker in all
+    interruptions: int = 0
+    recovery_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -82,18 +89,26 @@ async def claim(
             Q["claim"], {"limit": limit, "worker_id": worker_id, "lease_s": lease_s}
         )
         rows = await cur.fetchall()
-    return [
-        Lease(
-            execution_id=row["id"],
-            tenant_id=row["tenant_id"],
-            token=row.pop("lease_token"),
-            attempt=row.pop("attempt_count"),
-            max_attempts=row.pop("max_attempts"),
-            lease_s=row.pop("lease_s"),
-            execution=row,
-        )
-        for row in rows
-    ]
+    return [_lease(row) for row in rows]
+
+
+def _lease(row: Row) -> Lease:
+    extended = row.pop("extended_timeout_at")
+    if extended is not None:  # the claim moved the deadline past the time without a worker
+        row["timeout_at"] = extended
+    return Lease(
+        execution_id=row["id"],
+        tenant_id=row["tenant_id"],
+        token=row.pop("lease_token"),
+        attempt=row.pop("attempt_count"),
+        max_attempts=row.pop("max_attempts"),
+        lease_s=row.pop("lease_s"),
+        execution=row,
+        recovered_after_s=row.pop("recovered_after_s"),
+        interruption=row.pop("interruption"),
+        interruptions=row.pop("interruptions"),
+        recovery_s=row.pop("recovery_s"),
+    )
 
 
 async def renew(db: Database, leases: Sequence[Lease]) -> set[uuid.UUID]:
@@ -178,23 +193,66 @@ async def release(db: Database, leases: Sequence[Lease]) -> set[uuid.UUID]:
 
 
 async def reap(db: Database, actor_id: str, *, limit: int = 500) -> Reaped | None:
-    """Return expired leases to the queue (or dead-letter them when their attempts are
-    spent). Only one reaper at a time in the whole cluster: ``None`` if another one runs."""
+    """Take back expired leases and those of dead workers (or dead-letter them when their
+    attempts are spent). One reaper at a time in the whole cluster: ``None`` if another
+    one runs. Workers sweep through ``recovery.sweep``, which frees asset locks too."""
     async with db.transaction() as conn:
-        cur = await conn.execute(Q["try_reaper_lock"], {"key": REAPER_LOCK_KEY})
-        got = await cur.fetchone()
-        if got is None or not got["got"]:
+        if not await try_reaper_lock(conn):
             return None
-        cur = await conn.execute(Q["expired_leases"], {"limit": limit})
-        outcomes = [
-            await _retry_or_dead_letter(
-                conn, row, f"lease expired on worker {row['worker_id']}", actor_id
-            )
-            for row in await cur.fetchall()
-        ]
-        if "retry" in outcomes:
-            await conn.execute(Q["notify"])
+        return await reap_in(conn, actor_id, limit=limit)
+
+
+async def try_reaper_lock(conn: Conn) -> bool:
+    """Inside a transaction: this one is the reaper until it ends, or another one is."""
+    cur = await conn.execute(Q["try_reaper_lock"], {"key": REAPER_LOCK_KEY})
+    got = await cur.fetchone()
+    return got is not None and bool(got["got"])
+
+
+async def reap_in(conn: Conn, actor_id: str, *, limit: int = 500) -> Reaped:
+    """``reap`` inside the caller's transaction, which holds the reaper lock."""
+    cur = await conn.execute(Q["recoverable_leases"], {"limit": limit})
+    outcomes = [await _recover(conn, row, actor_id) for row in await cur.fetchall()]
+    if "retry" in outcomes:
+        await conn.execute(Q["notify"])
     return Reaped(outcomes.count("retry"), outcomes.count("dead_letter"))
+
+
+async def _recover(conn: Conn, row: Row, actor_id: str) -> str:
+    """A lease whose worker is gone: claimable at once (before new work), or dead-lettered
+    once its attempts are spent (an execution that kills every worker it lands on; see
+    ``recoverable_leases`` for which crashes are charged)."""
+    if row["cause"] == "worker crash":
+        error = f"worker {row['worker_id']} died (its database session ended)"
+    else:
+        error = f"lease expired on worker {row['worker_id']}"
+    attempts = int(row["attempt_count"])
+    if row["charged"] and attempts >= row["max_attempts"]:
+        return await _retry_or_dead_letter(conn, row, error, actor_id)
+    await conn.execute(
+        Q["recover"],
+        {
+            "execution_id": row["execution_id"],
+            "error": error,
+            "cause": row["cause"],
+            "interrupted_at": row["interrupted_at"],
+            "charged": row["charged"],
+        },
+    )
+    await executions.append_event(
+        conn,
+        {"id": row["execution_id"], "tenant_id": row["tenant_id"]},
+        "retry_scheduled",
+        actor_id,
+        {
+            "error": error,
+            "cause": row["cause"],
+            "attempt": attempts,
+            "charged": row["charged"],
+            "backoff_s": 0,
+        },
+    )
+    return "retry"
 
 
 async def next_available_in(db: Database) -> float | None:

@@ -1,14 +1,24 @@
-"""The worker registry: who runs, where, how busy, last heartbeat."""
+"""The worker registry: who runs, where, how busy, last heartbeat; and each worker's life
+signal, a session-level advisory lock its own connection holds while the process lives."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
 
 from opsconductor.db import queries
 from opsconductor.db.connection import Conn
+from opsconductor.errors import DatabaseError
 
 Q = queries.load("workers")
 Row = dict[str, Any]
@@ -17,6 +27,8 @@ Row = dict[str, Any]
 HEARTBEAT_S = 5.0
 #: ...and counts as dead (stale) after missing this many seconds of beats.
 STALE_S = 3 * HEARTBEAT_S
+#: classid of the life locks (objid: the worker's lock_key); any constant, same everywhere
+LIFE_CLASS = 5118
 
 
 @dataclass(frozen=True)
@@ -31,8 +43,93 @@ class Identity:
         return cls(worker_id, socket.gethostname(), os.getpid(), concurrency)
 
 
-async def register(conn: Conn, me: Identity) -> None:
-    await conn.execute(Q["register"], me.__dict__)
+async def register(conn: Conn, me: Identity) -> int:
+    """Add (or revive) the worker's row; returns its life lock key."""
+    cur = await conn.execute(Q["register"], me.__dict__)
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row["lock_key"])
+
+
+@dataclass
+class Life:
+    """A held life lock, on the connection that also LISTENs for queue wake-ups."""
+
+    conn: psycopg.AsyncConnection[dict[str, Any]]
+    #: a reaper declared this worker dead while its lock was free (its work was taken back)
+    declared_dead: bool
+    since: float = field(default_factory=time.monotonic)
+
+    async def notifications(self) -> AsyncIterator[str]:
+        """Wake-up payloads until the connection (and with it the lock) is lost."""
+        try:
+            async for notify in self.conn.notifies():
+                yield notify.payload
+        except psycopg.Error as exc:
+            raise DatabaseError(f"lost the worker's session: {exc}") from exc
+
+
+@asynccontextmanager
+async def life(
+    url: str, worker_id: str, channel: str, *, take_within_s: float = 15.0
+) -> AsyncIterator[Life]:
+    """Connect, take the worker's life lock and LISTEN on ``channel``. Every wait is bounded:
+    the connect (5 s), each statement (5 s), and taking the lock (``take_within_s``: after
+    a cut-off the server may take a moment to end the old session that still holds it)."""
+    try:
+        async with await psycopg.AsyncConnection.connect(
+            url, autocommit=True, connect_timeout=5, row_factory=dict_row
+        ) as conn:
+            await conn.execute(Q["session_settings"])
+            until = time.monotonic() + take_within_s
+            while True:
+                cur = await conn.execute(
+                    Q["take_life_lock"], {"life_class": LIFE_CLASS, "worker_id": worker_id}
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    raise DatabaseError(f"worker {worker_id} is not registered")
+                if row["got"]:
+                    break
+                if time.monotonic() > until:
+                    raise DatabaseError(f"the life lock of worker {worker_id} stays taken")
+                await asyncio.sleep(0.05)
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            yield Life(conn, declared_dead=row["died_at"] is not None)
+    except psycopg.Error as exc:
+        raise DatabaseError(f"lost the worker's session: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Watch:
+    """One reaper round's look at the workers."""
+
+    #: this caller is the round's reaper (the others look no further)
+    got: bool
+    #: workers whose life lock was free two rounds running: dead
+    dead: list[str]
+    #: expired leases or locks, or leases of workers declared dead, wait for a sweep
+    sweep_due: bool
+
+
+async def watch(conn: Conn, reaper_key: int, confirm_s: float) -> Watch:
+    cur = await conn.execute(
+        Q["watch"],
+        {"reaper_key": reaper_key, "life_class": LIFE_CLASS, "confirm_s": confirm_s},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return Watch(bool(row["got"]), list(row["dead"] or []), bool(row["sweep_due"]))
+
+
+async def declare_dead(conn: Conn, worker_ids: list[str]) -> list[Row]:
+    """Inside the reaper's transaction: mark those whose life lock is still free dead."""
+    if not worker_ids:
+        return []
+    cur = await conn.execute(
+        Q["declare_dead"], {"worker_ids": worker_ids, "life_class": LIFE_CLASS}
+    )
+    return await cur.fetchall()
 
 
 async def heartbeat(conn: Conn, worker_id: str, in_flight: int) -> None:

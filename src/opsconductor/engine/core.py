@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opsconductor import logs, masking, policies, pushed_files, rbac
+from opsconductor import bounded, logs, masking, policies, pushed_files, rbac
 from opsconductor.approvals import gate
 from opsconductor.cancellation import CHECK_INTERVAL_S, CancelWatcher
 from opsconductor.config import Settings, load_settings
@@ -136,6 +136,8 @@ class Engine:
         run.lease = lease
         ending: tuple[Status, str | None] | None = None
         if resuming:
+            assert lease is not None
+            run.recovery = verdict.recovery(lease)
             ending = await resume.prepare(self.db, run, acting, self.worker_id)
         else:
             await self._begin(run, current)
@@ -248,7 +250,7 @@ class Engine:
             Status.RUNNING,
             final,
             actor_id=actor or run.actor_id,
-            reason=reason,
+            reason=verdict.with_recovery(reason, run.recovery),
             masker=run.masker,
             lease_token=None if run.lease is None else run.lease.token,
             skip_pending=True,
@@ -256,11 +258,15 @@ class Engine:
 
     async def _run_steps(self, run: Run) -> tuple[Status, str | None]:
         for index in range(len(run.plan.steps)):
+            if run.abort.is_set() and run.unfinished(index):
+                # Aborted before this step began (a resume past its deadline finds its
+                # earlier steps done): the verdict names this step, not a finished one.
+                return verdict.after_abort(run, index)
             await self._step_approved(run, index)
             run.results[index] = await self._run_step(run, index)
-            if run.abort.is_set():
-                return verdict.after_abort(run, index)
             bad = {a: s for a, s in run.results[index].items() if s not in DONE}
+            if run.abort.is_set() and (bad or index == len(run.plan.steps) - 1):
+                return verdict.after_abort(run, index)
             if bad:
                 return verdict.after_step(run, index, bad)
         return Status.COMPLETED, None
@@ -356,8 +362,7 @@ class Engine:
 
     async def _pause(self, run: Run, seconds: float) -> None:
         """Sleep between retries, but not past an abort."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(run.abort.wait(), max(0.0, seconds))
+        await bounded.sleep_unless(run.abort, max(0.0, seconds))
 
     # -- steps and targets ----------------------------------------------------------------
 

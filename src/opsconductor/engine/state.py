@@ -105,6 +105,8 @@ class Run:
     files: pushed_files.Digests = field(default_factory=dict)
     #: who runs it, as recorded in its events (a worker, the API's caller, the local shell)
     actor_id: str = ""
+    #: a resumed execution: what interrupted it and how long it waited (verdict.recovery)
+    recovery: str | None = None
 
     @property
     def id(self) -> uuid.UUID:

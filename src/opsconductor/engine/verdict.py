@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from opsconductor.db.queue import Lease
 from opsconductor.engine.state import Run
 from opsconductor.status_machine import Status
 
@@ -32,3 +33,23 @@ def after_step(run: Run, index: int, bad: dict[str, str]) -> tuple[Status, str]:
 
 def missing_assets(missing: set[str]) -> str:
     return f"assets no longer in the inventory: {', '.join(sorted(missing))}"
+
+
+def recovery(lease: Lease) -> str | None:
+    """What happened to a resumed execution, e.g. ``interrupted by worker crash, resumed
+    after 1.3 s``; None when this claim is not a resume after an interruption."""
+    if lease.recovered_after_s is None or lease.interruption is None:
+        return None
+    if lease.interruptions <= 1:
+        return f"interrupted by {lease.interruption}, resumed after {lease.recovered_after_s:.1f} s"
+    return (
+        f"interrupted {lease.interruptions} times (last by {lease.interruption}), "
+        f"resumed after {lease.recovery_s:.1f} s in all"
+    )
+
+
+def with_recovery(reason: str | None, note: str | None) -> str | None:
+    """The verdict's reason, followed by what recovery did (the end may be a success)."""
+    if note is None:
+        return reason
+    return note if reason is None else f"{reason} ({note})"

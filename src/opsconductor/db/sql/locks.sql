@@ -40,8 +40,15 @@ USING jsonb_to_recordset(%(items)s::jsonb) AS t(tenant_id text, asset_id text, o
 WHERE l.tenant_id = t.tenant_id AND l.asset_id = t.asset_id AND l.owner_tag = t.owner_tag
 
 -- name: reap_expired
-DELETE FROM execution.execution_locks WHERE expires_at < now()
-RETURNING tenant_id, asset_id, owner_tag, execution_id, expires_at
+-- Expired locks, and every lock of a worker declared dead (owner_tag is
+-- "<execution id>:<worker id>"): executions waiting for those assets go on at once.
+DELETE FROM execution.execution_locks l
+WHERE l.expires_at < now()
+   OR EXISTS (SELECT 1 FROM execution.workers w
+              WHERE w.worker_id = substr(l.owner_tag, strpos(l.owner_tag, ':') + 1)
+                AND w.died_at IS NOT NULL)
+RETURNING tenant_id, asset_id, owner_tag, execution_id, expires_at,
+          expires_at >= now() AS holder_died
 
 -- name: list_locks
 SELECT * FROM execution.execution_locks WHERE tenant_id = %(tenant_id)s ORDER BY asset_id

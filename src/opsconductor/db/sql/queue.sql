@@ -22,25 +22,42 @@ WITH e AS (
 SELECT pg_notify('opsc_queue', '') FROM queued
 
 -- name: claim
--- Priority first, then age; SKIP LOCKED lets many workers claim at once without waiting on
--- each other. attempt_count counts claims: the retry budget is spent by being claimed.
+-- Recovered work first (an execution interrupted mid-run: crash, lease expiry, hand-back,
+-- failed attempt), then priority, then age; SKIP LOCKED lets many workers claim at once
+-- without waiting on each other. attempt_count counts claims: the retry budget is spent by
+-- being claimed. The time a running execution spent without a worker is added to its
+-- deadline here, as it is resumed: recovery is not charged to its budget.
 WITH picked AS (
-    SELECT execution_id FROM execution.execution_queue
+    SELECT execution_id, interrupted_at FROM execution.execution_queue
     WHERE lease_token IS NULL AND available_at <= now()
-    ORDER BY priority, available_at
+    ORDER BY (interrupted_at IS NULL), priority, available_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), extended AS (
+    UPDATE execution.executions e SET timeout_at = e.timeout_at + (now() - p.interrupted_at)
+    FROM picked p
+    WHERE e.id = p.execution_id AND p.interrupted_at IS NOT NULL AND e.timeout_at IS NOT NULL
+      AND e.status = 'running'
+    RETURNING e.id, e.timeout_at
 )
 UPDATE execution.execution_queue q SET
     lease_token = gen_random_uuid(),
     lease_expires_at = now() + make_interval(secs => coalesce(%(lease_s)s::float8, q.lease_timeout_s)),
     worker_id = %(worker_id)s,
-    attempt_count = q.attempt_count + 1
-FROM picked, execution.executions e
-WHERE q.execution_id = picked.execution_id AND e.id = q.execution_id
+    leased_at = now(),
+    attempt_count = q.attempt_count + 1,
+    recovery_s = q.recovery_s + coalesce(extract(epoch FROM now() - picked.interrupted_at), 0),
+    interrupted_at = NULL
+FROM picked
+JOIN execution.executions e ON e.id = picked.execution_id
+LEFT JOIN extended x ON x.id = picked.execution_id
+WHERE q.execution_id = picked.execution_id
 -- The execution row comes back with the lease: the worker need not read it again.
 RETURNING e.*, q.lease_token, q.attempt_count, q.max_attempts,
-          coalesce(%(lease_s)s::float8, q.lease_timeout_s) AS lease_s
+          coalesce(%(lease_s)s::float8, q.lease_timeout_s) AS lease_s,
+          x.timeout_at AS extended_timeout_at,
+          extract(epoch FROM now() - picked.interrupted_at)::float8 AS recovered_after_s,
+          q.interruption, q.interruptions, q.recovery_s
 
 -- name: renew
 -- One statement renews every lease a worker holds; leases it no longer holds are missing
@@ -70,10 +87,23 @@ WHERE q.execution_id = %(execution_id)s AND q.lease_token = %(lease_token)s
 FOR UPDATE OF q
 
 -- name: retry_later
+-- An attempt ended without a verdict (lost database, unexpected error): back off.
 UPDATE execution.execution_queue SET
     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
     available_at = now() + make_interval(secs => %(backoff_s)s::float8),
-    last_error = %(error)s
+    last_error = %(error)s,
+    interrupted_at = now(), interruption = 'a failed attempt', interruptions = interruptions + 1
+WHERE execution_id = %(execution_id)s
+
+-- name: recover
+-- Its worker died or stopped renewing: claimable at once, and before new work.
+UPDATE execution.execution_queue SET
+    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
+    available_at = now(), last_error = %(error)s,
+    interrupted_at = %(interrupted_at)s, interruption = %(cause)s,
+    interruptions = interruptions + 1,
+    attempt_count = CASE WHEN %(charged)s THEN attempt_count
+                         ELSE greatest(attempt_count - 1, 0) END
 WHERE execution_id = %(execution_id)s
 
 -- name: dead_letter
@@ -94,7 +124,9 @@ RETURNING id
 WITH released AS (
     UPDATE execution.execution_queue q SET
         lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, available_at = now(),
-        attempt_count = greatest(q.attempt_count - 1, 0)
+        attempt_count = greatest(q.attempt_count - 1, 0),
+        interrupted_at = now(), interruption = 'worker shutdown',
+        interruptions = q.interruptions + 1
     FROM unnest(%(ids)s::uuid[], %(tokens)s::uuid[]) AS l(execution_id, lease_token)
     WHERE q.execution_id = l.execution_id AND q.lease_token = l.lease_token
     RETURNING q.execution_id
@@ -104,10 +136,30 @@ SELECT execution_id, pg_notify('opsc_queue', '') FROM released
 -- name: try_reaper_lock
 SELECT pg_try_advisory_xact_lock(%(key)s) AS got
 
--- name: expired_leases
-SELECT q.*, e.tenant_id FROM execution.execution_queue q
+-- name: recoverable_leases
+-- Leases to take back: expired ones, and every lease of a worker declared dead (its life
+-- lock was free: db/sql/workers.sql), expired or not. Its interruption counts from the
+-- first sign of death: the round that first found the life lock free. A crash is charged
+-- to the execution's attempt budget (charged) only if, under that lease, a step attempt
+-- started and none finished: what a poison execution that kills its worker looks like. One
+-- merely claimed, or that made progress, was a bystander (a storm must not dead-letter it);
+-- finished targets never run again, so uncharged crashes are bounded by the plan's size.
+SELECT q.*, e.tenant_id,
+       w.worker_id IS NULL OR (
+           EXISTS (SELECT 1 FROM execution.execution_steps s
+                   WHERE s.execution_id = q.execution_id AND s.started_at >= q.leased_at)
+           AND NOT EXISTS (SELECT 1 FROM execution.execution_steps s
+                           WHERE s.execution_id = q.execution_id
+                             AND s.finished_at >= q.leased_at)
+       ) AS charged,
+       CASE WHEN w.worker_id IS NOT NULL THEN 'worker crash' ELSE 'lease expiry' END AS cause,
+       CASE WHEN w.worker_id IS NOT NULL
+            THEN least(coalesce(w.lock_free_since, w.died_at), now())
+            ELSE least(q.lease_expires_at, now()) END AS interrupted_at
+FROM execution.execution_queue q
 JOIN execution.executions e ON e.id = q.execution_id
-WHERE q.lease_token IS NOT NULL AND q.lease_expires_at < now()
+LEFT JOIN execution.workers w ON w.worker_id = q.worker_id AND w.died_at IS NOT NULL
+WHERE q.lease_token IS NOT NULL AND (q.lease_expires_at < now() OR w.worker_id IS NOT NULL)
 ORDER BY q.lease_expires_at
 LIMIT %(limit)s
 FOR UPDATE OF q SKIP LOCKED

@@ -1,0 +1,55 @@
+"""Waits that cannot hang: stopping a helper task, sleeping until an event.
+
+Python 3.11's ``asyncio.wait_for`` can swallow a cancellation (when the awaited future
+completes in the same loop turn as the cancel; psycopg_pool waits for a connection that
+way), so a helper task told to stop may go on running. A loop that stops on a flag, and a
+caller that waits for it with a bound, survive that: ``stop`` sets the flag, cancels, and
+waits at most ``timeout_s``; the loop, if the cancel was lost, sees the flag at its next
+turn. Nothing here uses ``wait_for``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("opsconductor.bounded")
+
+#: How long stopping a helper may take before the caller goes on without it.
+STOP_WITHIN_S = 5.0
+
+
+async def sleep_unless(event: asyncio.Event, seconds: float | None) -> bool:
+    """Sleep ``seconds`` (None: forever) or until ``event`` is set; True if it is set."""
+    if event.is_set():
+        return True
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    return event.is_set()
+
+
+async def stop(
+    task: asyncio.Task[Any] | None,
+    flag: asyncio.Event | None = None,
+    *,
+    timeout_s: float = STOP_WITHIN_S,
+    what: str = "task",
+) -> bool:
+    """Set ``flag``, cancel ``task`` and wait for it at most ``timeout_s``; True if it
+    ended. Its exception, if any, is logged, not raised (a helper's failure is not ours)."""
+    if flag is not None:
+        flag.set()
+    if task is None:
+        return True
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        log.error("task did not stop in time; going on without it", task=what)
+        return False
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("task ended with an error", task=what, error=repr(task.exception()))
+    return True
