@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from opsconductor import status_machine
 from opsconductor.db import approval_requests, batching, executions, queries
 from opsconductor.db.connection import Conn, Database
 from opsconductor.db.executions import NewExecution, Submitted
@@ -38,24 +37,7 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
             {
                 "items": _json(
                     [
-                        {
-                            "ord": i,
-                            "id": str(ids[i]),
-                            "tenant_id": new.tenant_id,
-                            "actor_id": new.actor_id,
-                            "idempotency_key": new.idempotency_key,
-                            "plan_name": new.plan_name,
-                            "plan_snapshot": new.plan_snapshot,
-                            "plan_hash": new.plan_hash,
-                            "status": status_machine.initial_status(new.approval_level).value,
-                            "mode": new.mode.value,
-                            "sla_class": new.sla_class.value,
-                            "approval_level": new.approval_level,
-                            "priority": new.priority,
-                            "estimated_duration_s": new.estimated_duration_s,
-                            "trace_id": uuid.uuid4().hex,
-                            "record_only": new.record_only,
-                        }
+                        {**executions.columns(new), "ord": i, "id": str(ids[i])}
                         for i, new in enumerate(news)
                     ]
                 )

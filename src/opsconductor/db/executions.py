@@ -93,24 +93,33 @@ async def _insert(conn: Conn, new: NewExecution, retry_of: uuid.UUID | None) -> 
     cur = await conn.execute(
         Q["insert_execution"],
         {
-            **_key(new),
+            **columns(new),
             "id": uuid.uuid4(),
-            "actor_id": new.actor_id,
             "retry_of": retry_of,
-            "plan_name": new.plan_name,
             "plan_snapshot": Jsonb(new.plan_snapshot),
-            "plan_hash": new.plan_hash,
-            "status": status_machine.initial_status(new.approval_level).value,
-            "mode": new.mode.value,
-            "sla_class": new.sla_class.value,
-            "approval_level": new.approval_level,
-            "priority": new.priority,
-            "estimated_duration_s": new.estimated_duration_s,
-            "trace_id": uuid.uuid4().hex,
-            "record_only": new.record_only,
         },
     )
     return await cur.fetchone()
+
+
+def columns(new: NewExecution) -> dict[str, Any]:
+    """The new execution's row as inserted (the id and the plan snapshot's adaptation are
+    the caller's: one row, or a JSON array of many in db/bulk.py)."""
+    return {
+        **_key(new),
+        "actor_id": new.actor_id,
+        "plan_name": new.plan_name,
+        "plan_snapshot": new.plan_snapshot,
+        "plan_hash": new.plan_hash,
+        "status": status_machine.initial_status(new.approval_level).value,
+        "mode": new.mode.value,
+        "sla_class": new.sla_class.value,
+        "approval_level": new.approval_level,
+        "priority": new.priority,
+        "estimated_duration_s": new.estimated_duration_s,
+        "trace_id": uuid.uuid4().hex,
+        "record_only": new.record_only,
+    }
 
 
 async def _after_insert(
