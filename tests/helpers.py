@@ -83,7 +83,7 @@ async def run_plan(
         parse_plan(plan), tenant, await admin(db, "tester", tenant), record_only=record_only
     )
     submitted = await submit(db, request)
-    execution_id = submitted.execution["id"]
+    execution_id = submitted.execution.id
     status = await Engine(db, actor_id="tester").run(tenant, execution_id)
     async with db.connection() as conn:
         rows = await steps.list_for(conn, execution_id)

@@ -21,7 +21,7 @@ from tests.helpers import admin
 async def submit_plan(db: Database, plan: Plan, actor: str = "alice") -> uuid.UUID:
     await admin(db, actor)
     submitted = await submit(db, Request(plan, "default", actor, uuid.uuid4().hex))
-    return uuid.UUID(str(submitted.execution["id"]))
+    return uuid.UUID(str(submitted.execution.id))
 
 
 def engine(db: Database, worker: str, **lock: float) -> Engine:

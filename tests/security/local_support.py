@@ -39,7 +39,7 @@ class Ran:
     @property
     def text(self) -> str:
         """Everything the steps left: output, stderr, errors."""
-        return "\n".join(f"{r['output']}\n{r['stderr']}\n{r['error'] or ''}" for r in self.rows)
+        return "\n".join(f"{r.output}\n{r.stderr}\n{r.error or ''}" for r in self.rows)
 
 
 async def tenant(db: Database, name: str, *, local: bool, network: bool = False) -> str:
@@ -66,7 +66,7 @@ async def run(
         await auth.grant(conn, tenant_id, "op", role, granted_by="test")
     plan = parse_plan({"name": "attack", "steps": list(steps_)})
     submitted = await submit(db, Request(plan, tenant_id, "op", uuid.uuid4().hex))
-    execution_id = submitted.execution["id"]
+    execution_id = submitted.execution.id
     if between is not None:
         between()
     status = await Engine(db, actor_id="worker").run(tenant_id, execution_id)
@@ -74,7 +74,7 @@ async def run(
         row = await executions.get(conn, tenant_id, str(execution_id))
         rows = await steps.list_for(conn, execution_id)
         events = await executions.events(conn, execution_id)
-    return Ran(status, row["status_reason"], rows, events)
+    return Ran(status, row.status_reason, rows, events)
 
 
 def command(command_: str, **extra: Any) -> dict[str, Any]:
