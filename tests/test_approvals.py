@@ -16,7 +16,7 @@ from opsconductor.db import assets, executions
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.inventory import Asset
-from opsconductor.records import Execution
+from opsconductor.records import Event, Execution
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
 from tests.helpers import admin
@@ -90,7 +90,7 @@ def test_windows_by_level() -> None:
     assert [approvals.window(n).total_seconds() for n in (1, 2, 3)] == [300, 900, 1800]
 
 
-async def _submit(db: Database, level: int, actor: str = "alice", **plan: Any) -> dict[str, Any]:
+async def _submit(db: Database, level: int, actor: str = "alice", **plan: Any) -> Execution:
     step = plan.pop("step", command_step("a", "echo ran"))
     submitted = await submit(
         db,
@@ -106,12 +106,12 @@ async def _submit(db: Database, level: int, actor: str = "alice", **plan: Any) -
 
 async def _decide(
     db: Database,
-    execution: dict[str, Any],
+    execution: Execution,
     actor: str,
     decision: Decision,
     hash_: str | None = None,
     comment: str | None = None,
-) -> dict[str, Any]:
+) -> Execution:
     return await gate.decide(
         db,
         tenant_id="default",
@@ -123,7 +123,7 @@ async def _decide(
     )
 
 
-async def _events(db: Database, execution: dict[str, Any]) -> list[dict[str, Any]]:
+async def _events(db: Database, execution: Execution) -> list[Event]:
     async with db.connection() as conn:
         return await executions.events(conn, execution.id)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,6 +14,7 @@ from opsconductor.engine import Engine, StepEvent
 from opsconductor.inventory import Asset
 from opsconductor.output import LIMIT
 from opsconductor.plan import Plan
+from opsconductor.records import Execution, StepAttempt
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
 from tests.helpers import admin
@@ -23,7 +23,7 @@ from tests.plans import command_step, plan_of
 
 async def _run(
     db: Database, plan: Plan, events: list[StepEvent] | None = None
-) -> tuple[Status, dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[Status, Execution, list[StepAttempt]]:
     actor = await admin(db, "tester")
     submitted = await submit(db, Request(plan, "default", actor, uuid.uuid4().hex))
     execution_id = submitted.execution.id

@@ -18,6 +18,7 @@ from opsconductor.engine import Engine
 from opsconductor.errors import BadInput, LeaseLost, NotFound
 from opsconductor.inventory import Asset
 from opsconductor.plan import Plan
+from opsconductor.records import Execution
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
 from opsconductor.worker import Worker, WorkerOptions
@@ -376,7 +377,7 @@ async def test_duplicate_submission_is_not_enqueued_twice(db: Database) -> None:
     assert [e.event_type for e in events].count("duplicate_submission") == 1
 
 
-async def _approve(db: Database, execution_id: uuid.UUID) -> dict[str, Any]:
+async def _approve(db: Database, execution_id: uuid.UUID) -> Execution:
     return await gate.decide(
         db,
         tenant_id="default",

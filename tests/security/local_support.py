@@ -16,6 +16,7 @@ from opsconductor.db import assets, auth, connectors, executions, steps
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.plan import parse_plan
+from opsconductor.records import Event, StepAttempt
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
 
@@ -33,8 +34,8 @@ needs_sandbox = pytest.mark.skipif(
 class Ran:
     status: Status
     reason: str | None
-    rows: list[dict[str, Any]]
-    events: list[dict[str, Any]]
+    rows: list[StepAttempt]
+    events: list[Event]
 
     @property
     def text(self) -> str:

@@ -26,6 +26,7 @@ from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.errors import BadInput
 from opsconductor.plan import parse_plan
+from opsconductor.records import Event, Execution
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
 from tests.helpers import add_ssh_assets
@@ -67,12 +68,12 @@ def _push_plan(
     }
 
 
-async def _submit(db: Database, plan: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+async def _submit(db: Database, plan: dict[str, Any], key: str | None = None) -> Execution:
     request = Request(parse_plan(plan), "default", "alice", key or uuid.uuid4().hex)
     return (await submit(db, request)).execution
 
 
-async def _approve(db: Database, execution: dict[str, Any], plan_hash: str) -> None:
+async def _approve(db: Database, execution: Execution, plan_hash: str) -> None:
     await gate.decide(
         db,
         tenant_id="default",
@@ -83,12 +84,12 @@ async def _approve(db: Database, execution: dict[str, Any], plan_hash: str) -> N
     )
 
 
-async def _row(db: Database, execution: dict[str, Any]) -> dict[str, Any]:
+async def _row(db: Database, execution: Execution) -> Execution:
     async with db.connection() as conn:
         return await executions.get(conn, "default", str(execution.id))
 
 
-async def _events(db: Database, execution: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+async def _events(db: Database, execution: Execution, kind: str) -> list[Event]:
     async with db.connection() as conn:
         return [e for e in await executions.events(conn, execution.id) if e.event_type == kind]
 

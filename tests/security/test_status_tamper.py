@@ -5,7 +5,6 @@ and says why in the error; legal moves still pass."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import psycopg
 import pytest
@@ -13,11 +12,12 @@ import pytest
 from opsconductor.db import auth
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
+from opsconductor.records import Execution
 from opsconductor.submission import Request, submit
 from tests.plans import command_step, plan_of
 
 
-async def _completed(db: Database) -> dict[str, Any]:
+async def _completed(db: Database) -> Execution:
     async with db.transaction() as conn:  # the engine checks the submitter's roles
         await auth.grant(conn, "default", "alice", "operator", granted_by="test")
     plan = plan_of(command_step("look", "true"))
