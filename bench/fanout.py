@@ -151,7 +151,7 @@ async def bench_engine(lab: object, ports: list[int], url: str) -> None:
                 }
             )
             submitted = await submit(db, Request(plan, "bench", "bench"))
-            status = await engine.run("bench", submitted.execution["id"])
+            status = await engine.run("bench", submitted.execution.id)
             assert status == Status.COMPLETED, status
         took = time.perf_counter() - started
     commands = TARGETS * ENGINE_RUNS

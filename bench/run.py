@@ -83,8 +83,8 @@ async def _end_to_end(db: Database, n: int, concurrency: int) -> None:
 
     async def one(i: int) -> None:
         submitted = await submit(db, Request(PLAN, "default", "bench", f"e2e-{i}"))
-        status = await engine.run("default", submitted.execution["id"])
-        assert status is Status.COMPLETED, f"execution {submitted.execution['id']}: {status}"
+        status = await engine.run("default", submitted.execution.id)
+        assert status is Status.COMPLETED, f"execution {submitted.execution.id}: {status}"
 
     await _batched(one, n, concurrency)
 
@@ -117,7 +117,7 @@ async def main() -> None:
         await _rate("idempotency checks (duplicate submissions)", 2000, _duplicates(db, 2000, 8))
         ids = [
             uuid.UUID(
-                str((await submit(db, Request(PLAN, "default", "bench", f"t{i}"))).execution["id"])
+                str((await submit(db, Request(PLAN, "default", "bench", f"t{i}"))).execution.id)
             )
             for i in range(2000)
         ]

@@ -78,7 +78,7 @@ async def _cancel_latency(db: Database, runs: int) -> list[float]:
     took = []
     for i in range(runs):
         submitted = await submit(db, Request(plan, "default", "bench", f"hang-{i}"))
-        execution_id = submitted.execution["id"]
+        execution_id = submitted.execution.id
         running = asyncio.create_task(Engine(db, actor_id="bench").run("default", execution_id))
         await asyncio.sleep(0.5 + 0.07 * i)  # let it start; vary the phase of the checks
         asked = time.perf_counter()

@@ -397,7 +397,7 @@ async def claim_latency(url: str, samples: int) -> list[float]:
             done = await submit(
                 db, Request(plan_for(i), "default", ACTOR, f"lat-{i}", enqueue=True)
             )
-            committed[done.execution["id"]] = time.time()
+            committed[done.execution.id] = time.time()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             async with db.connection() as conn:

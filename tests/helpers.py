@@ -12,6 +12,7 @@ from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.inventory import Asset
 from opsconductor.plan import parse_plan
+from opsconductor.records import StepAttempt
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
 
@@ -77,13 +78,13 @@ async def admin(db: Database, actor: str, tenant: str = "default") -> str:
 
 async def run_plan(
     db: Database, plan: dict[str, Any], *, tenant: str = "default", record_only: bool = False
-) -> tuple[Status, list[dict[str, Any]], uuid.UUID]:
+) -> tuple[Status, list[StepAttempt], uuid.UUID]:
     """Submit and run ``plan`` here; its final status, its step rows, its id."""
     request = Request(
         parse_plan(plan), tenant, await admin(db, "tester", tenant), record_only=record_only
     )
     submitted = await submit(db, request)
-    execution_id = submitted.execution["id"]
+    execution_id = submitted.execution.id
     status = await Engine(db, actor_id="tester").run(tenant, execution_id)
     async with db.connection() as conn:
         rows = await steps.list_for(conn, execution_id)

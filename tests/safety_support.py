@@ -13,6 +13,7 @@ from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.locking import LockSettings
 from opsconductor.plan import Plan
+from opsconductor.records import Execution, StepAttempt
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
 from tests.helpers import admin
@@ -21,14 +22,14 @@ from tests.helpers import admin
 async def submit_plan(db: Database, plan: Plan, actor: str = "alice") -> uuid.UUID:
     await admin(db, actor)
     submitted = await submit(db, Request(plan, "default", actor, uuid.uuid4().hex))
-    return uuid.UUID(str(submitted.execution["id"]))
+    return uuid.UUID(str(submitted.execution.id))
 
 
 def engine(db: Database, worker: str, **lock: float) -> Engine:
     return Engine(db, actor_id="worker", worker_id=worker, lock_settings=LockSettings(**lock))
 
 
-async def state(db: Database, execution_id: uuid.UUID) -> tuple[dict[str, Any], list[Any]]:
+async def state(db: Database, execution_id: uuid.UUID) -> tuple[Execution, list[StepAttempt]]:
     async with db.connection() as conn:
         row = await executions.get(conn, "default", str(execution_id))
         return row, await steps.list_for(conn, execution_id)

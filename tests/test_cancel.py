@@ -54,18 +54,18 @@ async def test_cancel_of_a_running_sleep_stops_it_and_its_group(
     assert final is Status.CANCELLED
     assert live_in(group) == []
     row, rows = await state(db, execution_id)
-    assert row["cancelled_by"] == "bob" and row["cancelled_at"] is not None
-    assert row["cancel_requested_by"] == "bob"
-    assert row["cancel_checks_performed"] >= 1
-    assert "cancelled by bob" in row["status_reason"]
-    assert [(r["step_name"], r["status"]) for r in rows] == [
+    assert row.cancelled_by == "bob" and row.cancelled_at is not None
+    assert row.cancel_requested_by == "bob"
+    assert row.cancel_checks_performed >= 1
+    assert "cancelled by bob" in row.status_reason
+    assert [(r.step_name, r.status) for r in rows] == [
         ("hang", "cancelled"),
         ("after", "skipped"),
     ]
     assert await lock_rows(db) == []
     async with db.connection() as conn:
         events = await executions.events(conn, execution_id)
-    kinds = [(e["event_type"], e["actor_id"], e["to_status"]) for e in events]
+    kinds = [(e.event_type, e.actor_id, e.to_status) for e in events]
     assert ("cancel_requested", "bob", None) in kinds
     assert kinds[-1] == ("status_changed", "bob", "cancelled")
 
@@ -74,8 +74,8 @@ async def test_cancel_checks_are_counted_while_running(db: Database) -> None:
     execution_id = await submit_plan(db, plan_of(command_step("nap", "sleep 1.2")))
     assert await engine(db, "w").run("default", execution_id) is Status.COMPLETED
     row, _ = await state(db, execution_id)
-    assert row["cancel_checks_performed"] >= 2  # one every 0.25 s
-    assert row["cancelled_by"] is None and row["cancel_requested_by"] is None
+    assert row.cancel_checks_performed >= 2  # one every 0.25 s
+    assert row.cancelled_by is None and row.cancel_requested_by is None
 
 
 async def test_cancel_during_retry_backoff_stops_retrying(db: Database, work_dir: Path) -> None:
@@ -100,8 +100,8 @@ async def test_not_started_executions_are_cancelled_without_running(
     outcome = await request_cancel(db, "default", str(execution_id)[:8], "carol")
     assert (outcome.result, outcome.status) == ("cancelled", Status.CANCELLED)
     row, _ = await state(db, execution_id)
-    assert row["status"] == "cancelled" and row["cancelled_by"] == "carol"
-    assert row["cancelled_at"] is not None
+    assert row.status == "cancelled" and row.cancelled_by == "carol"
+    assert row.cancelled_at is not None
     with pytest.raises((StaleStatus, IllegalTransition)):  # nothing runs it any more
         await Engine(db, actor_id="worker").run("default", execution_id)
     assert not marker.exists()
@@ -138,9 +138,9 @@ async def test_execution_timeout_aborts_like_a_cancel(db: Database, work_dir: Pa
     assert final is Status.TIMEOUT
     assert live_in(group) == []
     row, rows = await state(db, execution_id)
-    assert "execution timeout" in row["status_reason"]
-    assert row["cancelled_by"] is None
-    assert rows[0]["status"] == "timeout"
+    assert "execution timeout" in row.status_reason
+    assert row.cancelled_by is None
+    assert rows[0].status == "timeout"
     assert await lock_rows(db) == []
 
 

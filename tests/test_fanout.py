@@ -47,9 +47,9 @@ async def test_twenty_targets_with_a_concurrency_limit(
     }
     status, rows, _ = await run_plan(db, plan)
     assert status == Status.COMPLETED
-    assert [r["target_asset_id"] for r in rows] == [f"fan-{n:02d}" for n in range(20)]
+    assert [r.target_asset_id for r in rows] == [f"fan-{n:02d}" for n in range(20)]
     # Each target is its own server port, as the remote side saw it.
-    assert [int(r["output"].split()[3]) for r in rows] == ports
+    assert [int(r.output.split()[3]) for r in rows] == ports
     stamps = log.read_text()
     assert stamps.count("start") == 20 and stamps.count("end") == 20
     peak = max_overlap(stamps)
@@ -78,6 +78,6 @@ async def test_some_targets_failing_makes_the_execution_partial(db: Database, ss
     }
     status, rows, _ = await run_plan(db, plan)
     assert status == Status.PARTIAL
-    first = [(r["target_asset_id"], r["status"]) for r in rows if r["step_index"] == 0]
+    first = [(r.target_asset_id, r.status) for r in rows if r.step_index == 0]
     assert first == [("mix-00", "completed"), ("mix-01", "failed"), ("mix-02", "completed")]
-    assert {r["status"] for r in rows if r["step_index"] == 1} == {"skipped"}
+    assert {r.status for r in rows if r.step_index == 1} == {"skipped"}

@@ -94,7 +94,7 @@ async def test_http_steps_template_expect_and_validate(
     assert seen == [
         {"path": "/hook", "token": "t-localhost", "body": {"host": "localhost", "n": 2}}
     ]
-    assert rows[0]["stderr"] == "HTTP 200 OK"
+    assert rows[0].stderr == "HTTP 200 OK"
 
 
 async def test_http_expectation_failures_and_template_errors(
@@ -113,7 +113,7 @@ async def test_http_expectation_failures_and_template_errors(
         },
     )
     assert status == Status.FAILED
-    assert rows[0]["error"] == "status 503, expected 200; body does not match /ok/"
+    assert rows[0].error == "status 503, expected 200; body does not match /ok/"
 
     status, rows, _ = await run_plan(
         db,
@@ -125,8 +125,8 @@ async def test_http_expectation_failures_and_template_errors(
         },
     )
     assert status == Status.FAILED
-    assert rows[0]["error"].startswith("steps[0].url: template error:")
-    assert "adress" in rows[0]["error"]
+    assert rows[0].error.startswith("steps[0].url: template error:")
+    assert "adress" in rows[0].error
 
 
 def sql_step(name: str, dsn: str, **fields: Any) -> dict[str, Any]:
@@ -173,7 +173,7 @@ async def test_sql_read_returns_rows_and_checks_values(db: Database, sql_table: 
     }
     status, rows, _ = await run_plan(db, plan)
     assert status == Status.COMPLETED, rows
-    assert json.loads(rows[0]["output"]) == [{"name": "a"}, {"name": "b"}]
+    assert json.loads(rows[0].output) == [{"name": "a"}, {"name": "b"}]
 
 
 async def test_sql_read_step_is_a_read_only_transaction(db: Database, sql_table: str) -> None:
@@ -187,7 +187,7 @@ async def test_sql_read_step_is_a_read_only_transaction(db: Database, sql_table:
         },
     )
     assert status == Status.FAILED
-    assert "read-only transaction" in rows[0]["error"]
+    assert "read-only transaction" in rows[0].error
     assert len(states(sql_table)) == 3
 
 
@@ -201,7 +201,7 @@ async def test_sql_write_guard_rolls_back_and_commits(db: Database, sql_table: s
     )
     status, rows, _ = await run_plan(db, {"name": "guarded", "steps": [too_many]})
     assert status == Status.FAILED
-    assert rows[0]["error"] == "3 rows affected, expected 1; rolled back"
+    assert rows[0].error == "3 rows affected, expected 1; rolled back"
     assert states(sql_table) == [("a", "up"), ("b", "up"), ("c", "down")]
 
     one = sql_step(
@@ -213,7 +213,7 @@ async def test_sql_write_guard_rolls_back_and_commits(db: Database, sql_table: s
     )
     status, rows, _ = await run_plan(db, {"name": "exact", "steps": [one]})
     assert status == Status.COMPLETED, rows
-    assert json.loads(rows[0]["output"]) == {"rows_affected": 1}
+    assert json.loads(rows[0].output) == {"rows_affected": 1}
     assert states(sql_table)[0] == ("a", "drain")
 
 
@@ -253,8 +253,8 @@ async def test_templates_read_earlier_step_results_on_the_same_target(
         }
     ]
     assert status == Status.FAILED
-    assert rows[2]["error"].startswith("steps[2].url: template error:")
-    assert "nope" in rows[2]["error"]
+    assert rows[2].error.startswith("steps[2].url: template error:")
+    assert "nope" in rows[2].error
 
 
 async def test_http_auth_from_secret_references(
@@ -299,5 +299,5 @@ async def test_http_auth_from_secret_references(
     status, rows, _ = await run_plan(db, plan)
     assert [s["authorization"] for s in seen] == ["Bearer tok-123", "Basic b3BzOnB3"]
     assert status == Status.FAILED and len(seen) == 2
-    assert "env:OPSC_SECRET_ENV_MISSING" in rows[2]["error"] and "not found" in rows[2]["error"]
-    assert all("tok-123" not in (r["output"] + (r["error"] or "")) for r in rows)
+    assert "env:OPSC_SECRET_ENV_MISSING" in rows[2].error and "not found" in rows[2].error
+    assert all("tok-123" not in (r.output + (r.error or "")) for r in rows)

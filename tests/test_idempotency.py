@@ -64,7 +64,7 @@ async def test_twenty_concurrent_identical_submissions_make_one_execution(
     finally:
         await asyncio.gather(*(p.close() for p in pools))
     assert sum(r.created for r in results) == 1
-    assert len({r.execution["id"] for r in results}) == 1
+    assert len({r.execution.id for r in results}) == 1
     async with Database(database_url) as db:
         assert await _count(db) == 1
         async with db.connection() as conn:
@@ -81,38 +81,38 @@ async def test_client_key_deduplicates_even_a_different_plan(db: Database) -> No
     other = plan_of(command_step("b", "false"))
     second = await submit(db, Request(other, "default", "alice", "deploy-42"))
     assert first.created and not second.created
-    assert second.execution["id"] == first.execution["id"]
+    assert second.execution.id == first.execution.id
 
 
 async def test_keys_are_tenant_scoped(db: Database) -> None:
     a = await submit(db, Request(PLAN, "default", "alice", "same-key"))
     b = await submit(db, Request(PLAN, "other-tenant", "alice", "same-key"))
-    assert a.created and b.created and a.execution["id"] != b.execution["id"]
+    assert a.created and b.created and a.execution.id != b.execution.id
 
 
 async def test_failed_key_may_be_retried_and_links_to_the_old_one(db: Database) -> None:
     first = await submit(db, Request(PLAN, "default", "alice"))
-    await _end(db, first.execution["id"], "failed")
+    await _end(db, first.execution.id, "failed")
     retry = await submit(db, Request(PLAN, "default", "alice"))
     assert retry.created
-    assert retry.retry_of == first.execution["id"]
-    assert retry.execution["retry_of"] == first.execution["id"]
+    assert retry.retry_of == first.execution.id
+    assert retry.execution.retry_of == first.execution.id
     # and the retry itself now deduplicates
     again = await submit(db, Request(PLAN, "default", "alice"))
-    assert not again.created and again.execution["id"] == retry.execution["id"]
+    assert not again.created and again.execution.id == retry.execution.id
 
 
 async def test_completed_key_is_not_rerun_inside_the_window(db: Database) -> None:
     first = await submit(db, Request(PLAN, "default", "alice"))
-    await _end(db, first.execution["id"], "completed")
+    await _end(db, first.execution.id, "completed")
     again = await submit(db, Request(PLAN, "default", "alice"))
-    assert not again.created and again.execution["status"] == "completed"
+    assert not again.created and again.execution.status == "completed"
 
 
 async def test_key_is_free_again_after_the_24h_window(db: Database) -> None:
     first = await submit(db, Request(PLAN, "default", "alice"))
-    await _end(db, first.execution["id"], "completed", ", created_at = now() - interval '25 hours'")
+    await _end(db, first.execution.id, "completed", ", created_at = now() - interval '25 hours'")
     later = await submit(db, Request(PLAN, "default", "alice"))
-    assert later.created and later.execution["id"] != first.execution["id"]
+    assert later.created and later.execution.id != first.execution.id
     assert later.retry_of is None  # not a retry of a failure, just a new run
     assert await _count(db) == 2

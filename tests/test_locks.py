@@ -105,9 +105,9 @@ async def test_waiting_is_bounded_and_names_the_holder(
     final = await engine(db, "w-waiter", wait_s=0.5).run("default", waiter_id)
     row, rows = await state(db, waiter_id)
     assert final is Status.FAILED
-    assert "asset_locked" in row["status_reason"] and str(holder_id) in row["status_reason"]
-    assert {r["status"] for r in rows} == {"failed"} and all(r["exit_code"] is None for r in rows)
-    assert all("asset 'node-a' is held by" in r["error"] for r in rows)
+    assert "asset_locked" in row.status_reason and str(holder_id) in row.status_reason
+    assert {r.status for r in rows} == {"failed"} and all(r.exit_code is None for r in rows)
+    assert all("asset 'node-a' is held by" in r.error for r in rows)
     # node-a was contended, node-b taken first (sorted order) and given back on failure
     assert [(r["asset_id"], r["execution_id"]) for r in await lock_rows(db)] == [
         ("node-a", holder_id)
@@ -197,7 +197,7 @@ async def test_lock_of_a_killed_worker_is_reaped(
     assert await lock_rows(db) == []
     async with db.connection() as conn:
         events = await executions.events(conn, held["execution_id"])
-    assert "lock_reaped" in [e["event_type"] for e in events]
+    assert "lock_reaped" in [e.event_type for e in events]
     # the asset is usable again at once
     nxt = await submit_plan(
         db, plan_of(command_step("next", "true", targets={"assets": ["node-a"]}))
@@ -236,8 +236,8 @@ async def test_a_lease_taken_over_aborts_the_step(
         await conn.execute("UPDATE execution.execution_locks SET owner_tag = 'thief:elsewhere'")
     assert await asyncio.wait_for(running, 60) is Status.FAILED
     row, rows = await state(db, execution_id)
-    assert row["status_reason"].startswith("lock_lost: lease on node-a taken over")
-    assert rows[0]["status"] == "cancelled"
+    assert row.status_reason.startswith("lock_lost: lease on node-a taken over")
+    assert rows[0].status == "cancelled"
     assert live_in(group) == []
     # the thief's lock is not ours to release
     assert [r["owner_tag"] for r in await lock_rows(db)] == ["thief:elsewhere"]
@@ -272,7 +272,7 @@ async def test_cancel_while_waiting_for_a_lock_lets_go_of_what_it_took(
     await request_cancel(db, "default", str(waiter_id), "frank")
     assert await asyncio.wait_for(waiting, 60) is Status.CANCELLED
     row, rows = await state(db, waiter_id)
-    assert row["cancelled_by"] == "frank" and {r["status"] for r in rows} == {"skipped"}
+    assert row.cancelled_by == "frank" and {r.status for r in rows} == {"skipped"}
     assert [r["asset_id"] for r in await lock_rows(db)] == ["node-b"]
     await request_cancel(db, "default", str(holder_id), "frank")
     assert await asyncio.wait_for(holding, 60) is Status.CANCELLED

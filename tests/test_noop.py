@@ -146,7 +146,7 @@ async def test_workers_check_rbac_before_a_noop_step(db: Database) -> None:
             "SELECT (SELECT status FROM execution.executions WHERE id = %(id)s) AS status, "
             "(SELECT array_agg(event_type::text) FROM execution.execution_events "
             " WHERE execution_id = %(id)s) AS events",
-            {"id": submitted.execution["id"]},
+            {"id": submitted.execution.id},
         )
         row = await cur.fetchone()
     assert row is not None and row["status"] == "failed"
@@ -156,6 +156,6 @@ async def test_workers_check_rbac_before_a_noop_step(db: Database) -> None:
 async def test_record_only_records_a_noop_as_skipped(db: Database) -> None:
     status, rows, _ = await run_plan(db, noop_plan(), record_only=True)
     assert status.value == "completed"
-    assert [(r["status"], r["output"]) for r in rows] == [
+    assert [(r.status, r.output) for r in rows] == [
         ("skipped", "skipped: record-only: would do nothing")
     ]

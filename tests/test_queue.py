@@ -18,6 +18,7 @@ from opsconductor.engine import Engine
 from opsconductor.errors import BadInput, LeaseLost, NotFound
 from opsconductor.inventory import Asset
 from opsconductor.plan import Plan
+from opsconductor.records import Execution
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
 from opsconductor.worker import Worker, WorkerOptions
@@ -29,7 +30,7 @@ async def _enqueue(db: Database, plan: Plan, actor: str | None = None) -> uuid.U
     """Queue ``plan`` as ``actor`` (default: an admin of the tenant)."""
     actor = actor or await admin(db, "tester")
     submitted = await submit(db, Request(plan, "default", actor, uuid.uuid4().hex, enqueue=True))
-    return uuid.UUID(str(submitted.execution["id"]))
+    return uuid.UUID(str(submitted.execution.id))
 
 
 async def _fetch(db: Database, sql: str, *params: Any) -> list[dict[str, Any]]:
@@ -294,7 +295,7 @@ async def test_resume_reruns_an_interrupted_idempotent_step_but_not_finished_one
     assert log.read_text().split() == ["first", "wait", "wait", "last"]
     async with db.connection() as conn:
         rows = await steps.list_for(conn, execution_id)
-    assert [(r["step_index"], r["attempt"], r["status"]) for r in rows] == [
+    assert [(r.step_index, r.attempt, r.status) for r in rows] == [
         (0, 1, "completed"),
         (1, 1, "cancelled"),
         (1, 2, "completed"),
@@ -328,7 +329,7 @@ async def test_resume_fails_interrupted_when_the_step_in_flight_is_not_idempoten
     assert log.read_text().split() == ["first", "deploy"]
     async with db.connection() as conn:
         rows = await steps.list_for(conn, execution_id)
-    assert [(r["step_index"], r["status"]) for r in rows] == [
+    assert [(r.step_index, r.status) for r in rows] == [
         (0, "completed"),
         (1, "failed"),
         (2, "skipped"),
@@ -339,7 +340,7 @@ async def test_resume_fails_interrupted_when_the_step_in_flight_is_not_idempoten
 async def test_observed_p95_routes_slow_step_types_to_the_background(db: Database) -> None:
     plan = plan_of(command_step("a", "true"))
     first = await submit(db, Request(plan, "default", await admin(db, "tester"), "k1"))
-    assert first.execution["sla_class"] == "fast"  # no history: 1 s default per command
+    assert first.execution.sla_class == "fast"  # no history: 1 s default per command
     async with db.connection() as conn:
         for attempt in range(2, 22):  # 20 finished attempts, 5 to 14 s each
             await conn.execute(
@@ -347,7 +348,7 @@ async def test_observed_p95_routes_slow_step_types_to_the_background(db: Databas
                 "step_type, tenant_id, target_asset_id, status, attempt, started_at, "
                 "finished_at) VALUES (%s, 0, 'a', 'command', 'default', 'localhost', "
                 "'running', %s, now() - make_interval(secs => %s), now())",
-                (first.execution["id"], attempt, 5 + (attempt - 2) / 2),
+                (first.execution.id, attempt, 5 + (attempt - 2) / 2),
             )
         # finished (an attempt is created pending or running, then ends: see status_machine)
         await conn.execute(
@@ -357,7 +358,7 @@ async def test_observed_p95_routes_slow_step_types_to_the_background(db: Databas
     assert set(observed) == {"command"}  # validate has no history: default stays
     assert 13.5 < observed["command"] <= 14.5
     second = await submit(db, Request(plan, "default", "tester", "k2", enqueue=True))
-    assert (second.execution["sla_class"], second.execution["mode"]) == ("medium", "background")
+    assert (second.execution.sla_class, second.execution.mode) == ("medium", "background")
     row = (await _fetch(db, "SELECT lease_timeout_s, max_attempts FROM execution.execution_queue"))[
         0
     ]
@@ -369,14 +370,14 @@ async def test_duplicate_submission_is_not_enqueued_twice(db: Database) -> None:
     plan = plan_of(command_step("a", "true"))
     one = await submit(db, Request(plan, "default", "tester", "same", enqueue=True))
     two = await submit(db, Request(plan, "default", "tester", "same", enqueue=True))
-    assert not two.created and two.execution["id"] == one.execution["id"]
+    assert not two.created and two.execution.id == one.execution.id
     assert len(await _fetch(db, "SELECT * FROM execution.execution_queue")) == 1
     async with db.connection() as conn:
-        events = await executions.events(conn, one.execution["id"])
-    assert [e["event_type"] for e in events].count("duplicate_submission") == 1
+        events = await executions.events(conn, one.execution.id)
+    assert [e.event_type for e in events].count("duplicate_submission") == 1
 
 
-async def _approve(db: Database, execution_id: uuid.UUID) -> dict[str, Any]:
+async def _approve(db: Database, execution_id: uuid.UUID) -> Execution:
     return await gate.decide(
         db,
         tenant_id="default",
@@ -391,7 +392,7 @@ async def test_background_work_is_queued_when_approved_and_not_before(db: Databa
     assert await _status(db, execution_id) == "pending_approval"
     assert await queue.claim(db, "w", limit=5) == []  # nothing runs before the approval
     approved = await _approve(db, execution_id)
-    assert approved["status"] == "queued"
+    assert approved.status == "queued"
     (lease,) = await queue.claim(db, "w", limit=5)
     final = await Engine(db, actor_id="w").run("default", execution_id, lease=lease)
     assert final is Status.COMPLETED
@@ -400,8 +401,8 @@ async def test_background_work_is_queued_when_approved_and_not_before(db: Databa
 async def test_run_here_work_is_not_queued_when_approved(db: Database) -> None:
     plan = plan_of(command_step("a", "true"), approval_level=1)
     submitted = await submit(db, Request(plan, "default", await admin(db, "tester"), "k"))
-    approved = await _approve(db, submitted.execution["id"])
-    assert (approved["status"], approved["mode"]) == ("approved", "immediate")
+    approved = await _approve(db, submitted.execution.id)
+    assert (approved.status, approved.mode) == ("approved", "immediate")
     assert await _fetch(db, "SELECT * FROM execution.execution_queue") == []
 
 
@@ -423,7 +424,7 @@ async def test_a_worker_drops_queued_work_whose_approval_no_longer_matches(
     final = await Engine(db, actor_id="w").run("default", execution_id, lease=lease)
     assert final is Status.PENDING_APPROVAL
     assert await _fetch(db, "SELECT * FROM execution.execution_queue") == []
-    assert (await _approve(db, execution_id))["status"] == "queued"  # approved again: queued
+    assert (await _approve(db, execution_id)).status == "queued"  # approved again: queued
 
 
 async def test_worker_retries_work_a_stale_worker_started_but_drops_ended_work(

@@ -108,9 +108,9 @@ async def test_record_only_run_of_a_destructive_plan_touches_nothing(
     status, rows, execution_id = await run_plan(db, plan, record_only=True)
 
     assert status == Status.COMPLETED
-    assert {r["status"] for r in rows} == {"skipped"}
-    assert all(r["output"].startswith("skipped: record-only") for r in rows)
-    by_step = {r["step_name"]: r["output"] for r in rows}
+    assert {r.status for r in rows} == {"skipped"}
+    assert all(r.output.startswith("skipped: record-only") for r in rows)
+    by_step = {r.step_name: r.output for r in rows}
     assert f"would run 'rm -f {victim}' on" in by_step["delete"]
     assert by_step["notify"] == f"skipped: record-only: would POST http://127.0.0.1:{port}/deploy"
     # Untouched: the file, the script's output, the table, the HTTP server.
@@ -151,14 +151,14 @@ async def test_tenant_flag_makes_every_run_record_only(
     }
     status, rows, _ = await run_plan(db, plan)
     assert status == Status.COMPLETED
-    assert {r["status"] for r in rows} == {"skipped"}
+    assert {r.status for r in rows} == {"skipped"}
     assert not (work_dir / "touched").exists() and hits == []
 
     async with db.connection() as conn:
         await connectors.set_record_only(conn, "default", False)
     status, rows, _ = await run_plan(db, plan)  # same plan, now for real: not deduplicated
     assert status == Status.COMPLETED
-    assert {r["status"] for r in rows} == {"completed"}
+    assert {r.status for r in rows} == {"completed"}
     assert (work_dir / "touched").exists() and hits == ["/x"]
 
 
@@ -186,4 +186,4 @@ async def test_record_only_still_resolves_credentials(
     }
     status, rows, _ = await run_plan(db, plan, record_only=True)
     assert status == Status.FAILED
-    assert "env:OPSC_SECRET_ENV_NOT_SET" in rows[0]["error"] and "not found" in rows[0]["error"]
+    assert "env:OPSC_SECRET_ENV_NOT_SET" in rows[0].error and "not found" in rows[0].error

@@ -59,7 +59,7 @@ async def test_secret_deleted_between_crash_and_resume_fails_the_execution(
     )
     actor = await admin(db, "tester")
     submitted = await submit(db, Request(plan, "default", actor, uuid.uuid4().hex, enqueue=True))
-    execution_id = submitted.execution["id"]
+    execution_id = submitted.execution.id
     (lease,) = await queue.claim(db, "w1", limit=1)
     resolver = SecretResolver(db, tmp_path)
     first = Engine(db, actor_id="w1", secrets=resolver)

@@ -40,7 +40,7 @@ async def _run(db: Database, plan: Plan, resolver: SecretResolver) -> tuple[Stat
     submitted = await submit(
         db, Request(plan, "default", await admin(db, "alice"), uuid.uuid4().hex)
     )
-    execution_id = submitted.execution["id"]
+    execution_id = submitted.execution.id
     final = await Engine(db, actor_id="worker-actor", secrets=resolver).run("default", execution_id)
     async with db.connection() as conn:
         row = await executions.get(conn, "default", str(execution_id))
@@ -180,15 +180,15 @@ async def test_engine_resolves_per_step_audits_and_masks(
         ),
     )
     final, (row, step_rows, events) = await _run(db, plan, SecretResolver(db, tmp_path))
-    assert final is Status.COMPLETED, row["status_reason"]
-    assert [r["output"] for r in step_rows] == ["token=****\n", "got ****\n"]
-    assert step_rows[0]["stderr"] == "****\n"
-    resolved = [e for e in events if e["event_type"] == "secret_resolved"]
-    assert [(e["actor_id"], e["payload"]["path"], e["payload"]["step"]) for e in resolved] == [
+    assert final is Status.COMPLETED, row.status_reason
+    assert [r.output for r in step_rows] == ["token=****\n", "got ****\n"]
+    assert step_rows[0].stderr == "****\n"
+    resolved = [e for e in events if e.event_type == "secret_resolved"]
+    assert [(e.actor_id, e.payload["path"], e.payload["step"]) for e in resolved] == [
         ("worker-actor", "kv/web/token", "use"),
         ("worker-actor", "env:OPSC_SECRET_ENV_SECOND", "second"),
     ]
-    assert all(e["payload"]["on_behalf_of"] == "alice" for e in resolved)
+    assert all(e.payload["on_behalf_of"] == "alice" for e in resolved)
     assert VALUE not in str(events) and VALUE not in str(step_rows)
 
 
@@ -203,13 +203,13 @@ async def test_missing_secret_fails_the_step_before_it_runs(
     final, (row, step_rows, events) = await _run(db, plan, SecretResolver(db, tmp_path))
     assert final is Status.FAILED
     assert not marker.exists()
-    assert "kv/does/not-exist" in row["status_reason"]
-    assert [(r["step_name"], r["status"]) for r in step_rows] == [
+    assert "kv/does/not-exist" in row.status_reason
+    assert [(r.step_name, r.status) for r in step_rows] == [
         ("needs", "failed"),
         ("after", "skipped"),
     ]
-    assert "'kv/does/not-exist' not found" in step_rows[0]["error"]
-    assert [e["payload"]["path"] for e in events if e["event_type"] == "secret_unresolved"] == [
+    assert "'kv/does/not-exist' not found" in step_rows[0].error
+    assert [e.payload["path"] for e in events if e.event_type == "secret_unresolved"] == [
         "kv/does/not-exist"
     ]
 

@@ -294,7 +294,7 @@ async def test_steps_on_one_target_share_one_connection(db: Database, ssh_lab: A
     status, rows, _ = await run_plan(db, plan)
     assert status == "completed"
     # SSH_CONNECTION names the client's source port: one connection, one port, 3 steps.
-    client_ports = {row["output"].split()[1] for row in rows}
+    client_ports = {row.output.split()[1] for row in rows}
     assert len(rows) == 3 and len(client_ports) == 1
 
 
@@ -316,7 +316,7 @@ async def test_cancelling_a_running_execution_kills_the_remote_sleep(
         ],
     }
     submitted = await submit(db, Request(parse_plan(plan), "default", await admin(db, "tester")))
-    execution_id = submitted.execution["id"]
+    execution_id = submitted.execution.id
     running = asyncio.create_task(Engine(db, actor_id="tester").run("default", execution_id))
     while not processes_matching(f"sleep {marker}"):  # noqa: ASYNC110 - no event to await
         await asyncio.sleep(0.02)
@@ -326,7 +326,7 @@ async def test_cancelling_a_running_execution_kills_the_remote_sleep(
     assert processes_matching(f"sleep {marker}") == []
     async with db.connection() as conn:
         execution = await executions.get(conn, "default", str(execution_id))
-    assert execution["status"] == "cancelled"
+    assert execution.status == "cancelled"
 
 
 async def test_fetch_from_a_target_with_checksum(
@@ -397,12 +397,12 @@ async def test_engine_resolves_ssh_credentials_as_audited_secrets(
     }
     status, rows, execution_id = await run_plan(db, plan)
     assert status == "completed", rows
-    assert rows[0]["output"].strip() == password_lab.username
+    assert rows[0].output.strip() == password_lab.username
     async with db.connection() as conn:
         events = await executions.events(conn, execution_id)
-    resolved = [e["payload"] for e in events if e["event_type"] == "secret_resolved"]
+    resolved = [e.payload for e in events if e.event_type == "secret_resolved"]
     assert [(p["path"], p["backend"]) for p in resolved] == [("env:OPSC_SECRET_ENV_SSH_PW2", "env")]
-    assert "s3cret-pw" not in str([e["payload"] for e in events])
+    assert "s3cret-pw" not in str([e.payload for e in events])
 
 
 async def test_a_cancel_request_stops_the_remote_sleep_and_records_who(
@@ -423,7 +423,7 @@ async def test_a_cancel_request_stops_the_remote_sleep_and_records_who(
         ],
     }
     submitted = await submit(db, Request(parse_plan(plan), "default", await admin(db, "tester")))
-    execution_id = submitted.execution["id"]
+    execution_id = submitted.execution.id
     running = asyncio.create_task(Engine(db, actor_id="tester").run("default", execution_id))
     while not processes_matching(f"sleep {marker}"):  # noqa: ASYNC110 - no event to await
         await asyncio.sleep(0.02)
@@ -433,4 +433,4 @@ async def test_a_cancel_request_stops_the_remote_sleep_and_records_who(
     assert processes_matching(f"sleep {marker}") == []
     async with db.connection() as conn:
         execution = await executions.get(conn, "default", str(execution_id))
-    assert execution["cancelled_by"] == "oncall"
+    assert execution.cancelled_by == "oncall"

@@ -19,16 +19,14 @@ from tests.plans import command_step, plan_of
 async def _new_execution(db: Database, key: str | None = None) -> uuid.UUID:
     plan = plan_of(command_step("a", "true"))
     submitted = await submit(db, Request(plan, "default", "alice", key))
-    return uuid.UUID(str(submitted.execution["id"]))
+    return uuid.UUID(str(submitted.execution.id))
 
 
 async def _status_events(db: Database, execution_id: uuid.UUID) -> list[tuple[str, str, str]]:
     async with db.connection() as conn:
         rows = await executions.events(conn, execution_id)
     return [
-        (r["from_status"], r["to_status"], r["actor_id"])
-        for r in rows
-        if r["event_type"] == "status_changed"
+        (r.from_status, r.to_status, r.actor_id) for r in rows if r.event_type == "status_changed"
     ]
 
 
@@ -43,14 +41,14 @@ async def test_transition_records_an_event_with_actor_and_reason(db: Database) -
         )
         row = await executions.get(conn, "default", str(execution_id))
         events = await executions.events(conn, execution_id)
-    assert row["status"] == "failed"
-    assert row["status_reason"] == "step x failed"
-    assert row["started_at"] is not None and row["finished_at"] is not None
+    assert row.status == "failed"
+    assert row.status_reason == "step x failed"
+    assert row.started_at is not None and row.finished_at is not None
     assert await _status_events(db, execution_id) == [
         ("approved", "running", "w1"),
         ("running", "failed", "w1"),
     ]
-    assert events[-1]["payload"] == {"reason": "step x failed"}
+    assert events[-1].payload == {"reason": "step x failed"}
 
 
 async def test_illegal_transition_changes_nothing(db: Database) -> None:
@@ -61,7 +59,7 @@ async def test_illegal_transition_changes_nothing(db: Database) -> None:
                 conn, execution_id, Status.APPROVED, Status.COMPLETED, actor_id="w1"
             )
         row = await executions.get(conn, "default", str(execution_id))
-    assert row["status"] == "approved"
+    assert row.status == "approved"
     assert await _status_events(db, execution_id) == []
 
 
@@ -143,7 +141,7 @@ async def test_cancelled_sets_who_and_when_together(db: Database) -> None:
             conn, execution_id, Status.APPROVED, Status.CANCELLED, actor_id="bob"
         )
         row = await executions.get(conn, "default", str(execution_id))
-        assert row["cancelled_by"] == "bob" and row["cancelled_at"] is not None
+        assert row.cancelled_by == "bob" and row.cancelled_at is not None
         with pytest.raises(Exception, match="cancelled_together"):
             await conn.execute(
                 "UPDATE execution.executions SET cancelled_at = NULL WHERE id = %s",

@@ -204,7 +204,7 @@ async def _submit_all(url: str, plans: list[Plan]) -> list[str]:
         ids = []
         for plan in plans:
             submitted = await submit(db, Request(plan, "default", "tester", enqueue=True))
-            ids.append(str(submitted.execution["id"]))
+            ids.append(str(submitted.execution.id))
         return ids
 
 

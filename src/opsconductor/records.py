@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 from opsconductor.approvals import ApprovalState, Decision
 from opsconductor.errors import RecordError
@@ -99,25 +99,12 @@ def _values(
     return values
 
 
-class _Keyed:
-    """Transitional: records answer ``record["column"]`` at run time, for the tests written
-    against rows. Hidden from mypy, so the package itself must use attributes (and a
-    misspelt one fails the lint); drop this once the tests read attributes too."""
-
-    if not TYPE_CHECKING:
-
-        def __getitem__(self, key: str) -> Any:
-            if key not in self.__dataclass_fields__:
-                raise KeyError(key)
-            return getattr(self, key)
-
-
 def _uuid(value: object) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
 @dataclass(frozen=True)
-class Execution(_Keyed):
+class Execution:
     """One ``execution.executions`` row."""
 
     id: uuid.UUID
@@ -165,7 +152,7 @@ class Execution(_Keyed):
 
 
 @dataclass(frozen=True)
-class StepAttempt(_Keyed):
+class StepAttempt:
     """One ``execution.execution_steps`` row: one attempt of one step on one target."""
 
     id: int
@@ -198,7 +185,7 @@ class StepAttempt(_Keyed):
 
 
 @dataclass(frozen=True)
-class StepResult(_Keyed):
+class StepResult:
     """The latest result of a step on a target, as later steps see it (``validate`` steps,
     ``{{ steps.<name>.output }}`` templates)."""
 
@@ -224,7 +211,7 @@ class StepResult(_Keyed):
 
 
 @dataclass(frozen=True)
-class Event(_Keyed):
+class Event:
     """One ``execution.execution_events`` row of the append-only audit trail."""
 
     id: int
@@ -245,7 +232,7 @@ class Event(_Keyed):
 
 
 @dataclass(frozen=True)
-class ApprovalDecision(_Keyed):
+class ApprovalDecision:
     """One person's vote on an approval request."""
 
     actor_id: str
@@ -263,7 +250,7 @@ class ApprovalDecision(_Keyed):
 
 
 @dataclass(frozen=True)
-class ApprovalRequest(_Keyed):
+class ApprovalRequest:
     """One ``execution.approvals`` row: the plan's approval, or (level 3) one step's; with
     its decisions when read as history."""
 

@@ -36,7 +36,7 @@ async def _dead_letter(db: Database) -> uuid.UUID:
     submitted = await submit(
         db, Request(PLAN, "acme", await admin(db, "alice", "acme"), enqueue=True)
     )
-    execution_id = submitted.execution["id"]
+    execution_id = submitted.execution.id
     while True:
         async with db.connection() as conn:
             await conn.execute("UPDATE execution.execution_queue SET available_at = now()")

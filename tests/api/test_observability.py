@@ -81,11 +81,11 @@ async def test_sla_violation_is_flagged_once_as_an_event_and_counted(
     assert await sla.sweep(db, fast_s=0.25) == []
     async with db.connection() as conn:
         events = await executions.events(conn, done["id"])
-    alert = [e for e in events if e["event_type"] == "sla_violation"]
+    alert = [e for e in events if e.event_type == "sla_violation"]
     assert len(alert) == 1
-    assert alert[0]["payload"]["sla_class"] == "fast"
-    assert alert[0]["payload"]["budget_s"] == 0.25
-    assert alert[0]["payload"]["elapsed_s"] > 0.25
+    assert alert[0].payload["sla_class"] == "fast"
+    assert alert[0].payload["budget_s"] == 0.25
+    assert alert[0].payload["elapsed_s"] > 0.25
     text = (await api.client.get("/metrics")).text
     found = _samples(text)
     violations = (("sla_class", "fast"), ("tenant", "acme"))

@@ -50,7 +50,7 @@ async def _notes(db: Database, execution: dict[str, Any], count: int, blob: str)
 
 async def _event_ids(db: Database, execution_id: str, after: int = 0) -> list[int]:
     async with db.connection() as conn:
-        return [int(r["id"]) for r in await executions.events(conn, execution_id, after)]  # type: ignore[arg-type]
+        return [int(r.id) for r in await executions.events(conn, execution_id, after)]  # type: ignore[arg-type]
 
 
 async def _until(predicate: Any, timeout_s: float = 10.0) -> None:

@@ -356,7 +356,7 @@ async def _dead_letter(database_url: str) -> str:
                 await conn.execute("UPDATE execution.execution_queue SET available_at = now()")
             leases = await queue.claim(db, "crashy-worker", limit=1)
             if await queue.fail(db, leases[0], "worker lost", "crashy-worker") == "dead_letter":
-                return str(made.execution["id"])
+                return str(made.execution.id)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from opsconductor.db import assets, auth, connectors, executions, steps
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.plan import parse_plan
+from opsconductor.records import Event, StepAttempt
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
 
@@ -33,13 +34,13 @@ needs_sandbox = pytest.mark.skipif(
 class Ran:
     status: Status
     reason: str | None
-    rows: list[dict[str, Any]]
-    events: list[dict[str, Any]]
+    rows: list[StepAttempt]
+    events: list[Event]
 
     @property
     def text(self) -> str:
         """Everything the steps left: output, stderr, errors."""
-        return "\n".join(f"{r['output']}\n{r['stderr']}\n{r['error'] or ''}" for r in self.rows)
+        return "\n".join(f"{r.output}\n{r.stderr}\n{r.error or ''}" for r in self.rows)
 
 
 async def tenant(db: Database, name: str, *, local: bool, network: bool = False) -> str:
@@ -66,7 +67,7 @@ async def run(
         await auth.grant(conn, tenant_id, "op", role, granted_by="test")
     plan = parse_plan({"name": "attack", "steps": list(steps_)})
     submitted = await submit(db, Request(plan, tenant_id, "op", uuid.uuid4().hex))
-    execution_id = submitted.execution["id"]
+    execution_id = submitted.execution.id
     if between is not None:
         between()
     status = await Engine(db, actor_id="worker").run(tenant_id, execution_id)
@@ -74,7 +75,7 @@ async def run(
         row = await executions.get(conn, tenant_id, str(execution_id))
         rows = await steps.list_for(conn, execution_id)
         events = await executions.events(conn, execution_id)
-    return Ran(status, row["status_reason"], rows, events)
+    return Ran(status, row.status_reason, rows, events)
 
 
 def command(command_: str, **extra: Any) -> dict[str, Any]:

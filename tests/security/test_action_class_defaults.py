@@ -114,12 +114,12 @@ async def test_the_workers_recheck_uses_the_inferred_class_too(
     plan = parse_plan({"name": "cleanup", "steps": [_wipe(victim)]})
     submitted = await submit(db, Request(plan, "default", "rita", uuid.uuid4().hex))
     engine = Engine(db, actor_id="worker")  # every engine re-checks RBAC before each step
-    assert await engine.run("default", submitted.execution["id"]) is Status.FAILED
+    assert await engine.run("default", submitted.execution.id) is Status.FAILED
     assert victim.exists()
     async with db.connection() as conn:
-        events = await executions.events(conn, submitted.execution["id"])
-    (violation,) = [e for e in events if e["event_type"] == "rbac_violation"]
-    assert violation["payload"]["action_class"] == "modify"
+        events = await executions.events(conn, submitted.execution.id)
+    (violation,) = [e for e in events if e.event_type == "rbac_violation"]
+    assert violation.payload["action_class"] == "modify"
 
 
 def test_rm_rf_without_a_class_is_not_rerun_after_a_crash(

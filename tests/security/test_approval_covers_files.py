@@ -26,6 +26,7 @@ from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.errors import BadInput
 from opsconductor.plan import parse_plan
+from opsconductor.records import Event, Execution
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
 from tests.helpers import add_ssh_assets
@@ -67,32 +68,30 @@ def _push_plan(
     }
 
 
-async def _submit(db: Database, plan: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+async def _submit(db: Database, plan: dict[str, Any], key: str | None = None) -> Execution:
     request = Request(parse_plan(plan), "default", "alice", key or uuid.uuid4().hex)
     return (await submit(db, request)).execution
 
 
-async def _approve(db: Database, execution: dict[str, Any], plan_hash: str) -> None:
+async def _approve(db: Database, execution: Execution, plan_hash: str) -> None:
     await gate.decide(
         db,
         tenant_id="default",
-        execution_id=str(execution["id"]),
+        execution_id=str(execution.id),
         actor_id="bob",
         decision=Decision.APPROVE,
         reviewed_hash=plan_hash,
     )
 
 
-async def _row(db: Database, execution: dict[str, Any]) -> dict[str, Any]:
+async def _row(db: Database, execution: Execution) -> Execution:
     async with db.connection() as conn:
-        return await executions.get(conn, "default", str(execution["id"]))
+        return await executions.get(conn, "default", str(execution.id))
 
 
-async def _events(db: Database, execution: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+async def _events(db: Database, execution: Execution, kind: str) -> list[Event]:
     async with db.connection() as conn:
-        return [
-            e for e in await executions.events(conn, execution["id"]) if e["event_type"] == kind
-        ]
+        return [e for e in await executions.events(conn, execution.id) if e.event_type == kind]
 
 
 async def test_the_plan_hash_and_snapshot_hold_the_file_digest(
@@ -101,10 +100,10 @@ async def test_the_plan_hash_and_snapshot_hold_the_file_digest(
     src = files_dir / "app.conf"
     src.write_bytes(APPROVED)
     execution = await _submit(db, _push_plan(src, work_dir / "out.conf"))
-    assert execution["plan_snapshot"]["files"] == {"0": {str(src): _sha(APPROVED)}}
+    assert execution.plan_snapshot["files"] == {"0": {str(src): _sha(APPROVED)}}
     # Named relative to the files root, as after 'opsc files put': keyed as written.
     relative = await _submit(db, _push_plan("app.conf", work_dir / "out.conf"))
-    assert relative["plan_snapshot"]["files"] == {"0": {"app.conf": _sha(APPROVED)}}
+    assert relative.plan_snapshot["files"] == {"0": {"app.conf": _sha(APPROVED)}}
 
 
 @needs_sandbox
@@ -114,18 +113,18 @@ async def test_a_file_changed_after_approval_sends_the_execution_back_for_approv
     src, dest = files_dir / "app.conf", work_dir / "app.conf"
     src.write_bytes(APPROVED)
     execution = await _submit(db, _push_plan(src, dest))
-    approved_hash = execution["plan_hash"]
+    approved_hash = execution.plan_hash
     await _approve(db, execution, approved_hash)
     src.write_bytes(EDITED)  # after the review: the attack
 
     engine = Engine(db, actor_id="worker")
-    assert await engine.run("default", execution["id"]) is Status.PENDING_APPROVAL
+    assert await engine.run("default", execution.id) is Status.PENDING_APPROVAL
     assert not dest.exists()  # nothing was deployed
     row = await _row(db, execution)
-    assert row["plan_hash"] != approved_hash
-    assert row["plan_snapshot"]["files"] == {"0": {str(src): _sha(EDITED)}}
+    assert row.plan_hash != approved_hash
+    assert row.plan_snapshot["files"] == {"0": {str(src): _sha(EDITED)}}
     (invalidated,) = await _events(db, execution, "approval_invalidated")
-    assert invalidated["payload"]["why"] == (
+    assert invalidated.payload["why"] == (
         f"steps[0].src: {src} changed after approval "
         f"(approved sha256 {_sha(APPROVED)[:12]}…, now {_sha(EDITED)[:12]}…)"
     )
@@ -133,8 +132,8 @@ async def test_a_file_changed_after_approval_sends_the_execution_back_for_approv
     with pytest.raises(ApprovalRefused, match="not the plan's current hash"):
         await _approve(db, row, approved_hash)
     # ...only a review of the new hash lets them run.
-    await _approve(db, row, row["plan_hash"])
-    assert await engine.run("default", execution["id"]) is Status.COMPLETED
+    await _approve(db, row, row.plan_hash)
+    assert await engine.run("default", execution.id) is Status.COMPLETED
     assert dest.read_bytes() == EDITED
 
 
@@ -148,12 +147,12 @@ async def test_a_tenant_may_cancel_instead_and_nothing_is_deployed(
     os.makedirs(work_dir)
     dest.write_bytes(b"what ran before\n")
     execution = await _submit(db, _push_plan(src, dest))
-    await _approve(db, execution, execution["plan_hash"])
+    await _approve(db, execution, execution.plan_hash)
     src.write_bytes(EDITED)
-    assert await Engine(db, actor_id="worker").run("default", execution["id"]) is Status.CANCELLED
+    assert await Engine(db, actor_id="worker").run("default", execution.id) is Status.CANCELLED
     assert dest.read_bytes() == b"what ran before\n"
     row = await _row(db, execution)
-    assert row["status_reason"] == "approval_invalidated"
+    assert row.status_reason == "approval_invalidated"
 
 
 async def test_a_file_deleted_after_approval_cancels_rather_than_waiting(
@@ -162,13 +161,13 @@ async def test_a_file_deleted_after_approval_cancels_rather_than_waiting(
     src, dest = files_dir / "app.conf", work_dir / "app.conf.deployed"
     src.write_bytes(APPROVED)
     execution = await _submit(db, _push_plan(src, dest))
-    await _approve(db, execution, execution["plan_hash"])
+    await _approve(db, execution, execution.plan_hash)
     src.unlink()
     # No new hash can be formed (nothing to review), so even 'reapprove' tenants cancel,
     # exactly as when the targets no longer resolve.
-    assert await Engine(db, actor_id="worker").run("default", execution["id"]) is Status.CANCELLED
+    assert await Engine(db, actor_id="worker").run("default", execution.id) is Status.CANCELLED
     (invalidated,) = await _events(db, execution, "approval_invalidated")
-    assert invalidated["payload"]["why"].startswith(f"steps[0].src: cannot read {src}")
+    assert invalidated.payload["why"].startswith(f"steps[0].src: cannot read {src}")
     assert not dest.exists()
 
 
@@ -199,9 +198,9 @@ async def test_a_file_changed_while_the_execution_runs_fails_the_push_before_any
         },
     )
     execution = await _submit(db, plan)
-    await _approve(db, execution, execution["plan_hash"])
+    await _approve(db, execution, execution.plan_hash)
 
-    assert await Engine(db, actor_id="worker").run("default", execution["id"]) is Status.FAILED
+    assert await Engine(db, actor_id="worker").run("default", execution.id) is Status.FAILED
     assert src.read_bytes() == EDITED  # the rewrite did happen...
     assert dest.read_bytes() == b"previous release\n"  # ...and was never copied
     assert sorted(p.name for p in dest.parent.iterdir()) == ["app.conf", "rendered.conf"]
@@ -210,9 +209,9 @@ async def test_a_file_changed_while_the_execution_runs_fails_the_push_before_any
         f"steps[1].src: {src} changed after approval "
         f"(approved sha256 {_sha(APPROVED)[:12]}…, now {_sha(EDITED)[:12]}…)"
     )
-    assert row["status_reason"] == f"step 'push': {reason}"
+    assert row.status_reason == f"step 'push': {reason}"
     (refused,) = await _events(db, execution, "pushed_file_refused")
-    assert refused["payload"] == {"step_index": 1, "step": "push", "reason": reason}
+    assert refused.payload == {"step_index": 1, "step": "push", "reason": reason}
     async with db.connection() as conn:
         cur = await conn.execute(
             "SELECT status, error FROM execution.execution_steps WHERE step_index = 1"
@@ -230,9 +229,9 @@ async def test_level_0_is_held_to_the_digest_taken_at_submission(
     plan = {**_push_plan(src, dest), "approval_level": 0}
     execution = await _submit(db, plan)
     src.write_bytes(EDITED)
-    assert await Engine(db, actor_id="worker").run("default", execution["id"]) is Status.FAILED
+    assert await Engine(db, actor_id="worker").run("default", execution.id) is Status.FAILED
     assert not dest.exists()
-    assert "changed after approval" in (await _row(db, execution))["status_reason"]
+    assert "changed after approval" in (await _row(db, execution)).status_reason
 
 
 async def test_the_connector_refuses_bytes_other_than_the_approved_ones(
@@ -306,9 +305,9 @@ async def test_a_changed_file_is_a_new_submission_not_a_duplicate(
     src.write_bytes(EDITED)
     changed = await submit(db, Request(parse_plan(plan), "default", "alice"))
     assert changed.created
-    assert changed.execution["id"] != first.execution["id"]
-    assert changed.execution["plan_hash"] != first.execution["plan_hash"]
-    assert changed.execution["idempotency_key"] != first.execution["idempotency_key"]
+    assert changed.execution.id != first.execution.id
+    assert changed.execution.plan_hash != first.execution.plan_hash
+    assert changed.execution.idempotency_key != first.execution.idempotency_key
 
 
 async def test_a_push_that_cannot_be_reviewed_is_refused_at_submission(

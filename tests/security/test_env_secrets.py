@@ -44,13 +44,13 @@ async def test_installation_variables_are_refused(
 ) -> None:
     ran = await run(db, "default", _steal(name))
     assert ran.status is Status.FAILED
-    error = ran.rows[0]["error"] or ""
+    error = ran.rows[0].error or ""
     assert error.startswith(f"secret 'env:{name}': "), error
     value = os.environ[name]
     assert value[::-1] not in ran.text and value not in ran.text
-    assert ran.rows[0]["output"] == ""  # the command never ran
-    unresolved = [e for e in ran.events if e["event_type"] == "secret_unresolved"]
-    assert [e["payload"]["path"] for e in unresolved] == [f"env:{name}"]
+    assert ran.rows[0].output == ""  # the command never ran
+    unresolved = [e for e in ran.events if e.event_type == "secret_unresolved"]
+    assert [e.payload["path"] for e in unresolved] == [f"env:{name}"]
 
 
 @pytest.mark.parametrize("prefix", ["", "OPSC_", "DATABASE_", "VAULT_", "OPSC_SECRET_"])
@@ -72,7 +72,7 @@ async def test_never_readable_whatever_the_prefix(
 
 async def test_the_refusal_names_the_prefix_rule(db: Database, worker_env: None) -> None:
     ran = await run(db, "default", _steal("HOME"))
-    error = ran.rows[0]["error"] or ""
+    error = ran.rows[0].error or ""
     assert "env: secrets read only variables whose names start with 'OPSC_SECRET_ENV_'" in error
     assert "OPSC_SECRET_ENV_PREFIX" in error
 
@@ -80,9 +80,9 @@ async def test_the_refusal_names_the_prefix_rule(db: Database, worker_env: None)
 async def test_a_variable_under_the_prefix_works(db: Database, worker_env: None) -> None:
     ran = await run(db, "default", _steal("OPSC_SECRET_ENV_DEPLOY_TOKEN"))
     assert ran.status is Status.COMPLETED, ran.text
-    assert ran.rows[0]["output"] == "deploy-token-for-plans"[::-1]
-    resolved = [e for e in ran.events if e["event_type"] == "secret_resolved"]
-    assert [e["payload"]["path"] for e in resolved] == ["env:OPSC_SECRET_ENV_DEPLOY_TOKEN"]
+    assert ran.rows[0].output == "deploy-token-for-plans"[::-1]
+    resolved = [e for e in ran.events if e.event_type == "secret_resolved"]
+    assert [e.payload["path"] for e in resolved] == ["env:OPSC_SECRET_ENV_DEPLOY_TOKEN"]
 
 
 def test_ssh_credential_references_follow_the_same_rule(worker_env: None) -> None:

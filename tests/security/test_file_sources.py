@@ -76,8 +76,8 @@ async def _refused_at_submission(db: Database, step: dict[str, Any], why: str) -
 
 def _refused(ran: Ran, field: str, why: str) -> None:
     assert ran.status is Status.FAILED, ran.text
-    assert [r["status"] for r in ran.rows] == ["failed"]
-    error = ran.rows[0]["error"] or ""
+    assert [r.status for r in ran.rows] == ["failed"]
+    error = ran.rows[0].error or ""
     assert error.startswith(f"steps[0].{field}: "), error
     assert why in error, error
 
@@ -283,7 +283,7 @@ async def test_a_file_credential_outside_the_root_is_never_read(
     }
     ran = await run(db, "default", step)
     assert ran.status is Status.FAILED
-    error = ran.rows[0]["error"] or ""
+    error = ran.rows[0].error or ""
     assert error.startswith(f"credential_ref {ref!r}: "), error
     assert "outside this tenant's files root" in error or "'..' is not allowed" in error
     assert "auth" not in error.lower()  # refused before any login was tried

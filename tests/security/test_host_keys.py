@@ -174,7 +174,7 @@ async def test_accept_new_never_learns_a_changed_key(
     lab.restart_with_new_host_key()
     status, rows, _ = await run_plan(db, plan("second"))
     assert status == "failed" and not marker.exists()
-    error = rows[0]["error"]
+    error = rows[0].error
     assert "HOST KEY CHANGED" in error
     assert learned.fingerprint in error and host_key(lab).fingerprint in error
     async with db.connection() as conn:
@@ -199,7 +199,7 @@ async def test_a_host_offering_only_another_key_type_is_a_change(
     }  # fmt: skip
     status, rows, _ = await run_plan(db, plan)
     assert status == "failed" and not marker.exists()
-    error = rows[0]["error"]
+    error = rows[0].error
     assert "HOST KEY CHANGED" in error and "no key of a stored type" in error
     assert f"stored {old.describe()}" in error
     assert f"presented {host_key(lab).describe()}" in error

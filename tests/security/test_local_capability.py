@@ -63,7 +63,7 @@ async def test_a_tenant_without_the_capability_runs_nothing_on_localhost(
     assert ran.reason is not None
     assert "local execution is not enabled for tenant 'tb'" in ran.reason
     assert "opsc tenant local-exec on --tenant tb" in ran.reason  # how to enable it
-    assert [r["status"] for r in ran.rows] == ["skipped"]  # refused before anything ran
+    assert [r.status for r in ran.rows] == ["skipped"]  # refused before anything ran
     assert not marker.exists()
     assert not (tmp_path / "files" / "tb" / "localhost").exists()  # nothing fetched
 

@@ -35,7 +35,7 @@ async def test_steps_run_as_the_unprivileged_user_without_capabilities(db: Datab
         command("id -u; id -un; id -G; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status"),
     )
     assert ran.status is Status.COMPLETED, ran.text
-    uid, name, groups, eff, bounding, no_new = ran.rows[0]["output"].split("\n")[:6]
+    uid, name, groups, eff, bounding, no_new = ran.rows[0].output.split("\n")[:6]
     user = pwd.getpwnam("opsc-run")
     assert uid == str(user.pw_uid) != "0" and name == "opsc-run"
     assert groups == str(user.pw_gid)  # its own group only
@@ -65,10 +65,10 @@ async def test_the_step_cannot_read_opsc_home_or_the_key(
         ),
     )
     assert secret not in ran.text and key.current.key_id not in ran.text
-    listing = ran.rows[0]["output"].split("\n")
+    listing = ran.rows[0].output.split("\n")
     assert listing[:3] == [".", "..", "work"]  # $OPSC_HOME is empty but for the way in
-    assert ran.rows[0]["stderr"].count("such file or directory") == 2  # both cat failed
-    assert "secret.key" not in ran.rows[0]["output"]  # find saw none anywhere
+    assert ran.rows[0].stderr.count("such file or directory") == 2  # both cat failed
+    assert "secret.key" not in ran.rows[0].output  # find saw none anywhere
 
 
 def _visible_here(*paths: str) -> bool:
@@ -102,10 +102,10 @@ python3 -c "import socket; socket.create_connection(('127.0.0.1', {port}), 3)" \
 echo probed
 """
     ran = await run(db, "ta", script(probe))
-    assert "probed" in ran.rows[0]["output"], ran.text
+    assert "probed" in ran.rows[0].output, ran.text
     for opened in ("VISIBLE", "READABLE", "QUERY", "CONNECT"):
-        assert opened not in ran.rows[0]["output"], ran.text
-    assert "42" not in ran.rows[0]["output"]
+        assert opened not in ran.rows[0].output, ran.text
+    assert "42" not in ran.rows[0].output
 
 
 async def test_the_network_opt_in_reaches_the_host_loopback(
@@ -120,7 +120,7 @@ async def test_the_network_opt_in_reaches_the_host_loopback(
         f"import socket; socket.create_connection(('127.0.0.1', {port}), 3); print('TCP-CONNECT')"
     )
     ran = await run(db, "tn", command(f'python3 -c "{probe}"'))
-    assert "TCP-CONNECT" in ran.rows[0]["output"], ran.text
+    assert "TCP-CONNECT" in ran.rows[0].output, ran.text
 
 
 async def test_another_tenants_working_directory_is_out_of_sight(
@@ -131,7 +131,7 @@ async def test_another_tenants_working_directory_is_out_of_sight(
     secret = f"secret-of-tc-{uuid.uuid4().hex}"
     wrote = await run(db, "tc", command(f"echo {secret} > $HOME/notes; pwd"))
     assert wrote.status is Status.COMPLETED, wrote.text
-    theirs = Path(wrote.rows[0]["output"].strip())
+    theirs = Path(wrote.rows[0].output.strip())
     assert theirs == tmp_path / "work" / "tc" and (theirs / "notes").read_text().strip() == secret
 
     ran = await run(
@@ -140,7 +140,7 @@ async def test_another_tenants_working_directory_is_out_of_sight(
         command(f"cat {theirs}/notes; ls {theirs.parent}; cat $HOME/../tc/notes; echo done"),
     )
     assert secret not in ran.text
-    assert ran.rows[0]["output"].split() == ["ta", "done"]  # its own directory, nothing else
+    assert ran.rows[0].output.split() == ["ta", "done"]  # its own directory, nothing else
 
 
 async def test_the_servers_environment_never_reaches_the_step(
@@ -167,9 +167,9 @@ async def test_the_servers_environment_never_reaches_the_step(
             assert environ == b"", (pid, environ)
     assert namespace
     ran = await running
-    assert ran.rows[0]["output"].rstrip().endswith("done"), ran.text
+    assert ran.rows[0].output.rstrip().endswith("done"), ran.text
     assert marker not in ran.text and "DATABASE_URL" not in ran.text
-    names = {line.split("=", 1)[0] for line in ran.rows[0]["output"].splitlines() if "=" in line}
+    names = {line.split("=", 1)[0] for line in ran.rows[0].output.splitlines() if "=" in line}
     assert "MINE" in names and "PATH" in names and "HOME" in names
     assert not {"DATABASE_URL", "OPSC_SECRET_KEY", "OPSC_ENV_MARKER", "TEST_DATABASE_URL"} & names
 
@@ -207,7 +207,7 @@ async def test_the_step_writes_only_its_working_directory_and_a_private_tmp(
         )
     finally:
         host_tmp.unlink()
-    out = ran.rows[0]["output"]
+    out = ran.rows[0].output
     assert host_tmp.name not in out and "host" not in out.split()
     assert out.count("Read-only file system") == 2 and "cannot touch '/x'" in out
     assert out.rstrip().endswith("done")

@@ -77,11 +77,11 @@ async def test_sql_steps_cannot_reach_the_control_planes_database(
     for dsn in _dsns(database_url):
         ran = await run(db, "tb", _sql(dsn))
         assert ran.status is Status.FAILED, (dsn, ran.text)
-        error = ran.rows[0]["error"] or ""
+        error = ran.rows[0].error or ""
         assert error.startswith("steps[0].dsn: "), error
         assert "is the control plane's own machine" in error
         assert "opsc tenant local-exec on --network --tenant tb" in error
-        assert ran.rows[0]["output"] == ""
+        assert ran.rows[0].output == ""
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "127.1", "0.0.0.0", "[::1]"])
@@ -99,7 +99,7 @@ async def test_http_steps_cannot_reach_services_on_loopback(
     }
     ran = await run(db, "tb", step)
     assert ran.status is Status.FAILED
-    assert (ran.rows[0]["error"] or "").startswith("steps[0].url: ")
+    assert (ran.rows[0].error or "").startswith("steps[0].url: ")
     assert "internal data" not in ran.text
     assert hits == []  # never even asked
 

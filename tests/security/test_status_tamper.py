@@ -5,7 +5,6 @@ and says why in the error; legal moves still pass."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import psycopg
 import pytest
@@ -13,18 +12,17 @@ import pytest
 from opsconductor.db import auth
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
+from opsconductor.records import Execution
 from opsconductor.submission import Request, submit
 from tests.plans import command_step, plan_of
 
 
-async def _completed(db: Database) -> dict[str, Any]:
+async def _completed(db: Database) -> Execution:
     async with db.transaction() as conn:  # the engine checks the submitter's roles
         await auth.grant(conn, "default", "alice", "operator", granted_by="test")
     plan = plan_of(command_step("look", "true"))
     submitted = await submit(db, Request(plan, "default", "alice", uuid.uuid4().hex))
-    assert (
-        await Engine(db, actor_id="tester").run("default", submitted.execution["id"]) == "completed"
-    )
+    assert await Engine(db, actor_id="tester").run("default", submitted.execution.id) == "completed"
     return submitted.execution
 
 
@@ -36,17 +34,17 @@ async def test_raw_illegal_status_updates_are_refused_by_postgresql(
         with pytest.raises(psycopg.errors.CheckViolation) as caught:
             await conn.execute(
                 "UPDATE execution.executions SET status = 'running' WHERE id = %s",
-                (execution["id"],),
+                (execution.id,),
             )
         assert str(caught.value).splitlines()[0] == (
-            f"illegal status change for execution {execution['id']}: completed -> running; "
+            f"illegal status change for execution {execution.id}: completed -> running; "
             "from completed it may go to nothing (terminal)"
         )
         assert caught.value.diag.constraint_name == "status_machine"
         with pytest.raises(psycopg.errors.CheckViolation, match="completed -> failed"):
             await conn.execute(
                 "UPDATE execution.execution_steps SET status = 'failed' WHERE execution_id = %s",
-                (execution["id"],),
+                (execution.id,),
             )
         with pytest.raises(psycopg.errors.CheckViolation, match="a new execution starts as"):
             await conn.execute(
@@ -58,7 +56,7 @@ async def test_raw_illegal_status_updates_are_refused_by_postgresql(
                 (uuid.uuid4(),),
             )
         cur = await conn.execute(
-            "SELECT status::text FROM execution.executions WHERE id = %s", (execution["id"],)
+            "SELECT status::text FROM execution.executions WHERE id = %s", (execution.id,)
         )
         assert await cur.fetchone() == ("completed",)
         cur = await conn.execute("SELECT count(*) FROM execution.executions")
@@ -77,7 +75,7 @@ async def test_a_pending_approval_cannot_be_skipped_to_running(
             ):
                 await conn.execute(
                     "UPDATE execution.executions SET status = %s WHERE id = %s",
-                    (target, submitted.execution["id"]),
+                    (target, submitted.execution.id),
                 )
 
 
@@ -88,16 +86,16 @@ async def test_legal_raw_updates_pass(db: Database, database_url: str) -> None:
         for target in ("approved", "pending_approval", "approved", "queued", "running", "partial"):
             await conn.execute(
                 "UPDATE execution.executions SET status = %s WHERE id = %s",
-                (target, submitted.execution["id"]),
+                (target, submitted.execution.id),
             )
         # not a status change: the trigger is not even called
         await conn.execute(
             "UPDATE execution.executions SET status = status, status_reason = 'checked' "
             "WHERE id = %s",
-            (submitted.execution["id"],),
+            (submitted.execution.id,),
         )
         cur = await conn.execute(
             "SELECT status::text, status_reason FROM execution.executions WHERE id = %s",
-            (submitted.execution["id"],),
+            (submitted.execution.id,),
         )
         assert await cur.fetchone() == ("partial", "checked")
