@@ -45,7 +45,7 @@ def start(pgdata: Path, runtime_dir: Path | None = None) -> str:
             server = postgres_server.get_server(pgdata, cleanup_mode="stop")
             # Its last-one-out check at exit must see only live processes too, and use
             # the lock of this data directory even if this process opens another.
-            server.global_process_id_list = handles
+            server.global_process_id_list = handles  # type: ignore[assignment]
             server._lock = lock
         return str(server.get_uri())
     except Exception as exc:  # the package raises bare subprocess/assert errors
