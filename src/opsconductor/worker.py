@@ -52,6 +52,8 @@ class WorkerOptions:
     reap_every_s: float = 5.0
     #: how often the worker updates its row in the workers table
     presence_every_s: float = workers.HEARTBEAT_S
+    #: rows of workers silent this long are deleted when a worker starts (where rows are born)
+    retention_s: float = workers.RETENTION_S
 
 
 def new_worker_id() -> str:
@@ -89,6 +91,7 @@ class Worker:
         me = workers.Identity.here(self.worker_id, self.options.concurrency)
         async with self.db.connection() as conn:
             await workers.register(conn, me)
+            await workers.prune(conn, self.options.retention_s)
         helpers = [
             asyncio.create_task(self._listen()),
             asyncio.create_task(self._heartbeat()),
