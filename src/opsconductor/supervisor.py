@@ -59,6 +59,8 @@ class Slot:
     restarts: int = 0
     #: exit codes of its children that ended during the stop
     final: list[int] = field(default_factory=list)
+    #: the stop found it dead, waiting for its restart
+    down_at_stop: bool = False
 
 
 def describe(returncode: int) -> str:
@@ -131,6 +133,7 @@ class Supervisor:
         else:
             log.warning("stopping workers now: handing their work back")
         for slot in self.slots:
+            slot.down_at_stop = slot.down_at_stop or slot.restart_at is not None
             slot.restart_at = None
             if slot.proc is not None and slot.proc.poll() is None:
                 slot.proc.send_signal(signal.SIGTERM)
@@ -209,7 +212,7 @@ class Supervisor:
         if self.fatal is not None:
             return self.fatal
         codes = [code for slot in self.slots for code in slot.final]
-        crashed = any(slot.failures and not slot.final for slot in self.slots)
+        crashed = any(slot.down_at_stop for slot in self.slots)
         return 0 if not self.killed and not crashed and all(c == 0 for c in codes) else 1
 
 

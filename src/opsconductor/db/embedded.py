@@ -107,10 +107,12 @@ class _LiveHandles:
 
     def get_and_add(self, value: int) -> list[int]:
         old = self.get()
-        self.put([*old, value] if value not in old else old)
+        if value not in old:
+            self.put([*old, value])
         return old
 
     def get_and_remove(self, value: int) -> list[int]:
         old = self.get()
-        self.put([pid for pid in old if pid != value])
+        if value in old:  # not there: already let go (the folder may be gone too)
+            self.put([pid for pid in old if pid != value])
         return old
