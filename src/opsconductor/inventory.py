@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opsconductor.errors import TargetResolutionError
-from opsconductor.plan import Plan, Targets, ValidateStep
+
+if TYPE_CHECKING:  # an Asset is read by every command; plans (pydantic) by few
+    from opsconductor.plan import Plan, Targets
 
 #: Connection types this version can run commands over.
 RUNNABLE_CONNECTIONS = frozenset({"local", "ssh"})
@@ -50,6 +52,8 @@ def select(selector: Targets, inventory: Iterable[Asset]) -> list[Asset]:
 
 def resolve_plan(plan: Plan, inventory: Iterable[Asset]) -> list[list[Asset]]:
     """Targets of every step, in step order; raise before anything runs if one matches nothing."""
+    from opsconductor.plan import ValidateStep
+
     assets = list(inventory)
     resolved: list[list[Asset]] = []
     by_name: dict[str, list[Asset]] = {}

@@ -7,23 +7,25 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from opsconductor import progress, secret_store, status_machine
-from opsconductor.approvals import Decision, gate
+from opsconductor.approvals import Decision
 from opsconductor.cli import host, render
 from opsconductor.cli.runtime import Local, Remote, Session, err, fail, out, run, session
 from opsconductor.config import Settings
-from opsconductor.engine import StepEvent
 from opsconductor.errors import OpsError
-from opsconductor.plan import Plan, load_plan_file
 from opsconductor.services import executions
 from opsconductor.status_machine import Status
-from opsconductor.stream_client import StreamWatcher
+
+# Plans (pydantic), the engine, the approval gate and the HTTP client are imported where
+# used: list, show and cancel start in a fraction of a second (tests/test_startup.py).
+if TYPE_CHECKING:
+    from opsconductor.engine import StepEvent
+    from opsconductor.plan import Plan
 
 app = typer.Typer()
 dlq_app = typer.Typer(
@@ -43,6 +45,8 @@ StepOption = Annotated[
 
 
 def _plan_or_exit(path: Path) -> Plan:
+    from opsconductor.plan import load_plan_file
+
     try:
         return load_plan_file(path)
     except OpsError as exc:
@@ -212,6 +216,8 @@ def submit_(plan_file: PlanFile, idempotency_key: IdempotencyKey = None) -> None
 
 async def _wait_for_approval(s: Session, execution: Row) -> Row:
     """Block (durably: the request survives us) until someone decides or it expires."""
+    from opsconductor.approvals import gate
+
     hash_hint = f" --hash {execution['plan_hash']}" if execution["approval_level"] >= 2 else ""
     out.print(
         f"execution {execution['id']} waits for approval (level "
@@ -230,6 +236,8 @@ async def _wait_for_approval(s: Session, execution: Row) -> Row:
 
 
 async def _run_with_progress(s: Local, execution: Row) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     seen = await executions.view(s.db, s.caller, str(execution["id"]))
     bar = Progress(
         TextColumn("{task.description}"),
@@ -299,6 +307,8 @@ def watch(execution_id: ExecutionId) -> None:
 
 
 async def _follow_stream(s: Remote, execution_id: str) -> str:
+    from opsconductor.stream_client import StreamWatcher
+
     async with StreamWatcher(s.api.login.api, s.api.login.token, execution_id) as watcher:
         execution = await watcher.get("")
         watcher.execution_id = str(execution["id"])

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from opsconductor.cli.runtime import out
+
+if TYPE_CHECKING:  # only live displays (run, watch) draw a bar
+    from rich.progress import Progress, TaskID
 
 Row = dict[str, Any]
 
@@ -143,6 +145,8 @@ def event_line(ev: Row) -> str:
 
 
 def progress_bar() -> Progress:
+    from rich.progress import BarColumn, Progress, TextColumn
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -5,24 +5,25 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opsconductor import pushed_files, rbac
-from opsconductor.approvals import Decision, gate
+from opsconductor import rbac
 from opsconductor.cancellation import CancelOutcome, request_cancel
-from opsconductor.connectors import tenant_files
 from opsconductor.db import approval_requests, assets, executions, queue, reads, steps
 from opsconductor.db.connection import Database
-from opsconductor.engine import Observer
 from opsconductor.errors import StaleStatus
-from opsconductor.inventory import Asset, resolve_plan
-from opsconductor.plan import Plan
-from opsconductor.plan_hash import plan_hash
 from opsconductor.services.caller import Caller
 from opsconductor.services.engines import build_engine, shared_engine
 from opsconductor.status_machine import Status
-from opsconductor.submission import Request
-from opsconductor.submission import submit as store_submission
+
+# Plans (pydantic), templates (jinja2) and the engine are imported by the use cases that
+# need them, so reading or cancelling from the shell starts in a fraction of a second.
+if TYPE_CHECKING:
+    from opsconductor import pushed_files
+    from opsconductor.approvals import Decision
+    from opsconductor.engine import Observer
+    from opsconductor.inventory import Asset
+    from opsconductor.plan import Plan
 
 Row = dict[str, Any]
 
@@ -47,6 +48,11 @@ class ExecutionView:
 
 async def validate(db: Database, who: Caller, plan: Plan) -> Validated:
     """Resolve a plan's targets against the caller's inventory and hash it; stores nothing."""
+    from opsconductor import pushed_files
+    from opsconductor.connectors import tenant_files
+    from opsconductor.inventory import resolve_plan
+    from opsconductor.plan_hash import plan_hash
+
     who.require("assets", "view")
     async with db.connection() as conn:
         await assets.ensure_tenant(conn, who.tenant_id)
@@ -69,6 +75,9 @@ async def submit(
 ) -> executions.Submitted:
     """Store (and maybe queue) a plan as the caller: ``executions:submit``, and the step's
     action class on every resolved target's environment (checked again before each step)."""
+    from opsconductor.submission import Request
+    from opsconductor.submission import submit as store_submission
+
     who.require("executions", "submit")
 
     def check(plan: Plan, targets: list[list[Asset]]) -> None:
@@ -165,6 +174,8 @@ async def decide(
 ) -> Row:
     """Approve or reject (the plan, or one step at level 3) as the caller. Separation of
     duties compares actors: a local administrator is ``local-admin:<unix user>``."""
+    from opsconductor.approvals import gate
+
     who.require("executions", "approve")
     return await gate.decide(
         db,
