@@ -11,7 +11,7 @@ from opsconductor import rbac
 from opsconductor.cancellation import CancelOutcome, request_cancel
 from opsconductor.db import approval_requests, assets, executions, queue, reads, steps
 from opsconductor.db.connection import Database
-from opsconductor.errors import StaleStatus
+from opsconductor.errors import IllegalTransition, StaleStatus
 from opsconductor.services.caller import Caller
 from opsconductor.services.engines import build_engine, shared_engine
 from opsconductor.status_machine import Status
@@ -98,7 +98,9 @@ async def run_here(
         engine = build_engine(db, actor_id=who.actor_id, observer=observer)
     else:
         engine = shared_engine(db)
-    with contextlib.suppress(StaleStatus):
+    # Lost the race either at the compare-and-set (StaleStatus) or before it: the engine
+    # read the execution already running elsewhere (IllegalTransition running -> running).
+    with contextlib.suppress(StaleStatus, IllegalTransition):
         return await engine.run(str(execution["tenant_id"]), execution["id"], actor_id=who.actor_id)
     return None
 
