@@ -112,3 +112,19 @@ def test_commands_that_need_them_still_load_them(cli_env: dict[str, str], tmp_pa
     code, modules = loaded_by(cli_env, tmp_path, "validate", str(plan))
     assert code == 0
     assert {"opsconductor.plan", "yaml"} <= modules
+
+
+def test_importing_the_cli_loads_nothing_heavy() -> None:
+    """The fast tier's version (no database): what every command pays before it runs."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys, opsconductor.cli; print(json.dumps(sorted(sys.modules)))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert heavy(set(json.loads(done.stdout))) == set()
