@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,8 +95,10 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 
 def submit(base: list[str], env: dict[str, str], plan: Path) -> str:
+    """A new queued execution (its own idempotency key: not a duplicate of the last)."""
+    key = f"startup-{uuid.uuid4()}"
     done = subprocess.run(
-        [*base, "submit", str(plan)], env=env, capture_output=True, text=True, check=True
+        [*base, "submit", str(plan), "-k", key], env=env, capture_output=True, text=True, check=True
     )
     return done.stdout.strip().splitlines()[-1]
 
