@@ -40,9 +40,10 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	@touch $(BENCH_STAMP)
 
-# Core figures, crash recovery, then the queue: our workers against PgQueuer and procrastinate
-# (bench/RESULTS.md).
+# CLI start-up, core figures, crash recovery, then the queue: our workers against PgQueuer
+# and procrastinate (bench/RESULTS.md).
 bench: $(BENCH_STAMP)
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/masking.py
 	$(BIN)/python bench/safety.py

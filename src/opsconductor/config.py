@@ -46,6 +46,12 @@ class Settings:
     vault_namespace: str | None = None
     #: where ``opsc login`` keeps its token ($XDG_CONFIG_HOME/opsconductor)
     config_dir: Path = Path()
+    #: the embedded server's socket folder when ``pgdata`` is too long a path for one
+    #: (XDG_RUNTIME_DIR; unset: a ``run`` folder beside ``pgdata``)
+    runtime_dir: Path | None = None
+    #: how long a worker's row outlives its last heartbeat before it is deleted
+    #: (OPSC_WORKER_RETENTION_S); ``opsc workers`` shows stopped and stale rows until then
+    worker_retention_s: float = 86400.0
 
     @property
     def pgdata(self) -> Path:
@@ -76,4 +82,6 @@ def load_settings() -> Settings:
         vault_token=os.environ.get("VAULT_TOKEN") or None,
         vault_namespace=os.environ.get("VAULT_NAMESPACE") or None,
         config_dir=_path("XDG_CONFIG_HOME", Path.home() / ".config") / "opsconductor",
+        runtime_dir=Path(runtime) if (runtime := os.environ.get("XDG_RUNTIME_DIR")) else None,
+        worker_retention_s=float(os.environ.get("OPSC_WORKER_RETENTION_S") or 86400.0),
     )

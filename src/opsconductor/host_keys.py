@@ -21,10 +21,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import asyncssh
+from typing import TYPE_CHECKING
 
 from opsconductor.errors import BadInput, Conflict
+
+if TYPE_CHECKING:
+    import asyncssh
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class HostKey:
     @classmethod
     def parse(cls, text: str) -> HostKey:
         """A key in OpenSSH format ('ssh-ed25519 AAAA… [comment]'); BadInput otherwise."""
+        import asyncssh  # loaded by the few commands that read keys (~0.1 s)
+
         try:
             key = asyncssh.import_public_key(text.strip())
         except (asyncssh.KeyImportError, ValueError, TypeError) as exc:

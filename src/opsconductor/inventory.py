@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opsconductor.errors import TargetResolutionError
-from opsconductor.plan import Plan, Targets, ValidateStep
+
+if TYPE_CHECKING:  # an Asset is read by every command; plans (pydantic) by few
+    from opsconductor.plan import Plan, Targets
 
 #: Connection types this version can run commands over.
 RUNNABLE_CONNECTIONS = frozenset({"local", "ssh"})
@@ -56,6 +58,8 @@ def selector_key(selector: Targets) -> str:
 
 def selectors(plan: Plan) -> dict[str, Targets]:
     """The distinct selectors of a plan's steps (a validate step has none of its own)."""
+    from opsconductor.plan import ValidateStep
+
     return {
         selector_key(step.targets): step.targets
         for step in plan.steps
@@ -73,6 +77,8 @@ def resolve_selected(plan: Plan, matched: Mapping[str, list[Asset]]) -> list[lis
     """Targets of every step, in step order, from the assets each selector matched (keyed by
     ``selector_key``; the database selects them with its indexes, see db/assets.py); raise
     before anything runs if a step matches nothing."""
+    from opsconductor.plan import ValidateStep
+
     resolved: list[list[Asset]] = []
     by_name: dict[str, list[Asset]] = {}
     for index, step in enumerate(plan.steps):

@@ -16,12 +16,13 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING
 
 from opsconductor.config import load_settings
 from opsconductor.errors import BadInput, SecretError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 KEY_ENV = "OPSC_SECRET_KEY"
 KEY_FILE = "secret.key"
@@ -41,6 +42,8 @@ class SecretKey:
 
     @classmethod
     def generate(cls) -> SecretKey:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # see _aead
+
         return cls(AESGCM.generate_key(bit_length=8 * KEY_BYTES))
 
     @classmethod
@@ -62,11 +65,13 @@ class SecretKey:
 
     def seal(self, plaintext: str, aad: bytes) -> tuple[bytes, bytes]:
         nonce = os.urandom(12)  # random 96-bit nonces: fine far beyond our write volume
-        return nonce, AESGCM(self.material).encrypt(nonce, plaintext.encode(), aad)
+        return nonce, _aead(self.material).encrypt(nonce, plaintext.encode(), aad)
 
     def open(self, nonce: bytes, ciphertext: bytes, aad: bytes) -> str:
+        from cryptography.exceptions import InvalidTag
+
         try:
-            return AESGCM(self.material).decrypt(nonce, ciphertext, aad).decode()
+            return _aead(self.material).decrypt(nonce, ciphertext, aad).decode()
         except InvalidTag:
             raise SecretError(
                 "ciphertext does not authenticate (wrong key or tampered row)"
@@ -139,3 +144,11 @@ def begin_rotation(keyring: Keyring) -> SecretKey:
 def finish_rotation(keyring: Keyring) -> None:
     assert keyring.path is not None
     os.replace(keyring.path.parent / NEXT_KEY_FILE, keyring.path)
+
+
+def _aead(material: bytes) -> AESGCM:
+    """AES-GCM, imported on first use: every ``opsc`` command imports this module, few
+    seal or open a secret (the cryptography package costs tens of milliseconds to load)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(material)

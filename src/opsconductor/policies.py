@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opsconductor.plan import Plan, ValidateStep, _StepBase
+if TYPE_CHECKING:  # the queue uses the back-off; only an engine needs the plan models
+    from opsconductor.plan import Plan, _StepBase
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ def execution_timeout(plan: Plan, sla_class: str, matrix: PolicyMatrix) -> float
     """Explicit plan value, else the longest policy budget among the plan's action classes,
     but never less than the sum of the explicit step timeouts (a plan that says how long its
     steps take must be allowed that long)."""
+    from opsconductor.plan import ValidateStep
+
     if plan.timeout_s is not None:
         return plan.timeout_s
     policy = max(matrix[(sla_class, s.action_class)].execution_timeout_s for s in plan.steps)

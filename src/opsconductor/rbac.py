@@ -22,10 +22,13 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from opsconductor.errors import BadInput, PermissionDenied
-from opsconductor.inventory import Asset
-from opsconductor.plan import Plan
+
+if TYPE_CHECKING:  # types only: every command checks roles, few load plans (pydantic)
+    from opsconductor.inventory import Asset
+    from opsconductor.plan import Plan
 
 RESOURCES: Mapping[str, frozenset[str]] = {
     "executions": frozenset({"view", "submit", "cancel", "approve", "requeue"}),

@@ -22,10 +22,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
-import hvac
-import hvac.exceptions
-import requests
-
 from opsconductor import keyring, masking
 from opsconductor.config import load_settings
 from opsconductor.db import secrets as store
@@ -140,6 +136,12 @@ class VaultBackend:
         mount, _, secret_path = location.partition("/")
         if not mount or not secret_path:
             raise SecretError(f"secret {VAULT_PREFIX}{path}: use vault:MOUNT/PATH[#FIELD]")
+        # Imported on the first Vault read: hvac and requests cost ~0.1 s to load, and
+        # only the engine resolving a vault: reference needs them.
+        import hvac
+        import hvac.exceptions
+        import requests
+
         client = hvac.Client(url=config.url, token=config.token, namespace=config.namespace)
         try:
             response: dict[str, Any] = client.secrets.kv.v2.read_secret_version(

@@ -65,6 +65,8 @@ class WorkerOptions:
     #: after its own session (re)connects, a reaper declares nobody dead for this long:
     #: after a database restart every live worker needs a moment to take its lock again
     restart_grace_s: float = 3.0
+    #: rows of workers silent this long are deleted when a worker starts (where rows are born)
+    retention_s: float = workers.RETENTION_S
 
 
 def new_worker_id() -> str:
@@ -129,6 +131,8 @@ class Worker:
         me = workers.Identity.here(self.worker_id, self.options.concurrency)
         async with self.db.connection() as conn:
             await workers.register(conn, me)
+            # where rows are born: those of workers silent past retention go
+            await workers.prune(conn, self.options.retention_s)
 
     # --- presence (the workers table: `opsc workers`, /readyz, metrics) -------------------
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import opsconductor
@@ -27,7 +28,7 @@ from opsconductor.api import (
     routes_tenant,
     streams,
 )
-from opsconductor.api.inputs import clean_parameters
+from opsconductor.api.inputs import check_text
 from opsconductor.db.connection import Database
 from opsconductor.db.notify import DEFAULT_BUFFER, EventHub
 from opsconductor.worker import Worker, WorkerOptions
@@ -81,6 +82,13 @@ class BodyLimit:
 
     def _detail(self) -> str:
         return f"request body exceeds {self.max_bytes} bytes"
+
+
+async def clean_parameters(request: HTTPConnection) -> None:
+    """App-wide dependency: path and query parameters go through the same check as bodies
+    (here, not in api/inputs.py: the CLI uses those models and must not load the server)."""
+    check_text(dict(request.path_params), "path")
+    check_text(dict(request.query_params), "query")
 
 
 def create_app(

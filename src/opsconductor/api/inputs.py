@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
-from starlette.requests import HTTPConnection
 
 from opsconductor.errors import BadInput
 
@@ -63,9 +62,3 @@ class CleanInput(BaseModel):
         if found is not None:
             raise ValueError(f"{found}: text must not contain NUL characters or invalid Unicode")
         return data
-
-
-async def clean_parameters(request: HTTPConnection) -> None:
-    """App-wide dependency: path and query parameters go through the same check."""
-    check_text(dict(request.path_params), "path")
-    check_text(dict(request.query_params), "query")

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from opsconductor import records
 from opsconductor.api.inputs import CleanInput
 from opsconductor.inventory import Asset
-from opsconductor.plan import Plan
-from opsconductor.services.executions import Validated
+
+if TYPE_CHECKING:  # the CLI renders these shapes too: it must not load the plan models
+    from opsconductor.plan import Plan
+    from opsconductor.services.executions import Validated
 
 
 def _fields(model: type[BaseModel], record: object) -> dict[str, Any]:

@@ -89,7 +89,12 @@ async def serve(
         config = uvicorn.Config(
             # ``workers`` executions at once from the queue, in this process (0: none, for
             # deployments that run ``opsc worker`` processes separately).
-            create_app(db, workers=WorkerOptions(concurrency=workers) if workers else None),
+            create_app(
+                db,
+                workers=WorkerOptions(concurrency=workers, retention_s=settings.worker_retention_s)
+                if workers
+                else None,
+            ),
             host=host,
             port=port,
             log_level=settings.log_level.lower(),

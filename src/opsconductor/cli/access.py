@@ -6,7 +6,6 @@ import asyncio
 import sys
 from typing import Annotated, Any
 
-import httpx
 import typer
 
 from opsconductor.cli import remote, render
@@ -40,6 +39,8 @@ def login(
     if not token:
         raise fail("no token given (pipe it in, or type it at the prompt)")
     login_ = remote.Login(url.rstrip("/"), token)
+
+    import httpx
 
     async def check() -> Row:
         async with remote.Api(login_, timeout=15) as api:

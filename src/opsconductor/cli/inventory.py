@@ -10,12 +10,10 @@ import typer
 from opsconductor.cli import render
 from opsconductor.cli.runtime import Remote, Session, fail, out, run, session
 from opsconductor.config import Settings
-from opsconductor.connectors import ssh
 from opsconductor.db.connectors import HOST_KEY_POLICIES
 from opsconductor.errors import BadInput
 from opsconductor.host_keys import HostKey
 from opsconductor.inventory import Asset
-from opsconductor.inventory_import import parse_inventory
 from opsconductor.services import inventory
 
 assets_app = typer.Typer(help="The inventory of assets plans can target.", no_args_is_help=True)
@@ -102,6 +100,8 @@ def assets_import(
         text = inventory_file.read_text(encoding="utf-8")
     except OSError as exc:
         raise fail(f"{inventory_file}: cannot read: {exc.strerror}") from None
+
+    from opsconductor.inventory_import import parse_inventory  # YAML: this command only
 
     async def work(settings: Settings) -> tuple[int, int]:
         found = parse_inventory(text, str(inventory_file), environment)
@@ -264,6 +264,8 @@ def _via(key: str | None) -> str:
 
 async def _host_key(s: Session, host: str, port: int, key: str | None) -> HostKey:
     """The key given, or the one the host presents, asked for the stored types first."""
+    from opsconductor.connectors import ssh  # asyncssh: only to scan a host
+
     if key is not None:
         return inventory.parse_host_key(key)
     if isinstance(s, Remote):

@@ -9,9 +9,7 @@ import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from opsconductor.approvals import ApprovalRefused
 from opsconductor.config import load_settings
@@ -24,6 +22,9 @@ from opsconductor.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+
+if TYPE_CHECKING:  # imported by the first call: without a login no command needs it
+    pass
 
 _KINDS: dict[int, type[OpsError]] = {
     400: BadInput,
@@ -104,6 +105,8 @@ class Api:
     server's ``detail`` (and each invalid field) as the message."""
 
     def __init__(self, login: Login, *, timeout: float = 120.0) -> None:
+        import httpx
+
         self.login = login
         self.http = httpx.AsyncClient(
             base_url=login.api,
@@ -127,6 +130,8 @@ class Api:
         headers: dict[str, str] | None = None,
         params: dict[str, Any] | None = None,
     ) -> tuple[int, Any]:
+        import httpx
+
         try:
             response = await self.http.request(
                 method,

@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from opsconductor.api import models
 from opsconductor.cli.runtime import out
+
+if TYPE_CHECKING:  # only live displays (run, watch) draw a bar
+    from rich.progress import Progress, TaskID
 
 STATUS_STYLE = {
     "completed": "green",
@@ -142,6 +145,8 @@ def event_line(ev: models.Event) -> str:
 
 
 def progress_bar() -> Progress:
+    from rich.progress import BarColumn, Progress, TextColumn
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),

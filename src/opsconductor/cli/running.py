@@ -5,24 +5,27 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from opsconductor import status_machine
 from opsconductor.api import models
-from opsconductor.approvals import gate
-from opsconductor.cli import host, render
+from opsconductor.cli import render
 from opsconductor.cli.runtime import Local, Remote, Session, err, fail, out, run, session
 from opsconductor.cli.watching import execution, follow, follow_stream, show_one
 from opsconductor.config import Settings
-from opsconductor.engine import StepEvent
 from opsconductor.errors import OpsError
-from opsconductor.plan import Plan, load_plan_file
 from opsconductor.services import executions
 from opsconductor.status_machine import Status, StepStatus
+
+# Every command module is imported at start-up (typer registers them all): what only
+# running a plan needs (the plan models, the engine, the progress bar, the approval gate)
+# is imported where it is used, so `opsc list` does not pay for it.
+if TYPE_CHECKING:
+    from opsconductor.engine import StepEvent
+    from opsconductor.plan import Plan
 
 app = typer.Typer()
 
@@ -34,6 +37,8 @@ YAML = {"Content-Type": "application/yaml"}
 
 
 def _plan_or_exit(path: Path) -> Plan:
+    from opsconductor.plan import load_plan_file
+
     try:
         return load_plan_file(path)
     except OpsError as exc:
@@ -107,6 +112,8 @@ def run_(
             kw: dict[str, Any] = {"record_only": record_only}
             if isinstance(s, Local):
                 kw["enqueue"] = False
+                from opsconductor.cli import host
+
                 await host.bootstrap_local_exec(s)
             found, created = await _submit(s, plan, plan_file, idempotency_key, **kw)
             key = str(found.id)
@@ -207,6 +214,8 @@ def submit_(plan_files: PlanFiles, idempotency_key: IdempotencyKey = None) -> No
 
 
 def _submit_many(files: list[Path]) -> None:
+    from opsconductor.plan import load_plan_file
+
     plans = []
     for path in files:  # every file is checked before anything is sent
         try:
@@ -274,6 +283,8 @@ async def _wait_for_approval(s: Session, found: models.Execution) -> models.Exec
         while found.status == Status.PENDING_APPROVAL:
             await asyncio.sleep(0.5)
             if isinstance(s, Local):
+                from opsconductor.approvals import gate
+
                 await gate.expire_overdue(s.db)
             found = await execution(s, str(found.id))
     out.print(f"approval outcome: {render.styled(found.status)}")
@@ -282,6 +293,14 @@ async def _wait_for_approval(s: Session, found: models.Execution) -> models.Exec
 
 async def _run_with_progress(s: Local, execution_id: str) -> None:
     seen = await executions.view(s.db, s.caller, execution_id)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -3,23 +3,15 @@ These act on the database as the local administrator whether or not a login is s
 
 from __future__ import annotations
 
-import asyncio
-import signal
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
-from opsconductor import logs
 from opsconductor.cli import render
 from opsconductor.cli.runtime import Remote, err, fail, out, run, session
 from opsconductor.config import Settings, load_settings
-from opsconductor.connectors import local
-from opsconductor.db import migrations
-from opsconductor.db.connection import Database, database_url
-from opsconductor.errors import OpsError
-from opsconductor.services import inventory
-from opsconductor.services.caller import unix_user
-from opsconductor.worker import Worker, WorkerOptions
+
+# The rest is imported by the commands that use it: `opsc list` must not load a worker.
 
 app = typer.Typer()
 Row = dict[str, Any]
@@ -28,6 +20,9 @@ Row = dict[str, Any]
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema."""
+
+    from opsconductor.db import migrations
+    from opsconductor.db.connection import Database, database_url
 
     async def work(settings: Settings) -> list[str]:
         async with Database(database_url(settings), max_size=1) as db:
@@ -59,8 +54,39 @@ def worker(
     reap_interval: Annotated[
         float, typer.Option(min=0.05, help="Seconds between looks for expired leases")
     ] = 5.0,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=256,
+            help="Run this many worker processes and restart any that dies (with back-off); "
+            "SIGTERM/SIGINT stops them all gracefully",
+        ),
+    ] = None,
 ) -> None:
     """Run queued executions until SIGTERM/SIGINT (a second signal hands work back at once)."""
+    if processes is not None:
+        _supervise(
+            processes,
+            grace_period,
+            [
+                f"--concurrency={concurrency}",
+                f"--grace-period={grace_period}",
+                f"--poll-interval={poll_interval}",
+                f"--reap-interval={reap_interval}",
+                *([f"--lease-timeout={lease_timeout}"] if lease_timeout is not None else []),
+            ],
+        )
+    import asyncio
+    import dataclasses
+    import signal
+
+    from opsconductor.connectors import local
+    from opsconductor.db import migrations
+    from opsconductor.db.connection import Database, database_url
+    from opsconductor.services.caller import unix_user
+    from opsconductor.worker import Worker, WorkerOptions
+
     options = WorkerOptions(
         concurrency=concurrency,
         grace_s=grace_period,
@@ -75,7 +101,8 @@ def worker(
         async with db:
             await migrations.migrate(db)
             # Events a worker writes (status changes, reaps) name the worker's OS user.
-            runner = Worker(db, actor_id=f"worker:{unix_user()}", options=options)
+            kept = dataclasses.replace(options, retention_s=settings.worker_retention_s)
+            runner = Worker(db, actor_id=f"worker:{unix_user()}", options=kept)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, runner.stop)
@@ -89,10 +116,27 @@ def worker(
     err.print(f"worker stopped; handed back {handed_back} execution(s)", highlight=False)
 
 
+def _supervise(processes: int, grace_s: float, options: list[str]) -> NoReturn:
+    from opsconductor import logs, supervisor
+
+    logs.configure()
+    # Past its grace period a child hands its work back; one still running well after
+    # that is stuck, and is killed so that the stop ends.
+    chief = supervisor.Supervisor(
+        supervisor.worker_command(options), processes, kill_after_s=grace_s + 30.0
+    )
+    err.print(f"supervising {processes} worker processes", highlight=False)
+    status = chief.run()
+    err.print(f"workers stopped (exit status {status})", highlight=False)
+    raise typer.Exit(status)
+
+
 @app.command()
 def workers() -> None:
     """Workers that run or ran in the last day: host, pid, load and last heartbeat. A stale
     worker stopped beating without saying goodbye (crashed or cut off)."""
+
+    from opsconductor.services import inventory
 
     async def work(settings: Settings) -> list[Row]:
         async with session(settings) as s:
@@ -137,8 +181,12 @@ def serve(
     ] = 4,
 ) -> None:
     """Serve the REST API and a worker pool for the queue until Ctrl-C."""
+    import asyncio
+
+    from opsconductor import logs
     from opsconductor.api.server import DemoAccess
     from opsconductor.api.server import serve as run_server
+    from opsconductor.errors import OpsError
 
     def announce(url: str, access: DemoAccess | None) -> None:
         out.print(

@@ -17,7 +17,6 @@ from opsconductor.config import Settings
 from opsconductor.db.reads import Filters
 from opsconductor.services import executions
 from opsconductor.status_machine import Status
-from opsconductor.stream_client import StreamWatcher
 
 app = typer.Typer()
 
@@ -91,6 +90,8 @@ def watch(execution_id: ExecutionId) -> None:
 
 async def follow_stream(s: Remote, execution_id: str) -> str:
     """Follow the server's event stream to the end; returns the final status."""
+    from opsconductor.stream_client import StreamWatcher  # httpx: only to follow a stream
+
     async with StreamWatcher(s.api.login.api, s.api.login.token, execution_id) as watcher:
         execution = models.Execution.model_validate(await watcher.get(""))
         watcher.execution_id = str(execution.id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -12,7 +12,9 @@ from opsconductor.db import queries
 from opsconductor.db.connection import Conn
 from opsconductor.errors import BadInput
 from opsconductor.inventory import Asset
-from opsconductor.plan import Targets
+
+if TYPE_CHECKING:  # the plan models (pydantic) only where a plan is submitted
+    from opsconductor.plan import Targets
 
 Q = queries.load("assets")
 
@@ -47,6 +49,8 @@ async def matching(
         and selector.tags is None
     }
     if by_id_only:
+        from opsconductor.plan import Targets
+
         wanted = sorted({a for selector in by_id_only.values() for a in selector.assets or ()})
         cur = await conn.execute(
             Q["select_targets"],

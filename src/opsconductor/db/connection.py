@@ -21,7 +21,7 @@ Conn = psycopg.AsyncConnection[dict[str, Any]]
 
 def database_url(settings: Settings) -> str:
     """External server if ``DATABASE_URL`` is set, else the embedded one under ``$OPSC_HOME``."""
-    return settings.database_url or embedded.start(settings.pgdata)
+    return settings.database_url or embedded.start(settings.pgdata, settings.runtime_dir)
 
 
 class Database:

@@ -12,7 +12,6 @@ from opsconductor import policies, status_machine
 from opsconductor.db import executions, queries
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import BadInput, NotFound
-from opsconductor.plan import parse_plan
 from opsconductor.records import Execution
 from opsconductor.status_machine import Status
 
@@ -73,6 +72,8 @@ async def enqueue_approved(conn: Conn, execution: Execution, actor_id: str) -> N
     await executions.transition(
         conn, execution.id, Status.APPROVED, Status.QUEUED, actor_id=actor_id
     )
+    from opsconductor.plan import parse_plan  # pydantic: not for every queue reader
+
     plan = parse_plan(execution.plan_snapshot["plan"])
     await enqueue(conn, execution.id, (step.action_class for step in plan.steps))
 
@@ -299,6 +300,8 @@ async def requeue(db: Database, tenant_id: str, execution_id: str, actor_id: str
         if entry is None:
             raise NotFound(f"execution {execution.id} is not in the dead-letter queue")
         await conn.execute(Q["clear_dead_letter_reason"], {"execution_id": execution.id})
+        from opsconductor.plan import parse_plan
+
         plan = parse_plan(execution.plan_snapshot["plan"])
         await enqueue(conn, execution.id, (step.action_class for step in plan.steps))
         await executions.append_event(

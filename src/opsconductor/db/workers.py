@@ -144,3 +144,14 @@ async def listing(conn: Conn, stale_s: float = STALE_S) -> list[Row]:
     """Running and recently stopped workers, each with ``state`` alive/stale/stopped."""
     cur = await conn.execute(Q["list_workers"], {"stale_s": stale_s})
     return await cur.fetchall()
+
+
+#: Default of how long a worker's row stays after its last beat (Settings.worker_retention_s).
+RETENTION_S = 86400.0
+
+
+async def prune(conn: Conn, retention_s: float = RETENTION_S) -> int:
+    """Delete the rows of workers silent for longer than ``retention_s``; how many went.
+    Never less than the stale threshold: a live worker's row is never pruned."""
+    cur = await conn.execute(Q["prune_workers"], {"retention_s": max(retention_s, STALE_S)})
+    return cur.rowcount

@@ -10,7 +10,7 @@ from enum import StrEnum
 
 import structlog
 
-from opsconductor import metrics, rbac
+from opsconductor import rbac
 from opsconductor.db import auth
 from opsconductor.db.connection import Database
 from opsconductor.errors import BadInput, PermissionDenied, Unauthenticated
@@ -59,6 +59,8 @@ class Caller:
                 action=action,
                 environment=environment,
             )
+            from opsconductor import metrics  # prometheus_client: a denial's cost, not a start's
+
             metrics.API_RBAC_DENIALS.labels(resource, action).inc()
             raise PermissionDenied(f"actor {self.actor_id!r}: {decision.reason}")
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import weakref
+from typing import TYPE_CHECKING
 
 from opsconductor.db.connection import Database
-from opsconductor.engine import Engine, Observer
+
+if TYPE_CHECKING:  # the engine loads every connector: imported by the first build only
+    from opsconductor.engine import Engine, Observer
 
 
 def build_engine(
@@ -20,6 +23,8 @@ def build_engine(
     """An engine acting as ``actor_id`` (the process running it: a worker, the API, the
     local shell). The engine always re-checks RBAC before each step on each target, for
     the execution's own actor: that is not an option of this factory or of the engine."""
+    from opsconductor.engine import Engine
+
     return Engine(
         db, actor_id=actor_id, worker_id=worker_id, observer=observer, policy_ttl_s=policy_ttl_s
     )

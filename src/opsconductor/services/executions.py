@@ -5,27 +5,27 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opsconductor import pushed_files, rbac
-from opsconductor.approvals import Decision, gate
+from opsconductor import rbac
 from opsconductor.cancellation import CancelOutcome, request_cancel
 from opsconductor.config import load_settings
-from opsconductor.connectors import tenant_files
 from opsconductor.db import approval_requests, assets, executions, queue, reads, steps
 from opsconductor.db.connection import Database
-from opsconductor.engine import Observer
-from opsconductor.errors import StaleStatus
-from opsconductor.inventory import Asset, resolve_selected, selectors
-from opsconductor.plan import Plan
-from opsconductor.plan_hash import plan_hash
+from opsconductor.errors import IllegalTransition, StaleStatus
 from opsconductor.records import ApprovalRequest, Event, Execution, StepAttempt
 from opsconductor.services.caller import Caller
 from opsconductor.services.engines import build_engine, shared_engine
 from opsconductor.status_machine import Status
-from opsconductor.submission import Request
-from opsconductor.submission import submit as store_submission
-from opsconductor.submission import submit_many as store_many
+
+# Plans (pydantic), templates (jinja2) and the engine are imported by the use cases that
+# need them, so reading or cancelling from the shell starts in a fraction of a second.
+if TYPE_CHECKING:
+    from opsconductor import pushed_files
+    from opsconductor.approvals import Decision
+    from opsconductor.engine import Observer
+    from opsconductor.inventory import Asset
+    from opsconductor.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,11 @@ class ExecutionView:
 
 async def validate(db: Database, who: Caller, plan: Plan) -> Validated:
     """Resolve a plan's targets against the caller's inventory and hash it; stores nothing."""
+    from opsconductor import pushed_files
+    from opsconductor.connectors import tenant_files
+    from opsconductor.inventory import resolve_selected, selectors
+    from opsconductor.plan_hash import plan_hash
+
     who.require("assets", "view")
     async with db.connection() as conn:
         await assets.ensure_tenant(conn, who.tenant_id)
@@ -70,6 +75,9 @@ async def submit(
 ) -> executions.Submitted:
     """Store (and maybe queue) a plan as the caller: ``executions:submit``, and the step's
     action class on every resolved target's environment (checked again before each step)."""
+    from opsconductor.submission import Request
+    from opsconductor.submission import submit as store_submission
+
     who.require("executions", "submit")
 
     def check(plan: Plan, targets: list[list[Asset]]) -> None:
@@ -84,6 +92,9 @@ async def submit_many(
 ) -> list[executions.Submitted]:
     """Many plans for the workers in one request, with every check ``submit`` makes; all
     are stored or none (the first plan refused names itself as ``plans[i]``)."""
+    from opsconductor.submission import Request
+    from opsconductor.submission import submit_many as store_many
+
     who.require("executions", "submit")
 
     def check(plan: Plan, targets: list[list[Asset]]) -> None:
@@ -104,7 +115,9 @@ async def run_here(
         engine = build_engine(db, actor_id=who.actor_id, observer=observer)
     else:
         engine = shared_engine(db)
-    with contextlib.suppress(StaleStatus):
+    # Lost the race either at the compare-and-set (StaleStatus) or before it: the engine
+    # read the execution already running elsewhere (IllegalTransition running -> running).
+    with contextlib.suppress(StaleStatus, IllegalTransition):
         return await engine.run(execution.tenant_id, execution.id, actor_id=who.actor_id)
     return None
 
@@ -180,6 +193,8 @@ async def decide(
 ) -> Execution:
     """Approve or reject (the plan, or one step at level 3) as the caller. Separation of
     duties compares actors: a local administrator is ``local-admin:<unix user>``."""
+    from opsconductor.approvals import gate
+
     who.require("executions", "approve")
     return await gate.decide(
         db,

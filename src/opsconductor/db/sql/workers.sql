@@ -85,3 +85,9 @@ SELECT *, extract(epoch FROM now() - last_heartbeat_at) AS heartbeat_age_s,
 FROM execution.workers
 WHERE stopped_at IS NULL OR stopped_at > now() - interval '1 day'
 ORDER BY state, started_at DESC
+
+-- name: prune_workers
+-- Rows whose last beat (or goodbye) is older than the retention: crashed and stopped
+-- workers do not pile up. A live worker beats every few seconds, so it is never one.
+DELETE FROM execution.workers
+WHERE last_heartbeat_at < now() - make_interval(secs => %(retention_s)s)
