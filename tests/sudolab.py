@@ -45,8 +45,10 @@ class SudoLab:
         self.folder = Path(tempfile.mkdtemp(prefix="opsc-sudolab-"))
         self.folder.chmod(0o755)
         subprocess.run(
-            ["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh"]
-            + [self.username],
+            [
+                *("useradd", "--no-create-home", "--home-dir", "/nonexistent"),
+                *("--shell", "/bin/sh", self.username),
+            ],
             check=True,
         )
         try:

