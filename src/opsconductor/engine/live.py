@@ -26,7 +26,6 @@ import structlog
 from opsconductor.db import executions
 from opsconductor.db.connection import Database
 from opsconductor.engine.state import Run
-from opsconductor.errors import DatabaseError
 from opsconductor.inventory import Asset
 from opsconductor.output import Capped
 
@@ -134,8 +133,10 @@ class LiveOutput:
             await executions.append_events(
                 self.db.batch, self.run.execution, EVENT, self.run.actor_id, payloads
             )
-        except DatabaseError as exc:  # the live view is best effort; the result is stored
-            log.warning("step_output_lost", error=str(exc), lines=len(lines), **self.where)
+        except Exception as exc:  # the live view is best effort: it never fails the step
+            log.warning(
+                "step_output_lost", error=type(exc).__name__, lines=len(lines), **self.where
+            )
 
     def _payload(self, stream: str, texts: list[str]) -> dict[str, Any]:
         """Masked lines of one stream, masked together with what the stream printed
