@@ -190,6 +190,20 @@ def password_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     lab.stop()
 
 
+@pytest.fixture(scope="session")
+def sudo_lab() -> Iterator[Any]:
+    """An sshd target whose user has sudo with a password (tests/sudolab.py); skips, saying
+    why, where the machine cannot provide one."""
+    from tests.sudolab import SudoLab, skip_reason
+
+    reason = skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    lab = SudoLab()
+    yield lab
+    lab.stop()
+
+
 # -- tiers: `make test-unit` runs what needs no database, server or subprocess --------------
 
 #: Fixtures that bring up real parts (PostgreSQL, sshd, a server, an opsc process): a test
@@ -202,6 +216,7 @@ _INTEGRATION_FIXTURES = {
     "cli_env",
     "ssh_lab",
     "password_lab",
+    "sudo_lab",
     "api",
 }
 

@@ -73,6 +73,12 @@ def resolve_plan(plan: Plan, inventory: Iterable[Asset]) -> list[list[Asset]]:
     return resolve_selected(plan, {k: select(s, assets) for k, s in selectors(plan).items()})
 
 
+def _becomes(step: object) -> bool:
+    from opsconductor.plan import CommandStep, ScriptStep
+
+    return isinstance(step, CommandStep | ScriptStep) and step.become
+
+
 def resolve_selected(plan: Plan, matched: Mapping[str, list[Asset]]) -> list[list[Asset]]:
     """Targets of every step, in step order, from the assets each selector matched (keyed by
     ``selector_key``; the database selects them with its indexes, see db/assets.py); raise
@@ -96,6 +102,14 @@ def resolve_selected(plan: Plan, matched: Mapping[str, list[Asset]]) -> list[lis
                     raise TargetResolutionError(
                         f"steps[{index}].targets: asset {asset.asset_id!r} uses connection "
                         f"{asset.connection_type!r}, which this version cannot run"
+                    )
+                if asset.connection_type == "local" and _becomes(step):
+                    # The sandbox runs with no_new_privs as an unprivileged user: sudo
+                    # cannot gain anything there, and a way around it would be a way out.
+                    raise TargetResolutionError(
+                        f"steps[{index}].become: asset {asset.asset_id!r} is local; become "
+                        "(sudo) works on SSH targets only: local steps run sandboxed as an "
+                        "unprivileged user that cannot gain privileges"
                     )
         by_name[step.name] = targets
         resolved.append(targets)

@@ -9,6 +9,7 @@ the sink, after the cut, and needs to see what a secret cut in two looked like w
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 LIMIT = 10_240
 _HEAD = 6_144
@@ -42,14 +43,84 @@ class Capped(str):
         return text
 
 
+#: Called with each whole line of a running step's output (without its newline).
+LineSink = Callable[[str], None]
+#: A longer line is shown cut, as a ``Capped`` holding ``MARGIN`` more for the masker.
+MAX_LINE = 4_096
+#: Shown where a long line is cut, in the live view.
+LINE_CUT = "…[line cut]"
+
+
+class LineSplitter:
+    """Whole lines of a byte stream as they complete, decoded, for live output: a piece
+    of a line is never passed on, so the masker sees every secret printed on one line
+    whole, however the bytes were chunked (``engine/live.py``). A line longer than
+    ``MAX_LINE`` is passed on once, cut, as a ``Capped`` (with ``MARGIN`` more text for the
+    masker, so a secret across the cut is masked whole), and the rest of it is dropped."""
+
+    def __init__(self, sink: LineSink) -> None:
+        self.sink = sink
+        self._pending = bytearray()
+        self._dropping = False
+
+    def feed(self, chunk: bytes) -> None:
+        self._pending += chunk
+        while True:
+            end = self._pending.find(b"\n")
+            if end < 0:
+                if len(self._pending) >= MAX_LINE + MARGIN:
+                    if not self._dropping:
+                        self._cut(bytes(self._pending))
+                    self._dropping = True
+                    self._pending.clear()
+                return
+            line = bytes(self._pending[:end])
+            del self._pending[: end + 1]
+            if self._dropping:
+                self._dropping = False
+            elif len(line) > MAX_LINE:
+                self._cut(line)
+            else:
+                self.sink(_text(line))
+
+    def close(self) -> None:
+        """The stream ended: pass on its unterminated last line."""
+        if self._pending:
+            line, self._pending = bytes(self._pending), bytearray()
+            if self._dropping:
+                return
+            if len(line) > MAX_LINE:
+                self._cut(line)
+            else:
+                self.sink(_text(line))
+
+    def _cut(self, line: bytes) -> None:
+        text = _text(line[: MAX_LINE + MARGIN])
+        keep = len(line[:MAX_LINE].decode("utf-8", errors="ignore"))
+        self.sink(Capped.cut(text, keep, LINE_CUT, "", 0))
+
+
+def _text(line: bytes) -> str:
+    return line.removesuffix(b"\r").decode("utf-8", errors="replace")
+
+
 class OutputBuffer:
-    def __init__(self) -> None:
+    def __init__(self, lines: LineSink | None = None) -> None:
         self.head = bytearray()
         self.tail = bytearray()
         self.total = 0
         self._digest = hashlib.sha256()
+        #: whole lines, as they come, for a live view (None: nobody watches)
+        self.lines = LineSplitter(lines) if lines is not None else None
+
+    def close(self) -> None:
+        """The stream ended (or was cut off): the live view gets its last line."""
+        if self.lines is not None:
+            self.lines.close()
 
     def feed(self, chunk: bytes) -> None:
+        if self.lines is not None:
+            self.lines.feed(chunk)
         self.total += len(chunk)
         self._digest.update(chunk)
         room = _HEAD + MARGIN - len(self.head)
@@ -70,6 +141,20 @@ class OutputBuffer:
         if self.total == len(self.head) + len(self.tail):  # nothing dropped: contiguous
             return render(self.data, self.total, sha256)
         return _render_cut(bytes(self.head), bytes(self.tail), self.total, sha256)
+
+
+#: Called with a stream's name (``stdout``, ``stderr``) and one whole line of it.
+OutputSink = Callable[[str, str], None]
+
+
+def buffers(sink: OutputSink | None) -> tuple[OutputBuffer, OutputBuffer]:
+    """The stdout and stderr buffers of one process, passing lines on to ``sink`` if given."""
+    if sink is None:
+        return OutputBuffer(), OutputBuffer()
+    return (
+        OutputBuffer(lambda line: sink("stdout", line)),
+        OutputBuffer(lambda line: sink("stderr", line)),
+    )
 
 
 def _is_binary(data: bytes) -> bool:

@@ -130,7 +130,39 @@ def _check_regex(pattern: str | None) -> str | None:
     return pattern
 
 
-class CommandStep(_StepBase):
+class _Escalating(_StepBase):
+    """``become``: run the command or script as another user (``become_user``, default
+    root) through ``sudo`` on an SSH target. The password, if sudo asks for one, is a secret
+    reference: resolved just in time, masked, and written to sudo's stdin, never put on a
+    command line or in the environment (``connectors/ssh_run.py``). Local steps refuse it:
+    their sandbox runs with no_new_privs, where sudo cannot work (``inventory``)."""
+
+    become: bool = False
+    become_user: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+    )
+    become_password: StrOrSecret | None = None
+
+    @field_validator("become_password")
+    @classmethod
+    def _password_by_reference(cls, value: StrOrSecret | None) -> StrOrSecret | None:
+        if isinstance(value, str):
+            raise ValueError('must be a secret reference, e.g. {secret: "kv/sudo/web"}')
+        return value
+
+    @model_validator(mode="after")
+    def _become_set(self) -> _Escalating:
+        if not self.become and (self.become_user is not None or self.become_password is not None):
+            raise ValueError("become_user and become_password need become: true")
+        return self
+
+    @property
+    def become_as(self) -> str | None:
+        """The user the step runs as through sudo, or None (the connection's own user)."""
+        return (self.become_user or "root") if self.become else None
+
+
+class CommandStep(_Escalating):
     type: Literal["command"]
     targets: Targets
     command: str = Field(min_length=1)
@@ -140,7 +172,7 @@ class CommandStep(_StepBase):
     _env_names = field_validator("env")(_check_env_names)
 
 
-class ScriptStep(_StepBase):
+class ScriptStep(_Escalating):
     """A script uploaded to each target, run there by ``interpreter``, then removed."""
 
     type: Literal["script"]

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from opsconductor.api import models
@@ -141,7 +142,22 @@ def event_line(ev: models.Event) -> str:
             f"{at} {styled(state)} {payload.get('step')} @ {payload.get('target')} "
             f"(attempt {payload.get('attempt')}){extra}"
         )
+    if ev.event_type == "step_output":
+        return output_lines(at, payload)
     return f"{at} {ev.event_type} by {ev.actor_id}"
+
+
+def output_lines(at: str, payload: dict[str, Any]) -> str:
+    """A ``step_output`` event: its lines (masked at the source), each named by its target
+    and stream; printed as text, never as markup."""
+    where = f"{payload.get('step')} @ {payload.get('target')}"
+    mark = " !" if payload.get("stream") == "stderr" else " |"
+    shown = [f"{at} {where}{mark} {escape(str(line))}" for line in payload.get("lines", [])]
+    if payload.get("skipped"):
+        shown.insert(0, f"{at} {where}{mark} …[{payload['skipped']} lines skipped: too fast]")
+    if payload.get("truncated"):
+        shown.append(f"{at} {where}   …[live output truncated; the result keeps head and tail]")
+    return "\n".join(shown)
 
 
 def progress_bar() -> Progress:

@@ -32,7 +32,7 @@ from typing import Any
 
 from opsconductor.connectors import sandbox
 from opsconductor.connectors.sandbox import Sandbox
-from opsconductor.output import OutputBuffer
+from opsconductor.output import OutputBuffer, OutputSink, buffers
 
 #: Seconds between SIGTERM and SIGKILL when a command must stop.
 KILL_GRACE_S = 2.0
@@ -187,10 +187,12 @@ async def run_process(
     stdout: int | None = None,
     pass_fds: Sequence[int] = (),
     gate: Gate | None = None,
+    on_output: OutputSink | None = None,
 ) -> CommandResult:
     """Run ``argv`` with an empty environment; stop it on timeout or when ``cancel`` is
     set. ``stdin``/``stdout``: descriptors to use instead of /dev/null and a capture;
-    ``gate``: opened once the process is started (``stdin`` is its ``go_r`` then)."""
+    ``gate``: opened once the process is started (``stdin`` is its ``go_r`` then);
+    ``on_output``: gets each whole line of output as it comes."""
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         *argv,
@@ -206,7 +208,7 @@ async def run_process(
         gate.spawned()
         opener = asyncio.ensure_future(gate.open())
     try:
-        return await _supervise(proc, started, timeout_s, cancel)
+        return await _supervise(proc, started, timeout_s, cancel, on_output)
     finally:
         if opener is not None and not opener.done():
             opener.cancel()
@@ -219,8 +221,9 @@ async def _supervise(
     started: float,
     timeout_s: float,
     cancel: asyncio.Event | None,
+    on_output: OutputSink | None = None,
 ) -> CommandResult:
-    out, err = OutputBuffer(), OutputBuffer()
+    out, err = buffers(on_output)
     assert proc.stderr is not None
     streams = [_pump(proc.stderr, err)]
     if proc.stdout is not None:
@@ -246,6 +249,8 @@ async def _supervise(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(pumps), 1.0)
         pumps.cancel()
+    out.close()
+    err.close()
     return CommandResult(
         exit_code=proc.returncode,
         stdout=out.render(),
@@ -279,6 +284,7 @@ async def run_sandboxed(
     files: Mapping[str, bytes] | None = None,
     feed: Path | None = None,
     stdout: int | None = None,
+    on_output: OutputSink | None = None,
 ) -> CommandResult:
     """Run ``inner`` in the sandbox as its user, with exactly ``env`` (plus PATH, HOME,
     LANG); ``files`` are handed in read-only at their paths under ``sandbox.DATA_DIR``;
@@ -297,6 +303,7 @@ async def run_sandboxed(
             stdout=stdout,
             pass_fds=(*fds.values(), gate.info_w),
             gate=gate,
+            on_output=on_output,
         )
     finally:
         for fd in fds.values():
@@ -312,10 +319,17 @@ async def run_command(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     cancel: asyncio.Event | None = None,
+    on_output: OutputSink | None = None,
 ) -> CommandResult:
     """Run ``command`` under ``/bin/sh`` in the sandbox."""
     return await run_sandboxed(
-        box, ["/bin/sh", "-c", command], timeout_s=timeout_s, env=env, cwd=cwd, cancel=cancel
+        box,
+        ["/bin/sh", "-c", command],
+        timeout_s=timeout_s,
+        env=env,
+        cwd=cwd,
+        cancel=cancel,
+        on_output=on_output,
     )
 
 
@@ -329,6 +343,7 @@ async def run_script(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     cancel: asyncio.Event | None = None,
+    on_output: OutputSink | None = None,
 ) -> CommandResult:
     """Hand ``script`` in read-only and run it with ``interpreter`` in the sandbox."""
     inner = [*shlex.split(interpreter), sandbox.SCRIPT_FILE, *args]
@@ -340,6 +355,7 @@ async def run_script(
         cwd=cwd,
         cancel=cancel,
         files={sandbox.SCRIPT_FILE: script.encode()},
+        on_output=on_output,
     )
 
 

@@ -30,12 +30,19 @@ from opsconductor.connectors import (
     tenant_files,
 )
 from opsconductor.connectors.access import TenantAccess
-from opsconductor.connectors.actions import NOOP, Action, bounded, from_command, plain_env
+from opsconductor.connectors.actions import (
+    NOOP,
+    Action,
+    bounded,
+    from_command,
+    plain,
+    plain_env,
+)
 from opsconductor.connectors.credentials import resolve_credential as env_credentials
 from opsconductor.connectors.outcome import RECORD_ONLY, Outcome, StepInputError
 from opsconductor.connectors.sandbox import Sandbox
 from opsconductor.inventory import Asset
-from opsconductor.output import cap_text
+from opsconductor.output import OutputSink, cap_text
 from opsconductor.plan import (
     ActingStep,
     CommandStep,
@@ -83,17 +90,19 @@ class Connectors:
         env: dict[str, str] | None = None,
         results: Mapping[str, Mapping[str, Any]] | None = None,
         approved_files: Mapping[str, str] | None = None,
+        on_output: OutputSink | None = None,
     ) -> Outcome:
         """Run ``step`` on ``asset``; ``where`` (``steps[2]``) prefixes input errors;
         ``env`` is set for commands and scripts under the step's own ``env``; ``results``
         (earlier steps on this target, by name) feed ``{{ steps.<name>.output }}``;
         ``approved_files`` (rendered source -> SHA-256; the engine always passes it for a
-        push) are the only bytes a push may copy."""
+        push) are the only bytes a push may copy; ``on_output`` gets each whole line a
+        command or script prints, as it prints it."""
         if isinstance(step, CommandStep | ScriptStep) and env:
             step = step.model_copy(update={"env": {**step.env, **env}})
         context = asset_context(asset, results)
         try:
-            action = await self._prepare(step, asset, where, context, approved_files)
+            action = await self._prepare(step, asset, where, context, approved_files, on_output)
         except StepInputError as exc:
             return Outcome("failed", error=str(exc))
         if self.record_only:
@@ -112,11 +121,14 @@ class Connectors:
         where: str,
         context: dict[str, Any],
         approved_files: Mapping[str, str] | None,
+        on_output: OutputSink | None = None,
     ) -> Action:
         if isinstance(step, CommandStep):
-            return await self._command(step, asset, plain_env(step.env, where), where)
+            env = plain_env(step.env, where)
+            return await self._command(step, asset, env, where, on_output)
         if isinstance(step, ScriptStep):
-            return await self._script(step, asset, plain_env(step.env, where), where)
+            env = plain_env(step.env, where)
+            return await self._script(step, asset, env, where, on_output)
         if isinstance(step, FileStep):
             return await self._file(step, asset, where, context, approved_files)
         if isinstance(step, HttpStep):
@@ -167,9 +179,35 @@ class Connectors:
         except TimeoutError:
             return Outcome("timeout", error=f"{target.where}: connect timed out")
 
+    @staticmethod
+    def _become(step: CommandStep | ScriptStep, asset: Asset, where: str) -> ssh_run.Become | None:
+        """How the step escalates on this target (None: it does not)."""
+        user = step.become_as
+        if user is None:
+            return None
+        if asset.connection_type == "local":  # refused at submission too (inventory)
+            raise StepInputError(f"{where}.become: not available on local targets")
+        password = None
+        if step.become_password is not None:
+            password = plain(step.become_password, f"{where}.become_password")
+        try:
+            return ssh_run.Become(user, password)
+        except ValueError as exc:
+            raise StepInputError(f"{where}.{exc}") from None
+
+    @staticmethod
+    def _as(become: ssh_run.Become | None) -> str:
+        return "" if become is None else f" as {become.user} (sudo)"
+
     async def _command(
-        self, step: CommandStep, asset: Asset, env: dict[str, str], where: str
+        self,
+        step: CommandStep,
+        asset: Asset,
+        env: dict[str, str],
+        where: str,
+        on_output: OutputSink | None = None,
     ) -> Action:
+        become = self._become(step, asset, where)
         if asset.connection_type == "local":
             self._local(where)
 
@@ -181,6 +219,7 @@ class Connectors:
                     env=env,
                     cwd=step.cwd,
                     cancel=cancel,
+                    on_output=on_output,
                 )
                 return from_command(result, budget)
 
@@ -192,16 +231,29 @@ class Connectors:
             if isinstance(conn, Outcome):
                 return conn
             result = await ssh_run.run_command(
-                conn, step.command, timeout_s=budget, env=env, cwd=step.cwd, cancel=cancel
+                conn,
+                step.command,
+                timeout_s=budget,
+                env=env,
+                cwd=step.cwd,
+                cancel=cancel,
+                become=become,
+                on_output=on_output,
             )
             return from_command(result, budget)
 
-        return Action(f"run {step.command!r} on {target.where}", run_ssh)
+        return Action(f"run {step.command!r} on {target.where}{self._as(become)}", run_ssh)
 
     async def _script(
-        self, step: ScriptStep, asset: Asset, env: dict[str, str], where: str
+        self,
+        step: ScriptStep,
+        asset: Asset,
+        env: dict[str, str],
+        where: str,
+        on_output: OutputSink | None = None,
     ) -> Action:
         lines = len(step.script.splitlines())
+        become = self._become(step, asset, where)
         if asset.connection_type == "local":
             self._local(where)
 
@@ -215,6 +267,7 @@ class Connectors:
                     env=env,
                     cwd=step.cwd,
                     cancel=cancel,
+                    on_output=on_output,
                 )
                 return from_command(result, budget)
 
@@ -235,10 +288,15 @@ class Connectors:
                 env=env,
                 cwd=step.cwd,
                 cancel=cancel,
+                become=become,
+                on_output=on_output,
             )
             return from_command(result, budget)
 
-        summary = f"upload and run a {lines}-line {step.interpreter} script on {target.where}"
+        summary = (
+            f"upload and run a {lines}-line {step.interpreter} script on {target.where}"
+            f"{self._as(become)}"
+        )
         return Action(summary, run_ssh)
 
     # -- file copies ---------------------------------------------------------------------

@@ -17,6 +17,17 @@ at once: whoever would read the output is gone, and a grace period would only le
 attempt overlap a new one. The command reads ``/dev/null`` (it used to get a stdin closed at
 once: the same end-of-file), its stdout and stderr are untouched, and its exit status is
 passed on.
+**Privilege escalation** (``become``): the login shell reports its pid as above, then
+``exec``s ``sudo -S -p '' -u USER -- /bin/sh -c BECOME ...``. sudo reads the password from
+the channel's stdin one byte at a time up to the newline, so what follows stays on stdin for
+the command under it: ``BECOME`` (running as USER) skips lines up to a marker line (the
+password, had sudo not needed it; the empty lines that make a wrong password fail at once
+instead of waiting for a second try), evaluates the step's ``cd`` and ``export``s sent
+between two marker lines (sudo resets the environment, and its log records its command
+line: the values travel on stdin, not there), and ``exec``s the supervisor, which keeps
+watching the same stdin. sudo keeps the session's process group (no pty is asked for), so
+the watcher, as USER, still kills the whole group, sudo included, when the channel goes.
+The password is never on a command line, in an environment or in a file.
 The limit: sshd must learn that the connection is gone. A killed process's connection is
 closed by its kernel at once; a host that vanishes from the network is noticed only by the
 target's ``ClientAliveInterval``/TCP keepalives (docs/security.md, "Process lifetime").
@@ -26,16 +37,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shlex
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncssh
 
 from opsconductor.connectors.local import KILL_GRACE_S, CommandResult
-from opsconductor.output import OutputBuffer
+from opsconductor.output import OutputBuffer, OutputSink, buffers
 
 #: How long a stop waits for the pid report of a command that has only just started.
 PID_WAIT_S = 10.0
@@ -51,7 +64,7 @@ _PID_MARK = b"opsc-pid:"
 #: supervisor), the command's to the channel (fd 4 carries it past). The exit status is the
 #: command's, or 128+N after a death by signal N, as ``bwrap`` reports a local step's.
 SUPERVISE = """exec 3<&0 </dev/null 4>&2 2>/dev/null
-(trap '' TERM HUP INT; while read -r _ <&3; do :; done; kill -s KILL -- -$$) >/dev/null 4>&- &
+(trap '' TERM HUP INT; while read -r _ <&3; do :; done; kill -s KILL -- -${2:-$$}) >/dev/null 4>&- &
 w=$!
 exec 3<&-
 (exec 2>&4 4>&-; exec /bin/sh -c "$1")
@@ -61,15 +74,68 @@ exit "$rc"
 """
 
 
+#: Run by ``/bin/sh`` under sudo, as the become user, with ``$1`` the session's process
+#: group, ``$2`` the marker line, ``$3`` the command (see the module docstring). Reading
+#: stops at end-of-file too: then no marker came, and nothing runs.
+BECOME = f"""while IFS= read -r l; do [ "$l" = "$2" ] && break; done
+[ "$l" = "$2" ] || exit 125
+s=
+while IFS= read -r l; do [ "$l" = "$2" ] && break; s="$s$l
+"; done
+[ "$l" = "$2" ] || exit 125
+l=
+eval "$s" || exit
+exec /bin/sh -c {shlex.quote(SUPERVISE)} opsc-step "$3" "$1"
+"""
+
+
+@dataclass(frozen=True)
+class Become:
+    """Run as ``user`` through sudo; ``password`` is what sudo may ask for (None: sudo
+    must not ask, ``-n``)."""
+
+    user: str
+    password: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.password is not None and ("\n" in self.password or "\r" in self.password):
+            # sudo reads one line: the rest would be taken for the next try or the marker.
+            raise ValueError("become_password: a sudo password cannot hold a line break")
+
+
+def _setup(env: Mapping[str, str] | None, cwd: str | None) -> list[str]:
+    parts = [f"cd {shlex.quote(cwd)}"] if cwd else []
+    return parts + [f"export {name}={shlex.quote(value)}" for name, value in (env or {}).items()]
+
+
 def wrap(command: str, env: Mapping[str, str] | None = None, cwd: str | None = None) -> str:
     """The command line sent to the server: report the group id, then run ``command``
     under ``/bin/sh``, supervised (``SUPERVISE``)."""
-    parts = [f'echo "{_PID_MARK.decode()}$$" >&2']
-    if cwd:
-        parts.append(f"cd {shlex.quote(cwd)}")
-    parts += [f"export {name}={shlex.quote(value)}" for name, value in (env or {}).items()]
+    parts = [f'echo "{_PID_MARK.decode()}$$" >&2', *_setup(env, cwd)]
     parts.append(f"exec /bin/sh -c {shlex.quote(SUPERVISE)} opsc-step {shlex.quote(command)}")
     return " && ".join(parts)
+
+
+def wrap_become(
+    command: str, become: Become, env: Mapping[str, str] | None = None, cwd: str | None = None
+) -> tuple[str, bytes]:
+    """The command line for a ``become`` step, and what to write on its stdin first (the
+    password, the environment and working directory): see the module docstring."""
+    mark = f"opsc-setup-{secrets.token_hex(16)}"
+    sudo = ["sudo", "-S", "-p", ""] if become.password is not None else ["sudo", "-n"]
+    line = " ".join(
+        [
+            f'echo "{_PID_MARK.decode()}$$" >&2 && exec',
+            *(shlex.quote(part) for part in [*sudo, "-u", become.user, "--", "/bin/sh", "-c"]),
+            shlex.quote(BECOME),
+            'opsc-become "$$"',
+            mark,
+            shlex.quote(command),
+        ]
+    )
+    setup = " && ".join([*_setup(env, cwd), ":"])
+    password = "" if become.password is None else f"{become.password}\n\n\n"
+    return line, f"{password}{mark}\n{setup}\n{mark}\n".encode()
 
 
 async def _pump(stream: asyncssh.SSHReader[bytes], sink: OutputBuffer) -> None:
@@ -142,13 +208,22 @@ async def run_command(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     cancel: asyncio.Event | None = None,
+    become: Become | None = None,
+    on_output: OutputSink | None = None,
 ) -> CommandResult:
     """Run ``command`` on the target; stop it (remote processes included) on timeout, on
-    ``cancel``, when our caller is cancelled, or when the connection drops."""
+    ``cancel``, when our caller is cancelled, or when the connection drops. ``on_output``
+    gets each whole line of output as it comes."""
     started = time.monotonic()
+    if become is None:
+        line, feed = wrap(command, env, cwd), b""
+    else:
+        line, feed = wrap_become(command, become, env, cwd)
     # stdin stays open (no write_eof): its end-of-file is the supervisor's signal to kill.
-    process = await conn.create_process(wrap(command, env, cwd), encoding=None)
-    out, err = OutputBuffer(), OutputBuffer()
+    process = await conn.create_process(line, encoding=None)
+    if feed:
+        process.stdin.write(feed)
+    out, err = buffers(on_output)
     pid: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     async def finish() -> None:
@@ -172,6 +247,8 @@ async def run_command(
     if timed_out or cancelled:
         await _stop(conn, process, pid)
         work.cancel()
+    out.close()
+    err.close()
     return CommandResult(
         exit_code=process.returncode,
         stdout=out.render(),
@@ -192,16 +269,32 @@ async def run_script(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     cancel: asyncio.Event | None = None,
+    become: Become | None = None,
+    on_output: OutputSink | None = None,
 ) -> CommandResult:
     """Upload ``script`` to a fresh private file, run it, remove it whatever happened."""
     path = f"/tmp/opsc-script-{uuid.uuid4().hex}"
-    # 'x' fails if the name exists, so nobody can have planted the file beforehand.
-    private = asyncssh.SFTPAttrs(permissions=0o700)
+    # 'x' fails if the name exists, so nobody can have planted the file beforehand. Another
+    # become user than root could not read a private file of the login user: it gets a
+    # read-only one (plan text, as the approver saw it; still nobody else's to change).
+    readable = become is not None and become.user != "root"
+    private = asyncssh.SFTPAttrs(permissions=0o755 if readable else 0o700)
     async with conn.start_sftp_client() as sftp, sftp.open(path, "xb", private) as remote:
         await remote.write(script.encode())
+        if readable:  # the umask trimmed the mode given at creation
+            await sftp.chmod(path, 0o755)
     try:
         line = " ".join(shlex.quote(part) for part in (interpreter, path, *args))
-        return await run_command(conn, line, timeout_s=timeout_s, env=env, cwd=cwd, cancel=cancel)
+        return await run_command(
+            conn,
+            line,
+            timeout_s=timeout_s,
+            env=env,
+            cwd=cwd,
+            cancel=cancel,
+            become=become,
+            on_output=on_output,
+        )
     finally:
         with contextlib.suppress(Exception):
             async with conn.start_sftp_client() as sftp:

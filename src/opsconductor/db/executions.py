@@ -193,6 +193,32 @@ async def append_event(
     return int(row["id"])
 
 
+async def append_events(
+    conn: Executor,
+    execution: Execution,
+    event_type: str,
+    actor_id: str,
+    payloads: list[dict[str, Any]],
+) -> None:
+    """Append several events in one statement, shared with other executions' when ``conn``
+    is the batcher. The payloads must be masked already: the caller is the sink that masks
+    (``engine/live.py`` masks output lines with what came before them)."""
+    await batching.run(
+        conn,
+        Q["append_events"],
+        [
+            {
+                "execution_id": execution.id,
+                "tenant_id": execution.tenant_id,
+                "event_type": event_type,
+                "actor_id": actor_id,
+                "payload": Jsonb(payload),
+            }
+            for payload in payloads
+        ],
+    )
+
+
 def transition_item(
     execution_id: uuid.UUID,
     current: Status,

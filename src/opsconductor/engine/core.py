@@ -420,7 +420,7 @@ class Engine:
             if run.abort.is_set():
                 return run.abort_status
             attempt_id = await self.attempts.start(run, index, asset, attempt)
-            result = await dispatch.execute(self.db, run, index, step, asset)
+            result = await dispatch.execute(self.db, run, index, step, asset, attempt)
             status = result.status
             final = status in DONE or attempt >= last or run.deadline_hit or run.abort.is_set()
             await self.attempts.finish(run, index, asset, attempt, attempt_id, result, final)

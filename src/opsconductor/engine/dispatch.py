@@ -10,6 +10,7 @@ from opsconductor import policies, pushed_files, validation
 from opsconductor.connectors.outcome import RECORD_ONLY
 from opsconductor.db import steps
 from opsconductor.db.connection import Database
+from opsconductor.engine.live import LiveOutput
 from opsconductor.engine.state import Attempt, Run
 from opsconductor.inventory import Asset
 from opsconductor.output import cap_text
@@ -32,7 +33,9 @@ def target_env(run: Run, index: int, asset: Asset) -> dict[str, str]:
     }
 
 
-async def execute(db: Database, run: Run, index: int, step: Any, asset: Asset) -> Attempt:
+async def execute(
+    db: Database, run: Run, index: int, step: Any, asset: Asset, attempt: int = 1
+) -> Attempt:
     if isinstance(step, ValidateStep):
         if run.connectors.record_only:  # nothing ran, so there is nothing to check
             return Attempt(StepStatus.SKIPPED, output=RECORD_ONLY)
@@ -45,19 +48,25 @@ async def execute(db: Database, run: Run, index: int, step: Any, asset: Asset) -
             found = await steps.target_results(conn, run.id, asset.asset_id, index)
         results = {name: result.template_fields() for name, result in found.items()}
     filled = fill_secrets(step, run.secrets.get(index, {}))
-    env = None
+    env, live = None, None
     if isinstance(filled, CommandStep | ScriptStep):
         env = {**target_env(run, index, asset), **{k: str(v) for k, v in filled.env.items()}}
-    outcome = await run.connectors.execute(
-        filled,
-        asset,
-        where=f"steps[{index}]",
-        timeout_s=budget,
-        cancel=run.abort,
-        env=env,
-        results=results,
-        approved_files=run.files.get(index, {}) if pushed_files.is_push(step) else None,
-    )
+        live = LiveOutput.of(db, run, index, asset, attempt)
+    try:
+        outcome = await run.connectors.execute(
+            filled,
+            asset,
+            where=f"steps[{index}]",
+            timeout_s=budget,
+            cancel=run.abort,
+            env=env,
+            results=results,
+            approved_files=run.files.get(index, {}) if pushed_files.is_push(step) else None,
+            on_output=None if live is None else live.line,
+        )
+    finally:
+        if live is not None:  # its last lines go out before the step_finished event
+            await live.close()
     if outcome.status == "cancelled":
         return Attempt(
             run.abort_status, outcome.exit_code, outcome.output, outcome.stderr, run.abort_message

@@ -109,6 +109,12 @@ function describe(ev) {
       return `${ev.actor_id}: ${p.decision} refused — ${p.detail}`;
     case "cancel_requested":
       return `cancel requested by ${ev.actor_id}`;
+    case "step_output":
+      return (
+        `“${p.step}” on ${p.target} (${p.stream})` +
+        (p.skipped ? ` — ${p.skipped} lines skipped` : "") +
+        (p.truncated ? " — live output truncated" : "")
+      );
     default: {
       const extra = Object.keys(p).length ? ` ${JSON.stringify(p)}` : "";
       return `${ev.event_type} by ${ev.actor_id}${extra}`;
@@ -117,7 +123,11 @@ function describe(ev) {
 }
 
 function eventItem(ev) {
-  return el("li", { "data-event-id": String(ev.id) }, time(ev.created_at), " ", el("span", { class: "event-type" }, ev.event_type), " ", describe(ev));
+  // Output lines arrive masked; they are text nodes, never markup.
+  const lines = ev.event_type === "step_output" && (ev.payload?.lines ?? []).length
+    ? [el("pre", { class: "event-output" }, ev.payload.lines.join("\n"))]
+    : [];
+  return el("li", { "data-event-id": String(ev.id) }, time(ev.created_at), " ", el("span", { class: "event-type" }, ev.event_type), " ", describe(ev), ...lines);
 }
 
 // -- actions -------------------------------------------------------------------------------

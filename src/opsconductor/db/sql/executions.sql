@@ -104,6 +104,17 @@ VALUES (%(execution_id)s, %(tenant_id)s, %(event_type)s, NULL, %(to_status)s, %(
         %(payload)s)
 RETURNING id
 
+-- name: append_events
+-- Events of many callers in one statement (set-based, db/batching.py): a running step's
+-- output lines. Inserted in execution order, so two such statements in flight at once take
+-- the executions' row locks (execution.order_event) in the same order.
+INSERT INTO execution.execution_events
+    (execution_id, tenant_id, event_type, from_status, to_status, actor_id, payload)
+SELECT execution_id, tenant_id, event_type, NULL, NULL, actor_id, payload
+FROM jsonb_to_recordset(%(items)s::jsonb) AS t(
+    ord int, execution_id uuid, tenant_id text, event_type text, actor_id text, payload jsonb)
+ORDER BY execution_id, ord
+
 -- name: list_events
 SELECT * FROM execution.execution_events
 WHERE execution_id = %(execution_id)s AND id > %(after)s
