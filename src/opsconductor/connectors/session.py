@@ -82,16 +82,17 @@ class Connectors:
         cancel: asyncio.Event | None = None,
         env: dict[str, str] | None = None,
         results: Mapping[str, Mapping[str, Any]] | None = None,
+        params: Mapping[str, Any] | None = None,
         approved_files: Mapping[str, str] | None = None,
     ) -> Outcome:
         """Run ``step`` on ``asset``; ``where`` (``steps[2]``) prefixes input errors;
         ``env`` is set for commands and scripts under the step's own ``env``; ``results``
         (earlier steps on this target, by name) feed ``{{ steps.<name>.output }}``;
         ``approved_files`` (rendered source -> SHA-256; the engine always passes it for a
-        push) are the only bytes a push may copy."""
+        push) are the only bytes a push may copy; ``params`` feed ``{{ params.<name> }}``."""
         if isinstance(step, CommandStep | ScriptStep) and env:
             step = step.model_copy(update={"env": {**step.env, **env}})
-        context = asset_context(asset, results)
+        context = asset_context(asset, results, params)
         try:
             action = await self._prepare(step, asset, where, context, approved_files)
         except StepInputError as exc:

@@ -904,3 +904,9 @@ CREATE INDEX execution_dlq_execution_idx ON execution.execution_dlq (execution_i
 -- by `opsc history prune --retention` (NULL: kept until pruned by hand).
 ALTER TABLE execution.tenants ADD COLUMN history_retention_days integer
     CHECK (history_retention_days >= 1);
+
+-- Honest estimates: history per step (routing.step_key: type + hash of what it runs).
+ALTER TABLE execution.execution_steps ADD COLUMN step_key text;
+CREATE INDEX execution_steps_key_history_idx
+    ON execution.execution_steps (tenant_id, step_key, finished_at DESC)
+    WHERE step_key IS NOT NULL AND finished_at IS NOT NULL AND started_at IS NOT NULL;
