@@ -164,3 +164,65 @@ def test_run_refuses_level_3_and_points_to_submit(cli_env: dict[str, str], tmp_p
     result = opsc(cli_env, "run", str(plan))
     assert result.returncode == 2
     assert "approval_level: 3" in result.stderr and "opsc submit" in result.stderr
+
+
+PARAM_PLAN = """\
+name: params
+params:
+  version: {type: string, description: release to deploy}
+  replicas: {type: int, default: 2}
+steps:
+  - name: show
+    type: command
+    action_class: read
+    targets: {hostnames: [localhost]}
+    command: echo "$OPSC_PARAM_VERSION x $OPSC_PARAM_REPLICAS"
+"""
+
+
+def test_parameters_from_set_and_values_and_a_bad_one_exits_2_naming_it(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAM_PLAN)
+    missing = opsc(cli_env, "validate", str(path))
+    assert missing.returncode == 2
+    assert "params.version: required string parameter not given" in missing.stderr
+    wrong = opsc(cli_env, "run", str(path), "--set", "version=1", "--set", "replicas=many")
+    assert wrong.returncode == 2
+    assert "params.replicas: must be an integer (got 'many')" in wrong.stderr
+    values = tmp_path / "values.yaml"
+    values.write_text("version: '1.2'\nreplicas: '3'\n")  # typed: a string is not an int
+    typed = opsc(cli_env, "validate", str(path), "--values", str(values))
+    assert typed.returncode == 2 and "params.replicas: must be an integer (got str)" in typed.stderr
+    values.write_text("version: '1.2'\n")
+    one = opsc(cli_env, "validate", str(path), "--values", str(values), "--set", "replicas=3")
+    two = opsc(cli_env, "validate", str(path), "--values", str(values), "--set", "replicas=4")
+    assert one.returncode == 0, one.stderr
+    assert "param replicas = 3" in one.stdout
+    assert (
+        "route: fast (immediate)" in one.stdout and "budget: 10 s, from the fast/read" in one.stdout
+    )
+    hashes = [line for r in (one, two) for line in r.stdout.splitlines() if "plan hash" in line]
+    assert len(set(hashes)) == 2  # a parameter is part of the hash
+    ran = opsc(cli_env, "run", str(path), "--set", "version=1.2")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+
+
+def test_validate_rejects_a_template_typo_naming_step_target_and_name(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text(
+        "name: typo\nsteps:\n  - {name: ping, type: command, action_class: read,"
+        " targets: {hostnames: [localhost]}, command: 'true'}\n"
+        "  - name: fetch\n    type: http\n    targets: {hostnames: [localhost]}\n"
+        "    url: 'http://{{ asset.adress }}:8080/'\n    when: steps.ping.exit_code == 0\n"
+    )
+    result = opsc(cli_env, "validate", str(path))
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr
+    assert (
+        "steps[1].url (step 'fetch', target localhost): template error: asset.adress is "
+        "undefined" in result.stderr
+    )

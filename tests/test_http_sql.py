@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from opsconductor.db.connection import Database
+from opsconductor.errors import BadInput
 from opsconductor.status_machine import Status
 from tests.helpers import run_plan
 
@@ -115,18 +116,30 @@ async def test_http_expectation_failures_and_template_errors(
     assert status == Status.FAILED
     assert rows[0].error == "status 503, expected 200; body does not match /ok/"
 
+    # A name that does not exist is refused before anything runs (template_check); one
+    # that fails only on what an earlier step printed fails that step at run time.
+    with pytest.raises(BadInput, match=r"steps\[0\]\.url \(step 'typo', target localhost\)"):
+        await run_plan(
+            db, {"name": "typo", "steps": [http_step("typo", url="http://{{ asset.adress }}/")]}
+        )
     status, rows, _ = await run_plan(
         db,
         {
             "name": "typo",
             "steps": [
-                http_step("typo", url="http://{{ asset.adress }}/"),
+                {
+                    "name": "print",
+                    "type": "command",
+                    "targets": {"hostnames": ["localhost"]},
+                    "command": "echo {}",
+                },
+                http_step("typo", url="http://{{ steps.print.output | int // 0 }}/"),
             ],
         },
     )
     assert status == Status.FAILED
-    assert rows[0].error.startswith("steps[0].url: template error:")
-    assert "adress" in rows[0].error
+    assert rows[1].error.startswith("steps[1].url: template error:")
+    assert "ZeroDivisionError" in rows[1].error or "ValueError" in rows[1].error
 
 
 def sql_step(name: str, dsn: str, **fields: Any) -> dict[str, Any]:
@@ -241,10 +254,9 @@ async def test_templates_read_earlier_step_results_on_the_same_target(
                 },
                 expect={"status": 201},
             ),
-            http_step("broken", url="http://127.0.0.1/{{ steps.nope.output }}"),
         ],
     }
-    status, rows, _ = await run_plan(db, plan)
+    status, _, _ = await run_plan(db, plan)
     assert seen == [
         {
             "path": "/versions",
@@ -252,9 +264,13 @@ async def test_templates_read_earlier_step_results_on_the_same_target(
             "body": {"host": "localhost", "version": "4.2.1", "exit": "0"},
         }
     ]
-    assert status == Status.FAILED
-    assert rows[2].error.startswith("steps[2].url: template error:")
-    assert "nope" in rows[2].error
+    assert status == Status.COMPLETED
+    broken = {
+        **plan,
+        "steps": [*plan["steps"], http_step("broken", url="http://x/{{ steps.nope.output }}")],
+    }
+    with pytest.raises(BadInput, match=r"steps\.nope is undefined"):
+        await run_plan(db, broken)  # refused at submission, before step 0 ran
 
 
 async def test_http_auth_from_secret_references(

@@ -24,6 +24,7 @@ from pydantic import (
 
 from opsconductor import linear_regex, safe_parse
 from opsconductor.errors import PlanError
+from opsconductor.params import ParamSpec, check_names
 
 ActionClass = Literal["read", "modify", "deploy"]
 
@@ -63,6 +64,9 @@ class _StepBase(_Strict):
     #: How many targets of this step run at once; None means DEFAULT_CONCURRENCY. Left
     #: None rather than defaulted so plans that do not set it keep their plan hash.
     concurrency: int | None = Field(default=None, ge=1, le=1000)
+    #: A condition per target (``params.restart and asset.tags.role == 'web'``): false ->
+    #: the step is ``skipped`` there, with the reason recorded (templating.condition).
+    when: str | None = Field(default=None, min_length=1, max_length=4000)
 
     @field_validator("timeout_s", mode="before")
     @classmethod
@@ -379,7 +383,11 @@ class Plan(_Strict):
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 86_400)
     #: asset locks held per step (default) or for the whole execution
     lock: Literal["step", "execution"] = "step"
+    #: declared parameters (params.py); their bound values are part of the plan hash
+    params: dict[str, ParamSpec] = Field(default_factory=dict, max_length=200)
     steps: list[Step] = Field(min_length=1, max_length=500)
+
+    _param_names = field_validator("params")(check_names)
 
     _int_is_fine = field_validator("timeout_s", mode="before")(_StepBase._int_is_fine.__func__)  # type: ignore[attr-defined]
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opsconductor import pushed_files
 from opsconductor.inventory import Asset
+from opsconductor.params import Value, bind
 from opsconductor.plan import Plan, plan_document
 
 
@@ -29,12 +30,16 @@ def hashed_document(
     plan: Plan,
     targets: Sequence[Sequence[Asset]],
     files: pushed_files.Digests | None = None,
+    params: Mapping[str, Value] | None = None,
 ) -> dict[str, Any]:
-    """What the hash covers: the plan as written, each step's resolved asset ids and, for
-    plans that push files, the SHA-256 of every pushed source (``pushed_files.take``).
+    """What the hash covers: the plan as written, each step's resolved asset ids, for
+    plans that push files the SHA-256 of every pushed source (``pushed_files.take``) and,
+    for plans that declare parameters, every parameter's bound value (``params.bind``; a
+    ``secret-ref`` parameter by its path, never its value).
 
-    ``files`` appears only when the plan pushes something, so the hash of every plan
-    without a pushed file is what it always was (the golden vector pins it).
+    ``files`` and ``params`` appear only when the plan pushes something or declares a
+    parameter, so the hash of every other plan is what it always was (the golden vector
+    pins it).
     """
     if files is None and pushed_files.pushes(plan):
         # A hash without the bytes would approve whatever the file holds at run time.
@@ -45,6 +50,9 @@ def hashed_document(
     }
     if files:
         document["files"] = pushed_files.to_document(files)
+    if plan.params:
+        # Bound here, not trusted: a value the declaration refuses cannot be hashed.
+        document["params"] = bind(plan.params, params)
     return document
 
 
@@ -52,6 +60,7 @@ def plan_hash(
     plan: Plan,
     targets: Sequence[Sequence[Asset]],
     files: pushed_files.Digests | None = None,
+    params: Mapping[str, Value] | None = None,
 ) -> str:
-    document = hashed_document(plan, targets, files)
+    document = hashed_document(plan, targets, files, params)
     return hashlib.sha256(canonical_json(document).encode()).hexdigest()

@@ -50,6 +50,33 @@ def execution_timeout(plan: Plan, sla_class: str, matrix: PolicyMatrix) -> float
     return max(policy, explicit)
 
 
+def budget_reason(plan: Plan, sla_class: str, matrix: PolicyMatrix) -> tuple[float, str]:
+    """``execution_timeout`` and why, in words (``opsc validate``)."""
+    from opsconductor.plan import ValidateStep
+
+    explicit = sum(
+        (s.timeout_s or 0) * (s.retries + 1) for s in plan.steps if not isinstance(s, ValidateStep)
+    )
+    if plan.timeout_s is not None:
+        why = "the plan's own timeout_s"
+        if explicit > plan.timeout_s:
+            why += (
+                f" (below the {explicit:g} s its steps declare, timeout_s x (retries + 1): "
+                "it will stop them)"
+            )
+        return plan.timeout_s, why
+    policy, action = max(
+        (matrix[(sla_class, s.action_class)].execution_timeout_s, s.action_class)
+        for s in plan.steps
+    )
+    if explicit > policy:
+        return explicit, (
+            f"the steps' declared timeout_s x (retries + 1); the {sla_class}/{action} "
+            f"policy alone gives {policy:g} s"
+        )
+    return policy, f"the {sla_class}/{action} policy (longest among the plan's action classes)"
+
+
 def backoff_s(
     retry: int, *, base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None
 ) -> float:

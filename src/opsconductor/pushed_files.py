@@ -65,11 +65,17 @@ def is_push(step: object) -> TypeGuard[FileStep]:
     return isinstance(step, FileStep) and step.direction == "push"
 
 
-def rendered_sources(step: FileStep, index: int, assets: Iterable[Asset]) -> dict[str, str]:
+def rendered_sources(
+    step: FileStep,
+    index: int,
+    assets: Iterable[Asset],
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
     """Rendered ``src`` for each target, by asset id; raises ``StepInputError``. Only asset
-    fields are offered: no earlier result exists when a plan is submitted."""
+    fields and the plan's parameters are offered: no earlier result exists when a plan is
+    submitted."""
     return {
-        asset.asset_id: render(step.src, asset_context(asset), f"steps[{index}].src")
+        asset.asset_id: render(step.src, asset_context(asset, None, params), f"steps[{index}].src")
         for asset in assets
     }
 
@@ -79,14 +85,22 @@ def pushes(plan: Plan) -> bool:
 
 
 async def take_async(
-    plan: Plan, targets: Sequence[Sequence[Asset]], resolve: Resolver = _unconfined
+    plan: Plan,
+    targets: Sequence[Sequence[Asset]],
+    resolve: Resolver = _unconfined,
+    params: Mapping[str, Any] | None = None,
 ) -> Digests:
     """``take`` off the event loop (files may be large); no thread for plans without one."""
-    return await asyncio.to_thread(take, plan, targets, resolve) if pushes(plan) else {}
+    if not pushes(plan):
+        return {}
+    return await asyncio.to_thread(take, plan, targets, resolve, params)
 
 
 def take(
-    plan: Plan, targets: Sequence[Sequence[Asset]], resolve: Resolver = _unconfined
+    plan: Plan,
+    targets: Sequence[Sequence[Asset]],
+    resolve: Resolver = _unconfined,
+    params: Mapping[str, Any] | None = None,
 ) -> Digests:
     """Digest every source the plan pushes (at submission); ``BadInput`` if one cannot be
     named or read now, since then nobody could review what it would push."""
@@ -96,7 +110,7 @@ def take(
             continue
         where = f"steps[{index}].src"
         try:
-            sources = sorted(set(rendered_sources(step, index, step_targets).values()))
+            sources = sorted(set(rendered_sources(step, index, step_targets, params).values()))
         except StepInputError as exc:
             raise BadInput(
                 f"{exc} (a pushed file's path must be known when the plan is submitted: it "
@@ -148,6 +162,7 @@ def verify(
     assets: Iterable[Asset],
     approved: Mapping[str, str] | None,
     resolve: Resolver = _unconfined,
+    params: Mapping[str, Any] | None = None,
 ) -> str | None:
     """Before a push runs: None if every source still holds the approved bytes, else why
     not (the step must then fail without copying anything)."""
@@ -158,7 +173,7 @@ def verify(
             "file digests were); submit the plan again"
         )
     try:
-        sources = sorted(set(rendered_sources(step, index, assets).values()))
+        sources = sorted(set(rendered_sources(step, index, assets, params).values()))
     except StepInputError as exc:
         return str(exc)
     for src in sources:

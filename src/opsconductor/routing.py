@@ -1,12 +1,21 @@
-"""Routing: estimated duration -> SLA class -> execution mode. Pure."""
+"""Routing: estimated duration -> SLA class -> execution mode. Pure.
+
+An estimate per step type alone lied: a plan of 12 x ``sleep 2`` was priced like 12 x
+``true`` (the tenant's commands are mostly quick), classed ``fast`` and ended ``timeout``
+inside the HTTP request. So each step is estimated from the history of *the same step*
+(``step_key``: its type and a hash of what it runs) when there is one; otherwise from the
+larger of the type's default and the type's observed p95 (never the optimistic side).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from opsconductor.inventory import Asset
-from opsconductor.plan import Plan
+from opsconductor.plan import Plan, _StepBase
 from opsconductor.records import Mode, SlaClass
 
 #: Typical duration of one step on one target, before any history exists.
@@ -31,19 +40,76 @@ class Route:
     mode: Mode
 
 
+#: Fields that say how a step is run, not what it runs: left out of its history key, so
+#: a renamed step or a new timeout keeps its history.
+_NOT_WORK = ("name", "targets", "timeout_s", "retries", "concurrency", "action_class",
+             "idempotent", "when")  # fmt: skip
+
+
+def step_key(step: _StepBase) -> str:
+    """``command:<sha256 of what it runs>``: the same command text (script, URL, query...)
+    in any plan shares one history."""
+    work = step.model_dump(mode="json", by_alias=True, exclude=set(_NOT_WORK))
+    text = json.dumps(work, sort_keys=True, separators=(",", ":"))
+    return f"{work['type']}:{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+
+
+@dataclass(frozen=True)
+class History:
+    """Observed p95 seconds per step key and per step type (db.steps.observed_p95)."""
+
+    by_key: Mapping[str, float]
+    by_type: Mapping[str, float]
+
+
+NO_HISTORY = History({}, {})
+
+
+@dataclass(frozen=True)
+class StepEstimate:
+    name: str
+    per_target_s: float
+    targets: int
+    #: where ``per_target_s`` comes from, for ``opsc validate``
+    source: str
+
+
+@dataclass(frozen=True)
+class Estimate:
+    total_s: float
+    steps: tuple[StepEstimate, ...]
+
+
+def estimate(
+    plan: Plan, targets: Sequence[Sequence[Asset]], history: History = NO_HISTORY
+) -> Estimate:
+    """Steps run one after another; targets of one step are counted one after another too,
+    which over-estimates fan-out but never sends a slow plan down the immediate path."""
+    found = []
+    for step, step_targets in zip(plan.steps, targets, strict=True):
+        key = step_key(step)
+        default = DEFAULT_STEP_SECONDS[step.type]
+        typical = history.by_type.get(step.type)
+        if key in history.by_key:
+            per, source = history.by_key[key], "p95 of this step's earlier runs"
+        elif typical is not None and typical > default:
+            per, source = (
+                typical,
+                f"p95 of this tenant's {step.type} steps (no history of this one)",
+            )
+        else:
+            per, source = default, f"default for a {step.type} step (no history of this one)"
+        found.append(StepEstimate(step.name, per, max(1, len(step_targets)), source))
+    return Estimate(sum(s.per_target_s * s.targets for s in found), tuple(found))
+
+
 def estimate_seconds(
     plan: Plan,
     targets: Sequence[Sequence[Asset]],
     observed_p95: Mapping[str, float] | None = None,
 ) -> float:
-    """Steps run one after another; targets of one step are counted one after another too,
-    which over-estimates fan-out but never sends a slow plan down the immediate path."""
-    history = observed_p95 or {}
-    total = 0.0
-    for step, step_targets in zip(plan.steps, targets, strict=True):
-        per_target = history.get(step.type, DEFAULT_STEP_SECONDS[step.type])
-        total += per_target * max(1, len(step_targets))
-    return total
+    """``estimate`` with per-type history only."""
+    return estimate(plan, targets, History({}, observed_p95 or {})).total_s
 
 
 def classify(estimated_s: float) -> Route:

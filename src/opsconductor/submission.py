@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from opsconductor import pushed_files, routing
+from opsconductor import pushed_files, routing, template_check
 from opsconductor.config import load_settings
 from opsconductor.connectors import tenant_files
 from opsconductor.db import assets, bulk, connectors, executions, steps
@@ -15,6 +17,7 @@ from opsconductor.db.connection import Database
 from opsconductor.errors import BadInput, OpsError
 from opsconductor.idempotency import derive_key
 from opsconductor.inventory import Asset, resolve_selected, selectors
+from opsconductor.params import Value, bind
 from opsconductor.plan import Plan, Targets
 from opsconductor.plan_hash import hashed_document, plan_hash
 from opsconductor.records import Mode
@@ -34,6 +37,9 @@ class Request:
     #: the caller, in its own process (``opsc run``): ``immediate``. None: as routing says
     #: (the API): a fast plan is run by the caller, a slower one is queued for the workers.
     enqueue: bool | None = None
+    #: values of the plan's declared ``params`` (``--set``, a values file, the API body);
+    #: checked against the declarations (params.bind) and part of the plan hash
+    params: Mapping[str, Any] | None = None
 
 
 _MODE = {True: Mode.BACKGROUND, False: Mode.IMMEDIATE}
@@ -55,6 +61,8 @@ class Context:
     tenant: connectors.TenantSettings
     matched: dict[str, list[Asset]]
     observed: dict[str, float]
+    #: observed p95 of the very steps submitted, by routing.step_key
+    observed_steps: dict[str, float]
     #: the tenant's files (pushed files are read and hashed at submission)
     files: Callable[[str, str], Path]
 
@@ -68,12 +76,29 @@ async def context(
     for plan in plans:
         wanted.update(selectors(plan))
     step_types: list[str] = sorted({s.type for plan in plans for s in plan.steps})
+    step_keys = sorted({routing.step_key(s) for plan in plans for s in plan.steps})
     async with db.connection() as conn:
         await assets.ensure_tenant(conn, tenant_id)
         matched = await assets.matching(conn, tenant_id, wanted)
         tenant = await connectors.tenant_settings(conn, tenant_id)
         observed = await steps.observed_p95(conn, tenant_id, step_types)
-    return Context(tenant, matched, observed, tenant_files.resolver(tenant_id, files_root))
+        keyed = await steps.observed_p95_by_key(conn, tenant_id, step_keys)
+    return Context(tenant, matched, observed, keyed, tenant_files.resolver(tenant_id, files_root))
+
+
+async def check_templates(
+    plan: Plan, targets: Sequence[Sequence[Asset]], values: Mapping[str, Value]
+) -> None:
+    """Render every template and ``when`` against every target (template_check); refuse
+    the plan with all of the errors (step, target, name) before anything is stored."""
+    if not any(
+        s.when is not None or template_check.template_fields(s, i) for i, s in enumerate(plan.steps)
+    ):
+        return
+    # Templates are tenant input: rendered (budgeted) off the event loop.
+    problems = await asyncio.to_thread(template_check.problems, plan, targets, values)
+    if problems:
+        raise BadInput("; ".join(problems))
 
 
 async def prepare(
@@ -81,24 +106,30 @@ async def prepare(
 ) -> executions.NewExecution:
     """Resolve, check, read pushed files, hash and route one plan: everything but storing."""
     plan = request.plan
+    values = bind(plan.params, request.params)  # names the parameter at fault
     targets = resolve_selected(plan, found.matched)  # raises before anything is stored
     if check is not None:
         check(plan, targets)
+    await check_templates(plan, targets, values)
     kinds: set[str] = {s.type for s in plan.steps}
     observed = {t: found.observed[t] for t in kinds if t in found.observed}
+    keys = tuple(routing.step_key(s) for s in plan.steps)
+    keyed = {k: found.observed_steps[k] for k in keys if k in found.observed_steps}
     # The bytes of every pushed file, read now: they are part of what is hashed, approved
     # and deduplicated (a changed file is a new plan), and the engine runs nothing else.
-    files = await pushed_files.take_async(plan, targets, found.files)
+    shown = template_check.shown_params(plan, values, secrets=None)
+    files = await pushed_files.take_async(plan, targets, found.files, shown)
     # Frozen into the execution (the engine also honours a tenant flag set later).
     record_only = request.record_only or found.tenant.record_only
-    snapshot = hashed_document(plan, targets, files)
+    snapshot = hashed_document(plan, targets, files, values)
     # Bounded like a request body: aliases and templates aside, nothing a tenant sends may
     # grow into a larger stored row than it could have sent literally.
     written = len(json.dumps(snapshot["plan"], separators=(",", ":")))
     if written > MAX_EXPANDED_BYTES:
         raise BadInput(f"plan: {written} bytes as stored; the limit is {MAX_EXPANDED_BYTES}")
-    digest = plan_hash(plan, targets, files)
-    route = routing.classify(routing.estimate_seconds(plan, targets, observed))
+    digest = plan_hash(plan, targets, files, values)
+    estimate = routing.estimate(plan, targets, routing.History(keyed, observed))
+    route = routing.classify(estimate.total_s)
     mode = route.mode if request.enqueue is None else _MODE[request.enqueue]
     if plan.approval_level == 3:
         if request.enqueue is False:
@@ -134,7 +165,8 @@ async def prepare(
         ],
         enqueue=mode is Mode.BACKGROUND,
         action_classes=tuple(step.action_class for step in plan.steps),
-        min_lease_s=LEASE_P95_FACTOR * max(observed.values(), default=0.0),
+        min_lease_s=LEASE_P95_FACTOR * max([*observed.values(), *keyed.values()], default=0.0),
+        step_keys=keys,
     )
 
 

@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
 from jinja2 import nodes
-from jinja2.exceptions import SecurityError
+from jinja2.environment import Template, TemplateExpression
+from jinja2.exceptions import SecurityError, TemplateSyntaxError
+from jinja2.parser import Parser
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
@@ -125,6 +127,20 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
         tree = super()._parse(source, name, filename)
         return _Meters(self).visit(tree)  # type: ignore[no-any-return]
 
+    def compile_condition(self, source: str) -> TemplateExpression:
+        """``compile_expression`` with the same meters as a template (jinja's own skips
+        ``_parse``, so ``~`` and loops in it would go unmetered); undefined stays an error."""
+        parser = Parser(self, source, state="variable")
+        expr = parser.parse_expression()
+        if not parser.stream.eos:
+            raise TemplateSyntaxError(
+                "chunk after expression", parser.stream.current.lineno, None, None
+            )
+        body = [nodes.Assign(nodes.Name("result", "store"), expr, lineno=1)]
+        tree = _Meters(self).visit(nodes.Template(body, lineno=1))
+        tree.set_environment(self)
+        return TemplateExpression(self.from_string(tree), undefined_to_none=False)
+
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if isinstance(left, int) and isinstance(right, int):
             # Integers grow without bound under * and ** (squaring in a loop doubles the
@@ -153,13 +169,47 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
         return _sized(super().call(__context, __obj, *args, **kwargs))
 
 
+#: Texts up to this long are compiled once and kept (1,024 of them at most); longer ones,
+#: rare, are compiled per render so the cache cannot hold megabytes of tenant input.
+CACHED_TEXT = 4096
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled_cached(environment: BudgetedEnvironment, text: str) -> Template:
+    return environment.from_string(text)
+
+
+def _compiled(environment: BudgetedEnvironment, text: str) -> Template:
+    # One field is rendered for every target: compile it once (a compiled template holds
+    # no state of a render; the meter is looked up while it runs).
+    if len(text) <= CACHED_TEXT:
+        return _compiled_cached(environment, text)
+    return environment.from_string(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _condition(environment: BudgetedEnvironment, text: str) -> TemplateExpression:
+    return environment.compile_condition(text)
+
+
+def evaluate(environment: BudgetedEnvironment, expression: str, context: dict[str, Any]) -> bool:
+    """Whether ``expression`` holds, within one fresh budget (an undefined name raises)."""
+    token = _meter.set(_Meter())
+    try:
+        return bool(_condition(environment, expression)(**context))
+    except (RecursionError, MemoryError) as exc:
+        raise BudgetExceeded(f"template budget exceeded: {type(exc).__name__}") from None
+    finally:
+        _meter.reset(token)
+
+
 def render(environment: BudgetedEnvironment, text: str, context: dict[str, Any]) -> str:
     """Render ``text`` within one fresh budget; output is bounded as it is produced."""
     token = _meter.set(_Meter())
     try:
         pieces: list[str] = []
         size = 0
-        for piece in environment.from_string(text).generate(context):
+        for piece in _compiled(environment, text).generate(context):
             size += len(piece)
             if size > MAX_TEXT:
                 raise BudgetExceeded(f"template budget exceeded: output longer than {MAX_TEXT}")

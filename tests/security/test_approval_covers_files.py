@@ -318,5 +318,7 @@ async def test_a_push_that_cannot_be_reviewed_is_refused_at_submission(
         await _submit(db, missing)
     from_result = _push_plan(files_dir / "x", work_dir / "out.conf")
     from_result["steps"][0]["src"] = "{{ steps.render.output }}"
+    render = {"name": "render", "type": "noop", "targets": {"hostnames": ["localhost"]}}
+    from_result["steps"].insert(0, render)  # a real earlier step: only its result is unknown
     with pytest.raises(BadInput, match="must be known when the plan is submitted"):
         await _submit(db, from_result)

@@ -112,17 +112,31 @@ async def _run(http: httpx.AsyncClient, headers: dict[str, str], plan: dict[str,
 
 
 async def test_nested_loop_template_fails_its_step_and_the_server_stays_alive(
-    cli_env: dict[str, str],
+    cli_env: dict[str, str], database_url: str
 ) -> None:
-    url = (
-        "http://localhost/{% for i in range(8000) %}{% for j in range(8000) %}"
-        "{% endfor %}{% endfor %}"
-    )
+    loops = "{% for i in range(N) %}{% for j in range(N) %}{% endfor %}{% endfor %}"
+    # Over the plan's own values the loops run when the plan is checked, at submission:
+    # refused (400) within the budget, nothing stored.
+    url = "http://localhost/" + loops.replace("N", "8000")
     plan = {"name": "loops", "steps": [{"name": "s", "type": "http", "url": url, **_step()}]}
+    before = _executions(database_url)
     async with _served(cli_env) as (http, headers):
+        r = await _while_alive(http, http.post(URL, json=plan, headers=headers))
+        assert r.status_code == 400, r.text
+        assert "template budget exceeded" in r.json()["detail"]
+        assert _executions(database_url) == before
+        # Over an earlier step's output they can only run at run time: the step fails there.
+        url = "http://localhost/" + loops.replace("N", "steps.n.output | int")
+        plan = {
+            "name": "loops",
+            "steps": [
+                {"name": "n", "type": "command", "command": "echo 8000", **_step()},
+                {"name": "s", "type": "http", "url": url, **_step()},
+            ],
+        }
         execution = await _run(http, headers, plan)
     assert execution["status"] == "failed"
-    [step] = execution["steps"]
+    step = execution["steps"][-1]
     assert step["status"] == "failed"
     assert "template budget exceeded" in step["error"]
 

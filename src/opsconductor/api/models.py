@@ -301,6 +301,9 @@ class ValidatedStep(BaseModel):
     targets: list[str]
     #: files this step pushes (push ``file`` steps only)
     files: list[PushedFile] = []
+    #: estimated seconds per target, and where that figure comes from
+    estimated_s: float | None = None
+    estimate_source: str | None = None
 
 
 class Validation(BaseModel):
@@ -309,12 +312,27 @@ class Validation(BaseModel):
     name: str
     plan_hash: str
     steps: list[ValidatedStep]
+    #: every declared parameter's bound value (a secret-ref parameter: its path)
+    params: dict[str, str | int | bool | None] = {}
+    #: the routing it gets: estimate (steps x targets, one after another), SLA class, mode
+    estimated_s: float | None = None
+    sla_class: str | None = None
+    mode: str | None = None
+    #: the execution's time budget, and why that much
+    budget_s: float | None = None
+    budget_why: str | None = None
 
     @classmethod
     def of(cls, plan: Plan, found: Validated) -> Validation:
         return cls(
             name=plan.name,
             plan_hash=found.plan_hash,
+            params=found.params,
+            estimated_s=found.estimate.total_s,
+            sla_class=found.route.sla_class,
+            mode=found.route.mode,
+            budget_s=found.budget_s,
+            budget_why=found.budget_why,
             steps=[
                 ValidatedStep(
                     name=step.name,
@@ -326,6 +344,8 @@ class Validation(BaseModel):
                         PushedFile(src=src, sha256=sha256)
                         for src, sha256 in sorted(found.files.get(index, {}).items())
                     ],
+                    estimated_s=found.estimate.steps[index].per_target_s,
+                    estimate_source=found.estimate.steps[index].source,
                 )
                 for index, (step, targets) in enumerate(zip(plan.steps, found.targets, strict=True))
             ],

@@ -41,7 +41,13 @@ YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yam
 PLAN_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": "The plan (SPEC section 2), as JSON or YAML; validated strictly.",
+        "description": "The plan (SPEC section 2), as JSON or YAML; validated strictly. "
+        "A plan that declares `params` takes their values in an envelope: "
+        '`{"plan": <plan object, or its YAML/JSON text>, "params": {"version": "1.2", '
+        '"restart": true}}` (JSON or YAML). Values are typed (an int parameter takes a '
+        "number, not a string) and checked against the declarations: a missing, unknown or "
+        "wrong-typed value is a 400 naming `params.<name>`. The values are part of the plan "
+        "hash.",
         "content": {
             "application/json": {"schema": {"type": "object", "additionalProperties": True}},
             "application/yaml": {"schema": {"type": "string"}},
@@ -52,21 +58,37 @@ PLAN_BODY: dict[str, Any] = {
 ViewCaller = Who
 
 
-def _parse_plan_body(body: bytes, content_type: str) -> Plan:
+PlanAndParams = tuple[Plan, dict[str, Any] | None]
+
+
+def _parse_plan_body(body: bytes, content_type: str) -> PlanAndParams:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadInput("body: not valid UTF-8") from None
     if content_type.split(";")[0].strip().lower() in YAML_TYPES:
         check_text(text, "body")
-        return load_plan_text(text, "body")
-    data = safe_parse.load_json(text, "body")
-    check_text(data)  # NUL and lone surrogates: 400, as for every other body
-    safe_parse.check_control_chars(data)
-    return parse_plan(data)
+        data = safe_parse.load_yaml(text, "body")
+    else:
+        data = safe_parse.load_json(text, "body")
+        check_text(data)  # NUL and lone surrogates: 400, as for every other body
+        safe_parse.check_control_chars(data)
+    return _plan_and_params(data)
 
 
-async def _read_plan(request: Request) -> Plan:
+def _plan_and_params(data: Any) -> PlanAndParams:
+    """A plan, or ``{"plan": ..., "params": {...}}`` (no plan has a ``plan`` field, so the
+    two cannot be confused)."""
+    if not (isinstance(data, dict) and "plan" in data and set(data) <= {"plan", "params"}):
+        return parse_plan(data), None
+    params = data.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise BadInput("params: must be a mapping of parameter names to values")
+    plan = data["plan"]
+    return (load_plan_text(plan, "plan") if isinstance(plan, str) else parse_plan(plan)), params
+
+
+async def _read_plan(request: Request) -> PlanAndParams:
     """Parse and validate off the event loop: even bounded, a large plan is CPU work that
     must not stall every other request (``/healthz`` included) while it runs."""
     body = await request.body()
@@ -112,7 +134,7 @@ async def submit_execution(
 ) -> models.ExecutionDetail:
     """201 with the finished result for fast (immediate) plans, 202 at once for background
     ones, 200 with the existing execution for a duplicate within the dedup window."""
-    plan = await _read_plan(request)
+    plan, params = await _read_plan(request)
     submitted = await executions.submit(
         db,
         who,
@@ -120,6 +142,7 @@ async def submit_execution(
         idempotency_key=idempotency_key,
         record_only=record_only,
         enqueue=True if queue else None,
+        params=params,
     )
     execution = submitted.execution
     if not submitted.created:
@@ -196,8 +219,8 @@ async def submit_bulk(
     summary="Validate a plan: resolved targets and plan hash; stores nothing",
 )
 async def validate_plan(request: Request, db: Db, who: Who) -> models.Validation:
-    plan = await _read_plan(request)
-    return models.Validation.of(plan, await executions.validate(db, who, plan))
+    plan, params = await _read_plan(request)
+    return models.Validation.of(plan, await executions.validate(db, who, plan, params))
 
 
 def _encode_cursor(cursor: reads.Cursor) -> str:

@@ -21,6 +21,7 @@ from opsconductor.plan import parse_plan
 from opsconductor.plan_hash import hashed_document, plan_hash
 from opsconductor.records import ApprovalRequest, Execution, Mode, OnInvalidated
 from opsconductor.status_machine import Status
+from opsconductor.template_check import shown_params
 
 SWEEPER = "system:approval-sweep"
 _SWEEP_LOCK = 5_118_830_005
@@ -254,8 +255,11 @@ async def still_valid(db: Database, execution: Execution, actor_id: str) -> Stat
         targets = resolve_selected(plan, matched)
         # A pushed file is read again, exactly as at submission: edited bytes are a new plan.
         root = load_settings().files_root
-        files = await pushed_files.take_async(plan, targets, tenant_files.resolver(tenant_id, root))
-        new_hash = plan_hash(plan, targets, files)
+        values = snapshot.get("params")
+        shown = shown_params(plan, values or {}, secrets=None)
+        resolve = tenant_files.resolver(tenant_id, root)
+        files = await pushed_files.take_async(plan, targets, resolve, shown)
+        new_hash = plan_hash(plan, targets, files, values)
     except TargetResolutionError as exc:
         targets, new_hash, why = [], "", f"targets no longer resolve: {exc}"
     except BadInput as exc:  # a pushed file that cannot be read (or named) any more
@@ -310,7 +314,10 @@ async def _invalidate(
             return Status.CANCELLED
         plan = parse_plan(execution.plan_snapshot["plan"])
         await approval_requests.replace_plan(
-            conn, execution_id, hashed_document(plan, plan_targets, files), new_hash
+            conn,
+            execution_id,
+            hashed_document(plan, plan_targets, files, execution.plan_snapshot.get("params")),
+            new_hash,
         )
         await approval_requests.request(
             conn,

@@ -16,7 +16,7 @@ from opsconductor.cli import render
 from opsconductor.cli.runtime import Local, Remote, Session, err, fail, out, run, session
 from opsconductor.cli.watching import execution, follow, follow_stream, show_one
 from opsconductor.config import Settings
-from opsconductor.errors import OpsError
+from opsconductor.errors import BadInput, OpsError
 from opsconductor.services import executions
 from opsconductor.status_machine import Status, StepStatus
 
@@ -34,6 +34,14 @@ IdempotencyKey = Annotated[
     str | None, typer.Option("--idempotency-key", "-k", help="Deduplicate on this key")
 ]
 YAML = {"Content-Type": "application/yaml"}
+Sets = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-e", help="A parameter value, name=value (repeatable)"),
+]
+ValuesFile = Annotated[
+    Path | None,
+    typer.Option("--values", help="Parameter values from a YAML or JSON file (a mapping)"),
+]
 
 
 def _plan_or_exit(path: Path) -> Plan:
@@ -49,30 +57,86 @@ def _plan_bytes(path: Path) -> bytes:
     return path.read_bytes()  # already read and validated once by _plan_or_exit
 
 
+def _params_or_exit(plan: Plan, sets: list[str] | None, values: Path | None) -> dict[str, Any]:
+    """``--values FILE`` (typed, as written), then ``--set name=value`` over it (text,
+    converted by the declared type); checked against the plan's declarations here, so a
+    wrong value is exit 2 naming the parameter before anything is sent."""
+    from opsconductor import params as plan_params
+    from opsconductor import safe_parse
+
+    given: dict[str, Any] = {}
+    try:
+        if values is not None:
+            try:
+                text = values.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise OpsError(f"--values {values}: cannot read: {exc}") from None
+            data = safe_parse.load_yaml(text, str(values))
+            if data is not None and not isinstance(data, dict):
+                raise BadInput(f"--values {values}: must be a mapping of parameter names")
+            given.update(data or {})
+        given.update(plan_params.parse_sets(plan.params, sets or []))
+        plan_params.bind(plan.params, given)
+    except OpsError as exc:
+        raise fail(str(exc), 2 if isinstance(exc, BadInput) else exc.exit_code) from None
+    return given
+
+
+def _body(path: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """What the API takes: the plan's bytes as YAML, or with parameter values an envelope
+    ``{"plan": text, "params": {...}}`` as JSON."""
+    if not params:
+        return {"content": _plan_bytes(path), "headers": dict(YAML)}
+    return {"json_body": {"plan": path.read_text(encoding="utf-8"), "params": params}}
+
+
 @app.command()
-def validate(plan_file: PlanFile) -> None:
-    """Check a plan and resolve its targets without running anything."""
+def validate(plan_file: PlanFile, set_: Sets = None, values: ValuesFile = None) -> None:
+    """Check a plan without running anything: parameters, targets, every template and
+    ``when`` on every target; print the hash and the SLA class and budget it would get."""
     plan = _plan_or_exit(plan_file)
+    given = _params_or_exit(plan, set_, values)
 
     async def work(settings: Settings) -> models.Validation:
         async with session(settings) as s:
             if isinstance(s, Remote):
                 _, found = await s.api.call(
-                    "POST", "/executions/validate", content=_plan_bytes(plan_file), headers=YAML
+                    "POST", "/executions/validate", **_body(plan_file, given)
                 )
                 return models.Validation.model_validate(found)
-            return models.Validation.of(plan, await executions.validate(s.db, s.caller, plan))
+            checked = await executions.validate(s.db, s.caller, plan, given)
+            return models.Validation.of(plan, checked)
 
     checked = run(work)
     out.print(f"[green]valid[/green]: {escape(plan.name)} ({len(plan.steps)} steps)")
+    for name, value in checked.params.items():
+        out.print(escape(f"  param {name} = {value!r}"), highlight=False)
     for step in checked.steps:
         kind = f"{step.type}/{step.action_class}"
         if step.action_class_inferred:  # not in the plan: say so, it decides RBAC
             kind += ", inferred"
         # escaped: rich would take "[command/read]" for markup and print nothing
         out.print(escape(f"  {step.name} [{kind}] -> {', '.join(step.targets)}"))
+        if step.estimated_s is not None:
+            out.print(
+                escape(f"    ~{step.estimated_s:.2g} s per target: {step.estimate_source}"),
+                highlight=False,
+            )
         for pushed in step.files:
             out.print(escape(f"    pushes {pushed.src} (sha256 {pushed.sha256})"))
+    if checked.sla_class is not None and checked.estimated_s is not None:
+        out.print(
+            escape(
+                f"route: {checked.sla_class} ({checked.mode}): estimated "
+                f"{checked.estimated_s:.1f} s (steps x targets, one after another; fast below "
+                f"10 s, long above 30 s)"
+            ),
+            highlight=False,
+        )
+    if checked.budget_s is not None:
+        out.print(
+            escape(f"budget: {checked.budget_s:g} s, from {checked.budget_why}"), highlight=False
+        )
     out.print(f"plan hash: {checked.plan_hash}")
 
 
@@ -81,14 +145,15 @@ async def _submit(
 ) -> tuple[models.Execution, bool]:
     """Submit; returns the execution and whether it is new (not a duplicate)."""
     if isinstance(s, Remote):
-        headers = dict(YAML)
+        body = _body(path, kw.get("params") or {})
+        headers = body.pop("headers", {})
         if key:
             headers["Idempotency-Key"] = key
         params = {"record_only": "true"} if kw.get("record_only") else {}
         if kw.get("enqueue"):
             params["queue"] = "true"  # opsc submit: the workers run it, however fast
         status, found = await s.api.call(
-            "POST", "/executions", content=_plan_bytes(path), headers=headers, params=params
+            "POST", "/executions", headers=headers, params=params, **body
         )
         return models.Execution.model_validate(found), status != 200
     submitted = await executions.submit(s.db, s.caller, plan, idempotency_key=key, **kw)
@@ -102,14 +167,17 @@ def run_(
     record_only: Annotated[
         bool, typer.Option("--record-only", help="Dark launch: resolve and record, touch nothing")
     ] = False,
+    set_: Sets = None,
+    values: ValuesFile = None,
 ) -> None:
     """Validate, submit and run a plan now, showing progress; exit 0 if it completed.
     Locally it runs in this process; after ``opsc login`` the server runs it."""
     plan = _plan_or_exit(plan_file)
+    given = _params_or_exit(plan, set_, values)
 
     async def work(settings: Settings) -> str:
         async with session(settings) as s:
-            kw: dict[str, Any] = {"record_only": record_only}
+            kw: dict[str, Any] = {"record_only": record_only, "params": given}
             if isinstance(s, Local):
                 kw["enqueue"] = False
                 from opsconductor.cli import host
@@ -168,17 +236,25 @@ def _plan_files(paths: list[Path]) -> list[Path]:
 
 
 @app.command("submit")
-def submit_(plan_files: PlanFiles, idempotency_key: IdempotencyKey = None) -> None:
+def submit_(
+    plan_files: PlanFiles,
+    idempotency_key: IdempotencyKey = None,
+    set_: Sets = None,
+    values: ValuesFile = None,
+) -> None:
     """Validate and queue plans for the workers; print each execution id at once. Many
     files (or a directory) are checked first and stored together: all of them, or none."""
     files = _plan_files(plan_files)
     if len(files) > 1:
         if idempotency_key:
             raise fail("--idempotency-key: names one plan; give one file with it", 2)
+        if set_ or values:
+            raise fail("--set/--values: name one plan's parameters; give one file with them", 2)
         _submit_many(files)
         return
     plan_file = files[0]
     plan = _plan_or_exit(plan_file)
+    given = _params_or_exit(plan, set_, values)
 
     async def work(settings: Settings) -> tuple[models.Execution, bool]:
         async with session(settings) as s:
@@ -188,6 +264,7 @@ def submit_(plan_files: PlanFiles, idempotency_key: IdempotencyKey = None) -> No
                 plan_file,
                 idempotency_key,
                 enqueue=True,
+                params=given,
             )
 
     found, created = run(work)

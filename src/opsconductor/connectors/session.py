@@ -89,6 +89,7 @@ class Connectors:
         cancel: asyncio.Event | None = None,
         env: dict[str, str] | None = None,
         results: Mapping[str, Mapping[str, Any]] | None = None,
+        params: Mapping[str, Any] | None = None,
         approved_files: Mapping[str, str] | None = None,
         on_output: OutputSink | None = None,
     ) -> Outcome:
@@ -96,11 +97,11 @@ class Connectors:
         ``env`` is set for commands and scripts under the step's own ``env``; ``results``
         (earlier steps on this target, by name) feed ``{{ steps.<name>.output }}``;
         ``approved_files`` (rendered source -> SHA-256; the engine always passes it for a
-        push) are the only bytes a push may copy; ``on_output`` gets each whole line a
-        command or script prints, as it prints it."""
+        push) are the only bytes a push may copy; ``params`` feed ``{{ params.<name> }}``;
+        ``on_output`` gets each whole line a command or script prints, as it prints it."""
         if isinstance(step, CommandStep | ScriptStep) and env:
             step = step.model_copy(update={"env": {**step.env, **env}})
-        context = asset_context(asset, results)
+        context = asset_context(asset, results, params)
         try:
             action = await self._prepare(step, asset, where, context, approved_files, on_output)
         except StepInputError as exc:

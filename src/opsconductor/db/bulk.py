@@ -91,6 +91,7 @@ async def _after_insert(
                         "step_name": name,
                         "step_type": kind,
                         "asset_id": asset_id,
+                        "step_key": news[i].step_keys[index] if news[i].step_keys else None,
                     }
                     for i, e in made.items()
                     for index, name, kind, asset_id in news[i].step_targets

@@ -45,6 +45,8 @@ class NewExecution:
     min_lease_s: float = 0.0
     #: action classes of its steps: they pick the queue's retry budget and lease timeout
     action_classes: tuple[str, ...] = ()
+    #: each step's duration-history key, by step index (routing.step_key)
+    step_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ async def _after_insert(
             "payload": Jsonb(payload),
         },
     )
-    await steps.insert_pending(conn, execution.id, new.tenant_id, new.step_targets)
+    await steps.insert_pending(conn, execution.id, new.tenant_id, new.step_targets, new.step_keys)
     if new.approval_level >= 1:
         await approval_requests.request(
             conn,

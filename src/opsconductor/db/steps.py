@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -24,13 +25,17 @@ async def insert_pending(
     execution_id: uuid.UUID,
     tenant_id: str,
     step_targets: list[tuple[int, str, str, str]],
+    step_keys: Sequence[str] = (),
 ) -> None:
+    """The first attempt of every (step, target), pending; ``step_keys`` by step index
+    (routing.step_key) file each row under its step's duration history."""
     columns = list(zip(*step_targets, strict=True)) if step_targets else [(), (), (), ()]
     await conn.execute(
         Q["insert_pending_steps"],
         {
             "execution_id": execution_id,
             "tenant_id": tenant_id,
+            "step_keys": list(step_keys),
             "step_index": list(columns[0]),
             "step_name": list(columns[1]),
             "step_type": list(columns[2]),
@@ -186,6 +191,30 @@ async def observed_p95(
         },
     )
     return {row["step_type"]: float(row["p95"]) for row in await cur.fetchall()}
+
+
+async def observed_p95_by_key(
+    conn: Conn,
+    tenant_id: str,
+    step_keys: list[str],
+    *,
+    window: int = 200,
+    min_samples: int = 3,
+) -> dict[str, float]:
+    """p95 seconds per step key (the same step, in any plan) from its newest ``window``
+    finished attempts; keys with fewer than ``min_samples`` are absent."""
+    if not step_keys:
+        return {}
+    cur = await conn.execute(
+        Q["observed_p95_by_key"],
+        {
+            "tenant_id": tenant_id,
+            "step_keys": sorted(set(step_keys)),
+            "window": window,
+            "min_samples": min_samples,
+        },
+    )
+    return {row["step_key"]: float(row["p95"]) for row in await cur.fetchall()}
 
 
 async def close_attempts(

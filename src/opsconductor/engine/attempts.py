@@ -88,7 +88,10 @@ class Attempts:
             stdout_tail=run.masker.mask_output(result.output)[-500:],
             stderr_tail=run.masker.mask_output(result.stderr)[-500:],
         )
-        detail = None if result.error is None else run.masker.mask(result.error)
+        # A skipped step's reason (``when`` false, record-only) is its output.
+        shown = result.output if result.status is StepStatus.SKIPPED else None
+        reason = result.error if result.error is not None else shown
+        detail = None if reason is None else run.masker.mask(reason)
         self.observer(
             StepEvent(index, step.name, asset.asset_id, result.status, attempt, detail, final)
         )

@@ -346,7 +346,7 @@ class Engine:
         approved = run.files.get(index)
         resolve = tenant_files.resolver(run.tenant_id, self.settings.files_root)
         problem = await asyncio.to_thread(
-            pushed_files.verify, step, index, to_run, approved, resolve
+            pushed_files.verify, step, index, to_run, approved, resolve, dispatch.shown(run)
         )
         if problem is not None:
             async with self.db.connection() as conn:
@@ -409,6 +409,13 @@ class Engine:
         point = run.point(index, asset.asset_id)
         if point.outcome is not None:
             return point.outcome  # finished before a crash: never run it again
+        instead = await dispatch.unless(self.db, run, index, step, asset)
+        if instead is not None:  # ``when`` is false here (or cannot be evaluated)
+            attempt_id = await self.attempts.start(run, index, asset, point.next_attempt)
+            await self.attempts.finish(
+                run, index, asset, point.next_attempt, attempt_id, instead, True
+            )
+            return instead.status
         if await self._denied(run, index, asset):
             return "failed"
         status = "failed"

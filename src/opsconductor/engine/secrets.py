@@ -3,6 +3,7 @@ held), masked before anything can print them, audited, and dropped when the step
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from opsconductor.config import load_settings
@@ -12,6 +13,7 @@ from opsconductor.db import executions
 from opsconductor.db.connection import Database
 from opsconductor.engine.state import Run
 from opsconductor.errors import SecretError
+from opsconductor.params import secret_params
 from opsconductor.plan import CommandStep, FileStep, ScriptStep, secret_refs
 from opsconductor.secret_store import SecretResolver
 
@@ -44,6 +46,21 @@ def _credential_refs(run: Run, index: int) -> list[str]:
     ]
 
 
+def _param_refs(run: Run, index: int) -> list[str]:
+    """Paths of the ``secret-ref`` parameters the step's fields name (``params.db_pw``):
+    fetched for this step only, like its own secret references."""
+    names = secret_params(run.plan.params)
+    if not names:
+        return []
+    text = run.plan.steps[index].model_dump_json(exclude={"when"})
+    values = run.execution.plan_snapshot.get("params") or {}
+    return [
+        values[name]
+        for name in names
+        if isinstance(values.get(name), str) and re.search(rf"\b{re.escape(name)}\b", text)
+    ]
+
+
 class StepSecrets:
     def __init__(self, db: Database, resolver: SecretResolver | None) -> None:
         self.db = db
@@ -59,7 +76,11 @@ class StepSecrets:
         step = run.plan.steps[index]
         paths = list(
             dict.fromkeys(
-                [*(ref.secret for ref in secret_refs(step)), *_credential_refs(run, index)]
+                [
+                    *(ref.secret for ref in secret_refs(step)),
+                    *_credential_refs(run, index),
+                    *_param_refs(run, index),
+                ]
             )
         )
         values: dict[str, str] = {}

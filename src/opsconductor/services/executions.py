@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from opsconductor import rbac
 from opsconductor.cancellation import CancelOutcome, request_cancel
 from opsconductor.config import load_settings
-from opsconductor.db import approval_requests, assets, executions, queue, reads, steps
+from opsconductor.db import approval_requests, executions, queue, reads, steps
 from opsconductor.db.connection import Database
 from opsconductor.errors import IllegalTransition, StaleStatus
 from opsconductor.records import ApprovalRequest, Event, Execution, StepAttempt
@@ -21,10 +22,11 @@ from opsconductor.status_machine import Status
 # Plans (pydantic), templates (jinja2) and the engine are imported by the use cases that
 # need them, so reading or cancelling from the shell starts in a fraction of a second.
 if TYPE_CHECKING:
-    from opsconductor import pushed_files
+    from opsconductor import pushed_files, routing
     from opsconductor.approvals import Decision
     from opsconductor.engine import Observer
     from opsconductor.inventory import Asset
+    from opsconductor.params import Value
     from opsconductor.plan import Plan
 
 
@@ -35,6 +37,13 @@ class Validated:
     plan_hash: str
     #: SHA-256 of every pushed file, by step index and source: part of the hash
     files: pushed_files.Digests
+    #: every declared parameter's bound value (a secret-ref: its path)
+    params: dict[str, Value]
+    #: how long it should take and why, the class and mode that gives, and its budget
+    estimate: routing.Estimate
+    route: routing.Route
+    budget_s: float
+    budget_why: str
 
 
 @dataclass(frozen=True)
@@ -46,22 +55,35 @@ class ExecutionView:
     approvals: list[ApprovalRequest]
 
 
-async def validate(db: Database, who: Caller, plan: Plan) -> Validated:
-    """Resolve a plan's targets against the caller's inventory and hash it; stores nothing."""
-    from opsconductor import pushed_files
-    from opsconductor.connectors import tenant_files
-    from opsconductor.inventory import resolve_selected, selectors
+async def validate(
+    db: Database, who: Caller, plan: Plan, params: Mapping[str, Any] | None = None
+) -> Validated:
+    """Everything a submission checks, stores nothing: parameters bound, targets resolved
+    against the caller's inventory, every template and ``when`` rendered on every target,
+    pushed files hashed; plus the estimate, SLA class and budget it would get, and why."""
+    from opsconductor import policies, pushed_files, routing
+    from opsconductor.inventory import resolve_selected
+    from opsconductor.params import bind
     from opsconductor.plan_hash import plan_hash
+    from opsconductor.submission import check_templates, context
+    from opsconductor.template_check import shown_params
 
     who.require("assets", "view")
+    values = bind(plan.params, params)
+    found = await context(db, who.tenant_id, [plan], load_settings().files_root)
+    targets = resolve_selected(plan, found.matched)
+    await check_templates(plan, targets, values)
+    shown = shown_params(plan, values, secrets=None)
+    files = await pushed_files.take_async(plan, targets, found.files, shown)  # as submitted
+    history = routing.History(found.observed_steps, found.observed)
+    estimate = routing.estimate(plan, targets, history)
+    route = routing.classify(estimate.total_s)
     async with db.connection() as conn:
-        await assets.ensure_tenant(conn, who.tenant_id)
-        matched = await assets.matching(conn, who.tenant_id, selectors(plan))
-    targets = resolve_selected(plan, matched)
-    files = await pushed_files.take_async(
-        plan, targets, tenant_files.resolver(who.tenant_id, load_settings().files_root)
-    )  # read here, as at submission
-    return Validated(plan, targets, plan_hash(plan, targets, files), files)
+        rows = await executions.policies(conn)
+    matrix = {(r["sla_class"], r["action_class"]): policies.TimeoutPolicy.from_row(r) for r in rows}
+    budget, why = policies.budget_reason(plan, route.sla_class, matrix)
+    digest = plan_hash(plan, targets, files, values)
+    return Validated(plan, targets, digest, files, values, estimate, route, budget, why)
 
 
 async def submit(
@@ -72,6 +94,7 @@ async def submit(
     idempotency_key: str | None = None,
     record_only: bool = False,
     enqueue: bool | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> executions.Submitted:
     """Store (and maybe queue) a plan as the caller: ``executions:submit``, and the step's
     action class on every resolved target's environment (checked again before each step)."""
@@ -83,7 +106,9 @@ async def submit(
     def check(plan: Plan, targets: list[list[Asset]]) -> None:
         rbac.enforce_plan(who.actor_id, list(who.roles), plan, targets)
 
-    request = Request(plan, who.tenant_id, who.actor_id, idempotency_key, record_only, enqueue)
+    request = Request(
+        plan, who.tenant_id, who.actor_id, idempotency_key, record_only, enqueue, params
+    )
     return await store_submission(db, request, check=check)
 
 

@@ -32,12 +32,12 @@ ORDER BY t.ord
 -- name: insert_pending_steps
 INSERT INTO execution.execution_steps
     (execution_id, tenant_id, step_index, step_name, step_type, target_asset_id, status,
-     attempt)
+     attempt, step_key)
 SELECT t.execution_id, t.tenant_id, t.step_index, t.step_name, t.step_type, t.asset_id,
-       'pending', 1
+       'pending', 1, t.step_key
 FROM jsonb_to_recordset(%(items)s::jsonb) AS t(
     execution_id uuid, tenant_id text, step_index int, step_name text, step_type text,
-    asset_id text)
+    asset_id text, step_key text)
 
 -- name: enqueue
 -- As queue.sql's enqueue, per item: the retry budget and visibility timeout from the

@@ -939,3 +939,9 @@ CREATE INDEX execution_queue_claim_idx
     WHERE lease_token IS NULL;
 CREATE INDEX execution_queue_worker_idx ON execution.execution_queue (worker_id)
     WHERE lease_token IS NOT NULL;
+
+-- Honest estimates: history per step (routing.step_key: type + hash of what it runs).
+ALTER TABLE execution.execution_steps ADD COLUMN step_key text;
+CREATE INDEX execution_steps_key_history_idx
+    ON execution.execution_steps (tenant_id, step_key, finished_at DESC)
+    WHERE step_key IS NOT NULL AND finished_at IS NOT NULL AND started_at IS NOT NULL;

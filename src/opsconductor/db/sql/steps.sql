@@ -4,9 +4,9 @@
 -- name: insert_pending_steps
 INSERT INTO execution.execution_steps
     (execution_id, tenant_id, step_index, step_name, step_type, target_asset_id, status,
-     attempt)
+     attempt, step_key)
 SELECT %(execution_id)s, %(tenant_id)s, s.step_index, s.step_name, s.step_type, s.asset_id,
-       'pending', 1
+       'pending', 1, (%(step_keys)s::text[])[s.step_index + 1]
 FROM unnest(%(step_index)s::int[], %(step_name)s::text[], %(step_type)s::text[],
             %(asset_id)s::text[]) AS s(step_index, step_name, step_type, asset_id)
 
@@ -107,6 +107,24 @@ CROSS JOIN LATERAL (
     LIMIT %(window)s
 ) AS recent
 GROUP BY t.step_type
+HAVING count(*) >= %(min_samples)s
+
+-- name: observed_p95_by_key
+-- p95 duration per step key (routing.step_key: the same step in any plan) over its newest
+-- finished attempts; keys with too few samples are left out.
+SELECT k.step_key,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY recent.seconds) AS p95
+FROM unnest(%(step_keys)s::text[]) AS k(step_key)
+CROSS JOIN LATERAL (
+    SELECT extract(epoch FROM s.finished_at - s.started_at)::float8 AS seconds
+    FROM execution.execution_steps s
+    WHERE s.tenant_id = %(tenant_id)s AND s.step_key = k.step_key
+      AND s.finished_at IS NOT NULL AND s.started_at IS NOT NULL
+      AND s.status IN ('completed', 'failed', 'timeout')
+    ORDER BY s.finished_at DESC
+    LIMIT %(window)s
+) AS recent
+GROUP BY k.step_key
 HAVING count(*) >= %(min_samples)s
 
 -- name: close_attempts
