@@ -103,9 +103,7 @@ async def test_when_false_skips_the_step_on_that_target_with_the_reason(db: Data
     assert by[("restart", "node-a")].output == "restarted 1.2 1.2-web\n"
     skipped = by[("restart", "node-b")]
     assert skipped.status == "skipped"
-    assert skipped.output == (
-        "skipped: when: params.restart and asset.tags.role == 'web' is false"
-    )
+    assert skipped.output == ("skipped: when: params.restart and asset.tags.role == 'web' is false")
     # a skipped target is done: the next step runs on both
     assert {r.status for r in rows if r.step_name == "after"} == {"completed"}
     finished = [e for e in events if e.asset_id == "node-b" and e.status is StepStatus.SKIPPED]
