@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ class Request:
     #: the caller, in its own process (``opsc run``): ``immediate``. None: as routing says
     #: (the API): a fast plan is run by the caller, a slower one is queued for the workers.
     enqueue: bool | None = None
+    #: the execution whose failed targets this one re-runs (``services.executions.rerun``)
+    rerun_of: uuid.UUID | None = None
 
 
 _MODE = {True: Mode.BACKGROUND, False: Mode.IMMEDIATE}
@@ -135,6 +138,7 @@ async def prepare(
         enqueue=mode is Mode.BACKGROUND,
         action_classes=tuple(step.action_class for step in plan.steps),
         min_lease_s=LEASE_P95_FACTOR * max(observed.values(), default=0.0),
+        rerun_of=request.rerun_of,
     )
 
 

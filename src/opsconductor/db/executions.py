@@ -45,6 +45,8 @@ class NewExecution:
     min_lease_s: float = 0.0
     #: action classes of its steps: they pick the queue's retry budget and lease timeout
     action_classes: tuple[str, ...] = ()
+    #: the execution whose failed targets this one re-runs (``opsc rerun --failed``)
+    rerun_of: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ async def _insert(conn: Conn, new: NewExecution, retry_of: uuid.UUID | None) -> 
             "estimated_duration_s": new.estimated_duration_s,
             "trace_id": uuid.uuid4().hex,
             "record_only": new.record_only,
+            "rerun_of": new.rerun_of,
         },
     )
     return await cur.fetchone()
@@ -119,6 +122,8 @@ async def _after_insert(
     payload: dict[str, Any] = {"plan_hash": new.plan_hash, "idempotency_key": new.idempotency_key}
     if retry_of:
         payload["retry_of"] = str(retry_of)
+    if new.rerun_of:
+        payload["rerun_of"] = str(new.rerun_of)
     await conn.execute(
         Q["insert_event"],
         {
