@@ -1,0 +1,110 @@
+"""Re-running the failed over real sshd hosts, end to end through ``opsc``: ``opsc rerun ID
+--failed`` touches exactly the hosts that failed, and ``opsc show``/``run`` say why they
+failed, grouped (tests/sshlab.py: each port of the lab is one host)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+from opsconductor.db import steps
+from opsconductor.db.connection import Database
+from tests.helpers import add_ssh_assets
+from tests.served import opsc
+
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def rollout(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A two-step rollout: every host logs each step it runs in ``hosts/<port>.log`` (the
+    server port is the host: commands are not templates); the health check fails where no
+    ``ready/<port>`` file exists."""
+    logs, ready = tmp_path / "hosts", tmp_path / "ready"
+    logs.mkdir()
+    ready.mkdir()
+    plan = tmp_path / "rollout.yaml"
+    port = "${SSH_CONNECTION##* }"
+    log = f"{logs}/{port}.log"
+    plan.write_text(
+        "name: web rollout\nsteps:\n"
+        "  - name: deploy\n    type: command\n    action_class: modify\n"
+        "    targets: {tags: {role: web}}\n"
+        f"    command: 'echo deploy >> {log}'\n"
+        "  - name: health\n    type: command\n    action_class: read\n"
+        "    targets: {tags: {role: web}}\n"
+        f"    command: 'echo health >> {log}; echo checking >&2; test -f {ready}/{port} || "
+        '{ echo "health check failed: service not ready" >&2; exit 1; }\'\n'
+    )
+    return plan, logs, ready
+
+
+def execution_id(text: str) -> str:
+    found = re.search(rf"\b({UUID})\b", text)
+    assert found, text
+    return found[1]
+
+
+async def test_rerun_failed_touches_exactly_the_failed_hosts(
+    db: Database, cli_env: dict[str, str], ssh_lab: Any, tmp_path: Path
+) -> None:
+    await add_ssh_assets(db, ssh_lab, ssh_lab.ports[0:4], prefix="web")
+    host = {f"web-{n:02d}": str(port) for n, port in enumerate(ssh_lab.ports[0:4])}
+    plan, logs, ready = rollout(tmp_path)
+    for name in ("web-00", "web-02"):
+        (ready / host[name]).touch()
+
+    first = opsc(cli_env, "run", str(plan))
+    assert first.returncode == 1, first.stdout + first.stderr
+    old = execution_id(first.stdout)
+    assert "partial" in first.stdout
+    # The end summary groups the two identical failures, with the cause from stderr.
+    assert (
+        "step 'health' — exit 1: health check failed: service not ready ×2: web-01, web-03"
+        in first.stdout
+    ), first.stdout
+    assert "| checking" in first.stdout  # the last lines of stderr, not only the last
+    before = {n: (logs / f"{port}.log").read_text() for n, port in host.items()}
+    assert all(text.count("deploy") == 1 for text in before.values())
+
+    shown = opsc(cli_env, "show", old)
+    assert shown.returncode == 0, shown.stderr
+    assert "health check failed: service not ready ×2: web-01, web-03" in shown.stdout
+
+    for name in ("web-01", "web-03"):
+        (ready / host[name]).touch()  # the operator fixed them
+    again = opsc(cli_env, "rerun", old, "--failed")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "on 2 targets: web-01, web-03" in again.stderr
+    new = execution_id(again.stdout)
+    assert new != old and "completed" in again.stdout
+    assert f"re-runs the failed targets of {old}" in again.stdout
+
+    after = {n: (logs / f"{port}.log").read_text() for n, port in host.items()}
+    assert after["web-00"] == before["web-00"] and after["web-02"] == before["web-02"]
+    for n in ("web-01", "web-03"):  # the whole plan again, on these two only
+        assert after[n] == before[n] + "deploy\nhealth\n", after[n]
+
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT id, rerun_of, retry_of, plan_hash, status FROM execution.executions"
+            " ORDER BY created_at"
+        )
+        rows = await cur.fetchall()
+        attempts = await steps.list_for(conn, uuid.UUID(new))
+    assert [(str(r["id"]), r["status"]) for r in rows] == [(old, "partial"), (new, "completed")]
+    assert rows[1]["rerun_of"] == uuid.UUID(old) and rows[1]["retry_of"] is None
+    assert rows[1]["plan_hash"] != rows[0]["plan_hash"]  # a new hash: a new approval
+    assert sorted({(a.step_name, a.target_asset_id) for a in attempts}) == [
+        ("deploy", "web-01"),
+        ("deploy", "web-03"),
+        ("health", "web-01"),
+        ("health", "web-03"),
+    ]
+
+    nothing = opsc(cli_env, "rerun", new, "--failed")
+    assert nothing.returncode == 1
+    assert "every target completed every step" in nothing.stderr
+    unflagged = opsc(cli_env, "rerun", old)
+    assert unflagged.returncode == 2 and "--failed" in unflagged.stderr
