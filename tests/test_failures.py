@@ -38,7 +38,7 @@ def test_identical_failures_are_one_group_with_every_target() -> None:
     ]
     assert groups[0].tail == ("checking", "disk /var 97% full")
     assert failures.line(groups[0], limit=2) == (
-        "step 'restart' — exit 1: disk /var 97% full ×3: web-1, web-2, … (+1)"
+        "step 'restart' — exit 1: disk /var 97% full \N{MULTIPLICATION SIGN}3: web-1, web-2, … (+1)"
     )
 
 

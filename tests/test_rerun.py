@@ -14,6 +14,7 @@ from opsconductor.db.connection import Database
 from tests.helpers import add_ssh_assets
 from tests.served import opsc
 
+TIMES = "\N{MULTIPLICATION SIGN}"
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
@@ -60,17 +61,15 @@ async def test_rerun_failed_touches_exactly_the_failed_hosts(
     old = execution_id(first.stdout)
     assert "partial" in first.stdout
     # The end summary groups the two identical failures, with the cause from stderr.
-    assert (
-        "step 'health' — exit 1: health check failed: service not ready ×2: web-01, web-03"
-        in first.stdout
-    ), first.stdout
+    grouped = f"exit 1: health check failed: service not ready {TIMES}2: web-01, web-03"
+    assert f"step 'health' — {grouped}" in first.stdout, first.stdout
     assert "| checking" in first.stdout  # the last lines of stderr, not only the last
     before = {n: (logs / f"{port}.log").read_text() for n, port in host.items()}
     assert all(text.count("deploy") == 1 for text in before.values())
 
     shown = opsc(cli_env, "show", old)
     assert shown.returncode == 0, shown.stderr
-    assert "health check failed: service not ready ×2: web-01, web-03" in shown.stdout
+    assert grouped in shown.stdout
 
     for name in ("web-01", "web-03"):
         (ready / host[name]).touch()  # the operator fixed them
@@ -108,3 +107,25 @@ async def test_rerun_failed_touches_exactly_the_failed_hosts(
     assert "every target completed every step" in nothing.stderr
     unflagged = opsc(cli_env, "rerun", old)
     assert unflagged.returncode == 2 and "--failed" in unflagged.stderr
+
+
+async def test_record_only_is_marked_wherever_opsc_shows_a_status(
+    db: Database, cli_env: dict[str, str], ssh_lab: Any, tmp_path: Path
+) -> None:
+    await add_ssh_assets(db, ssh_lab, ssh_lab.ports[0:2], prefix="web")
+    plan, logs, _ = rollout(tmp_path)
+    dark = opsc(cli_env, "run", "--record-only", str(plan))
+    assert dark.returncode == 0, dark.stdout + dark.stderr
+    assert list(logs.iterdir()) == []  # nothing was touched
+    ident = execution_id(dark.stdout)
+    # The run's summary and opsc show: marked after the status, and said in words.
+    for text in (dark.stdout, opsc(cli_env, "show", ident).stdout):
+        assert "completed (record-only) [record-only: nothing was touched]" in text, text
+    real = opsc(cli_env, "run", str(plan))
+    listed = opsc(cli_env, "list")
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split("│")[1].strip(): line for line in listed.stdout.splitlines() if "│" in line}
+    assert "completed (record-only)" in rows[ident]
+    assert "record-only" not in rows[execution_id(real.stdout)]
+    refused = opsc(cli_env, "rerun", ident, "--failed")
+    assert refused.returncode == 1 and "record-only" in refused.stderr
