@@ -11,7 +11,11 @@ from typing import Any
 
 from opsconductor.db import steps
 from opsconductor.db.connection import Database
-from tests.helpers import add_ssh_assets
+from opsconductor.services import executions, history
+from opsconductor.services.caller import local_admin
+from opsconductor.status_machine import Status
+from tests.conftest import allow_local
+from tests.helpers import add_ssh_assets, run_plan
 from tests.served import opsc
 
 TIMES = "\N{MULTIPLICATION SIGN}"
@@ -129,3 +133,36 @@ async def test_record_only_is_marked_wherever_opsc_shows_a_status(
     assert "record-only" not in rows[execution_id(real.stdout)]
     refused = opsc(cli_env, "rerun", ident, "--failed")
     assert refused.returncode == 1 and "record-only" in refused.stderr
+
+
+async def test_pruning_the_original_keeps_its_rerun(db: Database, tmp_path: Path) -> None:
+    """The link is for reading: history prune may remove the re-run original (the re-run
+    holds its own plan snapshot), and the kept re-run loses only the link."""
+    async with db.connection() as conn:
+        await allow_local(conn, "default")
+    plan = {
+        "name": "flaky",
+        "steps": [
+            {
+                "name": "check",
+                "type": "command",
+                "action_class": "read",
+                "targets": {"hostnames": ["localhost"]},
+                "command": "echo nope >&2; exit 4",
+            }
+        ],
+    }
+    status, _, old = await run_plan(db, plan)
+    assert status == Status.FAILED
+    who = await local_admin(db, "default")
+    done = await executions.rerun_failed(db, who, str(old), enqueue=True)
+    assert done.created and done.execution.rerun_of == old
+    report = await history.prune(
+        db, who, export=tmp_path / "export.jsonl", before=done.execution.created_at
+    )
+    assert report.executions == 1
+    async with db.connection() as conn:
+        cur = await conn.execute("SELECT id, rerun_of FROM execution.executions")
+        assert [(r["id"], r["rerun_of"]) for r in await cur.fetchall()] == [
+            (done.execution.id, None)
+        ]
