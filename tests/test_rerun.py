@@ -16,7 +16,7 @@ from opsconductor.services.caller import local_admin
 from opsconductor.status_machine import Status
 from tests.conftest import allow_local
 from tests.helpers import add_ssh_assets, run_plan
-from tests.served import opsc
+from tests.served import logged_in, opsc, serving
 
 TIMES = "\N{MULTIPLICATION SIGN}"
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -166,3 +166,24 @@ async def test_pruning_the_original_keeps_its_rerun(db: Database, tmp_path: Path
         assert [(r["id"], r["rerun_of"]) for r in await cur.fetchall()] == [
             (done.execution.id, None)
         ]
+
+
+async def test_rerun_through_the_server_after_login(
+    db: Database, cli_env: dict[str, str], ssh_lab: Any, tmp_path: Path
+) -> None:
+    await add_ssh_assets(db, ssh_lab, ssh_lab.ports[0:2], prefix="web")
+    plan, logs, ready = rollout(tmp_path)
+    (ready / str(ssh_lab.ports[0])).touch()
+    with serving(cli_env) as (url, _):
+        shell = logged_in(cli_env, url, "alice", "admin", config=tmp_path / "alice")
+        first = opsc(shell, "run", str(plan))
+        assert first.returncode == 1, first.stdout + first.stderr
+        old = execution_id(first.stdout)
+        assert f"service not ready {TIMES}1: web-01" in first.stdout, first.stdout
+        (ready / str(ssh_lab.ports[1])).touch()
+        again = opsc(shell, "rerun", old[:8], "--failed")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "on 1 target: web-01" in again.stderr
+        assert f"re-runs the failed targets of {old}" in again.stdout
+    assert (logs / f"{ssh_lab.ports[0]}.log").read_text() == "deploy\nhealth\n"
+    assert (logs / f"{ssh_lab.ports[1]}.log").read_text() == "deploy\nhealth\n" * 2
