@@ -141,6 +141,8 @@ class Execution:
     lease_renewals: int = 0
     cancel_checks_performed: int = 0
     sla_violated_at: datetime | None = None
+    #: the execution whose failed targets this one re-runs (``opsc rerun --failed``)
+    rerun_of: uuid.UUID | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:

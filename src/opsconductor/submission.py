@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ class Request:
     #: values of the plan's declared ``params`` (``--set``, a values file, the API body);
     #: checked against the declarations (params.bind) and part of the plan hash
     params: Mapping[str, Any] | None = None
+    #: the execution whose failed targets this one re-runs (``services.executions.rerun``)
+    rerun_of: uuid.UUID | None = None
 
 
 _MODE = {True: Mode.BACKGROUND, False: Mode.IMMEDIATE}
@@ -167,6 +170,7 @@ async def prepare(
         action_classes=tuple(step.action_class for step in plan.steps),
         min_lease_s=LEASE_P95_FACTOR * max([*observed.values(), *keyed.values()], default=0.0),
         step_keys=keys,
+        rerun_of=request.rerun_of,
     )
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from opsconductor import records
+from opsconductor import failures, records
 from opsconductor.api.inputs import CleanInput
 from opsconductor.inventory import Asset
 
@@ -50,6 +50,8 @@ class Execution(BaseModel):
     actor_id: str
     idempotency_key: str
     retry_of: uuid.UUID | None
+    #: the execution whose failed targets this one re-runs (``opsc rerun ID --failed``)
+    rerun_of: uuid.UUID | None = None
     plan_name: str
     plan_hash: str
     status: str
@@ -141,11 +143,43 @@ class Approval(BaseModel):
         return cls.model_validate(values)
 
 
+class Failure(BaseModel):
+    """Targets that failed one step the same way: same cause, same last line of stderr."""
+
+    step_index: int
+    step_name: str
+    #: ``exit 1: disk /var 97% full``: the cause, then the last line of stderr
+    message: str
+    #: ``exit 1``, or the recorded error (``timed out after 10 s``)
+    cause: str
+    #: the last non-empty line of stderr, masked as stored ("" when there is none)
+    detail: str
+    count: int
+    targets: list[str]
+    #: the last lines of stderr of the first target
+    tail: list[str]
+
+    @classmethod
+    def of(cls, found: failures.FailureGroup) -> Failure:
+        return cls(
+            step_index=found.step_index,
+            step_name=found.step_name,
+            message=found.message,
+            cause=found.cause,
+            detail=found.detail,
+            count=found.count,
+            targets=list(found.targets),
+            tail=list(found.tail),
+        )
+
+
 class ExecutionDetail(Execution):
     plan: dict[str, Any]
     progress: Progress
     steps: list[Step]
     approvals: list[Approval] = []
+    #: failed targets grouped by step and cause, largest group first
+    failures: list[Failure] = []
 
 
 class ExecutionPage(BaseModel):

@@ -13,13 +13,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import Field
 
-from opsconductor import progress, safe_parse
+from opsconductor import failures, progress, safe_parse
 from opsconductor.api import models
 from opsconductor.api.auth import Db, Who, authenticate
 from opsconductor.api.inputs import CleanInput, check_text
 from opsconductor.approvals import Decision
 from opsconductor.db import reads
 from opsconductor.db.connection import Database
+from opsconductor.db.executions import Submitted
 from opsconductor.db.notify import EventHub
 from opsconductor.errors import BadInput, OpsError
 from opsconductor.plan import Plan, load_plan_text, parse_plan
@@ -144,6 +145,55 @@ async def submit_execution(
         enqueue=True if queue else None,
         params=params,
     )
+    return await _answer(db, who, submitted, response)
+
+
+@router.post(
+    "/{execution_id}/rerun",
+    status_code=201,
+    response_model=models.ExecutionDetail,
+    responses={
+        200: {"model": models.ExecutionDetail, "description": "Duplicate: the existing one"},
+        202: {"model": models.ExecutionDetail, "description": "Accepted: runs in background"},
+    },
+    summary="Re-run a finished execution's plan over its failed targets only",
+)
+async def rerun_execution(
+    execution_id: str,
+    response: Response,
+    db: Db,
+    who: Who,
+    failed: Annotated[
+        bool,
+        Query(
+            description="Only the targets that failed or never ran (required: a re-run "
+            "of everything is a new submission of the plan)"
+        ),
+    ] = False,
+    queue: Annotated[
+        bool, Query(description="Hand it to the workers even when it is fast")
+    ] = False,
+) -> models.ExecutionDetail:
+    """A new execution (``rerun_of`` names the old one) of the same plan, each step's
+    targets narrowed to those of the old one that failed, timed out or never ran: the whole
+    plan runs again on each of them, and on no other. Its plan hash is new, so a plan that
+    needs approval needs it again. 409 when the old one is unfinished, record-only, or
+    has nothing that failed. Answers as a submission does (201, 202 or 200)."""
+    if not failed:
+        raise BadInput(
+            "failed: give failed=true (only the failed targets can be re-run; to run "
+            "everything again, submit the plan)"
+        )
+    submitted = await executions.rerun_failed(
+        db, who, execution_id, enqueue=True if queue else None
+    )
+    return await _answer(db, who, submitted, response)
+
+
+async def _answer(
+    db: Database, who: Caller, submitted: Submitted, response: Response
+) -> models.ExecutionDetail:
+    """A submission's answer: 200 a duplicate, 201 run here (fast), 202 queued."""
     execution = submitted.execution
     if not submitted.created:
         response.status_code = 200
@@ -265,6 +315,7 @@ async def _detail(db: Database, who: Caller, execution_id: str) -> models.Execut
         progress=models.Progress(**progress.compute(found.steps).as_dict()),
         steps=[models.Step.from_record(r) for r in found.steps],
         approvals=[models.Approval.from_record(a) for a in found.approvals],
+        failures=[models.Failure.of(g) for g in failures.group(found.steps)],
     )
 
 

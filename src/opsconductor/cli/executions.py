@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import typer
 
-from opsconductor.cli import deciding, running, watching
+from opsconductor.cli import deciding, rerunning, running, watching
 from opsconductor.cli.deciding import dlq_app
 
 app = typer.Typer()
-for commands in (running.app, watching.app, deciding.app):
+for commands in (running.app, rerunning.app, watching.app, deciding.app):
     app.registered_commands.extend(commands.registered_commands)
 
 __all__ = ["app", "dlq_app"]

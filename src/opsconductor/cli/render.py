@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rich.markup import escape
 from rich.table import Table
 
+from opsconductor import failures
 from opsconductor.api import models
 from opsconductor.cli.runtime import out
 
@@ -35,6 +36,18 @@ def styled(status: str) -> str:
     return f"[{style}]{status}[/{style}]"
 
 
+#: After the status of a record-only execution, wherever one is shown: a dark launch
+#: ends ``completed`` without having touched anything, and must not pass for a change.
+RECORD_ONLY = "(record-only)"
+
+
+def execution_status(found: models.Execution) -> str:
+    """The execution's status, styled, marked when it was record-only."""
+    if found.record_only:
+        return f"{styled(found.status)} [bold yellow]{escape(RECORD_ONLY)}[/bold yellow]"
+    return styled(found.status)
+
+
 def _same(text: str) -> str:
     return text
 
@@ -49,13 +62,15 @@ def execution(
 ) -> None:
     """One execution: header, step attempts, approval history and (optionally) events.
     ``cancel_requested``: who asked a running execution to stop, and when (local only)."""
-    reason = f" — {mask(header.status_reason)}" if header.status_reason else ""
-    if header.record_only:
-        reason += " [record-only: nothing was touched]"
+    reason = f" — {escape(mask(header.status_reason))}" if header.status_reason else ""
+    if header.record_only:  # escaped: rich took the bracketed words for a style and dropped them
+        reason += escape(" [record-only: nothing was touched]")
     out.print(
-        f"[bold]{header.plan_name}[/bold]  {header.id}  {styled(header.status)}{reason}",
+        f"[bold]{escape(header.plan_name)}[/bold]  {header.id}  {execution_status(header)}{reason}",
         highlight=False,
     )
+    if header.rerun_of is not None:
+        out.print(f"re-runs the failed targets of {header.rerun_of}", highlight=False)
     out.print(
         f"actor {header.actor_id} · {header.sla_class}/{header.mode} · "
         f"plan hash {header.plan_hash[:16]}… · created {header.created_at:%Y-%m-%d %H:%M:%S}",
@@ -70,6 +85,7 @@ def execution(
         who, at = cancel_requested
         out.print(f"cancel requested by {who} at {at:%H:%M:%S}", highlight=False)
     out.print(steps_table(step_rows, mask))
+    print_failures(step_rows, mask)
     if approvals and events is not None:
         out.print(approvals_table(approvals, mask))
     if events is not None:
@@ -83,6 +99,8 @@ def steps_table(step_rows: list[models.Step], mask: Callable[[str], str] = _same
         if row.started_at and row.finished_at:
             took = f"{(row.finished_at - row.started_at).total_seconds():.2f}s"
         text = (row.error or row.output or row.stderr or "").strip()
+        if row.error and row.stderr.strip():  # "exit code 3" alone says nothing of why
+            text = f"{row.error.strip()}: {row.stderr.strip().splitlines()[-1].strip()}"
         table.add_row(
             str(row.step_index),
             row.step_name,
@@ -91,9 +109,25 @@ def steps_table(step_rows: list[models.Step], mask: Callable[[str], str] = _same
             styled(row.status),
             "" if row.exit_code is None else str(row.exit_code),
             took,
-            mask(text)[-200:],
+            escape(mask(text)[-200:]),
         )
     return table
+
+
+def print_failures(
+    step_rows: list[models.Step], mask: Callable[[str], str] = _same, limit: int = 5
+) -> None:
+    """Failed targets grouped by step and cause, with the last lines of stderr."""
+    groups = failures.group(step_rows, mask)
+    if not groups:
+        return
+    count = sum(g.count for g in groups)
+    out.print(f"[red]failures[/red] ({count} failed target{'s' if count != 1 else ''}):")
+    for found in groups:
+        out.print("  " + escape(failures.line(found, limit)), highlight=False)
+        if len(found.tail) > 1:  # the last line is in the message already
+            for text in found.tail:
+                out.print(f"      | {escape(text)}", highlight=False)
 
 
 def approvals_table(approvals: list[models.Approval], mask: Callable[[str], str] = _same) -> Table:

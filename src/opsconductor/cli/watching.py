@@ -163,7 +163,7 @@ def list_(
             [
                 str(e.id),
                 e.plan_name,
-                render.styled(e.status),
+                render.execution_status(e),
                 e.actor_id,
                 f"{e.created_at:%Y-%m-%d %H:%M:%S}",
                 e.status_reason or "",

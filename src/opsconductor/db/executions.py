@@ -47,6 +47,8 @@ class NewExecution:
     action_classes: tuple[str, ...] = ()
     #: each step's duration-history key, by step index (routing.step_key)
     step_keys: tuple[str, ...] = ()
+    #: the execution whose failed targets this one re-runs (``opsc rerun --failed``)
+    rerun_of: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ def columns(new: NewExecution) -> dict[str, Any]:
         "estimated_duration_s": new.estimated_duration_s,
         "trace_id": uuid.uuid4().hex,
         "record_only": new.record_only,
+        "rerun_of": new.rerun_of,
     }
 
 
@@ -130,6 +133,8 @@ async def _after_insert(
     payload: dict[str, Any] = {"plan_hash": new.plan_hash, "idempotency_key": new.idempotency_key}
     if retry_of:
         payload["retry_of"] = str(retry_of)
+    if new.rerun_of:
+        payload["rerun_of"] = str(new.rerun_of)
     await conn.execute(
         Q["insert_event"],
         {

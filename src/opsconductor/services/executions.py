@@ -13,11 +13,11 @@ from opsconductor.cancellation import CancelOutcome, request_cancel
 from opsconductor.config import load_settings
 from opsconductor.db import approval_requests, executions, queue, reads, steps
 from opsconductor.db.connection import Database
-from opsconductor.errors import IllegalTransition, StaleStatus
+from opsconductor.errors import Conflict, IllegalTransition, StaleStatus
 from opsconductor.records import ApprovalRequest, Event, Execution, StepAttempt
 from opsconductor.services.caller import Caller
 from opsconductor.services.engines import build_engine, shared_engine
-from opsconductor.status_machine import Status
+from opsconductor.status_machine import Status, is_terminal
 
 # Plans (pydantic), templates (jinja2) and the engine are imported by the use cases that
 # need them, so reading or cancelling from the shell starts in a fraction of a second.
@@ -127,6 +127,59 @@ async def submit_many(
 
     requests = [Request(p, who.tenant_id, who.actor_id, None, record_only, True) for p in plans]
     return await store_many(db, requests, check=check)
+
+
+async def rerun_failed(
+    db: Database, who: Caller, execution_id: str, *, enqueue: bool | None = None
+) -> executions.Submitted:
+    """A new execution of a finished one's plan over only its targets that failed or never
+    ran (``rerun.py`` says which, and why the whole plan runs again on each), linked to it
+    through ``rerun_of``. It is a submission like any other: ``executions:submit``, RBAC
+    per target, a new plan hash and so a new approval when the plan needs one."""
+    from opsconductor import rerun
+    from opsconductor.plan import parse_plan
+    from opsconductor.submission import Request
+    from opsconductor.submission import submit as store_submission
+
+    who.require("executions", "view")
+    who.require("executions", "submit")
+    async with db.connection() as conn:
+        old = await executions.get(conn, who.tenant_id, execution_id)
+        attempts = await steps.list_for(conn, old.id)
+    if not is_terminal(old.status):
+        raise Conflict(
+            f"execution {old.id} is {old.status}: only a finished execution can be re-run "
+            "(wait for it, or cancel it first)"
+        )
+    if old.record_only:
+        raise Conflict(
+            f"execution {old.id} was record-only: it touched nothing, so nothing failed; "
+            "submit its plan to run it for real"
+        )
+    planned: list[list[str]] = old.plan_snapshot["targets"]
+    keep = rerun.targets_to_rerun(attempts, planned)
+    if not keep:
+        raise Conflict(
+            f"execution {old.id} ({old.status}): every target completed every step; "
+            "nothing failed to re-run"
+        )
+    plan = parse_plan(rerun.restricted_document(old.plan_snapshot["plan"], planned, keep))
+    if enqueue is False and plan.approval_level == 3:
+        enqueue = True  # step-by-step approval runs on the workers only (submission.prepare)
+
+    def check(plan: Plan, targets: list[list[Asset]]) -> None:
+        rbac.enforce_plan(who.actor_id, list(who.roles), plan, targets)
+
+    request = Request(
+        plan,
+        who.tenant_id,
+        who.actor_id,
+        enqueue=enqueue,
+        # the values it ran with: the same parameters, hashed and approved again
+        params=old.plan_snapshot.get("params"),
+        rerun_of=old.id,
+    )
+    return await store_submission(db, request, check=check)
 
 
 async def run_here(

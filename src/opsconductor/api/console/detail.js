@@ -2,7 +2,7 @@
 // (server-masked) output, and the event timeline.
 
 import { ApiError, call, can, segment } from "./api.js";
-import { badge, between, el, notice, replace, seconds, table, time } from "./dom.js";
+import { badge, between, el, executionBadges, notice, replace, seconds, table, time } from "./dom.js";
 import { TERMINAL, followExecution } from "./live.js";
 
 const LEVELS = { 0: "auto", 1: "confirm", 2: "plan review", 3: "step-by-step" };
@@ -29,6 +29,9 @@ function summaryList(x) {
   if (x.retry_of) {
     items.push(["Retry of", el("a", { href: `#/executions/${segment(x.retry_of)}` }, x.retry_of)]);
   }
+  if (x.rerun_of) {
+    items.push(["Re-runs the failed of", el("a", { href: `#/executions/${segment(x.rerun_of)}` }, x.rerun_of)]);
+  }
   if (x.record_only) items.push(["Record-only", "yes: no target was touched"]);
   return el("dl", { class: "summary" }, items.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
 }
@@ -47,6 +50,25 @@ function progressText(p) {
     parts.push(`about ${seconds(p.eta_s)} left`);
   }
   return `${parts.join(" · ")} (${p.percent}%)`;
+}
+
+// -- failures: failed targets grouped by step, cause and last line of stderr ----------------
+
+const NAMES_SHOWN = 10;
+
+function failureItem(f) {
+  const names = f.targets.slice(0, NAMES_SHOWN).join(", ") + (f.count > NAMES_SHOWN ? `, … (+${f.count - NAMES_SHOWN})` : "");
+  return el(
+    "li",
+    {},
+    el("strong", {}, `step ${f.step_index + 1} “${f.step_name}”: ${f.message}`),
+    ` ×${f.count}: ${names}`,
+    f.tail.length > 1 ? el("pre", { class: "output", tabindex: "0", "aria-label": "Last lines of standard error" }, f.tail.join("\n")) : null,
+  );
+}
+
+function failureList(failures) {
+  return failures?.length ? el("ul", { class: "failures" }, failures.map(failureItem)) : null;
 }
 
 // -- steps ---------------------------------------------------------------------------------
@@ -226,6 +248,13 @@ export function view(ctx, id) {
   const summary = el("div");
   const steps = table("Step attempts (latest last)", ["#", "Step", "Type", "Target", "Status", "Attempt", "Exit · time"], []);
   const timeline = el("ol", { class: "timeline", role: "log", "aria-label": "Event timeline" });
+  const failuresBody = el("div");
+  const failuresSection = el(
+    "section",
+    { "aria-labelledby": "failures-heading", hidden: true },
+    el("h2", { id: "failures-heading" }, "Failures"),
+    failuresBody,
+  );
   const openOutputs = new Set();
   let current = null;
   let actionsKey = null;
@@ -260,13 +289,16 @@ export function view(ctx, id) {
     const said = `${x.status}|${x.status_reason ?? ""}`;
     if (statusLine.dataset.said !== said) {
       statusLine.dataset.said = said;
-      replace(statusLine, "Status: ", badge(x.status), x.status_reason ? ` — ${x.status_reason}` : "");
+      replace(statusLine, "Status: ", executionBadges(x), x.status_reason ? ` — ${x.status_reason}` : "");
     }
     bar.value = x.progress.percent;
     replace(barText, progressText(x.progress));
     renderActions(x);
     replace(summary, summaryList(x), el("details", { class: "plan-details" }, el("summary", {}, "Plan"), planBlock(x.plan)));
     replace(steps.body, stepRows(x.steps, openOutputs));
+    const grouped = failureList(x.failures);
+    failuresSection.hidden = !grouped;
+    replace(failuresBody, grouped);
   }
 
   // GET /progress has the better ETA (observed durations of the same step types in the
@@ -345,6 +377,7 @@ export function view(ctx, id) {
     liveTrouble,
     el("section", { "aria-labelledby": "progress-heading", class: "progress" }, el("h2", { id: "progress-heading" }, "Progress"), bar, barText),
     actions,
+    failuresSection,
     el("section", { "aria-labelledby": "steps-heading" }, el("h2", { id: "steps-heading" }, "Steps"), steps.wrapper),
     el("section", { "aria-labelledby": "events-heading" }, el("h2", { id: "events-heading" }, "Events"), timeline),
     el("section", { "aria-labelledby": "summary-heading" }, el("h2", { id: "summary-heading" }, "Details"), summary),

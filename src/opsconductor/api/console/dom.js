@@ -65,6 +65,18 @@ export function badge(status) {
   return el("span", { class: `badge status-${String(status).replace(/[^a-z_]/g, "")}` }, status);
 }
 
+/** The execution's status badge, and a second one when it was record-only: a dark launch
+ *  ends "completed" without touching anything and must not pass for a real change. */
+export function executionBadges(execution) {
+  const marks = [badge(execution.status)];
+  if (execution.record_only) {
+    marks.push(
+      el("span", { class: "badge record-only", title: "Record-only: no target was touched" }, "record-only"),
+    );
+  }
+  return marks;
+}
+
 /** An error/notice box; `role=alert` so screen readers hear it when it appears. */
 export function notice(kind, ...children) {
   return el("div", { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" }, children);

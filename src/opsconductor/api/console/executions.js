@@ -1,7 +1,7 @@
 // The executions list: filters (status, actor), newest first, refreshed live.
 
 import { call } from "./api.js";
-import { badge, el, notice, replace, table, time } from "./dom.js";
+import { el, executionBadges, notice, replace, table, time } from "./dom.js";
 import { watchTenant } from "./live.js";
 
 export const STATUSES = [
@@ -58,7 +58,7 @@ function row(execution) {
     "tr",
     {},
     el("td", {}, link, el("div", { class: "muted mono small" }, execution.id.slice(0, 8))),
-    el("td", {}, badge(execution.status)),
+    el("td", {}, executionBadges(execution)),
     el("td", {}, execution.actor_id),
     el("td", {}, `${execution.mode} · ${execution.sla_class}`),
     el("td", {}, String(execution.approval_level)),

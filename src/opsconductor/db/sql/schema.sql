@@ -945,3 +945,12 @@ ALTER TABLE execution.execution_steps ADD COLUMN step_key text;
 CREATE INDEX execution_steps_key_history_idx
     ON execution.execution_steps (tenant_id, step_key, finished_at DESC)
     WHERE step_key IS NOT NULL AND finished_at IS NOT NULL AND started_at IS NOT NULL;
+
+-- Re-running the failed (opsc rerun ID --failed): the new execution points back at the one
+-- whose failed targets it re-runs. Not retry_of, which links idempotency-key retries.
+-- SET NULL: pruning the old one's history must not be blocked by a kept rerun (the rerun
+-- holds its own whole plan snapshot; the link is for reading).
+ALTER TABLE execution.executions
+    ADD COLUMN rerun_of uuid REFERENCES execution.executions ON DELETE SET NULL;
+CREATE INDEX executions_rerun_of_idx ON execution.executions (rerun_of)
+    WHERE rerun_of IS NOT NULL;
