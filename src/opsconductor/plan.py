@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from opsconductor import linear_regex, safe_parse
+from opsconductor import linear_regex, rollout, safe_parse
 from opsconductor.errors import PlanError
 from opsconductor.params import ParamSpec, check_names
 
@@ -386,10 +386,20 @@ class Plan(_Strict):
     #: declared parameters (params.py); their bound values are part of the plan hash
     params: dict[str, ParamSpec] = Field(default_factory=dict, max_length=200)
     steps: list[Step] = Field(min_length=1, max_length=500)
+    #: rolling update (rollout.py): batches of hosts, each running every step before the
+    #: next starts. None (not set) keeps breadth-first order, and the plan hash.
+    serial: rollout.Serial | None = None
+    #: after a batch, stop the rollout when more than this share of its hosts failed
+    max_fail_percentage: float | None = Field(default=None, ge=0, le=100)
 
     _param_names = field_validator("params")(check_names)
 
-    _int_is_fine = field_validator("timeout_s", mode="before")(_StepBase._int_is_fine.__func__)  # type: ignore[attr-defined]
+    # Before: a clear sentence rather than one error per member of the union.
+    _serial = field_validator("serial", mode="before")(rollout.check_serial)
+
+    _int_is_fine = field_validator("timeout_s", "max_fail_percentage", mode="before")(
+        _StepBase._int_is_fine.__func__  # type: ignore[attr-defined]
+    )
 
     @model_validator(mode="after")
     def _steps_consistent(self) -> Plan:
@@ -402,7 +412,14 @@ class Plan(_Strict):
                     f"steps[{index}].step: {step.step!r} is not the name of an earlier step"
                 )
             seen.add(step.name)
+        if self.max_fail_percentage is not None and self.serial is None:
+            raise PlanError("max_fail_percentage: needs serial (it is checked after each batch)")
         return self
+
+    @property
+    def fail_limit(self) -> float:
+        """``max_fail_percentage``, default 0: any failed host stops a rollout."""
+        return self.max_fail_percentage or 0.0
 
 
 _STEP_TAGS = ("command", "script", "file", "http", "sql", "noop", "validate")
