@@ -4,6 +4,7 @@ host): ``serial`` batches run every step before the next batch starts, and
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -11,10 +12,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from opsconductor.db import steps
+import pytest
+
+from opsconductor.db import queue, steps
 from opsconductor.db.connection import Database
+from opsconductor.engine import Engine
+from opsconductor.plan import parse_plan
 from opsconductor.status_machine import Status, StepStatus
-from tests.helpers import add_ssh_assets, run_plan
+from opsconductor.submission import Request, submit
+from tests.helpers import add_ssh_assets, admin, run_plan
 from tests.served import opsc
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -158,3 +164,53 @@ async def test_growing_batches_run_every_step_before_the_next_batch(
     assert latest[("deploy", "web-01")] is StepStatus.FAILED
     assert latest[("health", "web-01")] is StepStatus.SKIPPED
     assert latest[("enable", "web-03")] is StepStatus.COMPLETED
+
+
+async def test_a_resumed_rollout_continues_at_its_batch(
+    db: Database, ssh_lab: Any, tmp_path: Path
+) -> None:
+    """The worker dies while batch 2 runs: the next worker re-runs nothing of batch 1,
+    finishes batch 2 (the interrupted step is idempotent, so it runs again) and goes on
+    to batch 3."""
+    await add_ssh_assets(db, ssh_lab, ssh_lab.ports[0:3], prefix="web")
+    host = {f"web-{n:02d}": str(port) for n, port in enumerate(ssh_lab.ports[0:3])}
+    logs, hold = tmp_path / "hosts", tmp_path / "hold"
+    logs.mkdir()
+    hold.mkdir()
+    log = f"{logs}/{PORT}.log"
+    deploy = _step(
+        "deploy", f"echo deploy >> {log}; while [ -f {hold}/{PORT} ]; do sleep 0.02; done"
+    )
+    plan = {
+        "name": "rolling resume",
+        "serial": 1,
+        "steps": [{**deploy, "idempotent": True}, _step("health", f"echo health >> {log}")],
+    }
+    (hold / host["web-01"]).touch()  # host 2's deploy hangs until released
+    actor = await admin(db, "tester")
+    request = Request(parse_plan(plan), "default", actor, uuid.uuid4().hex, enqueue=True)
+    execution_id = (await submit(db, request)).execution.id
+    (lease,) = await queue.claim(db, "w1", limit=1)
+    task = asyncio.create_task(Engine(db, actor_id="w1").run("default", execution_id, lease=lease))
+    second = logs / f"{host['web-01']}.log"
+    for _ in range(1500):
+        if second.exists() and "deploy" in second.read_text():
+            break
+        await asyncio.sleep(0.02)
+    task.cancel()  # the worker dies mid-batch 2
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await queue.release(db, [lease])
+    assert not (logs / f"{host['web-02']}.log").exists()
+
+    (hold / host["web-01"]).unlink()
+    (again,) = await queue.claim(db, "w2", limit=1)
+    final = await Engine(db, actor_id="w2").run("default", execution_id, lease=again)
+
+    assert final is Status.COMPLETED
+    seen = {name: (logs / f"{port}.log").read_text().split() for name, port in host.items()}
+    assert seen == {
+        "web-00": ["deploy", "health"],  # batch 1: finished before the crash, not run again
+        "web-01": ["deploy", "deploy", "health"],  # cut short, idempotent: run again
+        "web-02": ["deploy", "health"],
+    }
