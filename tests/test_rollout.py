@@ -3,6 +3,7 @@ threshold and the reasons a person reads (the engine over sshd: tests/test_rolli
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from opsconductor import rollout
 from opsconductor.errors import PlanError
 from opsconductor.inventory import Asset, resolve_plan
-from opsconductor.plan import parse_plan
+from opsconductor.plan import load_plan_file, parse_plan
 from opsconductor.plan_hash import plan_hash
 from tests.test_plan_hash import GOLDEN_HASH, INVENTORY, PLAN
 
@@ -125,3 +126,11 @@ def test_hash_covers_the_rollout_and_is_unchanged_without_it() -> None:
     assert _hash(_plan(serial=1, max_fail_percentage=10)) == _hash(
         _plan(serial=1, max_fail_percentage=10.0)
     )
+
+
+def test_the_readme_example_rolls_out_canary_first() -> None:
+    path = Path(__file__).resolve().parent.parent / "examples" / "plans" / "rolling-web.yaml"
+    plan = load_plan_file(path)
+    assert plan.serial == [1, 2, "50%"] and plan.fail_limit == 0
+    hosts = [f"web{n}" for n in range(1, 11)]
+    assert [len(b) for b in rollout.batches(plan.serial, hosts)] == [1, 2, 5, 2]
