@@ -356,7 +356,7 @@ class Validation(BaseModel):
     budget_s: float | None = None
     budget_why: str | None = None
     #: a rolling update (plan ``serial``): the batches of hosts, in the order they run
-    serial: Any = None
+    serial: int | str | list[int | str] | None = None
     max_fail_percentage: float | None = None
     batches: list[list[str]] | None = None
 
