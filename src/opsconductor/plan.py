@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from opsconductor import linear_regex, safe_parse
+from opsconductor import linear_regex, plan_errors, rollout, safe_parse
 from opsconductor.errors import PlanError
 from opsconductor.params import ParamSpec, check_names
 
@@ -386,10 +386,20 @@ class Plan(_Strict):
     #: declared parameters (params.py); their bound values are part of the plan hash
     params: dict[str, ParamSpec] = Field(default_factory=dict, max_length=200)
     steps: list[Step] = Field(min_length=1, max_length=500)
+    #: rolling update (rollout.py): batches of hosts, each running every step before the
+    #: next starts. None (not set) keeps breadth-first order, and the plan hash.
+    serial: rollout.Serial | None = None
+    #: after a batch, stop the rollout when more than this share of its hosts failed
+    max_fail_percentage: float | None = Field(default=None, ge=0, le=100)
 
     _param_names = field_validator("params")(check_names)
 
-    _int_is_fine = field_validator("timeout_s", mode="before")(_StepBase._int_is_fine.__func__)  # type: ignore[attr-defined]
+    # Before: a clear sentence rather than one error per member of the union.
+    _serial = field_validator("serial", mode="before")(rollout.check_serial)
+
+    _int_is_fine = field_validator("timeout_s", "max_fail_percentage", mode="before")(
+        _StepBase._int_is_fine.__func__  # type: ignore[attr-defined]
+    )
 
     @model_validator(mode="after")
     def _steps_consistent(self) -> Plan:
@@ -402,66 +412,14 @@ class Plan(_Strict):
                     f"steps[{index}].step: {step.step!r} is not the name of an earlier step"
                 )
             seen.add(step.name)
+        if self.max_fail_percentage is not None and self.serial is None:
+            raise PlanError("max_fail_percentage: needs serial (it is checked after each batch)")
         return self
 
-
-_STEP_TAGS = ("command", "script", "file", "http", "sql", "noop", "validate")
-
-_VALUE_UNION_TAGS = ("str", "SecretRef")
-
-_TYPE_NAMES = {
-    "string_type": "a string",
-    "int_type": "an integer",
-    "int_from_float": "an integer",
-    "float_type": "a number",
-    "bool_type": "true or false",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-    "list_type": "a list",
-}
-
-
-def _format_location(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in _STEP_TAGS and i > 0 and isinstance(loc[i - 1], int):
-            continue  # pydantic's union tag (steps[0].command.timeout_s) adds nothing
-        elif part in _VALUE_UNION_TAGS:
-            continue  # env.TOKEN.SecretRef.secret: the member name adds nothing either
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "plan"
-
-
-def _number(value: Any) -> Any:
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def _format_error(err: Any) -> str:
-    loc, kind, ctx = tuple(err["loc"]), err["type"], err.get("ctx") or {}
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
-        loc += ("type",)
-    if kind in _TYPE_NAMES:
-        got = type(err.get("input")).__name__.replace("NoneType", "null")
-        message = f"must be {_TYPE_NAMES[kind]} (got {got})"
-    else:
-        message = {
-            "extra_forbidden": "unknown field",
-            "missing": "field required",
-            "greater_than": f"must be > {_number(ctx.get('gt'))}",
-            "greater_than_equal": f"must be >= {_number(ctx.get('ge'))}",
-            "less_than_equal": f"must be <= {_number(ctx.get('le'))}",
-            "too_short": "must not be empty",
-            "union_tag_invalid": f"must be one of {ctx.get('expected_tags')} "
-            f"(got {ctx.get('tag')!r})",
-            "union_tag_not_found": f"field required (one of {', '.join(map(repr, _STEP_TAGS))})",
-            "literal_error": f"must be one of {ctx.get('expected')}",
-            "string_pattern_mismatch": f"must match {ctx.get('pattern')}",
-        }.get(kind) or str(err["msg"]).removeprefix("Value error, ")
-    return f"{_format_location(loc)}: {message}"
+    @property
+    def fail_limit(self) -> float:
+        """``max_fail_percentage``, default 0: any failed host stops a rollout."""
+        return self.max_fail_percentage or 0.0
 
 
 def parse_plan(data: Any) -> Plan:
@@ -471,7 +429,7 @@ def parse_plan(data: Any) -> Plan:
     try:
         return Plan.model_validate(data)
     except ValidationError as exc:
-        errors = [_format_error(e) for e in exc.errors()]
+        errors = [plan_errors.format_error(e) for e in exc.errors()]
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         raise PlanError("; ".join(errors[:3]) + more) from None
 

@@ -355,10 +355,23 @@ class Validation(BaseModel):
     #: the execution's time budget, and why that much
     budget_s: float | None = None
     budget_why: str | None = None
+    #: a rolling update (plan ``serial``): the batches of hosts, in the order they run
+    serial: int | str | list[int | str] | None = None
+    max_fail_percentage: float | None = None
+    batches: list[list[str]] | None = None
 
     @classmethod
     def of(cls, plan: Plan, found: Validated) -> Validation:
+        from opsconductor import rollout
+
+        batches = None
+        if plan.serial is not None:
+            hosts = rollout.hosts_of([[a.asset_id for a in t] for t in found.targets])
+            batches = rollout.batches(plan.serial, hosts)
         return cls(
+            serial=plan.serial,
+            max_fail_percentage=None if plan.serial is None else plan.fail_limit,
+            batches=batches,
             name=plan.name,
             plan_hash=found.plan_hash,
             params=found.params,

@@ -124,6 +124,17 @@ def validate(plan_file: PlanFile, set_: Sets = None, values: ValuesFile = None) 
             )
         for pushed in step.files:
             out.print(escape(f"    pushes {pushed.src} (sha256 {pushed.sha256})"))
+    if checked.batches is not None:
+        out.print(
+            escape(
+                f"rollout: serial {checked.serial!r}, max_fail_percentage "
+                f"{checked.max_fail_percentage or 0:g}: {len(checked.batches)} batches, each "
+                "running every step before the next starts"
+            ),
+            highlight=False,
+        )
+        for number, batch in enumerate(checked.batches, 1):
+            out.print(escape(f"  batch {number}: {', '.join(batch)}"), highlight=False)
     if checked.sla_class is not None and checked.estimated_s is not None:
         out.print(
             escape(

@@ -154,6 +154,15 @@ async def skip_pending(conn: Conn, execution_id: uuid.UUID) -> None:
     await conn.execute(Q["skip_pending"], {"execution_id": execution_id})
 
 
+async def skip_pending_targets(
+    conn: Conn, execution_id: uuid.UUID, asset_ids: list[str], reason: str
+) -> None:
+    await conn.execute(
+        Q["skip_pending_targets"],
+        {"execution_id": execution_id, "asset_ids": asset_ids, "reason": reason},
+    )
+
+
 async def list_for(conn: Conn, execution_id: uuid.UUID) -> list[StepAttempt]:
     """Every attempt, by step, target and attempt number."""
     cur = await conn.execute(Q["list_steps"], {"execution_id": execution_id})

@@ -102,7 +102,7 @@ class Attempts:
         run.step_failure = message
         failed = StepStatus.FAILED
         outcomes: dict[str, str] = {}
-        for asset in run.targets[index]:
+        for asset in run.step_targets(index):
             point = run.point(index, asset.asset_id)
             if point.outcome is not None:
                 outcomes[asset.asset_id] = point.outcome

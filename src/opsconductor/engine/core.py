@@ -26,7 +26,7 @@ from opsconductor.connectors.session import Connectors
 from opsconductor.connectors.ssh import CredentialResolver
 from opsconductor.db import auth, connectors, executions, queue, runs
 from opsconductor.db.connection import Database
-from opsconductor.engine import dispatch, resume, verdict
+from opsconductor.engine import dispatch, resume, rolling, verdict
 from opsconductor.engine.attempts import Attempts
 from opsconductor.engine.secrets import StepSecrets, step_credentials
 from opsconductor.engine.state import DONE, INTERRUPTED, Observer, Parked, Run
@@ -257,6 +257,8 @@ class Engine:
         )
 
     async def _run_steps(self, run: Run) -> tuple[Status, str | None]:
+        if run.plan.serial is not None:  # a rolling update: batch by batch
+            return await rolling.run_batches(self.db, run, self._run_step, self._step_approved)
         for index in range(len(run.plan.steps)):
             if run.abort.is_set() and run.unfinished(index):
                 # Aborted before this step began (a resume past its deadline finds its
@@ -332,7 +334,7 @@ class Engine:
         step = run.plan.steps[index]
         if run.plan.lock == "execution" or isinstance(step, ValidateStep):
             return contextlib.nullcontext()  # held already, or touches no asset
-        return self._lease(run, [a.asset_id for a in run.targets[index]])
+        return self._lease(run, [a.asset_id for a in run.step_targets(index)])
 
     async def _source_changed(self, run: Run, index: int) -> str | None:
         """Before a push: read every source again; None if each holds the approved bytes,
@@ -372,7 +374,8 @@ class Engine:
         lock, no secret, no event (the resume check comes before anything is taken)."""
         if not run.unfinished(index):
             return {
-                a.asset_id: str(run.point(index, a.asset_id).outcome) for a in run.targets[index]
+                a.asset_id: str(run.point(index, a.asset_id).outcome)
+                for a in run.step_targets(index)
             }
         changed = await self._source_changed(run, index)
         if changed is not None:
@@ -389,12 +392,12 @@ class Engine:
         except AssetLocked as exc:
             return await self.attempts.fail_step(run, index, str(exc))
         except LockWaitAborted:
-            return {a.asset_id: run.abort_status for a in run.targets[index]}
+            return {a.asset_id: run.abort_status for a in run.step_targets(index)}
 
     async def _run_targets(self, run: Run, index: int) -> dict[str, str]:
         """All targets of one step, at most the step's ``concurrency`` at once and at most
         ``target_slots`` over the whole engine; outcome by asset id, in target order."""
-        targets = run.targets[index]
+        targets = run.step_targets(index)
         slots = asyncio.Semaphore(run.plan.steps[index].concurrency or DEFAULT_STEP_CONCURRENCY)
 
         async def one(asset: Asset) -> str:

@@ -39,7 +39,7 @@ def _credential_refs(run: Run, index: int) -> list[str]:
         return []
     return [
         a.credential_ref
-        for a in run.targets[index]
+        for a in run.step_targets(index)
         if a.connection_type == "ssh"
         and a.credential_ref
         and not a.credential_ref.startswith("file:")

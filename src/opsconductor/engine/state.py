@@ -107,6 +107,9 @@ class Run:
     actor_id: str = ""
     #: a resumed execution: what interrupted it and how long it waited (verdict.recovery)
     recovery: str | None = None
+    #: a rolling update (``serial``) runs each step on these hosts only (the batch's hosts
+    #: still healthy); None: every target of the step
+    only: frozenset[str] | None = None
 
     @property
     def id(self) -> uuid.UUID:
@@ -126,9 +129,17 @@ class Run:
     def point(self, index: int, asset_id: str) -> ResumePoint:
         return self.resume.get((index, asset_id), FRESH)
 
+    def step_targets(self, index: int) -> list[Asset]:
+        """The targets a step runs on now: all of them, or those of the current batch."""
+        if self.only is None:
+            return self.targets[index]
+        return [a for a in self.targets[index] if a.asset_id in self.only]
+
     def unfinished(self, index: int) -> list[Asset]:
         """Targets of a step that still need a run (all of them, unless resumed)."""
-        return [a for a in self.targets[index] if self.point(index, a.asset_id).outcome is None]
+        return [
+            a for a in self.step_targets(index) if self.point(index, a.asset_id).outcome is None
+        ]
 
     def abort_with(self, kind: str, actor: str | None = None) -> None:
         if self.abort.is_set():

@@ -78,6 +78,13 @@ FROM t ORDER BY ord
 UPDATE execution.execution_steps SET status = 'skipped', finished_at = now()
 WHERE execution_id = %(execution_id)s AND status = 'pending'
 
+-- name: skip_pending_targets
+-- A rolling update leaves these targets' pending steps unrun (an earlier step failed on the
+-- host, or the rollout stopped): they end skipped, with why.
+UPDATE execution.execution_steps SET status = 'skipped', finished_at = now(), error = %(reason)s
+WHERE execution_id = %(execution_id)s AND status = 'pending'
+  AND target_asset_id = ANY(%(asset_ids)s::text[])
+
 -- name: list_steps
 SELECT * FROM execution.execution_steps
 WHERE execution_id = %(execution_id)s
