@@ -8,12 +8,10 @@ from typing import Annotated
 
 import typer
 
-from opsconductor import status_machine
 from opsconductor.api import models
 from opsconductor.cli import host
-from opsconductor.cli.running import _run_with_progress, _wait_for_approval
+from opsconductor.cli.running import see_through
 from opsconductor.cli.runtime import Remote, Session, err, fail, out, run, session
-from opsconductor.cli.watching import execution, follow, follow_stream, show_one
 from opsconductor.config import Settings
 from opsconductor.services import executions
 from opsconductor.status_machine import Status
@@ -79,18 +77,7 @@ def rerun(
             if queue:
                 out.print(key, highlight=False)
                 return found.status
-            if found.status == Status.PENDING_APPROVAL:
-                found = await _wait_for_approval(s, found)
-            if isinstance(s, Remote):
-                if not status_machine.is_terminal(Status(found.status)):
-                    await follow_stream(s, key)
-            else:
-                if found.status == Status.APPROVED:
-                    await _run_with_progress(s, key)
-                if not status_machine.is_terminal(Status((await execution(s, key)).status)):
-                    await follow(s, key)
-            await show_one(s, key, events=False)
-            return (await execution(s, key)).status
+            return await see_through(s, found)
 
     status = run(work)
     if queue:

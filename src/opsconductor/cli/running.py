@@ -201,27 +201,35 @@ def run_(
                     f"already submitted within the deduplication window: execution "
                     f"{key} ({found.status}). Pass --idempotency-key to run it again."
                 )
-            if found.status == Status.PENDING_APPROVAL:
-                found = await _wait_for_approval(s, found)
-            if isinstance(s, Remote):
-                if not status_machine.is_terminal(Status(found.status)):
-                    await follow_stream(s, key)
-            else:
-                if found.status == Status.APPROVED:
-                    # New, or left unstarted by an earlier run that died: the engine's
-                    # compare-and-set makes sure only one process runs it.
-                    out.print(f"execution {key} ({plan.name})")
-                    await _run_with_progress(s, key)
-                current = await execution(s, key)
-                if not status_machine.is_terminal(Status(current.status)):
-                    # Another process runs it (the server that took the approval, say):
-                    # follow it to its end rather than report it half-way.
-                    await follow(s, key)
-            await show_one(s, key, events=False)
-            return (await execution(s, key)).status
+            return await see_through(s, found, f"execution {key} ({plan.name})")
 
     status = run(work)
     raise typer.Exit(0 if status == Status.COMPLETED else 1)
+
+
+async def see_through(s: Session, found: models.Execution, starting: str | None = None) -> str:
+    """After a submission (``opsc run``, ``opsc rerun``): wait for its approval, run it here
+    (locally) or follow it (after a login) to its end, show it; its final status."""
+    key = str(found.id)
+    if found.status == Status.PENDING_APPROVAL:
+        found = await _wait_for_approval(s, found)
+    if isinstance(s, Remote):
+        if not status_machine.is_terminal(Status(found.status)):
+            await follow_stream(s, key)
+    else:
+        if found.status == Status.APPROVED:
+            # New, or left unstarted by an earlier run that died: the engine's
+            # compare-and-set makes sure only one process runs it.
+            if starting:
+                out.print(starting)
+            await _run_with_progress(s, key)
+        current = await execution(s, key)
+        if not status_machine.is_terminal(Status(current.status)):
+            # Another process runs it (the server that took the approval, say):
+            # follow it to its end rather than report it half-way.
+            await follow(s, key)
+    await show_one(s, key, events=False)
+    return (await execution(s, key)).status
 
 
 PlanFiles = Annotated[
