@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from psycopg.types.json import Jsonb
 
@@ -226,24 +226,33 @@ async def append_events(
     )
 
 
+class TransitionOptions(TypedDict, total=False):
+    """What a status change may carry besides who made it (see ``transition``)."""
+
+    reason: str | None
+    payload: dict[str, Any] | None
+    timeout_at: datetime | None
+    worker_id: str | None
+    masker: masking.Masker
+    lease_token: uuid.UUID | None
+    skip_pending: bool
+
+
 def transition_item(
     execution_id: uuid.UUID,
     current: Status,
     target: Status,
     *,
     actor_id: str,
-    reason: str | None = None,
-    payload: dict[str, Any] | None = None,
-    timeout_at: datetime | None = None,
-    worker_id: str | None = None,
-    masker: masking.Masker = masking.DEFAULT,
-    lease_token: uuid.UUID | None = None,
-    skip_pending: bool = False,
+    **options: Unpack[TransitionOptions],
 ) -> dict[str, Any]:
     """One item of the set-based ``transition`` statement (checked against the status
     machine; reason and payload masked here, at the sink)."""
     status_machine.check(current, target)
+    masker = options.get("masker", masking.DEFAULT)
+    reason = options.get("reason")
     reason = None if reason is None else masker.mask(reason)
+    payload = options.get("payload")
     payload = masker.mask_data(payload) if payload else payload
     return {
         "id": execution_id,
@@ -253,10 +262,10 @@ def transition_item(
         "reason": reason,
         "actor_id": actor_id,
         "payload": Jsonb({"reason": reason, **(payload or {})} if reason else payload or {}),
-        "timeout_at": timeout_at,
-        "worker_id": worker_id,
-        "lease_token": lease_token,
-        "skip_pending": skip_pending,
+        "timeout_at": options.get("timeout_at"),
+        "worker_id": options.get("worker_id"),
+        "lease_token": options.get("lease_token"),
+        "skip_pending": options.get("skip_pending", False),
     }
 
 
@@ -267,13 +276,7 @@ async def transition(
     target: Status,
     *,
     actor_id: str,
-    reason: str | None = None,
-    payload: dict[str, Any] | None = None,
-    timeout_at: datetime | None = None,
-    worker_id: str | None = None,
-    masker: masking.Masker = masking.DEFAULT,
-    lease_token: uuid.UUID | None = None,
-    skip_pending: bool = False,
+    **options: Unpack[TransitionOptions],
 ) -> int:
     """Compare-and-set ``current -> target``; returns the event id. Of two concurrent
     writers from the same status exactly one wins, the other gets ``StaleStatus``.
@@ -283,19 +286,8 @@ async def transition(
     queue lease is held, and the queue row goes with it; ``LeaseLost`` otherwise, with
     nothing changed. ``skip_pending`` also marks the steps still pending as skipped. All
     of it is one statement: it commits as a whole or not at all, in one round trip."""
-    item = transition_item(
-        execution_id,
-        current,
-        target,
-        actor_id=actor_id,
-        reason=reason,
-        payload=payload,
-        timeout_at=timeout_at,
-        worker_id=worker_id,
-        masker=masker,
-        lease_token=lease_token,
-        skip_pending=skip_pending,
-    )
+    item = transition_item(execution_id, current, target, actor_id=actor_id, **options)
+    lease_token = options.get("lease_token")
     # key: an execution's status never changes twice in one batched statement
     (row,) = await batching.run(conn, Q["transition"], [item], key=execution_id)
     if not row["leased"]:
