@@ -226,6 +226,8 @@ class AssetFields(CleanInput):
     #: SSH login name; None means the user running the worker
     username: str | None = Field(default=None, min_length=1, max_length=255)
     tags: dict[str, str] = Field(default_factory=dict)
+    #: asset id of the SSH bastion this asset is reached through
+    proxy_jump: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
     def to_asset(self, asset_id: str) -> Asset:
         return Asset(
@@ -239,6 +241,7 @@ class AssetFields(CleanInput):
             credential_ref=self.credential_ref,
             username=self.username,
             tags=self.tags,
+            proxy_jump=self.proxy_jump,
         )
 
 
@@ -257,6 +260,7 @@ class AssetOut(BaseModel):
     credential_ref: str | None
     username: str | None
     tags: dict[str, str]
+    proxy_jump: str | None = None
 
     @classmethod
     def from_asset(cls, asset: Asset) -> AssetOut:
@@ -271,6 +275,7 @@ class AssetOut(BaseModel):
             credential_ref=asset.credential_ref,
             username=asset.username,
             tags=dict(asset.tags),
+            proxy_jump=asset.proxy_jump,
         )
 
 

@@ -45,6 +45,7 @@ def _asset_body(asset: Asset) -> Row:
         "tags": asset.tags,
         "username": asset.username,
         "credential_ref": asset.credential_ref,
+        "proxy_jump": asset.proxy_jump,
     }
 
 
@@ -61,6 +62,9 @@ def assets_add(
     username: Annotated[str | None, typer.Option(help="SSH login name")] = None,
     credential_ref: Annotated[
         str | None, typer.Option(help="env:NAME or file:/path holding a password or key")
+    ] = None,
+    proxy_jump: Annotated[
+        str | None, typer.Option(help="Asset id of the SSH bastion to reach it through")
     ] = None,
 ) -> None:
     """Add an asset to the inventory."""
@@ -79,6 +83,7 @@ def assets_add(
             tags=_tags(tag or []),
             username=username,
             credential_ref=credential_ref,
+            proxy_jump=proxy_jump,
         )
         async with session(settings) as s:
             if isinstance(s, Remote):
@@ -142,6 +147,7 @@ def assets_list() -> None:
         if a["connection_type"] == "ssh":
             login = f"{a['username'] or '(worker user)'}@:{a['port'] or 22}"
             login += f" via {a['credential_ref']}" if a["credential_ref"] else ""
+            login += f" jump {a['proxy_jump']}" if a.get("proxy_jump") else ""
         rows.append(
             [
                 a["asset_id"],

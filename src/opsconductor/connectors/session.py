@@ -25,7 +25,9 @@ from opsconductor.connectors import (
     local,
     sandbox,
     ssh,
+    ssh_config,
     ssh_files,
+    ssh_reach,
     ssh_run,
     tenant_files,
 )
@@ -62,8 +64,12 @@ class Connectors:
         resolve_credential: ssh.CredentialResolver | None = None,
         record_only: bool = False,
         access: TenantAccess | None = None,
+        jump_hosts: Mapping[str, Asset] | None = None,
     ) -> None:
         self.record_only = record_only
+        #: assets a target's ``proxy_jump`` may name (bastions), by asset id
+        self.jump_hosts: Mapping[str, Asset] = jump_hosts or {}
+        self._ssh_config: ssh_config.SshConfig | None = None
         if resolve_credential is None:  # env: and file: references (the latter confined)
             root = access.files_root if access else None
             resolve_credential = functools.partial(env_credentials, files_root=root)
@@ -163,13 +169,14 @@ class Connectors:
     # -- commands and scripts: local process or SSH -------------------------------------
 
     async def _ssh_target(self, asset: Asset) -> ssh.SshTarget:
-        target = ssh.SshTarget(
-            host=asset.address,
-            port=asset.port or 22,
-            username=asset.username or ssh.default_username(),
-            credential_ref=asset.credential_ref,
-        )
-        await self.ssh.credential(target)  # resolved now: record-only must prove it exists
+        if self._ssh_config is None:  # read once per execution
+            root = self.access.files_root if self.access else None
+            self._ssh_config = ssh_reach.load_config(root)
+        target = ssh_reach.target_for(asset, self.jump_hosts, self._ssh_config)
+        hop: ssh.SshTarget | None = target
+        while hop is not None:  # resolved now: record-only must prove they exist
+            await self.ssh.credential(hop)
+            hop = hop.jump
         return target
 
     async def _connection(

@@ -57,10 +57,13 @@ class SshTarget:
     port: int
     username: str
     credential_ref: str | None
+    #: the bastion this target is reached through (its own target, checked alike)
+    jump: SshTarget | None = None
 
     @property
     def where(self) -> str:
-        return f"{self.username}@{self.host}:{self.port}"
+        via = f" via {self.jump.where}" if self.jump is not None else ""
+        return f"{self.username}@{self.host}:{self.port}{via}"
 
 
 async def resolve(resolver: CredentialResolver, ref: str) -> str:
@@ -111,6 +114,14 @@ class SshPool:
             return conn
 
     async def _connect(self, target: SshTarget) -> asyncssh.SSHClientConnection:
+        tunnel: asyncssh.SSHClientConnection | None = None
+        if target.jump is not None:
+            # The bastion is a connection of the pool like any other: its host key is
+            # checked against the tenant's known_hosts before anything goes through it.
+            try:
+                tunnel = await self.connection(target.jump)
+            except SshError as exc:
+                raise SshError(f"{target.where}: bastion: {exc}") from None
         try:
             stored = await self.known_hosts.keys(target.host, target.port)
             trusted = [HostKey.parse(k) for k in stored]
@@ -127,6 +138,7 @@ class SshPool:
             "connect_timeout": self.connect_timeout_s,
             "keepalive_interval": self.keepalive_s,
             "config": [],  # this product's settings, not whatever ~/.ssh/config says
+            "tunnel": tunnel,  # None: a direct TCP connection
             **_auth_options(await self.credential(target)),
         }
         try:

@@ -9,7 +9,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from opsconductor.db import queries
-from opsconductor.db.connection import Conn
+from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import BadInput
 from opsconductor.inventory import Asset
 
@@ -137,3 +137,30 @@ async def _write_row(conn: Conn, query: str, tenant_id: str, asset: Asset) -> di
 async def delete(conn: Conn, tenant_id: str, asset_id: str) -> bool:
     cur = await conn.execute(Q["delete_asset"], {"tenant_id": tenant_id, "asset_id": asset_id})
     return await cur.fetchone() is not None
+
+
+#: bastions behind bastions followed at most this deep (connectors/ssh_reach.py refuses more)
+MAX_BASTIONS = 8
+
+
+async def with_bastions(
+    db: Database, tenant_id: str, found: Mapping[str, Asset]
+) -> dict[str, Asset]:
+    """``found`` and the bastions their ``proxy_jump`` names, transitively (a missing one
+    fails only the steps on targets behind it, when they connect)."""
+    known = dict(found)
+    wanted = {a.proxy_jump for a in known.values() if a.proxy_jump} - set(known)
+    if not wanted:  # the common case: no round trip
+        return known
+    gone: set[str] = set()
+    async with db.connection() as conn:
+        for _ in range(MAX_BASTIONS):
+            for asset_id in sorted(wanted):
+                bastion = await get(conn, tenant_id, asset_id)
+                if bastion is not None:
+                    known[asset_id] = bastion
+            gone |= wanted - set(known)
+            wanted = {a.proxy_jump for a in known.values() if a.proxy_jump} - set(known) - gone
+            if not wanted:
+                break
+    return known

@@ -24,7 +24,7 @@ from opsconductor.connectors import tenant_files
 from opsconductor.connectors.access import TenantAccess, local_refusal
 from opsconductor.connectors.session import Connectors
 from opsconductor.connectors.ssh import CredentialResolver
-from opsconductor.db import auth, connectors, executions, queue, runs
+from opsconductor.db import assets, auth, connectors, executions, queue, runs
 from opsconductor.db.connection import Database
 from opsconductor.engine import dispatch, resume, rolling, verdict
 from opsconductor.engine.attempts import Attempts
@@ -209,6 +209,7 @@ class Engine:
             resolve_credential=self.resolve_credential or step_credentials(live, access.files_root),
             record_only=record_only,
             access=access,
+            jump_hosts=await assets.with_bastions(self.db, tenant_id, found),
         )
         run = Run(
             execution,
