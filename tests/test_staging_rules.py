@@ -9,8 +9,8 @@ import pytest
 from opsconductor.errors import BadInput
 from opsconductor.staging import (
     LevelMode,
-    Staging,
     StagedRefusal,
+    Staging,
     canary_slot,
     decide,
     parse_mode,
