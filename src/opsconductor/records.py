@@ -143,6 +143,8 @@ class Execution:
     sla_violated_at: datetime | None = None
     #: the execution whose failed targets this one re-runs (``opsc rerun --failed``)
     rerun_of: uuid.UUID | None = None
+    #: why staged enablement made it record-only (staging.py; None: it did not)
+    record_only_reason: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:

@@ -6,14 +6,15 @@ import asyncio
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opsconductor import pushed_files, routing, template_check
+from opsconductor import pushed_files, routing, staging, template_check
 from opsconductor.config import load_settings
 from opsconductor.connectors import tenant_files
 from opsconductor.db import assets, bulk, connectors, executions, steps
+from opsconductor.db import staging as staging_rows
 from opsconductor.db.connection import Database
 from opsconductor.errors import BadInput, OpsError
 from opsconductor.idempotency import derive_key
@@ -68,6 +69,8 @@ class Context:
     observed_steps: dict[str, float]
     #: the tenant's files (pushed files are read and hashed at submission)
     files: Callable[[str, str], Path]
+    #: staged enablement: what each approval level may do for real, the canary share
+    enablement: staging.Staging = field(default_factory=staging.Staging)
 
 
 async def context(
@@ -86,7 +89,9 @@ async def context(
         tenant = await connectors.tenant_settings(conn, tenant_id)
         observed = await steps.observed_p95(conn, tenant_id, step_types)
         keyed = await steps.observed_p95_by_key(conn, tenant_id, step_keys)
-    return Context(tenant, matched, observed, keyed, tenant_files.resolver(tenant_id, files_root))
+        staged = await staging_rows.get(conn, tenant_id)
+    files = tenant_files.resolver(tenant_id, files_root)
+    return Context(tenant, matched, observed, keyed, files, staged)
 
 
 async def check_templates(
@@ -113,6 +118,10 @@ async def prepare(
     targets = resolve_selected(plan, found.matched)  # raises before anything is stored
     if check is not None:
         check(plan, targets)
+    # The id is chosen here, before it is stored, so staged enablement can decide from it
+    # (deterministic per id); a refused approval level stops here.
+    execution_id = uuid.uuid4()
+    staged = staging.decide(found.enablement, request.tenant_id, plan.approval_level, execution_id)
     await check_templates(plan, targets, values)
     kinds: set[str] = {s.type for s in plan.steps}
     observed = {t: found.observed[t] for t in kinds if t in found.observed}
@@ -123,7 +132,7 @@ async def prepare(
     shown = template_check.shown_params(plan, values, secrets=None)
     files = await pushed_files.take_async(plan, targets, found.files, shown)
     # Frozen into the execution (the engine also honours a tenant flag set later).
-    record_only = request.record_only or found.tenant.record_only
+    asked = request.record_only or found.tenant.record_only
     snapshot = hashed_document(plan, targets, files, values)
     # Bounded like a request body: aliases and templates aside, nothing a tenant sends may
     # grow into a larger stored row than it could have sent literally.
@@ -150,9 +159,13 @@ async def prepare(
         or derive_key(
             request.tenant_id,
             request.actor_id,
-            f"{digest}:record-only" if record_only else digest,
+            f"{digest}:record-only" if asked else digest,
         ),
-        record_only=record_only,
+        # Staging's choice leaves the key alone: the same plan submitted again is the same
+        # execution (and keeps the choice made for its id), not a second roll of the dice.
+        record_only=asked or staged.record_only,
+        record_only_reason=None if asked else staged.reason,
+        id=execution_id,
         plan_name=plan.name,
         plan_snapshot=snapshot,
         plan_hash=digest,

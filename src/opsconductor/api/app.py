@@ -24,6 +24,7 @@ from opsconductor.api import (
     routes_executions,
     routes_me,
     routes_secrets,
+    routes_staging,
     routes_system,
     routes_tenant,
     streams,
@@ -149,6 +150,7 @@ def create_app(
         routes_secrets.router,
         routes_secrets.patterns,
         routes_tenant.router,
+        routes_staging.router,
         routes_system.router,
         streams.router,
     ):

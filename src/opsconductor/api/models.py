@@ -68,6 +68,8 @@ class Execution(BaseModel):
     cancelled_at: datetime | None
     #: dark launch: every step was recorded as skipped, no target was touched
     record_only: bool
+    #: why staged enablement made it record-only (None: it did not)
+    record_only_reason: str | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from opsconductor.cli import access, executions, host, inventory, secrets, system
+from opsconductor.cli import staging as _staging  # noqa: F401  (opsc tenant stage, canary)
 from opsconductor.cli.history import history_app
 
 app = typer.Typer(

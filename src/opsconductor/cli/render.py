@@ -65,6 +65,8 @@ def execution(
     reason = f" — {escape(mask(header.status_reason))}" if header.status_reason else ""
     if header.record_only:  # escaped: rich took the bracketed words for a style and dropped them
         reason += escape(" [record-only: nothing was touched]")
+    if header.record_only_reason:  # staged enablement chose record-only, and says why
+        reason += escape(f" ({header.record_only_reason})")
     out.print(
         f"[bold]{escape(header.plan_name)}[/bold]  {header.id}  {execution_status(header)}{reason}",
         highlight=False,

@@ -5,7 +5,6 @@ one transaction (see sql/bulk.sql). All or nothing: a crash stores none of them.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -29,7 +28,7 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
     """Store every new execution; answers in the order given. A key already held (a
     duplicate, or a failed run under the same key) takes the one-by-one path afterwards,
     which answers it exactly as a single submission would."""
-    ids = [uuid.uuid4() for _ in news]
+    ids = [new.id for new in news]
     answers: dict[int, Submitted] = {}
     async with db.transaction() as conn:
         cur = await conn.execute(
@@ -72,6 +71,7 @@ async def _after_insert(
                         "payload": {
                             "plan_hash": news[i].plan_hash,
                             "idempotency_key": news[i].idempotency_key,
+                            **_reason(news[i]),
                         },
                     }
                     for i, e in sorted(made.items())
@@ -142,3 +142,8 @@ async def _after_insert(
     )
     for i in queued:
         made[i] = replace(made[i], status=Status.QUEUED)
+
+
+def _reason(new: NewExecution) -> dict[str, str]:
+    """As the single submission's ``submitted`` event says it (db/executions.py)."""
+    return {"record_only_reason": new.record_only_reason} if new.record_only_reason else {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
@@ -49,6 +49,10 @@ class NewExecution:
     step_keys: tuple[str, ...] = ()
     #: the execution whose failed targets this one re-runs (``opsc rerun --failed``)
     rerun_of: uuid.UUID | None = None
+    #: chosen before it is stored: staged enablement decides from it (staging.py)
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    #: why staging made it record-only (None: it did not)
+    record_only_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ async def _insert(conn: Conn, new: NewExecution, retry_of: uuid.UUID | None) -> 
         Q["insert_execution"],
         {
             **columns(new),
-            "id": uuid.uuid4(),
+            "id": new.id,
             "retry_of": retry_of,
             "plan_snapshot": Jsonb(new.plan_snapshot),
         },
@@ -124,6 +128,7 @@ def columns(new: NewExecution) -> dict[str, Any]:
         "trace_id": uuid.uuid4().hex,
         "record_only": new.record_only,
         "rerun_of": new.rerun_of,
+        "record_only_reason": new.record_only_reason,
     }
 
 
@@ -135,6 +140,8 @@ async def _after_insert(
         payload["retry_of"] = str(retry_of)
     if new.rerun_of:
         payload["rerun_of"] = str(new.rerun_of)
+    if new.record_only_reason:
+        payload["record_only_reason"] = new.record_only_reason
     await conn.execute(
         Q["insert_event"],
         {

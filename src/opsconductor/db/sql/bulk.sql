@@ -7,15 +7,17 @@
 -- item goes through the one-by-one path, which knows how to answer it.
 INSERT INTO execution.executions (
     id, tenant_id, actor_id, idempotency_key, plan_name, plan_snapshot, plan_hash, status,
-    mode, sla_class, approval_level, priority, estimated_duration_s, trace_id, record_only)
+    mode, sla_class, approval_level, priority, estimated_duration_s, trace_id, record_only,
+    record_only_reason)
 SELECT t.id, t.tenant_id, t.actor_id, t.idempotency_key, t.plan_name, t.plan_snapshot,
        t.plan_hash, t.status, t.mode, t.sla_class, t.approval_level, t.priority,
-       t.estimated_duration_s, t.trace_id, t.record_only
+       t.estimated_duration_s, t.trace_id, t.record_only, t.record_only_reason
 FROM jsonb_to_recordset(%(items)s::jsonb) AS t(
     ord int, id uuid, tenant_id text, actor_id text, idempotency_key text, plan_name text,
     plan_snapshot jsonb, plan_hash text, status execution.execution_status,
     mode execution.execution_mode, sla_class execution.sla_class, approval_level smallint,
-    priority smallint, estimated_duration_s float8, trace_id text, record_only bool)
+    priority smallint, estimated_duration_s float8, trace_id text, record_only bool,
+    record_only_reason text)
 ORDER BY t.ord
 ON CONFLICT (tenant_id, idempotency_key) WHERE NOT key_released DO NOTHING
 RETURNING *

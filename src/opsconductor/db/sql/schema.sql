@@ -960,3 +960,20 @@ CREATE INDEX executions_rerun_of_idx ON execution.executions (rerun_of)
 -- with a message, rather than blocking the bastion's removal.
 ALTER TABLE execution.assets ADD COLUMN proxy_jump text
     CHECK (proxy_jump ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$' AND proxy_jump <> asset_id);
+
+-- Staged enablement (staging.py): per tenant, what each approval level may do for real
+-- (real | record-only | refuse), and the canary share of eligible executions that run for
+-- real. A table of its own: a tenant without a row runs everything for real, as before.
+CREATE TABLE execution.tenant_staging (
+    tenant_id      text PRIMARY KEY REFERENCES execution.tenants ON DELETE CASCADE,
+    -- indexed by approval level 0..3
+    level_modes    text[] NOT NULL DEFAULT '{real,real,real,real}'
+        CHECK (cardinality(level_modes) = 4
+               AND level_modes <@ ARRAY['real', 'record-only', 'refuse']::text[]),
+    canary_percent smallint NOT NULL DEFAULT 100
+        CHECK (canary_percent BETWEEN 0 AND 100),
+    changed_by     text NOT NULL,
+    changed_at     timestamptz NOT NULL DEFAULT now()
+);
+-- Why staging made an execution record-only (decided once, at submission; NULL: it did not).
+ALTER TABLE execution.executions ADD COLUMN record_only_reason text;
