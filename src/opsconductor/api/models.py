@@ -226,6 +226,8 @@ class AssetFields(CleanInput):
     #: SSH login name; None means the user running the worker
     username: str | None = Field(default=None, min_length=1, max_length=255)
     tags: dict[str, str] = Field(default_factory=dict)
+    #: inventory variables, ``asset.vars.*`` in templates
+    vars: dict[str, Any] = Field(default_factory=dict)
 
     def to_asset(self, asset_id: str) -> Asset:
         return Asset(
@@ -239,6 +241,7 @@ class AssetFields(CleanInput):
             credential_ref=self.credential_ref,
             username=self.username,
             tags=self.tags,
+            vars=self.vars,
         )
 
 
@@ -257,6 +260,7 @@ class AssetOut(BaseModel):
     credential_ref: str | None
     username: str | None
     tags: dict[str, str]
+    vars: dict[str, Any]
 
     @classmethod
     def from_asset(cls, asset: Asset) -> AssetOut:
@@ -271,6 +275,7 @@ class AssetOut(BaseModel):
             credential_ref=asset.credential_ref,
             username=asset.username,
             tags=dict(asset.tags),
+            vars=dict(asset.vars),
         )
 
 

@@ -6,9 +6,10 @@ SELECT * FROM execution.assets WHERE tenant_id = %(tenant_id)s ORDER BY asset_id
 -- name: insert_asset
 INSERT INTO execution.assets
     (tenant_id, asset_id, hostname, address, port, os, environment, connection_type,
-     credential_ref, username, tags)
+     credential_ref, username, tags, vars)
 VALUES (%(tenant_id)s, %(asset_id)s, %(hostname)s, %(address)s, %(port)s, %(os)s,
-        %(environment)s, %(connection_type)s, %(credential_ref)s, %(username)s, %(tags)s)
+        %(environment)s, %(connection_type)s, %(credential_ref)s, %(username)s, %(tags)s,
+        %(vars)s)
 RETURNING *
 
 -- name: delete_asset
@@ -25,21 +26,23 @@ SELECT * FROM execution.assets WHERE tenant_id = %(tenant_id)s AND asset_id = %(
 UPDATE execution.assets SET
     hostname = %(hostname)s, address = %(address)s, port = %(port)s, os = %(os)s,
     environment = %(environment)s, connection_type = %(connection_type)s,
-    credential_ref = %(credential_ref)s, username = %(username)s, tags = %(tags)s
+    credential_ref = %(credential_ref)s, username = %(username)s, tags = %(tags)s,
+    vars = %(vars)s
 WHERE tenant_id = %(tenant_id)s AND asset_id = %(asset_id)s
 RETURNING *
 
 -- name: upsert_asset
 INSERT INTO execution.assets
     (tenant_id, asset_id, hostname, address, port, os, environment, connection_type,
-     credential_ref, username, tags)
+     credential_ref, username, tags, vars)
 VALUES (%(tenant_id)s, %(asset_id)s, %(hostname)s, %(address)s, %(port)s, %(os)s,
-        %(environment)s, %(connection_type)s, %(credential_ref)s, %(username)s, %(tags)s)
+        %(environment)s, %(connection_type)s, %(credential_ref)s, %(username)s, %(tags)s,
+        %(vars)s)
 ON CONFLICT (tenant_id, asset_id) DO UPDATE SET
     hostname = EXCLUDED.hostname, address = EXCLUDED.address, port = EXCLUDED.port,
     os = EXCLUDED.os, environment = EXCLUDED.environment,
     connection_type = EXCLUDED.connection_type, credential_ref = EXCLUDED.credential_ref,
-    username = EXCLUDED.username, tags = EXCLUDED.tags
+    username = EXCLUDED.username, tags = EXCLUDED.tags, vars = EXCLUDED.vars
 RETURNING *, (xmax = 0) AS inserted
 
 -- name: select_targets

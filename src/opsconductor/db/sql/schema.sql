@@ -954,3 +954,8 @@ ALTER TABLE execution.executions
     ADD COLUMN rerun_of uuid REFERENCES execution.executions ON DELETE SET NULL;
 CREATE INDEX executions_rerun_of_idx ON execution.executions (rerun_of)
     WHERE rerun_of IS NOT NULL;
+
+-- Inventory variables (Ansible host and group vars, merged per host at import): templates
+-- read them as asset.vars.*. Not secret: the importer refuses to store passwords here.
+ALTER TABLE execution.assets
+    ADD COLUMN vars jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(vars) = 'object');
