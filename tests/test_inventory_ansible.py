@@ -14,7 +14,7 @@ from opsconductor.errors import BadInput
 from opsconductor.inventory import Asset
 from opsconductor.inventory_import import read_inventory
 from opsconductor.services.inventory import key_credentials
-from tests.served import opsc
+from tests.served import logged_in, opsc, serving
 
 INI = """\
 # Production inventory, as Ansible users write it
@@ -412,3 +412,46 @@ def test_import_reports_changes_and_needs_update(
             },
         ),
     ]
+
+
+def test_imported_vars_reach_templates() -> None:
+    from opsconductor.templating import asset_context, render
+
+    canary = next(
+        a for a in read_inventory(INI, "hosts.ini").assets if a.asset_id.startswith("web-can")
+    )
+    text = "{{ asset.vars.http_port }} {{ asset.vars.ntp_server }} {{ asset.vars.env }}"
+    assert render(text, asset_context(canary), "steps[0].command") == "80 ntp.example.com prod"
+
+
+def test_import_over_the_api_reports_the_same(
+    cli_env: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(YAML)
+    with serving(cli_env, "--workers", "0") as (url, _):
+        alice = logged_in(cli_env, url, "alice", "admin", config=tmp_path / "alice")
+        first = opsc(alice, "assets", "import", str(inventory))
+        assert first.returncode == 0, first.stderr
+        assert (
+            "warning: app-03: key file keys/canary: not imported over the API (the files "
+            "root is the server's): 'opsc files put' it there and set credential_ref file:NAME"
+        ) in first.stdout
+        assert first.stdout.splitlines()[-1] == "imported 5 assets (5 new, 0 updated, 0 unchanged)"
+        inventory.write_text(YAML.replace("app_port: 8001", "app_port: 8002"))
+        again = opsc(alice, "assets", "import", str(inventory))
+        assert "would update app-03:\n  vars.app_port: 8001 -> 8002\n" in again.stdout
+        assert again.stdout.splitlines()[-1].endswith(
+            "1 existing assets differ: re-run with --update"
+        )
+        applied = opsc(alice, "assets", "import", str(inventory), "--update")
+        assert (
+            applied.stdout.splitlines()[-1] == "imported 1 assets (0 new, 1 updated, 4 unchanged)"
+        )
+    with psycopg.connect(database_url) as conn:
+        found = conn.execute(
+            "SELECT vars FROM execution.assets WHERE tenant_id = 'default' AND asset_id = 'app-03'"
+        ).fetchone()
+    assert found == (
+        {"dns": "10.1.0.2", "app_port": 8002, "ansible_become": True, "features": ["tls", "http2"]},
+    )
