@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opsconductor.config import load_settings
 from opsconductor.connectors import tenant_files
@@ -16,9 +16,11 @@ from opsconductor.db.connection import Database
 from opsconductor.errors import BadInput, NotFound
 from opsconductor.host_keys import HostKey
 from opsconductor.inventory import Asset
-from opsconductor.inventory_ansible import Parsed
-from opsconductor.inventory_import import ImportPlan, plan_import
 from opsconductor.services.caller import Caller
+
+if TYPE_CHECKING:  # YAML and the inventory parsers: imports only
+    from opsconductor.inventory_ansible import Parsed
+    from opsconductor.inventory_import import ImportPlan
 
 Row = dict[str, Any]
 
@@ -61,6 +63,8 @@ async def import_assets(
     """Add the new assets; replace the changed ones only with ``update`` (else they are
     reported, untouched). All or nothing. Key files become ``file:`` credentials when they
     are in the tenant's files root."""
+    from opsconductor.inventory_import import plan_import
+
     who.require("assets", "manage")
     found, key_warnings = key_credentials(parsed, load_settings().files_root / who.tenant_id)
     async with db.transaction() as conn:
