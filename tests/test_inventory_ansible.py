@@ -455,3 +455,19 @@ def test_import_over_the_api_reports_the_same(
     assert found == (
         {"dns": "10.1.0.2", "app_port": 8002, "ansible_become": True, "features": ["tls", "http2"]},
     )
+
+
+def test_a_reimport_keeps_what_the_file_cannot_say() -> None:
+    from dataclasses import replace
+
+    from opsconductor.inventory_import import plan_import
+
+    parsed = read_inventory(INI, "hosts.ini").assets
+    stored = {a.asset_id: a for a in parsed}
+    stored["redis1"] = replace(stored["redis1"], os="debian", credential_ref="kv/ssh/redis")
+    stored["mc-a"] = replace(stored["mc-a"], port=22, credential_ref="env:MC_KEY")
+    plan = plan_import(stored, parsed)
+    assert plan.new == []
+    assert [str(c) for c in plan.changed["mc-a"][1]] == ["port: 22 -> 2200"]
+    assert plan.changed["mc-a"][0].credential_ref == "env:MC_KEY"
+    assert "redis1" in plan.unchanged and "localhost" in plan.unchanged

@@ -16,6 +16,7 @@ existing asset: an import never overwrites one without being told to (``--update
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,7 +159,8 @@ class ImportPlan:
 
 
 def plan_import(existing: dict[str, Asset], found: list[Asset]) -> ImportPlan:
-    """Compare an inventory file's assets with the stored ones (by asset id). A built-in
+    """Compare an inventory file's assets with the stored ones (by asset id); ``os`` and
+    ``credential_ref`` the file leaves unset keep their stored values. A built-in
     asset (the tenant's ``localhost``) is never replaced: an inventory's ``localhost
     ansible_connection=local`` means the machine Ansible runs on, which is that asset."""
     new: list[Asset] = []
@@ -175,6 +177,15 @@ def plan_import(existing: dict[str, Asset], found: list[Asset]) -> ImportPlan:
                 f"({old.connection_type}, {old.environment}) is kept; plans target it as is"
             )
         else:
+            # What the file cannot say (Ansible has no os; a credential set by hand where
+            # the file names no key file) is kept, not cleared by a re-import.
+            asset = dataclasses.replace(
+                asset,
+                os=asset.os if asset.os is not None else old.os,
+                credential_ref=(
+                    asset.credential_ref if asset.credential_ref is not None else old.credential_ref
+                ),
+            )
             changes = diff(old, asset)
             if changes:
                 changed[asset.asset_id] = (asset, changes)
