@@ -336,6 +336,8 @@ def test_host_patterns() -> None:
     assert ids("rack[1:2]-u[a:b]") == ["rack1-ua", "rack1-ub", "rack2-ua", "rack2-ub"]
     with pytest.raises(BadInput, match=r"inv:2: r\[x:yz\]: range \[x:yz\] must be numbers"):
         read_inventory("[g]\nr[x:yz]\n", "inv")
+    with pytest.raises(BadInput, match=r"h\[0:999\]\[0:99\] names more than 10000 hosts"):
+        read_inventory("[g]\nh[0:999][0:99]\n", "inv")
     with pytest.raises(BadInput, match=r"range \[3:1\] is empty"):
         read_inventory("[g]\nr[3:1]\n", "inv")
 

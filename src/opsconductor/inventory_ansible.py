@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import math
 import re
 import shlex
 import string
@@ -48,6 +49,8 @@ PASSWORDS = frozenset(
     }
 )
 _BECOME = re.compile(r"^ansible_(become|sudo|su)(_|$)")
+#: One host pattern expands to at most this many hosts (a typo must not exhaust memory).
+MAX_HOSTS = 10_000
 _CONNECTIONS = {"local": "local", "ssh": "ssh", "smart": "ssh", "paramiko": "ssh"}
 
 
@@ -81,6 +84,8 @@ def expand_hosts(pattern: str, where: str) -> list[str]:
     if not parts:
         return [pattern]
     parts.append([pattern[last:]])
+    if math.prod(len(p) for p in parts) > MAX_HOSTS:
+        raise BadInput(f"{where}: {pattern} names more than {MAX_HOSTS} hosts")
     return ["".join(p) for p in itertools.product(*parts)]
 
 
@@ -102,8 +107,6 @@ def _range(match: re.Match[str], where: str) -> list[str]:
         raise BadInput(f"{where}: range [{start}:{end}] must be numbers or single letters")
     if not found:
         raise BadInput(f"{where}: range [{start}:{end}] is empty")
-    if len(found) > 10_000:
-        raise BadInput(f"{where}: range [{start}:{end}] names more than 10000 hosts")
     return found
 
 

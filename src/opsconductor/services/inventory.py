@@ -100,10 +100,14 @@ def key_credentials(parsed: Parsed, root: Path) -> tuple[list[Asset], list[str]]
 def _key_ref(key: str, root: Path) -> tuple[str | None, str | None]:
     expanded = os.path.expanduser(key)
     candidates = [expanded] if os.path.isabs(expanded) else [str(root / expanded), expanded]
+    refused = None
     for candidate in candidates:
+        if not os.path.lexists(candidate):
+            continue
         try:
             inside = tenant_files.source(root, os.path.abspath(candidate), "key")
-        except StepInputError:
+        except StepInputError as exc:
+            refused = refused or str(exc)  # the first: the root's own (a link out of it)
             continue
         try:
             with inside.open("rb") as handle:
@@ -111,6 +115,10 @@ def _key_ref(key: str, root: Path) -> tuple[str | None, str | None]:
         except OSError as exc:
             return None, f"unreadable ({exc.strerror}): not imported"
         return f"file:{inside.relative_to(os.path.realpath(root))}", None
+    if refused is None:
+        return None, "unreadable (No such file or directory): not imported"
+    if candidates[0] != expanded and os.path.lexists(candidates[0]):
+        return None, f"not imported: {refused.removeprefix('key: ')}"
     try:
         with open(expanded, "rb") as handle:
             handle.read(1)
