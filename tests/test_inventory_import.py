@@ -27,7 +27,7 @@ db
 
 [prod:vars]
 ansible_user=deploy
-environment=prod
+opsc_environment=prod
 
 [tools]
 runner ansible_connection=local
@@ -117,10 +117,11 @@ def test_opsc_assets_import_is_rerunnable(
     inventory.write_text(ANSIBLE_INI)
     first = opsc(cli_env, "assets", "import", str(inventory))
     assert first.returncode == 0, first.stderr
-    assert "imported 4 assets (4 new, 0 updated)" in first.stdout
+    assert first.stdout == "imported 4 assets (4 new, 0 updated, 0 unchanged)\n"
     inventory.write_text(ANSIBLE_INI.replace("10.0.1.5", "10.0.1.6"))
-    again = opsc(cli_env, "assets", "import", str(inventory))
-    assert "imported 4 assets (0 new, 4 updated)" in again.stdout
+    again = opsc(cli_env, "assets", "import", str(inventory), "--update")
+    assert "updated db1:\n  address: '10.0.1.5' -> '10.0.1.6'\n" in again.stdout
+    assert "imported 1 assets (0 new, 1 updated, 3 unchanged)" in again.stdout
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
             "SELECT asset_id, address, username, tags->>'prod' FROM execution.assets"

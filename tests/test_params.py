@@ -129,12 +129,9 @@ def test_templates_see_params_asset_fields_and_name_what_is_undefined() -> None:
 
 
 def test_inventory_variables_are_read_when_an_asset_has_them() -> None:
-    class WithVars(Asset):
-        vars: dict[str, Any] = {"port": 8080}  # noqa: RUF012 - the inventory issue's shape
-
-    asset = WithVars("a", "a", "10.0.0.9", "prod")
+    asset = Asset("a", "a", "10.0.0.9", "prod", vars={"port": 8080})
     assert render("{{ asset.vars.port }}", asset_context(asset), "f") == "8080"
-    with pytest.raises(StepInputError, match=r"asset\.vars is undefined"):
+    with pytest.raises(StepInputError, match=r"asset\.vars\.port is undefined"):
         render("{{ asset.vars.port }}", asset_context(WEB[0]), "f")
 
 

@@ -29,6 +29,8 @@ class Asset:
     #: SSH login name; None means the user running the worker
     username: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: inventory variables (Ansible host and group vars), ``asset.vars.*`` in templates
+    vars: Mapping[str, Any] = field(default_factory=dict)
     #: asset id of the SSH bastion this asset is reached through (None: directly)
     proxy_jump: str | None = None
 

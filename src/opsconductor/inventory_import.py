@@ -8,21 +8,23 @@ Three formats, picked by content:
   ``[group:children]``;
 * Ansible YAML: ``all: {hosts, vars, children}``, nested.
 
-From Ansible, ``ansible_host``, ``ansible_port``, ``ansible_user`` and ``ansible_connection``
-are used; every group a host belongs to (directly or through ``children``) becomes a tag
-``<group>: "true"``, so ``targets: {tags: {web: "true"}}`` selects the group.
+Ansible inventories are read by inventory_ansible.py; every group a host belongs to
+(directly or through ``children``) becomes a tag ``<group>: "true"``, so ``targets: {tags:
+{web: "true"}}`` selects the group. ``diff`` says what an import would change in an
+existing asset: an import never overwrites one without being told to (``--update``).
 """
 
 from __future__ import annotations
 
-import re
-import shlex
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
+from opsconductor import inventory_ansible as ansible
 from opsconductor import safe_parse
 from opsconductor.errors import BadInput
 from opsconductor.inventory import Asset
+from opsconductor.inventory_ansible import Parsed
 
 _OURS_KEYS = {
     "id",
@@ -35,21 +37,65 @@ _OURS_KEYS = {
     "environment",
     "os",
     "tags",
+    "vars",
 }
-_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
+#: Fields an import compares (and ``--update`` replaces), in the order a diff shows them.
+FIELDS = (
+    "hostname",
+    "address",
+    "environment",
+    "connection_type",
+    "port",
+    "os",
+    "credential_ref",
+    "username",
+    "tags",
+    "vars",
+)
+
+
+@dataclass(frozen=True)
+class Change:
+    field: str
+    old: Any
+    new: Any
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.old!r} -> {self.new!r}"
+
+
+def diff(old: Asset, new: Asset) -> list[Change]:
+    """What replacing ``old`` by ``new`` changes, field by field (tags, vars: by key)."""
+    changes = []
+    for name in FIELDS:
+        before, after = getattr(old, name), getattr(new, name)
+        if name in ("tags", "vars"):
+            for key in sorted(set(before) | set(after)):
+                if before.get(key) != after.get(key):
+                    changes.append(Change(f"{name}.{key}", before.get(key), after.get(key)))
+        elif before != after:
+            changes.append(Change(name, before, after))
+    return changes
+
+
+def read_inventory(text: str, source: str, environment: str = "dev") -> Parsed:
+    """Assets described by ``text``, the key files they name and what was not applied;
+    ``environment`` applies where the file gives none."""
+    stripped = text.lstrip()
+    if stripped.startswith("[") or (stripped and not _looks_like_yaml(text)):
+        return ansible.from_groups(ansible.parse_ini(text, source), environment, source)
+    data = safe_parse.load_yaml(text, source)  # bounded: aliases, depth, size
+    if isinstance(data, dict) and "assets" in data:
+        return Parsed(_ours(data, source, environment), {}, [])
+    if isinstance(data, dict):
+        groups = ansible.parse_yaml(data, source)
+        return ansible.from_groups(groups, environment, source)
+    raise BadInput(f"{source}: expected 'assets:' or an Ansible inventory")
 
 
 def parse_inventory(text: str, source: str, environment: str = "dev") -> list[Asset]:
-    """Assets described by ``text``; ``environment`` applies where the file gives none."""
-    stripped = text.lstrip()
-    if stripped.startswith("[") or (stripped and not _looks_like_yaml(text)):
-        return _from_groups(_parse_ini(text, source), environment, source)
-    data = safe_parse.load_yaml(text, source)  # bounded: aliases, depth, size
-    if isinstance(data, dict) and "assets" in data:
-        return _ours(data, source, environment)
-    if isinstance(data, dict):
-        return _from_groups(_parse_ansible_yaml(data, source), environment, source)
-    raise BadInput(f"{source}: expected 'assets:' or an Ansible inventory")
+    """The assets of ``read_inventory``."""
+    return read_inventory(text, source, environment).assets
 
 
 def _looks_like_yaml(text: str) -> bool:
@@ -77,6 +123,9 @@ def _ours(data: dict[str, Any], source: str, environment: str) -> list[Asset]:
         tags = item.get("tags") or {}
         if not isinstance(tags, dict):
             raise BadInput(f"{where}.tags: must be a mapping")
+        variables = item.get("vars") or {}
+        if not isinstance(variables, dict):
+            raise BadInput(f"{where}.vars: must be a mapping")
         hostname = str(item.get("hostname") or item["id"])
         found.append(
             Asset(
@@ -85,141 +134,61 @@ def _ours(data: dict[str, Any], source: str, environment: str) -> list[Asset]:
                 address=str(item.get("address") or hostname),
                 environment=str(item.get("environment") or environment),
                 connection_type=str(item.get("connection") or "ssh"),
-                port=_port(item.get("port"), f"{where}.port"),
+                port=ansible.port(item.get("port"), f"{where}.port"),
                 os=item.get("os"),
                 credential_ref=item.get("credential_ref"),
                 username=item.get("username"),
                 tags={str(k): str(v) for k, v in tags.items()},
+                vars={str(k): v for k, v in variables.items()},
             )
         )
     return found
 
 
-def _port(value: Any, where: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        port = int(value)
-    except (TypeError, ValueError):
-        raise BadInput(f"{where}: must be a port number (got {value!r})") from None
-    if not 1 <= port <= 65535:
-        raise BadInput(f"{where}: must be between 1 and 65535")
-    return port
+# -- what an import would do ------------------------------------------------------------
 
 
-# -- Ansible ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImportPlan:
+    """New assets, changed ones (with their diffs), unchanged ids, and warnings."""
+
+    new: list[Asset]
+    changed: dict[str, tuple[Asset, list[Change]]]
+    unchanged: list[str]
+    warnings: list[str]
 
 
-@dataclass
-class _Group:
-    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    vars: dict[str, Any] = field(default_factory=dict)
-    children: list[str] = field(default_factory=list)
-
-
-def _parse_ini(text: str, source: str) -> dict[str, _Group]:
-    groups: dict[str, _Group] = {"ungrouped": _Group()}
-    name, kind = "ungrouped", "hosts"
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        header = re.fullmatch(r"\[([^\]:]+)(?::(vars|children))?\]", line)
-        if header:
-            name, kind = header[1], header[2] or "hosts"
-            groups.setdefault(name, _Group())
-            continue
-        try:
-            words = shlex.split(line, comments=True)
-        except ValueError as exc:
-            raise BadInput(f"{source}:{number}: {exc}") from None
-        group = groups[name]
-        if kind == "children":
-            group.children.append(words[0])
-        elif kind == "vars":
-            key, sep, value = line.partition("=")
-            if not sep:
-                raise BadInput(f"{source}:{number}: expected key=value")
-            group.vars[key.strip()] = value.strip()
+def plan_import(existing: dict[str, Asset], found: list[Asset]) -> ImportPlan:
+    """Compare an inventory file's assets with the stored ones (by asset id); ``os`` and
+    ``credential_ref`` the file leaves unset keep their stored values. A built-in
+    asset (the tenant's ``localhost``) is never replaced: an inventory's ``localhost
+    ansible_connection=local`` means the machine Ansible runs on, which is that asset."""
+    new: list[Asset] = []
+    changed: dict[str, tuple[Asset, list[Change]]] = {}
+    unchanged: list[str] = []
+    warnings: list[str] = []
+    for asset in found:
+        old = existing.get(asset.asset_id)
+        if old is None:
+            new.append(asset)
+        elif old.tags.get("builtin") == "true":
+            warnings.append(
+                f"{asset.asset_id}: not imported: the built-in asset {old.asset_id!r} "
+                f"({old.connection_type}, {old.environment}) is kept; plans target it as is"
+            )
         else:
-            host_vars = {}
-            for word in words[1:]:
-                key, sep, value = word.partition("=")
-                if not sep:
-                    raise BadInput(f"{source}:{number}: expected key=value, got {word!r}")
-                host_vars[key] = value
-            group.hosts[words[0]] = host_vars
-    return groups
-
-
-def _parse_ansible_yaml(data: dict[str, Any], source: str) -> dict[str, _Group]:
-    groups: dict[str, _Group] = {}
-
-    def walk(name: str, body: Any, where: str) -> None:
-        if body is None:
-            body = {}
-        if not isinstance(body, dict):
-            raise BadInput(f"{where}: must be a mapping")
-        group = groups.setdefault(name, _Group())
-        for host, host_vars in (body.get("hosts") or {}).items():
-            group.hosts[str(host)] = dict(host_vars or {})
-        group.vars.update(body.get("vars") or {})
-        for child, child_body in (body.get("children") or {}).items():
-            group.children.append(str(child))
-            walk(str(child), child_body, f"{where}.children.{child}")
-
-    for name, body in data.items():
-        walk(str(name), body, f"{source}: {name}")
-    return groups
-
-
-def _from_groups(groups: dict[str, _Group], environment: str, source: str) -> list[Asset]:
-    """Flatten groups: a host collects its groups (and their ancestors) and their vars;
-    host vars win over group vars, as in Ansible."""
-    parents: dict[str, set[str]] = {}
-    for name, group in groups.items():
-        for child in group.children:
-            parents.setdefault(child, set()).add(name)
-
-    def ancestry(name: str, seen: frozenset[str] = frozenset()) -> list[str]:
-        if name in seen:
-            return []
-        found = [name]
-        for parent in sorted(parents.get(name, ())):
-            found += ancestry(parent, seen | {name})
-        return found
-
-    members: dict[str, tuple[list[str], dict[str, Any]]] = {}
-    for name, group in groups.items():
-        for host, host_vars in group.hosts.items():
-            names, merged = members.setdefault(host, ([], {}))
-            for member_of in ancestry(name):
-                if member_of not in names:
-                    names.append(member_of)
-            merged.update(host_vars)
-    assets = []
-    for host in sorted(members):
-        names, host_vars = members[host]
-        settings: dict[str, Any] = {}
-        for member_of in reversed(names):  # the farthest ancestor first, host last
-            settings.update(groups[member_of].vars)
-        settings.update(host_vars)
-        assets.append(_ansible_asset(host, names, settings, environment, source))
-    return assets
-
-
-def _ansible_asset(
-    host: str, groups: list[str], settings: dict[str, Any], environment: str, source: str
-) -> Asset:
-    skip = {"all", "ungrouped"}
-    connection = "local" if settings.get("ansible_connection") == "local" else "ssh"
-    return Asset(
-        asset_id=_ID_UNSAFE.sub("_", host)[:128],
-        hostname=host,
-        address=str(settings.get("ansible_host") or host),
-        environment=str(settings.get("environment") or settings.get("env") or environment),
-        connection_type=connection,
-        port=_port(settings.get("ansible_port"), f"{source}: {host}: ansible_port"),
-        username=settings.get("ansible_user"),
-        tags={g: "true" for g in sorted(set(groups) - skip)},
-    )
+            # What the file cannot say (Ansible has no os; a credential set by hand where
+            # the file names no key file) is kept, not cleared by a re-import.
+            asset = dataclasses.replace(
+                asset,
+                os=asset.os if asset.os is not None else old.os,
+                credential_ref=(
+                    asset.credential_ref if asset.credential_ref is not None else old.credential_ref
+                ),
+            )
+            changes = diff(old, asset)
+            if changes:
+                changed[asset.asset_id] = (asset, changes)
+            else:
+                unchanged.append(asset.asset_id)
+    return ImportPlan(new, changed, unchanged, warnings)

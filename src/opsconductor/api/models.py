@@ -230,6 +230,8 @@ class AssetFields(CleanInput):
     tags: dict[str, str] = Field(default_factory=dict)
     #: asset id of the SSH bastion this asset is reached through
     proxy_jump: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+    #: inventory variables, ``asset.vars.*`` in templates
+    vars: dict[str, Any] = Field(default_factory=dict)
 
     def to_asset(self, asset_id: str) -> Asset:
         return Asset(
@@ -244,6 +246,7 @@ class AssetFields(CleanInput):
             username=self.username,
             tags=self.tags,
             proxy_jump=self.proxy_jump,
+            vars=self.vars,
         )
 
 
@@ -263,6 +266,7 @@ class AssetOut(BaseModel):
     username: str | None
     tags: dict[str, str]
     proxy_jump: str | None = None
+    vars: dict[str, Any]
 
     @classmethod
     def from_asset(cls, asset: Asset) -> AssetOut:
@@ -278,6 +282,7 @@ class AssetOut(BaseModel):
             username=asset.username,
             tags=dict(asset.tags),
             proxy_jump=asset.proxy_jump,
+            vars=dict(asset.vars),
         )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -15,6 +15,10 @@ from opsconductor.errors import BadInput
 from opsconductor.host_keys import HostKey
 from opsconductor.inventory import Asset
 from opsconductor.services import inventory
+
+if TYPE_CHECKING:  # YAML parsing: the import command only
+    from opsconductor.inventory_ansible import Parsed
+    from opsconductor.inventory_import import ImportPlan
 
 assets_app = typer.Typer(help="The inventory of assets plans can target.", no_args_is_help=True)
 hosts_app = typer.Typer(help="Trusted SSH host keys of the tenant.", no_args_is_help=True)
@@ -46,6 +50,7 @@ def _asset_body(asset: Asset) -> Row:
         "username": asset.username,
         "credential_ref": asset.credential_ref,
         "proxy_jump": asset.proxy_jump,
+        "vars": dict(asset.vars),
     }
 
 
@@ -99,34 +104,71 @@ def assets_add(
 def assets_import(
     inventory_file: Annotated[Path, typer.Argument(help="Our YAML, or an Ansible INI/YAML")],
     environment: Annotated[str, typer.Option(help="Where the file names none")] = "dev",
+    update: Annotated[
+        bool, typer.Option(help="Replace existing assets the file changes (else: shown only)")
+    ] = False,
 ) -> None:
-    """Add or update assets from an inventory file (re-running it updates, never doubles)."""
+    """Add assets from an inventory file; existing ones it would change are shown as a diff
+    and replaced only with --update. What is not applied is printed as warnings."""
     try:
         text = inventory_file.read_text(encoding="utf-8")
     except OSError as exc:
         raise fail(f"{inventory_file}: cannot read: {exc.strerror}") from None
 
-    from opsconductor.inventory_import import parse_inventory  # YAML: this command only
+    from opsconductor.inventory_import import read_inventory  # YAML: this command only
 
-    async def work(settings: Settings) -> tuple[int, int]:
-        found = parse_inventory(text, str(inventory_file), environment)
+    async def work(settings: Settings) -> ImportPlan:
+        parsed = read_inventory(text, str(inventory_file), environment)
         async with session(settings) as s:
             if isinstance(s, Remote):
-                added = updated = 0
-                known = {a["asset_id"] for a in await s.api.get("/assets")}
-                for a in found:
-                    if a.asset_id in known:
-                        body = {k: v for k, v in _asset_body(a).items() if k != "asset_id"}
-                        await s.api.call("PUT", f"/assets/{a.asset_id}", json_body=body)
-                        updated += 1
-                    else:
-                        await s.api.call("POST", "/assets", json_body=_asset_body(a))
-                        added += 1
-                return added, updated
-            return await inventory.import_assets(s.db, s.caller, found)
+                return await _import_remote(s, parsed, update)
+            return await inventory.import_assets(s.db, s.caller, parsed, update=update)
 
-    added, updated = run(work)
-    out.print(f"imported {added + updated} assets ({added} new, {updated} updated)")
+    plan = run(work)
+    for warning in plan.warnings:
+        out.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
+    for asset_id, (_, changes) in sorted(plan.changed.items()):
+        out.print(f"{'updated' if update else 'would update'} {asset_id}:", highlight=False)
+        for change in changes:
+            out.print(f"  {change}", highlight=False, markup=False, soft_wrap=True)
+    updated = len(plan.changed) if update else 0
+    summary = (
+        f"imported {len(plan.new) + updated} assets ({len(plan.new)} new, {updated} updated, "
+        f"{len(plan.unchanged)} unchanged)"
+    )
+    if plan.changed and not update:
+        summary += f"; {len(plan.changed)} existing assets differ: re-run with --update"
+    out.print(summary, highlight=False, soft_wrap=True)
+
+
+async def _import_remote(s: Remote, parsed: Parsed, update: bool) -> ImportPlan:
+    """The same import over the API: key files stay on this machine, so none is imported."""
+    import dataclasses
+
+    from opsconductor.inventory_import import plan_import
+
+    rows = await s.api.get("/assets")
+    existing = {r["asset_id"]: Asset(**{k: r.get(k) or _empty(k) for k in _FIELDS}) for r in rows}
+    plan = plan_import(existing, parsed.assets)
+    for a in plan.new:
+        await s.api.call("POST", "/assets", json_body=_asset_body(a))
+    if update:
+        for a, _ in plan.changed.values():
+            body = {k: v for k, v in _asset_body(a).items() if k != "asset_id"}
+            await s.api.call("PUT", f"/assets/{a.asset_id}", json_body=body)
+    keys = [
+        f"{asset_id}: key file {key}: not imported over the API (the files root is the "
+        "server's): 'opsc files put' it there and set credential_ref file:NAME"
+        for asset_id, key in sorted(parsed.key_files.items())
+    ]
+    return dataclasses.replace(plan, warnings=parsed.warnings + keys + plan.warnings)
+
+
+_FIELDS = Asset.__dataclass_fields__
+
+
+def _empty(name: str) -> Any:
+    return {} if name in ("tags", "vars") else None
 
 
 @assets_app.command("list")

@@ -88,6 +88,7 @@ def _params(tenant_id: str, asset: Asset) -> dict[str, Any]:
         **{k: getattr(asset, k) for k in Asset.__dataclass_fields__},
         "tenant_id": tenant_id,
         "tags": Jsonb(dict(asset.tags)),
+        "vars": Jsonb(dict(asset.vars)),
     }
 
 

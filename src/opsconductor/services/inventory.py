@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from opsconductor.config import load_settings
+from opsconductor.connectors import tenant_files
+from opsconductor.connectors.outcome import StepInputError
 from opsconductor.db import assets, connectors
 from opsconductor.db import workers as worker_rows
 from opsconductor.db.connection import Database
@@ -11,6 +17,10 @@ from opsconductor.errors import BadInput, NotFound
 from opsconductor.host_keys import HostKey
 from opsconductor.inventory import Asset
 from opsconductor.services.caller import Caller
+
+if TYPE_CHECKING:  # YAML and the inventory parsers: imports only
+    from opsconductor.inventory_ansible import Parsed
+    from opsconductor.inventory_import import ImportPlan
 
 Row = dict[str, Any]
 
@@ -47,13 +57,78 @@ async def update_asset(db: Database, who: Caller, asset: Asset) -> Asset:
     return updated
 
 
-async def import_assets(db: Database, who: Caller, found: list[Asset]) -> tuple[int, int]:
-    """Add or update, all or nothing; (added, updated)."""
+async def import_assets(
+    db: Database, who: Caller, parsed: Parsed, *, update: bool = False
+) -> ImportPlan:
+    """Add the new assets; replace the changed ones only with ``update`` (else they are
+    reported, untouched). All or nothing. Key files become ``file:`` credentials when they
+    are in the tenant's files root."""
+    from opsconductor.inventory_import import plan_import
+
     who.require("assets", "manage")
+    found, key_warnings = key_credentials(parsed, load_settings().files_root / who.tenant_id)
     async with db.transaction() as conn:
         await assets.ensure_tenant(conn, who.tenant_id)
-        new = [await assets.upsert(conn, who.tenant_id, a) for a in found]
-    return sum(new), len(new) - sum(new)
+        existing = {a.asset_id: a for a in await assets.list_all(conn, who.tenant_id)}
+        plan = plan_import(existing, found)
+        for asset in plan.new:
+            await assets.add(conn, who.tenant_id, asset)
+        if update:
+            for asset, _ in plan.changed.values():
+                await assets.update(conn, who.tenant_id, asset)
+    return dataclasses.replace(plan, warnings=parsed.warnings + key_warnings + plan.warnings)
+
+
+def key_credentials(parsed: Parsed, root: Path) -> tuple[list[Asset], list[str]]:
+    """The assets, with ``credential_ref: file:NAME`` where their key file is readable in
+    the tenant's files root ``root`` (named relative to it, or by a path that leads there);
+    a warning for every other key file. Nothing is copied: a key file is a secret the
+    operator places (``opsc files put``), not one an import spreads."""
+    found, warnings = [], []
+    for asset in parsed.assets:
+        key = parsed.key_files.get(asset.asset_id)
+        if key is None:
+            found.append(asset)
+            continue
+        ref, problem = _key_ref(key, root)
+        if problem is not None:
+            warnings.append(f"{asset.asset_id}: key file {key}: {problem}")
+        found.append(asset if ref is None else dataclasses.replace(asset, credential_ref=ref))
+    return found, warnings
+
+
+def _key_ref(key: str, root: Path) -> tuple[str | None, str | None]:
+    expanded = os.path.expanduser(key)
+    candidates = [expanded] if os.path.isabs(expanded) else [str(root / expanded), expanded]
+    refused = None
+    for candidate in candidates:
+        if not os.path.lexists(candidate):
+            continue
+        try:
+            inside = tenant_files.source(root, os.path.abspath(candidate), "key")
+        except StepInputError as exc:
+            refused = refused or str(exc)  # the first: the root's own (a link out of it)
+            continue
+        try:
+            with inside.open("rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            return None, f"unreadable ({exc.strerror}): not imported"
+        return f"file:{inside.relative_to(os.path.realpath(root))}", None
+    if refused is None:
+        return None, "unreadable (No such file or directory): not imported"
+    if candidates[0] != expanded and os.path.lexists(candidates[0]):
+        return None, f"not imported: {refused.removeprefix('key: ')}"
+    try:
+        with open(expanded, "rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror}): not imported"
+    return None, (
+        f"outside this tenant's files root {root}: not imported; copy it in with "
+        f"'opsc files put {key} NAME' and set credential_ref file:NAME (or re-import with "
+        "the key file named NAME)"
+    )
 
 
 async def remove_asset(db: Database, who: Caller, asset_id: str) -> None:

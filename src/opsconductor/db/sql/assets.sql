@@ -6,10 +6,10 @@ SELECT * FROM execution.assets WHERE tenant_id = %(tenant_id)s ORDER BY asset_id
 -- name: insert_asset
 INSERT INTO execution.assets
     (tenant_id, asset_id, hostname, address, port, os, environment, connection_type,
-     credential_ref, username, tags, proxy_jump)
+     credential_ref, username, tags, vars, proxy_jump)
 VALUES (%(tenant_id)s, %(asset_id)s, %(hostname)s, %(address)s, %(port)s, %(os)s,
         %(environment)s, %(connection_type)s, %(credential_ref)s, %(username)s, %(tags)s,
-        %(proxy_jump)s)
+        %(vars)s, %(proxy_jump)s)
 RETURNING *
 
 -- name: delete_asset
@@ -27,6 +27,7 @@ UPDATE execution.assets SET
     hostname = %(hostname)s, address = %(address)s, port = %(port)s, os = %(os)s,
     environment = %(environment)s, connection_type = %(connection_type)s,
     credential_ref = %(credential_ref)s, username = %(username)s, tags = %(tags)s,
+    vars = %(vars)s,
     proxy_jump = %(proxy_jump)s
 WHERE tenant_id = %(tenant_id)s AND asset_id = %(asset_id)s
 RETURNING *
@@ -34,15 +35,15 @@ RETURNING *
 -- name: upsert_asset
 INSERT INTO execution.assets
     (tenant_id, asset_id, hostname, address, port, os, environment, connection_type,
-     credential_ref, username, tags, proxy_jump)
+     credential_ref, username, tags, vars, proxy_jump)
 VALUES (%(tenant_id)s, %(asset_id)s, %(hostname)s, %(address)s, %(port)s, %(os)s,
         %(environment)s, %(connection_type)s, %(credential_ref)s, %(username)s, %(tags)s,
-        %(proxy_jump)s)
+        %(vars)s, %(proxy_jump)s)
 ON CONFLICT (tenant_id, asset_id) DO UPDATE SET
     hostname = EXCLUDED.hostname, address = EXCLUDED.address, port = EXCLUDED.port,
     os = EXCLUDED.os, environment = EXCLUDED.environment,
     connection_type = EXCLUDED.connection_type, credential_ref = EXCLUDED.credential_ref,
-    username = EXCLUDED.username, tags = EXCLUDED.tags,
+    username = EXCLUDED.username, tags = EXCLUDED.tags, vars = EXCLUDED.vars,
     proxy_jump = EXCLUDED.proxy_jump
 RETURNING *, (xmax = 0) AS inserted
 

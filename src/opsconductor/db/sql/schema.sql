@@ -977,3 +977,8 @@ CREATE TABLE execution.tenant_staging (
 );
 -- Why staging made an execution record-only (decided once, at submission; NULL: it did not).
 ALTER TABLE execution.executions ADD COLUMN record_only_reason text;
+
+-- Inventory variables (Ansible host and group vars, merged per host at import): templates
+-- read them as asset.vars.*. Not secret: the importer refuses to store passwords here.
+ALTER TABLE execution.assets
+    ADD COLUMN vars jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(vars) = 'object');
