@@ -41,3 +41,14 @@ async def test_staging_over_the_api(api: Api) -> None:
     async with api.db.connection() as conn:
         events = await audit.list_events(conn, "acme", "staging_changed")
     assert [e["payload"]["after"]["level_modes"][0] for e in events] == ["refuse", "record-only"]
+
+
+async def test_booleans_are_not_levels_or_shares(api: Api) -> None:
+    """JSON ``true`` is not level 1 (found by the schema fuzzer): 422 naming the field."""
+    admin = await api.login("acme", "ada", "admin")
+    for body in ({"level": True, "mode": "refuse"}, {"canary_percent": True}):
+        r = await api.client.patch(URL, json=body, headers=admin)
+        assert r.status_code == 422, r.text
+        assert next(iter(body)) in r.json()["detail"]
+    got = (await api.client.get(URL, headers=admin)).json()
+    assert got == {"level_modes": ["real", "real", "real", "real"], "canary_percent": 100}

@@ -25,9 +25,10 @@ class StagingOut(BaseModel):
 
 class StagingPatch(CleanInput):
     #: with ``mode``: what executions of this approval level do
-    level: int | None = Field(default=None, ge=0, le=3)
+    # strict: JSON true is not level 1
+    level: int | None = Field(default=None, ge=0, le=3, strict=True)
     mode: Literal["real", "record-only", "refuse"] | None = None
-    canary_percent: int | None = Field(default=None, ge=0, le=100)
+    canary_percent: int | None = Field(default=None, ge=0, le=100, strict=True)
 
 
 def _out(found: Staging) -> StagingOut:

@@ -148,8 +148,11 @@ SELECT q.*, e.tenant_id,
        w.worker_id IS NULL OR (
            EXISTS (SELECT 1 FROM execution.execution_steps s
                    WHERE s.execution_id = q.execution_id AND s.started_at >= q.leased_at)
+           -- progress: an attempt that started AND finished under this lease (closing
+           -- an earlier worker's interrupted attempt, on resume, is no progress)
            AND NOT EXISTS (SELECT 1 FROM execution.execution_steps s
                            WHERE s.execution_id = q.execution_id
+                             AND s.started_at >= q.leased_at
                              AND s.finished_at >= q.leased_at)
        ) AS charged,
        CASE WHEN w.worker_id IS NOT NULL THEN 'worker crash' ELSE 'lease expiry' END AS cause,
