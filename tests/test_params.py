@@ -196,7 +196,7 @@ def test_a_step_result_is_offered_only_where_that_step_ran() -> None:
     ]
 
 
-def test_secret_ref_parameters_are_placeholders_where_nothing_is_fetched() -> None:
+def test_secret_ref_parameters_are_stand_ins_where_nothing_is_fetched() -> None:
     plan = _plan(_noop())
     values = params.bind(plan.params, {"version": "1"})
     shown = template_check.shown_params(plan, values, secrets=None)

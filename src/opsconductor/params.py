@@ -157,7 +157,7 @@ def secret_params(specs: Mapping[str, ParamSpec]) -> list[str]:
     return [name for name, spec in specs.items() if spec.type == "secret-ref"]
 
 
-def placeholder(path: str) -> str:
+def secret_stand_in(path: str) -> str:
     """What a ``secret-ref`` parameter reads as where no secret is fetched (validation,
     ``when`` conditions): a condition over a secret's value would disclose it, bit by
     bit, through which steps ran."""

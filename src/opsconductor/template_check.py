@@ -4,7 +4,7 @@ submission) with the step, the target and the name at fault, not at step 2 of a 
 Pure.
 
 Earlier steps' results do not exist yet: each earlier step *that targets the same asset*
-stands in with a placeholder result (``status: completed``, ``exit_code: 0``, empty
+stands in with an assumed result (``status: completed``, ``exit_code: 0``, empty
 output), so a misspelt step or field name is caught while a template that only fails on
 some output (``steps.v.output | int // 0``) is left for the run to judge.
 """
@@ -77,13 +77,13 @@ def shown_params(
     plan: Plan, values: Mapping[str, plan_params.Value], *, secrets: Mapping[str, str] | None
 ) -> dict[str, Any]:
     """Parameters as templates read them: a ``secret-ref`` parameter is its fetched value
-    when ``secrets`` (path -> value) has it, else a placeholder naming the path."""
+    when ``secrets`` (path -> value) has it, else a stand-in naming the path."""
     shown: dict[str, Any] = dict(values)
     for name in plan_params.secret_params(plan.params):
         path = values.get(name)
         if isinstance(path, str):
             fetched = (secrets or {}).get(path)
-            shown[name] = fetched if fetched is not None else plan_params.placeholder(path)
+            shown[name] = fetched if fetched is not None else plan_params.secret_stand_in(path)
     return shown
 
 
@@ -129,7 +129,7 @@ def _check(where: str, text: str, context: dict[str, Any], *, is_when: bool) -> 
         else:
             render(text, context, where)
     except DataError as exc:
-        # On placeholder results (a division by the stand-in 0) it may not happen on the
+        # On assumed results (a division by the stand-in 0) it may not happen on the
         # real output: only a template over the plan's own values is surely wrong.
         return None if uses_step_results(text) else str(exc).removeprefix(f"{where}: ")
     except StepInputError as exc:

@@ -34,3 +34,8 @@ async def test_bulk_over_http(api: Api) -> None:
         r = await api.client.post(f"{URL}/bulk", json=body_sent, headers=headers)
         assert r.status_code == 400, r.text
         assert "plans" in r.json()["detail"]
+    # More than MAX_BULK plans: refused before any is parsed, naming the limit.
+    many = {"plans": ["name: p\nsteps: []\n"] * 1001}
+    r = await api.client.post(f"{URL}/bulk", json=many, headers=headers)
+    assert r.status_code == 400, r.text
+    assert "at most 1000" in r.json()["detail"]

@@ -4,10 +4,8 @@ one transaction (see sql/bulk.sql). All or nothing: a crash stores none of them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 from opsconductor.db import approval_requests, batching, executions, queries
 from opsconductor.db.connection import Conn, Database
@@ -17,11 +15,6 @@ from opsconductor.records import Execution
 from opsconductor.status_machine import Status
 
 Q = queries.load("bulk")
-
-
-def _json(items: list[dict[str, Any]]) -> str:
-    # One document for the whole batch: psycopg would adapt each element in Python.
-    return json.dumps(items, separators=(",", ":"), default=str)
 
 
 async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submitted]:
@@ -34,7 +27,7 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
         cur = await conn.execute(
             Q["insert_executions"],
             {
-                "items": _json(
+                "items": batching.as_json(
                     [
                         {**executions.columns(new), "ord": i, "id": str(ids[i])}
                         for i, new in enumerate(news)
@@ -60,7 +53,7 @@ async def _after_insert(
     await conn.execute(
         Q["insert_submitted_events"],
         {
-            "items": _json(
+            "items": batching.as_json(
                 [
                     {
                         "ord": i,
@@ -82,7 +75,7 @@ async def _after_insert(
     await conn.execute(
         Q["insert_pending_steps"],
         {
-            "items": _json(
+            "items": batching.as_json(
                 [
                     {
                         "execution_id": str(e.id),
@@ -127,7 +120,7 @@ async def _after_insert(
     await conn.execute(
         Q["enqueue"],
         {
-            "items": _json(
+            "items": batching.as_json(
                 [
                     {
                         "ord": i,

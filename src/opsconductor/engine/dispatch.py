@@ -77,7 +77,7 @@ async def _results(
 async def unless(db: Database, run: Run, index: int, step: Any, asset: Asset) -> Attempt | None:
     """A step's ``when`` on one target: None to run it, else the attempt to record instead:
     ``skipped`` with the reason, or ``failed`` when the condition cannot be evaluated.
-    Secret-ref parameters read as a placeholder here (params.placeholder)."""
+    Secret-ref parameters read as a stand-in here (params.secret_stand_in)."""
     if step.when is None:
         return None
     results = await _results(db, run, index, asset, step.when)
