@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from opsconductor.cli import QUICK, app_for
+
 #: Never needed to list, show or cancel an execution from the shell.
 HEAVY = frozenset(
     {
@@ -131,3 +133,35 @@ def test_importing_the_cli_loads_nothing_heavy() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert heavy(set(json.loads(done.stdout))) == set()
+
+
+def click_command(app: object, name: str) -> object:
+    import typer.main
+
+    group = typer.main.get_command(app)  # type: ignore[arg-type]
+    return group.commands[name]  # type: ignore[attr-defined]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", sorted(QUICK))
+def test_a_quick_command_is_the_same_command_as_in_the_full_app(name: str) -> None:
+    """``opsc list`` builds an app of one module's commands: each must be exactly the
+    command the full app has (same parameters, same help), and the module must define it."""
+    from opsconductor.cli.commands import app as everything
+
+    quick, full = click_command(app_for(name), name), click_command(everything, name)
+    # typer wraps each callback anew: the same function is the same module and name
+    origin = [(c.callback.__module__, c.callback.__qualname__) for c in (quick, full)]  # type: ignore[attr-defined]
+    assert origin[0] == origin[1]
+    assert origin[0][0] == QUICK[name]
+    assert [p.name for p in quick.params] == [p.name for p in full.params]  # type: ignore[attr-defined]
+    assert quick.help == full.help  # type: ignore[attr-defined]
+
+
+@pytest.mark.unit
+def test_every_other_command_goes_to_the_full_app() -> None:
+    from opsconductor.cli.commands import app as everything
+
+    assert app_for("assets") is everything
+    assert app_for(None) is everything
+    assert app_for("--help") is everything

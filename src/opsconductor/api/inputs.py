@@ -53,7 +53,7 @@ def check_text(value: Any, where: str = "") -> None:
 class CleanInput(BaseModel):
     """Base of request bodies: unknown fields and unstorable text are refused."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     @model_validator(mode="before")
     @classmethod

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from opsconductor import failures, records
 from opsconductor.api.inputs import CleanInput
@@ -22,7 +22,14 @@ def _fields(model: type[BaseModel], record: object) -> dict[str, Any]:
     return {name: getattr(record, name) for name in model.model_fields}
 
 
-class Progress(BaseModel):
+class Answer(BaseModel):
+    """Base of the answer shapes. Their validators are built on first use, not at import:
+    a CLI command that shows one kind of answer does not pay for all of them."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class Progress(Answer):
     """Over (step, target) pairs at their latest attempt; ETA in seconds when known."""
 
     total: int
@@ -44,7 +51,7 @@ class ProgressReport(Progress):
     typical_s: dict[str, float]
 
 
-class Execution(BaseModel):
+class Execution(Answer):
     id: uuid.UUID
     tenant_id: str
     actor_id: str
@@ -79,19 +86,19 @@ class Execution(BaseModel):
         return cls.model_validate(_fields(cls, execution))
 
 
-class BulkItem(BaseModel):
+class BulkItem(Answer):
     execution: Execution
     #: false: a duplicate within the deduplication window, answered by the existing one
     created: bool
 
 
-class BulkSubmitted(BaseModel):
+class BulkSubmitted(Answer):
     items: list[BulkItem]
     created: int
     duplicates: int
 
 
-class Step(BaseModel):
+class Step(Answer):
     step_index: int
     step_name: str
     step_type: str
@@ -111,7 +118,7 @@ class Step(BaseModel):
         return cls.model_validate(_fields(cls, attempt))
 
 
-class ApprovalDecision(BaseModel):
+class ApprovalDecision(Answer):
     actor_id: str
     decision: str
     plan_hash: str | None
@@ -123,7 +130,7 @@ class ApprovalDecision(BaseModel):
         return cls.model_validate(_fields(cls, decision))
 
 
-class Approval(BaseModel):
+class Approval(Answer):
     """One approval request (of the plan, or of a step at level 3) and its decisions."""
 
     id: int
@@ -145,7 +152,7 @@ class Approval(BaseModel):
         return cls.model_validate(values)
 
 
-class Failure(BaseModel):
+class Failure(Answer):
     """Targets that failed one step the same way: same cause, same last line of stderr."""
 
     step_index: int
@@ -184,13 +191,13 @@ class ExecutionDetail(Execution):
     failures: list[Failure] = []
 
 
-class ExecutionPage(BaseModel):
+class ExecutionPage(Answer):
     items: list[Execution]
     #: pass as ``cursor`` to get the next page; null on the last page
     next_cursor: str | None
 
 
-class Event(BaseModel):
+class Event(Answer):
     id: int
     event_type: str
     from_status: str | None
@@ -204,14 +211,14 @@ class Event(BaseModel):
         return cls.model_validate(_fields(cls, event))
 
 
-class EventPage(BaseModel):
+class EventPage(Answer):
     events: list[Event]
     #: the cursor to pass as ``after`` next time
     last_event_id: int
     status: str
 
 
-class CancelResult(BaseModel):
+class CancelResult(Answer):
     execution: Execution
     #: ``cancelled``: it will never run; ``requested``: it is running, the request is recorded
     outcome: Literal["cancelled", "requested"]
@@ -254,7 +261,7 @@ class AssetCreate(AssetFields):
     asset_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
-class AssetOut(BaseModel):
+class AssetOut(Answer):
     asset_id: str
     hostname: str
     address: str
@@ -286,7 +293,7 @@ class AssetOut(BaseModel):
         )
 
 
-class Stats(BaseModel):
+class Stats(Answer):
     executions_by_status: dict[str, int]
     executions_total: int
     queue_waiting: int
@@ -294,7 +301,7 @@ class Stats(BaseModel):
     dlq_open: int
 
 
-class DeadLetter(BaseModel):
+class DeadLetter(Answer):
     """An execution that ran out of attempts (SPEC section 7)."""
 
     id: int
@@ -309,17 +316,17 @@ class DeadLetter(BaseModel):
     requeued_by: str | None
 
 
-class Health(BaseModel):
+class Health(Answer):
     status: Literal["ok"]
 
 
-class WorkerHealth(BaseModel):
+class WorkerHealth(Answer):
     alive: int
     stale: int
     in_flight: int
 
 
-class Readiness(BaseModel):
+class Readiness(Answer):
     """Ready means the database answers and its schema is current. Workers are reported, not
     required: an API node serves reads, approvals and immediate plans without any."""
 
@@ -329,14 +336,14 @@ class Readiness(BaseModel):
     workers: WorkerHealth
 
 
-class PushedFile(BaseModel):
+class PushedFile(Answer):
     #: the step's ``src`` as rendered for its targets
     src: str
     #: SHA-256 of its bytes now: part of the plan hash, checked again before the push
     sha256: str
 
 
-class ValidatedStep(BaseModel):
+class ValidatedStep(Answer):
     name: str
     type: str
     #: the class RBAC, timeouts and crash re-runs go by
@@ -352,7 +359,7 @@ class ValidatedStep(BaseModel):
     estimate_source: str | None = None
 
 
-class Validation(BaseModel):
+class Validation(Answer):
     """A plan checked against the caller's inventory; nothing stored."""
 
     name: str
