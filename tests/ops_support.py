@@ -84,9 +84,7 @@ def exposed_families(text: str) -> dict[str, str]:
 def exposed_series(text: str) -> set[str]:
     """Every series name the exposition's families can have samples under."""
     return {
-        name + suffix
-        for name, kind in exposed_families(text).items()
-        for suffix in _SUFFIXES[kind]
+        name + suffix for name, kind in exposed_families(text).items() for suffix in _SUFFIXES[kind]
     }
 
 

@@ -28,7 +28,7 @@ def test_the_name_check_catches_a_name_nobody_exposes() -> None:
     assert "opsc_step_retries_total" in exposed and "opsc_step_retries" not in exposed
     found = ops.unknown_names(
         [
-            'rate(opsc_step_retries[5m])',  # a counter's family name, not its series
+            "rate(opsc_step_retries[5m])",  # a counter's family name, not its series
             'sum(opsc_queue_lenght{tenant="opsc_dlq_size"})',
             'rate(node_cpu_seconds_total{mode="idle"}[5m])',
             'max(opsc_dlq_size) and up{job="x"}',
@@ -101,7 +101,7 @@ def _overlaps(boxes: list[dict[str, int]]) -> list[tuple[int, int]]:
     cells: dict[tuple[int, int], int] = {}
     clash = []
     for i, box in enumerate(boxes):
-        assert 0 <= box["x"] and box["x"] + box["w"] <= 24, box
+        assert box["x"] >= 0 and box["x"] + box["w"] <= 24, box
         for x in range(box["x"], box["x"] + box["w"]):
             for y in range(box["y"], box["y"] + box["h"]):
                 if (x, y) in cells:

@@ -74,7 +74,8 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
             for name, value in GRAFANA_VARIABLES.items():
                 expr = expr.replace(name, value)
             assert "$" not in expr, f"unexpanded variable in {target['expr']}"
-            rules.append({"record": f"dashboard:panel_{panel['id']}_{target['refId']}", "expr": expr})
+            record = f"dashboard:panel_{panel['id']}_{target['refId']}"
+            rules.append({"record": record, "expr": expr})
     path = tmp_path / "dashboard_rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     assert f"SUCCESS: {len(rules)} rules found" in _promtool("check", "rules", path)
