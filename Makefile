@@ -53,6 +53,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/streams.py
 	$(BIN)/python bench/scale.py $(SCALE_ARGS)
+	$(BIN)/python bench/rollup.py
 	$(BIN)/python bench/recovery.py
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)
 
