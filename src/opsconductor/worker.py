@@ -10,6 +10,7 @@ second; an advisory lock lets only one reap at a time (``recovery.py``).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
 import time
@@ -110,6 +111,11 @@ class Worker:
 
     async def serve(self) -> None:
         await self._register()
+        # What start-up built (modules, settings, parsed SQL, pools) lives as long as the
+        # process: frozen out of the collector, a full collection no longer walks ~90,000
+        # objects every few hundred executions (measured: GC time per drained execution
+        # down 4x, bench/drain_cost.py).
+        gc.freeze()
         helpers = {
             "life": asyncio.create_task(self._life()),
             "heartbeat": asyncio.create_task(self._heartbeat()),

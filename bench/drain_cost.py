@@ -1,0 +1,116 @@
+"""CPU per execution of a drain: the worker processes' and the server's, apart.
+
+The drain figure of ``bench/throughput.py`` is wall time, and on a shared 2-core machine
+wall time moves 2-4x with the load. CPU time moves far less: this drains N queued no-op
+executions through ``opsc worker`` processes (as throughput.py does) and reads, from
+``/proc/<pid>/schedstat``, the time the worker processes and this database's server
+processes spent on a CPU. Their sum bounds the drain on an idle machine: 2 cores /
+(CPU per execution). The server must run on this machine (``DATABASE_URL``, else a
+throw-away embedded server); ``--source DIR`` measures another checkout's ``src``.
+
+    python bench/drain_cost.py [--jobs N] [--processes P] [--rounds R] [--source DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+if "--source" in sys.argv[:-1]:
+    # the other checkout's code in this process too (its migrations build the database),
+    # and in the workers, which inherit the variable
+    _source = str(Path(sys.argv[sys.argv.index("--source") + 1]).resolve())
+    if os.environ.get("PYTHONPATH") != _source:
+        os.execve(
+            sys.executable, [sys.executable, *sys.argv], {**os.environ, "PYTHONPATH": _source}
+        )
+
+import psycopg
+from throughput import Workers, create_db, drop_db, fill_ours, server_url, wait_drained, with_db
+
+
+def cpu_ns(pid: int) -> int:
+    """Nanoseconds process ``pid`` has run on a CPU (0 once it is gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def backends(server: str, database: str) -> list[int]:
+    with psycopg.connect(server, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def one_drain(
+    server: str, template: str, n: int, processes: int, logs: Path
+) -> tuple[float, float, float]:
+    """(executions/s, server CPU s, workers' CPU s) of one drain of a fresh copy."""
+    name = f"dc_{uuid.uuid4().hex[:8]}"
+    url = create_db(server, name, template)
+    workers = Workers("ours", url, processes, 32, logs)
+    try:
+        workers.start()
+        server_before = {pid: cpu_ns(pid) for pid in backends(server, name)}
+        workers_before = {p.pid: cpu_ns(p.pid) for p in workers.procs}
+        start = time.perf_counter()
+        workers.go()
+        ended = wait_drained(url, workers, timeout_s=300)
+        # connections opened during the drain count whole (they started at 0)
+        server_cpu = sum(cpu_ns(pid) - server_before.get(pid, 0) for pid in backends(server, name))
+        workers_cpu = sum(cpu_ns(p.pid) - workers_before[p.pid] for p in workers.procs)
+        workers.stop()
+    finally:
+        workers.kill()
+        drop_db(server, name)
+    return n / (ended - start), server_cpu / 1e9, workers_cpu / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--source", type=Path, help="a checkout's src/ to measure instead")
+    args = parser.parse_args()
+    server = server_url()
+    template = f"dc_tpl_{os.getpid()}"
+    create_db(server, template)
+    logs = Path(tempfile.mkdtemp(prefix="opsc-drain-cost-"))
+    try:
+        asyncio.run(fill_ours(with_db(server, template), args.jobs))
+        runs = [
+            one_drain(server, template, args.jobs, args.processes, logs) for _ in range(args.rounds)
+        ]
+    finally:
+        drop_db(server, template)
+    rate = statistics.median(r[0] for r in runs)
+    pg = statistics.median(r[1] for r in runs) / args.jobs * 1e6
+    py = statistics.median(r[2] for r in runs) / args.jobs * 1e6
+    load = os.getloadavg()
+    print(
+        f"drain cost, {args.jobs} no-op executions, {args.processes} worker processes, "
+        f"median of {args.rounds}{f', source {args.source}' if args.source else ''}"
+    )
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
+    print(f"  server CPU   {pg:7.0f} us per execution")
+    print(f"  workers CPU  {py:7.0f} us per execution")
+    print(
+        f"  together     {pg + py:7.0f} us: at most {2e6 / (pg + py):,.0f}/s on 2 idle cores "
+        f"(measured here: {rate:,.0f}/s at this load)"
+    )
+
+
+if __name__ == "__main__":
+    main()
