@@ -163,7 +163,14 @@ class Dispatcher:
 
     async def _message(self, row: Mapping[str, Any], masker: masking.Masker) -> dict[str, Any]:
         kind = EventKind(row["event_kind"])
-        execution = row if row["execution_id"] is not None else None
+        execution = None
+        if row["execution_id"] is not None and row["plan_name"] is not None:
+            execution = {
+                "id": row["execution_id"],
+                "plan_name": row["plan_name"],
+                "status": row["status"],
+                "status_reason": row["status_reason"],
+            }
         if row["event_id"] is not None and row["event_at"] is None:
             raise Undeliverable("its event is gone (history pruned)", final=True)
         found: list[dict[str, Any]] = []

@@ -48,6 +48,8 @@ class DeliveryState(StrEnum):
 #: Which execution events tell which kind: (event_type, to_status or None for any, kind).
 #: The dispatcher joins the events table on these rows (one statement per round).
 RULES: tuple[tuple[str, str | None, EventKind], ...] = (
+    ("submitted", "pending_approval", EventKind.APPROVAL_REQUESTED),
+    # back to pending_approval when what the plan would do changed after approval
     ("status_changed", "pending_approval", EventKind.APPROVAL_REQUESTED),
     ("step_approval_requested", None, EventKind.APPROVAL_REQUESTED),
     ("status_changed", "completed", EventKind.EXECUTION_FINISHED),
