@@ -16,7 +16,7 @@ from opsconductor.config import load_settings
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.errors import BadInput
-from opsconductor.notification_dispatch import DispatchOptions, Dispatcher
+from opsconductor.notification_dispatch import Dispatcher, DispatchOptions
 from opsconductor.notifications import DeliveryState
 from opsconductor.plan import parse_plan
 from opsconductor.services import notifications as service

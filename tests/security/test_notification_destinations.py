@@ -15,7 +15,7 @@ from opsconductor.config import load_settings
 from opsconductor.db import assets, connectors
 from opsconductor.db.connection import Database
 from opsconductor.errors import BadInput
-from opsconductor.notification_dispatch import DispatchOptions, Dispatcher
+from opsconductor.notification_dispatch import Dispatcher, DispatchOptions
 from opsconductor.notifications import DeliveryState
 from opsconductor.services import notifications as service
 from opsconductor.services.caller import local_admin

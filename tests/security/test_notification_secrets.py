@@ -15,7 +15,7 @@ import pytest
 from opsconductor import masking, secret_store
 from opsconductor.config import load_settings
 from opsconductor.db.connection import Database
-from opsconductor.notification_dispatch import DispatchOptions, Dispatcher
+from opsconductor.notification_dispatch import Dispatcher, DispatchOptions
 from opsconductor.services import notifications as service
 from opsconductor.services.caller import local_admin
 from opsconductor.status_machine import Status
