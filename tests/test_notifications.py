@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from opsconductor import notifications, secret_store
+from opsconductor import notifications, secret_store, sla
 from opsconductor.config import load_settings
+from opsconductor.db import queue
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.errors import BadInput
@@ -284,3 +285,41 @@ async def test_channel_settings_are_checked(db: Database, caller: Caller) -> Non
         )
     await service.remove(db, caller, "x")
     assert await service.channels(db, caller) == []
+
+
+async def test_dead_letters_and_sla_violations_are_told(
+    db: Database, host_network: None, caller: Caller
+) -> None:
+    with http_receiver(200) as hook:
+        await service.add_webhook(
+            db,
+            caller,
+            load_settings(),
+            "ops",
+            url=hook.url,
+            secret="kv/hooks/sign",
+            events=["dlq_entry", "sla_violated"],
+        )
+        plan = parse_plan(
+            {
+                "name": "poison",
+                "steps": [{"name": "n", "type": "noop", "targets": {"hostnames": ["localhost"]}}],
+            }
+        )
+        actor = await admin(db, "tester")
+        queued = await submit(db, Request(plan, "default", actor, "dlq", enqueue=True))
+        for _ in range(3):  # three attempts without a verdict: dead-lettered
+            (lease,) = await queue.claim(db, "w", limit=1)
+            await queue.fail(db, lease, "worker lost", "w")
+            async with db.connection() as conn:
+                await conn.execute("UPDATE execution.execution_queue SET available_at = now()")
+        ran = await submit(db, Request(plan, "default", actor, "sla"))
+        await Engine(db, actor_id="tester").run("default", ran.execution.id)
+        flagged = await sla.sweep(db, fast_s=0.0, medium_s=0.0)  # every budget is spent
+        assert ran.execution.id in {row["execution_id"] for row in flagged}
+        await dispatch_until(_dispatcher(db), lambda: len(hook.requests) >= 2)
+    told = {(m["event"], m["execution_id"]) for m in (json.loads(r.body) for r in hook.requests)}
+    assert ("dlq_entry", str(queued.execution.id)) in told
+    assert ("sla_violated", str(ran.execution.id)) in told
+    dead = next(json.loads(r.body) for r in hook.requests if b"dlq_entry" in r.body)
+    assert "worker lost" in dead["detail"]["reason"]

@@ -31,7 +31,7 @@ from opsconductor.connectors.access import TenantAccess
 from opsconductor.db import connectors, steps
 from opsconductor.db import notifications as store
 from opsconductor.db.connection import Database
-from opsconductor.errors import SecretError
+from opsconductor.errors import DatabaseError, OpsError, SecretError
 from opsconductor.notifications import ChannelKind, DeliveryState, EventKind
 from opsconductor.secret_store import SecretResolver, tenant_masker
 
@@ -94,10 +94,10 @@ class Dispatcher:
                 await store.move_cursor(conn, done)
         return added
 
-    async def deliver_due(self, only_id: int | None = None) -> list[DeliveryState]:
+    async def deliver_due(self) -> list[DeliveryState]:
         async with self.db.connection() as conn:
             claimed = await store.claim_due(
-                conn, limit=self.options.batch, lease_s=self.options.lease_s, only_id=only_id
+                conn, limit=self.options.batch, lease_s=self.options.lease_s
             )
         if not claimed:
             return []
@@ -119,6 +119,10 @@ class Dispatcher:
             ok = True
         except Undeliverable as exc:
             detail, final = masker.mask(str(exc)), exc.final
+        except DatabaseError:
+            raise  # nothing was recorded: the claim's lease runs out and it is tried again
+        except OpsError as exc:  # e.g. its tenant is gone: a failed try like any other
+            detail = masker.mask(f"{type(exc).__name__}: {exc}")
         attempt = int(row["attempts"])
         async with self.db.connection() as conn:
             state = await store.record_attempt(
@@ -240,7 +244,7 @@ class Dispatcher:
         ) as client:
             try:
                 answer = await client.post(url, content=content, headers=headers)
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 raise Undeliverable(f"http: {type(exc).__name__}: {exc}") from None
         if not 200 <= answer.status_code < 300:
             raise Undeliverable(f"HTTP {answer.status_code}")

@@ -362,7 +362,7 @@ class Worker:
                 # Sends are bounded on their own (timeouts); this bounds a stuck database.
                 async with asyncio.timeout(max(60.0, every)):
                     await dispatcher.round()
-            except (DatabaseError, TimeoutError) as exc:
+            except (OpsError, TimeoutError) as exc:
                 log.warning("notification round failed", worker_id=self.worker_id, error=repr(exc))
             await bounded.sleep_unless(self.halt, every)
 

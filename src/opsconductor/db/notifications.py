@@ -126,21 +126,19 @@ async def move_cursor(conn: Conn, done_id: int) -> None:
     await conn.execute(Q["move_cursor"], {"done_id": done_id, "horizon_id": horizon})
 
 
-async def add_test_delivery(conn: Conn, channel: Channel) -> int:
+async def add_test_delivery(conn: Conn, channel: Channel, lease_s: float) -> int:
+    """A test message, already claimed by the caller for ``lease_s``."""
     cur = await conn.execute(
-        Q["add_test_delivery"], {"channel_id": channel.id, "tenant_id": channel.tenant_id}
+        Q["add_test_delivery"],
+        {"channel_id": channel.id, "tenant_id": channel.tenant_id, "lease_s": lease_s},
     )
     row = await cur.fetchone()
     assert row is not None  # INSERT ... RETURNING
     return int(row["id"])
 
 
-async def claim_due(
-    conn: Conn, *, limit: int, lease_s: float, only_id: int | None = None
-) -> list[int]:
-    cur = await conn.execute(
-        Q["claim_due"], {"limit": limit, "lease_s": lease_s, "only_id": only_id}
-    )
+async def claim_due(conn: Conn, *, limit: int, lease_s: float) -> list[int]:
+    cur = await conn.execute(Q["claim_due"], {"limit": limit, "lease_s": lease_s})
     return [int(r["id"]) for r in await cur.fetchall()]
 
 

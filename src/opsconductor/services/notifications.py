@@ -163,12 +163,13 @@ async def test(db: Database, who: Caller, settings: Settings, name: str) -> Deli
     who.require("notifications", "manage")
     from opsconductor.notification_dispatch import Dispatcher  # httpx: not at CLI start-up
 
+    dispatcher = Dispatcher(db, settings)
     async with db.transaction() as conn:
         channel = await store.get_channel(conn, who.tenant_id, name)
         if channel is None:
             raise NotFound(f"notification channel {name!r} not found")
-        delivery_id = await store.add_test_delivery(conn, channel)
-    await Dispatcher(db, settings).deliver_due(only_id=delivery_id)
+        delivery_id = await store.add_test_delivery(conn, channel, dispatcher.options.lease_s)
+    await dispatcher.deliver(delivery_id)
     found = [d for d in await deliveries(db, who, name, limit=50) if d.delivery.id == delivery_id]
     return found[0]
 

@@ -56,8 +56,10 @@ UPDATE execution.notification_cursor SET
     horizon_xid = pg_snapshot_xmax(pg_current_snapshot())
 
 -- name: add_test_delivery
-INSERT INTO execution.notification_deliveries (channel_id, tenant_id, event_kind)
-VALUES (%(channel_id)s, %(tenant_id)s, 'test')
+-- Born claimed (first try under way, leased): the caller sends it at once, no worker does.
+INSERT INTO execution.notification_deliveries
+    (channel_id, tenant_id, event_kind, attempts, next_attempt_at)
+VALUES (%(channel_id)s, %(tenant_id)s, 'test', 1, now() + make_interval(secs => %(lease_s)s))
 RETURNING id
 
 -- name: claim_due
@@ -68,7 +70,6 @@ SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => %
 WHERE d.id IN (
     SELECT id FROM execution.notification_deliveries
     WHERE state = 'pending' AND next_attempt_at <= now()
-      AND (%(only_id)s::bigint IS NULL OR id = %(only_id)s::bigint)
     ORDER BY next_attempt_at LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED)
 RETURNING d.id
