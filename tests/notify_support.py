@@ -5,17 +5,26 @@ records what it gets and answers a chosen sequence of statuses, and an SMTP serv
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from opsconductor.notification_dispatch import Dispatcher
 
@@ -67,6 +76,8 @@ class Mailbox:
     port: int
     #: (envelope sender, envelope recipients, the message as received)
     messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    #: (login, password) of each successful AUTH
+    logins: list[tuple[str, str]] = field(default_factory=list)
 
     def parsed(self, index: int = -1) -> EmailMessage:
         parsed = message_from_bytes(self.messages[index][2], policy=policy.default)
@@ -91,10 +102,61 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files): clients trust it through
+    SSL_CERT_FILE, so the client's certificate check stays on."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "smtp-cert.pem", folder / "smtp-key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
 @contextmanager
-def smtp_receiver() -> Iterator[Mailbox]:
+def smtp_receiver(
+    tls: tuple[Path, Path] | None = None, password: str | None = None
+) -> Iterator[Mailbox]:
+    """An SMTP server; with ``tls`` (cert, key) it requires STARTTLS, and with ``password``
+    it requires AUTH (any login with that password) over TLS."""
     box = Mailbox("127.0.0.1", _free_port())
-    controller = Controller(_Keep(box), hostname=box.host, port=box.port)
+    extra: dict[str, Any] = {}
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*tls)
+        extra.update(tls_context=context, require_starttls=True)
+    if password is not None:
+
+        def check(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+            if not isinstance(data, LoginPassword) or data.password.decode() != password:
+                return AuthResult(success=False, handled=False)
+            box.logins.append((data.login.decode(), data.password.decode()))
+            return AuthResult(success=True)
+
+        extra.update(authenticator=check, auth_required=True, auth_require_tls=True)
+    controller = Controller(_Keep(box), hostname=box.host, port=box.port, **extra)
     controller.start()
     try:
         yield box

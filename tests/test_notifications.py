@@ -25,7 +25,7 @@ from opsconductor.services.caller import Caller, local_admin
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
 from tests.helpers import admin
-from tests.notify_support import dispatch_until, http_receiver, smtp_receiver
+from tests.notify_support import dispatch_until, http_receiver, self_signed, smtp_receiver
 
 KEY = "whsec-7Hq2-signing-key-for-tests"
 
@@ -323,3 +323,43 @@ async def test_dead_letters_and_sla_violations_are_told(
     assert ("sla_violated", str(ran.execution.id)) in told
     dead = next(json.loads(r.body) for r in hook.requests if b"dlq_entry" in r.body)
     assert "worker lost" in dead["detail"]["reason"]
+
+
+async def test_email_over_starttls_with_a_login_from_the_secret_store(
+    db: Database,
+    host_network: None,
+    caller: Caller,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cert, key = self_signed(tmp_path)
+    password = "smtp-Pass-5521-zz"
+    await secret_store.put(db, load_settings().home, "default", "kv/smtp/pw", password, "t")
+    with smtp_receiver(tls=(cert, key), password=password) as box:
+        await service.add_email(
+            db,
+            caller,
+            load_settings(),
+            "tls-mail",
+            email=service.EmailSettings(
+                box.host,
+                box.port,
+                "opsc@example.org",
+                ("oncall@example.org",),
+                starttls=True,
+                username="opsc",
+                password_secret="kv/smtp/pw",
+            ),
+            events=["all"],
+        )
+        untrusted = await service.test(db, caller, load_settings(), "tls-mail")
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now trust this server's certificate
+        tested = await service.test(db, caller, load_settings(), "tls-mail")
+    # The certificate is checked: nothing (no password) went to a server it could not trust.
+    assert untrusted.delivery.state is DeliveryState.PENDING
+    assert "CERTIFICATE_VERIFY_FAILED" in (untrusted.delivery.last_error or "")
+    assert tested.delivery.state is DeliveryState.DELIVERED, tested.attempts
+    assert box.logins == [("opsc", password)]
+    assert len(box.messages) == 1 and password.encode() not in box.messages[0][2]
+    channel = (await service.channels(db, caller))[0]
+    assert password not in repr(channel)  # stored and shown by reference only

@@ -113,7 +113,12 @@ async def lock_cursor(conn: Conn) -> CursorState | None:
 
 
 async def fill(conn: Conn, after: int) -> int:
-    """Outbox rows for the subscribed events after ``after``; how many are new."""
+    """Outbox rows for the subscribed events after ``after``; how many are new. Without
+    any channel the events are not read at all (the cursor still moves)."""
+    cur = await conn.execute(Q["any_channel"])
+    row = await cur.fetchone()
+    if row is None or not row["found"]:
+        return 0
     cur = await conn.execute(Q["fill"], {"rules": Jsonb(rules_json()), "after": after})
     return cur.rowcount
 

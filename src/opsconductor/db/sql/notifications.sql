@@ -29,6 +29,9 @@ SELECT done_id, horizon_id,
        AND pg_snapshot_xmin(pg_current_snapshot()) >= horizon_xid AS settled
 FROM execution.notification_cursor FOR UPDATE SKIP LOCKED
 
+-- name: any_channel
+SELECT EXISTS (SELECT 1 FROM execution.notification_channels) AS found
+
 -- name: fill
 -- Every event after the cursor that a channel of its tenant subscribes to becomes one
 -- delivery; rows already made by an earlier round are left alone (ON CONFLICT).
