@@ -36,6 +36,7 @@ RESOURCES: Mapping[str, frozenset[str]] = {
     "assets": frozenset({"view", "manage"}),
     "access": frozenset({"manage"}),
     "secrets": frozenset({"manage"}),
+    "notifications": frozenset({"manage"}),
 }
 
 ANY = "*"

@@ -68,6 +68,8 @@ class WorkerOptions:
     restart_grace_s: float = 3.0
     #: rows of workers silent this long are deleted when a worker starts (where rows are born)
     retention_s: float = workers.RETENTION_S
+    #: how often the notification dispatcher fills its outbox and sends what is due
+    notify_every_s: float = 1.0
 
 
 def new_worker_id() -> str:
@@ -121,6 +123,7 @@ class Worker:
             "heartbeat": asyncio.create_task(self._heartbeat()),
             "reaper": asyncio.create_task(self._reaper()),
             "presence": asyncio.create_task(self._presence()),
+            "notifications": asyncio.create_task(self._notifications()),
         }
         try:
             await self._claim_loop()
@@ -352,6 +355,22 @@ class Worker:
             self._approvals_swept_at = now
             # Overdue approvals end here too (its own advisory lock: one sweep at a time).
             await gate.expire_overdue(self.db)
+
+    async def _notifications(self) -> None:
+        """Off the executions' path: events are read after the fact (notification_dispatch)."""
+        from opsconductor.config import load_settings
+        from opsconductor.notification_dispatch import Dispatcher
+
+        dispatcher = Dispatcher(self.db, load_settings())
+        every = self.options.notify_every_s
+        while not self.halt.is_set():
+            try:
+                # Sends are bounded on their own (timeouts); this bounds a stuck database.
+                async with asyncio.timeout(max(60.0, every)):
+                    await dispatcher.round()
+            except (OpsError, TimeoutError) as exc:
+                log.warning("notification round failed", worker_id=self.worker_id, error=repr(exc))
+            await bounded.sleep_unless(self.halt, every)
 
     def _trusted(self) -> bool:
         """May this reaper declare workers dead? Not right after its own session came back

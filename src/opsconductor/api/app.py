@@ -23,6 +23,7 @@ from opsconductor.api import (
     routes_dlq,
     routes_executions,
     routes_me,
+    routes_notifications,
     routes_secrets,
     routes_staging,
     routes_system,
@@ -151,6 +152,7 @@ def create_app(
         routes_secrets.patterns,
         routes_tenant.router,
         routes_staging.router,
+        routes_notifications.router,
         routes_system.router,
         streams.router,
     ):

@@ -8,6 +8,7 @@ import typer
 from opsconductor.cli import ROOT, access, executions, host, inventory, secrets, system
 from opsconductor.cli import staging as _staging  # noqa: F401  (opsc tenant stage, canary)
 from opsconductor.cli.history import history_app
+from opsconductor.cli.notifications import notifications_app
 
 app = typer.Typer(**ROOT)
 for commands in (executions.app, access.app, system.app):
@@ -22,3 +23,4 @@ app.add_typer(access.roles_app, name="roles")
 app.add_typer(executions.dlq_app, name="dlq")
 app.add_typer(host.files_app, name="files")
 app.add_typer(history_app, name="history")
+app.add_typer(notifications_app, name="notifications")
