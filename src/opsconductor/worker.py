@@ -67,6 +67,8 @@ class WorkerOptions:
     restart_grace_s: float = 3.0
     #: rows of workers silent this long are deleted when a worker starts (where rows are born)
     retention_s: float = workers.RETENTION_S
+    #: how often the worker looks for inventory sources whose scheduled sync is due
+    inventory_every_s: float = 15.0
 
 
 def new_worker_id() -> str:
@@ -115,6 +117,7 @@ class Worker:
             "heartbeat": asyncio.create_task(self._heartbeat()),
             "reaper": asyncio.create_task(self._reaper()),
             "presence": asyncio.create_task(self._presence()),
+            "inventory": asyncio.create_task(self._inventory_syncs()),
         }
         try:
             await self._claim_loop()
@@ -331,6 +334,16 @@ class Worker:
             except (DatabaseError, TimeoutError) as exc:
                 log.warning("reaper failed", worker_id=self.worker_id, error=repr(exc))
             await bounded.sleep_unless(self.halt, every)
+
+    async def _inventory_syncs(self) -> None:
+        """Scheduled inventory syncs: any worker may run one; each due time is claimed once."""
+        from opsconductor.services import inventory_sources
+
+        while not await bounded.sleep_unless(self.halt, self.options.inventory_every_s):
+            try:
+                await inventory_sources.run_due(self.db, self.actor_id)
+            except Exception as exc:
+                log.warning("inventory syncs failed", worker_id=self.worker_id, error=repr(exc))
 
     async def _reap_round(self) -> None:
         seen = await recovery.watch(self.db, self.options.confirm_dead_s)

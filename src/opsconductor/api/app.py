@@ -24,6 +24,7 @@ from opsconductor.api import (
     routes_executions,
     routes_me,
     routes_secrets,
+    routes_sources,
     routes_staging,
     routes_system,
     routes_tenant,
@@ -151,6 +152,7 @@ def create_app(
         routes_secrets.patterns,
         routes_tenant.router,
         routes_staging.router,
+        routes_sources.router,
         routes_system.router,
         streams.router,
     ):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from opsconductor.cli import access, executions, host, inventory, secrets, system
+from opsconductor.cli import access, executions, host, inventory, secrets, sources, system
 from opsconductor.cli import staging as _staging  # noqa: F401  (opsc tenant stage, canary)
 from opsconductor.cli.history import history_app
 
@@ -22,6 +22,7 @@ app = typer.Typer(
 for commands in (executions.app, access.app, system.app):
     app.registered_commands.extend(commands.registered_commands)
 app.add_typer(inventory.assets_app, name="assets")
+app.add_typer(sources.inventory_app, name="inventory")
 app.add_typer(inventory.hosts_app, name="known-hosts")
 app.add_typer(inventory.tenant_app, name="tenant")
 app.add_typer(secrets.secrets_app, name="secrets")
