@@ -100,7 +100,7 @@ def netbox(state: NetBox, host: str = "127.0.0.1") -> Iterator[NetBox]:
         def log_message(self, *args: Any) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802  (http.server's name)
+        def do_GET(self) -> None:
             auth = self.headers.get("Authorization")
             state.requests.append((self.path, auth))
             parts = urlsplit(self.path)

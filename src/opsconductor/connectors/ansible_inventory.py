@@ -6,8 +6,14 @@ must resolve inside that root too (a link in an inventory directory to a key fil
 worker would otherwise be parsed, and a parse error quotes the line it failed on). The
 program runs with a clean environment (no variable of the worker: no database URL, no
 secret key), an empty ``ansible.cfg`` and its home in a fresh temporary directory, with
-the ``script`` inventory plugin disabled (no executable of the tenant runs), stdin closed,
-in a session of its own killed whole on timeout; stdout and stderr are read to a bound.
+only the static inventory plugins (ini, yaml, toml: no executable of the tenant runs, no
+plugin config templates), stdin closed, in a session of its own killed whole on timeout;
+stdout and stderr are read to a bound.
+
+Plugin configs (``plugin: amazon.aws.aws_ec2``, ``constructed``, ...) are read only by the
+plugins the installation enables (``OPSC_INVENTORY_PLUGINS``): such a config is templated
+by Ansible, and a template's lookups (``lookup('file', ...)``, ``lookup('pipe', ...)``)
+run on the worker, as its user.
 """
 
 from __future__ import annotations
@@ -27,9 +33,8 @@ MAX_OUTPUT_BYTES = 32 * 1024 * 1024
 MAX_ERROR_BYTES = 64 * 1024
 #: Entries an inventory directory may hold (a sync walks them all before running).
 MAX_ENTRIES = 10_000
-#: ansible-core's default list without ``host_list`` (a comma list is not a file) and
-#: ``script`` (an executable of the tenant's would run as the worker).
-PLUGINS = "auto,yaml,ini,toml"
+#: The static inventory plugins: they read files and template nothing.
+STATIC_PLUGINS = ("ansible.builtin.yaml", "ansible.builtin.ini", "ansible.builtin.toml")
 HINT = "install it with: pip install 'opsconductor[ansible]'"
 
 
@@ -57,8 +62,11 @@ def check_tree(path: Path, root: Path) -> None:
             raise SourceError(f"{shown}: a link out of this tenant's files root ({real}): refused")
 
 
-async def list_inventory(path: Path, root: Path, *, timeout_s: float = 120.0) -> str:
-    """The ``--list`` JSON text of the inventory at ``path`` (inside ``root``)."""
+async def list_inventory(
+    path: Path, root: Path, *, plugins: tuple[str, ...] = (), timeout_s: float = 120.0
+) -> str:
+    """The ``--list`` JSON text of the inventory at ``path`` (inside ``root``), read by the
+    static plugins and ``plugins`` (the installation's ``OPSC_INVENTORY_PLUGINS``)."""
     found = program()
     if found is None:
         raise SourceError(f"ansible-inventory is not installed on this worker; {HINT}")
@@ -73,9 +81,10 @@ async def list_inventory(path: Path, root: Path, *, timeout_s: float = 120.0) ->
             "ANSIBLE_CONFIG": str(config),
             "ANSIBLE_HOME": work,
             "ANSIBLE_LOCAL_TEMP": work,
-            "ANSIBLE_INVENTORY_ENABLED": PLUGINS,
-            # an inventory no plugin can read fails the sync (instead of listing nothing)
+            "ANSIBLE_INVENTORY_ENABLED": ",".join((*STATIC_PLUGINS, *plugins)),
+            # a file no enabled plugin can read fails the sync (instead of listing less)
             "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
+            "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "true",
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_DEPRECATION_WARNINGS": "false",
         }

@@ -176,9 +176,12 @@ async def _read(db: Database, source: InventorySource) -> tuple[list[Asset], lis
         from opsconductor.services.inventory import key_credentials
 
         assert source.path is not None  # the table's check
-        root = load_settings().files_root / source.tenant_id
+        settings = load_settings()
+        root = settings.files_root / source.tenant_id
         path = _inventory_path(source.tenant_id, source.path, SourceError)
-        text = await ansible_inventory.list_inventory(path, root)
+        text = await ansible_inventory.list_inventory(
+            path, root, plugins=settings.inventory_plugins
+        )
         parsed = read_list(text, source.environment, source.name)
         found, key_warnings = key_credentials(parsed, root)
         return found, parsed.warnings + key_warnings
