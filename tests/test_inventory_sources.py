@@ -275,6 +275,9 @@ async def test_only_tenant_admins_manage_and_sync_sources(db: Database) -> None:
 async def test_a_due_sync_runs_once_among_several_workers(db: Database, database_url: str) -> None:
     with netbox(_state()) as nb:
         await _add_nb(db, nb, every="15m")
+        assert await service.run_due(db, "w") == 0  # not due before one interval
+        async with db.connection() as conn:
+            await conn.execute("UPDATE execution.inventory_sources SET next_sync_at = now()")
         pools = [Database(database_url, max_size=2) for _ in range(4)]
         for pool in pools:
             await pool.open()

@@ -6,7 +6,8 @@ INSERT INTO execution.inventory_sources
      created_by)
 VALUES (%(tenant_id)s, %(name)s, %(kind)s, %(path)s, %(url)s, %(token_ref)s,
         %(environment)s, %(every_s)s,
-        CASE WHEN %(every_s)s::integer IS NULL THEN NULL ELSE now() END, %(actor_id)s)
+        -- the first scheduled sync one interval on: time to look at a dry run first
+        now() + make_interval(secs => %(every_s)s::integer), %(actor_id)s)
 RETURNING *
 
 -- name: list_sources
