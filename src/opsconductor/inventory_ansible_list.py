@@ -27,9 +27,9 @@ def read_list(text: str, environment: str, source: str) -> Parsed:
         raise SourceError(f"{source}: {exc}") from None
     if not isinstance(data, dict):
         raise SourceError(f"{source}: expected a JSON object of groups")
-    meta = data.get("_meta") or {}
+    meta = data.get("_meta")
     hostvars = meta.get("hostvars") if isinstance(meta, dict) else None
-    hostvars = hostvars or {}
+    hostvars = {} if hostvars is None else hostvars
     if not isinstance(hostvars, dict):
         raise SourceError(f"{source}: _meta.hostvars: must be an object")
     groups: dict[str, Group] = {"all": Group(), "ungrouped": Group()}
