@@ -369,3 +369,33 @@ async def test_an_ansible_source_runs_the_real_ansible_inventory(
     assert (db1.address, db1.port, db1.environment) == ("10.2.0.1", 2222, "prod")
     # [all:vars] of one file applies to the hosts of every file, as in Ansible
     assert found["cache-1"][0].environment == "prod"
+
+
+async def test_running_workers_sync_a_due_source_once_each_time(db: Database) -> None:
+    from opsconductor.worker import Worker, WorkerOptions
+
+    options = WorkerOptions(concurrency=1, inventory_every_s=0.1)
+    workers = [Worker(db, actor_id=f"worker-{i}", options=options) for i in range(3)]
+    with netbox(_state()) as nb:
+        await _add_nb(db, nb, every="1m")
+        async with db.connection() as conn:
+            await conn.execute("UPDATE execution.inventory_sources SET next_sync_at = now()")
+        serving = [asyncio.create_task(w.serve()) for w in workers]
+        try:
+            for _ in range(200):
+                async with db.connection() as conn:
+                    source = await rows.get(conn, "default", "nb")
+                if source is not None and source.last_sync_at is not None:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)  # three workers looked ten times more each meanwhile
+        finally:
+            for w in workers:
+                w.stop()
+            await asyncio.gather(*serving)
+    assert source is not None and source.last_result is not None
+    assert source.last_result.value == "ok"
+    assert [p for p, _ in nb.requests].count("/api/dcim/devices/?limit=1000") == 1
+    async with db.connection() as conn:
+        synced = await audit.list_events(conn, "default", "inventory_synced")
+    assert len(synced) == 1 and synced[0]["payload"]["added"] == 7

@@ -93,7 +93,12 @@ def test_ansible_inventory_list_output_maps_like_an_inventory_file() -> None:
     output = {
         "_meta": {
             "hostvars": {
-                "web-1": {"ansible_host": "10.0.0.1", "ansible_user": "deploy", "tier": "web"},
+                "web-1": {
+                    "ansible_host": "10.0.0.1",
+                    "ansible_user": "deploy",
+                    "tier": {"__ansible_unsafe": "web"},
+                    "db_password": {"__ansible_vault": "$ANSIBLE_VAULT;1.1;AES256\n3132"},
+                },
                 "lonely": {},
             }
         },
@@ -108,6 +113,9 @@ def test_ansible_inventory_list_output_maps_like_an_inventory_file() -> None:
             tags={"web": "true"}, vars={"tier": "web"},
         ),
     ]  # fmt: skip
+    assert parsed.warnings == [
+        "web-1.db_password: encrypted with ansible-vault: not stored (asset vars are not secret)"
+    ]
     for bad in ("[]", '{"web": {"hosts": "web-1"}}', '{"_meta": {"hostvars": []}}', "{"):
         with pytest.raises(SourceError):
             read_list(bad, "dev", "dc1")

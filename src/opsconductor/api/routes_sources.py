@@ -111,6 +111,7 @@ async def remove_source(name: Name, db: Db, who: Who) -> Response:
     "/inventory/sources/{name}/sync",
     response_model=SyncOut,
     summary="Sync the inventory with a source (dry_run: the diff only)",
+    responses={502: {"description": "The source could not be read: the detail says why"}},
 )
 async def sync_source(
     name: Name, db: Db, who: Who, dry_run: Annotated[bool, Query()] = False
