@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -91,6 +92,8 @@ class NetBox:
     override: dict[str, bytes] = field(default_factory=dict)
     #: listing -> the ``next`` link its first page gives instead of the real one
     next_override: dict[str, str] = field(default_factory=dict)
+    #: seconds every answer waits before it is sent (a stalling server)
+    delay_s: float = 0.0
     url: str = ""
 
 
@@ -103,6 +106,7 @@ def netbox(state: NetBox, host: str = "127.0.0.1") -> Iterator[NetBox]:
         def do_GET(self) -> None:
             auth = self.headers.get("Authorization")
             state.requests.append((self.path, auth))
+            time.sleep(state.delay_s)
             parts = urlsplit(self.path)
             listing = PATHS.get(parts.path)
             if listing is None:

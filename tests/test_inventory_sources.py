@@ -399,3 +399,27 @@ async def test_running_workers_sync_a_due_source_once_each_time(db: Database) ->
     async with db.connection() as conn:
         synced = await audit.list_events(conn, "default", "inventory_synced")
     assert len(synced) == 1 and synced[0]["payload"]["added"] == 7
+
+
+def test_the_same_commands_through_a_login(cli_env: dict[str, str], tmp_path: Path) -> None:
+    from tests.served import logged_in, serving
+
+    with netbox(_state()) as nb, serving(cli_env) as (url, _):
+        admin = logged_in(cli_env, url, "ada", "admin", config=tmp_path / "ada")
+        _ok(opsc(admin, "secrets", "set", "netbox/token", stdin=nb.token))
+        add = ["inventory", "sources", "add", "nb", "--kind", "netbox", "--url", nb.url]
+        added = opsc(
+            admin, *add, "--token-ref", "netbox/token", "--environment", "prod", "--every", "1h"
+        )
+        assert _ok(added).strip() == "added inventory source nb (netbox, every 1h)"
+        assert _ok(opsc(admin, "inventory", "sync", "nb", "--dry-run")) == FIRST_DRY_RUN
+        assert _ok(opsc(admin, "inventory", "sync", "nb")).endswith(
+            "7 added, 0 changed, 0 removed, 0 unchanged\n"
+        )
+        listed = _ok(opsc(admin, "inventory", "sources", "list"))
+        assert "1h" in listed and "ok added 7" in listed
+        viewer = logged_in(cli_env, url, "vic", "viewer", config=tmp_path / "vic")
+        denied = opsc(viewer, "inventory", "sync", "nb", "--dry-run")
+        assert denied.returncode == 2 and "tenant" in denied.stderr
+        _ok(opsc(admin, "inventory", "sources", "remove", "nb"))
+        assert "nb" not in _ok(opsc(admin, "inventory", "sources", "list")).split()

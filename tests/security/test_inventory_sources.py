@@ -211,6 +211,14 @@ async def test_hostile_pages_are_bounded(db: Database, monkeypatch: pytest.Monke
     assert found.last_result.value == "failed"
 
 
+async def test_a_stalling_server_cannot_hold_the_sync(db: Database) -> None:
+    with netbox(NetBox(devices=[device(1, "d1", "10.0.0.1")], delay_s=3.0)) as nb:
+        with pytest.raises(SourceError, match="not read within 1 s"):
+            await netbox_client.list_objects(nb.url, nb.token, request_s=10.0, total_s=1.0)
+        with pytest.raises(SourceError, match="ReadTimeout"):
+            await netbox_client.list_objects(nb.url, nb.token, request_s=0.5, total_s=10.0)
+
+
 async def test_an_empty_answer_does_not_empty_the_inventory(db: Database) -> None:
     with netbox(NetBox(devices=[device(1, "d1", "10.0.0.1")])) as nb:
         await _netbox_source(db, nb)
