@@ -75,6 +75,13 @@ async def test_a_link_inside_an_inventory_to_a_worker_file_is_refused(
     (inventory / "stolen").symlink_to(secret)
     with pytest.raises(SourceError, match="a link out of this tenant's files root"):
         await service.sync(db, ADMIN, "inv")
+    # through a link to another folder of the root, whose link leads out
+    (inventory / "stolen").unlink()
+    (files_dir / "elsewhere").mkdir()
+    (files_dir / "elsewhere" / "stolen").symlink_to(secret)
+    (inventory / "group_vars").symlink_to(files_dir / "elsewhere")
+    with pytest.raises(SourceError, match="group_vars/stolen: a link out"):
+        await service.sync(db, ADMIN, "inv")
     async with db.connection() as conn:
         found = await rows.get(conn, "default", "inv")
     assert found is not None and found.last_error is not None

@@ -47,19 +47,28 @@ def program() -> str | None:
 
 
 def check_tree(path: Path, root: Path) -> None:
-    """Every entry under ``path`` (a file or a directory) resolves inside ``root``."""
+    """Every entry under ``path`` (a file or a directory) resolves inside ``root``; links
+    to directories are followed, as Ansible follows them (a cycle ends at the bound)."""
     base = Path(os.path.realpath(root))
-    entries = [path]
+    entries = [str(path)]
     if path.is_dir():
-        for count, entry in enumerate(path.rglob("*")):
-            if count >= MAX_ENTRIES:
+        for folder, dirs, files in os.walk(path, followlinks=True):
+            entries += [os.path.join(folder, name) for name in (*dirs, *files)]
+            if len(entries) > MAX_ENTRIES:
                 raise SourceError(f"{path.name}: more than {MAX_ENTRIES} entries")
-            entries.append(entry)
+            # descend only where the entry stays inside the root (checked below)
+            dirs[:] = [d for d in dirs if _inside(os.path.join(folder, d), base)]
     for entry in entries:
-        real = Path(os.path.realpath(entry))
-        if not real.is_relative_to(base):
-            shown = entry.relative_to(base) if entry.is_relative_to(base) else entry
-            raise SourceError(f"{shown}: a link out of this tenant's files root ({real}): refused")
+        if not _inside(entry, base):
+            shown = os.path.relpath(entry, base)
+            raise SourceError(
+                f"{shown}: a link out of this tenant's files root "
+                f"({os.path.realpath(entry)}): refused"
+            )
+
+
+def _inside(entry: str, base: Path) -> bool:
+    return Path(os.path.realpath(entry)).is_relative_to(base)
 
 
 async def list_inventory(
