@@ -165,10 +165,13 @@ def smtp_receiver(
 
 
 async def dispatch_until(
-    dispatcher: Dispatcher, done: Callable[[], bool], rounds: int = 200
+    dispatcher: Dispatcher, done: Callable[[], bool], within_s: float = 60.0
 ) -> None:
-    """Run dispatcher rounds (as a worker's loop does) until ``done``; bounded."""
-    for _ in range(rounds):
+    """Run dispatcher rounds (as a worker's loop does) until ``done``; bounded in time, not
+    in rounds (a retry may be due only after the first back-off, 5 s: a fast machine runs
+    many rounds before then)."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while asyncio.get_running_loop().time() < deadline:
         await dispatcher.round()
         if done():
             return

@@ -52,6 +52,10 @@ class Settings:
     #: how long a worker's row outlives its last heartbeat before it is deleted
     #: (OPSC_WORKER_RETENTION_S); ``opsc workers`` shows stopped and stale rows until then
     worker_retention_s: float = 86400.0
+    #: inventory plugins ``ansible`` sources may use besides the static ini, yaml and toml
+    #: (OPSC_INVENTORY_PLUGINS, comma-separated, e.g. ``amazon.aws.aws_ec2``): the
+    #: installation's decision, since a plugin config templates (lookups run on the worker)
+    inventory_plugins: tuple[str, ...] = ()
 
     @property
     def pgdata(self) -> Path:
@@ -84,4 +88,7 @@ def load_settings() -> Settings:
         config_dir=_path("XDG_CONFIG_HOME", Path.home() / ".config") / "opsconductor",
         runtime_dir=Path(runtime) if (runtime := os.environ.get("XDG_RUNTIME_DIR")) else None,
         worker_retention_s=float(os.environ.get("OPSC_WORKER_RETENTION_S") or 86400.0),
+        inventory_plugins=tuple(
+            p.strip() for p in os.environ.get("OPSC_INVENTORY_PLUGINS", "").split(",") if p.strip()
+        ),
     )

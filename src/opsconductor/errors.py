@@ -66,6 +66,11 @@ class SecretError(OpsError):
     """A secret could not be resolved, stored or decrypted; the message names the path."""
 
 
+class SourceError(OpsError):
+    """An inventory source could not be read (its API answered wrongly, ``ansible-inventory``
+    failed); the message says which source and why (HTTP 502)."""
+
+
 class LeaseLost(OpsError):
     """A worker's lease on a queued execution expired or was taken over; its writes are refused."""
 

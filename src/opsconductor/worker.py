@@ -70,6 +70,8 @@ class WorkerOptions:
     retention_s: float = workers.RETENTION_S
     #: how often the notification dispatcher fills its outbox and sends what is due
     notify_every_s: float = 1.0
+    #: how often the worker looks for inventory sources whose scheduled sync is due
+    inventory_every_s: float = 15.0
 
 
 def new_worker_id() -> str:
@@ -124,6 +126,7 @@ class Worker:
             "reaper": asyncio.create_task(self._reaper()),
             "presence": asyncio.create_task(self._presence()),
             "notifications": asyncio.create_task(self._notifications()),
+            "inventory": asyncio.create_task(self._inventory_syncs()),
         }
         try:
             await self._claim_loop()
@@ -340,6 +343,16 @@ class Worker:
             except (DatabaseError, TimeoutError) as exc:
                 log.warning("reaper failed", worker_id=self.worker_id, error=repr(exc))
             await bounded.sleep_unless(self.halt, every)
+
+    async def _inventory_syncs(self) -> None:
+        """Scheduled inventory syncs: any worker may run one; each due time is claimed once."""
+        from opsconductor.services import inventory_sources
+
+        while not await bounded.sleep_unless(self.halt, self.options.inventory_every_s):
+            try:
+                await inventory_sources.run_due(self.db, self.actor_id)
+            except Exception as exc:
+                log.warning("inventory syncs failed", worker_id=self.worker_id, error=repr(exc))
 
     async def _reap_round(self) -> None:
         seen = await recovery.watch(self.db, self.options.confirm_dead_s)

@@ -25,6 +25,7 @@ from opsconductor.api import (
     routes_me,
     routes_notifications,
     routes_secrets,
+    routes_sources,
     routes_staging,
     routes_system,
     routes_tenant,
@@ -153,6 +154,7 @@ def create_app(
         routes_tenant.router,
         routes_staging.router,
         routes_notifications.router,
+        routes_sources.router,
         routes_system.router,
         streams.router,
     ):

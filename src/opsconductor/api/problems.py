@@ -28,6 +28,7 @@ from opsconductor.errors import (
     OpsError,
     PermissionDenied,
     PlanError,
+    SourceError,
     StaleStatus,
     TargetResolutionError,
     Unauthenticated,
@@ -93,6 +94,7 @@ _STATUS: list[tuple[type[OpsError], int]] = [
     (IllegalTransition, 409),
     (StaleStatus, 409),
     (DatabaseError, 503),
+    (SourceError, 502),
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from opsconductor.cli import ROOT, access, executions, host, inventory, secrets, system
+from opsconductor.cli import ROOT, access, executions, host, inventory, secrets, sources, system
 from opsconductor.cli import staging as _staging  # noqa: F401  (opsc tenant stage, canary)
 from opsconductor.cli.history import history_app
 from opsconductor.cli.notifications import notifications_app
@@ -14,6 +14,7 @@ app = typer.Typer(**ROOT)
 for commands in (executions.app, access.app, system.app):
     app.registered_commands.extend(commands.registered_commands)
 app.add_typer(inventory.assets_app, name="assets")
+app.add_typer(sources.inventory_app, name="inventory")
 app.add_typer(inventory.hosts_app, name="known-hosts")
 app.add_typer(inventory.tenant_app, name="tenant")
 app.add_typer(secrets.secrets_app, name="secrets")
