@@ -32,16 +32,20 @@ class Progress(BaseModel):
     pending: int
     skipped: int
     percent: float
+    #: None when there is no basis for one (``eta_basis`` says why)
     eta_s: float | None
+    #: where the ETA comes from, or why it is unknown; None when nothing is left to run
+    eta_basis: str | None = None
 
 
 class ProgressReport(Progress):
-    """``GET /executions/{id}/progress``: counts, percent and an ETA from the observed median
-    duration of the same step type in this tenant (``typical_s``)."""
+    """``GET /executions/{id}/progress``: counts, percent and an ETA from what the same steps
+    took before (by step key: median seconds in ``typical_s``, over ``samples`` runs)."""
 
     execution_id: uuid.UUID
     status: str
     typical_s: dict[str, float]
+    samples: dict[str, int] = {}
 
 
 class Execution(BaseModel):

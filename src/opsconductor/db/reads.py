@@ -8,6 +8,7 @@ from datetime import datetime
 
 from opsconductor.db import queries
 from opsconductor.db.connection import Conn
+from opsconductor.progress import Observed
 from opsconductor.records import Execution
 from opsconductor.status_machine import Status
 
@@ -71,11 +72,18 @@ async def stats(conn: Conn, tenant_id: str) -> Stats:
     return Stats(by_status, int(queue["waiting"]), int(queue["leased"]), int(dlq["n"]))
 
 
-async def typical_durations(
-    conn: Conn, tenant_id: str, step_types: list[str], sample: int = 1000
-) -> dict[str, float]:
-    """Observed median seconds per step type over the last ``sample`` successful attempts."""
+async def step_history(
+    conn: Conn, tenant_id: str, step_keys: list[str], sample: int = 200
+) -> dict[str, Observed]:
+    """Median seconds and sample count per step key over its last ``sample`` finished
+    attempts in the tenant (keys never run are absent)."""
+    if not step_keys:
+        return {}
     cur = await conn.execute(
-        Q["typical_durations"], {"tenant_id": tenant_id, "types": step_types, "sample": sample}
+        Q["step_history"],
+        {"tenant_id": tenant_id, "step_keys": sorted(set(step_keys)), "sample": sample},
     )
-    return {row["step_type"]: float(row["p50"]) for row in await cur.fetchall()}
+    return {
+        row["step_key"]: Observed(float(row["p50"]), int(row["n"]))
+        for row in await cur.fetchall()
+    }
