@@ -32,8 +32,8 @@ async def ensure_demo(db: Database, home: Path, tenant_id: str) -> DemoAccess:
 
     The tenant is the one the CLI acts in (``settings.tenant``: ``$OPSC_TENANT``, else
     ``default``), so what a user runs from the shell shows in the console they open with
-    this token. The token is kept in ``$OPSC_HOME/demo-token`` (mode 0600) so later starts can show it
-    again; the database, as always, holds only its hash.
+    this token. The token is kept in ``$OPSC_HOME/demo-token`` (mode 0600) so later starts
+    can show it again; the database, as always, holds only its hash.
     """
     saved = home / "demo-token"
     async with db.transaction() as conn:

@@ -84,6 +84,5 @@ async def step_history(
         {"tenant_id": tenant_id, "step_keys": sorted(set(step_keys)), "sample": sample},
     )
     return {
-        row["step_key"]: Observed(float(row["p50"]), int(row["n"]))
-        for row in await cur.fetchall()
+        row["step_key"]: Observed(float(row["p50"]), int(row["n"])) for row in await cur.fetchall()
     }
