@@ -149,6 +149,39 @@ class Approval(BaseModel):
         return cls.model_validate(values)
 
 
+class ReviewStep(BaseModel):
+    """One step as an approver reads it: its resolved targets and what it does."""
+
+    index: int
+    name: str
+    type: str
+    action_class: str | None
+    targets: list[str]
+    #: what it does, field by field, in the plan's order: ``[["command", "systemctl ..."]]``
+    work: list[tuple[str, str]]
+    settings: list[tuple[str, str]]
+
+
+class DiffLine(BaseModel):
+    #: same, added, removed, or gap (unchanged lines left out)
+    op: str
+    text: str
+
+
+class WaitingApproval(BaseModel):
+    """``GET /approvals``: an open approval, its execution, the plan laid out, the server's
+    clock (for a countdown that does not trust the browser's) and the change since the last
+    execution of the same plan name (``previous``; ``diff`` empty: the same plan)."""
+
+    approval: Approval
+    execution: Execution
+    steps: list[ReviewStep]
+    params: dict[str, Any]
+    previous: Execution | None
+    diff: list[DiffLine] | None
+    now: datetime
+
+
 class Failure(BaseModel):
     """Targets that failed one step the same way: same cause, same last line of stderr."""
 

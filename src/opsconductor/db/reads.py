@@ -53,6 +53,28 @@ async def page_executions(
     return found[:limit], Cursor(last.created_at, last.id)
 
 
+async def executions_by_id(
+    conn: Conn, tenant_id: str, ids: list[uuid.UUID]
+) -> dict[uuid.UUID, Execution]:
+    cur = await conn.execute(Q["executions_by_id"], {"tenant_id": tenant_id, "ids": ids})
+    return {e.id: e for e in (Execution.from_row(row) for row in await cur.fetchall())}
+
+
+async def previous_run(conn: Conn, execution: Execution) -> Execution | None:
+    """The newest execution of the same plan name in the tenant before ``execution``."""
+    cur = await conn.execute(
+        Q["previous_run"],
+        {
+            "tenant_id": execution.tenant_id,
+            "plan_name": execution.plan_name,
+            "before": execution.created_at,
+            "id": execution.id,
+        },
+    )
+    row = await cur.fetchone()
+    return None if row is None else Execution.from_row(row)
+
+
 @dataclass(frozen=True)
 class Stats:
     by_status: dict[str, int]

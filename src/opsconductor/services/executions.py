@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from opsconductor import progress, rbac
+from opsconductor import progress as progress_of_steps
+from opsconductor import rbac
 from opsconductor.cancellation import CancelOutcome, request_cancel
 from opsconductor.config import load_settings
 from opsconductor.db import approval_requests, executions, queue, reads, steps
@@ -59,9 +60,9 @@ class ExecutionView:
 @dataclass(frozen=True)
 class ProgressView:
     execution: Execution
-    progress: progress.Progress
+    progress: progress_of_steps.Progress
     #: the tenant's history of the execution's steps, by step key
-    history: dict[str, progress.Observed]
+    history: dict[str, progress_of_steps.Observed]
 
 
 async def validate(
@@ -269,7 +270,7 @@ async def progress_of(db: Database, who: Caller, execution_id: str) -> ProgressV
     concurrency = {
         i: int(s["concurrency"]) for i, s in enumerate(plan_steps) if s.get("concurrency")
     }
-    found = progress.compute(step_rows, history, datetime.now(UTC), concurrency)
+    found = progress_of_steps.compute(step_rows, history, datetime.now(UTC), concurrency)
     return ProgressView(execution, found, history)
 
 

@@ -52,3 +52,15 @@ CROSS JOIN LATERAL (
     LIMIT %(sample)s
 ) AS recent
 GROUP BY k.step_key
+
+-- name: executions_by_id
+SELECT * FROM execution.executions WHERE tenant_id = %(tenant_id)s AND id = ANY(%(ids)s)
+
+-- name: previous_run
+-- The newest earlier execution of the same plan name in the tenant (walks the
+-- (tenant_id, created_at DESC) index back from the given one).
+SELECT * FROM execution.executions
+WHERE tenant_id = %(tenant_id)s AND plan_name = %(plan_name)s
+  AND created_at < %(before)s AND id <> %(id)s
+ORDER BY created_at DESC
+LIMIT 1
