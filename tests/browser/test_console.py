@@ -321,7 +321,7 @@ def test_pages_have_landmarks_one_heading_and_labelled_controls(
     assert page.evaluate(UNLABELLED) == []
     page.get_by_label("API token").fill(console.admin_token)
     page.get_by_role("button", name="Sign in").click()
-    for hash_ in ("#/executions", f"#/executions/{made.json()['id']}", "#/assets"):
+    for hash_ in ("#/executions", f"#/executions/{made.json()['id']}", "#/approvals", "#/assets"):
         page.goto(f"{console.origin}/console/{hash_}")
         expect(page.get_by_role("heading", level=1)).to_have_count(1)
         expect(page.locator("main h1")).not_to_have_text("Execution")  # loaded
@@ -337,7 +337,7 @@ def test_pages_have_landmarks_one_heading_and_labelled_controls(
     expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.get_by_role("main")).to_be_focused()
-    assert len(pages) == 4
+    assert len(pages) == 5
 
 
 async def _dead_letter(database_url: str) -> str:

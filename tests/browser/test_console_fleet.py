@@ -114,6 +114,13 @@ def test_the_matrix_of_150_targets_filters_to_the_failed_with_their_stderr(
     expect(page.locator(".cell-detail pre")).to_have_text("checking web-015\ndisk /var 97% full\n")
     page.get_by_role("button", name=f"all ({2 * FLEET})").click()
     expect(cells).to_have_count(FLEET)
+    # One tab stop per step, not 150: the arrow keys walk the cells.
+    assert cells.evaluate_all("cs => cs.filter(c => c.tabIndex === 0).length") == 1
+    cells.first.focus()
+    page.keyboard.press("ArrowRight")
+    expect(cells.nth(1)).to_be_focused()
+    page.keyboard.press("End")
+    expect(cells.last).to_be_focused()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "console-matrix-150-all.png", full_page=True)
 

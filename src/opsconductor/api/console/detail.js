@@ -213,6 +213,7 @@ function approvalPanel(x, ctx, act) {
     ),
     el("p", {}, el("code", { class: "hash", id: "review-hash" }, x.plan_hash)),
     el("h3", {}, "Plan under review"),
+    el("p", {}, el("a", { href: "#/approvals" }, "Review it in the Approvals inbox"), ": the plan laid out as steps and targets, and what changed since the last run of this plan."),
     planBlock(x.plan),
     el("label", { for: "decision-comment" }, "Comment"),
     comment,

@@ -73,6 +73,17 @@ export function matrixView() {
   const failedList = el("div");
   const node = el("div", {}, filters, grid, detail, failedList);
 
+  grid.addEventListener("keydown", (event) => {
+    const cell = event.target.closest?.(".cell");
+    if (!cell) return;
+    const row = [...cell.parentElement.children];
+    const at = row.indexOf(cell);
+    const step = { ArrowRight: 1, ArrowLeft: -1, Home: -at, End: row.length - 1 - at }[event.key];
+    if (step === undefined) return;
+    event.preventDefault();
+    row[Math.max(0, Math.min(row.length - 1, at + step))].focus();
+  });
+
   function pick(key) {
     selected = selected === key ? null : key;
     if (last) update(last);
@@ -110,6 +121,8 @@ export function matrixView() {
     );
 
     const shown = (a) => filter === "all" || a.status === filter;
+    // Live updates rebuild the grid: keep keyboard focus on the same cell across them.
+    const focused = grid.contains(document.activeElement) ? document.activeElement.dataset.key : null;
     replace(
       grid,
       steps.map(([index, list]) => {
@@ -128,10 +141,13 @@ export function matrixView() {
             ? el(
                 "div",
                 { class: "cells" },
-                visible.map((a) => {
+                visible.map((a, n) => {
                   const key = `${index}|${a.target_asset_id}`;
                   return el("button", {
                     type: "button",
+                    // one tab stop per step; the arrow keys move between its cells
+                    tabindex: n === 0 ? "0" : "-1",
+                    "data-key": key,
                     class: `cell status-${a.status}${key === selected ? " selected" : ""}`,
                     title: `${a.target_asset_id}: ${a.status}`,
                     "aria-label": `${a.target_asset_id}, step ${index + 1}: ${a.status}`,
@@ -146,6 +162,8 @@ export function matrixView() {
         );
       }),
     );
+
+    if (focused) grid.querySelector(`[data-key="${CSS.escape(focused)}"]`)?.focus();
 
     const chosen = selected && all.find((a) => `${a.step_index}|${a.target_asset_id}` === selected);
     replace(detail, chosen ? attemptDetail(chosen, names.get(chosen.step_index) ?? chosen.step_name) : null);
