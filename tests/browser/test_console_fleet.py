@@ -58,26 +58,42 @@ def add_fleet(console: Console) -> None:
 
 
 def test_the_matrix_of_150_targets_filters_to_the_failed_with_their_stderr(
-    context: Any, console: Console
+    context: Any, console: Console, tmp_path: Path
 ) -> None:
     add_fleet(console)
     fleet = {"tags": {"fleet": "web"}}
+    gate = tmp_path / "work" / "default" / "go"  # the first step waits for it: the page
+    # is open and live before the 150 targets run
     plan = {
         "name": "Fleet disk check",
         "steps": [
+            {"name": "wait for the window", "type": "command", "action_class": "read",
+             "targets": {"assets": ["web-001"]},
+             "command": f"while [ ! -e '{gate}' ]; do sleep 0.05; done"},
             {"name": "check disk", "type": "command", "action_class": "read",
              "targets": fleet, "command": CHECK, "env": CHECK_ENV, "concurrency": 50},
             {"name": "report", "type": "noop", "targets": fleet, "concurrency": 150},
         ],
     }  # fmt: skip
     made = console.submit(plan)
-    assert made.status_code in (201, 202), made.text
+    assert made.status_code == 202, made.text
     execution_id = made.json()["id"]
     page = open_console(context, console, console.admin_token, f"#/executions/{execution_id}")
+    expect(status_line(page)).to_contain_text("running")
+    page.evaluate("window.__samePage = true")  # gone if anything reloaded the page
+    waiting = page.get_by_role("region", name="Step 2 check disk")
+    expect(waiting.locator('button.cell[data-status="pending"]')).to_have_count(FLEET)
+    # Nothing of this plan ever ran: no basis for an ETA, and the page says so.
+    expect(page.locator("#progress-text")).to_contain_text("time left unknown")
+    expect(page.locator("#eta-basis")).to_contain_text("has no earlier run to go by")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "console-matrix-150-waiting.png", full_page=True)
+    gate.touch()
     final = wait_until_finished(console, execution_id)
     expect(status_line(page)).to_contain_text(final, timeout=30_000)
+    assert page.evaluate("window.__samePage") is True  # the matrix was filled in live
 
-    matrix = page.get_by_role("region", name="Step 1 check disk")
+    matrix = page.get_by_role("region", name="Step 2 check disk")
     cells = matrix.locator("button.cell")
     expect(cells).to_have_count(FLEET)
     expect(matrix.locator('button.cell[data-status="failed"]')).to_have_count(len(FULL))
@@ -110,9 +126,9 @@ def test_the_matrix_of_150_targets_filters_to_the_failed_with_their_stderr(
     page.screenshot(path=ARTIFACTS / "console-matrix-150-failed.png", full_page=True)
 
     cells.first.click()  # a cell opens its attempt: status, exit, output and stderr
-    expect(page.locator(".cell-detail")).to_contain_text("web-015 · step 1 “check disk”")
+    expect(page.locator(".cell-detail")).to_contain_text("web-015 · step 2 “check disk”")
     expect(page.locator(".cell-detail pre")).to_have_text("checking web-015\ndisk /var 97% full\n")
-    page.get_by_role("button", name=f"all ({2 * FLEET})").click()
+    page.get_by_role("button", name=f"all ({2 * FLEET + 1})").click()
     expect(cells).to_have_count(FLEET)
     # One tab stop per step, not 150: the arrow keys walk the cells.
     assert cells.evaluate_all("cs => cs.filter(c => c.tabIndex === 0).length") == 1
