@@ -135,7 +135,7 @@ export function matrixView() {
             "h3",
             { class: "matrix-step" },
             `${index + 1}. ${name}`,
-            el("span", { class: "muted small" }, ` — ${list.length} targets: ${countText(countsOf(list))}`),
+            el("span", { class: "muted small" }, ` — ${list.length} target${list.length === 1 ? "" : "s"}: ${countText(countsOf(list))}`),
           ),
           visible.length
             ? el(
