@@ -175,6 +175,8 @@ class StepAttempt:
     output: str
     stderr: str
     error: str | None
+    #: routing.step_key: the same step in any plan (its history); None on old rows
+    step_key: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:

@@ -30,37 +30,35 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
-async def test_progress_counts_percent_and_an_eta_from_observed_durations(api: Api) -> None:
+async def test_progress_counts_percent_and_an_eta_from_the_same_steps_history(api: Api) -> None:
     headers = await api.login("acme", "alice", "operator")
-    done = await _submit(
-        api, headers, command_plan(("sleep 0.2", "read", LOCAL), ("sleep 0.2", "read", LOCAL))
-    )
+    slow = ("sleep 0.2", "read", LOCAL)
+    done = await _submit(api, headers, command_plan(slow, slow, slow))
     assert done["status"] == "completed"
     r = await api.client.get(f"/api/v1/executions/{done['id']}/progress", headers=headers)
     assert r.status_code == 200, r.text
     finished = r.json()
     assert finished["status"] == "completed"
-    assert (finished["total"], finished["done"], finished["pending"]) == (2, 2, 0)
+    assert (finished["total"], finished["done"], finished["pending"]) == (3, 3, 0)
     assert finished["percent"] == 100.0 and finished["eta_s"] == 0
-    typical = finished["typical_s"]["command"]
+    [(key, typical)] = finished["typical_s"].items()  # one step key: the same command
+    assert key.startswith("command:") and finished["samples"][key] == 3
     assert 0.2 <= typical < 2.0
 
-    waiting = await _submit(
-        api,
-        headers,
-        command_plan(
-            ("echo a", "read", LOCAL),
-            ("echo b", "read", LOCAL),
-            ("echo c", "read", LOCAL),
-            name="three",
-            approval_level=1,
-        ),
-    )
+    waiting = await _submit(api, headers, command_plan(slow, slow, name="two", approval_level=1))
     r = await api.client.get(f"/api/v1/executions/{waiting['id']}/progress", headers=headers)
     body = r.json()
-    assert (body["total"], body["pending"], body["done"], body["percent"]) == (3, 3, 0, 0.0)
-    # Three steps, one after the other, each expected to take the observed median.
-    assert body["eta_s"] == pytest.approx(3 * body["typical_s"]["command"], abs=0.02)
+    assert (body["total"], body["pending"], body["done"], body["percent"]) == (2, 2, 0, 0.0)
+    # Two steps, one after the other, each expected to take what it took before.
+    assert body["eta_s"] == pytest.approx(2 * body["typical_s"][key], abs=0.02)
+    assert "earlier runs" in body["eta_basis"]
+
+    # A step that never ran gives no basis: no ETA, and the reason, not a borrowed guess.
+    novel = command_plan(slow, ("echo new", "read", LOCAL), name="new", approval_level=1)
+    unknown = await _submit(api, headers, novel)
+    r = await api.client.get(f"/api/v1/executions/{unknown['id']}/progress", headers=headers)
+    assert r.json()["eta_s"] is None
+    assert r.json()["eta_basis"] == "unknown: step 2 'step 1' has no earlier run to go by"
     other = await api.login("globex", "bob", "operator")
     assert (
         await api.client.get(f"/api/v1/executions/{waiting['id']}/progress", headers=other)

@@ -87,7 +87,7 @@ class Console:
         return {"Authorization": f"Bearer {token or self.admin_token}"}
 
     def token_for(self, actor: str, *roles: str) -> str:
-        """A fresh token for ``actor`` in the demo tenant, holding ``roles``."""
+        """A fresh token for ``actor`` in the tenant, holding ``roles``."""
         for role in roles:
             granted = self.http.put(
                 f"{self.api}/actors/{actor}/roles/{role}", headers=self.headers()
@@ -144,7 +144,7 @@ def console(cli_env: dict[str, str], tmp_path: Path) -> Iterator[Console]:
     url = re.search(r"Web console: (http://127\.0\.0\.1:\d+)/console/ ", text)
     token = re.search(r"^(opsc_\S+)$", text, re.MULTILINE)
     assert url and token, text + (tmp_path / "serve.stderr").read_text()
-    # The console's plans run on localhost: the installation admin lets the demo tenant.
+    # The console's plans run on localhost: the installation admin lets the default tenant.
     subprocess.run(
         [
             sys.executable,
@@ -154,7 +154,7 @@ def console(cli_env: dict[str, str], tmp_path: Path) -> Iterator[Console]:
             "local-exec",
             "on",
             "--tenant",
-            "demo",
+            "default",
         ],
         env=cli_env,
         check=True,

@@ -80,7 +80,7 @@ def test_sign_in_by_keyboard_rejects_a_bad_token_and_signs_out(
     page.get_by_label("API token").fill(console.admin_token)
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Executions", level=1)).to_be_visible()
-    expect(page.get_by_role("banner")).to_contain_text("Signed in as demo-admin in tenant demo")
+    expect(page.get_by_role("banner")).to_contain_text("Signed in as demo-admin in tenant default")
     assert page.evaluate("Object.values(sessionStorage)") == [console.admin_token]
 
     page.reload()  # the tab keeps its session
@@ -113,7 +113,7 @@ def test_detail_page_follows_a_background_execution_live_to_completed(
     asked: list[str] = []
     context.on("request", lambda request: asked.append(request.url))
     page = open_console(context, console, console.admin_token)
-    gate = tmp_path / "work" / "demo" / "go"  # in the demo tenant's working directory:
+    gate = tmp_path / "work" / "default" / "go"  # in the default tenant's working directory:
     # the first step waits for it, so the test sees it running
     first = f"while [ ! -e '{gate}' ]; do sleep 0.05; done; echo first step done"
     submitted = console.submit(background_plan("Live rollout", first))
@@ -321,7 +321,7 @@ def test_pages_have_landmarks_one_heading_and_labelled_controls(
     assert page.evaluate(UNLABELLED) == []
     page.get_by_label("API token").fill(console.admin_token)
     page.get_by_role("button", name="Sign in").click()
-    for hash_ in ("#/executions", f"#/executions/{made.json()['id']}", "#/assets"):
+    for hash_ in ("#/executions", f"#/executions/{made.json()['id']}", "#/approvals", "#/assets"):
         page.goto(f"{console.origin}/console/{hash_}")
         expect(page.get_by_role("heading", level=1)).to_have_count(1)
         expect(page.locator("main h1")).not_to_have_text("Execution")  # loaded
@@ -337,7 +337,7 @@ def test_pages_have_landmarks_one_heading_and_labelled_controls(
     expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.get_by_role("main")).to_be_focused()
-    assert len(pages) == 4
+    assert len(pages) == 5
 
 
 async def _dead_letter(database_url: str) -> str:
@@ -350,7 +350,7 @@ async def _dead_letter(database_url: str) -> str:
 
     plan = parse_plan({"name": "flaky infra", "steps": command_steps("echo back again")})
     async with Database(database_url, max_size=2) as db:
-        made = await submit(db, Request(plan, "demo", "demo-admin", enqueue=True))
+        made = await submit(db, Request(plan, "default", "demo-admin", enqueue=True))
         while True:
             async with db.connection() as conn:
                 await conn.execute("UPDATE execution.execution_queue SET available_at = now()")

@@ -19,6 +19,7 @@ from opsconductor.api import (
     console_files,
     problems,
     routes_access,
+    routes_approvals,
     routes_assets,
     routes_dlq,
     routes_executions,
@@ -145,6 +146,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     for router in (
         routes_executions.router,
+        routes_approvals.router,
         routes_assets.router,
         routes_dlq.router,
         routes_access.router,

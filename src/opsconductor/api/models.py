@@ -39,16 +39,20 @@ class Progress(Answer):
     pending: int
     skipped: int
     percent: float
+    #: None when there is no basis for one (``eta_basis`` says why)
     eta_s: float | None
+    #: where the ETA comes from, or why it is unknown; None when nothing is left to run
+    eta_basis: str | None = None
 
 
 class ProgressReport(Progress):
-    """``GET /executions/{id}/progress``: counts, percent and an ETA from the observed median
-    duration of the same step type in this tenant (``typical_s``)."""
+    """``GET /executions/{id}/progress``: counts, percent and an ETA from what the same steps
+    took before (by step key: median seconds in ``typical_s``, over ``samples`` runs)."""
 
     execution_id: uuid.UUID
     status: str
     typical_s: dict[str, float]
+    samples: dict[str, int] = {}
 
 
 class Execution(Answer):
@@ -150,6 +154,39 @@ class Approval(Answer):
         values = _fields(cls, approval)
         values["decisions"] = [ApprovalDecision.from_record(d) for d in approval.decisions]
         return cls.model_validate(values)
+
+
+class ReviewStep(Answer):
+    """One step as an approver reads it: its resolved targets and what it does."""
+
+    index: int
+    name: str
+    type: str
+    action_class: str | None
+    targets: list[str]
+    #: what it does, field by field, in the plan's order: ``[["command", "systemctl ..."]]``
+    work: list[tuple[str, str]]
+    settings: list[tuple[str, str]]
+
+
+class DiffLine(Answer):
+    #: same, added, removed, or gap (unchanged lines left out)
+    op: str
+    text: str
+
+
+class WaitingApproval(Answer):
+    """``GET /approvals``: an open approval, its execution, the plan laid out, the server's
+    clock (for a countdown that does not trust the browser's) and the change since the last
+    execution of the same plan name (``previous``; ``diff`` empty: the same plan)."""
+
+    approval: Approval
+    execution: Execution
+    steps: list[ReviewStep]
+    params: dict[str, Any]
+    previous: Execution | None
+    diff: list[DiffLine] | None
+    now: datetime
 
 
 class Failure(Answer):

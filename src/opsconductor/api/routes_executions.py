@@ -7,7 +7,7 @@ import base64
 import binascii
 import contextlib
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -329,17 +329,15 @@ async def get_execution(execution_id: str, db: Db, who: ViewCaller) -> models.Ex
 )
 async def get_progress(execution_id: str, db: Db, who: ViewCaller) -> models.ProgressReport:
     """Steps done/failed/running/pending over (step, target) pairs at their latest attempt,
-    percent finished, and an ETA (seconds) from observed durations of the same step types."""
-    seen = await executions.view(db, who, execution_id)
-    execution, step_rows = seen.execution, seen.steps
-    kinds = sorted({r.step_type for r in step_rows})
-    typical = await executions.typical_durations(db, who, kinds)
-    found = progress.compute(step_rows, typical, now=datetime.now(UTC))
+    percent finished, and an ETA (seconds) from what the same steps took before; null, with
+    the reason in ``eta_basis``, when a step still to run has never run."""
+    found = await executions.progress_of(db, who, execution_id)
     return models.ProgressReport(
-        execution_id=execution.id,
-        status=execution.status,
-        typical_s={k: round(v, 3) for k, v in typical.items()},
-        **found.as_dict(),
+        execution_id=found.execution.id,
+        status=found.execution.status,
+        typical_s={k: round(v.median_s, 3) for k, v in found.history.items()},
+        samples={k: v.samples for k, v in found.history.items()},
+        **found.progress.as_dict(),
     )
 
 

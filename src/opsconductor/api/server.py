@@ -16,7 +16,6 @@ from opsconductor.db import auth, migrations
 from opsconductor.db.connection import Database, database_url
 from opsconductor.worker import WorkerOptions
 
-DEMO_TENANT = "demo"
 DEMO_ACTOR = "demo-admin"
 
 
@@ -28,23 +27,25 @@ class DemoAccess:
     created: bool
 
 
-async def ensure_demo(db: Database, home: Path) -> DemoAccess:
-    """The demo tenant with an admin token, made on first start and reused after.
+async def ensure_demo(db: Database, home: Path, tenant_id: str) -> DemoAccess:
+    """An admin token in ``tenant_id``, made on first start and reused after.
 
-    The token is kept in ``$OPSC_HOME/demo-token`` (mode 0600) so later starts can show it
-    again; the database, as always, holds only its hash.
+    The tenant is the one the CLI acts in (``settings.tenant``: ``$OPSC_TENANT``, else
+    ``default``), so what a user runs from the shell shows in the console they open with
+    this token. The token is kept in ``$OPSC_HOME/demo-token`` (mode 0600) so later starts
+    can show it again; the database, as always, holds only its hash.
     """
     saved = home / "demo-token"
     async with db.transaction() as conn:
         token = _read_token(saved)
         if token:
             found = await auth.authenticate(conn, token)
-            if found is not None and found.tenant_id == DEMO_TENANT:
+            if found is not None and found.tenant_id == tenant_id:
                 return DemoAccess(found.tenant_id, found.actor_id, token, created=False)
-        made = await auth.create_token(conn, DEMO_TENANT, DEMO_ACTOR, name="demo (opsc serve)")
-        await auth.grant(conn, DEMO_TENANT, DEMO_ACTOR, "admin", granted_by="opsc serve --demo")
+        made = await auth.create_token(conn, tenant_id, DEMO_ACTOR, name="demo (opsc serve)")
+        await auth.grant(conn, tenant_id, DEMO_ACTOR, "admin", granted_by="opsc serve --demo")
     _save_token(saved, made.token)
-    return DemoAccess(DEMO_TENANT, DEMO_ACTOR, made.token, created=True)
+    return DemoAccess(tenant_id, DEMO_ACTOR, made.token, created=True)
 
 
 def _read_token(path: Path) -> str | None:
@@ -85,7 +86,7 @@ async def serve(
     in-process worker pool (handing back what does not finish) and the pool closes."""
     async with Database(database_url(settings), min_size=1, max_size=20) as db:
         await migrations.migrate(db)
-        access = await ensure_demo(db, settings.home) if demo else None
+        access = await ensure_demo(db, settings.home, settings.tenant) if demo else None
         config = uvicorn.Config(
             # ``workers`` executions at once from the queue, in this process (0: none, for
             # deployments that run ``opsc worker`` processes separately).

@@ -210,7 +210,9 @@ def progress_bar() -> Progress:
 
 
 def show_progress(bar: Progress, task: TaskID, shown: models.Progress) -> None:
-    eta = f"ETA {shown.eta_s:.0f}s" if shown.eta_s else ""
+    left = shown.running + shown.pending
+    # No basis (a step never ran before): say so rather than guess.
+    eta = "" if not left else "ETA unknown" if shown.eta_s is None else f"ETA {shown.eta_s:.0f}s"
     bar.update(
         task,
         completed=shown.percent,

@@ -145,6 +145,12 @@ async def history(conn: Conn, execution_id: uuid.UUID) -> list[ApprovalRequest]:
     return [ApprovalRequest.from_row(row) for row in await cur.fetchall()]
 
 
+async def waiting(conn: Conn, tenant_id: str, limit: int = 100) -> list[ApprovalRequest]:
+    """The tenant's open approvals, soonest to expire first (decisions not read)."""
+    cur = await conn.execute(Q["waiting"], {"tenant_id": tenant_id, "limit": limit})
+    return [ApprovalRequest.from_row(row) for row in await cur.fetchall()]
+
+
 async def tenant_settings(conn: Conn, tenant_id: str) -> Settings:
     cur = await conn.execute(Q["tenant_settings"], {"tenant_id": tenant_id})
     row = await cur.fetchone()

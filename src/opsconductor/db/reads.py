@@ -8,6 +8,7 @@ from datetime import datetime
 
 from opsconductor.db import queries
 from opsconductor.db.connection import Conn
+from opsconductor.progress import Observed
 from opsconductor.records import Execution
 from opsconductor.status_machine import Status
 
@@ -52,6 +53,28 @@ async def page_executions(
     return found[:limit], Cursor(last.created_at, last.id)
 
 
+async def executions_by_id(
+    conn: Conn, tenant_id: str, ids: list[uuid.UUID]
+) -> dict[uuid.UUID, Execution]:
+    cur = await conn.execute(Q["executions_by_id"], {"tenant_id": tenant_id, "ids": ids})
+    return {e.id: e for e in (Execution.from_row(row) for row in await cur.fetchall())}
+
+
+async def previous_run(conn: Conn, execution: Execution) -> Execution | None:
+    """The newest execution of the same plan name in the tenant before ``execution``."""
+    cur = await conn.execute(
+        Q["previous_run"],
+        {
+            "tenant_id": execution.tenant_id,
+            "plan_name": execution.plan_name,
+            "before": execution.created_at,
+            "id": execution.id,
+        },
+    )
+    row = await cur.fetchone()
+    return None if row is None else Execution.from_row(row)
+
+
 @dataclass(frozen=True)
 class Stats:
     by_status: dict[str, int]
@@ -71,11 +94,17 @@ async def stats(conn: Conn, tenant_id: str) -> Stats:
     return Stats(by_status, int(queue["waiting"]), int(queue["leased"]), int(dlq["n"]))
 
 
-async def typical_durations(
-    conn: Conn, tenant_id: str, step_types: list[str], sample: int = 1000
-) -> dict[str, float]:
-    """Observed median seconds per step type over the last ``sample`` successful attempts."""
+async def step_history(
+    conn: Conn, tenant_id: str, step_keys: list[str], sample: int = 200
+) -> dict[str, Observed]:
+    """Median seconds and sample count per step key over its last ``sample`` finished
+    attempts in the tenant (keys never run are absent)."""
+    if not step_keys:
+        return {}
     cur = await conn.execute(
-        Q["typical_durations"], {"tenant_id": tenant_id, "types": step_types, "sample": sample}
+        Q["step_history"],
+        {"tenant_id": tenant_id, "step_keys": sorted(set(step_keys)), "sample": sample},
     )
-    return {row["step_type"]: float(row["p50"]) for row in await cur.fetchall()}
+    return {
+        row["step_key"]: Observed(float(row["p50"]), int(row["n"])) for row in await cur.fetchall()
+    }

@@ -6,8 +6,10 @@ import contextlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from opsconductor import progress as progress_of_steps
 from opsconductor import rbac
 from opsconductor.cancellation import CancelOutcome, request_cancel
 from opsconductor.config import load_settings
@@ -53,6 +55,14 @@ class ExecutionView:
     execution: Execution
     steps: list[StepAttempt]
     approvals: list[ApprovalRequest]
+
+
+@dataclass(frozen=True)
+class ProgressView:
+    execution: Execution
+    progress: progress_of_steps.Progress
+    #: the tenant's history of the execution's steps, by step key
+    history: dict[str, progress_of_steps.Observed]
 
 
 async def validate(
@@ -248,10 +258,20 @@ async def page(
         return await reads.page_executions(conn, who.tenant_id, filters, limit=limit, after=after)
 
 
-async def typical_durations(db: Database, who: Caller, kinds: list[str]) -> dict[str, float]:
+async def progress_of(db: Database, who: Caller, execution_id: str) -> ProgressView:
+    """An execution's progress with an ETA from the tenant's history of the same steps."""
     who.require("executions", "view")
     async with db.connection() as conn:
-        return await reads.typical_durations(conn, who.tenant_id, kinds)
+        execution = await executions.get(conn, who.tenant_id, execution_id)
+        step_rows = await steps.list_for(conn, execution.id)
+        keys = sorted({r.step_key for r in step_rows if r.step_key})
+        history = await reads.step_history(conn, who.tenant_id, keys)
+    plan_steps = execution.plan_snapshot.get("plan", {}).get("steps", [])
+    concurrency = {
+        i: int(s["concurrency"]) for i, s in enumerate(plan_steps) if s.get("concurrency")
+    }
+    found = progress_of_steps.compute(step_rows, history, datetime.now(UTC), concurrency)
+    return ProgressView(execution, found, history)
 
 
 async def cancel(db: Database, who: Caller, execution_id: str) -> CancelOutcome:

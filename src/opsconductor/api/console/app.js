@@ -1,6 +1,7 @@
 // The console's shell: sign-in state, the header, and a hash router over the views.
 
 import { UNAUTHORIZED, call, session } from "./api.js";
+import * as approvals from "./approvals.js";
 import * as assets from "./assets.js";
 import { el, notice, replace } from "./dom.js";
 import * as detail from "./detail.js";
@@ -18,6 +19,7 @@ const announcer = document.getElementById("announcer");
 const ROUTES = [
   [/^#\/executions\/([^/?#]+)$/, "executions", (ctx, m) => detail.view(ctx, decodeURIComponent(m[1]))],
   [/^#\/executions(?:\?(.*))?$/, "executions", (ctx, m) => executions.view(ctx, new URLSearchParams(m[1] ?? ""))],
+  [/^#\/approvals$/, "approvals", (ctx) => approvals.view(ctx)],
   [/^#\/dlq$/, "dlq", (ctx) => dlq.view(ctx)],
   [/^#\/assets$/, "assets", (ctx) => assets.view(ctx)],
 ];

@@ -4,6 +4,7 @@
 import { ApiError, call, can, segment } from "./api.js";
 import { badge, between, el, executionBadges, notice, replace, seconds, table, time } from "./dom.js";
 import { TERMINAL, followExecution } from "./live.js";
+import { matrixView } from "./matrix.js";
 
 const LEVELS = { 0: "auto", 1: "confirm", 2: "plan review", 3: "step-by-step" };
 
@@ -46,10 +47,18 @@ function progressText(p) {
   if (p.running) parts.push(`${p.running} running`);
   if (p.pending) parts.push(`${p.pending} pending`);
   if (p.skipped) parts.push(`${p.skipped} skipped`);
-  if (p.eta_s !== null && p.eta_s !== undefined && p.running + p.pending > 0) {
-    parts.push(`about ${seconds(p.eta_s)} left`);
+  if (p.running + p.pending > 0) {
+    // Only from what the same steps took before; else said to be unknown, never guessed.
+    parts.push(p.eta_s === null || p.eta_s === undefined ? "time left unknown" : `about ${seconds(p.eta_s)} left`);
   }
   return `${parts.join(" · ")} (${p.percent}%)`;
+}
+
+function etaBasis(p) {
+  if (!p.eta_basis || p.running + p.pending === 0) return "";
+  return p.eta_s === null || p.eta_s === undefined
+    ? `No estimate: ${p.eta_basis.replace(/^unknown: /, "")}.`
+    : `Estimate from the ${p.eta_basis}.`;
 }
 
 // -- failures: failed targets grouped by step, cause and last line of stderr ----------------
@@ -63,7 +72,7 @@ function failureItem(f) {
     {},
     el("strong", {}, `step ${f.step_index + 1} “${f.step_name}”: ${f.message}`),
     ` ×${f.count}: ${names}`,
-    f.tail.length > 1 ? el("pre", { class: "output", tabindex: "0", "aria-label": "Last lines of standard error" }, f.tail.join("\n")) : null,
+    f.tail.length ? el("pre", { class: "output", tabindex: "0", "aria-label": "Last lines of standard error" }, f.tail.join("\n")) : null,
   );
 }
 
@@ -72,6 +81,9 @@ function failureList(failures) {
 }
 
 // -- steps ---------------------------------------------------------------------------------
+
+/** Attempts beyond which the per-attempt table gives way to the matrix. */
+const MAX_ROWS = 40;
 
 const stepKey = (s) => `${s.step_index}|${s.target_asset_id}|${s.attempt}`;
 
@@ -201,6 +213,7 @@ function approvalPanel(x, ctx, act) {
     ),
     el("p", {}, el("code", { class: "hash", id: "review-hash" }, x.plan_hash)),
     el("h3", {}, "Plan under review"),
+    el("p", {}, el("a", { href: "#/approvals" }, "Review it in the Approvals inbox"), ": the plan laid out as steps and targets, and what changed since the last run of this plan."),
     planBlock(x.plan),
     el("label", { for: "decision-comment" }, "Comment"),
     comment,
@@ -244,10 +257,13 @@ export function view(ctx, id) {
   const liveTrouble = el("div", { class: "feedback" });
   const bar = el("progress", { max: "100", value: "0", "aria-labelledby": "progress-text" });
   const barText = el("p", { id: "progress-text" });
+  const barBasis = el("p", { id: "eta-basis", class: "muted small" });
   const actions = el("div", { class: "actions" });
   const summary = el("div");
   const steps = table("Step attempts (latest last)", ["#", "Step", "Type", "Target", "Status", "Attempt", "Exit · time"], []);
-  const timeline = el("ol", { class: "timeline", role: "log", "aria-label": "Event timeline" });
+  const timeline = el("ol", { class: "timeline", role: "log", "aria-label": "Event timeline", tabindex: "0" });
+  const matrix = matrixView();
+  const stepsNote = el("p", { class: "muted", hidden: true });
   const failuresBody = el("div");
   const failuresSection = el(
     "section",
@@ -293,9 +309,17 @@ export function view(ctx, id) {
     }
     bar.value = x.progress.percent;
     replace(barText, progressText(x.progress));
+    replace(barBasis, etaBasis(x.progress));
     renderActions(x);
     replace(summary, summaryList(x), el("details", { class: "plan-details" }, el("summary", {}, "Plan"), planBlock(x.plan)));
-    replace(steps.body, stepRows(x.steps, openOutputs));
+    matrix.update(x);
+    // A row per attempt is readable for a handful of targets, a wall at a fleet's scale:
+    // there the matrix (a cell per target, its output on a click) stands in for it.
+    const small = x.steps.length <= MAX_ROWS;
+    steps.wrapper.hidden = !small;
+    stepsNote.hidden = small;
+    replace(stepsNote, `${x.steps.length} step attempts: too many for a table. Pick a cell of the matrix above for its output.`);
+    replace(steps.body, small ? stepRows(x.steps, openOutputs) : null);
     const grouped = failureList(x.failures);
     failuresSection.hidden = !grouped;
     replace(failuresBody, grouped);
@@ -375,10 +399,11 @@ export function view(ctx, id) {
     statusLine,
     feedback,
     liveTrouble,
-    el("section", { "aria-labelledby": "progress-heading", class: "progress" }, el("h2", { id: "progress-heading" }, "Progress"), bar, barText),
+    el("section", { "aria-labelledby": "progress-heading", class: "progress" }, el("h2", { id: "progress-heading" }, "Progress"), bar, barText, barBasis),
     actions,
     failuresSection,
-    el("section", { "aria-labelledby": "steps-heading" }, el("h2", { id: "steps-heading" }, "Steps"), steps.wrapper),
+    el("section", { "aria-labelledby": "matrix-heading" }, el("h2", { id: "matrix-heading" }, "Targets by step"), matrix.node),
+    el("section", { "aria-labelledby": "steps-heading" }, el("h2", { id: "steps-heading" }, "Steps"), stepsNote, steps.wrapper),
     el("section", { "aria-labelledby": "events-heading" }, el("h2", { id: "events-heading" }, "Events"), timeline),
     el("section", { "aria-labelledby": "summary-heading" }, el("h2", { id: "summary-heading" }, "Details"), summary),
   );

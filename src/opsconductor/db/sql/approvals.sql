@@ -83,3 +83,14 @@ WHERE execution_id = %(execution_id)s AND status IN ('pending', 'awaiting_approv
 
 -- name: try_sweep_lock
 SELECT pg_try_advisory_xact_lock(%(key)s) AS got
+
+-- name: waiting
+-- The tenant's approvals still open (not decided, not expired), soonest to expire first:
+-- the approvals inbox.
+SELECT a.id, a.execution_id, a.step_index, a.level, a.plan_hash, a.state, a.requested_by,
+       a.decided_by, a.decided_at, a.expires_at, a.comment, a.created_at
+FROM execution.approvals a
+JOIN execution.executions e ON e.id = a.execution_id
+WHERE e.tenant_id = %(tenant_id)s AND a.state = 'pending' AND a.expires_at > now()
+ORDER BY a.expires_at, a.id
+LIMIT %(limit)s

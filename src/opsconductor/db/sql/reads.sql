@@ -35,14 +35,32 @@ SELECT count(*) AS n FROM execution.execution_dlq d
 JOIN execution.executions e ON e.id = d.execution_id
 WHERE e.tenant_id = %(tenant_id)s AND NOT d.requeued
 
--- name: typical_durations
--- Median duration of the tenant's recent successful attempts, per step type (for ETAs).
-SELECT step_type,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at))
-           AS p50,
+-- name: step_history
+-- Median duration and sample count per step key (routing.step_key: the same step in any
+-- plan) over its newest finished attempts in the tenant: the basis of an honest ETA.
+SELECT k.step_key,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY recent.seconds) AS p50,
        count(*) AS n
-FROM (SELECT step_type, started_at, finished_at FROM execution.execution_steps
-      WHERE tenant_id = %(tenant_id)s AND step_type = ANY(%(types)s) AND status = 'completed'
-        AND started_at IS NOT NULL AND finished_at IS NOT NULL
-      ORDER BY id DESC LIMIT %(sample)s) recent
-GROUP BY step_type
+FROM unnest(%(step_keys)s::text[]) AS k(step_key)
+CROSS JOIN LATERAL (
+    SELECT extract(epoch FROM s.finished_at - s.started_at)::float8 AS seconds
+    FROM execution.execution_steps s
+    WHERE s.tenant_id = %(tenant_id)s AND s.step_key = k.step_key
+      AND s.finished_at IS NOT NULL AND s.started_at IS NOT NULL
+      AND s.status IN ('completed', 'failed', 'timeout')
+    ORDER BY s.finished_at DESC
+    LIMIT %(sample)s
+) AS recent
+GROUP BY k.step_key
+
+-- name: executions_by_id
+SELECT * FROM execution.executions WHERE tenant_id = %(tenant_id)s AND id = ANY(%(ids)s)
+
+-- name: previous_run
+-- The newest earlier execution of the same plan name in the tenant (walks the
+-- (tenant_id, created_at DESC) index back from the given one).
+SELECT * FROM execution.executions
+WHERE tenant_id = %(tenant_id)s AND plan_name = %(plan_name)s
+  AND created_at < %(before)s AND id <> %(id)s
+ORDER BY created_at DESC
+LIMIT 1
