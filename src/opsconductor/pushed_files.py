@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from opsconductor import playbook_files
 from opsconductor.connectors.outcome import StepInputError
 from opsconductor.errors import BadInput
 from opsconductor.inventory import Asset
-from opsconductor.plan import FileStep, Plan
+from opsconductor.plan import AnsibleStep, FileStep, Plan
 from opsconductor.templating import asset_context, render
 
 #: step index -> rendered source path -> SHA-256 (hex) of its bytes
@@ -81,7 +82,8 @@ def rendered_sources(
 
 
 def pushes(plan: Plan) -> bool:
-    return any(is_push(step) for step in plan.steps)
+    """The plan takes bytes from this machine: a push, or a playbook (``playbook_files``)."""
+    return any(is_push(step) or isinstance(step, AnsibleStep) for step in plan.steps)
 
 
 async def take_async(
@@ -106,6 +108,9 @@ def take(
     named or read now, since then nobody could review what it would push."""
     digests: Digests = {}
     for index, (step, step_targets) in enumerate(zip(plan.steps, targets, strict=True)):
+        if isinstance(step, AnsibleStep):
+            digests[index] = _playbook(step, index, resolve)
+            continue
         if not is_push(step):
             continue
         where = f"steps[{index}].src"
@@ -129,6 +134,19 @@ def take(
                 ) from None
         digests[index] = files
     return digests
+
+
+def _playbook(step: AnsibleStep, index: int, resolve: Resolver) -> dict[str, str]:
+    try:
+        return playbook_files.digest(step, index, resolve)
+    except StepInputError as exc:
+        raise BadInput(str(exc)) from None
+    except OSError as exc:
+        raise BadInput(
+            f"steps[{index}].playbook: cannot read {step.playbook}: {exc.strerror or exc} (a "
+            "playbook must exist when the plan is submitted: its bytes are part of what is "
+            "approved)"
+        ) from None
 
 
 def to_document(digests: Digests) -> dict[str, dict[str, str]]:

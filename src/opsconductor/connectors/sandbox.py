@@ -107,6 +107,7 @@ class Sandbox:
         cwd: str | None,
         data: Mapping[str, int],
         info_fd: int,
+        binds: Sequence[tuple[str, str]] = (),
     ) -> list[str]:
         """The command line running ``inner`` in the sandbox from ``cwd`` (default: the
         working directory); ``data`` maps a path under DATA_DIR to the descriptor to copy
@@ -128,6 +129,8 @@ class Sandbox:
         args += ["--bind", str(self.work_dir), str(self.work_dir)]
         for path, fd in data.items():
             args += ["--perms", "0444", "--ro-bind-data", str(fd), path]
+        for source, path in binds:  # more, read-only (an ansible step's project, Python)
+            args += ["--ro-bind", source, path]
         args += ["--chdir", "/", "--unshare-pid", "--unshare-ipc", "--unshare-cgroup-try"]
         if not self.network:
             args.append("--unshare-net")
@@ -156,12 +159,14 @@ class Sandbox:
         return args
 
 
-def check(access: TenantAccess | None) -> None:
+def check(access: TenantAccess | None, *, capability: bool = True) -> None:
     """Refuse (SandboxUnavailable) what makes a sandboxed local step impossible here;
-    touches nothing, so record-only runs call it too."""
+    touches nothing, so record-only runs call it too. ``capability=False``: an ansible
+    step's controller, which runs here without the tenant's local-exec capability (its
+    sandbox has no network but its targets' SSH ports, ``connectors/ansible_run.py``)."""
     if access is None:
         raise SandboxUnavailable("local execution: no tenant context for this run")
-    if not access.local_execution:
+    if capability and not access.local_execution:
         raise SandboxUnavailable(capability_refusal(access.tenant_id))
     if os.geteuid() != 0:
         raise SandboxUnavailable(
@@ -235,10 +240,10 @@ def ensure_work_dir(path: Path, user: SandboxUser) -> None:
     os.chmod(path, 0o700)  # not a link (checked above), in a parent only we can write
 
 
-def prepare(access: TenantAccess | None) -> Sandbox:
+def prepare(access: TenantAccess | None, *, capability: bool = True) -> Sandbox:
     """Everything a local step needs, set up (user, working directory), or a refusal.
     Blocking: call it in a thread."""
-    check(access)
+    check(access, capability=capability)
     assert access is not None
     user = ensure_user(access.local_user)
     work = Path(os.path.abspath(access.work_dir))
