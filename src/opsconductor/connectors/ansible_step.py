@@ -163,7 +163,8 @@ async def _run(
         await asyncio.to_thread(_readable, project)
         sockets.mkdir(mode=0o755)
         box = await asyncio.to_thread(functools.partial(sandbox.prepare, access, capability=False))
-        box = dataclasses.replace(box, network=False)  # the forwarder is its only way out
+        # No network: the forwarder is its only way out. A /tmp of its own for Ansible.
+        box = dataclasses.replace(box, network=False, writable_tmp=True)
         events = ansible_events.Events(h.name for h in hosts)
 
         def line(stream: str, text: str) -> None:

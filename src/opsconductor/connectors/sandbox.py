@@ -89,6 +89,8 @@ class Sandbox:
     network: bool
     #: (name, link target or None for a directory) of SYSTEM_DIRS present on this host
     system: tuple[tuple[str, str | None], ...] = ()
+    #: the private /tmp is writable by the step (1777): an ansible controller needs one
+    writable_tmp: bool = False
 
     def environment(self, env: Mapping[str, str]) -> str:
         """The env file: what the step sets, over a minimal PATH, HOME and LANG."""
@@ -120,7 +122,10 @@ class Sandbox:
             else:
                 args += ["--symlink", target, f"/{name}"]
         args += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev"]
-        args += ["--tmpfs", "/tmp"]
+        if self.writable_tmp:  # and /dev/shm, for Python's multiprocessing locks
+            args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
+        else:
+            args += ["--tmpfs", "/tmp"]
         # bwrap would create the working directory's parents with the mode of the bound
         # directory (0700, so the step could not reach it): create them 0755 first.
         for parent in reversed(self.work_dir.parents):
@@ -130,6 +135,9 @@ class Sandbox:
         for path, fd in data.items():
             args += ["--perms", "0444", "--ro-bind-data", str(fd), path]
         for source, path in binds:  # more, read-only (an ansible step's project, Python)
+            args += [
+                a for p in reversed(Path(path).parents) if p != Path("/") for a in ("--dir", str(p))
+            ]
             args += ["--ro-bind", source, path]
         args += ["--chdir", "/", "--unshare-pid", "--unshare-ipc", "--unshare-cgroup-try"]
         if not self.network:
