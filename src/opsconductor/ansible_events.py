@@ -116,10 +116,10 @@ def _parse(text: str) -> dict[str, Any] | None:
 
 def _describe(kind: str, event: dict[str, Any]) -> str:
     line = f"{kind}: [{event.get('host')}] {event.get('task', '')}"
-    if kind in ("failed", "unreachable") and event.get("msg"):
+    if event.get("msg"):  # a failure's reason, a debug task's message
         line += f": {event['msg']}"
-        if event.get("ignored"):
-            line += " (ignored)"
+    if event.get("ignored"):
+        line += " (ignored)"
     for key in ("stdout", "stderr"):
         value = event.get(key)
         if isinstance(value, str) and value:

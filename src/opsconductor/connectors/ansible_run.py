@@ -120,6 +120,7 @@ def host_vars(host: Host, index: int) -> dict[str, Any]:
         "ansible_user": host.user,
         "ansible_ssh_private_key_file": f"{HERE}/keys/{index}",
         "ansible_ssh_common_args": " ".join(ssh_args),
+        "ansible_remote_tmp": "~/.ansible/tmp",  # the targets' default (see environment())
     }
 
 
@@ -202,6 +203,8 @@ def environment() -> dict[str, str]:
         "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
         "ANSIBLE_HOME": "/tmp/ansible",
         "ANSIBLE_LOCAL_TEMP": "/tmp/ansible/tmp",
+        # for tasks delegated to the controller itself: the sandbox user has no home
+        "ANSIBLE_REMOTE_TEMP": "/tmp/ansible/remote",
         "ANSIBLE_SSH_CONTROL_PATH_DIR": "/tmp/ansible/cp",
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
