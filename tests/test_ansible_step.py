@@ -245,3 +245,43 @@ async def test_a_file_added_beside_the_playbook_after_submission_is_refused(
         "site/tasks/more.yml was not part of the approved plan" in (r.error or "")
         for r in rows.values()
     )
+
+
+async def test_the_step_timeout_stops_the_playbook(
+    db: Database, ssh_lab: Any, files_dir: Path, tmp_path: Path
+) -> None:
+    hosts = await two_hosts(db, ssh_lab)
+    out = tmp_path / "out"
+    out.mkdir()
+    marker = f"slow-{uuid.uuid4().hex[:10]}"
+    book = playbook(files_dir, SLOW, f"{marker}/slow.yml")
+    plan = ansible_plan(book, extra_vars={"out": str(out), "marker": marker}, timeout_s=8)
+    execution_id = await submit_plan(db, plan)
+    status = await Engine(db, actor_id="tester").run("default", execution_id)
+    assert status is not Status.COMPLETED
+    rows = await rows_of(db, execution_id)
+    assert {h: r.status for h, r in rows.items()} == dict.fromkeys(hosts, "timeout")
+    assert all("timed out" in (r.error or "") for r in rows.values())
+    assert f"TASK [take long ({marker})]" in rows[hosts[0]].output  # it was mid-playbook
+    assert controller_processes(marker) == []
+
+
+async def test_record_only_prepares_everything_and_runs_nothing(
+    db: Database, ssh_lab: Any, files_dir: Path, tmp_path: Path
+) -> None:
+    hosts = await two_hosts(db, ssh_lab)
+    out = tmp_path / "out"
+    out.mkdir()
+    book = playbook(files_dir, DEPLOY)
+    plan = parse_plan(
+        ansible_plan(book, extra_vars={"out": str(out), "greeting": "g", "release": "r"})
+    )
+    actor = await admin(db, "tester")
+    request = Request(plan, "default", actor, uuid.uuid4().hex, record_only=True)
+    execution_id = (await submit(db, request)).execution.id
+    assert await Engine(db, actor_id="tester").run("default", execution_id) is Status.COMPLETED
+    rows = await rows_of(db, uuid.UUID(str(execution_id)))
+    for host in hosts:
+        assert rows[host].status == "skipped"
+        assert rows[host].output.startswith("skipped: record-only: would run playbook")
+    assert list(out.iterdir()) == []

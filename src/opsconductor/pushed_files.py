@@ -158,12 +158,14 @@ def from_snapshot(snapshot: Mapping[str, Any]) -> Digests:
     return {int(index): dict(files) for index, files in (snapshot.get("files") or {}).items()}
 
 
-def differences(approved: Digests, now: Digests) -> list[str]:
-    """What changed between two sets of digests, as readable sentences."""
+def differences(approved: Digests, now: Digests, plan: Plan | None = None) -> list[str]:
+    """What changed between two sets of digests, as readable sentences (``plan`` names
+    the field: a push's ``src``, a playbook's ``playbook``)."""
     found = []
     for index in sorted(set(approved) | set(now)):
         before, after = approved.get(index, {}), now.get(index, {})
-        where = f"steps[{index}].src"
+        ansible = plan is not None and isinstance(plan.steps[index], AnsibleStep)
+        where = f"steps[{index}].{'playbook' if ansible else 'src'}"
         for src in sorted(set(before) | set(after)):
             if src not in before:
                 found.append(f"{where}: {src} was not part of the approved plan")

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from opsconductor.approvals import Decision, gate
 from opsconductor.connectors import ansible_run
-from opsconductor.db import executions
+from opsconductor.db import auth, executions
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.errors import PlanError
@@ -153,3 +154,43 @@ async def test_an_untrusted_host_key_fails_that_target_only(
     assert rows["unknown-00"].status == "failed"
     assert "not in this tenant's known_hosts" in (rows["unknown-00"].error or "")
     assert sorted(p.name for p in out.iterdir()) == ["ok-00"]
+
+
+@needs_sandbox
+@needs_ansible
+async def test_a_playbook_changed_after_approval_goes_back_for_approval(
+    db: Database, ssh_lab: Any, files_dir: Path, tmp_path: Path
+) -> None:
+    async with db.transaction() as conn:
+        await auth.grant(conn, "default", "bob", "approver", granted_by="test")
+    await add_ssh_assets(db, ssh_lab, [ssh_lab.ports[20]], prefix="ans")
+    out = tmp_path / "out"
+    out.mkdir()
+    approved = (
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - copy: {dest: '{{ out }}/{{ inventory_hostname }}', content: approved}\n"
+    )
+    book = playbook(files_dir, approved, "reviewed/site.yml")
+    plan = ansible_plan(book, extra_vars={"out": str(out)})
+    plan["approval_level"] = 2
+    execution_id = await submit_plan(db, plan)
+    async with db.connection() as conn:
+        execution = await executions.get(conn, "default", str(execution_id))
+    await gate.decide(
+        db,
+        tenant_id="default",
+        execution_id=str(execution_id),
+        actor_id="bob",
+        decision=Decision.APPROVE,
+        reviewed_hash=execution.plan_hash,
+    )
+    playbook(files_dir, approved.replace("approved", "edited"), "reviewed/site.yml")
+    status = await Engine(db, actor_id="worker").run("default", execution_id)
+    assert status is Status.PENDING_APPROVAL
+    assert list(out.iterdir()) == []  # nothing ran
+    async with db.connection() as conn:
+        events = await executions.events(conn, execution_id)
+    (invalidated,) = [e for e in events if e.event_type == "approval_invalidated"]
+    assert invalidated.payload["why"].startswith(
+        f"steps[0].playbook: {book} changed after approval"
+    )
