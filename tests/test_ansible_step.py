@@ -138,6 +138,8 @@ FAIL_ON_ONE = """
   tasks:
     - name: check the disk
       command: "true"
+    - name: print a lot
+      command: seq 1 5000
     - name: break on one host
       fail:
         msg: "disk full on {{ inventory_hostname }}"
@@ -158,7 +160,10 @@ async def test_a_failing_task_fails_its_target_with_the_task_and_its_message(
     assert rows[hosts[0]].error is None
     assert rows[hosts[1]].status == "failed"
     assert rows[hosts[1]].error == f"task 'break on one host' failed: disk full on {hosts[1]}"
-    assert "recap: ok=1 changed=1 failures=1" in rows[hosts[1]].output
+    assert "recap: ok=2 changed=2 failures=1" in rows[hosts[1]].output
+    # a result longer than a line the worker reads is shortened, not lost: its end shows
+    assert f"changed: [{hosts[0]}] print a lot\n" in rows[hosts[0]].output
+    assert "\n5000\n" in rows[hosts[0]].output
 
 
 SLOW = """

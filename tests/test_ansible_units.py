@@ -72,7 +72,9 @@ def test_results_are_attributed_to_their_host_and_the_recap_decides() -> None:
         "web1": {"ok": 2, "changed": 1, "failures": 0, "unreachable": 0},
         "web2": {"ok": 0, "changed": 0, "failures": 1, "unreachable": 0},
     }
-    assert events.feed("stdout", _line("stats", hosts=stats)) is None
+    for host, counts in stats.items():
+        assert events.feed("stdout", _line("stats", host=host, counts=counts)) is None
+    events.feed("stdout", _line("recap"))
     one, two = events.outcome("web1", 2), events.outcome("web2", 2)
     assert (one.status, one.error) == ("completed", None)
     assert "changed: [web1] write" in one.output and "[web2]" not in one.output
@@ -84,8 +86,9 @@ def test_results_are_attributed_to_their_host_and_the_recap_decides() -> None:
 def test_unreachable_no_task_and_a_playbook_that_never_started() -> None:
     events = Events(["a", "b", "c"])
     events.feed("stdout", _line("unreachable", host="a", task="ping", msg="no route"))
-    stats = {"a": {"ok": 0, "unreachable": 1}, "b": {"ok": 1}}
-    events.feed("stdout", _line("stats", hosts=stats))
+    events.feed("stdout", _line("stats", host="a", counts={"ok": 0, "unreachable": 1}))
+    events.feed("stdout", _line("stats", host="b", counts={"ok": 1}))
+    events.feed("stdout", _line("recap"))
     assert events.outcome("a", 4).error == "unreachable: no route"
     assert events.outcome("b", 4).status == "completed"
     assert events.outcome("c", 4).status == "skipped"

@@ -49,9 +49,11 @@ class Events:
             self._note_shared(text)
             return None, text
         kind = event.get("opsc")
-        if kind == "stats":
-            hosts = event.get("hosts")
-            self._stats = hosts if isinstance(hosts, dict) else {}
+        if kind in ("stats", "recap"):  # the recap: a line per host, then its end
+            self._stats = {} if self._stats is None else self._stats
+            counts = event.get("counts")
+            if kind == "stats" and isinstance(counts, dict):
+                self._stats[str(event.get("host"))] = counts
             return None
         if kind in ("play", "task"):
             label = (

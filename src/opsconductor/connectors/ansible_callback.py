@@ -25,11 +25,15 @@ DOCUMENTATION = """
 
 #: Longest message kept per result: the step's own output is capped again by the worker.
 _MAX = 4000
+#: The worker reads lines of at most 4096 characters (output.MAX_LINE): a longer one would
+#: be cut, no longer JSON, and its result lost. Lines are shortened below that.
+_LINE = 3500
 
 
-def _text(value: Any) -> str:
+def _text(value: Any, *, tail: bool = False) -> str:
+    """A message from its start, an output by its end (where errors are)."""
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text[:_MAX]
+    return text[-_MAX:] if tail else text[:_MAX]
 
 
 class CallbackModule(CallbackBase):  # type: ignore[misc]
@@ -39,6 +43,13 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]
 
     def _emit(self, kind: str, **fields: Any) -> None:
         line = json.dumps({"opsc": kind, **fields}, default=str)
+        for key, keep in (("stdout", 300), ("stderr", 300), ("msg", 600), ("task", 200)):
+            if len(line) <= _LINE:
+                break
+            if isinstance(fields.get(key), str):  # the ends of outputs, the start of a message
+                value = fields[key]
+                fields[key] = value[:keep] if key in ("msg", "task") else value[-keep:]
+                line = json.dumps({"opsc": kind, **fields}, default=str)
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
@@ -51,7 +62,7 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]
         }
         for key in ("msg", "stdout", "stderr", "rc"):
             if res.get(key) not in (None, ""):
-                fields[key] = res[key] if key == "rc" else _text(res[key])
+                fields[key] = res[key] if key == "rc" else _text(res[key], tail=key != "msg")
         if "results" in res and "msg" not in fields:  # a loop: say which items failed
             bad = [r.get("msg") for r in res["results"] if isinstance(r, dict) and r.get("failed")]
             if bad:
@@ -80,7 +91,6 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]
         self._result("skipped", result)
 
     def v2_playbook_on_stats(self, stats: Any) -> None:
-        hosts = {}
-        for host in sorted(stats.processed):
-            hosts[host] = stats.summarize(host)
-        self._emit("stats", hosts=hosts)
+        for host in sorted(stats.processed):  # a line per host: many hosts, short lines
+            self._emit("stats", host=host, counts=stats.summarize(host))
+        self._emit("recap")
