@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from opsconductor.cancellation import request_cancel
-from opsconductor.db import executions
+from opsconductor.db import executions, steps
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.plan import parse_plan
@@ -73,8 +73,6 @@ async def submit_plan(
 
 
 async def rows_of(db: Database, execution_id: uuid.UUID) -> dict[str, StepAttempt]:
-    from opsconductor.db import steps
-
     async with db.connection() as conn:
         return {r.target_asset_id: r for r in await steps.list_for(conn, execution_id)}
 
@@ -290,3 +288,23 @@ async def test_record_only_prepares_everything_and_runs_nothing(
         assert rows[host].status == "skipped"
         assert rows[host].output.startswith("skipped: record-only: would run playbook")
     assert list(out.iterdir()) == []
+
+
+async def test_a_retry_runs_the_playbook_again_on_the_failed_target_only(
+    db: Database, ssh_lab: Any, files_dir: Path
+) -> None:
+    hosts = await two_hosts(db, ssh_lab)
+    book = playbook(files_dir, FAIL_ON_ONE)
+    plan = ansible_plan(book, extra_vars={"victim": hosts[1]}, retries=1)
+    execution_id = await submit_plan(db, plan)
+    assert await Engine(db, actor_id="tester").run("default", execution_id) is Status.PARTIAL
+    async with db.connection() as conn:
+        attempts = [
+            (r.target_asset_id, r.attempt, r.status)
+            for r in await steps.list_for(conn, execution_id)
+        ]
+    assert sorted(attempts) == [
+        (hosts[0], 1, "completed"),
+        (hosts[1], 1, "failed"),
+        (hosts[1], 2, "failed"),
+    ]

@@ -105,7 +105,10 @@ async def run(
         problem = ansible_run.available()
         if problem is not None:
             raise StepInputError(f"{where}: {problem}")
-        sandbox.check(session.access, capability=False)
+        try:
+            sandbox.check(session.access, capability=False)
+        except sandbox.SandboxUnavailable as exc:
+            raise StepInputError(f"{where}: ansible-playbook runs sandboxed only: {exc}") from None
         variables = await asyncio.to_thread(extra_vars, step, where, params, plain_params)
         if step.become_password is not None:  # in the extra-vars file: never on a command line
             field = f"{where}.become_password"
