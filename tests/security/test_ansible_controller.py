@@ -122,9 +122,13 @@ def test_an_assets_inventory_variables_cannot_weaken_the_connection() -> None:
     )
     found = ansible_run.host_vars(host, 0)
     assert "ansible_ssh_extra_args" not in found
+    assert "ansible_ssh_common_args" not in found
     assert found["ansible_host"] == "10.0.0.5"
-    assert "StrictHostKeyChecking=yes" in found["ansible_ssh_common_args"]
-    assert "StrictHostKeyChecking=no" not in found["ansible_ssh_common_args"]
+    # host key checking travels in the extra-vars, which nothing a playbook sets overrides
+    enforced = ansible_run.connection_vars()
+    assert "-o StrictHostKeyChecking=yes" in enforced["ansible_ssh_common_args"]
+    assert enforced["ansible_ssh_extra_args"] == ""
+    assert enforced["ansible_host_key_checking"] is True
     assert found["ansible_python_interpreter"] == "/usr/bin/python3"
     assert found["app_port"] == 8080
     assert ansible_run.known_hosts([host]) == "[10.0.0.5]:2222 ssh-ed25519 AAAA\n"
@@ -194,3 +198,33 @@ async def test_a_playbook_changed_after_approval_goes_back_for_approval(
     assert invalidated.payload["why"].startswith(
         f"steps[0].playbook: {book} changed after approval"
     )
+
+
+OVERRIDE = """
+- hosts: all
+  gather_facts: false
+  vars:
+    ansible_ssh_common_args: "-o StrictHostKeyChecking=no -o ProxyCommand=none"
+    ansible_ssh_extra_args: "-o UserKnownHostsFile=/dev/null"
+    ansible_host_key_checking: false
+  tasks:
+    - name: reached through our settings only
+      command: "true"
+"""
+
+
+@needs_sandbox
+@needs_ansible
+async def test_a_playbooks_own_vars_cannot_replace_the_connection_settings(
+    db: Database, ssh_lab: Any, files_dir: Path
+) -> None:
+    """Had the play's vars won, ssh would skip host key checking and go straight to the
+    port (ProxyCommand=none), which the sandbox's empty network refuses: it runs because
+    our settings (extra-vars, the highest precedence) stay in force."""
+    await add_ssh_assets(db, ssh_lab, [ssh_lab.ports[21]], prefix="ans")
+    book = playbook(files_dir, OVERRIDE, "override/site.yml")
+    execution_id = await submit_plan(db, ansible_plan(book))
+    status = await Engine(db, actor_id="tester").run("default", execution_id)
+    row = (await rows_of(db, execution_id))["ans-00"]
+    assert status is Status.COMPLETED, (row.error, row.output)
+    assert "changed: [ans-00] reached through our settings only" in row.output

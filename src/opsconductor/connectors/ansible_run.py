@@ -46,10 +46,15 @@ _OURS = ("ansible_", "opsc_")
 #: ... except these, which say nothing about how to connect or what to trust
 _ALLOWED = frozenset({"ansible_python_interpreter"})
 
-#: ``ssh -o ProxyCommand``: the controller's only way out, a Unix socket per host.
-RELAY = b"""import os, socket, sys, threading
+#: ``ssh -o ProxyCommand``: the controller's only way out, the Unix socket of the host and
+#: port ssh was asked for (``sockets.json``; any other host:port has none).
+RELAY = b"""import json, os, socket, sys, threading
+sockets = json.load(open(os.path.join(os.path.dirname(__file__), "sockets.json")))
+path = sockets.get(sys.argv[1] + ":" + sys.argv[2])
+if path is None:
+    sys.exit("opsc: " + sys.argv[1] + ":" + sys.argv[2] + " is not a target of this step")
 s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
+s.connect(path)
 def up():
     while data := os.read(0, 65536):
         s.sendall(data)
@@ -101,9 +106,26 @@ def _python_binds() -> list[tuple[str, str]]:
 
 
 def host_vars(host: Host, index: int) -> dict[str, Any]:
+    """A host's inventory variables: where it is and who logs in (a playbook may change
+    these for its own hosts: it still reaches only the targets' sockets)."""
     own = {k: v for k, v in host.variables.items() if not k.startswith(_OURS) or k in _ALLOWED}
-    relay = f"{shlex.quote(sys.executable)} {HERE}/relay.py {SOCKETS}/{index}.sock"
-    ssh_args = [
+    return {
+        **own,
+        "ansible_connection": "ssh",
+        "ansible_host": host.address,
+        "ansible_port": host.port,
+        "ansible_user": host.user,
+        "ansible_ssh_private_key_file": f"{HERE}/keys/{index}",
+        "ansible_remote_tmp": "~/.ansible/tmp",  # the targets' default (see environment())
+    }
+
+
+def connection_vars() -> dict[str, Any]:
+    """How ssh checks host keys and gets out, as *extra-vars*: those take precedence over
+    everything a playbook sets (play ``vars:``, ``set_fact``), so a playbook cannot turn
+    host key checking off for its hosts through Ansible's own settings."""
+    relay = f"{shlex.quote(sys.executable)} {HERE}/relay.py %h %p"
+    common = [
         "-F /dev/null",  # no ~/.ssh/config of the sandbox's home
         f"-o UserKnownHostsFile={HERE}/known_hosts",
         "-o GlobalKnownHostsFile=/dev/null",
@@ -113,15 +135,19 @@ def host_vars(host: Host, index: int) -> dict[str, Any]:
         f"-o ProxyCommand={shlex.quote(relay)}",
     ]
     return {
-        **own,
-        "ansible_connection": "ssh",
-        "ansible_host": host.address,
-        "ansible_port": host.port,
-        "ansible_user": host.user,
-        "ansible_ssh_private_key_file": f"{HERE}/keys/{index}",
-        "ansible_ssh_common_args": " ".join(ssh_args),
-        "ansible_remote_tmp": "~/.ansible/tmp",  # the targets' default (see environment())
+        "ansible_ssh_common_args": " ".join(common),
+        "ansible_ssh_extra_args": "",
+        "ansible_ssh_args": "-C -o ControlMaster=auto -o ControlPersist=60s",
+        "ansible_ssh_executable": "ssh",
+        # False would put StrictHostKeyChecking=no ahead of ours (ssh takes the first)
+        "ansible_host_key_checking": True,
+        "ansible_ssh_host_key_checking": True,
     }
+
+
+def socket_map(hosts: Sequence[Host]) -> dict[str, str]:
+    """``address:port`` -> the Unix socket (inside the sandbox) forwarded there."""
+    return {f"{h.address}:{h.port}": f"{SOCKETS}/{i}.sock" for i, h in enumerate(hosts)}
 
 
 def inventory(hosts: Sequence[Host]) -> dict[str, Any]:
@@ -235,7 +261,8 @@ async def run_playbook(
     it prints goes to ``on_output``. ``sockets``: a folder of ours for the forwarder."""
     files = {
         f"{HERE}/inventory.json": json.dumps(inventory(hosts)).encode(),
-        f"{HERE}/extra_vars.json": json.dumps(extra_vars).encode(),
+        f"{HERE}/extra_vars.json": json.dumps({**extra_vars, **connection_vars()}).encode(),
+        f"{HERE}/sockets.json": json.dumps(socket_map(hosts)).encode(),
         f"{HERE}/known_hosts": known_hosts(hosts).encode(),
         f"{HERE}/relay.py": RELAY,
         f"{HERE}/callbacks/{CALLBACK}.py": Path(__file__)
