@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import shutil
 import importlib.util
 import subprocess
 import uuid
@@ -12,12 +14,14 @@ from typing import Any
 
 import pytest
 
+from opsconductor import secret_store
 from opsconductor.cancellation import request_cancel
-from opsconductor.db import executions, steps
+from opsconductor.db import assets, executions, steps
 from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.plan import parse_plan
 from opsconductor.records import StepAttempt
+from opsconductor.secret_store import SecretResolver
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit
 from tests.helpers import add_ssh_assets, admin
@@ -308,3 +312,43 @@ async def test_a_retry_runs_the_playbook_again_on_the_failed_target_only(
         (hosts[1], 1, "failed"),
         (hosts[1], 2, "failed"),
     ]
+
+
+BECOME = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: who
+      command: id -un
+      register: who
+    - name: say
+      debug:
+        msg: "ran as {{ who.stdout }}"
+"""
+
+
+async def test_become_with_a_sudo_password_from_the_secret_store(
+    db: Database, sudo_lab: Any, files_dir: Path, tmp_path: Path
+) -> None:
+    await secret_store.put(db, tmp_path, "default", "kv/sudo/ok", sudo_lab.password, "tester")
+    (added,) = await add_ssh_assets(db, sudo_lab, sudo_lab.ports[:1], prefix="ans")
+    async with db.connection() as conn:  # the lab's user has no home: temp files in /tmp
+        await assets.update(
+            conn,
+            "default",
+            dataclasses.replace(added, vars={"ansible_remote_tmp": "/tmp/.ansible-opsc-bt"}),
+        )
+    book = playbook(files_dir, BECOME, "become/site.yml")
+    plan = ansible_plan(book, become=True, become_password={"secret": "kv/sudo/ok"})
+    execution_id = await submit_plan(db, plan)
+    engine = Engine(db, actor_id="tester", secrets=SecretResolver(db, tmp_path))
+    try:
+        status = await engine.run("default", execution_id)
+    finally:
+        shutil.rmtree("/tmp/.ansible-opsc-bt", ignore_errors=True)
+    row = (await rows_of(db, execution_id))["ans-00"]
+    assert status is Status.COMPLETED, (row.error, row.output)
+    assert "say: ran as root" in row.output
+    async with db.connection() as conn:
+        events = await executions.events(conn, execution_id)
+    assert sudo_lab.password not in row.output + str([e.payload for e in events])

@@ -44,7 +44,7 @@ CONNECT_TIMEOUT_S = 10.0
 #: inventory variables of an asset that are never passed on: the connection is ours
 _OURS = ("ansible_", "opsc_")
 #: ... except these, which say nothing about how to connect or what to trust
-_ALLOWED = frozenset({"ansible_python_interpreter"})
+_ALLOWED = frozenset({"ansible_python_interpreter", "ansible_remote_tmp"})
 
 #: ``ssh -o ProxyCommand``: the controller's only way out, the Unix socket of the host and
 #: port ssh was asked for (``sockets.json``; any other host:port has none).
@@ -110,13 +110,13 @@ def host_vars(host: Host, index: int) -> dict[str, Any]:
     these for its own hosts: it still reaches only the targets' sockets)."""
     own = {k: v for k, v in host.variables.items() if not k.startswith(_OURS) or k in _ALLOWED}
     return {
+        "ansible_remote_tmp": "~/.ansible/tmp",  # the targets' default (see environment())
         **own,
         "ansible_connection": "ssh",
         "ansible_host": host.address,
         "ansible_port": host.port,
         "ansible_user": host.user,
         "ansible_ssh_private_key_file": f"{HERE}/keys/{index}",
-        "ansible_remote_tmp": "~/.ansible/tmp",  # the targets' default (see environment())
     }
 
 
