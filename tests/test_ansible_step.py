@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import shutil
 import importlib.util
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
