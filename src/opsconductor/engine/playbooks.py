@@ -36,6 +36,7 @@ async def run_step(
     outcomes: dict[str, str] = {}
     pending: list[Asset] = []
     numbers: dict[str, int] = {}
+    lasts: dict[str, int] = {}
     for asset in targets:
         point = run.point(index, asset.asset_id)
         if point.outcome is not None:  # finished before a crash: never run it again
@@ -52,7 +53,8 @@ async def run_step(
             continue
         pending.append(asset)
         numbers[asset.asset_id] = point.next_attempt
-    last = step.retries + 1
+        # attempts cut short by a dead worker do not spend the step's retries
+        lasts[asset.asset_id] = step.retries + 1 + point.interrupted
     while pending:
         if run.remaining() <= 0 or run.abort.is_set():
             stopped = StepStatus.TIMEOUT if run.remaining() <= 0 else run.abort_status
@@ -66,6 +68,7 @@ async def run_step(
         again: list[Asset] = []
         for asset in pending:
             n, result = numbers[asset.asset_id], results[asset.asset_id]
+            last = lasts[asset.asset_id]
             final = result.status in DONE or n >= last or run.deadline_hit or run.abort.is_set()
             await attempts.finish(run, index, asset, n, ids[asset.asset_id], result, final)
             if final:
