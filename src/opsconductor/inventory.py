@@ -107,6 +107,13 @@ def resolve_selected(plan: Plan, matched: Mapping[str, list[Asset]]) -> list[lis
                         f"steps[{index}].targets: asset {asset.asset_id!r} uses connection "
                         f"{asset.connection_type!r}, which this version cannot run"
                     )
+                if asset.connection_type != "ssh" and getattr(step, "type", "") == "ansible":
+                    # ansible-playbook reaches its hosts over SSH from a sandbox that has
+                    # no network but its targets' SSH ports (connectors/ansible_run.py).
+                    raise TargetResolutionError(
+                        f"steps[{index}].targets: asset {asset.asset_id!r} is "
+                        f"{asset.connection_type!r}; an ansible step runs on ssh assets only"
+                    )
                 if asset.connection_type == "local" and _becomes(step):
                     # The sandbox runs with no_new_privs as an unprivileged user: sudo
                     # cannot gain anything there, and a way around it would be a way out.

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -25,10 +24,14 @@ from pydantic import (
 from opsconductor import linear_regex, plan_errors, rollout, safe_parse
 from opsconductor.errors import PlanError
 from opsconductor.params import ParamSpec, check_names
+from opsconductor.plan_secrets import SecretRef as SecretRef
+from opsconductor.plan_secrets import SecretText as SecretText
+from opsconductor.plan_secrets import StrOrSecret as StrOrSecret
+from opsconductor.plan_secrets import fill_secrets as fill_secrets
+from opsconductor.plan_secrets import secret_refs as secret_refs
 
 ActionClass = Literal["read", "modify", "deploy"]
 
-T = TypeVar("T")
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -91,29 +94,6 @@ class _StepBase(_Strict):
     @property
     def is_idempotent(self) -> bool:
         return self.idempotent if self.idempotent is not None else self.action_class == "read"
-
-
-class SecretRef(_Strict):
-    """``{secret: "path"}``: a value fetched just in time by the worker, never stored.
-
-    The plan, its snapshot and its hash hold the reference only. Paths: ``kv/web/token``
-    (the built-in encrypted store), ``env:NAME`` (the worker's environment),
-    ``vault:mount/path#field`` (HashiCorp Vault KV v2; ``#field`` defaults to ``value``).
-    """
-
-    secret: str = Field(min_length=1, max_length=500, pattern=r"^\S+$")
-
-
-#: A field that may hold a literal or a secret reference.
-StrOrSecret = str | SecretRef
-
-
-class SecretText(str):
-    """A secret's value standing in a step field once ``fill_secrets`` put it there.
-
-    Marked so that it is never parsed as a template (``templating.render`` returns it as
-    is): a value holding ``{{ ... }}`` is data, and rendering it would run it and could print
-    what it computes, unmasked."""
 
 
 def _check_env_names(env: dict[str, StrOrSecret]) -> dict[str, StrOrSecret]:
@@ -188,6 +168,45 @@ class ScriptStep(_Escalating):
     cwd: str | None = None
 
     _env_names = field_validator("env")(_check_env_names)
+
+
+#: A value of an ansible step's ``extra_vars``: strings are templates (``{{ params.x }}``).
+ExtraVar = str | int | float | bool | None | SecretRef
+
+
+class AnsibleStep(_Escalating):
+    """An Ansible playbook, run ONCE for all the step's targets by ``ansible-playbook`` on
+    this machine, sandboxed (``connectors/ansible_run.py``); each target's attempt is that
+    host's result. ``playbook`` is a path in the tenant's files root, relative to it: the
+    playbook and the files of its folder are digested at submission (``playbook_files``).
+    ``extra_vars`` values may be templates over ``params`` (no ``asset``: one run serves
+    every target) or secret references. ``become`` applies to every task (``-b``)."""
+
+    type: Literal["ansible"]
+    targets: Targets
+    playbook: str = Field(min_length=1, max_length=500)
+    extra_vars: dict[str, ExtraVar] = Field(default_factory=dict, max_length=200)
+    tags: list[Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[\w.-]+$")]] = Field(
+        default_factory=list, max_length=50
+    )
+
+    @field_validator("extra_vars")
+    @classmethod
+    def _var_names(cls, extra: dict[str, ExtraVar]) -> dict[str, ExtraVar]:
+        for key in _check_env_names(extra):  # type: ignore[arg-type]
+            if key.startswith(("ansible_", "opsc_")):
+                # Connection settings (host, key, host key checking) come from the assets.
+                raise ValueError(f"{key!r}: ansible_* and opsc_* variables are set by OpsConductor")
+        return extra
+
+    @field_validator("playbook")
+    @classmethod
+    def _in_files_root(cls, playbook: str) -> str:
+        if playbook.startswith("/") or ".." in Path(playbook).parts or "\x00" in playbook:
+            raise ValueError("a path relative to the tenant's files root, without '..'")
+        if not playbook.endswith((".yml", ".yaml")):
+            raise ValueError("a playbook is a .yml or .yaml file")
+        return playbook
 
 
 class FileStep(_StepBase):
@@ -368,11 +387,18 @@ class ValidateStep(_StepBase):
 
 
 Step = Annotated[
-    CommandStep | ScriptStep | FileStep | HttpStep | SqlStep | NoopStep | ValidateStep,
+    CommandStep
+    | ScriptStep
+    | FileStep
+    | HttpStep
+    | SqlStep
+    | NoopStep
+    | ValidateStep
+    | AnsibleStep,
     Field(discriminator="type"),
 ]
 #: Steps that act on their targets (everything but validate; noop acts by doing nothing).
-ActingStep = CommandStep | ScriptStep | FileStep | HttpStep | SqlStep | NoopStep
+ActingStep = CommandStep | ScriptStep | AnsibleStep | FileStep | HttpStep | SqlStep | NoopStep
 
 
 class Plan(_Strict):
@@ -448,42 +474,6 @@ def load_plan_file(path: Path) -> Plan:
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError(f"{path}: cannot read: {exc}") from None
     return load_plan_text(text, str(path))
-
-
-def secret_refs(value: Any) -> list[SecretRef]:
-    """Every secret reference inside a step (or any part of a plan), in field order."""
-    if isinstance(value, SecretRef):
-        return [value]
-    if isinstance(value, BaseModel):
-        return [r for name in type(value).model_fields for r in secret_refs(getattr(value, name))]
-    if isinstance(value, dict):
-        return [r for v in value.values() for r in secret_refs(v)]
-    if isinstance(value, list | tuple):
-        return [r for v in value for r in secret_refs(v)]
-    return []
-
-
-def fill_secrets(value: T, values: Mapping[str, str]) -> T:
-    """A copy of ``value`` (a step, or part of one) with every secret reference replaced by
-    its resolved value from ``values`` (path -> value). Models are copied, not validated
-    again: the result exists only in memory, for the connector, while the step runs."""
-    filled: Any
-    if isinstance(value, SecretRef):
-        filled = SecretText(values[value.secret])
-    elif isinstance(value, BaseModel):
-        changes = {
-            name: fill_secrets(getattr(value, name), values)
-            for name in type(value).model_fields
-            if secret_refs(getattr(value, name))
-        }
-        filled = value.model_copy(update=changes) if changes else value
-    elif isinstance(value, dict):
-        filled = {k: fill_secrets(v, values) for k, v in value.items()}
-    elif isinstance(value, list | tuple):
-        filled = type(value)(fill_secrets(v, values) for v in value)
-    else:
-        filled = value
-    return cast(T, filled)
 
 
 def plan_document(plan: Plan) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_STEP_TAGS = ("command", "script", "file", "http", "sql", "noop", "validate")
+_STEP_TAGS = ("command", "script", "file", "http", "sql", "noop", "validate", "ansible")
 
 _VALUE_UNION_TAGS = ("str", "SecretRef")
 

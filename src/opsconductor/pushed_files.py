@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from opsconductor import playbook_files
 from opsconductor.connectors.outcome import StepInputError
 from opsconductor.errors import BadInput
 from opsconductor.inventory import Asset
-from opsconductor.plan import FileStep, Plan
+from opsconductor.plan import AnsibleStep, FileStep, Plan
 from opsconductor.templating import asset_context, render
 
 #: step index -> rendered source path -> SHA-256 (hex) of its bytes
@@ -81,7 +82,8 @@ def rendered_sources(
 
 
 def pushes(plan: Plan) -> bool:
-    return any(is_push(step) for step in plan.steps)
+    """The plan takes bytes from this machine: a push, or a playbook (``playbook_files``)."""
+    return any(is_push(step) or isinstance(step, AnsibleStep) for step in plan.steps)
 
 
 async def take_async(
@@ -106,6 +108,9 @@ def take(
     named or read now, since then nobody could review what it would push."""
     digests: Digests = {}
     for index, (step, step_targets) in enumerate(zip(plan.steps, targets, strict=True)):
+        if isinstance(step, AnsibleStep):
+            digests[index] = _playbook(step, index, resolve)
+            continue
         if not is_push(step):
             continue
         where = f"steps[{index}].src"
@@ -131,6 +136,19 @@ def take(
     return digests
 
 
+def _playbook(step: AnsibleStep, index: int, resolve: Resolver) -> dict[str, str]:
+    try:
+        return playbook_files.digest(step, index, resolve)
+    except StepInputError as exc:
+        raise BadInput(str(exc)) from None
+    except OSError as exc:
+        raise BadInput(
+            f"steps[{index}].playbook: cannot read {step.playbook}: {exc.strerror or exc} (a "
+            "playbook must exist when the plan is submitted: its bytes are part of what is "
+            "approved)"
+        ) from None
+
+
 def to_document(digests: Digests) -> dict[str, dict[str, str]]:
     """JSON form for the snapshot and the hash (object keys are strings)."""
     return {str(index): dict(sorted(files.items())) for index, files in sorted(digests.items())}
@@ -140,12 +158,14 @@ def from_snapshot(snapshot: Mapping[str, Any]) -> Digests:
     return {int(index): dict(files) for index, files in (snapshot.get("files") or {}).items()}
 
 
-def differences(approved: Digests, now: Digests) -> list[str]:
-    """What changed between two sets of digests, as readable sentences."""
+def differences(approved: Digests, now: Digests, plan: Plan | None = None) -> list[str]:
+    """What changed between two sets of digests, as readable sentences (``plan`` names
+    the field: a push's ``src``, a playbook's ``playbook``)."""
     found = []
     for index in sorted(set(approved) | set(now)):
         before, after = approved.get(index, {}), now.get(index, {})
-        where = f"steps[{index}].src"
+        ansible = plan is not None and isinstance(plan.steps[index], AnsibleStep)
+        where = f"steps[{index}].{'playbook' if ansible else 'src'}"
         for src in sorted(set(before) | set(after)):
             if src not in before:
                 found.append(f"{where}: {src} was not part of the approved plan")

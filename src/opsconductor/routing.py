@@ -27,6 +27,7 @@ DEFAULT_STEP_SECONDS: Mapping[str, float] = {
     "sql": 0.5,
     "noop": 0.01,  # nothing runs: the step's own bookkeeping
     "validate": 0.01,
+    "ansible": 5.0,  # a controller starting, SSH and Python on each host
 }
 
 FAST_BELOW_S = 10.0

@@ -18,6 +18,7 @@ from opsconductor import params as plan_params
 from opsconductor.connectors.outcome import StepInputError
 from opsconductor.inventory import Asset
 from opsconductor.plan import (
+    AnsibleStep,
     CommandStep,
     FileStep,
     HttpStep,
@@ -60,6 +61,10 @@ def template_fields(step: _StepBase, index: int) -> list[tuple[str, str]]:
         found += [(f"{where}.env.{k}", v) for k, v in step.env.items() if isinstance(v, str)]
     elif isinstance(step, FileStep):
         found += [(f"{where}.src", step.src), (f"{where}.dest", step.dest)]
+    elif isinstance(step, AnsibleStep):
+        found += [
+            (f"{where}.extra_vars.{k}", v) for k, v in step.extra_vars.items() if isinstance(v, str)
+        ]
     elif isinstance(step, HttpStep):
         found.append((f"{where}.url", step.url))
         found += [

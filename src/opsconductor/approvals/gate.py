@@ -267,7 +267,7 @@ async def still_valid(db: Database, execution: Execution, actor_id: str) -> Stat
     if new_hash == execution.plan_hash:
         return None
     if new_hash:
-        reasons = pushed_files.differences(pushed_files.from_snapshot(snapshot), files)
+        reasons = pushed_files.differences(pushed_files.from_snapshot(snapshot), files, plan)
         if [sorted(a.asset_id for a in step) for step in targets] != snapshot["targets"]:
             reasons.append("the resolved target set changed")
         why = "; ".join(reasons) or "what the plan resolves to changed since it was approved"

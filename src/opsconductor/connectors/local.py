@@ -285,10 +285,12 @@ async def run_sandboxed(
     feed: Path | None = None,
     stdout: int | None = None,
     on_output: OutputSink | None = None,
+    binds: Sequence[tuple[str, str]] = (),
 ) -> CommandResult:
     """Run ``inner`` in the sandbox as its user, with exactly ``env`` (plus PATH, HOME,
     LANG); ``files`` are handed in read-only at their paths under ``sandbox.DATA_DIR``;
-    ``feed`` is streamed to its stdin (else it reads end-of-file there)."""
+    ``feed`` is streamed to its stdin (else it reads end-of-file there); ``binds``: (path
+    here, path inside) directories shown read-only."""
     data = {sandbox.ENV_FILE: box.environment(env or {}).encode(), **(files or {})}
     fds: dict[str, int] = {}
     gate = Gate.make(feed)
@@ -296,7 +298,7 @@ async def run_sandboxed(
         for path, content in data.items():
             fds[path] = _memfd(Path(path).name, content)
         return await run_process(
-            box.argv(inner, cwd=cwd, data=fds, info_fd=gate.info_w),
+            box.argv(inner, cwd=cwd, data=fds, info_fd=gate.info_w, binds=binds),
             timeout_s=timeout_s,
             cancel=cancel,
             stdin=gate.go_r,

@@ -89,6 +89,8 @@ class Sandbox:
     network: bool
     #: (name, link target or None for a directory) of SYSTEM_DIRS present on this host
     system: tuple[tuple[str, str | None], ...] = ()
+    #: the private /tmp is writable by the step (1777): an ansible controller needs one
+    writable_tmp: bool = False
 
     def environment(self, env: Mapping[str, str]) -> str:
         """The env file: what the step sets, over a minimal PATH, HOME and LANG."""
@@ -107,6 +109,7 @@ class Sandbox:
         cwd: str | None,
         data: Mapping[str, int],
         info_fd: int,
+        binds: Sequence[tuple[str, str]] = (),
     ) -> list[str]:
         """The command line running ``inner`` in the sandbox from ``cwd`` (default: the
         working directory); ``data`` maps a path under DATA_DIR to the descriptor to copy
@@ -119,7 +122,10 @@ class Sandbox:
             else:
                 args += ["--symlink", target, f"/{name}"]
         args += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev"]
-        args += ["--tmpfs", "/tmp"]
+        if self.writable_tmp:  # and /dev/shm, for Python's multiprocessing locks
+            args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
+        else:
+            args += ["--tmpfs", "/tmp"]
         # bwrap would create the working directory's parents with the mode of the bound
         # directory (0700, so the step could not reach it): create them 0755 first.
         for parent in reversed(self.work_dir.parents):
@@ -128,6 +134,11 @@ class Sandbox:
         args += ["--bind", str(self.work_dir), str(self.work_dir)]
         for path, fd in data.items():
             args += ["--perms", "0444", "--ro-bind-data", str(fd), path]
+        for source, path in binds:  # more, read-only (an ansible step's project, Python)
+            args += [
+                a for p in reversed(Path(path).parents) if p != Path("/") for a in ("--dir", str(p))
+            ]
+            args += ["--ro-bind", source, path]
         args += ["--chdir", "/", "--unshare-pid", "--unshare-ipc", "--unshare-cgroup-try"]
         if not self.network:
             args.append("--unshare-net")
@@ -156,12 +167,14 @@ class Sandbox:
         return args
 
 
-def check(access: TenantAccess | None) -> None:
+def check(access: TenantAccess | None, *, capability: bool = True) -> None:
     """Refuse (SandboxUnavailable) what makes a sandboxed local step impossible here;
-    touches nothing, so record-only runs call it too."""
+    touches nothing, so record-only runs call it too. ``capability=False``: an ansible
+    step's controller, which runs here without the tenant's local-exec capability (its
+    sandbox has no network but its targets' SSH ports, ``connectors/ansible_run.py``)."""
     if access is None:
         raise SandboxUnavailable("local execution: no tenant context for this run")
-    if not access.local_execution:
+    if capability and not access.local_execution:
         raise SandboxUnavailable(capability_refusal(access.tenant_id))
     if os.geteuid() != 0:
         raise SandboxUnavailable(
@@ -235,10 +248,10 @@ def ensure_work_dir(path: Path, user: SandboxUser) -> None:
     os.chmod(path, 0o700)  # not a link (checked above), in a parent only we can write
 
 
-def prepare(access: TenantAccess | None) -> Sandbox:
+def prepare(access: TenantAccess | None, *, capability: bool = True) -> Sandbox:
     """Everything a local step needs, set up (user, working directory), or a refusal.
     Blocking: call it in a thread."""
-    check(access)
+    check(access, capability=capability)
     assert access is not None
     user = ensure_user(access.local_user)
     work = Path(os.path.abspath(access.work_dir))

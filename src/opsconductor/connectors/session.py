@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import httpx
 
 from opsconductor import pushed_files
 from opsconductor.connectors import (
+    ansible_step,
     in_process,
     local,
     sandbox,
@@ -47,6 +48,7 @@ from opsconductor.inventory import Asset
 from opsconductor.output import OutputSink, cap_text
 from opsconductor.plan import (
     ActingStep,
+    AnsibleStep,
     CommandStep,
     FileStep,
     HttpStep,
@@ -144,6 +146,8 @@ class Connectors:
             )
         if isinstance(step, NoopStep):
             return NOOP
+        if isinstance(step, AnsibleStep):  # the engine runs it once for all targets
+            raise StepInputError(f"{where}: an ansible step runs on all its targets at once")
         return await in_process.sql_action(step, where, context, access=self.access)
 
     # -- the local sandbox ---------------------------------------------------------------
@@ -167,6 +171,37 @@ class Connectors:
         return self.access.files_root
 
     # -- commands and scripts: local process or SSH -------------------------------------
+
+    async def ssh_target(self, asset: Asset) -> ssh.SshTarget:
+        """How ``asset`` is reached (``ssh_reach``), its credentials resolvable."""
+        return await self._ssh_target(asset)
+
+    async def ansible(
+        self,
+        step: AnsibleStep,
+        assets: Sequence[Asset],
+        *,
+        index: int,
+        timeout_s: float,
+        cancel: asyncio.Event | None,
+        params: Mapping[str, Any],
+        plain_params: Mapping[str, Any],
+        approved_files: Mapping[str, str] | None,
+        on_output: ansible_step.HostSink,
+    ) -> dict[str, Outcome]:
+        """Run an ``ansible`` step once on all ``assets``; an outcome per asset id."""
+        return await ansible_step.run(
+            self,
+            step,
+            assets,
+            index=index,
+            timeout_s=timeout_s,
+            cancel=cancel,
+            params=params,
+            plain_params=plain_params,
+            approved_files=approved_files,
+            on_output=on_output,
+        )
 
     async def _ssh_target(self, asset: Asset) -> ssh.SshTarget:
         if self._ssh_config is None:  # read once per execution

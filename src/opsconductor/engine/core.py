@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 import weakref
@@ -16,7 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opsconductor import bounded, logs, masking, policies, pushed_files, rbac
+from opsconductor import bounded, logs, masking, playbook_files, policies, pushed_files, rbac
 from opsconductor.approvals import gate
 from opsconductor.cancellation import CHECK_INTERVAL_S, CancelWatcher
 from opsconductor.config import Settings, load_settings
@@ -26,14 +27,14 @@ from opsconductor.connectors.session import Connectors
 from opsconductor.connectors.ssh import CredentialResolver
 from opsconductor.db import assets, auth, connectors, executions, queue, runs
 from opsconductor.db.connection import Database
-from opsconductor.engine import dispatch, resume, rolling, verdict
+from opsconductor.engine import dispatch, playbooks, resume, rolling, verdict
 from opsconductor.engine.attempts import Attempts
 from opsconductor.engine.secrets import StepSecrets, step_credentials
 from opsconductor.engine.state import DONE, INTERRUPTED, Observer, Parked, Run
 from opsconductor.errors import BadInput
 from opsconductor.inventory import Asset
 from opsconductor.locking import AssetLocked, LeaseHold, LockSettings, LockWaitAborted, owner_tag
-from opsconductor.plan import ValidateStep, parse_plan
+from opsconductor.plan import AnsibleStep, ValidateStep, parse_plan
 from opsconductor.records import Execution
 from opsconductor.secret_store import SecretResolver
 from opsconductor.status_machine import Status
@@ -341,16 +342,20 @@ class Engine:
         """Before a push: read every source again; None if each holds the approved bytes,
         else why not (then nothing is copied: the step fails on every target)."""
         step = run.plan.steps[index]
-        if not pushed_files.is_push(step):
+        if not (pushed_files.is_push(step) or isinstance(step, AnsibleStep)):
             return None
         to_run = run.unfinished(index)
         if not to_run:
             return None
         approved = run.files.get(index)
         resolve = tenant_files.resolver(run.tenant_id, self.settings.files_root)
-        problem = await asyncio.to_thread(
-            pushed_files.verify, step, index, to_run, approved, resolve, dispatch.shown(run)
-        )
+        if isinstance(step, AnsibleStep):
+            check = functools.partial(playbook_files.verify, step, index, approved, resolve)
+        else:
+            check = functools.partial(
+                pushed_files.verify, step, index, to_run, approved, resolve, dispatch.shown(run)
+            )
+        problem = await asyncio.to_thread(check)
         if problem is not None:
             async with self.db.connection() as conn:
                 await executions.append_event(
@@ -387,6 +392,10 @@ class Engine:
                 if problem is not None:
                     return await self.attempts.fail_step(run, index, problem)
                 try:
+                    if isinstance(run.plan.steps[index], AnsibleStep):  # one run, all targets
+                        return await playbooks.run_step(
+                            self.db, run, index, self.attempts, self._denied, self._pause
+                        )
                     return await self._run_targets(run, index)
                 finally:
                     self.secrets.forget(run, index)

@@ -14,7 +14,7 @@ from opsconductor.db.connection import Database
 from opsconductor.engine.state import Run
 from opsconductor.errors import SecretError
 from opsconductor.params import secret_params
-from opsconductor.plan import CommandStep, FileStep, ScriptStep, secret_refs
+from opsconductor.plan import AnsibleStep, CommandStep, FileStep, ScriptStep, secret_refs
 from opsconductor.secret_store import SecretResolver
 
 
@@ -35,7 +35,7 @@ def step_credentials(live: dict[str, str], files_root: Path) -> CredentialResolv
 
 def _credential_refs(run: Run, index: int) -> list[str]:
     """Credential references of the step's SSH targets that a secret backend holds."""
-    if not isinstance(run.plan.steps[index], CommandStep | ScriptStep | FileStep):
+    if not isinstance(run.plan.steps[index], CommandStep | ScriptStep | FileStep | AnsibleStep):
         return []
     return [
         a.credential_ref
