@@ -22,6 +22,7 @@ from opsconductor.api import (
     routes_assets,
     routes_dlq,
     routes_executions,
+    routes_jobs,
     routes_me,
     routes_secrets,
     routes_staging,
@@ -151,6 +152,7 @@ def create_app(
         routes_secrets.patterns,
         routes_tenant.router,
         routes_staging.router,
+        routes_jobs.router,
         routes_system.router,
         streams.router,
     ):
