@@ -52,6 +52,12 @@ class Settings:
     #: how long a worker's row outlives its last heartbeat before it is deleted
     #: (OPSC_WORKER_RETENTION_S); ``opsc workers`` shows stopped and stale rows until then
     worker_retention_s: float = 86400.0
+    #: how often each worker looks for due schedule slots (OPSC_SCHEDULE_TICK_S), and how
+    #: late a slot may be and still fire as on time (OPSC_SCHEDULE_GRACE_S; later: missed)
+    schedule_tick_s: float = 1.0
+    schedule_grace_s: float = 60.0
+    #: an inbound webhook's timestamp may be this far from now (OPSC_HOOK_WINDOW_S)
+    hook_window_s: float = 300.0
 
     @property
     def pgdata(self) -> Path:
@@ -84,4 +90,7 @@ def load_settings() -> Settings:
         config_dir=_path("XDG_CONFIG_HOME", Path.home() / ".config") / "opsconductor",
         runtime_dir=Path(runtime) if (runtime := os.environ.get("XDG_RUNTIME_DIR")) else None,
         worker_retention_s=float(os.environ.get("OPSC_WORKER_RETENTION_S") or 86400.0),
+        schedule_tick_s=float(os.environ.get("OPSC_SCHEDULE_TICK_S") or 1.0),
+        schedule_grace_s=float(os.environ.get("OPSC_SCHEDULE_GRACE_S") or 60.0),
+        hook_window_s=float(os.environ.get("OPSC_HOOK_WINDOW_S") or 300.0),
     )

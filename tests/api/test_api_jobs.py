@@ -103,7 +103,9 @@ async def test_rbac_on_jobs(api: Api) -> None:
     ]
     denied = await api.client.put(f"{URL}/prod", json=prod, headers=operator)
     assert denied.status_code == 403 and "deploy" in denied.text
-    assert (await api.client.put(f"{URL}/deploy", json=_plan(), headers=operator)).status_code == 201
+    assert (
+        await api.client.put(f"{URL}/deploy", json=_plan(), headers=operator)
+    ).status_code == 201
     assert (await api.client.get(f"{URL}/deploy", headers=viewer)).status_code == 200
     run = await api.client.post(
         f"{URL}/deploy/runs", json={"params": {"version": "1"}}, headers=viewer

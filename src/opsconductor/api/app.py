@@ -24,6 +24,7 @@ from opsconductor.api import (
     routes_executions,
     routes_jobs,
     routes_me,
+    routes_schedules,
     routes_secrets,
     routes_staging,
     routes_system,
@@ -153,6 +154,7 @@ def create_app(
         routes_tenant.router,
         routes_staging.router,
         routes_jobs.router,
+        routes_schedules.router,
         routes_system.router,
         streams.router,
     ):

@@ -3,13 +3,15 @@ the CLI renders them too)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from opsconductor.api.inputs import CleanInput
 from opsconductor.jobs import Job, JobVersion
+from opsconductor.schedule import Schedule
 
 
 class JobVersionOut(BaseModel):
@@ -72,3 +74,59 @@ class RunIn(CleanInput):
     params: dict[str, Any] = Field(default_factory=dict)
     #: a version to run (default: the latest)
     version: int | None = Field(default=None, ge=1)
+
+
+class ScheduleIn(CleanInput):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    job: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    #: 5 fields, or 6 with seconds last
+    cron: str = Field(min_length=9, max_length=200)
+    timezone: str = Field(default="UTC", min_length=1, max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict)
+    #: after a downtime: fire nothing for the missed slots, or one run for all of them
+    missed: Literal["skip", "run_once"] = "skip"
+
+
+class ScheduleOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    job: str
+    cron: str
+    timezone: str
+    params: dict[str, Any]
+    missed: str
+    paused: bool
+    next_fire_at: datetime
+    #: the next fire times (none while paused)
+    upcoming: list[datetime]
+    created_by: str
+    last_slot: datetime | None = None
+    last_execution_id: uuid.UUID | None = None
+    last_error: str | None = None
+
+    @classmethod
+    def of(cls, found: Schedule, upcoming: list[datetime]) -> ScheduleOut:
+        return cls(
+            id=found.id,
+            name=found.name,
+            job=found.job_name,
+            cron=found.cron,
+            timezone=found.timezone,
+            params=found.params,
+            missed=found.missed.value,
+            paused=found.paused,
+            next_fire_at=found.next_fire_at,
+            upcoming=upcoming,
+            created_by=found.created_by,
+            last_slot=found.last_slot,
+            last_execution_id=found.last_execution_id,
+            last_error=found.last_error,
+        )
+
+
+class FireOut(BaseModel):
+    slot: datetime
+    catch_up: bool
+    execution_id: uuid.UUID | None
+    error: str | None
+    fired_at: datetime

@@ -61,7 +61,7 @@ def save(name: Name, plan_file: Annotated[Path, typer.Argument(help="Plan, YAML 
     out.print(escape(f"{what} job {name} version {v.version} ({v.plan_name})"), highlight=False)
 
 
-async def _detail(s: Session, name: str, version: int | None) -> JobDetail:
+async def job_detail(s: Session, name: str, version: int | None) -> JobDetail:
     if isinstance(s, Remote):
         query = {"version": version} if version is not None else {}
         return JobDetail.model_validate(await s.api.get(f"/jobs/{name}", **query))
@@ -77,7 +77,7 @@ def run_job(name: Name, set_: Sets = None, version: Version = None) -> None:
 
     async def work(settings: Settings) -> tuple[models.Execution, bool]:
         async with session(settings) as s:
-            detail = await _detail(s, name, version)
+            detail = await job_detail(s, name, version)
             # --set is text: typed by the declarations of the version that will run
             declared = parse_plan(detail.version.plan).params
             given = plan_params.parse_sets(declared, set_ or [])
@@ -131,7 +131,7 @@ def show(name: Name, version: Version = None) -> None:
 
     async def work(settings: Settings) -> JobDetail:
         async with session(settings) as s:
-            return await _detail(s, name, version)
+            return await job_detail(s, name, version)
 
     detail = run(work)
     v = detail.version
