@@ -22,6 +22,7 @@ from opsconductor.api import (
     routes_assets,
     routes_dlq,
     routes_executions,
+    routes_hooks,
     routes_jobs,
     routes_me,
     routes_schedules,
@@ -155,6 +156,8 @@ def create_app(
         routes_staging.router,
         routes_jobs.router,
         routes_schedules.router,
+        routes_hooks.router,
+        routes_hooks.manage,
         routes_system.router,
         streams.router,
     ):

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from opsconductor.api.inputs import CleanInput
+from opsconductor.hooks import Hook
 from opsconductor.jobs import Job, JobVersion
 from opsconductor.schedule import Schedule
 
@@ -130,3 +131,57 @@ class FireOut(BaseModel):
     execution_id: uuid.UUID | None
     error: str | None
     fired_at: datetime
+
+
+class HookIn(CleanInput):
+    #: param name -> JSON pointer ("/release/tag") or dotted path ("release.tag")
+    mapping: dict[str, str] = Field(default_factory=dict)
+    #: fixed param values (mapped ones override them)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class HookOut(BaseModel):
+    id: str
+    job: str
+    #: where senders POST (under the API's prefix)
+    path: str
+    mapping: dict[str, str]
+    params: dict[str, Any]
+    created_by: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, hook: Hook) -> HookOut:
+        return cls(
+            id=hook.id,
+            job=hook.job_name,
+            path=f"/api/v1/hooks/{hook.id}",
+            mapping=hook.mapping,
+            params=hook.params,
+            created_by=hook.created_by,
+            created_at=hook.created_at,
+        )
+
+
+class HookCreated(HookOut):
+    #: the signing secret: shown this once (sealed in the secret store afterwards)
+    secret: str
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    accepted: bool
+    status_code: int
+    reason: str | None
+    signature: str | None
+    delivery_id: str | None
+    body_sha256: str | None
+    execution_id: uuid.UUID | None
+    received_at: datetime
+
+
+class HookAccepted(BaseModel):
+    execution_id: uuid.UUID
+    status: str
+    job: str
+    job_version: int | None
