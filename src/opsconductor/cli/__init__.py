@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import typer
 
-from opsconductor.cli import access, executions, host, inventory, jobs, schedules, secrets, system
+from opsconductor.cli import (
+    access,
+    executions,
+    hooks,
+    host,
+    inventory,
+    jobs,
+    schedules,
+    secrets,
+    system,
+)
 from opsconductor.cli import staging as _staging  # noqa: F401  (opsc tenant stage, canary)
 from opsconductor.cli.history import history_app
 
@@ -33,6 +43,7 @@ app.add_typer(host.files_app, name="files")
 app.add_typer(history_app, name="history")
 app.add_typer(jobs.jobs_app, name="jobs")
 app.add_typer(schedules.schedules_app, name="schedules")
+app.add_typer(hooks.hooks_app, name="hooks")
 
 
 def main() -> None:
