@@ -38,7 +38,7 @@ def _fires(url: str, name: str) -> list[tuple[Any, ...]]:
     return query(
         url,
         """SELECT f.slot, f.catch_up, f.execution_id, f.error, e.job_name, e.idempotency_key,
-                  f.fired_at
+                  f.fired_at, f.fired_by
            FROM execution.schedule_fires f
            JOIN execution.schedules s ON s.id = f.schedule_id
            LEFT JOIN execution.executions e ON e.id = f.execution_id
@@ -57,16 +57,28 @@ async def test_two_worker_processes_fire_each_slot_once(
     await schedules.add(db, who, "every-second", "tick", "* * * * * *", params={"label": "s"})
     workers.env.update(OPSC_SCHEDULE_TICK_S="0.1")
     pair = [workers.start("--concurrency", "2", "--poll-interval", "1") for _ in range(2)]
-    wait_until(lambda: len(_fires(database_url, "every-second")) >= 8, "eight fired slots")
+
+    def fired_by() -> list[str]:
+        return [row[7] for row in _fires(database_url, "every-second")]
+
+    wait_until(lambda: len(fired_by()) >= 4, "four fired slots")
+    # Whichever worker locks a due schedule first fires it. Stop the one that has been
+    # firing: the other takes over, and still every slot fires once.
+    first = next(p for p in pair if f":{p.pid}:" in fired_by()[0])
+    assert workers.stop(first) == 0
+    other = next(p for p in pair if p is not first)
+    wait_until(
+        lambda: sum(f":{other.pid}:" in w for w in fired_by()) >= 4, "four slots by the other"
+    )
     await schedules.pause(db, who, "every-second")
-    for proc in pair:
-        assert workers.stop(proc) == 0
+    assert workers.stop(other) == 0
     fired = _fires(database_url, "every-second")
     slots = [row[0] for row in fired]
     # every second from the first slot to the last, each once, each with its own run
     assert slots == [slots[0] + timedelta(seconds=i) for i in range(len(slots))]
     assert all(row[2] is not None and row[3] is None for row in fired), fired
     assert len({row[2] for row in fired}) == len(fired)
+    assert {w.split(":")[1] for w in fired_by()} == {str(first.pid), str(other.pid)}
     assert all(row[4] == "tick" and row[5].startswith("schedule:") for row in fired)
     runs = query(
         database_url,

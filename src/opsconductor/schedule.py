@@ -184,6 +184,7 @@ class Fire:
     execution_id: uuid.UUID | None
     error: str | None
     fired_at: datetime
+    fired_by: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:

@@ -165,7 +165,9 @@ class Worker:
         while not await bounded.sleep_unless(self.halt, every):
             try:
                 async with asyncio.timeout(max(30.0, every)):
-                    fired = await schedules.fire_due(self.db, grace_s=self.options.schedule_grace_s)
+                    fired = await schedules.fire_due(
+                        self.db, grace_s=self.options.schedule_grace_s, fired_by=self.worker_id
+                    )
                 if fired:
                     log.info("schedules fired", worker_id=self.worker_id, runs=fired)
             except Exception as exc:  # the loop must outlive any one bad round

@@ -131,6 +131,7 @@ class FireOut(BaseModel):
     execution_id: uuid.UUID | None
     error: str | None
     fired_at: datetime
+    fired_by: str | None
 
 
 class HookIn(CleanInput):

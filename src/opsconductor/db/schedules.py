@@ -69,9 +69,12 @@ async def lock_due(conn: Conn, schedule_id: uuid.UUID) -> tuple[Schedule, dateti
     return None if row is None else (Schedule.from_row(row), row["db_now"])
 
 
-async def claim_slot(conn: Conn, schedule_id: uuid.UUID, slot: datetime, catch_up: bool) -> bool:
+async def claim_slot(
+    conn: Conn, schedule_id: uuid.UUID, slot: datetime, catch_up: bool, fired_by: str | None
+) -> bool:
     cur = await conn.execute(
-        Q["claim_slot"], {"id": schedule_id, "slot": slot, "catch_up": catch_up}
+        Q["claim_slot"],
+        {"id": schedule_id, "slot": slot, "catch_up": catch_up, "fired_by": fired_by},
     )
     return await cur.fetchone() is not None
 

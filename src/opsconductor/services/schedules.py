@@ -132,17 +132,20 @@ def upcoming(found: Schedule, count: int = 3) -> list[datetime]:
 # --- the workers' round -----------------------------------------------------------------
 
 
-async def fire_due(db: Database, *, grace_s: float = schedule.DEFAULT_GRACE_S) -> int:
-    """Fire every due slot of every due schedule; the number of runs submitted."""
+async def fire_due(
+    db: Database, *, grace_s: float = schedule.DEFAULT_GRACE_S, fired_by: str | None = None
+) -> int:
+    """Fire every due slot of every due schedule; the number of runs submitted.
+    ``fired_by``: the worker's id, recorded with each slot."""
     async with db.connection() as conn:
         due = await rows.due_ids(conn, ROUND_LIMIT)
     submitted = 0
     for schedule_id in due:
-        submitted += await _fire(db, schedule_id, grace_s)
+        submitted += await _fire(db, schedule_id, grace_s, fired_by)
     return submitted
 
 
-async def _fire(db: Database, schedule_id: uuid.UUID, grace_s: float) -> int:
+async def _fire(db: Database, schedule_id: uuid.UUID, grace_s: float, fired_by: str | None) -> int:
     submitted = 0
     async with db.transaction() as conn:
         locked = await rows.lock_due(conn, schedule_id)
@@ -161,7 +164,7 @@ async def _fire(db: Database, schedule_id: uuid.UUID, grace_s: float) -> int:
             )
         who: Caller | None = None
         for slot in plan.fire:
-            if not await rows.claim_slot(conn, found.id, slot.at, slot.catch_up):
+            if not await rows.claim_slot(conn, found.id, slot.at, slot.catch_up, fired_by):
                 continue  # fired already (kept for good once its transaction committed)
             try:
                 who = who or await delegated(db, found.tenant_id, found.created_by)

@@ -40,8 +40,8 @@ FOR UPDATE SKIP LOCKED
 
 -- name: claim_slot
 -- The primary key (schedule_id, slot) fires a slot once, whatever the number of workers.
-INSERT INTO execution.schedule_fires (schedule_id, slot, catch_up)
-VALUES (%(id)s, %(slot)s, %(catch_up)s)
+INSERT INTO execution.schedule_fires (schedule_id, slot, catch_up, fired_by)
+VALUES (%(id)s, %(slot)s, %(catch_up)s, %(fired_by)s)
 ON CONFLICT DO NOTHING
 RETURNING slot
 

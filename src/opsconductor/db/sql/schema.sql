@@ -1041,6 +1041,8 @@ CREATE TABLE execution.schedule_fires (
     execution_id uuid REFERENCES execution.executions ON DELETE SET NULL,
     -- why no execution was created (refused by RBAC, a parameter, no target...)
     error        text,
+    -- the worker whose round fired it
+    fired_by     text,
     fired_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (schedule_id, slot)
 );
