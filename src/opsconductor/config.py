@@ -56,6 +56,12 @@ class Settings:
     #: (OPSC_INVENTORY_PLUGINS, comma-separated, e.g. ``amazon.aws.aws_ec2``): the
     #: installation's decision, since a plugin config templates (lookups run on the worker)
     inventory_plugins: tuple[str, ...] = ()
+    #: how often each worker looks for due schedule slots (OPSC_SCHEDULE_TICK_S), and how
+    #: late a slot may be and still fire as on time (OPSC_SCHEDULE_GRACE_S; later: missed)
+    schedule_tick_s: float = 1.0
+    schedule_grace_s: float = 60.0
+    #: an inbound webhook's timestamp may be this far from now (OPSC_HOOK_WINDOW_S)
+    hook_window_s: float = 300.0
 
     @property
     def pgdata(self) -> Path:
@@ -91,4 +97,7 @@ def load_settings() -> Settings:
         inventory_plugins=tuple(
             p.strip() for p in os.environ.get("OPSC_INVENTORY_PLUGINS", "").split(",") if p.strip()
         ),
+        schedule_tick_s=float(os.environ.get("OPSC_SCHEDULE_TICK_S") or 1.0),
+        schedule_grace_s=float(os.environ.get("OPSC_SCHEDULE_GRACE_S") or 60.0),
+        hook_window_s=float(os.environ.get("OPSC_HOOK_WINDOW_S") or 300.0),
     )

@@ -12,6 +12,9 @@ Resources and actions used by the product:
   this is the one resource whose permissions carry environment restrictions
 * ``assets``: ``view``, ``manage``
 * ``access``: ``manage`` — tokens, roles and role bindings
+* ``jobs``: ``view``, ``save`` (save a version, add schedules and webhooks), ``run``,
+  ``delete`` — a job's creator may delete it with ``save``; running one is a submission,
+  so ``executions:submit`` and the steps' permissions on its targets apply to each run
 
 ``*`` as resource or action matches anything; ``environments=None`` means every environment.
 """
@@ -37,6 +40,7 @@ RESOURCES: Mapping[str, frozenset[str]] = {
     "access": frozenset({"manage"}),
     "secrets": frozenset({"manage"}),
     "notifications": frozenset({"manage"}),
+    "jobs": frozenset({"view", "save", "run", "delete"}),
 }
 
 ANY = "*"
@@ -78,7 +82,7 @@ def _p(resource: str, action: str, *environments: str) -> Permission:
 #: ``local`` is the environment of the built-in ``localhost`` asset every tenant has.
 OPERATOR_ENVIRONMENTS = ("local", "dev", "staging")
 
-_VIEW = (_p("executions", "view"), _p("assets", "view"))
+_VIEW = (_p("executions", "view"), _p("assets", "view"), _p("jobs", "view"))
 BUILTIN_ROLES: Mapping[str, Role] = {
     role.name: role
     for role in (
@@ -90,6 +94,8 @@ BUILTIN_ROLES: Mapping[str, Role] = {
                 _p("executions", "submit"),
                 _p("executions", "cancel"),
                 _p("executions", "requeue"),
+                _p("jobs", "save"),
+                _p("jobs", "run"),
                 _p("steps", "read", *OPERATOR_ENVIRONMENTS),
                 _p("steps", "modify", *OPERATOR_ENVIRONMENTS),
             ),

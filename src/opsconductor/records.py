@@ -145,6 +145,9 @@ class Execution:
     rerun_of: uuid.UUID | None = None
     #: why staged enablement made it record-only (staging.py; None: it did not)
     record_only_reason: str | None = None
+    #: the saved job (and its version) this execution is a run of (None: a plain plan)
+    job_name: str | None = None
+    job_version: int | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:

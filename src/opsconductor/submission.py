@@ -44,6 +44,9 @@ class Request:
     params: Mapping[str, Any] | None = None
     #: the execution whose failed targets this one re-runs (``services.executions.rerun``)
     rerun_of: uuid.UUID | None = None
+    #: the saved job (and version) this is a run of (services/jobs.py)
+    job_name: str | None = None
+    job_version: int | None = None
 
 
 _MODE = {True: Mode.BACKGROUND, False: Mode.IMMEDIATE}
@@ -184,6 +187,8 @@ async def prepare(
         min_lease_s=LEASE_P95_FACTOR * max([*observed.values(), *keyed.values()], default=0.0),
         step_keys=keys,
         rerun_of=request.rerun_of,
+        job_name=request.job_name,
+        job_version=request.job_version,
     )
 
 

@@ -72,6 +72,10 @@ class WorkerOptions:
     notify_every_s: float = 1.0
     #: how often the worker looks for inventory sources whose scheduled sync is due
     inventory_every_s: float = 15.0
+    #: how often to look for due schedule slots (services/schedules.py); None: never
+    schedule_every_s: float | None = 1.0
+    #: how late a slot may be and still fire as on time; later it was missed
+    schedule_grace_s: float = 60.0
 
 
 def new_worker_id() -> str:
@@ -127,6 +131,7 @@ class Worker:
             "presence": asyncio.create_task(self._presence()),
             "notifications": asyncio.create_task(self._notifications()),
             "inventory": asyncio.create_task(self._inventory_syncs()),
+            "schedules": asyncio.create_task(self._schedules()),
         }
         try:
             await self._claim_loop()
@@ -160,6 +165,25 @@ class Worker:
     async def _signed_off(self) -> None:
         async with self.db.connection() as conn:
             await workers.stopped(conn, self.worker_id)
+
+    async def _schedules(self) -> None:
+        """Fire due schedule slots: every worker looks, each slot fires once (the round's
+        transaction claims it, see services/schedules.py)."""
+        from opsconductor.services import schedules
+
+        every = self.options.schedule_every_s
+        if every is None:
+            return
+        while not await bounded.sleep_unless(self.halt, every):
+            try:
+                async with asyncio.timeout(max(30.0, every)):
+                    fired = await schedules.fire_due(
+                        self.db, grace_s=self.options.schedule_grace_s, fired_by=self.worker_id
+                    )
+                if fired:
+                    log.info("schedules fired", worker_id=self.worker_id, runs=fired)
+            except Exception as exc:  # the loop must outlive any one bad round
+                log.warning("schedule round failed", worker_id=self.worker_id, error=repr(exc))
 
     # --- claiming ------------------------------------------------------------------------
 

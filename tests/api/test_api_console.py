@@ -37,7 +37,7 @@ def test_held_permissions_lists_every_grant_once() -> None:
     admin = rbac.held_permissions([rbac.BUILTIN_ROLES["admin"]])
     assert "executions:approve" in admin and "steps:deploy" in admin
     both = rbac.held_permissions([rbac.BUILTIN_ROLES["viewer"], rbac.BUILTIN_ROLES["approver"]])
-    assert both == ["assets:view", "executions:approve", "executions:view"]
+    assert both == ["assets:view", "executions:approve", "executions:view", "jobs:view"]
 
 
 async def test_console_is_served_with_a_strict_content_security_policy(api: Api) -> None:

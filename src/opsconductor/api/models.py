@@ -81,6 +81,9 @@ class Execution(Answer):
     record_only: bool
     #: why staged enablement made it record-only (None: it did not)
     record_only_reason: str | None = None
+    #: the saved job and version this execution is a run of (None: a plain plan)
+    job_name: str | None = None
+    job_version: int | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -92,7 +92,12 @@ async def serve(
             # deployments that run ``opsc worker`` processes separately).
             create_app(
                 db,
-                workers=WorkerOptions(concurrency=workers, retention_s=settings.worker_retention_s)
+                workers=WorkerOptions(
+                    concurrency=workers,
+                    retention_s=settings.worker_retention_s,
+                    schedule_every_s=settings.schedule_tick_s,
+                    schedule_grace_s=settings.schedule_grace_s,
+                )
                 if workers
                 else None,
             ),

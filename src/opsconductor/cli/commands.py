@@ -5,7 +5,19 @@ from __future__ import annotations
 
 import typer
 
-from opsconductor.cli import ROOT, access, executions, host, inventory, secrets, sources, system
+from opsconductor.cli import (
+    ROOT,
+    access,
+    executions,
+    hooks,
+    host,
+    inventory,
+    jobs,
+    schedules,
+    secrets,
+    sources,
+    system,
+)
 from opsconductor.cli import staging as _staging  # noqa: F401  (opsc tenant stage, canary)
 from opsconductor.cli.history import history_app
 from opsconductor.cli.notifications import notifications_app
@@ -25,3 +37,6 @@ app.add_typer(executions.dlq_app, name="dlq")
 app.add_typer(host.files_app, name="files")
 app.add_typer(history_app, name="history")
 app.add_typer(notifications_app, name="notifications")
+app.add_typer(jobs.jobs_app, name="jobs")
+app.add_typer(schedules.schedules_app, name="schedules")
+app.add_typer(hooks.hooks_app, name="hooks")

@@ -73,6 +73,8 @@ def execution(
     )
     if header.rerun_of is not None:
         out.print(f"re-runs the failed targets of {header.rerun_of}", highlight=False)
+    if header.job_name is not None:
+        out.print(escape(f"job {header.job_name} version {header.job_version}"), highlight=False)
     out.print(
         f"actor {header.actor_id} · {header.sla_class}/{header.mode} · "
         f"plan hash {header.plan_hash[:16]}… · created {header.created_at:%Y-%m-%d %H:%M:%S}",

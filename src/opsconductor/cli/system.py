@@ -101,7 +101,12 @@ def worker(
         async with db:
             await migrations.migrate(db)
             # Events a worker writes (status changes, reaps) name the worker's OS user.
-            kept = dataclasses.replace(options, retention_s=settings.worker_retention_s)
+            kept = dataclasses.replace(
+                options,
+                retention_s=settings.worker_retention_s,
+                schedule_every_s=settings.schedule_tick_s,
+                schedule_grace_s=settings.schedule_grace_s,
+            )
             runner = Worker(db, actor_id=f"worker:{unix_user()}", options=kept)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -53,6 +53,9 @@ class NewExecution:
     id: uuid.UUID = field(default_factory=uuid.uuid4)
     #: why staging made it record-only (None: it did not)
     record_only_reason: str | None = None
+    #: the saved job and version it runs (services/jobs.py), None for a plain plan
+    job_name: str | None = None
+    job_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,26 +73,32 @@ async def submit(db: Database, new: NewExecution) -> Submitted:
     INSERT wins, the others wait for it to commit, find it and return it.
     """
     async with db.transaction() as conn:
-        retry_of: uuid.UUID | None = None
-        for _ in range(5):  # each pass either returns or frees the key once
-            row = await _insert(conn, new, retry_of)
-            if row is not None:
-                execution = await _after_insert(conn, new, Execution.from_row(row), retry_of)
-                return Submitted(execution, created=True, retry_of=retry_of)
-            cur = await conn.execute(
-                Q["lock_active_by_key"],
-                {**_key(new), "window_s": DEDUP_WINDOW.total_seconds()},
-            )
-            held = await cur.fetchone()
-            if held is None:
-                continue  # released between our INSERT and SELECT: try the INSERT again
-            execution = Execution.from_row(held)
-            if execution.status in RETRYABLE or held["window_passed"]:
-                await conn.execute(Q["release_key"], {"id": execution.id})
-                retry_of = execution.id if execution.status in RETRYABLE else None
-                continue
-            await append_event(conn, execution, "duplicate_submission", new.actor_id, {})
-            return Submitted(execution, created=False)
+        return await submit_in(conn, new)
+
+
+async def submit_in(conn: Conn, new: NewExecution) -> Submitted:
+    """``submit`` within the caller's transaction: a schedule's fire or a webhook's
+    delivery row commits with its execution, or neither does."""
+    retry_of: uuid.UUID | None = None
+    for _ in range(5):  # each pass either returns or frees the key once
+        row = await _insert(conn, new, retry_of)
+        if row is not None:
+            execution = await _after_insert(conn, new, Execution.from_row(row), retry_of)
+            return Submitted(execution, created=True, retry_of=retry_of)
+        cur = await conn.execute(
+            Q["lock_active_by_key"],
+            {**_key(new), "window_s": DEDUP_WINDOW.total_seconds()},
+        )
+        held = await cur.fetchone()
+        if held is None:
+            continue  # released between our INSERT and SELECT: try the INSERT again
+        execution = Execution.from_row(held)
+        if execution.status in RETRYABLE or held["window_passed"]:
+            await conn.execute(Q["release_key"], {"id": execution.id})
+            retry_of = execution.id if execution.status in RETRYABLE else None
+            continue
+        await append_event(conn, execution, "duplicate_submission", new.actor_id, {})
+        return Submitted(execution, created=False)
     raise StaleStatus(f"idempotency key {new.idempotency_key} kept changing hands; try again")
 
 
@@ -129,6 +138,8 @@ def columns(new: NewExecution) -> dict[str, Any]:
         "record_only": new.record_only,
         "rerun_of": new.rerun_of,
         "record_only_reason": new.record_only_reason,
+        "job_name": new.job_name,
+        "job_version": new.job_version,
     }
 
 
@@ -142,6 +153,8 @@ async def _after_insert(
         payload["rerun_of"] = str(new.rerun_of)
     if new.record_only_reason:
         payload["record_only_reason"] = new.record_only_reason
+    if new.job_name:
+        payload.update(job=new.job_name, job_version=new.job_version)
     await conn.execute(
         Q["insert_event"],
         {

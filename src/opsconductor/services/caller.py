@@ -31,6 +31,9 @@ class AuthMethod(StrEnum):
     #: the shell of the installation, talking to the database directly: whoever can read
     #: the database credentials owns every tenant anyway; named after the OS user
     LOCAL_ADMIN = "local-admin"
+    #: a schedule or an inbound webhook acting for the person who created it, with that
+    #: person's roles as of the moment it fires (a revoked role stops its runs)
+    DELEGATED = "delegated"
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,13 @@ async def local_admin(db: Database, tenant_id: str) -> Caller:
     async with db.transaction() as conn:
         await auth.ensure_local_admin(conn, tenant_id, actor)
     return Caller(tenant_id, actor, (rbac.BUILTIN_ROLES["admin"],), AuthMethod.LOCAL_ADMIN)
+
+
+async def delegated(db: Database, tenant_id: str, actor_id: str) -> Caller:
+    """The creator of a schedule or webhook, with their role bindings as of now."""
+    async with db.connection() as conn:
+        roles = await auth.roles_of(conn, tenant_id, actor_id)
+    return Caller(tenant_id, actor_id, tuple(roles), AuthMethod.DELEGATED)
 
 
 async def from_token(db: Database, token: str) -> Caller:

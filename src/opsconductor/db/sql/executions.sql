@@ -5,12 +5,12 @@
 INSERT INTO execution.executions (
     id, tenant_id, actor_id, idempotency_key, retry_of, plan_name, plan_snapshot, plan_hash,
     status, mode, sla_class, approval_level, priority, estimated_duration_s, trace_id,
-    record_only, rerun_of, record_only_reason)
+    record_only, rerun_of, record_only_reason, job_name, job_version)
 VALUES (
     %(id)s, %(tenant_id)s, %(actor_id)s, %(idempotency_key)s, %(retry_of)s, %(plan_name)s,
     %(plan_snapshot)s, %(plan_hash)s, %(status)s, %(mode)s, %(sla_class)s, %(approval_level)s,
     %(priority)s, %(estimated_duration_s)s, %(trace_id)s, %(record_only)s, %(rerun_of)s,
-    %(record_only_reason)s)
+    %(record_only_reason)s, %(job_name)s, %(job_version)s)
 ON CONFLICT (tenant_id, idempotency_key) WHERE NOT key_released DO NOTHING
 RETURNING *
 

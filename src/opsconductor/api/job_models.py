@@ -1,0 +1,188 @@
+"""Shapes of the API's answers and bodies for jobs, schedules and inbound webhooks (light:
+the CLI renders them too)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from opsconductor.api.inputs import CleanInput
+from opsconductor.hooks import Hook
+from opsconductor.jobs import Job, JobVersion
+from opsconductor.schedule import Schedule
+
+
+class JobVersionOut(BaseModel):
+    job_name: str
+    version: int
+    plan_name: str
+    content_hash: str
+    #: the declared parameters, as written in the plan
+    params: dict[str, Any]
+    plan: dict[str, Any]
+    created_by: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, found: JobVersion) -> JobVersionOut:
+        return cls(
+            job_name=found.job_name,
+            version=found.version,
+            plan_name=found.plan_name,
+            content_hash=found.content_hash,
+            params=found.params,
+            plan=found.plan,
+            created_by=found.created_by,
+            created_at=found.created_at,
+        )
+
+
+class JobOut(BaseModel):
+    name: str
+    latest_version: int
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    plan_name: str = ""
+    schedules: int = 0
+
+    @classmethod
+    def of(cls, job: Job, plan_name: str = "", schedules: int = 0) -> JobOut:
+        return cls(
+            name=job.name,
+            latest_version=job.latest_version,
+            created_by=job.created_by,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            plan_name=plan_name,
+            schedules=schedules,
+        )
+
+
+class JobDetail(JobOut):
+    version: JobVersionOut
+
+
+class Saved(BaseModel):
+    created: bool
+    version: JobVersionOut
+
+
+class RunIn(CleanInput):
+    params: dict[str, Any] = Field(default_factory=dict)
+    #: a version to run (default: the latest)
+    version: int | None = Field(default=None, ge=1)
+
+
+class ScheduleIn(CleanInput):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    job: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    #: 5 fields, or 6 with seconds last
+    cron: str = Field(min_length=9, max_length=200)
+    timezone: str = Field(default="UTC", min_length=1, max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict)
+    #: after a downtime: fire nothing for the missed slots, or one run for all of them
+    missed: Literal["skip", "run_once"] = "skip"
+
+
+class ScheduleOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    job: str
+    cron: str
+    timezone: str
+    params: dict[str, Any]
+    missed: str
+    paused: bool
+    next_fire_at: datetime
+    #: the next fire times (none while paused)
+    upcoming: list[datetime]
+    created_by: str
+    last_slot: datetime | None = None
+    last_execution_id: uuid.UUID | None = None
+    last_error: str | None = None
+
+    @classmethod
+    def of(cls, found: Schedule, upcoming: list[datetime]) -> ScheduleOut:
+        return cls(
+            id=found.id,
+            name=found.name,
+            job=found.job_name,
+            cron=found.cron,
+            timezone=found.timezone,
+            params=found.params,
+            missed=found.missed.value,
+            paused=found.paused,
+            next_fire_at=found.next_fire_at,
+            upcoming=upcoming,
+            created_by=found.created_by,
+            last_slot=found.last_slot,
+            last_execution_id=found.last_execution_id,
+            last_error=found.last_error,
+        )
+
+
+class FireOut(BaseModel):
+    slot: datetime
+    catch_up: bool
+    execution_id: uuid.UUID | None
+    error: str | None
+    fired_at: datetime
+    fired_by: str | None
+
+
+class HookIn(CleanInput):
+    #: param name -> JSON pointer ("/release/tag") or dotted path ("release.tag")
+    mapping: dict[str, str] = Field(default_factory=dict)
+    #: fixed param values (mapped ones override them)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class HookOut(BaseModel):
+    id: str
+    job: str
+    #: where senders POST (under the API's prefix)
+    path: str
+    mapping: dict[str, str]
+    params: dict[str, Any]
+    created_by: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, hook: Hook) -> HookOut:
+        return cls(
+            id=hook.id,
+            job=hook.job_name,
+            path=f"/api/v1/hooks/{hook.id}",
+            mapping=hook.mapping,
+            params=hook.params,
+            created_by=hook.created_by,
+            created_at=hook.created_at,
+        )
+
+
+class HookCreated(HookOut):
+    #: the signing secret: shown this once (sealed in the secret store afterwards)
+    secret: str
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    accepted: bool
+    status_code: int
+    reason: str | None
+    signature: str | None
+    delivery_id: str | None
+    body_sha256: str | None
+    execution_id: uuid.UUID | None
+    received_at: datetime
+
+
+class HookAccepted(BaseModel):
+    execution_id: uuid.UUID
+    status: str
+    job: str
+    job_version: int | None

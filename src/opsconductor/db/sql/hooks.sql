@@ -1,0 +1,46 @@
+-- Inbound webhooks of jobs and their deliveries (services/hooks.py).
+
+-- name: insert_hook
+INSERT INTO execution.job_hooks
+    (id, tenant_id, job_name, secret_path, mapping, params, created_by)
+VALUES (%(id)s, %(tenant_id)s, %(job_name)s, %(secret_path)s, %(mapping)s, %(params)s,
+        %(actor_id)s)
+RETURNING *
+
+-- name: get_hook
+SELECT * FROM execution.job_hooks WHERE id = %(id)s
+
+-- name: list_hooks
+SELECT * FROM execution.job_hooks
+WHERE tenant_id = %(tenant_id)s AND (%(job_name)s::text IS NULL OR job_name = %(job_name)s)
+ORDER BY created_at
+
+-- name: delete_hook
+DELETE FROM execution.job_hooks WHERE tenant_id = %(tenant_id)s AND id = %(id)s
+RETURNING secret_path
+
+-- name: seen
+-- An accepted delivery with this signature, or this delivery id: a replay.
+SELECT 1 FROM execution.hook_deliveries
+WHERE hook_id = %(hook_id)s AND accepted
+  AND (signature = %(signature)s OR delivery_id = %(delivery_id)s)
+LIMIT 1
+
+-- name: insert_delivery
+-- An accepted one conflicts with an earlier accepted one of the same signature or
+-- delivery id (the partial unique indexes): nothing is inserted, it is a replay.
+INSERT INTO execution.hook_deliveries
+    (hook_id, tenant_id, accepted, status_code, reason, signature, delivery_id, body_sha256,
+     execution_id)
+VALUES (%(hook_id)s, %(tenant_id)s, %(accepted)s, %(status_code)s, %(reason)s, %(signature)s,
+        %(delivery_id)s, %(body_sha256)s, %(execution_id)s)
+ON CONFLICT DO NOTHING
+RETURNING id
+
+-- name: set_delivery_execution
+UPDATE execution.hook_deliveries SET execution_id = %(execution_id)s WHERE id = %(id)s
+
+-- name: deliveries
+SELECT * FROM execution.hook_deliveries
+WHERE tenant_id = %(tenant_id)s AND hook_id = %(hook_id)s
+ORDER BY id DESC LIMIT %(limit)s

@@ -1,0 +1,231 @@
+"""Inbound webhook use cases: create (the secret is shown once), list, remove, read the
+deliveries; and ``deliver``, the unauthenticated entry point a signature authenticates.
+
+Every delivery to a known hook is recorded, accepted or refused, with the reason: never
+the body (its SHA-256 only) nor the secret. An accepted delivery's row and its execution
+are stored in one transaction, and the row's unique indexes (signature, delivery id) make
+a replay, however concurrent, a 409 that starts nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from opsconductor import hooks, jobs
+from opsconductor.db import executions
+from opsconductor.db import hooks as rows
+from opsconductor.db.connection import Database
+from opsconductor.errors import (
+    BadInput,
+    Conflict,
+    DatabaseError,
+    NotFound,
+    OpsError,
+    PermissionDenied,
+    PlanError,
+    TargetResolutionError,
+    Unauthenticated,
+)
+from opsconductor.hooks import Delivery, Hook
+from opsconductor.records import Execution
+from opsconductor.services import jobs as job_service
+from opsconductor.services.caller import Caller, delegated
+
+#: Where a hook's signing secret is sealed in the tenant's secret store.
+SECRET_PREFIX = "hooks/"
+
+
+@dataclass(frozen=True)
+class Created:
+    hook: Hook
+    #: the signing secret: shown this once, then only sealed in the secret store
+    secret: str
+
+
+async def create(
+    db: Database,
+    who: Caller,
+    home: Path,
+    job_name: str,
+    *,
+    mapping: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+) -> Created:
+    """A hook that runs ``job_name`` as the caller (roles read at each delivery)."""
+    from opsconductor import secret_store
+    from opsconductor.plan import parse_plan
+
+    who.require("jobs", "save")
+    who.require("jobs", "run")
+    checked = hooks.check_mapping(mapping or {})
+    fixed = dict(params or {})
+    _, latest = await job_service.show(db, who, job_name)
+    declared = parse_plan(latest.plan).params
+    for name in [*checked, *fixed]:
+        if name not in declared:
+            raise BadInput(f"mapping.{name}: job {job_name!r} declares no such parameter")
+    hook_id = secrets.token_urlsafe(18)
+    secret = secrets.token_urlsafe(32)
+    path = SECRET_PREFIX + hook_id
+    await secret_store.put(db, home, who.tenant_id, path, secret, who.actor_id)
+    async with db.transaction() as conn:
+        hook = await rows.insert(
+            conn, hook_id, who.tenant_id, job_name, path, checked, fixed, who.actor_id
+        )
+    return Created(hook, secret)
+
+
+async def list_hooks(db: Database, who: Caller, job_name: str | None = None) -> list[Hook]:
+    who.require("jobs", "view")
+    if job_name is not None:
+        jobs.check_name(job_name)
+    async with db.connection() as conn:
+        return await rows.list_all(conn, who.tenant_id, job_name)
+
+
+async def remove(db: Database, who: Caller, hook_id: str) -> None:
+    from opsconductor import secret_store
+
+    who.require("jobs", "save")
+    async with db.transaction() as conn:
+        path = await rows.delete(conn, who.tenant_id, hook_id)
+    if path is None:
+        raise NotFound(f"webhook {hook_id!r} not found")
+    await secret_store.delete(db, who.tenant_id, path)
+
+
+async def deliveries(db: Database, who: Caller, hook_id: str, limit: int = 50) -> list[Delivery]:
+    who.require("jobs", "view")
+    async with db.connection() as conn:
+        return await rows.deliveries(conn, who.tenant_id, hook_id, min(max(limit, 1), 500))
+
+
+# --- delivery ---------------------------------------------------------------------------
+
+
+def status_of(exc: OpsError) -> int:
+    """The HTTP status a refusal is answered (and recorded) with."""
+    for kind, status in (
+        (Unauthenticated, 401),
+        (PermissionDenied, 403),
+        (NotFound, 404),
+        (Conflict, 409),
+        (PlanError, 422),
+        (TargetResolutionError, 422),
+        (BadInput, 400),
+    ):
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def _reason(exc: OpsError) -> str:
+    # A parameter's refusal may quote the value it got from the body: not recorded.
+    return re.sub(r"\(got .*\)", "(value not recorded)", str(exc))[:500]
+
+
+@dataclass(frozen=True)
+class Request:
+    hook_id: str
+    body: bytes
+    timestamp: str | None
+    signature: str | None
+    delivery_id: str | None
+
+
+async def deliver(db: Database, home: Path, request: Request, *, window_s: float) -> Execution:
+    """Check and run one delivery; raises (after recording it) when it is refused."""
+    async with db.connection() as conn:
+        hook = await rows.get(conn, request.hook_id)
+    if hook is None:
+        # No tenant to record it for: whoever guesses ids must not fill a table.
+        raise NotFound(f"webhook {request.hook_id!r} not found")
+    body_sha = hashlib.sha256(request.body).hexdigest()
+    seen = {"signature": hooks.signature_digest(request.signature), "body_sha256": body_sha}
+    try:
+        return await _deliver(db, home, hook, request, window_s, seen)
+    except DatabaseError:
+        raise
+    except OpsError as exc:
+        async with db.connection() as conn:
+            await rows.record(
+                conn,
+                rows.NewDelivery(
+                    hook.id,
+                    hook.tenant_id,
+                    accepted=False,
+                    status_code=status_of(exc),
+                    reason=_reason(exc),
+                    signature=seen["signature"],
+                    delivery_id=(request.delivery_id or "")[:200] or None,
+                    body_sha256=body_sha,
+                ),
+            )
+        raise
+
+
+async def _deliver(
+    db: Database,
+    home: Path,
+    hook: Hook,
+    request: Request,
+    window_s: float,
+    seen: dict[str, str | None],
+) -> Execution:
+    from opsconductor import safe_parse
+    from opsconductor.secret_store import StoreBackend
+
+    if len(request.body) > hooks.MAX_BODY:
+        raise BadInput(f"body: {len(request.body)} bytes; a webhook takes {hooks.MAX_BODY}")
+    secret = await StoreBackend(db, home).fetch(hook.tenant_id, hook.secret_path)
+    if secret is None:
+        raise Unauthenticated("this webhook's signing secret is gone; create the hook again")
+    verdict = hooks.verify(
+        secret,
+        request.timestamp,
+        request.signature,
+        request.body,
+        now=time.time(),
+        window_s=window_s,
+    )
+    if verdict.refusal is not None:
+        raise Unauthenticated(verdict.refusal)
+    assert verdict.digest is not None
+    delivery_id = hooks.check_delivery_id(request.delivery_id)
+    async with db.connection() as conn:
+        if await rows.seen(conn, hook.id, verdict.digest, delivery_id):
+            raise Conflict("replay: this signature or delivery id was accepted before")
+    try:
+        text = request.body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput("body: not valid UTF-8") from None
+    body = safe_parse.load_json(text, "body") if text.strip() else {}
+    params = {**hook.params, **hooks.extract(body, hook.mapping)}
+    who = await delegated(db, hook.tenant_id, hook.created_by)
+    new = await job_service.prepare_run(
+        db, who, hook.job_name, params, idempotency_key=f"hook:{hook.id}:{verdict.digest}"
+    )
+    async with db.transaction() as conn:
+        accepted = await rows.record(
+            conn,
+            rows.NewDelivery(
+                hook.id,
+                hook.tenant_id,
+                accepted=True,
+                status_code=202,
+                signature=verdict.digest,
+                delivery_id=delivery_id,
+                body_sha256=seen["body_sha256"],
+            ),
+        )
+        if accepted is None:  # a concurrent twin was accepted first
+            raise Conflict("replay: this signature or delivery id was accepted before")
+        done = await executions.submit_in(conn, new)
+        await rows.set_execution(conn, accepted, done.execution.id)
+    return done.execution

@@ -1,0 +1,104 @@
+"""Inbound webhooks take no token: the HMAC signature is the only proof of the sender.
+Forged, stale, replayed and oversized deliveries are refused (401/409/400), start nothing
+and are recorded with their reason; the signing secret is stored sealed only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from opsconductor import hooks
+from tests.api import conftest as api_fixtures
+from tests.api.support import Api
+from tests.api.test_api_hooks import JOBS, PAYLOAD, make_hook, signed
+
+api = api_fixtures.api  # the API fixture of tests/api, here too
+
+
+async def _runs(api: Api) -> int:
+    async with api.db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM execution.executions WHERE job_name = 'release'"
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+async def _deliveries(api: Api, headers: dict[str, str], hook_id: str) -> list[dict[str, object]]:
+    got = await api.client.get(f"{JOBS}/release/hooks/{hook_id}/deliveries", headers=headers)
+    found: list[dict[str, object]] = got.json()
+    return found
+
+
+async def test_forged_and_stale_deliveries_are_refused_and_recorded(api: Api) -> None:
+    headers, hook = await make_hook(api)
+    url, secret = hook["path"], hook["secret"]
+    unsigned = await api.client.post(url, json=PAYLOAD)
+    assert unsigned.status_code == 401
+    forged = await api.client.post(url, **signed("not-the-secret", PAYLOAD))
+    assert forged.status_code == 401 and "bad signature" in forged.text
+    # A genuine signature over another body: the body was tampered with.
+    genuine = signed(secret, PAYLOAD)
+    tampered = json.dumps({**PAYLOAD, "release": {"tag": "evil"}}).encode()
+    changed = await api.client.post(url, content=tampered, headers=genuine["headers"])
+    assert changed.status_code == 401 and "bad signature" in changed.text
+    stale = await api.client.post(url, **signed(secret, PAYLOAD, at=time.time() - 301))
+    assert stale.status_code == 401 and "stale timestamp" in stale.text
+    future = await api.client.post(url, **signed(secret, PAYLOAD, at=time.time() + 301))
+    assert future.status_code == 401 and "stale timestamp" in future.text
+    mangled = signed(secret, PAYLOAD)
+    mangled["headers"][hooks.SIGNATURE_HEADER] = "md5=abc"
+    assert (await api.client.post(url, **mangled)).status_code == 401
+    assert await _runs(api) == 0
+    log = await _deliveries(api, headers, hook["id"])
+    assert [d["status_code"] for d in log] == [401] * 6
+    assert not any(d["accepted"] for d in log)
+    reasons = [str(d["reason"]) for d in log]
+    assert sum("bad signature" in r for r in reasons) == 2
+    assert sum("stale timestamp" in r for r in reasons) == 2
+    unknown = await api.client.post("/api/v1/hooks/AAAAAAAAAAAAAAAAAAAAAAAA", **genuine)
+    assert unknown.status_code == 404
+
+
+async def test_a_replay_is_refused_even_when_concurrent(api: Api) -> None:
+    headers, hook = await make_hook(api)
+    url, secret = hook["path"], hook["secret"]
+    first = signed(secret, PAYLOAD, **{hooks.DELIVERY_HEADER: "gh-1"})
+    assert (await api.client.post(url, **first)).status_code == 202
+    again = await api.client.post(url, **first)
+    assert again.status_code == 409 and "replay" in again.text
+    # The same delivery id under a fresh signature (a new timestamp) is a replay too.
+    later = signed(secret, PAYLOAD, at=time.time() + 2, **{hooks.DELIVERY_HEADER: "gh-1"})
+    assert (await api.client.post(url, **later)).status_code == 409
+    # Ten identical requests at once: one starts the job.
+    burst = signed(secret, {**PAYLOAD, "n": 2})
+    answers = await asyncio.gather(*(api.client.post(url, **burst) for _ in range(10)))
+    assert sorted(a.status_code for a in answers) == [202] + [409] * 9
+    assert await _runs(api) == 2
+    log = await _deliveries(api, headers, hook["id"])
+    assert sum(1 for d in log if d["accepted"]) == 2
+    assert sum(1 for d in log if d["status_code"] == 409) == 11
+
+
+async def test_body_size_is_bounded(api: Api) -> None:
+    _, hook = await make_hook(api)
+    huge = {"release": {"tag": "v1"}, "pad": "x" * (hooks.MAX_BODY + 10)}
+    refused = await api.client.post(hook["path"], **signed(hook["secret"], huge))
+    assert refused.status_code in (400, 413)
+    assert await _runs(api) == 0
+
+
+async def test_the_secret_is_stored_sealed_and_never_shown_again(api: Api) -> None:
+    headers, hook = await make_hook(api)
+    secret = hook["secret"]
+    await api.client.post(hook["path"], **signed(secret, PAYLOAD))
+    await api.client.post(hook["path"], **signed("wrong", PAYLOAD))
+    async with api.db.connection() as conn:
+        for table in ("job_hooks", "hook_deliveries", "secrets", "executions", "execution_events"):
+            cur = await conn.execute(f"SELECT t::text AS row FROM execution.{table} t")
+            for row in await cur.fetchall():
+                assert secret not in row["row"], table
+    for path in (f"{JOBS}/release/hooks", f"{JOBS}/release/hooks/{hook['id']}/deliveries"):
+        assert secret not in (await api.client.get(path, headers=headers)).text
