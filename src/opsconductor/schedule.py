@@ -21,8 +21,6 @@ from enum import StrEnum
 from typing import Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
 from opsconductor.errors import BadInput
 from opsconductor.records import parse as parse_enum
 
@@ -56,6 +54,8 @@ def parse(expression: str, timezone: str = "UTC") -> Cron:
             f"cron: {expression!r} has {len(fields)} fields; give 5 (minute hour day month "
             "weekday) or 6 (the sixth is seconds)"
         )
+    from croniter import croniter  # on first use: opsc --help need not load it
+
     if not croniter.is_valid(" ".join(fields)):
         raise BadInput(f"cron: {expression!r} is not a valid cron expression")
     try:
@@ -75,12 +75,16 @@ def _utc(at: datetime) -> datetime:
 
 def next_after(cron: Cron, after: datetime) -> datetime:
     """The first slot strictly after ``after``."""
+    from croniter import croniter
+
     found: datetime = croniter(cron.expression, after.astimezone(cron.zone)).get_next(datetime)
     return _utc(found)
 
 
 def _last_before(cron: Cron, before: datetime) -> datetime:
     """The last slot strictly before ``before``."""
+    from croniter import croniter
+
     found: datetime = croniter(cron.expression, before.astimezone(cron.zone)).get_prev(datetime)
     return _utc(found)
 

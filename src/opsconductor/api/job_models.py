@@ -7,15 +7,16 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from opsconductor.api.inputs import CleanInput
+from opsconductor.api.models import Answer
 from opsconductor.hooks import Hook
 from opsconductor.jobs import Job, JobVersion
 from opsconductor.schedule import Schedule
 
 
-class JobVersionOut(BaseModel):
+class JobVersionOut(Answer):
     job_name: str
     version: int
     plan_name: str
@@ -40,7 +41,7 @@ class JobVersionOut(BaseModel):
         )
 
 
-class JobOut(BaseModel):
+class JobOut(Answer):
     name: str
     latest_version: int
     created_by: str
@@ -66,7 +67,7 @@ class JobDetail(JobOut):
     version: JobVersionOut
 
 
-class Saved(BaseModel):
+class Saved(Answer):
     created: bool
     version: JobVersionOut
 
@@ -88,7 +89,7 @@ class ScheduleIn(CleanInput):
     missed: Literal["skip", "run_once"] = "skip"
 
 
-class ScheduleOut(BaseModel):
+class ScheduleOut(Answer):
     id: uuid.UUID
     name: str
     job: str
@@ -125,7 +126,7 @@ class ScheduleOut(BaseModel):
         )
 
 
-class FireOut(BaseModel):
+class FireOut(Answer):
     slot: datetime
     catch_up: bool
     execution_id: uuid.UUID | None
@@ -141,7 +142,7 @@ class HookIn(CleanInput):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class HookOut(BaseModel):
+class HookOut(Answer):
     id: str
     job: str
     #: where senders POST (under the API's prefix)
@@ -169,7 +170,7 @@ class HookCreated(HookOut):
     secret: str
 
 
-class DeliveryOut(BaseModel):
+class DeliveryOut(Answer):
     id: int
     accepted: bool
     status_code: int
@@ -181,7 +182,7 @@ class DeliveryOut(BaseModel):
     received_at: datetime
 
 
-class HookAccepted(BaseModel):
+class HookAccepted(Answer):
     execution_id: uuid.UUID
     status: str
     job: str
