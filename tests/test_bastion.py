@@ -12,11 +12,13 @@ import getpass
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
@@ -31,7 +33,9 @@ from opsconductor.inventory import Asset
 from opsconductor.plan import CommandStep, parse_plan
 from opsconductor.status_machine import Status
 from tests.helpers import run_plan
+from tests.security.local_support import needs_sandbox
 from tests.sshlab import SSHD, Keys
+from tests.test_ansible_step import needs_ansible
 
 
 def _ip(*args: str) -> None:
@@ -291,3 +295,65 @@ async def test_the_tenants_ssh_config_names_host_port_user_key_and_proxyjump(
     assert outcome.output is not None
     assert outcome.output.split()[2:] == ["127.0.0.1", str(site.target_port)]
     assert "StrictHostKeyChecking is not supported; ignored" in caplog.text
+
+
+BEHIND_THE_BASTION = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: write where the connection came from
+      shell: echo "$SSH_CONNECTION" > {{ out }}/{{ inventory_hostname }}.txt
+"""
+
+
+def _ansible_plan(book: str, out: Path) -> dict[str, Any]:
+    return {
+        "name": "ansible-through-the-bastion",
+        "steps": [{"name": "configure", "type": "ansible", "targets": {"assets": ["inner"]},
+                   "playbook": book, "extra_vars": {"out": str(out)}}],
+    }  # fmt: skip
+
+
+@needs_sandbox
+@needs_ansible
+async def test_an_ansible_step_reaches_a_target_only_the_bastion_can_reach(
+    db: Database, site: Site, tmp_path: Path
+) -> None:
+    tenant = "bastion-ansible"
+    await _inventory(db, site, tenant)
+    # From the worker's namespace the target's port is closed: only the bastion reaches it.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", site.target_port), timeout=5).close()
+    root = load_settings().files_root / tenant
+    (root / "site").mkdir(parents=True, exist_ok=True)
+    (root / "site" / "where.yml").write_text(BEHIND_THE_BASTION)
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o777)
+
+    status, rows, _ = await run_plan(db, _ansible_plan("site/where.yml", out), tenant=tenant)
+    assert status is Status.COMPLETED, [(r.status, r.error, r.output) for r in rows]
+    assert "changed: [inner] write where the connection came from" in rows[0].output
+    # Written on the target, by a connection from the bastion's own loopback to its port.
+    client, _, server, port = (out / "inner.txt").read_text().split()
+    assert (client, server, port) == ("127.0.0.1", "127.0.0.1", str(site.target_port))
+
+
+@needs_sandbox
+@needs_ansible
+async def test_an_ansible_target_behind_an_untrusted_bastion_fails_before_any_playbook(
+    db: Database, site: Site, tmp_path: Path
+) -> None:
+    tenant = "bastion-ansible-untrusted"
+    await _inventory(db, site, tenant, trust_bastion=False)
+    root = load_settings().files_root / tenant
+    (root / "site").mkdir(parents=True, exist_ok=True)
+    (root / "site" / "where.yml").write_text(BEHIND_THE_BASTION)
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o777)
+    status, rows, _ = await run_plan(db, _ansible_plan("site/where.yml", out), tenant=tenant)
+    assert status is Status.FAILED
+    assert "bastion:" in str(rows[0].error)
+    assert "not in this tenant's known_hosts" in str(rows[0].error)
+    assert not (out / "inner.txt").exists()

@@ -11,6 +11,9 @@ other address. It sees ``/usr``, ``/etc``, the Python it runs on, a copy of the 
 playbook files (``playbook_files.stage``) and what we hand it, read-only, from memory
 (never from disk): the inventory, the extra-vars file, the private keys and a
 ``known_hosts`` built from the tenant's trusted keys (``StrictHostKeyChecking yes``).
+A target behind a bastion is forwarded through the worker's own SSH connection to that
+bastion (a ``direct-tcpip`` channel, ``Dial``): the controller still sees one Unix socket,
+and its ssh checks the target's host key end to end.
 Cancellation and timeouts stop it as a group (``local.run_process``); the sandbox's PID
 namespace takes every process it started with it (SSH control masters included).
 """
@@ -22,18 +25,23 @@ import contextlib
 import functools
 import importlib.util
 import json
+import logging
 import os
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import asyncssh
 
 from opsconductor.connectors import local
 from opsconductor.connectors.outcome import StepInputError
 from opsconductor.connectors.sandbox import DATA_DIR, Sandbox
 from opsconductor.output import OutputSink
+
+log = logging.getLogger(__name__)
 
 #: inside the sandbox
 HERE = f"{DATA_DIR}/ansible"
@@ -79,6 +87,28 @@ class Host:
     variables: Mapping[str, Any]
 
 
+class ByteReader(Protocol):
+    """An asyncio stream's or an asyncssh channel's reading end."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+class ByteWriter(Protocol):
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+    def can_write_eof(self) -> bool: ...
+    def write_eof(self) -> None: ...
+    def close(self) -> None: ...
+
+
+#: Opens the worker's stream to a host's SSH port (raises OSError when it cannot).
+Dial = Callable[[Host], Awaitable[tuple[ByteReader, ByteWriter]]]
+
+
+async def dial_direct(host: Host) -> tuple[ByteReader, ByteWriter]:
+    return await asyncio.open_connection(host.address, host.port)
+
+
 def available() -> str | None:
     """None if ansible-core can run here, else why not."""
     if importlib.util.find_spec("ansible") is None or not _playbook_program().exists():
@@ -105,7 +135,21 @@ def _python_binds() -> list[tuple[str, str]]:
     return [(p, p) for p in found]
 
 
-def host_vars(host: Host, index: int) -> dict[str, Any]:
+def ssh_names(hosts: Sequence[Host]) -> list[str]:
+    """The name each host's ssh connects to (``%h``): its address, unless another host of
+    the step has the same address and port (two sites behind two bastions may both use
+    10.0.0.5): then an alias of its own, so each reaches its own socket and its own
+    known_hosts lines."""
+    seen: set[tuple[str, int]] = set()
+    names = []
+    for index, host in enumerate(hosts):
+        key = (host.address, host.port)
+        names.append(host.address if key not in seen else f"opsc-target-{index}")
+        seen.add(key)
+    return names
+
+
+def host_vars(host: Host, index: int, ssh_name: str | None = None) -> dict[str, Any]:
     """A host's inventory variables: where it is and who logs in (a playbook may change
     these for its own hosts: it still reaches only the targets' sockets)."""
     own = {k: v for k, v in host.variables.items() if not k.startswith(_OURS) or k in _ALLOWED}
@@ -113,7 +157,7 @@ def host_vars(host: Host, index: int) -> dict[str, Any]:
         "ansible_remote_tmp": "~/.ansible/tmp",  # the targets' default (see environment())
         **own,
         "ansible_connection": "ssh",
-        "ansible_host": host.address,
+        "ansible_host": ssh_name or host.address,
         "ansible_port": host.port,
         "ansible_user": host.user,
         "ansible_ssh_private_key_file": f"{HERE}/keys/{index}",
@@ -146,28 +190,34 @@ def connection_vars() -> dict[str, Any]:
 
 
 def socket_map(hosts: Sequence[Host]) -> dict[str, str]:
-    """``address:port`` -> the Unix socket (inside the sandbox) forwarded there."""
-    return {f"{h.address}:{h.port}": f"{SOCKETS}/{i}.sock" for i, h in enumerate(hosts)}
+    """``name:port`` (as ssh is asked) -> the Unix socket (inside the sandbox) forwarded
+    to that host."""
+    names = ssh_names(hosts)
+    return {f"{names[i]}:{h.port}": f"{SOCKETS}/{i}.sock" for i, h in enumerate(hosts)}
 
 
 def inventory(hosts: Sequence[Host]) -> dict[str, Any]:
-    return {"all": {"hosts": {h.name: host_vars(h, i) for i, h in enumerate(hosts)}}}
+    names = ssh_names(hosts)
+    return {"all": {"hosts": {h.name: host_vars(h, i, names[i]) for i, h in enumerate(hosts)}}}
 
 
 def known_hosts(hosts: Sequence[Host]) -> str:
+    """The tenant's trusted keys of each host, under the name ssh is asked for (behind a
+    bastion that is the address as the bastion sees it, or the host's alias)."""
     lines = []
-    for host in hosts:
-        name = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+    for host, alias in zip(hosts, ssh_names(hosts), strict=True):
+        name = alias if host.port == 22 else f"[{alias}]:{host.port}"
         lines += [f"{name} {key}\n" for key in host.known_keys]
     return "".join(lines)
 
 
 class Forwarder:
     """One Unix socket per host in ``folder``; a connection to it is piped to that host's
-    address and port, and nowhere else."""
+    address and port, and nowhere else (directly, or through its bastion: ``dial``)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, dial: Dial = dial_direct) -> None:
         self.folder = folder
+        self.dial = dial
         self._servers: list[asyncio.AbstractServer] = []
         self._pipes: set[asyncio.Task[None]] = set()
 
@@ -187,10 +237,10 @@ class Forwarder:
         assert task is not None
         self._pipes.add(task)
         try:
-            up_r, up_w = await asyncio.wait_for(
-                asyncio.open_connection(host.address, host.port), CONNECT_TIMEOUT_S
-            )
-        except (OSError, TimeoutError):
+            up_r, up_w = await asyncio.wait_for(self.dial(host), CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            # the controller's ssh reports the host unreachable; the worker's log says why
+            log.warning("ansible: cannot forward to %s: %s", host.name, exc or type(exc).__name__)
             writer.close()
             self._pipes.discard(task)
             return
@@ -212,8 +262,8 @@ class Forwarder:
         self._servers.clear()
 
 
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
+async def _copy(reader: ByteReader, writer: ByteWriter) -> None:
+    with contextlib.suppress(OSError, asyncssh.Error):
         while data := await reader.read(65_536):
             writer.write(data)
             await writer.drain()
@@ -256,6 +306,7 @@ async def run_playbook(
     timeout_s: float,
     cancel: asyncio.Event | None,
     on_output: OutputSink,
+    dial: Dial = dial_direct,
 ) -> local.CommandResult:
     """Run the staged ``project``'s ``playbook`` (relative path) on ``hosts``; every line
     it prints goes to ``on_output``. ``sockets``: a folder of ours for the forwarder."""
@@ -286,7 +337,7 @@ async def run_playbook(
         argv += ["--become", "--become-method", "sudo", "--become-user", become_user]
     argv.append(f"{PROJECT}/{playbook}")
     binds = [*_python_binds(), (str(project), PROJECT), (str(sockets), SOCKETS)]
-    forwarder = Forwarder(sockets)
+    forwarder = Forwarder(sockets, dial)
     try:
         await forwarder.open(hosts)
         return await local.run_sandboxed(

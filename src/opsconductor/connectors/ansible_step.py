@@ -1,6 +1,6 @@
 """An ``ansible`` step on all its targets at once: each target's SSH reach resolved like an
-SSH step's (address, login, credential, the tenant's trusted host keys, checked by
-connecting once), the approved playbook files staged, one sandboxed ``ansible-playbook``
+SSH step's (address, login, credential, bastions, the tenant's trusted host keys, checked
+by connecting once), the approved playbook files staged, one sandboxed ``ansible-playbook``
 run (``ansible_run.py``), and one ``Outcome`` per target from its host's results
 (``ansible_events.py``). Record-only mode stops after the preparation.
 """
@@ -17,6 +17,8 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import asyncssh
 
 from opsconductor import ansible_events, playbook_files
 from opsconductor.connectors import ansible_run, sandbox, ssh, tenant_files
@@ -49,23 +51,20 @@ def extra_vars(
     return {**plain_params, **rendered}
 
 
-async def _host(session: Connectors, asset: Asset, where: str) -> ansible_run.Host:
+async def _host(
+    session: Connectors, asset: Asset, where: str
+) -> tuple[ansible_run.Host, ssh.SshTarget]:
     target = await session.ssh_target(asset)
-    if target.jump is not None:
-        raise StepInputError(
-            f"{where}: {asset.asset_id} is reached through a bastion, which ansible steps do "
-            "not support yet"
-        )
     secret = await session.ssh.credential(target)
     if secret is None or not secret.lstrip().startswith("-----BEGIN"):
         raise StepInputError(
             f"{where}: {asset.asset_id} needs a private key as its credential (credential_ref): "
             "the controller logs in with ssh, without the worker's own keys or a password"
         )
-    if not session.record_only:  # checked (and learned under accept-new) as any SSH step
-        await session.ssh.connection(target)
+    if not session.record_only:  # checked (and learned under accept-new) as any SSH step,
+        await session.ssh.connection(target)  # bastions first, each checked alike
     keys = await session.ssh.known_hosts.keys(target.host, target.port)
-    return ansible_run.Host(
+    host = ansible_run.Host(
         name=asset.asset_id,
         address=target.host,
         port=target.port,
@@ -74,6 +73,28 @@ async def _host(session: Connectors, asset: Asset, where: str) -> ansible_run.Ho
         known_keys=tuple(keys),
         variables=dict(asset.vars),
     )
+    return host, target
+
+
+def _dialer(session: Connectors, targets: Mapping[str, ssh.SshTarget]) -> ansible_run.Dial:
+    """The forwarder's way to each host: a direct TCP connection, or a ``direct-tcpip``
+    channel over the pool's connection to its bastion (whose host key the pool checked;
+    a bastion behind a bastion is reached the same way, hop by hop)."""
+
+    async def dial(
+        host: ansible_run.Host,
+    ) -> tuple[ansible_run.ByteReader, ansible_run.ByteWriter]:
+        target = targets[host.name]
+        if target.jump is None:
+            return await ansible_run.dial_direct(host)
+        try:
+            bastion = await session.ssh.connection(target.jump)
+            reader, writer = await bastion.open_connection(target.host, target.port)
+        except (ssh.SshError, asyncssh.Error) as exc:
+            raise ConnectionError(f"{target.where}: {exc}") from None
+        return reader, writer
+
+    return dial
 
 
 def _readable(folder: Path) -> None:
@@ -117,9 +138,11 @@ async def run(
         return {a.asset_id: Outcome("failed", error=str(exc)) for a in assets}
     outcomes: dict[str, Outcome] = {}
     hosts: list[ansible_run.Host] = []
+    targets: dict[str, ssh.SshTarget] = {}
     for asset in assets:
         try:
-            hosts.append(await _host(session, asset, where))
+            host, targets[asset.asset_id] = await _host(session, asset, where)
+            hosts.append(host)
         except (StepInputError, ssh.SshError) as exc:
             outcomes[asset.asset_id] = Outcome("failed", error=str(exc))
     if not hosts:
@@ -128,8 +151,9 @@ async def run(
     if session.record_only:
         skipped = Outcome("skipped", output=cap_text(f"{RECORD_ONLY}: would {summary}"))
         return {**outcomes, **{h.name: skipped for h in hosts}}
+    dial = _dialer(session, targets)
     ran = await _run(
-        session, step, index, hosts, variables, timeout_s, cancel, approved_files, on_output
+        session, step, index, hosts, dial, variables, timeout_s, cancel, approved_files, on_output
     )
     return {**outcomes, **ran}
 
@@ -139,6 +163,7 @@ async def _run(
     step: AnsibleStep,
     index: int,
     hosts: list[ansible_run.Host],
+    dial: ansible_run.Dial,
     variables: dict[str, Any],
     timeout_s: float,
     cancel: asyncio.Event | None,
@@ -189,6 +214,7 @@ async def _run(
             timeout_s=timeout_s,
             cancel=cancel,
             on_output=line,
+            dial=dial,
         )
     except StepInputError as exc:
         return {h.name: Outcome("failed", error=str(exc)) for h in hosts}
