@@ -352,3 +352,46 @@ async def test_become_with_a_sudo_password_from_the_secret_store(
     async with db.connection() as conn:
         events = await executions.events(conn, execution_id)
     assert sudo_lab.password not in row.output + str([e.payload for e in events])
+
+
+PASSWORD_LOGIN = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: write a file
+      copy:
+        dest: "{{ out }}/{{ inventory_hostname }}.txt"
+        content: "logged in\\n"
+    - name: a playbook that prints the login password
+      debug:
+        msg: "password=[{{ ansible_password }}]"
+"""
+
+
+async def test_a_password_login_from_the_secret_store_masked_in_the_output(
+    db: Database, password_lab: Any, files_dir: Path, tmp_path: Path
+) -> None:
+    assert password_lab.password is not None
+    await secret_store.put(db, tmp_path, "default", "kv/ssh/pw", password_lab.password, "tester")
+    (added,) = await add_ssh_assets(
+        db, password_lab, password_lab.ports, prefix="anspw", credential_ref="kv/ssh/pw"
+    )
+    async with db.connection() as conn:  # the lab's shell has the worker's PATH (pyenv)
+        python = {"ansible_python_interpreter": "/usr/bin/python3"}
+        await assets.update(conn, "default", dataclasses.replace(added, vars=python))
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o777)
+    book = playbook(files_dir, PASSWORD_LOGIN, "pw/site.yml")
+    plan = ansible_plan(book, targets={"tags": {"role": "anspw"}}, extra_vars={"out": str(out)})
+    execution_id = await submit_plan(db, plan)
+    status = await Engine(db, actor_id="tester", secrets=SecretResolver(db, tmp_path)).run(
+        "default", execution_id
+    )
+    row = (await rows_of(db, execution_id))["anspw-00"]
+    assert status is Status.COMPLETED, (row.error, row.output)
+    assert (out / "anspw-00.txt").read_text() == "logged in\n"
+    assert "ok: [anspw-00] a playbook that prints the login password: ****" in row.output
+    async with db.connection() as conn:
+        events = await executions.events(conn, execution_id)
+    assert password_lab.password not in row.output + str([e.payload for e in events])

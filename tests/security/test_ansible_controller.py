@@ -141,6 +141,53 @@ def test_an_assets_inventory_variables_cannot_weaken_the_connection() -> None:
     assert ansible_run.known_hosts([host]) == "[10.0.0.5]:2222 ssh-ed25519 AAAA\n"
 
 
+@pytest.mark.unit
+def test_a_password_login_goes_through_askpass_never_sshpass_nor_an_assets_choice() -> None:
+    """The password stays in the in-memory inventory and reaches ssh through Ansible's
+    askpass (shared memory): never ``sshpass -p`` on a command line, whatever the asset or
+    the playbook's variables say."""
+    host = ansible_run.Host(
+        name="db1",
+        address="10.0.0.6",
+        port=22,
+        user="deploy",
+        private_key="",
+        known_keys=("ssh-ed25519 AAAA",),
+        variables={
+            "ansible_ssh_password_mechanism": "sshpass",
+            "ansible_password": "not-the-credential",
+            "ansible_ssh_private_key_file": "/root/.ssh/id_ed25519",
+        },
+        password="the-credential",
+    )
+    found = ansible_run.host_vars(host, 0)
+    assert found["ansible_password"] == "the-credential"
+    assert "ansible_ssh_password_mechanism" not in found
+    assert "ansible_ssh_private_key_file" not in found
+    assert ansible_run.connection_vars()["ansible_ssh_password_mechanism"] == "ssh_askpass"
+
+
+@pytest.mark.unit
+def test_two_targets_at_one_address_behind_two_bastions_keep_their_own_socket_and_keys() -> None:
+    """Two sites may both use 10.0.0.5: each host must reach its own forwarded socket and be
+    checked against its own trusted keys, not the other site's."""
+
+    def at_site(name: str, key: str) -> ansible_run.Host:
+        return ansible_run.Host(name, "10.0.0.5", 22, "deploy", "", (key,), {})
+
+    hosts = [at_site("site-a", "ssh-ed25519 AAAA-a"), at_site("site-b", "ssh-ed25519 AAAA-b")]
+    inventory = ansible_run.inventory(hosts)["all"]["hosts"]
+    names = [inventory["site-a"]["ansible_host"], inventory["site-b"]["ansible_host"]]
+    assert names == ["10.0.0.5", "opsc-target-1"]
+    assert ansible_run.socket_map(hosts) == {
+        "10.0.0.5:22": f"{ansible_run.SOCKETS}/0.sock",
+        "opsc-target-1:22": f"{ansible_run.SOCKETS}/1.sock",
+    }
+    assert ansible_run.known_hosts(hosts) == (
+        "10.0.0.5 ssh-ed25519 AAAA-a\nopsc-target-1 ssh-ed25519 AAAA-b\n"
+    )
+
+
 @needs_sandbox
 @needs_ansible
 async def test_an_untrusted_host_key_fails_that_target_only(

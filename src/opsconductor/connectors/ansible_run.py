@@ -10,10 +10,11 @@ through a Unix socket that this worker forwards to that target's address and por
 other address. It sees ``/usr``, ``/etc``, the Python it runs on, a copy of the approved
 playbook files (``playbook_files.stage``) and what we hand it, read-only, from memory
 (never from disk): the inventory, the extra-vars file, the private keys and a
-``known_hosts`` built from the tenant's trusted keys (``StrictHostKeyChecking yes``).
-A target behind a bastion is forwarded through the worker's own SSH connection to that
-bastion (a ``direct-tcpip`` channel, ``Dial``): the controller still sees one Unix socket,
-and its ssh checks the target's host key end to end.
+``known_hosts`` built from the tenant's trusted keys (``StrictHostKeyChecking yes``);
+a password login's password is in that in-memory inventory only. A target behind a
+bastion is forwarded through the worker's own SSH connection to that bastion (a
+``direct-tcpip`` channel, ``Dial``): the controller still sees one Unix socket, and its
+ssh checks the target's host key end to end.
 Cancellation and timeouts stop it as a group (``local.run_process``); the sandbox's PID
 namespace takes every process it started with it (SSH control masters included).
 """
@@ -85,6 +86,8 @@ class Host:
     private_key: str
     known_keys: tuple[str, ...]
     variables: Mapping[str, Any]
+    #: a password login instead of ``private_key`` (handed to ssh by Ansible's askpass)
+    password: str | None = None
 
 
 class ByteReader(Protocol):
@@ -160,7 +163,11 @@ def host_vars(host: Host, index: int, ssh_name: str | None = None) -> dict[str, 
         "ansible_host": ssh_name or host.address,
         "ansible_port": host.port,
         "ansible_user": host.user,
-        "ansible_ssh_private_key_file": f"{HERE}/keys/{index}",
+        **(
+            {"ansible_password": host.password}  # in the inventory: from memory, masked
+            if host.password is not None
+            else {"ansible_ssh_private_key_file": f"{HERE}/keys/{index}"}
+        ),
     }
 
 
@@ -175,7 +182,9 @@ def connection_vars() -> dict[str, Any]:
         "-o GlobalKnownHostsFile=/dev/null",
         "-o StrictHostKeyChecking=yes",
         "-o IdentitiesOnly=yes",
-        "-o BatchMode=yes",
+        # No BatchMode: a password host's ssh asks Ansible's askpass. Key hosts are never
+        # asked (Ansible adds PasswordAuthentication=no for them), nor is a host key ever
+        # confirmed (StrictHostKeyChecking=yes).
         f"-o ProxyCommand={shlex.quote(relay)}",
     ]
     return {
@@ -186,6 +195,9 @@ def connection_vars() -> dict[str, Any]:
         # False would put StrictHostKeyChecking=no ahead of ours (ssh takes the first)
         "ansible_host_key_checking": True,
         "ansible_ssh_host_key_checking": True,
+        # a password reaches ssh through shared memory and SSH_ASKPASS (Ansible's own
+        # helper), never as sshpass's command line or a file
+        "ansible_ssh_password_mechanism": "ssh_askpass",
     }
 
 
@@ -319,7 +331,11 @@ async def run_playbook(
         f"{HERE}/callbacks/{CALLBACK}.py": Path(__file__)
         .with_name("ansible_callback.py")
         .read_bytes(),
-        **{f"{HERE}/keys/{i}": _key_text(h.private_key) for i, h in enumerate(hosts)},
+        **{
+            f"{HERE}/keys/{i}": _key_text(h.private_key)
+            for i, h in enumerate(hosts)
+            if h.password is None
+        },
     }
     argv = [
         sys.executable,

@@ -56,11 +56,12 @@ async def _host(
 ) -> tuple[ansible_run.Host, ssh.SshTarget]:
     target = await session.ssh_target(asset)
     secret = await session.ssh.credential(target)
-    if secret is None or not secret.lstrip().startswith("-----BEGIN"):
+    if secret is None:
         raise StepInputError(
-            f"{where}: {asset.asset_id} needs a private key as its credential (credential_ref): "
-            "the controller logs in with ssh, without the worker's own keys or a password"
+            f"{where}: {asset.asset_id} needs a credential (credential_ref: a private key or "
+            "a password): the controller logs in with ssh, without the worker's own keys"
         )
+    key = secret.lstrip().startswith("-----BEGIN")
     if not session.record_only:  # checked (and learned under accept-new) as any SSH step,
         await session.ssh.connection(target)  # bastions first, each checked alike
     keys = await session.ssh.known_hosts.keys(target.host, target.port)
@@ -69,9 +70,10 @@ async def _host(
         address=target.host,
         port=target.port,
         user=target.username,
-        private_key=secret,
+        private_key=secret if key else "",
         known_keys=tuple(keys),
         variables=dict(asset.vars),
+        password=None if key else secret,
     )
     return host, target
 
