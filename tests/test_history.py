@@ -175,7 +175,17 @@ async def test_prune_exports_exactly_the_removed_rows_and_nothing_unfinished(
 
 async def test_every_table_a_deleted_execution_reaches_is_exported(db: Database) -> None:
     async with db.connection() as conn:
-        assert await store.cascading_tables(conn) == store.EXPORTED_TABLES
+        assert await store.cascading_tables(conn) == store.EXPORTED_TABLES | store.UNLINKED_TABLES
+        # the unlinked tables' rows really stay: their link is set to NULL, never cascaded
+        cur = await conn.execute(
+            "SELECT conrelid::regclass::text AS t, confdeltype::text AS d FROM pg_constraint "
+            "WHERE contype = 'f' AND confrelid = 'execution.executions'::regclass "
+            "AND conrelid::regclass::text = ANY(%s)",
+            (sorted(store.UNLINKED_TABLES),),
+        )
+        rules = {(r["t"], r["d"]) for r in await cur.fetchall()}
+        assert {t for t, _ in rules} == store.UNLINKED_TABLES
+        assert {d for _, d in rules} == {"n"}
     assert set(KINDS) - {"execution.executions"} == store.EXPORTED_TABLES
 
 

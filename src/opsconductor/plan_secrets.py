@@ -53,6 +53,8 @@ def fill_secrets(value: T, values: Mapping[str, str]) -> T:
     """A copy of ``value`` (a step, or part of one) with every secret reference replaced by
     its resolved value from ``values`` (path -> value). Models are copied, not validated
     again: the result exists only in memory, for the connector, while the step runs."""
+    if not values:  # nothing resolved: the step holds no reference (a walk per run saved)
+        return value
     filled: Any
     if isinstance(value, SecretRef):
         filled = SecretText(values[value.secret])

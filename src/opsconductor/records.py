@@ -78,21 +78,37 @@ def parse(enum: type[E], value: object, where: str) -> E:
     raise RecordError(f"{where}: {value!r} is not one of {known}")
 
 
+Shape = tuple[tuple[str, ...], frozenset[str], frozenset[str]]
+_shapes: dict[type[Any], Shape] = {}
+
+
+def _shape(cls: type[Any]) -> Shape:
+    """``cls``'s fields, those without a default, and those that may be None: read once per
+    class (a worker builds thousands of records a second)."""
+    known = _shapes.get(cls)
+    if known is not None:
+        return known
+    all_fields = fields(cls)
+    shape = _shapes[cls] = (
+        tuple(f.name for f in all_fields),
+        frozenset(
+            f.name for f in all_fields if f.default is MISSING and f.default_factory is MISSING
+        ),
+        frozenset(f.name for f in all_fields if str(f.type).endswith("| None")),
+    )
+    return shape
+
+
 def _values(
     cls: type[Any], row: Mapping[str, Any], table: str, enums: Mapping[str, type[StrEnum]]
 ) -> dict[str, Any]:
     """The row's columns for ``cls``'s fields, closed sets parsed; extra columns (joins,
     computed flags) are ignored, a missing one without a default is an error."""
-    values: dict[str, Any] = {}
-    missing = []
-    for f in fields(cls):
-        if f.name in row:
-            values[f.name] = row[f.name]
-        elif f.default is MISSING and f.default_factory is MISSING:
-            missing.append(f.name)
+    names, required, nullable = _shape(cls)
+    values = {name: row[name] for name in names if name in row}
+    missing = [name for name in names if name in required and name not in values]
     if missing:
         raise RecordError(f"{table} row lacks column(s) {', '.join(missing)}")
-    nullable = {f.name for f in fields(cls) if str(f.type).endswith("| None")}
     for name, enum in enums.items():
         if name in values and not (values[name] is None and name in nullable):
             values[name] = parse(enum, values[name], f"{table}.{name}")

@@ -51,6 +51,12 @@ EXPORTED_TABLES = frozenset(
     }
 )
 
+#: Tables whose rows stay when their execution is pruned: the link is set to NULL (ON DELETE
+#: SET NULL) and the row keeps what it records on its own (a webhook delivery's time, reason
+#: and body digest; a schedule's fired slot, which must stay fired). The export holds the
+#: execution.
+UNLINKED_TABLES = frozenset({"execution.hook_deliveries", "execution.schedule_fires"})
+
 
 @dataclass(frozen=True)
 class Candidate:

@@ -169,7 +169,7 @@ async def prune(
         raise BadInput("the cut-off needs a time zone")
     now = datetime.now(UTC)
     async with db.connection() as conn:
-        unknown = await store.cascading_tables(conn) - store.EXPORTED_TABLES
+        unknown = await store.cascading_tables(conn) - store.EXPORTED_TABLES - store.UNLINKED_TABLES
         if unknown:
             raise OpsError(
                 f"prune does not know how to export {', '.join(sorted(unknown))}, which "
