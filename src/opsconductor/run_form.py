@@ -96,7 +96,8 @@ def field(name: str, spec: ParamSpec) -> FormField:
 
 
 def fields(declared: Mapping[str, Any]) -> list[FormField]:
-    """One field per declared parameter, in declaration order. ``declared`` is a saved
+    """One field per declared parameter: the required ones first, each group by name (a
+    saved plan is stored as JSONB, which keeps no key order). ``declared`` is a saved
     version's ``params`` (checked when it was saved); a declaration that no longer reads
     is a ``ValueError`` naming it rather than a field that would mislead."""
     found = []
@@ -106,4 +107,4 @@ def fields(declared: Mapping[str, Any]) -> list[FormField]:
         except ValidationError as exc:
             raise ValueError(f"params.{name}: {exc.errors()[0]['msg']}") from None
         found.append(field(name, spec))
-    return found
+    return sorted(found, key=lambda f: (not f.required, f.name))
