@@ -21,7 +21,7 @@ function runRow(x) {
 }
 
 function versionRow(v) {
-  const params = Object.keys(v.params);
+  const params = Object.keys(v.params).sort();
   return el(
     "tr",
     {},
@@ -65,17 +65,19 @@ function hookRow(h) {
 /** A titled table filled by `load()`; an error or an empty answer is said in its place. */
 function section(ctx, title, headers, load, row, emptyText) {
   const id = `job-${title.toLowerCase().replace(/\W+/g, "-")}`;
-  const { wrapper, body } = table(title, headers, []);
+  // The table is its own (scrollable) region: named apart from the section's heading.
+  const { wrapper, body } = table(`${title} (table)`, headers, []);
   const said = el("div");
   load()
     .then((rows) => {
       replace(body, rows.map(row));
+      wrapper.hidden = !rows.length;
       if (!rows.length) replace(said, el("p", { class: "muted" }, emptyText));
     })
     .catch((error) => {
       if (!ctx.signal.aborted) replace(said, notice("error", error.message));
     });
-  return el("section", { "aria-labelledby": id }, el("h2", { id }, title), wrapper, said);
+  return el("section", { class: "job-part", "aria-labelledby": id }, el("h2", { id }, title), wrapper, said);
 }
 
 export function view(ctx, name) {
