@@ -32,7 +32,8 @@ PLAN = {
             "type": "command",
             "action_class": "read",
             "targets": {"hostnames": ["localhost"]},
-            "command": 'echo "deploy $OPSC_PARAM_RELEASE x$OPSC_PARAM_REPLICAS on $OPSC_PARAM_TIER"',
+            "command": 'echo "deploy $OPSC_PARAM_RELEASE x$OPSC_PARAM_REPLICAS'
+            ' on $OPSC_PARAM_TIER"',
             "timeout_s": 120,
         }
     ],
