@@ -76,9 +76,7 @@ def test_a_job_run_from_its_form(context: Any, console: Console) -> None:
     tier.select_option("db")
     form.get_by_role("button", name="Run version 1").click()
     replicas_error = page.locator("#param-replicas-error")
-    expect(replicas_error).to_have_text(
-        "Must be an integer of at most 18 digits (got “three”)."
-    )
+    expect(replicas_error).to_have_text("Must be an integer of at most 18 digits (got “three”).")
     expect(replicas).to_have_attribute("aria-invalid", "true")
     expect(replicas).to_be_focused()
     assert "param-replicas-error" in (replicas.get_attribute("aria-describedby") or "")
@@ -109,9 +107,7 @@ def test_a_job_run_from_its_form(context: Any, console: Console) -> None:
     expect(page.get_by_role("link", name="Last run of deploy: completed")).to_be_visible()
 
 
-def test_what_the_server_refuses_is_shown_next_to_its_field(
-    context: Any, console: Console
-) -> None:
+def test_what_the_server_refuses_is_shown_next_to_its_field(context: Any, console: Console) -> None:
     """A form out of step with the job (here: its answer widened on the way in) lets a
     value through; the server's 400 names the field, and the page puts it there."""
     save_job(console)
@@ -157,8 +153,7 @@ def test_a_viewer_sees_the_job_without_the_form(context: Any, console: Console) 
     )  # fmt: skip
     assert paused.status_code == 201, paused.text
     assert (
-        console.http.post(f"{console.api}/schedules/weekly/pause", headers=admin).status_code
-        == 200
+        console.http.post(f"{console.api}/schedules/weekly/pause", headers=admin).status_code == 200
     )
     hook = console.http.post(
         f"{console.api}/jobs/deploy/hooks",
