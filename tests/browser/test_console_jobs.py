@@ -19,10 +19,12 @@ from tests.browser.test_console import open_console, status_line
 
 expect.set_options(timeout=10_000)
 
+#: a description is text on the page, never markup
+HOSTILE = 'Release tag <img src=x onerror="window.__pwned = 1">'
 PLAN = {
     "name": "Deploy the app",
     "params": {
-        "release": {"type": "string", "default": "1.0", "description": "Release tag"},
+        "release": {"type": "string", "default": "1.0", "description": HOSTILE},
         "replicas": {"type": "int", "description": "How many copies"},
         "tier": {"type": "choice", "choices": ["web", "db"]},
     },
@@ -70,6 +72,9 @@ def test_a_job_run_from_its_form(context: Any, console: Console) -> None:
     expect(replicas).to_have_value("")
     expect(tier.locator("option")).to_have_text(["— choose —", "web", "db"])
     expect(form).to_contain_text("How many copies")
+    expect(form).to_contain_text(HOSTILE)
+    assert page.locator("form.run-form img").count() == 0
+    assert page.evaluate("window.__pwned") is None
 
     # A value the declaration refuses: said next to its field, and nothing is run.
     replicas.fill("three")
@@ -186,3 +191,35 @@ def test_a_viewer_sees_the_job_without_the_form(context: Any, console: Console) 
     assert hook.json()["secret"] not in page.content()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "console-job-page-viewer.png", full_page=True)
+
+
+def test_the_inbox_compares_a_job_run_with_the_jobs_last_run(
+    context: Any, console: Console
+) -> None:
+    gated = {**PLAN, "approval_level": 1}
+    saved = console.http.put(f"{console.api}/jobs/gated", json=gated, headers=console.headers())
+    assert saved.status_code == 201, saved.text
+    olga = console.token_for("olga", "operator")
+    made = []
+    for replicas in (2, 3):
+        ran = console.http.post(
+            f"{console.api}/jobs/gated/runs",
+            json={"params": {"replicas": replicas, "tier": "web"}},
+            headers=console.headers(olga),
+        )
+        assert ran.status_code == 202 and ran.json()["status"] == "pending_approval", ran.text
+        made.append(ran.json())
+    bob = console.token_for("bob", "approver")
+    page = open_console(context, console, bob, "#/approvals")
+    items = page.get_by_role("region", name="Deploy the app")
+    expect(items).to_have_count(2)
+    second = items.filter(has=page.locator(f'h2 a[href="#/executions/{made[1]["id"]}"]'))
+    expect(second).to_contain_text("Compared with the last run of job gated (version 1)")
+    expect(second.get_by_role("link", name=made[0]["id"][:8])).to_be_visible()
+    changes = second.get_by_role("list", name="Changes since the last run")
+    expect(changes.locator("li.removed")).to_contain_text(["param replicas: 2"])
+    expect(changes.locator("li.added")).to_contain_text(["param replicas: 3"])
+    first = items.filter(has=page.locator(f'h2 a[href="#/executions/{made[0]["id"]}"]'))
+    expect(first).to_contain_text(
+        "No earlier run of job gated or execution of this plan name to compare with."
+    )
