@@ -127,7 +127,8 @@ export function runForm(ctx, form) {
     const params = {};
     let firstBad = null;
     for (const [name, { field, input }] of rows) {
-      const found = check(field, input.value.trim());
+      // Text is sent as typed (spaces may matter in a string); an integer is trimmed, as --set does.
+      const found = check(field, field.control === "integer" ? input.value.trim() : input.value);
       if (found.error) {
         showError(name, found.error);
         firstBad ??= input;
