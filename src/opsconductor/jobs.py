@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,3 +78,26 @@ class JobVersion:
         """The declared parameters, as written in the plan."""
         declared = self.plan.get("params") or {}
         return dict(declared) if isinstance(declared, dict) else {}
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """A job as listed: its latest plan's name, its schedules and its latest run."""
+
+    job: Job
+    plan_name: str
+    schedules: int
+    last_run_id: uuid.UUID | None
+    last_run_status: str | None
+    last_run_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Self:
+        return cls(
+            job=Job.from_row(row),
+            plan_name=row["plan_name"] or "",
+            schedules=int(row["schedules"]),
+            last_run_id=row["last_run_id"],
+            last_run_status=row["last_run_status"],
+            last_run_at=row["last_run_at"],
+        )

@@ -1,5 +1,5 @@
-"""A plan as an approver reads it, and what changed since the last run of the same name.
-Pure.
+"""A plan as an approver reads it, and what changed since the last run of the same job
+(or, failing that, of the same plan name). Pure.
 
 An approver is asked to vouch for a plan hash; raw JSON hides what it commits them to. The
 review is the stored snapshot (what the hash covers: the plan as written and the asset ids
@@ -45,6 +45,15 @@ class Op(StrEnum):
     REMOVED = "removed"
     #: unchanged lines left out between two changes
     GAP = "gap"
+
+
+class Basis(StrEnum):
+    """What an execution under review is compared with."""
+
+    #: the last run of the same job (it was started from a job)
+    JOB = "job"
+    #: the last execution of the same plan name (not a job run, or the job's first run)
+    PLAN_NAME = "plan_name"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from pydantic import Field
 from opsconductor.api.inputs import CleanInput
 from opsconductor.api.models import Answer
 from opsconductor.hooks import Hook
-from opsconductor.jobs import Job, JobVersion
+from opsconductor.jobs import Job, JobSummary, JobVersion
+from opsconductor.run_form import FormField
 from opsconductor.schedule import Schedule
 
 
@@ -61,6 +62,64 @@ class JobOut(Answer):
             plan_name=plan_name,
             schedules=schedules,
         )
+
+
+class JobListed(JobOut):
+    """``GET /jobs``: a job with its latest run (none yet: null)."""
+
+    last_run_id: uuid.UUID | None = None
+    last_run_status: str | None = None
+    last_run_at: datetime | None = None
+
+    @classmethod
+    def listed(cls, found: JobSummary) -> JobListed:
+        return cls(
+            **JobOut.of(found.job, found.plan_name, found.schedules).model_dump(),
+            last_run_id=found.last_run_id,
+            last_run_status=found.last_run_status,
+            last_run_at=found.last_run_at,
+        )
+
+
+class FormFieldOut(Answer):
+    name: str
+    #: the declared type: string, int, bool, choice or secret-ref
+    type: str
+    #: how to draw it: text, integer, select or secret_path
+    control: str
+    required: bool
+    default: str | int | bool | None
+    description: str | None
+    choices: list[str]
+    max_length: int | None
+    #: a JavaScript regular expression the text must match
+    pattern: str | None
+    hint: str
+
+    @classmethod
+    def of(cls, found: FormField) -> FormFieldOut:
+        return cls(
+            name=found.name,
+            type=found.type,
+            control=found.control.value,
+            required=found.required,
+            default=found.default,
+            description=found.description,
+            choices=list(found.choices),
+            max_length=found.max_length,
+            pattern=found.pattern,
+            hint=found.hint,
+        )
+
+
+class RunFormOut(Answer):
+    """``GET /jobs/{name}/form``: the run form of one version (POST its values to
+    ``/jobs/{name}/runs`` with that ``version``)."""
+
+    job: str
+    version: int
+    plan_name: str
+    fields: list[FormFieldOut]
 
 
 class JobDetail(JobOut):

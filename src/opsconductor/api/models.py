@@ -181,7 +181,8 @@ class DiffLine(Answer):
 class WaitingApproval(Answer):
     """``GET /approvals``: an open approval, its execution, the plan laid out, the server's
     clock (for a countdown that does not trust the browser's) and the change since the last
-    execution of the same plan name (``previous``; ``diff`` empty: the same plan)."""
+    run of the same job, else of the same plan name (``previous``, which one in
+    ``compared_with``: ``job`` or ``plan_name``; ``diff`` empty: the same plan)."""
 
     approval: Approval
     execution: Execution
@@ -190,6 +191,7 @@ class WaitingApproval(Answer):
     previous: Execution | None
     diff: list[DiffLine] | None
     now: datetime
+    compared_with: Literal["job", "plan_name"] | None = None
 
 
 class Failure(Answer):

@@ -48,6 +48,7 @@ async def list_waiting(db: Db, who: Who) -> list[models.WaitingApproval]:
             if w.diff is None
             else [models.DiffLine(op=d.op, text=d.text) for d in w.diff],
             now=now,
+            compared_with=None if w.basis is None else w.basis.value,
         )
         for w in found
     ]

@@ -11,7 +11,16 @@ from opsconductor import safe_parse
 from opsconductor.api import models
 from opsconductor.api.auth import Db, Who
 from opsconductor.api.inputs import check_text
-from opsconductor.api.job_models import JobDetail, JobOut, JobVersionOut, RunIn, Saved
+from opsconductor.api.job_models import (
+    FormFieldOut,
+    JobDetail,
+    JobListed,
+    JobOut,
+    JobVersionOut,
+    RunFormOut,
+    RunIn,
+    Saved,
+)
 from opsconductor.errors import BadInput
 from opsconductor.services import jobs
 
@@ -64,9 +73,9 @@ async def save_job(name: JobName, request: Request, response: Response, db: Db, 
     return Saved(created=saved.created, version=JobVersionOut.of(saved.version))
 
 
-@router.get("", response_model=list[JobOut], summary="The tenant's jobs")
-async def list_jobs(db: Db, who: Who) -> list[JobOut]:
-    return [JobOut.of(job, plan, n) for job, plan, n in await jobs.list_jobs(db, who)]
+@router.get("", response_model=list[JobListed], summary="The tenant's jobs and their latest runs")
+async def list_jobs(db: Db, who: Who) -> list[JobListed]:
+    return [JobListed.listed(found) for found in await jobs.list_jobs(db, who)]
 
 
 @router.get("/{name}", response_model=JobDetail, summary="A job and its latest version")
@@ -75,6 +84,21 @@ async def show_job(
 ) -> JobDetail:
     job, found = await jobs.show(db, who, name, version)
     return JobDetail(**JobOut.of(job).model_dump(), version=JobVersionOut.of(found))
+
+
+@router.get("/{name}/form", response_model=RunFormOut, summary="The run form of a version")
+async def run_form(
+    name: JobName, db: Db, who: Who, version: Annotated[int | None, Query(ge=1)] = None
+) -> RunFormOut:
+    """One field per declared parameter (type, required, default, choices, the pattern
+    its text must match) for a client to draw and check before it POSTs the run."""
+    found, fields = await jobs.form(db, who, name, version)
+    return RunFormOut(
+        job=found.job_name,
+        version=found.version,
+        plan_name=found.plan_name,
+        fields=[FormFieldOut.of(f) for f in fields],
+    )
 
 
 @router.get("/{name}/versions", response_model=list[JobVersionOut], summary="Every version")

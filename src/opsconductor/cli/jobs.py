@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from opsconductor.api import models
-from opsconductor.api.job_models import JobDetail, JobOut, JobVersionOut, Saved
+from opsconductor.api.job_models import JobDetail, JobListed, JobOut, JobVersionOut, Saved
 from opsconductor.cli import render
 from opsconductor.cli.runtime import Remote, Session, fail, out, run, session
 from opsconductor.config import Settings
@@ -101,22 +101,23 @@ def run_job(name: Name, set_: Sets = None, version: Version = None) -> None:
 
 @jobs_app.command("list")
 def list_jobs() -> None:
-    """The tenant's jobs: latest version, plan name, schedules."""
+    """The tenant's jobs: latest version, plan name, schedules, latest run."""
 
-    async def work(settings: Settings) -> list[JobOut]:
+    async def work(settings: Settings) -> list[JobListed]:
         async with session(settings) as s:
             if isinstance(s, Remote):
-                return [JobOut.model_validate(j) for j in await s.api.get("/jobs")]
-            return [JobOut.of(j, p, n) for j, p, n in await jobs.list_jobs(s.db, s.caller)]
+                return [JobListed.model_validate(j) for j in await s.api.get("/jobs")]
+            return [JobListed.listed(j) for j in await jobs.list_jobs(s.db, s.caller)]
 
     render.table(
-        ["job", "version", "plan", "schedules", "updated", "by"],
+        ["job", "version", "plan", "schedules", "last run", "updated", "by"],
         [
             [
                 j.name,
                 str(j.latest_version),
                 j.plan_name,
                 str(j.schedules),
+                j.last_run_status or "-",
                 f"{j.updated_at:%Y-%m-%d %H:%M:%S}",
                 j.created_by,
             ]

@@ -8,7 +8,7 @@ from psycopg.types.json import Jsonb
 
 from opsconductor.db import queries
 from opsconductor.db.connection import Conn
-from opsconductor.jobs import Job, JobVersion
+from opsconductor.jobs import Job, JobSummary, JobVersion
 from opsconductor.records import Execution
 
 Q = queries.load("jobs")
@@ -69,10 +69,10 @@ async def get(conn: Conn, tenant_id: str, name: str) -> Job | None:
     return None if row is None else Job.from_row(row)
 
 
-async def list_all(conn: Conn, tenant_id: str) -> list[tuple[Job, str, int]]:
-    """Every job with its latest plan's name and its number of schedules."""
+async def list_all(conn: Conn, tenant_id: str) -> list[JobSummary]:
+    """Every job with its latest plan's name, its number of schedules and its latest run."""
     cur = await conn.execute(Q["list_jobs"], {"tenant_id": tenant_id})
-    return [(Job.from_row(r), r["plan_name"] or "", r["schedules"]) for r in await cur.fetchall()]
+    return [JobSummary.from_row(r) for r in await cur.fetchall()]
 
 
 async def version(conn: Conn, tenant_id: str, name: str, number: int) -> JobVersion | None:

@@ -75,6 +75,24 @@ async def previous_run(conn: Conn, execution: Execution) -> Execution | None:
     return None if row is None else Execution.from_row(row)
 
 
+async def previous_job_run(conn: Conn, execution: Execution) -> Execution | None:
+    """The newest run of the same job in the tenant before ``execution`` (None for an
+    execution not started from a job)."""
+    if execution.job_name is None:
+        return None
+    cur = await conn.execute(
+        Q["previous_job_run"],
+        {
+            "tenant_id": execution.tenant_id,
+            "job_name": execution.job_name,
+            "before": execution.created_at,
+            "id": execution.id,
+        },
+    )
+    row = await cur.fetchone()
+    return None if row is None else Execution.from_row(row)
+
+
 @dataclass(frozen=True)
 class Stats:
     by_status: dict[str, int]

@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from opsconductor import jobs, rbac
+from opsconductor import jobs, rbac, run_form
 from opsconductor.db import executions
 from opsconductor.db import jobs as job_rows
 from opsconductor.db.connection import Database
 from opsconductor.errors import NotFound, PermissionDenied
-from opsconductor.jobs import Job, JobVersion
+from opsconductor.jobs import Job, JobSummary, JobVersion
 from opsconductor.records import Execution
 from opsconductor.services.caller import Caller
 
@@ -78,7 +78,7 @@ async def save(db: Database, who: Caller, name: str, plan: Plan) -> Saved:
         return Saved(added, True)
 
 
-async def list_jobs(db: Database, who: Caller) -> list[tuple[Job, str, int]]:
+async def list_jobs(db: Database, who: Caller) -> list[JobSummary]:
     who.require("jobs", "view")
     async with db.connection() as conn:
         return await job_rows.list_all(conn, who.tenant_id)
@@ -104,6 +104,14 @@ async def _version(
     if found is None:
         raise NotFound(f"job {name!r} has no version {number} (latest: {job.latest_version})")
     return job, found
+
+
+async def form(
+    db: Database, who: Caller, name: str, version: int | None = None
+) -> tuple[JobVersion, list[run_form.FormField]]:
+    """The run form of a version (its latest by default): one field per declared param."""
+    _, found = await show(db, who, name, version)
+    return found, run_form.fields(found.params)
 
 
 async def history(db: Database, who: Caller, name: str) -> list[JobVersion]:

@@ -7,6 +7,8 @@ import { el, notice, replace } from "./dom.js";
 import * as detail from "./detail.js";
 import * as dlq from "./dlq.js";
 import * as executions from "./executions.js";
+import * as job from "./job.js";
+import * as jobs from "./jobs.js";
 import * as signin from "./signin.js";
 
 const main = document.getElementById("main");
@@ -19,6 +21,8 @@ const announcer = document.getElementById("announcer");
 const ROUTES = [
   [/^#\/executions\/([^/?#]+)$/, "executions", (ctx, m) => detail.view(ctx, decodeURIComponent(m[1]))],
   [/^#\/executions(?:\?(.*))?$/, "executions", (ctx, m) => executions.view(ctx, new URLSearchParams(m[1] ?? ""))],
+  [/^#\/jobs\/([^/?#]+)$/, "jobs", (ctx, m) => job.view(ctx, decodeURIComponent(m[1]))],
+  [/^#\/jobs$/, "jobs", (ctx) => jobs.view(ctx)],
   [/^#\/approvals$/, "approvals", (ctx) => approvals.view(ctx)],
   [/^#\/dlq$/, "dlq", (ctx) => dlq.view(ctx)],
   [/^#\/assets$/, "assets", (ctx) => assets.view(ctx)],

@@ -1,6 +1,6 @@
 // The approvals inbox: every open approval of the tenant, soonest to expire first, with a
 // live countdown, the plan laid out (steps, targets, what each runs), its hash, what
-// changed since the last execution of the same plan name, and approve / reject.
+// changed since the last run of the same job (else the same plan name), and approve / reject.
 
 import { ApiError, call, can, segment } from "./api.js";
 import { el, notice, replace, time } from "./dom.js";
@@ -35,10 +35,25 @@ function stepItem(step) {
 
 const MARK = { added: "+ ", removed: "− ", same: "  ", gap: "" };
 
+/** Which earlier run the diff is against: the same job's last run, else the plan name's. */
+function basis(item) {
+  const x = item.execution;
+  const p = item.previous;
+  if (item.compared_with === "job") {
+    const versions = p.job_version === x.job_version ? `version ${x.job_version}` : `version ${p.job_version}, now ${x.job_version}`;
+    return ["Compared with the last run of job ", el("a", { href: `#/jobs/${segment(x.job_name)}` }, x.job_name), ` (${versions}), `];
+  }
+  const first = x.job_name ? `No earlier run of job ${x.job_name}; compared` : "Compared";
+  return [`${first} with the last execution of this plan name, `];
+}
+
 function changes(item) {
-  if (!item.previous) return el("p", { class: "muted" }, "No earlier execution of this plan name to compare with.");
+  if (!item.previous) {
+    const what = item.execution.job_name ? `run of job ${item.execution.job_name} or execution of this plan name` : "execution of this plan name";
+    return el("p", { class: "muted" }, `No earlier ${what} to compare with.`);
+  }
   const link = el("a", { href: `#/executions/${segment(item.previous.id)}` }, item.previous.id.slice(0, 8));
-  const intro = ["Compared with the last execution of this plan name, ", link, ` (${item.previous.status}, `, time(item.previous.created_at), ")"];
+  const intro = [...basis(item), link, ` (${item.previous.status}, `, time(item.previous.created_at), ")"];
   if (!item.diff.length) return el("p", {}, ...intro, ": the same plan.");
   return [
     el("p", {}, ...intro, ":"),

@@ -33,6 +33,9 @@ function summaryList(x) {
   if (x.rerun_of) {
     items.push(["Re-runs the failed of", el("a", { href: `#/executions/${segment(x.rerun_of)}` }, x.rerun_of)]);
   }
+  if (x.job_name) {
+    items.push(["Job", [el("a", { href: `#/jobs/${segment(x.job_name)}` }, x.job_name), ` version ${x.job_version}`]]);
+  }
   if (x.record_only) items.push(["Record-only", "yes: no target was touched"]);
   return el("dl", { class: "summary" }, items.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
 }

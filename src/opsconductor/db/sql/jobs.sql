@@ -26,10 +26,16 @@ SELECT * FROM execution.jobs WHERE tenant_id = %(tenant_id)s AND name = %(name)s
 -- name: list_jobs
 SELECT j.*, v.plan ->> 'name' AS plan_name,
        (SELECT count(*) FROM execution.schedules s
-        WHERE s.tenant_id = j.tenant_id AND s.job_name = j.name) AS schedules
+        WHERE s.tenant_id = j.tenant_id AND s.job_name = j.name) AS schedules,
+       r.id AS last_run_id, r.status AS last_run_status, r.created_at AS last_run_at
 FROM execution.jobs j
 JOIN execution.job_versions v
   ON v.tenant_id = j.tenant_id AND v.job_name = j.name AND v.version = j.latest_version
+-- the newest run, over executions_job_idx
+LEFT JOIN LATERAL (
+    SELECT e.id, e.status::text AS status, e.created_at FROM execution.executions e
+    WHERE e.tenant_id = j.tenant_id AND e.job_name = j.name
+    ORDER BY e.created_at DESC LIMIT 1) r ON true
 WHERE j.tenant_id = %(tenant_id)s ORDER BY j.name
 
 -- name: get_version

@@ -56,6 +56,14 @@ GROUP BY k.step_key
 -- name: executions_by_id
 SELECT * FROM execution.executions WHERE tenant_id = %(tenant_id)s AND id = ANY(%(ids)s)
 
+-- name: previous_job_run
+-- The newest earlier run of the same job in the tenant (over executions_job_idx).
+SELECT * FROM execution.executions
+WHERE tenant_id = %(tenant_id)s AND job_name = %(job_name)s
+  AND created_at < %(before)s AND id <> %(id)s
+ORDER BY created_at DESC
+LIMIT 1
+
 -- name: previous_run
 -- The newest earlier execution of the same plan name in the tenant (walks the
 -- (tenant_id, created_at DESC) index back from the given one).
