@@ -240,3 +240,27 @@ async def test_a_url_with_credentials_or_another_scheme_is_refused(db: Database)
     for url in ("http://user:pw@nb.example", "file:///etc/passwd", "ftp://nb", "http://nb/?a=b"):
         with pytest.raises(BadInput, match="url"):
             await service.add_source(db, ADMIN, name="nb", kind="netbox", url=url)
+
+
+@needs_ansible
+async def test_an_executable_in_the_inventory_folder_is_never_run(
+    db: Database, files_dir: Path, tmp_path: Path
+) -> None:
+    """Ansible runs an executable inventory file as a dynamic inventory script (its
+    ``script`` plugin) on the worker: only the static readers are enabled, so it is read as
+    text at most, never run."""
+    marker = tmp_path / "ran"
+    inventory = files_dir / "inv"
+    inventory.mkdir()
+    (inventory / "01-hosts.yml").write_text("all:\n  hosts:\n    h1:\n      a: 1\n")
+    script = inventory / "02-dynamic.sh"
+    script.write_text(f'#!/bin/sh\ntouch {marker}\necho \'{{"all": {{"hosts": ["evil"]}}}}\'\n')
+    script.chmod(0o755)
+    await service.add_source(db, ADMIN, name="inv", kind="ansible", path="inv")
+    try:
+        plan = await service.sync(db, ADMIN, "inv", dry_run=True)
+    except SourceError:
+        pass  # refused whole: fine too
+    else:
+        assert "evil" not in {host.asset_id for host in plan.added}
+    assert not marker.exists()
