@@ -5,12 +5,12 @@ one transaction (see sql/bulk.sql). All or nothing: a crash stores none of them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from typing import Any
 
+from opsconductor import status_machine
 from opsconductor.db import approval_requests, batching, executions, queries
 from opsconductor.db.connection import Conn, Database
 from opsconductor.db.executions import NewExecution, Submitted
-from opsconductor.errors import StaleStatus
 from opsconductor.records import Execution
 from opsconductor.status_machine import Status
 
@@ -29,14 +29,22 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
             {
                 "items": batching.as_json(
                     [
-                        {**executions.columns(new), "ord": i, "id": str(ids[i])}
+                        {
+                            **executions.columns(new),
+                            "status": _created_as(new).value,
+                            "ord": i,
+                            "id": str(ids[i]),
+                        }
                         for i, new in enumerate(news)
                     ]
                 )
             },
         )
         order = {execution_id: i for i, execution_id in enumerate(ids)}
-        made = {order[row["id"]]: Execution.from_row(row) for row in await cur.fetchall()}
+        made: dict[int, Execution] = {}
+        for row in await cur.fetchall():
+            i = order[row["id"]]
+            made[i] = Execution.from_row({**row, "plan_snapshot": news[i].plan_snapshot})
         if made:
             await _after_insert(conn, news, made)
         for i, execution in made.items():
@@ -47,31 +55,48 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
     return [answers[i] for i in range(len(news))]
 
 
+def _created_as(new: NewExecution) -> Status:
+    """What one submission ends with before it commits: approved by policy and for the
+    workers is queued at once (one row version, not an insert and an update)."""
+    initial = status_machine.initial_status(new.approval_level)
+    return Status.QUEUED if new.enqueue and initial is Status.APPROVED else initial
+
+
 async def _after_insert(
     conn: Conn, news: Sequence[NewExecution], made: dict[int, Execution]
 ) -> None:
-    await conn.execute(
-        Q["insert_submitted_events"],
-        {
-            "items": batching.as_json(
-                [
-                    {
-                        "ord": i,
-                        "execution_id": str(e.id),
-                        "tenant_id": e.tenant_id,
-                        "to_status": e.status.value,
-                        "actor_id": news[i].actor_id,
-                        "payload": {
-                            "plan_hash": news[i].plan_hash,
-                            "idempotency_key": news[i].idempotency_key,
-                            **_reason(news[i]),
-                        },
-                    }
-                    for i, e in sorted(made.items())
-                ]
+    events: list[dict[str, Any]] = []
+    for i, e in sorted(made.items()):
+        new = news[i]
+        initial = status_machine.initial_status(new.approval_level)
+        common = {"execution_id": str(e.id), "tenant_id": e.tenant_id, "actor_id": new.actor_id}
+        events.append(
+            {
+                **common,
+                "ord": len(events),
+                "event_type": "submitted",
+                "from_status": None,
+                "to_status": initial.value,
+                "payload": {
+                    "plan_hash": new.plan_hash,
+                    "idempotency_key": new.idempotency_key,
+                    **_reason(new),
+                },
+            }
+        )
+        if e.status is not initial:  # created queued: the move one submission makes
+            status_machine.check(initial, e.status)
+            events.append(
+                {
+                    **common,
+                    "ord": len(events),
+                    "event_type": "status_changed",
+                    "from_status": initial.value,
+                    "to_status": e.status.value,
+                    "payload": {},
+                }
             )
-        },
-    )
+    await conn.execute(Q["insert_events"], {"items": batching.as_json(events)})
     await conn.execute(
         Q["insert_pending_steps"],
         {
@@ -102,21 +127,9 @@ async def _after_insert(
                 plan_hash=news[i].plan_hash,
                 requested_by=news[i].actor_id,
             )
-    queued = sorted(i for i, e in made.items() if news[i].enqueue and e.status is Status.APPROVED)
+    queued = sorted(i for i, e in made.items() if e.status is Status.QUEUED)
     if not queued:
         return
-    moves = [
-        {
-            **executions.transition_item(
-                made[i].id, Status.APPROVED, Status.QUEUED, actor_id=news[i].actor_id
-            ),
-            "ord": n,
-        }
-        for n, i in enumerate(queued)
-    ]
-    rows = await batching.run(conn, executions.Q["transition"], moves)
-    if any(row["id"] is None for row in rows):  # nobody else can see these rows yet
-        raise StaleStatus("a new execution changed status while it was being submitted")
     await conn.execute(
         Q["enqueue"],
         {
@@ -133,8 +146,6 @@ async def _after_insert(
             )
         },
     )
-    for i in queued:
-        made[i] = replace(made[i], status=Status.QUEUED)
 
 
 def _reason(new: NewExecution) -> dict[str, str]:

@@ -4,30 +4,43 @@
 
 -- name: insert_executions
 -- A key already held (a duplicate, or a failed run to retry) inserts nothing here: that
--- item goes through the one-by-one path, which knows how to answer it.
+-- item goes through the one-by-one path, which knows how to answer it. The status is the
+-- caller's: a level-0 plan for the workers is created queued (migration 0029). Every column
+-- but the plan snapshot comes back (the caller holds the snapshot: no JSON round trip).
 INSERT INTO execution.executions (
     id, tenant_id, actor_id, idempotency_key, plan_name, plan_snapshot, plan_hash, status,
     mode, sla_class, approval_level, priority, estimated_duration_s, trace_id, record_only,
-    record_only_reason)
+    record_only_reason, rerun_of, job_name, job_version)
 SELECT t.id, t.tenant_id, t.actor_id, t.idempotency_key, t.plan_name, t.plan_snapshot,
        t.plan_hash, t.status, t.mode, t.sla_class, t.approval_level, t.priority,
-       t.estimated_duration_s, t.trace_id, t.record_only, t.record_only_reason
+       t.estimated_duration_s, t.trace_id, t.record_only, t.record_only_reason, t.rerun_of,
+       t.job_name, t.job_version
 FROM jsonb_to_recordset(%(items)s::jsonb) AS t(
     ord int, id uuid, tenant_id text, actor_id text, idempotency_key text, plan_name text,
     plan_snapshot jsonb, plan_hash text, status execution.execution_status,
     mode execution.execution_mode, sla_class execution.sla_class, approval_level smallint,
     priority smallint, estimated_duration_s float8, trace_id text, record_only bool,
-    record_only_reason text)
+    record_only_reason text, rerun_of uuid, job_name text, job_version int)
 ORDER BY t.ord
 ON CONFLICT (tenant_id, idempotency_key) WHERE NOT key_released DO NOTHING
-RETURNING *
+RETURNING id, tenant_id, actor_id, idempotency_key, key_released, retry_of, plan_name,
+    plan_hash, status, status_reason, mode, sla_class, approval_level, priority,
+    estimated_duration_s, timeout_at, trace_id, worker_id, lease_renewals,
+    cancel_checks_performed, cancelled_by, cancelled_at, cancel_requested_by,
+    cancel_requested_at, record_only, created_at, started_at, finished_at, sla_violated_at,
+    rerun_of, record_only_reason, job_name, job_version
 
--- name: insert_submitted_events
+-- name: insert_events
+-- Each new execution's `submitted` event and, for one created queued, the `status_changed`
+-- approved -> queued that one submission writes when it queues it (executions.sql's
+-- transition): the same events, in the same order per execution.
 INSERT INTO execution.execution_events
     (execution_id, tenant_id, event_type, from_status, to_status, actor_id, payload)
-SELECT t.execution_id, t.tenant_id, 'submitted', NULL, t.to_status, t.actor_id, t.payload
+SELECT t.execution_id, t.tenant_id, t.event_type, t.from_status, t.to_status, t.actor_id,
+       t.payload
 FROM jsonb_to_recordset(%(items)s::jsonb) AS t(
-    ord int, execution_id uuid, tenant_id text, to_status execution.execution_status,
+    ord int, execution_id uuid, tenant_id text, event_type text,
+    from_status execution.execution_status, to_status execution.execution_status,
     actor_id text, payload jsonb)
 ORDER BY t.ord
 
