@@ -10,6 +10,7 @@ modules (and later versions) add to, and a reader must not fail on a kind it doe
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
@@ -85,18 +86,30 @@ def _values(
     computed flags) are ignored, a missing one without a default is an error."""
     values: dict[str, Any] = {}
     missing = []
-    for f in fields(cls):
-        if f.name in row:
-            values[f.name] = row[f.name]
-        elif f.default is MISSING and f.default_factory is MISSING:
-            missing.append(f.name)
+    names, required, nullable = _shape(cls)
+    for name in names:
+        if name in row:
+            values[name] = row[name]
+        elif name in required:
+            missing.append(name)
     if missing:
         raise RecordError(f"{table} row lacks column(s) {', '.join(missing)}")
-    nullable = {f.name for f in fields(cls) if str(f.type).endswith("| None")}
     for name, enum in enums.items():
         if name in values and not (values[name] is None and name in nullable):
             values[name] = parse(enum, values[name], f"{table}.{name}")
     return values
+
+
+@functools.cache
+def _shape(cls: type[Any]) -> tuple[tuple[str, ...], frozenset[str], frozenset[str]]:
+    """A record class's field names, those without a default, those that may be None: read
+    once per class (a bulk submission or a busy worker reads thousands of rows)."""
+    found = fields(cls)
+    return (
+        tuple(f.name for f in found),
+        frozenset(f.name for f in found if f.default is MISSING and f.default_factory is MISSING),
+        frozenset(f.name for f in found if str(f.type).endswith("| None")),
+    )
 
 
 def _uuid(value: object) -> uuid.UUID:

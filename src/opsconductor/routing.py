@@ -82,13 +82,18 @@ class Estimate:
 
 
 def estimate(
-    plan: Plan, targets: Sequence[Sequence[Asset]], history: History = NO_HISTORY
+    plan: Plan,
+    targets: Sequence[Sequence[Asset]],
+    history: History = NO_HISTORY,
+    keys: Sequence[str] | None = None,
 ) -> Estimate:
     """Steps run one after another; targets of one step are counted one after another too,
-    which over-estimates fan-out but never sends a slow plan down the immediate path."""
+    which over-estimates fan-out but never sends a slow plan down the immediate path.
+    ``keys``: the steps' ``step_key``s, when the caller has them already."""
+    if keys is None:
+        keys = [step_key(step) for step in plan.steps]
     found = []
-    for step, step_targets in zip(plan.steps, targets, strict=True):
-        key = step_key(step)
+    for step, step_targets, key in zip(plan.steps, targets, keys, strict=True):
         default = DEFAULT_STEP_SECONDS[step.type]
         typical = history.by_type.get(step.type)
         if key in history.by_key:

@@ -4,6 +4,7 @@ one transaction (see sql/bulk.sql). All or nothing: a crash stores none of them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,21 +25,15 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
     ids = [new.id for new in news]
     answers: dict[int, Submitted] = {}
     async with db.transaction() as conn:
+        items = []
+        for i, new in enumerate(news):
+            item = executions.columns(new)
+            del item["plan_snapshot"]  # sent apart, as the JSON text it already is
+            item.update(status=_created_as(new).value, ord=i, id=str(ids[i]))
+            items.append(item)
+        snapshots = "[" + ",".join(map(_snapshot_json, news)) + "]"
         cur = await conn.execute(
-            Q["insert_executions"],
-            {
-                "items": batching.as_json(
-                    [
-                        {
-                            **executions.columns(new),
-                            "status": _created_as(new).value,
-                            "ord": i,
-                            "id": str(ids[i]),
-                        }
-                        for i, new in enumerate(news)
-                    ]
-                )
-            },
+            Q["insert_executions"], {"items": batching.as_json(items), "snapshots": snapshots}
         )
         order = {execution_id: i for i, execution_id in enumerate(ids)}
         made: dict[int, Execution] = {}
@@ -53,6 +48,12 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
         if i not in answers:  # after the commit: the holder of its key is visible now
             answers[i] = await executions.submit(db, new)
     return [answers[i] for i in range(len(news))]
+
+
+def _snapshot_json(new: NewExecution) -> str:
+    if new.plan_snapshot_json is not None:
+        return new.plan_snapshot_json
+    return json.dumps(new.plan_snapshot, separators=(",", ":"))
 
 
 def _created_as(new: NewExecution) -> Status:

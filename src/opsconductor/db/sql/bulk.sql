@@ -15,12 +15,19 @@ SELECT t.id, t.tenant_id, t.actor_id, t.idempotency_key, t.plan_name, t.plan_sna
        t.plan_hash, t.status, t.mode, t.sla_class, t.approval_level, t.priority,
        t.estimated_duration_s, t.trace_id, t.record_only, t.record_only_reason, t.rerun_of,
        t.job_name, t.job_version
-FROM jsonb_to_recordset(%(items)s::jsonb) AS t(
-    ord int, id uuid, tenant_id text, actor_id text, idempotency_key text, plan_name text,
-    plan_snapshot jsonb, plan_hash text, status execution.execution_status,
-    mode execution.execution_mode, sla_class execution.sla_class, approval_level smallint,
-    priority smallint, estimated_duration_s float8, trace_id text, record_only bool,
-    record_only_reason text, rerun_of uuid, job_name text, job_version int)
+FROM ROWS FROM (
+    jsonb_to_recordset(%(items)s::jsonb) AS (
+        ord int, id uuid, tenant_id text, actor_id text, idempotency_key text,
+        plan_name text, plan_hash text, status execution.execution_status,
+        mode execution.execution_mode, sla_class execution.sla_class,
+        approval_level smallint, priority smallint, estimated_duration_s float8,
+        trace_id text, record_only bool, record_only_reason text, rerun_of uuid,
+        job_name text, job_version int),
+    -- the items' snapshots, in the same order: JSON text the caller has serialised already
+    jsonb_array_elements(%(snapshots)s::jsonb)
+) AS t(ord, id, tenant_id, actor_id, idempotency_key, plan_name, plan_hash, status, mode,
+       sla_class, approval_level, priority, estimated_duration_s, trace_id, record_only,
+       record_only_reason, rerun_of, job_name, job_version, plan_snapshot)
 ORDER BY t.ord
 ON CONFLICT (tenant_id, idempotency_key) WHERE NOT key_released DO NOTHING
 RETURNING id, tenant_id, actor_id, idempotency_key, key_released, retry_of, plan_name,
