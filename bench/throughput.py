@@ -50,12 +50,13 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from opsconductor import rbac
 from opsconductor.connectors.local import run_process
 from opsconductor.db import assets, auth, connectors, embedded, migrations
 from opsconductor.db.connection import Database
 from opsconductor.inventory import Asset
 from opsconductor.plan import Plan, parse_plan
+from opsconductor.services import caller as callers
+from opsconductor.services import executions
 from opsconductor.submission import Request, submit, submit_many
 
 HERE = Path(__file__).resolve().parent
@@ -140,16 +141,12 @@ async def enqueue_ours(url: str, n: int, concurrency: int = 2, *, kind: str = "o
 
 async def submit_plans(db: Database, n: int, concurrency: int = 2, *, kind: str = "ours") -> None:
     """The real submission path, in bulk (``POST /executions/bulk``, ``opsc submit DIR``):
-    validation, targets, RBAC per target (the bench actor's roles, as the service checks
-    them), hash, routing, idempotency, audit events and the queue for each plan, stored
+    validation, targets, RBAC per target (the service's check, with the bench actor's
+    roles), hash, routing, idempotency, audit events and the queue for each plan, stored
     set-based; plans of ``kind`` (``ours``: a noop step, ``ours-sh``: ``command: "true"``).
     Each plan has its own idempotency key (plans on one asset are alike)."""
-    async with db.connection() as conn:
-        roles = list(await auth.roles_of(conn, "default", ACTOR))
-
-    def check(plan: Plan, targets: list[list[Asset]]) -> None:
-        rbac.enforce_plan(ACTOR, roles, plan, targets)
-
+    who = await callers.delegated(db, "default", ACTOR)  # the actor's roles, as a caller's
+    check = executions.plan_check(who)
     slots = asyncio.Semaphore(concurrency)
 
     async def chunk(start: int) -> None:

@@ -85,8 +85,7 @@ async def _after_insert(
                 },
             }
         )
-        if e.status is not initial:  # created queued: the move one submission makes
-            status_machine.check(initial, e.status)
+        if e.status is not initial:  # created queued (_created_as): approved -> queued
             events.append(
                 {
                     **common,
