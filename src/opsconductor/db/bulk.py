@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from opsconductor import status_machine
 from opsconductor.db import approval_requests, batching, executions, queries
@@ -66,57 +65,39 @@ def _created_as(new: NewExecution) -> Status:
 async def _after_insert(
     conn: Conn, news: Sequence[NewExecution], made: dict[int, Execution]
 ) -> None:
-    events: list[dict[str, Any]] = []
+    items = []
     for i, e in sorted(made.items()):
         new = news[i]
-        initial = status_machine.initial_status(new.approval_level)
-        common = {"execution_id": str(e.id), "tenant_id": e.tenant_id, "actor_id": new.actor_id}
-        events.append(
+        items.append(
             {
-                **common,
-                "ord": len(events),
-                "event_type": "submitted",
-                "from_status": None,
-                "to_status": initial.value,
+                "ord": i,
+                "execution_id": str(e.id),
+                "tenant_id": e.tenant_id,
+                "actor_id": new.actor_id,
+                "initial": status_machine.initial_status(new.approval_level).value,
+                "queued": e.status is Status.QUEUED,
                 "payload": {
                     "plan_hash": new.plan_hash,
                     "idempotency_key": new.idempotency_key,
                     **_reason(new),
                 },
-            }
-        )
-        if e.status is not initial:  # created queued (_created_as): approved -> queued
-            events.append(
-                {
-                    **common,
-                    "ord": len(events),
-                    "event_type": "status_changed",
-                    "from_status": initial.value,
-                    "to_status": e.status.value,
-                    "payload": {},
-                }
-            )
-    await conn.execute(Q["insert_events"], {"items": batching.as_json(events)})
-    await conn.execute(
-        Q["insert_pending_steps"],
-        {
-            "items": batching.as_json(
-                [
+                "steps": [
                     {
-                        "execution_id": str(e.id),
-                        "tenant_id": e.tenant_id,
                         "step_index": index,
                         "step_name": name,
                         "step_type": kind,
                         "asset_id": asset_id,
-                        "step_key": news[i].step_keys[index] if news[i].step_keys else None,
+                        "step_key": new.step_keys[index] if new.step_keys else None,
                     }
-                    for i, e in made.items()
-                    for index, name, kind, asset_id in news[i].step_targets
-                ]
-            )
-        },
-    )
+                    for index, name, kind, asset_id in new.step_targets
+                ],
+                "priority": e.priority,
+                "sla_class": e.sla_class.value,
+                "action_classes": sorted(set(new.action_classes)),
+                "min_lease_s": new.min_lease_s,
+            }
+        )
+    await conn.execute(Q["after_insert"], {"items": batching.as_json(items)})
     for i, e in sorted(made.items()):
         if news[i].approval_level >= 1:
             await approval_requests.request(
@@ -127,25 +108,6 @@ async def _after_insert(
                 plan_hash=news[i].plan_hash,
                 requested_by=news[i].actor_id,
             )
-    queued = sorted(i for i, e in made.items() if e.status is Status.QUEUED)
-    if not queued:
-        return
-    await conn.execute(
-        Q["enqueue"],
-        {
-            "items": batching.as_json(
-                [
-                    {
-                        "ord": i,
-                        "execution_id": str(made[i].id),
-                        "action_classes": sorted(set(news[i].action_classes)),
-                        "min_lease_s": news[i].min_lease_s,
-                    }
-                    for i in queued
-                ]
-            )
-        },
-    )
 
 
 def _reason(new: NewExecution) -> dict[str, str]:
