@@ -187,12 +187,15 @@ async def test_bulk_writes_the_events_one_submission_writes(
         ("submitted", None, "approved"),
         ("status_changed", "approved", "queued"),
     ]
-    # the stored snapshot is the one that was hashed
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute(
-            "SELECT plan_snapshot FROM execution.executions WHERE id = %s", (bulk[0].execution.id,)
-        ).fetchone()
-    assert row is not None and row[0] == bulk[0].execution.plan_snapshot
+    # what the bulk answers is the stored row, read back (its snapshot the one hashed)
+    from opsconductor.db import executions as rows
+    from opsconductor.plan_hash import digest
+
+    async with db.connection() as conn:
+        for b in bulk:
+            stored = await rows.get(conn, "default", str(b.execution.id))
+            assert stored == b.execution
+            assert digest(stored.plan_snapshot) == stored.plan_hash
 
 
 async def test_rbac_is_decided_per_environment_across_the_plans(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 from opsconductor import status_machine
 from opsconductor.db import approval_requests, batching, executions, queries
@@ -38,7 +40,7 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
         made: dict[int, Execution] = {}
         for row in await cur.fetchall():
             i = order[row["id"]]
-            made[i] = Execution.from_row({**row, "plan_snapshot": news[i].plan_snapshot})
+            made[i] = _created(news[i], items[i], row["created_at"])
         if made:
             await _after_insert(conn, news, made)
         for i, execution in made.items():
@@ -47,6 +49,44 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
         if i not in answers:  # after the commit: the holder of its key is visible now
             answers[i] = await executions.submit(db, new)
     return [answers[i] for i in range(len(news))]
+
+
+def _created(new: NewExecution, item: dict[str, Any], created_at: datetime) -> Execution:
+    """The row just inserted, from what was sent (the columns' defaults for the rest: a
+    new execution has not run, retried, renewed or been cancelled); the same record as
+    ``Execution.from_row`` of it (tests/test_bulk_submit.py compares them)."""
+    return Execution(
+        id=new.id,
+        tenant_id=new.tenant_id,
+        actor_id=new.actor_id,
+        idempotency_key=new.idempotency_key,
+        retry_of=None,
+        plan_name=new.plan_name,
+        plan_snapshot=new.plan_snapshot,
+        plan_hash=new.plan_hash,
+        status=Status(item["status"]),
+        status_reason=None,
+        mode=new.mode,
+        sla_class=new.sla_class,
+        approval_level=new.approval_level,
+        priority=new.priority,
+        estimated_duration_s=new.estimated_duration_s,
+        trace_id=item["trace_id"],
+        worker_id=None,
+        timeout_at=None,
+        cancelled_by=None,
+        cancelled_at=None,
+        cancel_requested_by=None,
+        cancel_requested_at=None,
+        record_only=new.record_only,
+        created_at=created_at,
+        started_at=None,
+        finished_at=None,
+        rerun_of=new.rerun_of,
+        record_only_reason=new.record_only_reason,
+        job_name=new.job_name,
+        job_version=new.job_version,
+    )
 
 
 def _snapshot_json(new: NewExecution) -> str:

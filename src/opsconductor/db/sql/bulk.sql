@@ -5,8 +5,8 @@
 -- name: insert_executions
 -- A key already held (a duplicate, or a failed run to retry) inserts nothing here: that
 -- item goes through the one-by-one path, which knows how to answer it. The status is the
--- caller's: a level-0 plan for the workers is created queued (migration 0029). Every column
--- but the plan snapshot comes back (the caller holds the snapshot: no JSON round trip).
+-- caller's: a level-0 plan for the workers is created queued (migration 0029). Only what
+-- the server chose comes back: the caller holds every other value of the new row.
 INSERT INTO execution.executions (
     id, tenant_id, actor_id, idempotency_key, plan_name, plan_snapshot, plan_hash, status,
     mode, sla_class, approval_level, priority, estimated_duration_s, trace_id, record_only,
@@ -30,12 +30,7 @@ FROM ROWS FROM (
        record_only_reason, rerun_of, job_name, job_version, plan_snapshot)
 ORDER BY t.ord
 ON CONFLICT (tenant_id, idempotency_key) WHERE NOT key_released DO NOTHING
-RETURNING id, tenant_id, actor_id, idempotency_key, key_released, retry_of, plan_name,
-    plan_hash, status, status_reason, mode, sla_class, approval_level, priority,
-    estimated_duration_s, timeout_at, trace_id, worker_id, lease_renewals,
-    cancel_checks_performed, cancelled_by, cancelled_at, cancel_requested_by,
-    cancel_requested_at, record_only, created_at, started_at, finished_at, sla_violated_at,
-    rerun_of, record_only_reason, job_name, job_version
+RETURNING id, created_at
 
 -- name: after_insert
 -- Everything else the new executions need, in one statement from one item per execution:
