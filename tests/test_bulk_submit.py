@@ -4,6 +4,7 @@ stored all or none."""
 
 from __future__ import annotations
 
+import gc
 import re
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,10 @@ async def test_one_bad_plan_refuses_the_whole_request(db: Database, database_url
     with pytest.raises(TargetResolutionError, match=r"^plans\[2\]: steps\[0\]\.targets"):
         await executions.submit_many(db, who, plans)
     assert count(database_url, "SELECT count(*) FROM execution.executions") == 0
+    # the cycle collector, paused while a bulk is prepared, runs again after a refusal too
+    assert gc.isenabled()
+    await executions.submit_many(db, who, plans[:2])
+    assert gc.isenabled()
 
 
 async def test_rbac_is_checked_for_every_plan(db: Database, database_url: str) -> None:
