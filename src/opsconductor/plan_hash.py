@@ -19,11 +19,14 @@ from opsconductor.inventory import Asset
 from opsconductor.params import Value, bind
 from opsconductor.plan import Plan, plan_document
 
+#: One encoder for every call (``json.dumps`` with options builds a new one each time).
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+)
+
 
 def canonical_json(data: Any) -> str:
-    return json.dumps(
-        data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    )
+    return _CANONICAL.encode(data)
 
 
 def canonical_with(document: Mapping[str, Any], texts: Mapping[str, str]) -> str:

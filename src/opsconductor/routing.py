@@ -47,11 +47,15 @@ _NOT_WORK = ("name", "targets", "timeout_s", "retries", "concurrency", "action_c
              "idempotent", "when")  # fmt: skip
 
 
+#: One encoder for every call (``json.dumps`` with options builds a new one each time).
+_KEY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def step_key(step: _StepBase) -> str:
     """``command:<sha256 of what it runs>``: the same command text (script, URL, query...)
     in any plan shares one history."""
     work = step.model_dump(mode="json", by_alias=True, exclude=set(_NOT_WORK))
-    text = json.dumps(work, sort_keys=True, separators=(",", ":"))
+    text = _KEY_JSON.encode(work)
     return f"{work['type']}:{hashlib.sha256(text.encode()).hexdigest()[:32]}"
 
 
