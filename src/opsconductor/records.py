@@ -10,7 +10,6 @@ modules (and later versions) add to, and a reader must not fail on a kind it doe
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
@@ -100,16 +99,24 @@ def _values(
     return values
 
 
-@functools.cache
-def _shape(cls: type[Any]) -> tuple[tuple[str, ...], frozenset[str], frozenset[str]]:
-    """A record class's field names, those without a default, those that may be None: read
-    once per class (a bulk submission or a busy worker reads thousands of rows)."""
-    found = fields(cls)
-    return (
-        tuple(f.name for f in found),
-        frozenset(f.name for f in found if f.default is MISSING and f.default_factory is MISSING),
-        frozenset(f.name for f in found if str(f.type).endswith("| None")),
-    )
+#: Per record class: its field names, those without a default, those that may be None.
+_Shape = tuple[tuple[str, ...], frozenset[str], frozenset[str]]
+_SHAPES: dict[type[Any], _Shape] = {}
+
+
+def _shape(cls: type[Any]) -> _Shape:
+    """Read once per class (a bulk submission or a busy worker reads thousands of rows)."""
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        found = fields(cls)
+        shape = _SHAPES[cls] = (
+            tuple(f.name for f in found),
+            frozenset(
+                f.name for f in found if f.default is MISSING and f.default_factory is MISSING
+            ),
+            frozenset(f.name for f in found if str(f.type).endswith("| None")),
+        )
+    return shape
 
 
 def _uuid(value: object) -> uuid.UUID:
