@@ -4,6 +4,7 @@ stored all or none."""
 
 from __future__ import annotations
 
+import gc
 import re
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,10 @@ async def test_one_bad_plan_refuses_the_whole_request(db: Database, database_url
     with pytest.raises(TargetResolutionError, match=r"^plans\[2\]: steps\[0\]\.targets"):
         await executions.submit_many(db, who, plans)
     assert count(database_url, "SELECT count(*) FROM execution.executions") == 0
+    # the cycle collector, paused while a bulk is prepared, runs again after a refusal too
+    assert gc.isenabled()
+    await executions.submit_many(db, who, plans[:2])
+    assert gc.isenabled()
 
 
 async def test_rbac_is_checked_for_every_plan(db: Database, database_url: str) -> None:
@@ -156,3 +161,74 @@ async def test_a_bulk_is_claimed_in_submission_order(db: Database, database_url:
             "SELECT execution_id FROM execution.execution_queue ORDER BY priority, available_at"
         ).fetchall()
     assert [r[0] for r in rows] == [d.execution.id for d in done]
+
+
+def _events(url: str, execution_id: object) -> list[tuple[Any, ...]]:
+    """An execution's events in order, without what differs between two submissions."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT event_type, from_status::text, to_status::text, actor_id, payload"
+            " FROM execution.execution_events WHERE execution_id = %s ORDER BY id",
+            (execution_id,),
+        ).fetchall()
+    return [(*row[:4], {k: v for k, v in row[4].items() if k != "idempotency_key"}) for row in rows]
+
+
+async def test_bulk_writes_the_events_one_submission_writes(
+    db: Database, database_url: str
+) -> None:
+    """A level-0 plan is stored queued at once (no second row version), yet its audit trail
+    is a single submission's: submitted (to approved), then approved -> queued."""
+    who = await local_admin(db, "default")
+    plans = [plan("e-a"), plan("e-b", level=1), plan("e-c", slow=True)]
+    bulk = await executions.submit_many(db, who, plans)
+    singles = [
+        await executions.submit(db, who, p, idempotency_key=f"one-{i}", enqueue=True)
+        for i, p in enumerate(plans)
+    ]
+    for b, s in zip(bulk, singles, strict=True):
+        assert _events(database_url, b.execution.id) == _events(database_url, s.execution.id)
+    assert [e[:3] for e in _events(database_url, bulk[0].execution.id)] == [
+        ("submitted", None, "approved"),
+        ("status_changed", "approved", "queued"),
+    ]
+    # what the bulk answers is the stored row, read back (its snapshot the one hashed)
+    from opsconductor.db import executions as rows
+    from opsconductor.plan_hash import digest
+
+    async with db.connection() as conn:
+        for b in bulk:
+            stored = await rows.get(conn, "default", str(b.execution.id))
+            assert stored == b.execution
+            assert digest(stored.plan_snapshot) == stored.plan_hash
+
+
+async def test_rbac_is_decided_per_environment_across_the_plans(
+    db: Database, database_url: str
+) -> None:
+    """The roles' answers are shared by the plans of one request, per environment: an
+    operator's plans on dev pass, the one on prod refuses the request, naming it."""
+    from opsconductor.db import assets, auth
+    from opsconductor.inventory import Asset
+    from opsconductor.services.caller import from_token
+
+    async with db.transaction() as conn:
+        for name, env in (("dev-1", "dev"), ("dev-2", "dev"), ("prod-1", "prod")):
+            await assets.add(conn, "default", Asset(name, name, "127.0.0.1", env))
+        await auth.ensure_actor(conn, "default", "op")
+        await auth.grant(conn, "default", "op", "operator", granted_by="test")
+        token = await auth.create_token(conn, "default", "op", name="t")
+    who = await from_token(db, token.token)
+
+    def on(name: str, asset: str) -> Plan:
+        step = {"name": "s", "type": "command", "command": "true", "action_class": "modify",
+                "targets": {"assets": [asset]}}  # fmt: skip
+        return parse_plan({"name": name, "steps": [step]})
+
+    with pytest.raises(PermissionDenied, match=r"^plans\[2\]: .*'prod-1'"):
+        await executions.submit_many(
+            db, who, [on("a", "dev-1"), on("b", "dev-2"), on("c", "prod-1"), on("d", "dev-1")]
+        )
+    assert count(database_url, "SELECT count(*) FROM execution.executions") == 0
+    done = await executions.submit_many(db, who, [on("a", "dev-1"), on("b", "dev-2")])
+    assert [d.created for d in done] == [True, True]

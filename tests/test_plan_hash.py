@@ -106,3 +106,18 @@ def test_same_hash_in_a_fresh_interpreter_with_another_hash_seed() -> None:
         cwd=os.path.dirname(os.path.dirname(__file__)),
     )
     assert out.stdout.strip() == GOLDEN_HASH
+
+
+def test_canonical_with_given_texts_is_canonical_json() -> None:
+    """The submission serialises the plan once and reuses the text for the whole document:
+    the bytes (and so the hash) must be exactly canonical_json's."""
+    from opsconductor.plan_hash import canonical_with, digest, digest_text
+
+    plan = parse_plan(PLAN)
+    document = hashed_document(plan, resolve_plan(plan, INVENTORY))
+    assert digest(document) == plan_hash(plan, resolve_plan(plan, INVENTORY))
+    document["params"] = {"zone": "é", "n": 2.5, "flag": True}
+    text = canonical_with(document, {"plan": canonical_json(document["plan"])})
+    assert text == canonical_json(document)
+    assert canonical_with(document, {}) == canonical_json(document)
+    assert digest_text(text) == digest(document)

@@ -130,3 +130,29 @@ def test_plan_check_names_each_forbidden_step_and_target() -> None:
     assert "steps[0]" not in str(denied.value)
     with pytest.raises(PermissionDenied, match="may not submit"):
         rbac.enforce_plan("carol", [B["viewer"]], plan, targets)
+
+
+def test_an_asker_answers_as_decide_for_every_question() -> None:
+    """A bulk submission asks each (action, environment) once: the shared answers must be
+    decide's, environment by environment (a prod denial is not an answer for dev)."""
+    roles = [B["operator"], B["viewer"]]
+    ask = rbac.asker(roles)
+    for _ in range(2):  # the second round is answered from what the first worked out
+        for action in ("read", "modify", "deploy"):
+            for env in ("dev", "prod", None):
+                assert ask("steps", action, env) == rbac.decide(roles, "steps", action, env)
+
+
+def test_plan_check_with_a_shared_asker_denies_per_target_environment() -> None:
+    plan = parse_plan(
+        {"name": "p", "steps": [{"name": "s", "type": "command", "command": "true",
+                                 "action_class": "modify", "targets": {"tags": {"r": "x"}}}]}
+    )  # fmt: skip
+    dev = [[Asset("a", "a", "10.0.0.1", "dev")]]
+    prod = [[Asset("b", "b", "10.0.0.2", "prod")]]
+    roles = [B["operator"]]
+    ask = rbac.asker(roles)
+    rbac.enforce_plan("op", roles, plan, dev, ask)
+    with pytest.raises(PermissionDenied, match="'b'"):
+        rbac.enforce_plan("op", roles, plan, prod, ask)
+    rbac.enforce_plan("op", roles, plan, dev, ask)

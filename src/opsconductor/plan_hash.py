@@ -19,11 +19,25 @@ from opsconductor.inventory import Asset
 from opsconductor.params import Value, bind
 from opsconductor.plan import Plan, plan_document
 
+#: One encoder for every call (``json.dumps`` with options builds a new one each time).
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+)
+
 
 def canonical_json(data: Any) -> str:
-    return json.dumps(
-        data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    return _CANONICAL.encode(data)
+
+
+def canonical_with(document: Mapping[str, Any], texts: Mapping[str, str]) -> str:
+    """``canonical_json(document)``, taking the canonical text of some of its values from
+    ``texts`` (already serialised by the caller) instead of serialising them again: the
+    very same bytes, as ``json.dumps(sort_keys=True)`` writes a dict exactly this way."""
+    parts = (
+        f"{canonical_json(key)}:{texts[key] if key in texts else canonical_json(value)}"
+        for key, value in sorted(document.items())
     )
+    return "{" + ",".join(parts) + "}"
 
 
 def hashed_document(
@@ -62,5 +76,15 @@ def plan_hash(
     files: pushed_files.Digests | None = None,
     params: Mapping[str, Value] | None = None,
 ) -> str:
-    document = hashed_document(plan, targets, files, params)
-    return hashlib.sha256(canonical_json(document).encode()).hexdigest()
+    return digest(hashed_document(plan, targets, files, params))
+
+
+def digest(document: Mapping[str, Any]) -> str:
+    """The hash of a ``hashed_document``."""
+    return digest_text(canonical_json(document))
+
+
+def digest_text(canonical: str) -> str:
+    """The hash of a ``hashed_document`` already in canonical JSON (a submission that
+    stores the document too serialises it once)."""
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -196,11 +196,35 @@ class PlannedStep:
     environment: str
 
 
-def plan_denials(roles: Sequence[Role], planned: Iterable[PlannedStep]) -> list[str]:
+#: ``decide`` for one caller's roles: (resource, action, environment) -> Decision.
+Ask = Callable[[str, str, str | None], Decision]
+
+
+def asker(roles: Sequence[Role]) -> Ask:
+    """``decide`` for fixed roles, each question worked out once: a bulk submission asks the
+    same few (action class, environment) questions for every plan. Pure: the answer depends
+    on nothing but the roles and the question."""
+    held = tuple(roles)
+    answers: dict[tuple[str, str, str | None], Decision] = {}
+
+    def ask(resource: str, action: str, environment: str | None) -> Decision:
+        key = (resource, action, environment)
+        found = answers.get(key)
+        if found is None:
+            found = answers[key] = decide(held, resource, action, environment)
+        return found
+
+    return ask
+
+
+def plan_denials(
+    roles: Sequence[Role], planned: Iterable[PlannedStep], ask: Ask | None = None
+) -> list[str]:
     """Every (step, target) of a plan the roles may not run, as readable sentences."""
+    ask = ask or (lambda resource, action, env: decide(roles, resource, action, env))
     denials = []
     for item in planned:
-        decision = decide(roles, "steps", item.action_class, item.environment)
+        decision = ask("steps", item.action_class, item.environment)
         if not decision.allowed:
             denials.append(
                 f"steps[{item.step_index}] {item.step_name!r} on {item.asset_id!r}: "
@@ -218,13 +242,19 @@ def planned_steps(plan: Plan, targets: Sequence[Sequence[Asset]]) -> list[Planne
 
 
 def enforce_plan(
-    actor_id: str, roles: Sequence[Role], plan: Plan, targets: Sequence[Sequence[Asset]]
+    actor_id: str,
+    roles: Sequence[Role],
+    plan: Plan,
+    targets: Sequence[Sequence[Asset]],
+    ask: Ask | None = None,
 ) -> None:
-    """The check at submission: raise ``PermissionDenied`` naming what may not run."""
-    may_submit = decide(roles, "executions", "submit")
+    """The check at submission: raise ``PermissionDenied`` naming what may not run.
+    ``ask``: an ``asker(roles)`` shared by the plans of one submission."""
+    ask = ask or asker(roles)
+    may_submit = ask("executions", "submit", None)
     if not may_submit.allowed:
         raise PermissionDenied(f"actor {actor_id!r}: {may_submit.reason}")
-    denials = plan_denials(roles, planned_steps(plan, targets))
+    denials = plan_denials(roles, planned_steps(plan, targets), ask)
     if denials:
         more = f" (and {len(denials) - 3} more)" if len(denials) > 3 else ""
         raise PermissionDenied(f"actor {actor_id!r}: " + "; ".join(denials[:3]) + more)

@@ -78,27 +78,6 @@ def parse(enum: type[E], value: object, where: str) -> E:
     raise RecordError(f"{where}: {value!r} is not one of {known}")
 
 
-Shape = tuple[tuple[str, ...], frozenset[str], frozenset[str]]
-_shapes: dict[type[Any], Shape] = {}
-
-
-def _shape(cls: type[Any]) -> Shape:
-    """``cls``'s fields, those without a default, and those that may be None: read once per
-    class (a worker builds thousands of records a second)."""
-    known = _shapes.get(cls)
-    if known is not None:
-        return known
-    all_fields = fields(cls)
-    shape = _shapes[cls] = (
-        tuple(f.name for f in all_fields),
-        frozenset(
-            f.name for f in all_fields if f.default is MISSING and f.default_factory is MISSING
-        ),
-        frozenset(f.name for f in all_fields if str(f.type).endswith("| None")),
-    )
-    return shape
-
-
 def _values(
     cls: type[Any], row: Mapping[str, Any], table: str, enums: Mapping[str, type[StrEnum]]
 ) -> dict[str, Any]:
@@ -113,6 +92,26 @@ def _values(
         if name in values and not (values[name] is None and name in nullable):
             values[name] = parse(enum, values[name], f"{table}.{name}")
     return values
+
+
+#: Per record class: its field names, those without a default, those that may be None.
+_Shape = tuple[tuple[str, ...], frozenset[str], frozenset[str]]
+_SHAPES: dict[type[Any], _Shape] = {}
+
+
+def _shape(cls: type[Any]) -> _Shape:
+    """Read once per class (a bulk submission or a busy worker reads thousands of rows)."""
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        found = fields(cls)
+        shape = _SHAPES[cls] = (
+            tuple(f.name for f in found),
+            frozenset(
+                f.name for f in found if f.default is MISSING and f.default_factory is MISSING
+            ),
+            frozenset(f.name for f in found if str(f.type).endswith("| None")),
+        )
+    return shape
 
 
 def _uuid(value: object) -> uuid.UUID:

@@ -47,11 +47,15 @@ _NOT_WORK = ("name", "targets", "timeout_s", "retries", "concurrency", "action_c
              "idempotent", "when")  # fmt: skip
 
 
+#: One encoder for every call (``json.dumps`` with options builds a new one each time).
+_KEY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def step_key(step: _StepBase) -> str:
     """``command:<sha256 of what it runs>``: the same command text (script, URL, query...)
     in any plan shares one history."""
     work = step.model_dump(mode="json", by_alias=True, exclude=set(_NOT_WORK))
-    text = json.dumps(work, sort_keys=True, separators=(",", ":"))
+    text = _KEY_JSON.encode(work)
     return f"{work['type']}:{hashlib.sha256(text.encode()).hexdigest()[:32]}"
 
 
@@ -82,13 +86,18 @@ class Estimate:
 
 
 def estimate(
-    plan: Plan, targets: Sequence[Sequence[Asset]], history: History = NO_HISTORY
+    plan: Plan,
+    targets: Sequence[Sequence[Asset]],
+    history: History = NO_HISTORY,
+    keys: Sequence[str] | None = None,
 ) -> Estimate:
     """Steps run one after another; targets of one step are counted one after another too,
-    which over-estimates fan-out but never sends a slow plan down the immediate path."""
+    which over-estimates fan-out but never sends a slow plan down the immediate path.
+    ``keys``: the steps' ``step_key``s, when the caller has them already."""
+    if keys is None:
+        keys = [step_key(step) for step in plan.steps]
     found = []
-    for step, step_targets in zip(plan.steps, targets, strict=True):
-        key = step_key(step)
+    for step, step_targets, key in zip(plan.steps, targets, keys, strict=True):
         default = DEFAULT_STEP_SECONDS[step.type]
         typical = history.by_type.get(step.type)
         if key in history.by_key:

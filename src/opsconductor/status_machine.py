@@ -36,8 +36,10 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.TIMEOUT, S.PARTIAL}),
 }
 TERMINAL = frozenset(set(Status) - set(TRANSITIONS))
-#: What an execution is created as (``initial_status``).
-INITIAL = frozenset({S.APPROVED, S.PENDING_APPROVAL})
+#: What an execution is created as (``initial_status``), or queued at once when it needs no
+#: approval and goes to the workers (a bulk submission, db/bulk.py: migration 0029 refuses
+#: it at levels 1-3).
+INITIAL = frozenset({S.APPROVED, S.PENDING_APPROVAL, S.QUEUED})
 
 
 def is_terminal(status: Status) -> bool:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import gc
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opsconductor import pushed_files, routing, staging, template_check
+from opsconductor import plan_hash, pushed_files, routing, staging, template_check
 from opsconductor.config import load_settings
 from opsconductor.connectors import tenant_files
 from opsconductor.db import assets, bulk, connectors, executions, steps
@@ -21,7 +22,7 @@ from opsconductor.idempotency import derive_key
 from opsconductor.inventory import Asset, resolve_selected, selectors
 from opsconductor.params import Value, bind
 from opsconductor.plan import Plan, Targets
-from opsconductor.plan_hash import hashed_document, plan_hash
+from opsconductor.plan_hash import hashed_document
 from opsconductor.records import Mode
 from opsconductor.safe_parse import MAX_EXPANDED_BYTES
 
@@ -76,22 +77,34 @@ class Context:
     enablement: staging.Staging = field(default_factory=staging.Staging)
 
 
+def step_keys(plan: Plan) -> tuple[str, ...]:
+    """Each step's ``routing.step_key`` (a hash of what it runs), in step order."""
+    return tuple(routing.step_key(s) for s in plan.steps)
+
+
 async def context(
-    db: Database, tenant_id: str, plans: Sequence[Plan], files_root: Path | None = None
+    db: Database,
+    tenant_id: str,
+    plans: Sequence[Plan],
+    files_root: Path | None = None,
+    keys: Sequence[tuple[str, ...]] | None = None,
 ) -> Context:
-    """One read for any number of plans: each distinct selector is looked up once."""
+    """One read for any number of plans: each distinct selector is looked up once.
+    ``keys``: each plan's ``step_keys``, when the caller has them already."""
     files_root = files_root or load_settings().files_root
     wanted: dict[str, Targets] = {}
     for plan in plans:
         wanted.update(selectors(plan))
     step_types: list[str] = sorted({s.type for plan in plans for s in plan.steps})
-    step_keys = sorted({routing.step_key(s) for plan in plans for s in plan.steps})
+    if keys is None:
+        keys = [step_keys(plan) for plan in plans]
+    wanted_keys = sorted({key for plan_keys in keys for key in plan_keys})
     async with db.connection() as conn:
         await assets.ensure_tenant(conn, tenant_id)
         matched = await assets.matching(conn, tenant_id, wanted)
         tenant = await connectors.tenant_settings(conn, tenant_id)
         observed = await steps.observed_p95(conn, tenant_id, step_types)
-        keyed = await steps.observed_p95_by_key(conn, tenant_id, step_keys)
+        keyed = await steps.observed_p95_by_key(conn, tenant_id, wanted_keys)
         staged = await staging_rows.get(conn, tenant_id)
     files = tenant_files.resolver(tenant_id, files_root)
     return Context(tenant, matched, observed, keyed, files, staged)
@@ -113,9 +126,14 @@ async def check_templates(
 
 
 async def prepare(
-    request: Request, found: Context, *, check: PlanCheck | None = None
+    request: Request,
+    found: Context,
+    *,
+    check: PlanCheck | None = None,
+    keys: tuple[str, ...] | None = None,
 ) -> executions.NewExecution:
-    """Resolve, check, read pushed files, hash and route one plan: everything but storing."""
+    """Resolve, check, read pushed files, hash and route one plan: everything but storing.
+    ``keys``: the plan's ``step_keys``, when the caller has them already."""
     plan = request.plan
     values = bind(plan.params, request.params)  # names the parameter at fault
     targets = resolve_selected(plan, found.matched)  # raises before anything is stored
@@ -128,7 +146,7 @@ async def prepare(
     await check_templates(plan, targets, values)
     kinds: set[str] = {s.type for s in plan.steps}
     observed = {t: found.observed[t] for t in kinds if t in found.observed}
-    keys = tuple(routing.step_key(s) for s in plan.steps)
+    keys = keys if keys is not None else step_keys(plan)
     keyed = {k: found.observed_steps[k] for k in keys if k in found.observed_steps}
     # The bytes of every pushed file, read now: they are part of what is hashed, approved
     # and deduplicated (a changed file is a new plan), and the engine runs nothing else.
@@ -137,13 +155,17 @@ async def prepare(
     # Frozen into the execution (the engine also honours a tenant flag set later).
     asked = request.record_only or found.tenant.record_only
     snapshot = hashed_document(plan, targets, files, values)
+    # Serialised once: its length is checked, it is hashed and it is what is stored.
+    plan_text = plan_hash.canonical_json(snapshot["plan"])
     # Bounded like a request body: aliases and templates aside, nothing a tenant sends may
-    # grow into a larger stored row than it could have sent literally.
-    written = len(json.dumps(snapshot["plan"], separators=(",", ":")))
+    # grow into a larger stored row than it could have sent literally. (The compact JSON:
+    # sorting keys changes no length.)
+    written = len(plan_text)
     if written > MAX_EXPANDED_BYTES:
         raise BadInput(f"plan: {written} bytes as stored; the limit is {MAX_EXPANDED_BYTES}")
-    digest = plan_hash(plan, targets, files, values)
-    estimate = routing.estimate(plan, targets, routing.History(keyed, observed))
+    snapshot_text = plan_hash.canonical_with(snapshot, {"plan": plan_text})
+    digest = plan_hash.digest_text(snapshot_text)
+    estimate = routing.estimate(plan, targets, routing.History(keyed, observed), keys)
     route = routing.classify(estimate.total_s)
     mode = route.mode if request.enqueue is None else _MODE[request.enqueue]
     if plan.approval_level == 3:
@@ -171,6 +193,7 @@ async def prepare(
         id=execution_id,
         plan_name=plan.name,
         plan_snapshot=snapshot,
+        plan_snapshot_json=snapshot_text,
         plan_hash=digest,
         mode=mode,
         sla_class=route.sla_class,
@@ -215,11 +238,38 @@ async def submit_many(
         raise BadInput(f"plans: {len(requests)} plans; at most {MAX_BULK} per submission")
     if len({r.tenant_id for r in requests}) != 1:
         raise BadInput("plans: a bulk submission belongs to one tenant")
-    found = await context(db, requests[0].tenant_id, [r.plan for r in requests])
-    news = []
-    for index, request in enumerate(requests):
-        try:
-            news.append(await prepare(request, found, check=check))
-        except OpsError as exc:  # bad input, no target, RBAC: the same kind, naming the plan
-            raise type(exc)(f"plans[{index}]: {exc}") from None
-    return await bulk.submit_many(db, news)
+    with _cycles_collected_after():
+        keys = [step_keys(r.plan) for r in requests]  # read by the context and by prepare
+        found = await context(db, requests[0].tenant_id, [r.plan for r in requests], keys=keys)
+        news = []
+        for index, request in enumerate(requests):
+            try:
+                news.append(await prepare(request, found, check=check, keys=keys[index]))
+            except OpsError as exc:  # bad input, no target, RBAC: the same kind, naming it
+                raise type(exc)(f"plans[{index}]: {exc}") from None
+        return await bulk.submit_many(db, news)
+
+
+#: Bulk submissions running in this process (the cycle collector waits for all of them).
+_bulks_running = 0
+
+
+@contextlib.contextmanager
+def _cycles_collected_after() -> Iterator[None]:
+    """No cyclic garbage collection while a bulk is prepared and stored: it allocates many
+    objects per plan that all live until the statements are sent, and the collector would
+    walk them over and over (about a sixth of a bulk's CPU, measured with
+    bench/enqueue_cost.py). Reference counting still frees everything else at once; cycles
+    wait for the end of the bulk (at most MAX_BULK plans)."""
+    global _bulks_running
+    if _bulks_running == 0 and not gc.isenabled():  # someone else's choice: leave it
+        yield
+        return
+    _bulks_running += 1
+    gc.disable()
+    try:
+        yield
+    finally:
+        _bulks_running -= 1
+        if _bulks_running == 0:
+            gc.enable()

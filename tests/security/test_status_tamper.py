@@ -99,3 +99,27 @@ async def test_legal_raw_updates_pass(db: Database, database_url: str) -> None:
             (submitted.execution.id,),
         )
         assert await cur.fetchone() == ("partial", "checked")
+
+
+async def test_only_a_plan_needing_no_approval_may_be_created_queued(
+    database_url: str, db: Database
+) -> None:
+    """A bulk submission creates level-0 executions queued (migration 0029); a raw INSERT
+    cannot use that to put a plan that needs an approval straight into the queue."""
+    insert = (
+        "INSERT INTO execution.executions (id, tenant_id, actor_id, idempotency_key,"
+        " plan_name, plan_snapshot, plan_hash, status, mode, sla_class, approval_level,"
+        " priority, estimated_duration_s, trace_id) VALUES (%s, 'default', 'mallory',"
+        " %s, 'forged', '{}', repeat('0', 64), 'queued', 'background', 'fast',"
+        " %s, 5, 0, 'forged')"
+    )
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO execution.tenants VALUES ('default') ON CONFLICT DO NOTHING"
+        )
+        for level in (1, 2, 3):
+            with pytest.raises(psycopg.errors.CheckViolation, match="queued at approval level"):
+                await conn.execute(insert, (uuid.uuid4(), f"forged-{level}", level))
+        cur = await conn.execute("SELECT count(*) FROM execution.executions")
+        assert await cur.fetchone() == (0,)
+        await conn.execute(insert, (uuid.uuid4(), "level-0", 0))  # what a bulk does

@@ -4,13 +4,15 @@ one transaction (see sql/bulk.sql). All or nothing: a crash stores none of them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import replace
+from datetime import datetime
+from typing import Any
 
+from opsconductor import status_machine
 from opsconductor.db import approval_requests, batching, executions, queries
 from opsconductor.db.connection import Conn, Database
 from opsconductor.db.executions import NewExecution, Submitted
-from opsconductor.errors import StaleStatus
 from opsconductor.records import Execution
 from opsconductor.status_machine import Status
 
@@ -24,19 +26,21 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
     ids = [new.id for new in news]
     answers: dict[int, Submitted] = {}
     async with db.transaction() as conn:
+        items = []
+        for i, new in enumerate(news):
+            item = executions.columns(new)
+            del item["plan_snapshot"]  # sent apart, as the JSON text it already is
+            item.update(status=_created_as(new).value, ord=i, id=str(ids[i]))
+            items.append(item)
+        snapshots = "[" + ",".join(map(_snapshot_json, news)) + "]"
         cur = await conn.execute(
-            Q["insert_executions"],
-            {
-                "items": batching.as_json(
-                    [
-                        {**executions.columns(new), "ord": i, "id": str(ids[i])}
-                        for i, new in enumerate(news)
-                    ]
-                )
-            },
+            Q["insert_executions"], {"items": batching.as_json(items), "snapshots": snapshots}
         )
         order = {execution_id: i for i, execution_id in enumerate(ids)}
-        made = {order[row["id"]]: Execution.from_row(row) for row in await cur.fetchall()}
+        made: dict[int, Execution] = {}
+        for row in await cur.fetchall():
+            i = order[row["id"]]
+            made[i] = _created(news[i], items[i], row["created_at"])
         if made:
             await _after_insert(conn, news, made)
         for i, execution in made.items():
@@ -47,51 +51,93 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
     return [answers[i] for i in range(len(news))]
 
 
+def _created(new: NewExecution, item: dict[str, Any], created_at: datetime) -> Execution:
+    """The row just inserted, from what was sent (the columns' defaults for the rest: a
+    new execution has not run, retried, renewed or been cancelled); the same record as
+    ``Execution.from_row`` of it (tests/test_bulk_submit.py compares them)."""
+    return Execution(
+        id=new.id,
+        tenant_id=new.tenant_id,
+        actor_id=new.actor_id,
+        idempotency_key=new.idempotency_key,
+        retry_of=None,
+        plan_name=new.plan_name,
+        plan_snapshot=new.plan_snapshot,
+        plan_hash=new.plan_hash,
+        status=Status(item["status"]),
+        status_reason=None,
+        mode=new.mode,
+        sla_class=new.sla_class,
+        approval_level=new.approval_level,
+        priority=new.priority,
+        estimated_duration_s=new.estimated_duration_s,
+        trace_id=item["trace_id"],
+        worker_id=None,
+        timeout_at=None,
+        cancelled_by=None,
+        cancelled_at=None,
+        cancel_requested_by=None,
+        cancel_requested_at=None,
+        record_only=new.record_only,
+        created_at=created_at,
+        started_at=None,
+        finished_at=None,
+        rerun_of=new.rerun_of,
+        record_only_reason=new.record_only_reason,
+        job_name=new.job_name,
+        job_version=new.job_version,
+    )
+
+
+def _snapshot_json(new: NewExecution) -> str:
+    if new.plan_snapshot_json is not None:
+        return new.plan_snapshot_json
+    return json.dumps(new.plan_snapshot, separators=(",", ":"))
+
+
+def _created_as(new: NewExecution) -> Status:
+    """What one submission ends with before it commits: approved by policy and for the
+    workers is queued at once (one row version, not an insert and an update)."""
+    initial = status_machine.initial_status(new.approval_level)
+    return Status.QUEUED if new.enqueue and initial is Status.APPROVED else initial
+
+
 async def _after_insert(
     conn: Conn, news: Sequence[NewExecution], made: dict[int, Execution]
 ) -> None:
-    await conn.execute(
-        Q["insert_submitted_events"],
-        {
-            "items": batching.as_json(
-                [
+    items = []
+    for i, e in sorted(made.items()):
+        new = news[i]
+        items.append(
+            {
+                "ord": i,
+                "execution_id": str(e.id),
+                "tenant_id": e.tenant_id,
+                "actor_id": new.actor_id,
+                "initial": status_machine.initial_status(new.approval_level).value,
+                "queued": e.status is Status.QUEUED,
+                "payload": {
+                    "plan_hash": new.plan_hash,
+                    "idempotency_key": new.idempotency_key,
+                    **_reason(new),
+                },
+                "steps": [
                     {
-                        "ord": i,
-                        "execution_id": str(e.id),
-                        "tenant_id": e.tenant_id,
-                        "to_status": e.status.value,
-                        "actor_id": news[i].actor_id,
-                        "payload": {
-                            "plan_hash": news[i].plan_hash,
-                            "idempotency_key": news[i].idempotency_key,
-                            **_reason(news[i]),
-                        },
-                    }
-                    for i, e in sorted(made.items())
-                ]
-            )
-        },
-    )
-    await conn.execute(
-        Q["insert_pending_steps"],
-        {
-            "items": batching.as_json(
-                [
-                    {
-                        "execution_id": str(e.id),
-                        "tenant_id": e.tenant_id,
                         "step_index": index,
                         "step_name": name,
                         "step_type": kind,
                         "asset_id": asset_id,
-                        "step_key": news[i].step_keys[index] if news[i].step_keys else None,
+                        "step_key": new.step_keys[index] if new.step_keys else None,
                     }
-                    for i, e in made.items()
-                    for index, name, kind, asset_id in news[i].step_targets
-                ]
-            )
-        },
-    )
+                    for index, name, kind, asset_id in new.step_targets
+                ],
+                "priority": e.priority,
+                "sla_class": e.sla_class.value,
+                "action_classes": sorted(set(new.action_classes)),
+                "min_lease_s": new.min_lease_s,
+            }
+        )
+    await conn.execute(Q["after_insert"], {"items": batching.as_json(items)})
     for i, e in sorted(made.items()):
         if news[i].approval_level >= 1:
             await approval_requests.request(
@@ -102,39 +148,6 @@ async def _after_insert(
                 plan_hash=news[i].plan_hash,
                 requested_by=news[i].actor_id,
             )
-    queued = sorted(i for i, e in made.items() if news[i].enqueue and e.status is Status.APPROVED)
-    if not queued:
-        return
-    moves = [
-        {
-            **executions.transition_item(
-                made[i].id, Status.APPROVED, Status.QUEUED, actor_id=news[i].actor_id
-            ),
-            "ord": n,
-        }
-        for n, i in enumerate(queued)
-    ]
-    rows = await batching.run(conn, executions.Q["transition"], moves)
-    if any(row["id"] is None for row in rows):  # nobody else can see these rows yet
-        raise StaleStatus("a new execution changed status while it was being submitted")
-    await conn.execute(
-        Q["enqueue"],
-        {
-            "items": batching.as_json(
-                [
-                    {
-                        "ord": i,
-                        "execution_id": str(made[i].id),
-                        "action_classes": sorted(set(news[i].action_classes)),
-                        "min_lease_s": news[i].min_lease_s,
-                    }
-                    for i in queued
-                ]
-            )
-        },
-    )
-    for i in queued:
-        made[i] = replace(made[i], status=Status.QUEUED)
 
 
 def _reason(new: NewExecution) -> dict[str, str]:

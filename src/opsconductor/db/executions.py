@@ -56,6 +56,9 @@ class NewExecution:
     #: the saved job and version it runs (services/jobs.py), None for a plain plan
     job_name: str | None = None
     job_version: int | None = None
+    #: ``plan_snapshot`` as canonical JSON, when the submission has serialised it already
+    #: (db/bulk.py stores this text rather than serialise the snapshot again)
+    plan_snapshot_json: str | None = None
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -131,12 +131,21 @@ async def submit_many(
     from opsconductor.submission import submit_many as store_many
 
     who.require("executions", "submit")
+    requests = [Request(p, who.tenant_id, who.actor_id, None, record_only, True) for p in plans]
+    return await store_many(db, requests, check=plan_check(who))
+
+
+def plan_check(who: Caller) -> Callable[[Plan, list[list[Asset]]], None]:
+    """The RBAC check of every plan of one submission (``submission.PlanCheck``): the step's
+    action class on every resolved target's environment, each distinct question worked
+    out once for all the plans (the roles are the caller's as of this request)."""
+    roles = list(who.roles)
+    ask = rbac.asker(roles)
 
     def check(plan: Plan, targets: list[list[Asset]]) -> None:
-        rbac.enforce_plan(who.actor_id, list(who.roles), plan, targets)
+        rbac.enforce_plan(who.actor_id, roles, plan, targets, ask)
 
-    requests = [Request(p, who.tenant_id, who.actor_id, None, record_only, True) for p in plans]
-    return await store_many(db, requests, check=check)
+    return check
 
 
 async def rerun_failed(
