@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,3 +119,58 @@ def test_local_cli_is_the_installation_admin_and_a_login_is_its_token(
     assert re.search(r"viewer .*intern", listed.stdout), listed.stdout
     assert opsc(intern, "logout").returncode == 0
     assert me in opsc(intern, "whoami").stdout
+
+
+def test_ctrl_c_ends_open_streams_and_long_polls_instead_of_waiting_for_them(
+    cli_env: dict[str, str], server: tuple[str, subprocess.Popen[str]]
+) -> None:
+    """uvicorn waits for open connections to finish before it stops: an SSE stream (15 s
+    keepalives, no end) held Ctrl-C for about 30 s. The stream now ends with a resync (its
+    client resumes elsewhere by Last-Event-ID) and a long poll answers at once."""
+    url, proc = server
+    _, token = _token(opsc(cli_env, "tokens", "create", "otto", "--role", "operator"))
+    auth = {"Authorization": f"Bearer {token}"}
+    plan = {
+        "name": "waits for a human",
+        "approval_level": 1,
+        "steps": [{"name": "n", "type": "noop", "targets": {"hostnames": ["localhost"]}}],
+    }
+    with httpx.Client(base_url=url, timeout=60) as http:
+        waiting = http.post("/executions", json=plan, headers=auth).json()
+        last = http.get(f"/executions/{waiting['id']}/events", headers=auth).json()["events"]
+    received: list[str] = []
+    polled: list[int] = []
+
+    def stream() -> None:
+        with (
+            httpx.Client(base_url=url, timeout=120) as http,
+            http.stream("GET", "/stream", headers=auth) as r,
+        ):
+            for line in r.iter_lines():
+                received.append(line)
+
+    def poll() -> None:
+        with httpx.Client(base_url=url, timeout=120) as http:
+            after = {"wait": 60, "after": last[-1]["id"]}
+            done = http.get(f"/executions/{waiting['id']}/events", params=after, headers=auth)
+            polled.append(done.status_code)
+
+    readers = [threading.Thread(target=stream), threading.Thread(target=poll)]
+    for reader in readers:
+        reader.start()
+    deadline = time.monotonic() + 30
+    while "retry: 1000" not in received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "retry: 1000" in received  # the stream is open
+    time.sleep(1.5)  # and the long poll, sent with it, is parked
+    stopping = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    took = time.monotonic() - stopping
+    for reader in readers:
+        reader.join(timeout=30)
+    assert proc.returncode == 0
+    assert "event: resync" in received
+    assert polled == [200]  # answered (nothing new), not cut off
+    # liveness, not speed: well under the stream's own life, far from uvicorn's wait
+    assert took < 12, f"the server took {took:.1f} s to stop"

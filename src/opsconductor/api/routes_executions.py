@@ -377,7 +377,7 @@ async def get_events(
             rows = await executions.events(db, who, key, after)
             status = (await executions.get(db, who, key)).status
             remaining = deadline - loop.time()
-            if rows or remaining <= 0 or is_terminal(status):
+            if rows or remaining <= 0 or is_terminal(status) or hub.closing:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(news.wait(), min(remaining, RECHECK_S))

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from opsconductor.api.app import PREFIX, create_app
 from opsconductor.config import Settings
 from opsconductor.db import auth, migrations
 from opsconductor.db.connection import Database, database_url
+from opsconductor.db.notify import EventHub
 from opsconductor.worker import WorkerOptions
 
 DEMO_ACTOR = "demo-admin"
@@ -62,8 +64,11 @@ def _save_token(path: Path, token: str) -> None:
 class _Server(uvicorn.Server):
     """uvicorn's server, telling us its real address once bound (port 0 picks a free one)."""
 
-    def __init__(self, config: uvicorn.Config, on_listen: Callable[[str], None]) -> None:
+    def __init__(
+        self, config: uvicorn.Config, app: FastAPI, on_listen: Callable[[str], None]
+    ) -> None:
         super().__init__(config)
+        self.app = app
         self.on_listen = on_listen
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -71,6 +76,13 @@ class _Server(uvicorn.Server):
         if self.started and self.servers:
             host, port = self.servers[0].sockets[0].getsockname()[:2]
             self.on_listen(f"http://{f'[{host}]' if ':' in host else host}:{port}{PREFIX}")
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn waits for open connections to finish: streams and long polls first.
+        hub: EventHub | None = getattr(self.app.state, "events", None)
+        if hub is not None:
+            hub.end_all()
+        await super().shutdown(sockets)
 
 
 async def serve(
@@ -87,24 +99,25 @@ async def serve(
     async with Database(database_url(settings), min_size=1, max_size=20) as db:
         await migrations.migrate(db)
         access = await ensure_demo(db, settings.home, settings.tenant) if demo else None
+        # ``workers`` executions at once from the queue, in this process (0: none, for
+        # deployments that run ``opsc worker`` processes separately).
+        app = create_app(
+            db,
+            workers=WorkerOptions(
+                concurrency=workers,
+                retention_s=settings.worker_retention_s,
+                schedule_every_s=settings.schedule_tick_s,
+                schedule_grace_s=settings.schedule_grace_s,
+            )
+            if workers
+            else None,
+        )
         config = uvicorn.Config(
-            # ``workers`` executions at once from the queue, in this process (0: none, for
-            # deployments that run ``opsc worker`` processes separately).
-            create_app(
-                db,
-                workers=WorkerOptions(
-                    concurrency=workers,
-                    retention_s=settings.worker_retention_s,
-                    schedule_every_s=settings.schedule_tick_s,
-                    schedule_grace_s=settings.schedule_grace_s,
-                )
-                if workers
-                else None,
-            ),
+            app,
             host=host,
             port=port,
             log_level=settings.log_level.lower(),
             access_log=False,
             server_header=False,
         )
-        await _Server(config, lambda url: announce(url, access)).serve()
+        await _Server(config, app, lambda url: announce(url, access)).serve()

@@ -154,6 +154,8 @@ class EventHub:
         self._tasks: list[asyncio.Task[None]] = []
         self.listening = asyncio.Event()
         self._subscribed = asyncio.Condition()
+        #: the server is stopping (``end_all``): long polls answer what they have
+        self.closing = False
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -246,6 +248,15 @@ class EventHub:
 
     def feeds(self) -> int:
         return len(self._feeds)
+
+    def end_all(self) -> None:
+        """The server is stopping: every stream ends now with a resync (its client resumes
+        elsewhere by Last-Event-ID) and every long poll answers; otherwise they would hold
+        their connections, and the stop, for as long as they last."""
+        self.closing = True
+        for feed in self._feeds:
+            feed.drop()
+        self._wake_all()
 
     def lagging(self) -> int:
         """Feeds that overflowed and wait for their client to take the resync."""
