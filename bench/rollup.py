@@ -1,12 +1,12 @@
-"""What the metric roll-up (migration 0014, reworked in 0022) costs the workers' statements.
+"""What the metric roll-up (migration 0014, reworked in 0027) costs the workers' statements.
 
 Every counter and histogram of ``/metrics`` is kept current by triggers, so a scrape reads a
 few rows whatever the history; the price is paid on the writes. This measures it on the
 statements a worker sends for every execution: the set-based ``transition`` (queued ->
 running, running -> completed, as the engine sends them, in batches) on N queued
-executions, with the roll-up triggers as installed and with them disabled, on fresh copies
-of the same database, rounds alternating. Prints microseconds per execution for both and
-the difference: the roll-up's share of these statements.
+executions, with the roll-up triggers as installed, with 0014's row trigger on executions
+put back, and with them all disabled, on fresh copies of the same database, rounds
+alternating. Prints microseconds per execution for each and the roll-up's share.
 
     python bench/rollup.py [--executions N] [--batch B] [--rounds R]
 
@@ -36,6 +36,25 @@ from opsconductor.status_machine import Status
 ROLLUP_TRIGGERS = (
     "SELECT tgrelid::regclass::text AS tbl, tgname FROM pg_trigger WHERE tgname LIKE '%metrics%'"
 )
+#: Migration 0014's row trigger on executions, as it was before 0027 (its function is kept).
+ROW_TRIGGER_0014 = """
+DROP TRIGGER executions_metrics_update ON execution.executions;
+CREATE TRIGGER executions_metrics_update AFTER UPDATE ON execution.executions
+    FOR EACH ROW WHEN (
+        (OLD.status IS DISTINCT FROM NEW.status
+         AND (NEW.status NOT IN ('pending_approval', 'approved', 'queued', 'running')
+              OR OLD.status NOT IN ('pending_approval', 'approved', 'queued', 'running')))
+        OR (OLD.started_at IS DISTINCT FROM NEW.started_at AND NEW.mode = 'background')
+        OR OLD.lease_renewals IS DISTINCT FROM NEW.lease_renewals
+        OR OLD.sla_violated_at IS DISTINCT FROM NEW.sla_violated_at
+        OR OLD.finished_at IS DISTINCT FROM NEW.finished_at
+        OR OLD.mode IS DISTINCT FROM NEW.mode
+        OR OLD.sla_class IS DISTINCT FROM NEW.sla_class
+        OR OLD.tenant_id IS DISTINCT FROM NEW.tenant_id)
+    EXECUTE FUNCTION execution.metric_rollup_apply_row();
+"""
+#: What is measured: the triggers as installed, 0014's row trigger instead, none at all.
+VARIANTS = ("installed", "0014 row trigger", "no roll-up")
 
 
 def cpu_ns(pid: int) -> int | None:
@@ -47,11 +66,13 @@ def cpu_ns(pid: int) -> int | None:
         return None
 
 
-async def one_round(url: str, batch: int, *, rollup: bool) -> tuple[float, float | None]:
+async def one_round(url: str, batch: int, variant: str) -> tuple[float, float | None]:
     """Seconds for both transitions of every queued execution in ``url``: wall time, and
     the server process's CPU time (None when it cannot be read)."""
     async with Database(url, max_size=2) as db, db.connection() as conn:
-        if not rollup:
+        if variant == "0014 row trigger":
+            await conn.execute(ROW_TRIGGER_0014)
+        if variant == "no roll-up":
             cur = await conn.execute(ROLLUP_TRIGGERS)
             for row in await cur.fetchall():
                 await conn.execute(f'ALTER TABLE {row["tbl"]} DISABLE TRIGGER "{row["tgname"]}"')
@@ -83,22 +104,22 @@ def main() -> None:
     template = f"rollup_tpl_{os.getpid()}"
     create_db(server, template)
     asyncio.run(fill_ours(with_db(server, template), args.executions))
-    times: dict[bool, list[tuple[float, float | None]]] = {True: [], False: []}
+    times: dict[str, list[tuple[float, float | None]]] = {v: [] for v in VARIANTS}
     try:
         for _ in range(args.rounds):
-            for rollup in (True, False):
+            for variant in VARIANTS:
                 name = f"rollup_{uuid.uuid4().hex[:8]}"
                 create_db(server, name, template)
                 try:
-                    took = asyncio.run(one_round(with_db(server, name), args.batch, rollup=rollup))
+                    took = asyncio.run(one_round(with_db(server, name), args.batch, variant))
                 finally:
                     drop_db(server, name)
-                times[rollup].append(took)
+                times[variant].append(took)
     finally:
         drop_db(server, template)
 
-    def per(rollup: bool, what: int) -> float | None:
-        got = [t[what] for t in times[rollup]]
+    def per(variant: str, what: int) -> float | None:
+        got = [t[what] for t in times[variant]]
         if any(t is None for t in got):
             return None
         return statistics.median(t for t in got if t is not None) / args.executions * 1e6
@@ -110,14 +131,18 @@ def main() -> None:
     )
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
     for what, title in ((1, "server CPU"), (0, "wall")):
-        on, off = per(True, what), per(False, what)
-        if on is None or off is None:
+        found = {variant: per(variant, what) for variant in VARIANTS}
+        off = found["no roll-up"]
+        if off is None:
             print(f"  {title}: not readable here (the server runs elsewhere)")
             continue
-        print(
-            f"  {title:<10}  with the roll-up {on:7.1f} us/execution, without {off:7.1f}, "
-            f"the roll-up's share {on - off:6.1f}"
-        )
+        for variant in VARIANTS:
+            took = found[variant]
+            assert took is not None
+            print(
+                f"  {title:<10}  {variant:<17} {took:7.1f} us/execution, "
+                f"the roll-up's share {took - off:6.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -62,7 +62,9 @@ ViewCaller = Who
 PlanAndParams = tuple[Plan, dict[str, Any] | None]
 
 
-def _parse_plan_body(body: bytes, content_type: str) -> PlanAndParams:
+def body_data(body: bytes, content_type: str) -> Any:
+    """A request body holding a plan, JSON or YAML (by its content type), parsed within
+    the bounds of tenant input; BadInput naming ``body`` otherwise."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -74,7 +76,11 @@ def _parse_plan_body(body: bytes, content_type: str) -> PlanAndParams:
         data = safe_parse.load_json(text, "body")
         check_text(data)  # NUL and lone surrogates: 400, as for every other body
         safe_parse.check_control_chars(data)
-    return _plan_and_params(data)
+    return data
+
+
+def _parse_plan_body(body: bytes, content_type: str) -> PlanAndParams:
+    return _plan_and_params(body_data(body, content_type))
 
 
 def _plan_and_params(data: Any) -> PlanAndParams:

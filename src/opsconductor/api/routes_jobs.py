@@ -7,10 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from opsconductor import safe_parse
 from opsconductor.api import models
 from opsconductor.api.auth import Db, Who
-from opsconductor.api.inputs import check_text
 from opsconductor.api.job_models import (
     FormFieldOut,
     JobDetail,
@@ -21,30 +19,18 @@ from opsconductor.api.job_models import (
     RunIn,
     Saved,
 )
-from opsconductor.errors import BadInput
+from opsconductor.api.routes_executions import body_data
 from opsconductor.services import jobs
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 JobName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
-YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
 
 def _parse(body: bytes, content_type: str) -> Any:
     from opsconductor.plan import parse_plan
 
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadInput("body: not valid UTF-8") from None
-    if content_type.split(";")[0].strip().lower() in YAML_TYPES:
-        check_text(text, "body")
-        data = safe_parse.load_yaml(text, "body")
-    else:
-        data = safe_parse.load_json(text, "body")
-        check_text(data)
-        safe_parse.check_control_chars(data)
-    return parse_plan(data)
+    return parse_plan(body_data(body, content_type))
 
 
 @router.put(
