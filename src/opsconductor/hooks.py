@@ -25,6 +25,7 @@ from typing import Any, Self
 
 from opsconductor.errors import BadInput
 from opsconductor.params import NAME
+from opsconductor.records import row_values
 
 TIMESTAMP_HEADER = "X-Opsc-Timestamp"
 SIGNATURE_HEADER = "X-Opsc-Signature"
@@ -163,7 +164,7 @@ class Hook:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+        return cls(**row_values(cls, row, "job_hooks"))
 
 
 @dataclass(frozen=True)
@@ -183,4 +184,4 @@ class Delivery:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+        return cls(**row_values(cls, row, "hook_deliveries"))

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from opsconductor.errors import BadInput, SourceError
 from opsconductor.inventory import Asset
+from opsconductor.records import row_values
 
 if TYPE_CHECKING:  # inventory_import reads YAML: a sync only, not every command's start
     from opsconductor.inventory_import import Change
@@ -72,12 +73,8 @@ class InventorySource:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> InventorySource:
-        values = {k: row[k] for k in cls.__dataclass_fields__}
-        values["kind"] = SourceKind(row["kind"])
-        values["last_result"] = (
-            None if row["last_result"] is None else SyncResult(row["last_result"])
-        )
-        return cls(**values)
+        enums = {"kind": SourceKind, "last_result": SyncResult}
+        return cls(**row_values(cls, row, "inventory_sources", enums))
 
 
 def check_name(name: str) -> str:

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Self
 
 from opsconductor.errors import BadInput
+from opsconductor.records import row_values
 
 #: Job (and schedule) names: short, lower case, safe in a URL path and a shell.
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -50,7 +51,7 @@ class Job:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+        return cls(**row_values(cls, row, "jobs"))
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class JobVersion:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+        return cls(**row_values(cls, row, "job_versions"))
 
     @property
     def plan_name(self) -> str:

@@ -78,17 +78,21 @@ def parse(enum: type[E], value: object, where: str) -> E:
     raise RecordError(f"{where}: {value!r} is not one of {known}")
 
 
-def _values(
-    cls: type[Any], row: Mapping[str, Any], table: str, enums: Mapping[str, type[StrEnum]]
+def row_values(
+    cls: type[Any],
+    row: Mapping[str, Any],
+    table: str,
+    enums: Mapping[str, type[StrEnum]] | None = None,
 ) -> dict[str, Any]:
-    """The row's columns for ``cls``'s fields, closed sets parsed; extra columns (joins,
-    computed flags) are ignored, a missing one without a default is an error."""
+    """The row's columns for ``cls``'s fields (a frozen dataclass), the closed sets in
+    ``enums`` parsed; extra columns (joins, computed flags) are ignored, a missing one
+    without a default is a ``RecordError`` naming it. Every ``from_row`` builds on this."""
     names, required, nullable = _shape(cls)
     values = {name: row[name] for name in names if name in row}
     missing = [name for name in names if name in required and name not in values]
     if missing:
         raise RecordError(f"{table} row lacks column(s) {', '.join(missing)}")
-    for name, enum in enums.items():
+    for name, enum in (enums or {}).items():
         if name in values and not (values[name] is None and name in nullable):
             values[name] = parse(enum, values[name], f"{table}.{name}")
     return values
@@ -166,7 +170,7 @@ class Execution:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:
-        values = _values(
+        values = row_values(
             cls, row, "executions", {"status": Status, "mode": Mode, "sla_class": SlaClass}
         )
         values["id"] = _uuid(values["id"])
@@ -198,7 +202,7 @@ class StepAttempt:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:
-        return cls(**_values(cls, row, "execution_steps", {"status": StepStatus}))
+        return cls(**row_values(cls, row, "execution_steps", {"status": StepStatus}))
 
     @property
     def seconds(self) -> float | None:
@@ -222,7 +226,7 @@ class StepResult:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:
-        return cls(**_values(cls, row, "execution_steps", {"status": StepStatus}))
+        return cls(**row_values(cls, row, "execution_steps", {"status": StepStatus}))
 
     def template_fields(self) -> dict[str, Any]:
         """What a template may read of it (``templating.STEP_FIELDS`` picks from these)."""
@@ -250,7 +254,9 @@ class Event:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:
-        values = _values(cls, row, "execution_events", {"from_status": Status, "to_status": Status})
+        values = row_values(
+            cls, row, "execution_events", {"from_status": Status, "to_status": Status}
+        )
         values["execution_id"] = _uuid(values["execution_id"])
         return cls(**values)
 
@@ -267,7 +273,7 @@ class ApprovalDecision:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:
-        values = _values(cls, row, "approval_decisions", {"decision": Decision})
+        values = row_values(cls, row, "approval_decisions", {"decision": Decision})
         if isinstance(values["decided_at"], str):  # aggregated through json_build_object
             values["decided_at"] = datetime.fromisoformat(values["decided_at"])
         return cls(**values)
@@ -295,7 +301,7 @@ class ApprovalRequest:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:
-        values = _values(cls, row, "approvals", {"state": ApprovalState})
+        values = row_values(cls, row, "approvals", {"state": ApprovalState})
         values["decisions"] = tuple(
             ApprovalDecision.from_row(d) for d in values.get("decisions") or ()
         )

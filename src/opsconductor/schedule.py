@@ -22,7 +22,7 @@ from typing import Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from opsconductor.errors import BadInput
-from opsconductor.records import parse as parse_enum
+from opsconductor.records import row_values
 
 #: On-time slots fired in one round at most (a six-field cron far behind catches up over
 #: a few rounds rather than in one huge transaction).
@@ -169,9 +169,7 @@ class Schedule:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:
-        values = {k: row[k] for k in cls.__dataclass_fields__ if k in row}
-        values["missed"] = parse_enum(Missed, row["missed"], "schedules.missed")
-        return cls(**values)
+        return cls(**row_values(cls, row, "schedules", {"missed": Missed}))
 
     @property
     def cron_spec(self) -> Cron:
@@ -192,4 +190,4 @@ class Fire:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+        return cls(**row_values(cls, row, "schedule_fires"))

@@ -63,8 +63,7 @@ PlanAndParams = tuple[Plan, dict[str, Any] | None]
 
 
 def body_data(body: bytes, content_type: str) -> Any:
-    """A request body holding a plan, JSON or YAML (by its content type), parsed within
-    the bounds of tenant input; BadInput naming ``body`` otherwise."""
+    """A plan's request body, JSON or YAML by its content type, within tenant input bounds."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
