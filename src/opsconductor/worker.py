@@ -117,8 +117,12 @@ class Worker:
         self.stopping.set()
         self.wake.set()
 
-    async def serve(self) -> None:
+    async def serve(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Run until stopped; ``on_ready`` is called once the worker is registered (and old
+        rows pruned), so "ready" never shows before the workers table says so."""
         await self._register()
+        if on_ready is not None:
+            on_ready()
         # What start-up built (modules, settings, parsed SQL, pools) lives as long as the
         # process: frozen out of the collector, a full collection no longer walks ~90,000
         # objects every few hundred executions (measured: GC time per drained execution

@@ -111,10 +111,12 @@ def worker(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, runner.stop)
-            err.print(
-                f"worker {runner.worker_id} ready (concurrency {concurrency})", highlight=False
+            await runner.serve(
+                on_ready=lambda: err.print(
+                    f"worker {runner.worker_id} ready (concurrency {concurrency})",
+                    highlight=False,
+                )
             )
-            await runner.serve()
             return runner.handed_back
 
     handed_back = run(work)
