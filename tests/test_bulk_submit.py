@@ -232,3 +232,28 @@ async def test_rbac_is_decided_per_environment_across_the_plans(
     assert count(database_url, "SELECT count(*) FROM execution.executions") == 0
     done = await executions.submit_many(db, who, [on("a", "dev-1"), on("b", "dev-2")])
     assert [d.created for d in done] == [True, True]
+
+
+async def test_the_no_lock_event_setting_ends_with_the_bulk(database_url: str) -> None:
+    """A bulk's events skip the per-event row lock (their executions are its own, unseen by
+    anyone else); the setting that says so must not outlive its transaction, or events of
+    older executions written later on the same pooled connection would lose their order."""
+    async with Database(database_url, min_size=1, max_size=1) as single:
+        who = await local_admin(single, "default")
+        done = await executions.submit_many(single, who, [plan("x1"), plan("x2")])
+        assert all(d.created for d in done)
+        async with single.connection() as conn:  # the very connection the bulk used
+            cur = await conn.execute(
+                "SELECT current_setting('opsconductor.events_of_new_executions', true) AS v"
+            )
+            row = await cur.fetchone()
+        assert row is not None and row["v"] != "on"
+    # and each bulk execution's events are in id order: submitted, then queued
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT execution_id, array_agg(coalesce(from_status::text, '') || '>' ||"
+            " to_status::text ORDER BY id) FROM execution.execution_events"
+            " WHERE execution_id = ANY(%s) GROUP BY 1",
+            ([d.execution.id for d in done],),
+        ).fetchall()
+    assert [r[1] for r in rows] == [[">approved", "approved>queued"]] * 2

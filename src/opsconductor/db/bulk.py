@@ -42,6 +42,9 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
             i = order[row["id"]]
             made[i] = _created(news[i], items[i], row["created_at"])
         if made:
+            # Their events need no per-event row lock for id order (migration 0031): no
+            # other transaction can see these executions before this one commits.
+            await conn.execute(Q["events_of_new_executions"])
             await _after_insert(conn, news, made)
         for i, execution in made.items():
             answers[i] = Submitted(execution, created=True)

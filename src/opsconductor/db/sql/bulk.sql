@@ -32,6 +32,12 @@ ORDER BY t.ord
 ON CONFLICT (tenant_id, idempotency_key) WHERE NOT key_released DO NOTHING
 RETURNING id, created_at
 
+-- name: events_of_new_executions
+-- For the rest of this transaction, events are of executions it created (migration 0031):
+-- the ordering trigger skips its row lock. Set only here, after the insert, and gone at
+-- commit or rollback (is_local).
+SELECT set_config('opsconductor.events_of_new_executions', 'on', true)
+
 -- name: after_insert
 -- Everything else the new executions need, in one statement from one item per execution:
 -- its `submitted` event and, created queued, the `status_changed` approved -> queued that
