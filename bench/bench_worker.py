@@ -44,11 +44,11 @@ def ours(url: str, concurrency: int) -> None:
     os.environ["DATABASE_URL"] = url
     from opsconductor import cli, worker
 
-    serve: Callable[[worker.Worker], Awaitable[None]] = worker.Worker.serve
+    serve: Callable[..., Awaitable[None]] = worker.Worker.serve
 
-    async def gated(self: worker.Worker) -> None:
+    async def gated(self: worker.Worker, **options: Any) -> None:
         await _gate()
-        await serve(self)
+        await serve(self, **options)  # on_ready, in checkouts that have it
 
     worker.Worker.serve = gated  # type: ignore[method-assign]
     sys.argv = ["opsc", "worker", "--concurrency", str(concurrency)]
