@@ -5,6 +5,7 @@ counted and the executions gauge follows the rows held."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -157,3 +158,17 @@ async def test_rollup_equals_a_recount_through_writes_concurrency_and_prune(
         await conn.execute("SELECT execution.metric_rollup_rebuild()")
     rebuilt, recounted = await _both(db)
     _assert_same(rebuilt, recounted)
+
+
+async def test_the_counted_event_types_are_the_ones_the_partial_index_holds(db: Database) -> None:
+    """A rebuild recounts COUNTED_EVENTS through a partial index (migration 0031): a type
+    added to the tuple but not to the index would be counted by a full scan of history."""
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = 'execution'"
+            " AND indexname = 'execution_events_counted_type_idx'"
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    held = set(re.findall(r"'([a-z_]+)'::text", row["indexdef"]))
+    assert held == set(db_metrics.COUNTED_EVENTS)
