@@ -636,7 +636,7 @@ def main() -> None:
             spawns = asyncio.run(spawn_rate(n, concurrency))
             print(f"\nspawn `sh -c true` alone (1 process, {concurrency} at once): {spawns:.0f}/s")
         print()
-        for kind in [k for k in args.systems if k != DIAGNOSTIC]:
+        for kind in [k for k in args.systems if k != DIAGNOSTIC and args.latency_samples > 0]:
             latencies[kind] = latency_run(server, kind, args.latency_samples, per_kind[kind], logs)
             ms = sorted(x * 1000 for x in latencies[kind])
             print(
