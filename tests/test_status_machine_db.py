@@ -91,6 +91,19 @@ async def _forced(conn: Any, sql: str, params: dict[str, object]) -> None:
     await conn.execute("SET LOCAL session_replication_role = origin")
 
 
+async def _every_move(
+    conn: Any, update: str, row_id: str, statuses: list[str], legal: set[tuple[str | None, str]]
+) -> None:
+    """Each (was, to) pair written raw to the row: accepted exactly when it is legal."""
+    for was in statuses:
+        for to in statuses:
+            if was == to:
+                continue
+            await _forced(conn, update, {"id": row_id, "status": was})
+            params = {"id": row_id, "status": to}
+            assert await _accepted(conn, update, params) is ((was, to) in legal), (was, to)
+
+
 async def test_every_raw_execution_move_is_refused_unless_the_machine_allows_it(
     db: Database,
 ) -> None:
@@ -105,13 +118,7 @@ async def test_every_raw_execution_move_is_refused_unless_the_machine_allows_it(
                 params = {"id": execution_id, "status": to, "level": level}
                 assert await _accepted(conn, _EXECUTION_COPY, params) is expected, (level, to)
         update = "UPDATE execution.executions SET status = %(status)s WHERE id = %(id)s"
-        for was in statuses:
-            for to in statuses:
-                if was == to:
-                    continue
-                await _forced(conn, update, {"id": execution_id, "status": was})
-                params = {"id": execution_id, "status": to}
-                assert await _accepted(conn, update, params) is ((was, to) in legal), (was, to)
+        await _every_move(conn, update, execution_id, statuses, legal)
 
 
 async def test_every_raw_step_attempt_move_is_refused_unless_the_machine_allows_it(
@@ -128,10 +135,4 @@ async def test_every_raw_step_attempt_move_is_refused_unless_the_machine_allows_
             "UPDATE execution.execution_steps SET status = %(status)s"
             " WHERE execution_id = %(id)s AND attempt = 1"
         )
-        for was in statuses:
-            for to in statuses:
-                if was == to:
-                    continue
-                await _forced(conn, update, {"id": execution_id, "status": was})
-                params = {"id": execution_id, "status": to}
-                assert await _accepted(conn, update, params) is ((was, to) in legal), (was, to)
+        await _every_move(conn, update, execution_id, statuses, legal)
