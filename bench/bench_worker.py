@@ -44,11 +44,12 @@ def ours(url: str, concurrency: int) -> None:
     os.environ["DATABASE_URL"] = url
     from opsconductor import cli, worker
 
-    serve: Callable[[worker.Worker], Awaitable[None]] = worker.Worker.serve
+    serve: Callable[..., Awaitable[None]] = worker.Worker.serve
 
-    async def gated(self: worker.Worker) -> None:
+    async def gated(self: worker.Worker, **options: Any) -> None:
+        # ``options``: what the CLI passes (``on_ready`` in newer checkouts, none in older)
         await _gate()
-        await serve(self)
+        await serve(self, **options)
 
     worker.Worker.serve = gated  # type: ignore[method-assign]
     sys.argv = ["opsc", "worker", "--concurrency", str(concurrency)]
