@@ -31,7 +31,7 @@ from opsconductor.engine import dispatch, playbooks, resume, rolling, verdict
 from opsconductor.engine.attempts import Attempts
 from opsconductor.engine.secrets import StepSecrets, step_credentials
 from opsconductor.engine.state import DONE, INTERRUPTED, Observer, Parked, Run
-from opsconductor.errors import BadInput
+from opsconductor.errors import BadInput, LeaseLost, NotFound, StaleStatus
 from opsconductor.inventory import Asset
 from opsconductor.locking import AssetLocked, LeaseHold, LockSettings, LockWaitAborted, owner_tag
 from opsconductor.plan import AnsibleStep, ValidateStep, parse_plan
@@ -147,6 +147,14 @@ class Engine:
         if ending is None:  # a tenant without the capability: no step of it runs
             refusal = local_refusal(run.connectors.access, run.plan.steps, run.targets)
             ending = None if refusal is None else (Status.FAILED, refusal)
+        try:
+            return await self._run_to_end(run, ending)
+        finally:  # ended without _finish (handed back, an error): written apart, as before
+            if run.ending.pending:
+                await asyncio.shield(run.ending.flush(self.db))
+
+    async def _run_to_end(self, run: Run, ending: tuple[Status, str | None] | None) -> Status:
+        lease = run.lease
         with logs.masking_with(run.cell):
             if ending is not None:
                 await asyncio.shield(run.connectors.aclose())
@@ -245,18 +253,25 @@ class Engine:
         actor = run.cancelled_by if final is Status.CANCELLED and run.cancelled_by else None
         # One statement: with a lease the end is recorded (and the queue row deleted)
         # only while the lease is ours, else LeaseLost and nothing changed, so the new
-        # owner's work can never be overwritten by ours.
-        await executions.transition(
-            self.db.batch,
-            run.id,
-            Status.RUNNING,
-            final,
-            actor_id=actor or run.actor_id,
-            reason=verdict.with_recovery(reason, run.recovery),
-            masker=run.masker,
-            lease_token=None if run.lease is None else run.lease.token,
-            skip_pending=True,
-        )
+        # owner's work can never be overwritten by ours. The last attempt's result and the
+        # locks still held go with it (engine/ending.py), whatever the lease.
+        try:
+            await executions.transition(
+                self.db.batch,
+                run.id,
+                Status.RUNNING,
+                final,
+                actor_id=actor or run.actor_id,
+                reason=verdict.with_recovery(reason, run.recovery),
+                masker=run.masker,
+                lease_token=None if run.lease is None else run.lease.token,
+                skip_pending=True,
+                closing=run.ending.closing(run.tenant_id),
+            )
+        except (LeaseLost, StaleStatus, NotFound):
+            run.ending.written()  # the statement ran: what it carried is written
+            raise
+        run.ending.written()
 
     async def _run_steps(self, run: Run) -> tuple[Status, str | None]:
         if run.plan.serial is not None:  # a rolling update: batch by batch
@@ -330,6 +345,7 @@ class Engine:
             settings=self.lock_settings,
             abort=run.abort,
             on_lost=lost,
+            hand_off=run.ending.adopt,
         )
 
     def _step_lease(self, run: Run, index: int) -> AbstractAsyncContextManager[Any]:
@@ -410,9 +426,15 @@ class Engine:
         targets = run.step_targets(index)
         slots = asyncio.Semaphore(run.plan.steps[index].concurrency or DEFAULT_STEP_CONCURRENCY)
 
+        if index == len(run.plan.steps) - 1 and run.plan.serial is None:
+            run.ending.open = len(targets)  # the last of them writes with the end
+
         async def one(asset: Asset) -> str:
-            async with slots, self.target_slots:
-                return await self._run_on_target(run, index, asset)
+            try:
+                async with slots, self.target_slots:
+                    return await self._run_on_target(run, index, asset)
+            finally:
+                run.ending.open -= 1
 
         outcomes = await asyncio.gather(*(one(a) for a in targets))
         return {a.asset_id: s for a, s in zip(targets, outcomes, strict=True)}
