@@ -133,7 +133,7 @@ class Engine:
                 if lease is not None:  # no longer queued: not this worker's to run
                     await queue.discard(self.db, lease)
                 return moved  # what was approved is not what would run now
-        run, missing = await self._load(execution, acting)
+        run, missing = await self._load(execution, acting, lease.context if lease else None)
         run.lease = lease
         ending: tuple[Status, str | None] | None = None
         if resuming:
@@ -197,12 +197,15 @@ class Engine:
             masker=run.masker,
         )
 
-    async def _load(self, execution: Execution, acting: str) -> tuple[Run, set[str]]:
+    async def _load(
+        self, execution: Execution, acting: str, context: runs.StartContext | None
+    ) -> tuple[Run, set[str]]:
         tenant_id = execution.tenant_id
         snapshot = execution.plan_snapshot
         wanted = {a for step_targets in snapshot["targets"] for a in step_targets}
         matrix = await self._policies()
-        context = await runs.start_context(self.db.batch, tenant_id, wanted)
+        if context is None:  # else read by the claim, with the lease
+            context = await runs.start_context(self.db.batch, tenant_id, wanted)
         found, tenant, patterns = context.assets, context.tenant, context.patterns
         plan = parse_plan(snapshot["plan"])
         targets = [
