@@ -128,10 +128,12 @@ WITH t AS (
     WHERE s.id = ANY(ARRAY(SELECT attempt_id FROM t WHERE attempt_id IS NOT NULL))
       AND s.id = t.attempt_id AND s.status = 'running'
 ), released AS (
+    -- by primary key, one index probe per lock (a join by tenant alone reads all its locks)
     DELETE FROM execution.execution_locks l
-    USING t CROSS JOIN LATERAL jsonb_to_recordset(t.locks) AS k(asset_id text, owner_tag text)
-    WHERE t.locks IS NOT NULL AND l.tenant_id = t.tenant_id AND l.asset_id = k.asset_id
-      AND l.owner_tag = k.owner_tag
+    WHERE (l.tenant_id, l.asset_id, l.owner_tag) IN (
+        SELECT t.tenant_id, k.asset_id, k.owner_tag
+        FROM t CROSS JOIN LATERAL jsonb_to_recordset(t.locks) AS k(asset_id text, owner_tag text)
+        WHERE t.locks IS NOT NULL)
 ), moved AS (
     UPDATE execution.executions e SET
         status = h.to_status,
