@@ -103,7 +103,7 @@ class LeaseHold:
         self.hand_off = hand_off
         self.held: list[str] = []
         self.waited_s = 0.0
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat: bounded.Deferred | None = None
         #: tells the heartbeat to end even if its cancellation is swallowed (bounded.py)
         self._stopping = asyncio.Event()
 
@@ -117,7 +117,7 @@ class LeaseHold:
             raise
         self.waited_s = time.monotonic() - started
         metrics.LOCK_WAIT.observe(self.waited_s)
-        self._heartbeat = asyncio.create_task(self._beat())
+        self._heartbeat = bounded.Deferred(self.settings.heartbeat_s, self._beat)
         return self
 
     async def __aexit__(
@@ -128,7 +128,8 @@ class LeaseHold:
     ) -> None:
         # Bounded: a heartbeat that does not stop must not keep the execution (and its
         # queue lease, renewed meanwhile) alive after its step ended.
-        await bounded.stop(self._heartbeat, self._stopping, what="lock heartbeat")
+        if self._heartbeat is not None:
+            await self._heartbeat.stop(self._stopping, what="lock heartbeat")
         if exc_type is None and self.held and self.hand_off is not None and self.hand_off(self):
             return  # released by the run's end, in its statement (engine/ending.py)
         await asyncio.shield(self.release())
@@ -156,7 +157,11 @@ class LeaseHold:
                 raise LockWaitAborted(f"stopped waiting for asset {asset_id!r}")
 
     async def _beat(self) -> None:
-        while not await bounded.sleep_unless(self._stopping, self.settings.heartbeat_s):
+        due = True  # the first beat: bounded.Deferred waited for it
+        while due or not await bounded.sleep_unless(self._stopping, self.settings.heartbeat_s):
+            due = False
+            if self._stopping.is_set():
+                return
             try:
                 # One beat may not outlast the next: a hung statement is given up.
                 async with asyncio.timeout(self.settings.heartbeat_s):
