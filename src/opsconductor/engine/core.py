@@ -439,6 +439,8 @@ class Engine:
             finally:
                 run.ending.open -= 1
 
+        if len(targets) == 1:  # awaited here: gather would make it a task of its own
+            return {targets[0].asset_id: await one(targets[0])}
         outcomes = await asyncio.gather(*(one(a) for a in targets))
         return {a.asset_id: s for a, s in zip(targets, outcomes, strict=True)}
 
