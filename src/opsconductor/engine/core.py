@@ -31,7 +31,7 @@ from opsconductor.engine import dispatch, playbooks, resume, rolling, verdict
 from opsconductor.engine.attempts import Attempts
 from opsconductor.engine.secrets import StepSecrets, step_credentials
 from opsconductor.engine.state import DONE, INTERRUPTED, Observer, Parked, Run
-from opsconductor.errors import BadInput, LeaseLost, NotFound, StaleStatus
+from opsconductor.errors import BadInput
 from opsconductor.inventory import Asset
 from opsconductor.locking import AssetLocked, LeaseHold, LockSettings, LockWaitAborted, owner_tag
 from opsconductor.plan import AnsibleStep, ValidateStep, parse_plan
@@ -258,8 +258,8 @@ class Engine:
         # only while the lease is ours, else LeaseLost and nothing changed, so the new
         # owner's work can never be overwritten by ours. The last attempt's result and the
         # locks still held go with it (engine/ending.py), whatever the lease.
-        try:
-            await executions.transition(
+        await run.ending.close(
+            executions.transition(
                 self.db.batch,
                 run.id,
                 Status.RUNNING,
@@ -271,10 +271,7 @@ class Engine:
                 skip_pending=True,
                 closing=run.ending.closing(run.tenant_id),
             )
-        except (LeaseLost, StaleStatus, NotFound):
-            run.ending.written()  # the statement ran: what it carried is written
-            raise
-        run.ending.written()
+        )
 
     async def _run_steps(self, run: Run) -> tuple[Status, str | None]:
         if run.plan.serial is not None:  # a rolling update: batch by batch
