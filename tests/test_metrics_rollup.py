@@ -161,12 +161,12 @@ async def test_rollup_equals_a_recount_through_writes_concurrency_and_prune(
 
 
 async def test_the_counted_event_types_are_the_ones_the_partial_index_holds(db: Database) -> None:
-    """A rebuild recounts COUNTED_EVENTS through a partial index (migration 0031): a type
+    """A rebuild recounts COUNTED_EVENTS through a partial index (migration 0030): a type
     added to the tuple but not to the index would be counted by a full scan of history."""
     async with db.connection() as conn:
         cur = await conn.execute(
             "SELECT indexdef FROM pg_indexes WHERE schemaname = 'execution'"
-            " AND indexname = 'execution_events_counted_type_idx'"
+            " AND indexname = 'execution_events_type_idx'"
         )
         row = await cur.fetchone()
     assert row is not None

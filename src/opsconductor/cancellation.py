@@ -107,23 +107,22 @@ class CancelWatcher:
         #: check can wait one interval: the promise stays "seen within a second", and a
         #: short execution then ends without a check it did not need
         self.first_check_s = first_check_s
-        self._task: asyncio.Task[None] | None = None
+        self._helper: bounded.Deferred | None = None
         #: ends the watch even if its cancellation is swallowed (see bounded.py)
         self._stopping = asyncio.Event()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._watch())
+        first = 0.0
+        if self.first_check_s > 0:
+            first = min(self.first_check_s, max(0.0, self.deadline() - time.monotonic()))
+        self._helper = bounded.Deferred(first, self._watch)
 
     async def stop(self) -> None:
         """Bounded: a watch that does not stop must not hold the execution's end back."""
-        await bounded.stop(self._task, self._stopping, what="cancel watcher")
+        if self._helper is not None:
+            await self._helper.stop(self._stopping, what="cancel watcher")
 
     async def _watch(self) -> None:
-        if self.first_check_s > 0:
-            await bounded.sleep_unless(
-                self._stopping,
-                min(self.first_check_s, max(0.0, self.deadline() - time.monotonic())),
-            )
         while not self._stopping.is_set():
             if time.monotonic() >= self.deadline():
                 self.on_deadline()

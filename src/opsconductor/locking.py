@@ -89,6 +89,7 @@ class LeaseHold:
         settings: LockSettings,
         abort: asyncio.Event | None = None,
         on_lost: Callable[[set[str]], None] | None = None,
+        hand_off: Callable[[LeaseHold], bool] | None = None,
     ) -> None:
         self.db = db
         self.tenant_id = tenant_id
@@ -98,9 +99,11 @@ class LeaseHold:
         self.settings = settings
         self.abort = abort or asyncio.Event()
         self.on_lost = on_lost or (lambda _lost: None)
+        #: at a normal exit, may someone else let go of the locks (True: they took them)?
+        self.hand_off = hand_off
         self.held: list[str] = []
         self.waited_s = 0.0
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat: bounded.Deferred | None = None
         #: tells the heartbeat to end even if its cancellation is swallowed (bounded.py)
         self._stopping = asyncio.Event()
 
@@ -110,11 +113,11 @@ class LeaseHold:
             for asset_id in self.asset_ids:
                 await self._take(asset_id, started)
         except BaseException:
-            await asyncio.shield(self._release())
+            await asyncio.shield(self.release())
             raise
         self.waited_s = time.monotonic() - started
         metrics.LOCK_WAIT.observe(self.waited_s)
-        self._heartbeat = asyncio.create_task(self._beat())
+        self._heartbeat = bounded.Deferred(self.settings.heartbeat_s, self._beat)
         return self
 
     async def __aexit__(
@@ -125,8 +128,11 @@ class LeaseHold:
     ) -> None:
         # Bounded: a heartbeat that does not stop must not keep the execution (and its
         # queue lease, renewed meanwhile) alive after its step ended.
-        await bounded.stop(self._heartbeat, self._stopping, what="lock heartbeat")
-        await asyncio.shield(self._release())
+        if self._heartbeat is not None:
+            await self._heartbeat.stop(self._stopping, what="lock heartbeat")
+        if exc_type is None and self.held and self.hand_off is not None and self.hand_off(self):
+            return  # released by the run's end, in its statement (engine/ending.py)
+        await asyncio.shield(self.release())
 
     async def _take(self, asset_id: str, started: float) -> None:
         while True:
@@ -151,7 +157,11 @@ class LeaseHold:
                 raise LockWaitAborted(f"stopped waiting for asset {asset_id!r}")
 
     async def _beat(self) -> None:
-        while not await bounded.sleep_unless(self._stopping, self.settings.heartbeat_s):
+        due = True  # the first beat: bounded.Deferred waited for it
+        while due or not await bounded.sleep_unless(self._stopping, self.settings.heartbeat_s):
+            due = False
+            if self._stopping.is_set():
+                return
             try:
                 # One beat may not outlast the next: a hung statement is given up.
                 async with asyncio.timeout(self.settings.heartbeat_s):
@@ -174,7 +184,7 @@ class LeaseHold:
                 self.on_lost(lost)
                 return
 
-    async def _release(self) -> None:
+    async def release(self) -> None:
         """Let go; after a database error try again for a while (bounded), so a short
         outage does not leave the assets locked until the TTL for everyone waiting."""
         if not self.held:

@@ -392,9 +392,11 @@ class Masker:
 
     def mask_data(self, data: Any) -> Any:
         """Mask every string inside JSON-like data (event payloads, API bodies)."""
+        if type(data) in _UNMASKED:  # before the isinstance chain (Mapping's is slow)
+            return data
         if isinstance(data, str):
             return self.mask(data)
-        if isinstance(data, Mapping):
+        if type(data) is dict or isinstance(data, Mapping):
             return {k: self._mask_entry(str(k), v) for k, v in data.items()}
         if isinstance(data, list | tuple):
             return [self.mask_data(v) for v in data]
@@ -405,6 +407,10 @@ class Masker:
         if isinstance(value, str) and value != "" and _SENSITIVE_KEY.search(key):
             return MASK
         return self.mask_data(value)
+
+
+#: Types that hold no text: nothing in them to mask (exact types: no subclass is here).
+_UNMASKED = frozenset({int, float, bool, type(None)})
 
 
 def _chars(raw: bytes, offset: int) -> int:

@@ -36,8 +36,14 @@ class SecretText(str):
     what it computes, unmasked."""
 
 
+#: Field types that never hold a reference (exact types: a subclass is walked as before).
+_NO_REFS = frozenset({str, int, float, bool, type(None)})
+
+
 def secret_refs(value: Any) -> list[SecretRef]:
     """Every secret reference inside a step (or any part of a plan), in field order."""
+    if type(value) in _NO_REFS:  # most fields: before the (slow, model) isinstance checks
+        return []
     if isinstance(value, SecretRef):
         return [value]
     if isinstance(value, BaseModel):

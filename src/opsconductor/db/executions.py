@@ -249,6 +249,34 @@ async def append_events(
     )
 
 
+@dataclass(frozen=True)
+class Closing:
+    """What a run held back to write with its end, in the same statement (engine/ending.py):
+    its last attempt's result (a ``steps.finish_item``) and the asset locks it still holds.
+    Both are written whether or not the lease holds, as they were when written apart."""
+
+    tenant_id: str
+    attempt: dict[str, Any] | None = None
+    #: ``{"asset_id": ..., "owner_tag": ...}`` per lock, let go of only where still ours
+    locks: list[dict[str, str]] = field(default_factory=list)
+
+    def columns(self) -> dict[str, Any]:
+        """The ``end_run`` statement's columns for it (besides the transition's own)."""
+        attempt = self.attempt or {}
+        return {
+            "tenant_id": self.tenant_id,
+            "attempt_id": attempt.get("id"),
+            "step_status": attempt.get("status"),
+            "exit_code": attempt.get("exit_code"),
+            "output": attempt.get("output"),
+            "stderr": attempt.get("stderr"),
+            "error": attempt.get("error"),
+            "step_actor": attempt.get("actor_id"),
+            "step_payload": attempt.get("payload"),
+            "locks": self.locks or None,
+        }
+
+
 class TransitionOptions(TypedDict, total=False):
     """What a status change may carry besides who made it (see ``transition``)."""
 
@@ -259,6 +287,7 @@ class TransitionOptions(TypedDict, total=False):
     masker: masking.Masker
     lease_token: uuid.UUID | None
     skip_pending: bool
+    closing: Closing | None
 
 
 def transition_item(
@@ -307,12 +336,18 @@ async def transition(
 
     With ``lease_token`` (a worker ending its execution) the move happens only while that
     queue lease is held, and the queue row goes with it; ``LeaseLost`` otherwise, with
-    nothing changed. ``skip_pending`` also marks the steps still pending as skipped. All
-    of it is one statement: it commits as a whole or not at all, in one round trip."""
+    nothing changed. ``skip_pending`` also marks the steps still pending as skipped.
+    ``closing``: what the run held back for its end (written even if the lease was lost).
+    All of it is one statement: it commits as a whole or not at all, in one round trip."""
     item = transition_item(execution_id, current, target, actor_id=actor_id, **options)
     lease_token = options.get("lease_token")
+    closing = options.get("closing")
+    query = Q["transition"]
+    if closing is not None:
+        item.update(closing.columns())
+        query = Q["end_run"]
     # key: an execution's status never changes twice in one batched statement
-    (row,) = await batching.run(conn, Q["transition"], [item], key=execution_id)
+    (row,) = await batching.run(conn, query, [item], key=execution_id)
     if not row["leased"]:
         raise LeaseLost(
             f"execution {execution_id}: lease {lease_token} is no longer held by this "

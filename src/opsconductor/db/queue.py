@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opsconductor import policies, status_machine
-from opsconductor.db import executions, queries
+from opsconductor.db import executions, queries, runs
 from opsconductor.db.connection import Conn, Database
+from opsconductor.db.runs import StartContext
 from opsconductor.errors import BadInput, NotFound
 from opsconductor.records import Execution
 from opsconductor.status_machine import Status
@@ -36,6 +37,8 @@ class Lease:
     lease_s: float
     #: the execution row as read by the claim (saves the engine a round trip)
     execution: Row | None = field(default=None, compare=False, repr=False)
+    #: what the engine reads to start it, read by the claim too (another round trip saved)
+    context: StartContext | None = field(default=None, compare=False, repr=False)
     #: a resumed execution: how long it waited for this claim since its interruption
     recovered_after_s: float | None = None
     #: the latest interruption ("worker crash", "lease expiry", "worker shutdown", ...)
@@ -94,6 +97,7 @@ async def claim(
 
 
 def _lease(row: Row) -> Lease:
+    context = row.pop("start_context")
     extended = row.pop("extended_timeout_at")
     if extended is not None:  # the claim moved the deadline past the time without a worker
         row["timeout_at"] = extended
@@ -105,6 +109,7 @@ def _lease(row: Row) -> Lease:
         max_attempts=row.pop("max_attempts"),
         lease_s=row.pop("lease_s"),
         execution=row,
+        context=None if context is None else runs.context_of(context),
         recovered_after_s=row.pop("recovered_after_s"),
         interruption=row.pop("interruption"),
         interruptions=row.pop("interruptions"),

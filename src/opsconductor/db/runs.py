@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg.types.json import Jsonb
 
@@ -31,6 +32,11 @@ async def start_context(conn: Executor, tenant_id: str, asset_ids: Iterable[str]
     row = rows[0] if rows else None
     if row is None:
         raise NotFound(f"tenant {tenant_id!r} not found")
+    return context_of(row)
+
+
+def context_of(row: Mapping[str, Any]) -> StartContext:
+    """From a ``start_context`` row, or the same object returned by the queue's claim."""
     return StartContext(
         TenantSettings.from_row(row),
         {str(name): str(pattern) for name, pattern in row["masking_patterns"]},

@@ -113,8 +113,7 @@ async def start_attempt_logged(
     return int(row["id"])
 
 
-async def finish_attempt_logged(
-    conn: Executor,
+def finish_item(
     attempt_id: int,
     *,
     execution_id: uuid.UUID,
@@ -127,27 +126,27 @@ async def finish_attempt_logged(
     actor_id: str,
     payload: dict[str, Any],
     masker: masking.Masker = masking.DEFAULT,
-) -> None:
-    """Store an attempt's result with its ``step_finished`` event in one statement, everything
-    masked here at the sink, shared with other executions' ends when ``conn`` is the batcher."""
-    await batching.run(
-        conn,
-        Q["finish_attempt_logged"],
-        [
-            {
-                "id": attempt_id,
-                "status": status.value,
-                "exit_code": exit_code,
-                "output": cap_text(masker.mask_output(output)),
-                "stderr": cap_text(masker.mask_output(stderr)),
-                "error": None if error is None else cap_text(masker.mask(error)),
-                "execution_id": execution_id,
-                "tenant_id": tenant_id,
-                "actor_id": actor_id,
-                "payload": Jsonb(masker.mask_data(payload)),
-            }
-        ],
-    )
+) -> dict[str, Any]:
+    """One item of ``finish_attempt_logged``: everything masked here, at the sink (a run's
+    last one goes with its end instead, in ``executions.transition``'s ``closing``)."""
+    return {
+        "id": attempt_id,
+        "status": status.value,
+        "exit_code": exit_code,
+        "output": cap_text(masker.mask_output(output)),
+        "stderr": cap_text(masker.mask_output(stderr)),
+        "error": None if error is None else cap_text(masker.mask(error)),
+        "execution_id": execution_id,
+        "tenant_id": tenant_id,
+        "actor_id": actor_id,
+        "payload": Jsonb(masker.mask_data(payload)),
+    }
+
+
+async def finish_attempt_logged(conn: Executor, item: dict[str, Any]) -> None:
+    """Store an attempt's result (a ``finish_item``) with its ``step_finished`` event in one
+    statement, shared with other executions' ends when ``conn`` is the batcher."""
+    await batching.run(conn, Q["finish_attempt_logged"], [item])
 
 
 async def skip_pending(conn: Conn, execution_id: uuid.UUID) -> None:

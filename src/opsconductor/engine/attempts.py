@@ -55,8 +55,7 @@ class Attempts:
         final: bool,
     ) -> None:
         step = run.plan.steps[index]
-        await steps.finish_attempt_logged(
-            self.db.batch,
+        item = steps.finish_item(
             attempt_id,
             execution_id=run.id,
             tenant_id=run.tenant_id,
@@ -74,6 +73,10 @@ class Attempts:
             },
             masker=run.masker,
         )
+        if final and run.ending.last_target():  # goes with the end (engine/ending.py)
+            run.ending.attempt = item
+        else:
+            await steps.finish_attempt_logged(self.db.batch, item)
         # Logged raw: the masking processor is the sink that masks it (see logs.py).
         log.info(
             "step_finished",

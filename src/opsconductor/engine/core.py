@@ -133,7 +133,7 @@ class Engine:
                 if lease is not None:  # no longer queued: not this worker's to run
                     await queue.discard(self.db, lease)
                 return moved  # what was approved is not what would run now
-        run, missing = await self._load(execution, acting)
+        run, missing = await self._load(execution, acting, lease.context if lease else None)
         run.lease = lease
         ending: tuple[Status, str | None] | None = None
         if resuming:
@@ -147,6 +147,14 @@ class Engine:
         if ending is None:  # a tenant without the capability: no step of it runs
             refusal = local_refusal(run.connectors.access, run.plan.steps, run.targets)
             ending = None if refusal is None else (Status.FAILED, refusal)
+        try:
+            return await self._run_to_end(run, ending)
+        finally:  # ended without _finish (handed back, an error): written apart, as before
+            if run.ending.pending:
+                await asyncio.shield(run.ending.flush(self.db))
+
+    async def _run_to_end(self, run: Run, ending: tuple[Status, str | None] | None) -> Status:
+        lease = run.lease
         with logs.masking_with(run.cell):
             if ending is not None:
                 await asyncio.shield(run.connectors.aclose())
@@ -189,12 +197,15 @@ class Engine:
             masker=run.masker,
         )
 
-    async def _load(self, execution: Execution, acting: str) -> tuple[Run, set[str]]:
+    async def _load(
+        self, execution: Execution, acting: str, context: runs.StartContext | None
+    ) -> tuple[Run, set[str]]:
         tenant_id = execution.tenant_id
         snapshot = execution.plan_snapshot
         wanted = {a for step_targets in snapshot["targets"] for a in step_targets}
         matrix = await self._policies()
-        context = await runs.start_context(self.db.batch, tenant_id, wanted)
+        if context is None:  # else read by the claim, with the lease
+            context = await runs.start_context(self.db.batch, tenant_id, wanted)
         found, tenant, patterns = context.assets, context.tenant, context.patterns
         plan = parse_plan(snapshot["plan"])
         targets = [
@@ -245,17 +256,21 @@ class Engine:
         actor = run.cancelled_by if final is Status.CANCELLED and run.cancelled_by else None
         # One statement: with a lease the end is recorded (and the queue row deleted)
         # only while the lease is ours, else LeaseLost and nothing changed, so the new
-        # owner's work can never be overwritten by ours.
-        await executions.transition(
-            self.db.batch,
-            run.id,
-            Status.RUNNING,
-            final,
-            actor_id=actor or run.actor_id,
-            reason=verdict.with_recovery(reason, run.recovery),
-            masker=run.masker,
-            lease_token=None if run.lease is None else run.lease.token,
-            skip_pending=True,
+        # owner's work can never be overwritten by ours. The last attempt's result and the
+        # locks still held go with it (engine/ending.py), whatever the lease.
+        await run.ending.close(
+            executions.transition(
+                self.db.batch,
+                run.id,
+                Status.RUNNING,
+                final,
+                actor_id=actor or run.actor_id,
+                reason=verdict.with_recovery(reason, run.recovery),
+                masker=run.masker,
+                lease_token=None if run.lease is None else run.lease.token,
+                skip_pending=True,
+                closing=run.ending.closing(run.tenant_id),
+            )
         )
 
     async def _run_steps(self, run: Run) -> tuple[Status, str | None]:
@@ -330,6 +345,7 @@ class Engine:
             settings=self.lock_settings,
             abort=run.abort,
             on_lost=lost,
+            hand_off=run.ending.adopt,
         )
 
     def _step_lease(self, run: Run, index: int) -> AbstractAsyncContextManager[Any]:
@@ -410,10 +426,18 @@ class Engine:
         targets = run.step_targets(index)
         slots = asyncio.Semaphore(run.plan.steps[index].concurrency or DEFAULT_STEP_CONCURRENCY)
 
-        async def one(asset: Asset) -> str:
-            async with slots, self.target_slots:
-                return await self._run_on_target(run, index, asset)
+        if index == len(run.plan.steps) - 1 and run.plan.serial is None:
+            run.ending.open = len(targets)  # the last of them writes with the end
 
+        async def one(asset: Asset) -> str:
+            try:
+                async with slots, self.target_slots:
+                    return await self._run_on_target(run, index, asset)
+            finally:
+                run.ending.open -= 1
+
+        if len(targets) == 1:  # awaited here: gather would make it a task of its own
+            return {targets[0].asset_id: await one(targets[0])}
         outcomes = await asyncio.gather(*(one(a) for a in targets))
         return {a.asset_id: s for a, s in zip(targets, outcomes, strict=True)}
 

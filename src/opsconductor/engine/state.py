@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from opsconductor import logs, policies, pushed_files
 from opsconductor.connectors.session import Connectors
 from opsconductor.db import queue
+from opsconductor.engine.ending import Ending
 from opsconductor.inventory import Asset
 from opsconductor.masking import Masker
 from opsconductor.plan import Plan
@@ -110,6 +111,8 @@ class Run:
     #: a rolling update (``serial``) runs each step on these hosts only (the batch's hosts
     #: still healthy); None: every target of the step
     only: frozenset[str] | None = None
+    #: the last attempt's result and locks, held back to be written with the end
+    ending: Ending = field(default_factory=Ending)
 
     @property
     def id(self) -> uuid.UUID:

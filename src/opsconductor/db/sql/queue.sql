@@ -52,12 +52,29 @@ FROM picked
 JOIN execution.executions e ON e.id = picked.execution_id
 LEFT JOIN extended x ON x.id = picked.execution_id
 WHERE q.execution_id = picked.execution_id
--- The execution row comes back with the lease: the worker need not read it again.
+-- The execution row comes back with the lease: the worker need not read it again. So does
+-- what the engine reads to start it (runs.start_context: the tenant's settings, masking
+-- patterns and the plan's targets, as the start_context statement reads them).
 RETURNING e.*, q.lease_token, q.attempt_count, q.max_attempts,
           coalesce(%(lease_s)s::float8, q.lease_timeout_s) AS lease_s,
           x.timeout_at AS extended_timeout_at,
           extract(epoch FROM now() - picked.interrupted_at)::float8 AS recovered_after_s,
-          q.interruption, q.interruptions, q.recovery_s
+          q.interruption, q.interruptions, q.recovery_s,
+          (SELECT json_build_object(
+               'record_only', tn.record_only, 'host_key_policy', tn.host_key_policy,
+               'local_execution', tn.local_execution, 'local_network', tn.local_network,
+               'masking_patterns',
+               coalesce((SELECT json_agg(json_build_array(p.name, p.pattern) ORDER BY p.name)
+                         FROM execution.masking_patterns p WHERE p.tenant_id = tn.tenant_id),
+                        '[]'::json),
+               'assets',
+               coalesce((SELECT json_agg(a ORDER BY a.asset_id) FROM execution.assets a
+                         WHERE a.tenant_id = tn.tenant_id
+                           AND a.asset_id = ANY(ARRAY(
+                               SELECT jsonb_array_elements_text(s)
+                               FROM jsonb_array_elements(e.plan_snapshot -> 'targets') AS s))),
+                        '[]'::json))
+           FROM execution.tenants tn WHERE tn.tenant_id = e.tenant_id) AS start_context
 
 -- name: renew
 -- One statement renews every lease a worker holds; leases it no longer holds are missing

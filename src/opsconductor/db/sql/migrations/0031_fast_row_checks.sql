@@ -1,4 +1,4 @@
--- 0031: the row triggers and an index every write pays for, off the common case.
+-- 0031: the row triggers every write pays for, off PL/pgSQL in the common case.
 --
 -- Measured on a scratch copy, 20,000 rows per statement (load ~1.5): the status machine's
 -- trigger cost ~47 us per execution status change (1,072 ms against 133 ms without it)
@@ -65,11 +65,3 @@ CREATE TRIGGER execution_events_order BEFORE INSERT ON execution.execution_event
     FOR EACH ROW
     WHEN (current_setting('opsconductor.events_of_new_executions', true) IS DISTINCT FROM 'on')
     EXECUTE FUNCTION execution.order_event();
-
--- The metric counts read event types at scrape time no more (the roll-up, 0014/0027, counts
--- as rows are written); only a rebuild recounts the three counted types. The full index on
--- event_type cost every event insert ~3-7 us (20,000-row inserts on a scratch copy: 19-24
--- against 16.5-17 us per event); it now holds only the counted types' rows.
-DROP INDEX execution.execution_events_type_idx;
-CREATE INDEX execution_events_counted_type_idx ON execution.execution_events (event_type)
-    WHERE event_type IN ('rbac_violation', 'sla_violation', 'lock_reaped');
