@@ -294,9 +294,21 @@ async def _stream_until(
 
 def _diagnose(url: str, logs: Path) -> str:
     counts = _query(url, "SELECT status::text, count(*) FROM execution.executions GROUP BY 1")
+    # The queue rows of what has not ended, and who holds them (CI once left one queued).
+    queue = _query(
+        url,
+        "SELECT q.execution_id::text, e.status::text, q.worker_id, q.lease_token IS NOT NULL,"
+        " q.lease_expires_at - now(), q.available_at - now(), q.attempt_count,"
+        " q.interruption FROM execution.executions e"
+        " LEFT JOIN execution.execution_queue q ON q.execution_id = e.id"
+        " WHERE e.status NOT IN ('completed', 'failed', 'cancelled', 'timeout')",
+    )
+    workers = _query(
+        url, "SELECT worker_id, last_heartbeat_at - now(), stopped_at FROM execution.workers"
+    )
     tails = {p.name: p.read_text()[-1500:] for p in sorted(logs.glob("*.log"))}
     kinds = Counter((m.event, m.data.get("event_type"), m.data.get("to_status")) for m in received)
-    return f"statuses {counts}\nstream {kinds}\n" + "\n".join(
+    return f"statuses {counts}\nqueue {queue}\nworkers {workers}\nstream {kinds}\n" + "\n".join(
         f"--- {k}\n{v}" for k, v in tails.items()
     )
 
