@@ -13,9 +13,11 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from opsconductor.inventory import Asset
 from opsconductor.plan import Plan, _StepBase
+from opsconductor.plan_hash import canonical_json
 from opsconductor.records import Mode, SlaClass
 
 #: Typical duration of one step on one target, before any history exists.
@@ -47,15 +49,26 @@ _NOT_WORK = ("name", "targets", "timeout_s", "retries", "concurrency", "action_c
              "idempotent", "when")  # fmt: skip
 
 
+_NOT_WORK_SET = set(_NOT_WORK)
+
 #: One encoder for every call (``json.dumps`` with options builds a new one each time).
 _KEY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
+def _key_json(work: dict[str, Any]) -> str:
+    """``_KEY_JSON.encode(work)``; canonical_json's prebuilt C encoder when the text is
+    the same (no non-finite float: that encoder refuses one, this one writes it)."""
+    try:
+        return canonical_json(work)
+    except ValueError:
+        return _KEY_JSON.encode(work)
 
 
 def step_key(step: _StepBase) -> str:
     """``command:<sha256 of what it runs>``: the same command text (script, URL, query...)
     in any plan shares one history."""
-    work = step.model_dump(mode="json", by_alias=True, exclude=set(_NOT_WORK))
-    text = _KEY_JSON.encode(work)
+    work = step.model_dump(mode="json", by_alias=True, exclude=_NOT_WORK_SET)
+    text = _key_json(work)
     return f"{work['type']}:{hashlib.sha256(text.encode()).hexdigest()[:32]}"
 
 

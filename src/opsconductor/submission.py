@@ -154,9 +154,9 @@ async def prepare(
     files = await pushed_files.take_async(plan, targets, found.files, shown)
     # Frozen into the execution (the engine also honours a tenant flag set later).
     asked = request.record_only or found.tenant.record_only
-    snapshot = hashed_document(plan, targets, files, values)
     # Serialised once: its length is checked, it is hashed and it is what is stored.
-    plan_text = plan_hash.canonical_json(snapshot["plan"])
+    document, plan_text = plan_hash.plan_text(plan)
+    snapshot = hashed_document(plan, targets, files, values, plan_doc=document)
     # Bounded like a request body: aliases and templates aside, nothing a tenant sends may
     # grow into a larger stored row than it could have sent literally. (The compact JSON:
     # sorting keys changes no length.)
