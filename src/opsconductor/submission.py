@@ -165,8 +165,9 @@ async def prepare(
         raise BadInput(f"plan: {written} bytes as stored; the limit is {MAX_EXPANDED_BYTES}")
     snapshot_text = plan_hash.canonical_with(snapshot, {"plan": plan_text})
     digest = plan_hash.digest_text(snapshot_text)
-    estimate = routing.estimate(plan, targets, routing.History(keyed, observed), keys)
-    route = routing.classify(estimate.total_s)
+    route = routing.classify(
+        routing.total_seconds(plan, targets, routing.History(keyed, observed), keys)
+    )
     mode = route.mode if request.enqueue is None else _MODE[request.enqueue]
     if plan.approval_level == 3:
         if request.enqueue is False:
