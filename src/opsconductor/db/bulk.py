@@ -4,10 +4,8 @@ one transaction (see sql/bulk.sql). All or nothing: a crash stores none of them.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import MISSING
 from datetime import datetime
 from typing import Any
 
@@ -57,42 +55,13 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
     return [answers[i] for i in range(len(news))]
 
 
-#: ``Execution``'s field defaults (all plain values: no factory to call).
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Execution) if f.default is not MISSING}
-if any(f.default_factory is not MISSING for f in dataclasses.fields(Execution)):
-    raise TypeError("Execution: _record copies defaults, it calls no default_factory")
-_FIELDS = frozenset(f.name for f in dataclasses.fields(Execution))
-
-
-def _record(**values: Any) -> Execution:
-    """``Execution(**values)`` without its generated ``__init__``: a frozen dataclass sets
-    each of its 34 fields through ``object.__setattr__``, 8 us a record (a quarter of the
-    submitting process's time to store a plan in bulk). It has no ``__post_init__`` and
-    no slots, so filling the instance's ``__dict__`` makes the very same record (equal,
-    same repr)."""
-    record = object.__new__(Execution)
-    record.__dict__.update(_DEFAULTS)
-    record.__dict__.update(values)
-    # A misspelt or missing field: one call site, the same names every call (the whole
-    # check costs as much as the rest, so a length check suffices after the first call).
-    if len(record.__dict__) != len(_FIELDS) or (not _checked and not values.keys() <= _FIELDS):
-        raise TypeError(f"Execution: fields {sorted(record.__dict__.keys() ^ _FIELDS)}")
-    if not _checked:
-        _checked.append(True)
-    return record
-
-
-#: Not empty once ``_record`` has checked its field names.
-_checked: list[bool] = []
-
-
 def _created(
     new: NewExecution, item: dict[str, Any], status: Status, created_at: datetime
 ) -> Execution:
     """The row just inserted, from what was sent (the columns' defaults for the rest: a
     new execution has not run, retried, renewed or been cancelled); the same record as
     ``Execution.from_row`` of it (tests/test_bulk_submit.py compares them)."""
-    return _record(
+    return Execution(
         id=new.id,
         tenant_id=new.tenant_id,
         actor_id=new.actor_id,

@@ -16,6 +16,7 @@ from opsconductor.db.batching import Executor
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import BadInput, LeaseLost, NotFound, StaleStatus
 from opsconductor.idempotency import DEDUP_WINDOW, RETRYABLE
+from opsconductor.quick_init import quick_init
 from opsconductor.records import Event, Execution, Mode, SlaClass
 from opsconductor.status_machine import Status
 
@@ -23,6 +24,7 @@ Q = queries.load("executions")
 Row = dict[str, Any]
 
 
+@quick_init
 @dataclass(frozen=True)
 class NewExecution:
     tenant_id: str
