@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from opsconductor.errors import TargetResolutionError
@@ -83,6 +84,9 @@ def _becomes(step: object) -> bool:
     return isinstance(step, CommandStep | ScriptStep) and step.become
 
 
+_asset_id = attrgetter("asset_id")
+
+
 def resolve_selected(plan: Plan, matched: Mapping[str, list[Asset]]) -> list[list[Asset]]:
     """Targets of every step, in step order, from the assets each selector matched (keyed by
     ``selector_key``; the database selects them with its indexes, see db/assets.py); raise
@@ -95,7 +99,7 @@ def resolve_selected(plan: Plan, matched: Mapping[str, list[Asset]]) -> list[lis
         if isinstance(step, ValidateStep):
             targets = by_name[step.step]  # a validate step checks its step's targets
         else:
-            targets = sorted(matched[selector_key(step.targets)], key=lambda a: a.asset_id)
+            targets = sorted(matched[selector_key(step.targets)], key=_asset_id)
             if not targets:
                 raise TargetResolutionError(
                     f"steps[{index}].targets: no asset matches "

@@ -116,7 +116,9 @@ async def check_templates(
     """Render every template and ``when`` against every target (template_check); refuse
     the plan with all of the errors (step, target, name) before anything is stored."""
     if not any(
-        s.when is not None or template_check.template_fields(s, i) for i, s in enumerate(plan.steps)
+        s.when is not None or template_check.template_fields(s, i)
+        for i, s in enumerate(plan.steps)
+        if s.when is not None or template_check.may_have_templates(s)
     ):
         return
     # Templates are tenant input: rendered (budgeted) off the event loop.
@@ -150,8 +152,11 @@ async def prepare(
     keyed = {k: found.observed_steps[k] for k in keys if k in found.observed_steps}
     # The bytes of every pushed file, read now: they are part of what is hashed, approved
     # and deduplicated (a changed file is a new plan), and the engine runs nothing else.
-    shown = template_check.shown_params(plan, values, secrets=None)
-    files = await pushed_files.take_async(plan, targets, found.files, shown)
+    if pushed_files.pushes(plan):
+        shown = template_check.shown_params(plan, values, secrets=None)
+        files = await pushed_files.take_async(plan, targets, found.files, shown)
+    else:
+        files = {}
     # Frozen into the execution (the engine also honours a tenant flag set later).
     asked = request.record_only or found.tenant.record_only
     # Serialised once: its length is checked, it is hashed and it is what is stored.
