@@ -8,6 +8,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from opsconductor.errors import TargetResolutionError
+from opsconductor.quick_init import quick_init
 
 if TYPE_CHECKING:  # an Asset is read by every command; plans (pydantic) by few
     from opsconductor.plan import Plan, Targets
@@ -16,6 +17,7 @@ if TYPE_CHECKING:  # an Asset is read by every command; plans (pydantic) by few
 RUNNABLE_CONNECTIONS = frozenset({"local", "ssh"})
 
 
+@quick_init  # built per matched asset of every submission
 @dataclass(frozen=True)
 class Asset:
     asset_id: str
