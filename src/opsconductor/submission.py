@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opsconductor import plan_hash, pushed_files, routing, staging, template_check
+from opsconductor import ids, plan_hash, pushed_files, routing, staging, template_check
 from opsconductor.config import load_settings
 from opsconductor.connectors import tenant_files
 from opsconductor.db import assets, bulk, connectors, executions, steps
@@ -133,9 +133,11 @@ async def prepare(
     *,
     check: PlanCheck | None = None,
     keys: tuple[str, ...] | None = None,
+    execution_id: uuid.UUID | None = None,
 ) -> executions.NewExecution:
     """Resolve, check, read pushed files, hash and route one plan: everything but storing.
-    ``keys``: the plan's ``step_keys``, when the caller has them already."""
+    ``keys``: the plan's ``step_keys``, when the caller has them already; ``execution_id``:
+    a fresh ``uuid4`` for it (a bulk draws them all at once), else one is drawn here."""
     plan = request.plan
     values = bind(plan.params, request.params)  # names the parameter at fault
     targets = resolve_selected(plan, found.matched)  # raises before anything is stored
@@ -143,7 +145,7 @@ async def prepare(
         check(plan, targets)
     # The id is chosen here, before it is stored, so staged enablement can decide from it
     # (deterministic per id); a refused approval level stops here.
-    execution_id = uuid.uuid4()
+    execution_id = execution_id or uuid.uuid4()
     staged = staging.decide(found.enablement, request.tenant_id, plan.approval_level, execution_id)
     await check_templates(plan, targets, values)
     kinds: set[str] = {s.type for s in plan.steps}
@@ -248,9 +250,14 @@ async def submit_many(
         keys = [step_keys(r.plan) for r in requests]  # read by the context and by prepare
         found = await context(db, requests[0].tenant_id, [r.plan for r in requests], keys=keys)
         news = []
+        fresh = ids.uuid4s(len(requests))
         for index, request in enumerate(requests):
             try:
-                news.append(await prepare(request, found, check=check, keys=keys[index]))
+                news.append(
+                    await prepare(
+                        request, found, check=check, keys=keys[index], execution_id=fresh[index]
+                    )
+                )
             except OpsError as exc:  # bad input, no target, RBAC: the same kind, naming it
                 raise type(exc)(f"plans[{index}]: {exc}") from None
         return await bulk.submit_many(db, news)

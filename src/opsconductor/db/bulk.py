@@ -13,6 +13,7 @@ from opsconductor import status_machine
 from opsconductor.db import approval_requests, batching, executions, queries
 from opsconductor.db.connection import Conn, Database
 from opsconductor.db.executions import NewExecution, Submitted
+from opsconductor.ids import uuid4_hexes
 from opsconductor.records import Execution
 from opsconductor.status_machine import Status
 
@@ -28,8 +29,9 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
     async with db.transaction() as conn:
         items = []
         statuses = [_created_as(new) for new in news]
+        trace_ids = uuid4_hexes(len(news))
         for i, new in enumerate(news):
-            item = executions.columns(new)
+            item = executions.columns(new, trace_ids[i])
             del item["plan_snapshot"]  # sent apart, as the JSON text it already is
             item.update(status=statuses[i].value, ord=i, id=str(ids[i]))
             items.append(item)
