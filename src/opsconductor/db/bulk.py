@@ -48,7 +48,7 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
             # Their events need no per-event row lock for id order (migration 0031): no
             # other transaction can see these executions before this one commits.
             await conn.execute(Q["events_of_new_executions"])
-            await _after_insert(conn, news, made)
+            await _after_insert(conn, news, made, items)
         for i, execution in made.items():
             answers[i] = Submitted(execution, created=True)
     for i, new in enumerate(news):
@@ -111,31 +111,34 @@ def _created_as(new: NewExecution) -> Status:
 
 
 async def _after_insert(
-    conn: Conn, news: Sequence[NewExecution], made: dict[int, Execution]
+    conn: Conn,
+    news: Sequence[NewExecution],
+    made: dict[int, Execution],
+    inserted: Sequence[dict[str, Any]],
 ) -> None:
+    """``inserted``: the items of ``insert_executions`` (their id as text already)."""
     items = []
-    for i, e in sorted(made.items()):
-        new = news[i]
+    for i in sorted(made):
+        new, e, keys = news[i], made[i], news[i].step_keys
+        payload = {"plan_hash": new.plan_hash, "idempotency_key": new.idempotency_key}
+        if new.record_only_reason:  # as the single submission's ``submitted`` event says it
+            payload["record_only_reason"] = new.record_only_reason
         items.append(
             {
                 "ord": i,
-                "execution_id": str(e.id),
+                "execution_id": inserted[i]["id"],
                 "tenant_id": e.tenant_id,
                 "actor_id": new.actor_id,
                 "initial": status_machine.initial_status(new.approval_level).value,
                 "queued": e.status is Status.QUEUED,
-                "payload": {
-                    "plan_hash": new.plan_hash,
-                    "idempotency_key": new.idempotency_key,
-                    **_reason(new),
-                },
+                "payload": payload,
                 "steps": [
                     {
                         "step_index": index,
                         "step_name": name,
                         "step_type": kind,
                         "asset_id": asset_id,
-                        "step_key": new.step_keys[index] if new.step_keys else None,
+                        "step_key": keys[index] if keys else None,
                     }
                     for index, name, kind, asset_id in new.step_targets
                 ],
@@ -156,8 +159,3 @@ async def _after_insert(
                 plan_hash=news[i].plan_hash,
                 requested_by=news[i].actor_id,
             )
-
-
-def _reason(new: NewExecution) -> dict[str, str]:
-    """As the single submission's ``submitted`` event says it (db/executions.py)."""
-    return {"record_only_reason": new.record_only_reason} if new.record_only_reason else {}
