@@ -19,7 +19,7 @@ from opsconductor.db import staging as staging_rows
 from opsconductor.db.connection import Database
 from opsconductor.errors import BadInput, OpsError
 from opsconductor.idempotency import derive_key
-from opsconductor.inventory import Asset, resolve_selected, selectors
+from opsconductor.inventory import Asset, resolve_selected, selectors, step_selector_keys
 from opsconductor.params import Value, bind
 from opsconductor.plan import Plan, Targets
 from opsconductor.plan_hash import hashed_document
@@ -88,13 +88,15 @@ async def context(
     plans: Sequence[Plan],
     files_root: Path | None = None,
     keys: Sequence[tuple[str, ...]] | None = None,
+    selected: Sequence[tuple[str | None, ...]] | None = None,
 ) -> Context:
     """One read for any number of plans: each distinct selector is looked up once.
-    ``keys``: each plan's ``step_keys``, when the caller has them already."""
+    ``keys``, ``selected``: each plan's ``step_keys`` and ``step_selector_keys``, when the
+    caller has them already."""
     files_root = files_root or load_settings().files_root
     wanted: dict[str, Targets] = {}
-    for plan in plans:
-        wanted.update(selectors(plan))
+    for index, plan in enumerate(plans):
+        wanted.update(selectors(plan, None if selected is None else selected[index]))
     step_types: list[str] = sorted({s.type for plan in plans for s in plan.steps})
     if keys is None:
         keys = [step_keys(plan) for plan in plans]
@@ -134,13 +136,15 @@ async def prepare(
     check: PlanCheck | None = None,
     keys: tuple[str, ...] | None = None,
     execution_id: uuid.UUID | None = None,
+    selected: tuple[str | None, ...] | None = None,
 ) -> executions.NewExecution:
     """Resolve, check, read pushed files, hash and route one plan: everything but storing.
     ``keys``: the plan's ``step_keys``, when the caller has them already; ``execution_id``:
-    a fresh ``uuid4`` for it (a bulk draws them all at once), else one is drawn here."""
+    a fresh ``uuid4`` for it (a bulk draws them all at once), else one is drawn here;
+    ``selected``: its ``step_selector_keys``, when the caller has them already."""
     plan = request.plan
     values = bind(plan.params, request.params)  # names the parameter at fault
-    targets = resolve_selected(plan, found.matched)  # raises before anything is stored
+    targets = resolve_selected(plan, found.matched, selected)  # raises before storing
     if check is not None:
         check(plan, targets)
     # The id is chosen here, before it is stored, so staged enablement can decide from it
@@ -247,15 +251,23 @@ async def submit_many(
     if len({r.tenant_id for r in requests}) != 1:
         raise BadInput("plans: a bulk submission belongs to one tenant")
     with _cycles_collected_after():
-        keys = [step_keys(r.plan) for r in requests]  # read by the context and by prepare
-        found = await context(db, requests[0].tenant_id, [r.plan for r in requests], keys=keys)
+        # read by the context and by prepare
+        keys = [step_keys(r.plan) for r in requests]
+        selected = [step_selector_keys(r.plan) for r in requests]
+        plans = [r.plan for r in requests]
+        found = await context(db, requests[0].tenant_id, plans, keys=keys, selected=selected)
         news = []
         fresh = ids.uuid4s(len(requests))
         for index, request in enumerate(requests):
             try:
                 news.append(
                     await prepare(
-                        request, found, check=check, keys=keys[index], execution_id=fresh[index]
+                        request,
+                        found,
+                        check=check,
+                        keys=keys[index],
+                        execution_id=fresh[index],
+                        selected=selected[index],
                     )
                 )
             except OpsError as exc:  # bad input, no target, RBAC: the same kind, naming it
