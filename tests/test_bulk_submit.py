@@ -257,3 +257,27 @@ async def test_the_no_lock_event_setting_ends_with_the_bulk(database_url: str) -
             ([d.execution.id for d in done],),
         ).fetchall()
     assert [r[1] for r in rows] == [[">approved", "approved>queued"]] * 2
+
+
+async def test_a_staged_record_only_bulk_says_why_as_one_submission_does(
+    db: Database, database_url: str
+) -> None:
+    """Staged enablement's reason is in the ``submitted`` event of a bulk's plans too."""
+    from opsconductor.db import staging as staging_rows
+    from opsconductor.staging import LevelMode
+
+    who = await local_admin(db, "default")
+    async with db.transaction() as conn:
+        await staging_rows.change(conn, "default", "admin", level=0, mode=LevelMode.RECORD_ONLY)
+    plans = [plan("r-a"), plan("r-b")]
+    bulk = await executions.submit_many(db, who, plans)
+    singles = [
+        await executions.submit(db, who, p, idempotency_key=f"rec-{i}", enqueue=True)
+        for i, p in enumerate(plans)
+    ]
+    for b, s in zip(bulk, singles, strict=True):
+        assert b.execution.record_only and b.execution.record_only_reason
+        assert _comparable(b.execution) == _comparable(s.execution)
+        assert _events(database_url, b.execution.id) == _events(database_url, s.execution.id)
+        submitted = _events(database_url, b.execution.id)[0]
+        assert submitted[4]["record_only_reason"] == b.execution.record_only_reason

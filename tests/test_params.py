@@ -228,6 +228,12 @@ def test_estimates_prefer_the_same_steps_history_and_never_the_optimistic_type_f
     assert learned.steps[0].source == "p95 of this step's earlier runs"
     slow = routing.estimate(plan, local, routing.History({}, {"command": 3.0}))
     assert slow.total_s == 36.0 and "p95 of this tenant's command steps" in slow.steps[0].source
+    keys = [routing.step_key(step) for step in plan.steps]
+    learning = routing.History({key: 2.1}, {"command": 0.05})
+    for history in (quick, learning, routing.History({}, {"command": 3.0})):
+        # the submission's total-only path: the very same float
+        total = routing.total_seconds(plan, local, history, keys)
+        assert total == routing.estimate(plan, local, history).total_s
 
 
 def _matrix() -> policies.PolicyMatrix:

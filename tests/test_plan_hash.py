@@ -121,3 +121,31 @@ def test_canonical_with_given_texts_is_canonical_json() -> None:
     assert text == canonical_json(document)
     assert canonical_with(document, {}) == canonical_json(document)
     assert digest_text(text) == digest(document)
+
+
+def test_plan_text_is_plan_document_in_canonical_json() -> None:
+    """The submission's faster dump (pydantic's JSON mode, a prebuilt C encoder) writes
+    the very bytes of ``canonical_json(plan_document(plan))``, non-finite floats included
+    (the JSON round trip writes them as null)."""
+    import json
+
+    from opsconductor.plan import plan_document
+    from opsconductor.plan_hash import plan_text
+
+    sql = {"name": "q", "type": "sql", "dsn": "postgresql://db/x", "query": "select %s"}
+    plans = [
+        PLAN,
+        {"name": "n", "steps": [{"name": "a", "type": "noop", "targets": {"assets": ["x"]}}]},
+        *(
+            {"name": "s", "steps": [{**sql, "params": {"v": v}, "targets": {"assets": ["x"]}}]}
+            for v in (float("inf"), float("nan"), 0.1, 1e300, -0.0, 2**70, "é\u2028", None)
+        ),
+    ]
+    for data in plans:
+        plan = parse_plan(data)
+        document, text = plan_text(plan)
+        assert document == json.loads(text)
+        assert text == canonical_json(plan_document(plan))
+        assert text == json.JSONEncoder(
+            sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+        ).encode(plan_document(plan))

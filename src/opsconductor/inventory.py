@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from opsconductor.errors import TargetResolutionError
+from opsconductor.quick_init import quick_init
 
 if TYPE_CHECKING:  # an Asset is read by every command; plans (pydantic) by few
     from opsconductor.plan import Plan, Targets
@@ -15,6 +17,7 @@ if TYPE_CHECKING:  # an Asset is read by every command; plans (pydantic) by few
 RUNNABLE_CONNECTIONS = frozenset({"local", "ssh"})
 
 
+@quick_init  # built per matched asset of every submission
 @dataclass(frozen=True)
 class Asset:
     asset_id: str
@@ -60,13 +63,27 @@ def selector_key(selector: Targets) -> str:
     return selector.model_dump_json(exclude_none=True)
 
 
-def selectors(plan: Plan) -> dict[str, Targets]:
-    """The distinct selectors of a plan's steps (a validate step has none of its own)."""
+def step_selector_keys(plan: Plan) -> tuple[str | None, ...]:
+    """Each step's ``selector_key``, in step order (None: a validate step, which has no
+    selector of its own). A bulk submission works them out once per plan, for both
+    ``selectors`` and ``resolve_selected``."""
     from opsconductor.plan import ValidateStep
 
-    return {
-        selector_key(step.targets): step.targets
+    return tuple(
+        None if isinstance(step, ValidateStep) else selector_key(step.targets)
         for step in plan.steps
+    )
+
+
+def selectors(plan: Plan, keys: Sequence[str | None] | None = None) -> dict[str, Targets]:
+    """The distinct selectors of a plan's steps (a validate step has none of its own).
+    ``keys``: the plan's ``step_selector_keys``, when the caller has them already."""
+    from opsconductor.plan import ValidateStep
+
+    keys = step_selector_keys(plan) if keys is None else keys
+    return {
+        key or selector_key(step.targets): step.targets
+        for step, key in zip(plan.steps, keys, strict=True)
         if not isinstance(step, ValidateStep)
     }
 
@@ -83,38 +100,47 @@ def _becomes(step: object) -> bool:
     return isinstance(step, CommandStep | ScriptStep) and step.become
 
 
-def resolve_selected(plan: Plan, matched: Mapping[str, list[Asset]]) -> list[list[Asset]]:
+_asset_id = attrgetter("asset_id")
+
+
+def resolve_selected(
+    plan: Plan, matched: Mapping[str, list[Asset]], keys: Sequence[str | None] | None = None
+) -> list[list[Asset]]:
     """Targets of every step, in step order, from the assets each selector matched (keyed by
     ``selector_key``; the database selects them with its indexes, see db/assets.py); raise
-    before anything runs if a step matches nothing."""
+    before anything runs if a step matches nothing. ``keys``: the plan's
+    ``step_selector_keys``, when the caller has them already."""
     from opsconductor.plan import ValidateStep
 
+    keys = step_selector_keys(plan) if keys is None else keys
     resolved: list[list[Asset]] = []
     by_name: dict[str, list[Asset]] = {}
-    for index, step in enumerate(plan.steps):
+    for index, (step, key) in enumerate(zip(plan.steps, keys, strict=True)):
         if isinstance(step, ValidateStep):
             targets = by_name[step.step]  # a validate step checks its step's targets
         else:
-            targets = sorted(matched[selector_key(step.targets)], key=lambda a: a.asset_id)
+            targets = sorted(matched[key or selector_key(step.targets)], key=_asset_id)
             if not targets:
                 raise TargetResolutionError(
                     f"steps[{index}].targets: no asset matches "
                     f"{step.targets.model_dump(exclude_none=True)}"
                 )
+            ansible = getattr(step, "type", "") == "ansible"
+            becomes = _becomes(step)
             for asset in targets:
                 if asset.connection_type not in RUNNABLE_CONNECTIONS:
                     raise TargetResolutionError(
                         f"steps[{index}].targets: asset {asset.asset_id!r} uses connection "
                         f"{asset.connection_type!r}, which this version cannot run"
                     )
-                if asset.connection_type != "ssh" and getattr(step, "type", "") == "ansible":
+                if ansible and asset.connection_type != "ssh":
                     # ansible-playbook reaches its hosts over SSH from a sandbox that has
                     # no network but its targets' SSH ports (connectors/ansible_run.py).
                     raise TargetResolutionError(
                         f"steps[{index}].targets: asset {asset.asset_id!r} is "
                         f"{asset.connection_type!r}; an ansible step runs on ssh assets only"
                     )
-                if asset.connection_type == "local" and _becomes(step):
+                if becomes and asset.connection_type == "local":
                     # The sandbox runs with no_new_privs as an unprivileged user: sudo
                     # cannot gain anything there, and a way around it would be a way out.
                     raise TargetResolutionError(

@@ -254,7 +254,14 @@ def enforce_plan(
     may_submit = ask("executions", "submit", None)
     if not may_submit.allowed:
         raise PermissionDenied(f"actor {actor_id!r}: {may_submit.reason}")
-    denials = plan_denials(roles, planned_steps(plan, targets), ask)
+    # Every (step, target) asked first, without building the sentences (a bulk submission
+    # asks this for every plan): only a plan with a denial lists them.
+    allowed = all(
+        ask("steps", step.action_class, asset.environment).allowed
+        for step, step_targets in zip(plan.steps, targets, strict=True)
+        for asset in step_targets
+    )
+    denials = [] if allowed else plan_denials(roles, planned_steps(plan, targets), ask)
     if denials:
         more = f" (and {len(denials) - 3} more)" if len(denials) > 3 else ""
         raise PermissionDenied(f"actor {actor_id!r}: " + "; ".join(denials[:3]) + more)

@@ -19,6 +19,7 @@ from typing import Any, Self, TypeVar
 
 from opsconductor.approvals import ApprovalState, Decision
 from opsconductor.errors import RecordError
+from opsconductor.quick_init import quick_init
 from opsconductor.status_machine import Status, StepStatus
 
 __all__ = [
@@ -122,6 +123,7 @@ def _uuid(value: object) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
+@quick_init
 @dataclass(frozen=True)
 class Execution:
     """One ``execution.executions`` row."""

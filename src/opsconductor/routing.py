@@ -13,9 +13,11 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from opsconductor.inventory import Asset
 from opsconductor.plan import Plan, _StepBase
+from opsconductor.plan_hash import canonical_json
 from opsconductor.records import Mode, SlaClass
 
 #: Typical duration of one step on one target, before any history exists.
@@ -47,15 +49,26 @@ _NOT_WORK = ("name", "targets", "timeout_s", "retries", "concurrency", "action_c
              "idempotent", "when")  # fmt: skip
 
 
+_NOT_WORK_SET = set(_NOT_WORK)
+
 #: One encoder for every call (``json.dumps`` with options builds a new one each time).
 _KEY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
+def _key_json(work: dict[str, Any]) -> str:
+    """``_KEY_JSON.encode(work)``; canonical_json's prebuilt C encoder when the text is
+    the same (no non-finite float: that encoder refuses one, this one writes it)."""
+    try:
+        return canonical_json(work)
+    except ValueError:
+        return _KEY_JSON.encode(work)
 
 
 def step_key(step: _StepBase) -> str:
     """``command:<sha256 of what it runs>``: the same command text (script, URL, query...)
     in any plan shares one history."""
-    work = step.model_dump(mode="json", by_alias=True, exclude=set(_NOT_WORK))
-    text = _KEY_JSON.encode(work)
+    work = step.model_dump(mode="json", by_alias=True, exclude=_NOT_WORK_SET)
+    text = _key_json(work)
     return f"{work['type']}:{hashlib.sha256(text.encode()).hexdigest()[:32]}"
 
 
@@ -98,19 +111,38 @@ def estimate(
         keys = [step_key(step) for step in plan.steps]
     found = []
     for step, step_targets, key in zip(plan.steps, targets, keys, strict=True):
-        default = DEFAULT_STEP_SECONDS[step.type]
-        typical = history.by_type.get(step.type)
-        if key in history.by_key:
-            per, source = history.by_key[key], "p95 of this step's earlier runs"
-        elif typical is not None and typical > default:
-            per, source = (
-                typical,
-                f"p95 of this tenant's {step.type} steps (no history of this one)",
-            )
+        per, typed = _per_target(step.type, key, history)
+        if typed is None:
+            source = "p95 of this step's earlier runs"
+        elif typed:
+            source = f"p95 of this tenant's {step.type} steps (no history of this one)"
         else:
-            per, source = default, f"default for a {step.type} step (no history of this one)"
+            source = f"default for a {step.type} step (no history of this one)"
         found.append(StepEstimate(step.name, per, max(1, len(step_targets)), source))
     return Estimate(sum(s.per_target_s * s.targets for s in found), tuple(found))
+
+
+def _per_target(step_type: str, key: str, history: History) -> tuple[float, bool | None]:
+    """Seconds per target of one step, and from where: its own history (None), its type's
+    (True) or the type's default (False)."""
+    if key in history.by_key:
+        return history.by_key[key], None
+    default = DEFAULT_STEP_SECONDS[step_type]
+    typical = history.by_type.get(step_type)
+    if typical is not None and typical > default:
+        return typical, True
+    return default, False
+
+
+def total_seconds(
+    plan: Plan, targets: Sequence[Sequence[Asset]], history: History, keys: Sequence[str]
+) -> float:
+    """``estimate(...).total_s`` without the per-step account (a submission routes by the
+    total alone): the same sum, term by term, so the same float."""
+    return sum(
+        _per_target(step.type, key, history)[0] * max(1, len(step_targets))
+        for step, step_targets, key in zip(plan.steps, targets, keys, strict=True)
+    )
 
 
 def estimate_seconds(

@@ -85,6 +85,10 @@ class Decision:
     slot: int | None = None
 
 
+#: The usual answer, one record for all (a bulk submission asks for every plan).
+_FOR_REAL = Decision(False, None)
+
+
 def decide(staging: Staging, tenant_id: str, level: int, execution_id: uuid.UUID) -> Decision:
     """What staging makes of one execution; ``StagedRefusal`` for a refused level."""
     check_level(level)
@@ -98,7 +102,7 @@ def decide(staging: Staging, tenant_id: str, level: int, execution_id: uuid.UUID
         why = f"record-only: level {level} not enabled for real in tenant {tenant_id}"
         return Decision(True, why)
     if staging.canary_percent >= 100:
-        return Decision(False, None)
+        return _FOR_REAL
     slot = canary_slot(execution_id)
     if slot < staging.canary_percent:
         return Decision(False, None, slot)

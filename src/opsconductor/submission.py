@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opsconductor import plan_hash, pushed_files, routing, staging, template_check
+from opsconductor import ids, plan_hash, pushed_files, routing, staging, template_check
 from opsconductor.config import load_settings
 from opsconductor.connectors import tenant_files
 from opsconductor.db import assets, bulk, connectors, executions, steps
@@ -19,7 +19,7 @@ from opsconductor.db import staging as staging_rows
 from opsconductor.db.connection import Database
 from opsconductor.errors import BadInput, OpsError
 from opsconductor.idempotency import derive_key
-from opsconductor.inventory import Asset, resolve_selected, selectors
+from opsconductor.inventory import Asset, resolve_selected, selectors, step_selector_keys
 from opsconductor.params import Value, bind
 from opsconductor.plan import Plan, Targets
 from opsconductor.plan_hash import hashed_document
@@ -88,13 +88,15 @@ async def context(
     plans: Sequence[Plan],
     files_root: Path | None = None,
     keys: Sequence[tuple[str, ...]] | None = None,
+    selected: Sequence[tuple[str | None, ...]] | None = None,
 ) -> Context:
     """One read for any number of plans: each distinct selector is looked up once.
-    ``keys``: each plan's ``step_keys``, when the caller has them already."""
+    ``keys``, ``selected``: each plan's ``step_keys`` and ``step_selector_keys``, when the
+    caller has them already."""
     files_root = files_root or load_settings().files_root
     wanted: dict[str, Targets] = {}
-    for plan in plans:
-        wanted.update(selectors(plan))
+    for index, plan in enumerate(plans):
+        wanted.update(selectors(plan, None if selected is None else selected[index]))
     step_types: list[str] = sorted({s.type for plan in plans for s in plan.steps})
     if keys is None:
         keys = [step_keys(plan) for plan in plans]
@@ -116,7 +118,9 @@ async def check_templates(
     """Render every template and ``when`` against every target (template_check); refuse
     the plan with all of the errors (step, target, name) before anything is stored."""
     if not any(
-        s.when is not None or template_check.template_fields(s, i) for i, s in enumerate(plan.steps)
+        s.when is not None or template_check.template_fields(s, i)
+        for i, s in enumerate(plan.steps)
+        if s.when is not None or template_check.may_have_templates(s)
     ):
         return
     # Templates are tenant input: rendered (budgeted) off the event loop.
@@ -131,17 +135,21 @@ async def prepare(
     *,
     check: PlanCheck | None = None,
     keys: tuple[str, ...] | None = None,
+    execution_id: uuid.UUID | None = None,
+    selected: tuple[str | None, ...] | None = None,
 ) -> executions.NewExecution:
     """Resolve, check, read pushed files, hash and route one plan: everything but storing.
-    ``keys``: the plan's ``step_keys``, when the caller has them already."""
+    ``keys``: the plan's ``step_keys``, when the caller has them already; ``execution_id``:
+    a fresh ``uuid4`` for it (a bulk draws them all at once), else one is drawn here;
+    ``selected``: its ``step_selector_keys``, when the caller has them already."""
     plan = request.plan
     values = bind(plan.params, request.params)  # names the parameter at fault
-    targets = resolve_selected(plan, found.matched)  # raises before anything is stored
+    targets = resolve_selected(plan, found.matched, selected)  # raises before storing
     if check is not None:
         check(plan, targets)
     # The id is chosen here, before it is stored, so staged enablement can decide from it
     # (deterministic per id); a refused approval level stops here.
-    execution_id = uuid.uuid4()
+    execution_id = execution_id or uuid.uuid4()
     staged = staging.decide(found.enablement, request.tenant_id, plan.approval_level, execution_id)
     await check_templates(plan, targets, values)
     kinds: set[str] = {s.type for s in plan.steps}
@@ -150,13 +158,16 @@ async def prepare(
     keyed = {k: found.observed_steps[k] for k in keys if k in found.observed_steps}
     # The bytes of every pushed file, read now: they are part of what is hashed, approved
     # and deduplicated (a changed file is a new plan), and the engine runs nothing else.
-    shown = template_check.shown_params(plan, values, secrets=None)
-    files = await pushed_files.take_async(plan, targets, found.files, shown)
+    if pushed_files.pushes(plan):
+        shown = template_check.shown_params(plan, values, secrets=None)
+        files = await pushed_files.take_async(plan, targets, found.files, shown)
+    else:
+        files = {}
     # Frozen into the execution (the engine also honours a tenant flag set later).
     asked = request.record_only or found.tenant.record_only
-    snapshot = hashed_document(plan, targets, files, values)
     # Serialised once: its length is checked, it is hashed and it is what is stored.
-    plan_text = plan_hash.canonical_json(snapshot["plan"])
+    document, plan_text = plan_hash.plan_text(plan)
+    snapshot = hashed_document(plan, targets, files, values, plan_doc=document)
     # Bounded like a request body: aliases and templates aside, nothing a tenant sends may
     # grow into a larger stored row than it could have sent literally. (The compact JSON:
     # sorting keys changes no length.)
@@ -165,8 +176,9 @@ async def prepare(
         raise BadInput(f"plan: {written} bytes as stored; the limit is {MAX_EXPANDED_BYTES}")
     snapshot_text = plan_hash.canonical_with(snapshot, {"plan": plan_text})
     digest = plan_hash.digest_text(snapshot_text)
-    estimate = routing.estimate(plan, targets, routing.History(keyed, observed), keys)
-    route = routing.classify(estimate.total_s)
+    route = routing.classify(
+        routing.total_seconds(plan, targets, routing.History(keyed, observed), keys)
+    )
     mode = route.mode if request.enqueue is None else _MODE[request.enqueue]
     if plan.approval_level == 3:
         if request.enqueue is False:
@@ -239,12 +251,25 @@ async def submit_many(
     if len({r.tenant_id for r in requests}) != 1:
         raise BadInput("plans: a bulk submission belongs to one tenant")
     with _cycles_collected_after():
-        keys = [step_keys(r.plan) for r in requests]  # read by the context and by prepare
-        found = await context(db, requests[0].tenant_id, [r.plan for r in requests], keys=keys)
+        # read by the context and by prepare
+        keys = [step_keys(r.plan) for r in requests]
+        selected = [step_selector_keys(r.plan) for r in requests]
+        plans = [r.plan for r in requests]
+        found = await context(db, requests[0].tenant_id, plans, keys=keys, selected=selected)
         news = []
+        fresh = ids.uuid4s(len(requests))
         for index, request in enumerate(requests):
             try:
-                news.append(await prepare(request, found, check=check, keys=keys[index]))
+                news.append(
+                    await prepare(
+                        request,
+                        found,
+                        check=check,
+                        keys=keys[index],
+                        execution_id=fresh[index],
+                        selected=selected[index],
+                    )
+                )
             except OpsError as exc:  # bad input, no target, RBAC: the same kind, naming it
                 raise type(exc)(f"plans[{index}]: {exc}") from None
         return await bulk.submit_many(db, news)

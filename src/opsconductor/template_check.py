@@ -53,6 +53,16 @@ def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
             yield from _strings(item, f"{where}.{key}")
 
 
+#: The step types whose fields ``template_fields`` reads (any other has none).
+_TEMPLATED = (CommandStep, ScriptStep, FileStep, AnsibleStep, HttpStep, SqlStep)
+
+
+def may_have_templates(step: _StepBase) -> bool:
+    """False when ``template_fields`` of the step is empty whatever it holds (a noop or a
+    validate step): a bulk submission skips those without building anything."""
+    return isinstance(step, _TEMPLATED)
+
+
 def template_fields(step: _StepBase, index: int) -> list[tuple[str, str]]:
     """(field path, text) of every field of ``step`` that is rendered per target."""
     where = f"steps[{index}]"

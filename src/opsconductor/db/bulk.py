@@ -13,6 +13,7 @@ from opsconductor import status_machine
 from opsconductor.db import approval_requests, batching, executions, queries
 from opsconductor.db.connection import Conn, Database
 from opsconductor.db.executions import NewExecution, Submitted
+from opsconductor.ids import uuid4_hexes
 from opsconductor.records import Execution
 from opsconductor.status_machine import Status
 
@@ -27,10 +28,12 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
     answers: dict[int, Submitted] = {}
     async with db.transaction() as conn:
         items = []
+        statuses = [_created_as(new) for new in news]
+        trace_ids = uuid4_hexes(len(news))
         for i, new in enumerate(news):
-            item = executions.columns(new)
+            item = executions.columns(new, trace_ids[i])
             del item["plan_snapshot"]  # sent apart, as the JSON text it already is
-            item.update(status=_created_as(new).value, ord=i, id=str(ids[i]))
+            item.update(status=statuses[i].value, ord=i, id=str(ids[i]))
             items.append(item)
         snapshots = "[" + ",".join(map(_snapshot_json, news)) + "]"
         cur = await conn.execute(
@@ -40,12 +43,12 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
         made: dict[int, Execution] = {}
         for row in await cur.fetchall():
             i = order[row["id"]]
-            made[i] = _created(news[i], items[i], row["created_at"])
+            made[i] = _created(news[i], items[i], statuses[i], row["created_at"])
         if made:
             # Their events need no per-event row lock for id order (migration 0031): no
             # other transaction can see these executions before this one commits.
             await conn.execute(Q["events_of_new_executions"])
-            await _after_insert(conn, news, made)
+            await _after_insert(conn, news, made, items)
         for i, execution in made.items():
             answers[i] = Submitted(execution, created=True)
     for i, new in enumerate(news):
@@ -54,7 +57,9 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
     return [answers[i] for i in range(len(news))]
 
 
-def _created(new: NewExecution, item: dict[str, Any], created_at: datetime) -> Execution:
+def _created(
+    new: NewExecution, item: dict[str, Any], status: Status, created_at: datetime
+) -> Execution:
     """The row just inserted, from what was sent (the columns' defaults for the rest: a
     new execution has not run, retried, renewed or been cancelled); the same record as
     ``Execution.from_row`` of it (tests/test_bulk_submit.py compares them)."""
@@ -67,7 +72,7 @@ def _created(new: NewExecution, item: dict[str, Any], created_at: datetime) -> E
         plan_name=new.plan_name,
         plan_snapshot=new.plan_snapshot,
         plan_hash=new.plan_hash,
-        status=Status(item["status"]),
+        status=status,
         status_reason=None,
         mode=new.mode,
         sla_class=new.sla_class,
@@ -106,31 +111,34 @@ def _created_as(new: NewExecution) -> Status:
 
 
 async def _after_insert(
-    conn: Conn, news: Sequence[NewExecution], made: dict[int, Execution]
+    conn: Conn,
+    news: Sequence[NewExecution],
+    made: dict[int, Execution],
+    inserted: Sequence[dict[str, Any]],
 ) -> None:
+    """``inserted``: the items of ``insert_executions`` (their id as text already)."""
     items = []
-    for i, e in sorted(made.items()):
-        new = news[i]
+    for i in sorted(made):
+        new, e, keys = news[i], made[i], news[i].step_keys
+        payload = {"plan_hash": new.plan_hash, "idempotency_key": new.idempotency_key}
+        if new.record_only_reason:  # as the single submission's ``submitted`` event says it
+            payload["record_only_reason"] = new.record_only_reason
         items.append(
             {
                 "ord": i,
-                "execution_id": str(e.id),
+                "execution_id": inserted[i]["id"],
                 "tenant_id": e.tenant_id,
                 "actor_id": new.actor_id,
                 "initial": status_machine.initial_status(new.approval_level).value,
                 "queued": e.status is Status.QUEUED,
-                "payload": {
-                    "plan_hash": new.plan_hash,
-                    "idempotency_key": new.idempotency_key,
-                    **_reason(new),
-                },
+                "payload": payload,
                 "steps": [
                     {
                         "step_index": index,
                         "step_name": name,
                         "step_type": kind,
                         "asset_id": asset_id,
-                        "step_key": new.step_keys[index] if new.step_keys else None,
+                        "step_key": keys[index] if keys else None,
                     }
                     for index, name, kind, asset_id in new.step_targets
                 ],
@@ -151,8 +159,3 @@ async def _after_insert(
                 plan_hash=news[i].plan_hash,
                 requested_by=news[i].actor_id,
             )
-
-
-def _reason(new: NewExecution) -> dict[str, str]:
-    """As the single submission's ``submitted`` event says it (db/executions.py)."""
-    return {"record_only_reason": new.record_only_reason} if new.record_only_reason else {}

@@ -16,6 +16,7 @@ from opsconductor.db.batching import Executor
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import BadInput, LeaseLost, NotFound, StaleStatus
 from opsconductor.idempotency import DEDUP_WINDOW, RETRYABLE
+from opsconductor.quick_init import quick_init
 from opsconductor.records import Event, Execution, Mode, SlaClass
 from opsconductor.status_machine import Status
 
@@ -23,6 +24,7 @@ Q = queries.load("executions")
 Row = dict[str, Any]
 
 
+@quick_init
 @dataclass(frozen=True)
 class NewExecution:
     tenant_id: str
@@ -122,9 +124,10 @@ async def _insert(conn: Conn, new: NewExecution, retry_of: uuid.UUID | None) -> 
     return await cur.fetchone()
 
 
-def columns(new: NewExecution) -> dict[str, Any]:
+def columns(new: NewExecution, trace_id: str | None = None) -> dict[str, Any]:
     """The new execution's row as inserted (the id and the plan snapshot's adaptation are
-    the caller's: one row, or a JSON array of many in db/bulk.py)."""
+    the caller's: one row, or a JSON array of many in db/bulk.py). ``trace_id``: a fresh
+    ``uuid4().hex`` (a bulk draws them all at once), else one is drawn here."""
     return {
         **_key(new),
         "actor_id": new.actor_id,
@@ -137,7 +140,7 @@ def columns(new: NewExecution) -> dict[str, Any]:
         "approval_level": new.approval_level,
         "priority": new.priority,
         "estimated_duration_s": new.estimated_duration_s,
-        "trace_id": uuid.uuid4().hex,
+        "trace_id": trace_id or uuid.uuid4().hex,
         "record_only": new.record_only,
         "rerun_of": new.rerun_of,
         "record_only_reason": new.record_only_reason,
