@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -197,3 +199,47 @@ def test_sigkilled_worker_leaves_no_remote_process_and_the_rerun_never_overlaps(
     folder.mkdir()
     asset_id = asyncio.run(_ssh_asset(database_url, ssh_lab))
     _scenario(cli_env, database_url, tmp_path, workers, folder, asset_id)
+
+
+# -- the outer bwrap: guarded by setpriv --pdeathsig and a parent check (sandbox.guarded) ---
+
+
+def _spawn_and_die(parent_pid_offset: int, argv: list[str], started: Path | None = None) -> None:
+    """A process spawns ``argv`` through the guard and dies (``os._exit``), as a worker
+    SIGKILLed right after a spawn would: at once, or once ``started`` exists."""
+    code = (
+        "import os, pathlib, subprocess, time\n"
+        "from opsconductor.connectors.sandbox import guarded\n"
+        f"argv = {argv!r}\n"
+        f"subprocess.Popen(guarded('/usr/bin/setpriv', argv, os.getpid() + {parent_pid_offset}))\n"
+        f"started = {str(started) if started else None!r}\n"
+        "deadline = time.monotonic() + 10\n"
+        "while started and not pathlib.Path(started).exists() and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+@pytest.mark.parametrize("when", ["at once", "once it runs"])
+def test_what_a_dying_spawner_started_dies_with_it(when: str, tmp_path: Path) -> None:
+    """At once: the guard sees another parent and starts nothing. Once it runs: past the
+    guard, the kernel's parent-death signal ends it (a plain child sleeps on a minute)."""
+    marker = f"opsc-guard-{uuid.uuid4().hex}"
+    started = tmp_path / "started" if when == "once it runs" else None
+    body = f"import pathlib, time; pathlib.Path({str(tmp_path / 'started')!r}).touch()"
+    _spawn_and_die(0, [sys.executable, "-c", f"{body}; time.sleep(60)  # {marker}"], started)
+    if started is not None:
+        assert started.exists(), "the guarded process never ran"
+    deadline = time.monotonic() + GONE_WITHIN_S
+    while processes_with(marker):
+        assert time.monotonic() < deadline, "the spawned process outlived its spawner"
+        time.sleep(0.05)
+
+
+def test_nothing_starts_when_the_spawner_is_already_gone(tmp_path: Path) -> None:
+    ran = tmp_path / "ran"
+    # the guard expects another parent: as if the spawner had died before the guard ran
+    _spawn_and_die(1, ["/bin/sh", "-c", f"echo ran > {ran}"])
+    time.sleep(0.5)
+    assert not ran.exists()

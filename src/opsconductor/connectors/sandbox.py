@@ -64,6 +64,21 @@ SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 #: worker is gone, so the step never starts; ``local.Gate``), then the step's environment,
 #: its directory, and the step, which reads the rest of stdin.
 LAUNCHER = f'read -r _ || exit 125; . {ENV_FILE} && cd -- "$1" || exit 126; shift; exec "$@"'
+#: What bwrap runs under. ``--die-with-parent`` binds only the sandbox's own processes: a
+#: worker SIGKILLed while bwrap was still setting up left the outer bwrap blocked for good
+#: (seen after chaos runs: parent 1, waiting on an eventfd, no child). setpriv has the
+#: kernel SIGKILL it (and so bwrap, which it becomes) when the worker dies; a worker gone
+#: before that was set is seen here as a changed parent, and nothing is started.
+#: (The shell exports PWD on its own: unset, bwrap starts with an empty environment.)
+PARENT_GUARD = 'test "$PPID" = "$1" || exit 125; shift; unset PWD; exec "$@"'
+
+
+def guarded(setpriv: str, argv: Sequence[str], parent_pid: int) -> list[str]:
+    """``argv`` run so that it dies with ``parent_pid`` (the process that spawns it)."""
+    guard = ["/bin/sh", "-c", PARENT_GUARD, "opsc-guard", str(parent_pid)]
+    return [setpriv, "--pdeathsig", "KILL", "--", *guard, *argv]
+
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -164,7 +179,7 @@ class Sandbox:
             cwd or str(self.work_dir),
             *inner,
         ]
-        return args
+        return guarded(self.setpriv, args, os.getpid())
 
 
 def check(access: TenantAccess | None, *, capability: bool = True) -> None:
