@@ -10,8 +10,11 @@ would miss the first two; a cgroup needs a delegated hierarchy we cannot count o
 binds itself only once it runs, so a worker that dies between the spawn and that moment
 would leave it unbound: the step therefore waits on a gate (``Gate``) that we open only
 after bwrap reported (``--info-fd``, written after the binding); if we die first, the gate
-reads end-of-file and the step never starts. PR_SET_PDEATHSIG follows the *thread* that
-spawned: we spawn from the event loop's thread, which lives as long as the worker's work.
+reads end-of-file and the step never starts. bwrap itself is spawned under ``setpriv
+--pdeathsig KILL`` behind a parent check (``sandbox.guarded``): a worker that dies while
+bwrap is still setting up takes it along, or it never starts. PR_SET_PDEATHSIG follows the
+*thread* that spawned: we spawn from the event loop's thread, which lives as long as the
+worker's work.
 """
 
 from __future__ import annotations
