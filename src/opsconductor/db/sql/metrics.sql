@@ -23,8 +23,15 @@ WHERE status IN ('pending_approval', 'approved', 'queued', 'running')
 GROUP BY 1, 2
 
 -- name: recount_executions_by_status
-SELECT tenant_id, status::text AS status, count(*) AS n
-FROM execution.executions GROUP BY 1, 2
+-- In two halves, each read from its partial index alone (migration 0032): unfinished
+-- (executions_live_idx) and every other status (executions_finished_idx).
+SELECT tenant_id, status::text AS status, count(*) AS n FROM execution.executions
+WHERE status IN ('pending_approval', 'approved', 'queued', 'running')
+GROUP BY 1, 2
+UNION ALL
+SELECT tenant_id, status::text AS status, count(*) AS n FROM execution.executions
+WHERE status NOT IN ('pending_approval', 'approved', 'queued', 'running')
+GROUP BY 1, 2
 
 -- name: recount_step_duration_buckets
 SELECT s.step_type, b.le,
