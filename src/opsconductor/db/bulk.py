@@ -31,15 +31,13 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
         separators=(",", ":"),
     )
     snapshots = "[" + ",".join(map(_snapshot_json, news)) + "]"
-    order = {new.id: i for i, new in enumerate(news)}
     answers: dict[int, Submitted] = {}
     async with db.transaction() as conn:
         cur = await conn.execute(Q["submit"], {"items": items, "snapshots": snapshots})
         for row in await cur.fetchall():
-            if row["id"] is not None:  # (the NOTIFY's row has none)
-                i = order[row["id"]]
-                execution = _created(news[i], trace_ids[i], statuses[i], row["created_at"])
-                answers[i] = Submitted(execution, created=True)
+            i = row["ord"] - 1
+            execution = _created(news[i], trace_ids[i], statuses[i], row["created_at"])
+            answers[i] = Submitted(execution, created=True)
         for i in sorted(answers):
             new = news[i]
             if new.approval_level >= 1:
@@ -68,7 +66,7 @@ def _item(new: NewExecution, status: Status, trace_id: str) -> list[Any]:
     if new.job_name:
         payload.update(job=new.job_name, job_version=new.job_version)
     return [
-        str(new.id),
+        new.id.hex,
         new.tenant_id,
         new.actor_id,
         new.idempotency_key,

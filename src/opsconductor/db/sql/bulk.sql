@@ -24,7 +24,8 @@
 -- visibility timeout from the policies of its SLA class and its steps' action classes, then
 -- one NOTIFY. Ages follow the order given (clock_timestamp, not the transaction's one
 -- now()): workers claim by priority then age, so a bulk is taken in submission order.
--- Answers the inserted executions' id and created_at (the caller holds every other value).
+-- Answers the inserted executions' place in the items (ord, from 1) and created_at: the
+-- caller holds every other value.
 WITH new AS (
     SELECT x.ord, (x.e->>0)::uuid AS id, x.e->>1 AS tenant_id, x.e->>2 AS actor_id,
            x.e->>3 AS idempotency_key, x.e->>4 AS plan_name, x.e->>5 AS plan_hash,
@@ -52,8 +53,9 @@ WITH new AS (
     RETURNING id, created_at
 ), m AS (
     -- what the rows below need of each inserted execution (its snapshot is not copied on)
-    SELECT new.ord, new.id, new.tenant_id, new.actor_id, new.status, new.priority,
-           new.sla_class, new.min_lease_s, new.action_classes, new.steps, new.payload
+    SELECT new.ord, new.id, made.created_at, new.tenant_id, new.actor_id, new.status,
+           new.priority, new.sla_class, new.min_lease_s, new.action_classes, new.steps,
+           new.payload
     FROM made JOIN new USING (id)
 ), no_event_lock AS MATERIALIZED (
     -- Events of executions this transaction created need no per-event row lock for id order
@@ -103,7 +105,7 @@ WITH new AS (
     ORDER BY m.ord
     RETURNING execution_id
 )
-SELECT id, created_at FROM made
+SELECT ord, created_at FROM m
 UNION ALL
 -- no row: one NOTIFY when anything was queued
 SELECT NULL, NULL FROM (SELECT 1 FROM queued LIMIT 1) AS any_queued
