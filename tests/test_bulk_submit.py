@@ -281,3 +281,30 @@ async def test_a_staged_record_only_bulk_says_why_as_one_submission_does(
         assert _events(database_url, b.execution.id) == _events(database_url, s.execution.id)
         submitted = _events(database_url, b.execution.id)[0]
         assert submitted[4]["record_only_reason"] == b.execution.record_only_reason
+
+
+async def test_the_plan_hash_check_refuses_what_its_old_pattern_refused(
+    db: Database, database_url: str
+) -> None:
+    """Migration 0032 states the plan hash rule as a length and an unbounded class (the
+    bounded repetition cost ~20 us a row): it takes exactly the strings '^[0-9a-f]{64}$' took."""
+    who = await local_admin(db, "default")
+    [done] = await executions.submit_many(db, who, [plan("h", level=1)])  # an approval too
+    good = "0123456789abcdef" * 4
+    candidates = [good, good[:-1], good + "0", good.upper(), good[:-1] + "g", good[:-1] + "é",
+                  good[:-1] + "\n", good + "\n", "", " " + good[1:]]  # fmt: skip
+    with psycopg.connect(database_url) as conn:
+        for value in candidates:
+            old = conn.execute("SELECT %s ~ '^[0-9a-f]{64}$'", (value,)).fetchone()
+            assert old is not None
+            try:
+                with conn.transaction(force_rollback=True):
+                    for table, column in (("executions", "id"), ("approvals", "execution_id")):
+                        conn.execute(
+                            f"UPDATE execution.{table} SET plan_hash = %s WHERE {column} = %s",
+                            (value, done.execution.id),
+                        )
+                accepted = True
+            except psycopg.errors.CheckViolation:
+                accepted = False
+            assert accepted is old[0] is bool(re.fullmatch("[0-9a-f]{64}", value)), value
