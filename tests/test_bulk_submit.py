@@ -76,11 +76,23 @@ async def test_bulk_stores_what_single_submissions_store(db: Database, database_
             assert count(database_url, sql, b.execution.id) == count(
                 database_url, sql, s.execution.id
             ), table
+        # the approval request itself, as one submission asks for it (bar ids and times)
+        assert _approvals(database_url, b.execution.id) == _approvals(database_url, s.execution.id)
     events = count(
         database_url,
         "SELECT count(*) FROM execution.execution_events WHERE event_type = 'submitted'",
     )
     assert events == 8
+
+
+def _approvals(url: str, execution_id: object) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT step_index, level, plan_hash, state::text, requested_by, decided_by,"
+            " expires_at - created_at FROM execution.approvals WHERE execution_id = %s"
+            " ORDER BY id",
+            (execution_id,),
+        ).fetchall()
 
 
 async def test_duplicates_in_and_across_bulk_submissions(db: Database) -> None:

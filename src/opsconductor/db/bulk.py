@@ -1,6 +1,6 @@
 """Many submissions of one tenant stored at once: the same rows, events, approval requests
-and queue entries as ``executions.submit`` writes one by one, with set-based statements in
-one transaction (see sql/bulk.sql). All or nothing: a crash stores none of them."""
+and queue entries as ``executions.submit`` writes one by one, with one set-based statement
+(see sql/bulk.sql). All or nothing: a crash stores none of them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from opsconductor import status_machine
-from opsconductor.db import approval_requests, executions, queries
+from opsconductor.db import executions, queries
 from opsconductor.db.connection import Database
 from opsconductor.db.executions import NewExecution, Submitted
 from opsconductor.ids import uuid4_hexes
@@ -38,17 +38,6 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
             i = row["ord"] - 1
             execution = _created(news[i], trace_ids[i], statuses[i], row["created_at"])
             answers[i] = Submitted(execution, created=True)
-        for i in sorted(answers):
-            new = news[i]
-            if new.approval_level >= 1:
-                await approval_requests.request(
-                    conn,
-                    execution_id=new.id,
-                    tenant_id=new.tenant_id,
-                    level=new.approval_level,
-                    plan_hash=new.plan_hash,
-                    requested_by=new.actor_id,
-                )
     for i, new in enumerate(news):
         if i not in answers:  # after the commit: the holder of its key is visible now
             answers[i] = await executions.submit(db, new)

@@ -20,9 +20,9 @@
 -- then gets what one submission writes: its `submitted` event and, created queued, the
 -- `status_changed` approved -> queued that one submission writes when it queues it
 -- (executions.sql's transition), in that order; its pending first attempts (steps.sql);
--- and for a queued one its queue row, as queue.sql's enqueue: the retry budget and
--- visibility timeout from the policies of its SLA class and its steps' action classes, then
--- one NOTIFY. Ages follow the order given (clock_timestamp, not the transaction's one
+-- for one that waits for approval its approval request; and for a queued one its queue
+-- row, as queue.sql's enqueue: the retry budget and visibility timeout from the policies of
+-- its SLA class and its steps' action classes, then one NOTIFY. Ages follow the order given (clock_timestamp, not the transaction's one
 -- now()): workers claim by priority then age, so a bulk is taken in submission order.
 -- Answers the inserted executions' place in the items (ord, from 1) and created_at: the
 -- caller holds every other value.
@@ -54,15 +54,15 @@ WITH new AS (
 ), m AS (
     -- what the rows below need of each inserted execution (its snapshot is not copied on)
     SELECT new.ord, new.id, made.created_at, new.tenant_id, new.actor_id, new.status,
-           new.priority, new.sla_class, new.min_lease_s, new.action_classes, new.steps,
-           new.payload
+           new.approval_level, new.plan_hash, new.priority, new.sla_class, new.min_lease_s,
+           new.action_classes, new.steps, new.payload
     FROM made JOIN new USING (id)
 ), no_event_lock AS MATERIALIZED (
     -- Events of executions this transaction created need no per-event row lock for id order
     -- (migration 0031): no other transaction can see them before this one commits. Set
-    -- before any event row exists (every one is joined to this row), for the rest of this
-    -- transaction only (is_local).
-    SELECT set_config('opsconductor.events_of_new_executions', 'on', true)
+    -- before any event row exists (every one is made from this row, and needs its value),
+    -- for the rest of this transaction only (is_local).
+    SELECT set_config('opsconductor.events_of_new_executions', 'on', true) AS value
 ), logged AS (
     INSERT INTO execution.execution_events
         (execution_id, tenant_id, event_type, from_status, to_status, actor_id, payload)
@@ -76,7 +76,7 @@ WITH new AS (
                 m.payload),
                (1, 'status_changed', 'approved', 'queued', '{}'::jsonb)
     ) AS v(n, event_type, from_status, to_status, payload)
-    WHERE v.n = 0 OR m.status = 'queued'
+    WHERE no_event_lock.value = 'on' AND (v.n = 0 OR m.status = 'queued')
     ORDER BY m.ord, v.n
 ), pending AS (
     INSERT INTO execution.execution_steps
@@ -86,6 +86,16 @@ WITH new AS (
            'pending', 1, s.step->>4
     FROM m CROSS JOIN LATERAL jsonb_array_elements(m.steps) WITH ORDINALITY AS s(step, n)
     ORDER BY m.ord, s.n
+), requested AS (
+    -- a plan that waits for a human: its approval request (approvals.sql's insert_approval),
+    -- open for the tenant's window of its level
+    INSERT INTO execution.approvals
+        (execution_id, step_index, level, plan_hash, requested_by, expires_at)
+    SELECT m.id, NULL, m.approval_level, m.plan_hash, m.actor_id,
+           now() + make_interval(secs => t.approval_windows_s[m.approval_level])
+    FROM m JOIN execution.tenants t ON t.tenant_id = m.tenant_id
+    WHERE m.approval_level >= 1
+    ORDER BY m.ord
 ), policy AS MATERIALIZED (
     -- one look-up per distinct (SLA class, action classes), not one per execution
     SELECT c.sla_class, c.action_classes, min(p.max_attempts) AS max_attempts,
