@@ -22,15 +22,17 @@
 -- (executions.sql's transition), in that order; its pending first attempts (steps.sql);
 -- for one that waits for approval its approval request; and for a queued one its queue
 -- row, as queue.sql's enqueue: the retry budget and visibility timeout from the policies of
--- its SLA class and its steps' action classes, then one NOTIFY. Ages follow the order given (clock_timestamp, not the transaction's one
--- now()): workers claim by priority then age, so a bulk is taken in submission order.
+-- its SLA class and its steps' action classes, then one NOTIFY. Ages follow the order given
+-- (clock_timestamp, not the transaction's one now()): workers claim by priority then age,
+-- so a bulk is taken in submission order.
 -- Answers the inserted executions' place in the items (ord, from 1) and created_at: the
 -- caller holds every other value.
 WITH new AS (
     SELECT x.ord, (x.e->>0)::uuid AS id, x.e->>1 AS tenant_id, x.e->>2 AS actor_id,
            x.e->>3 AS idempotency_key, x.e->>4 AS plan_name, x.e->>5 AS plan_hash,
            (x.e->>6)::execution.execution_status AS status,
-           (x.e->>7)::execution.execution_mode AS mode, (x.e->>8)::execution.sla_class AS sla_class,
+           (x.e->>7)::execution.execution_mode AS mode,
+           (x.e->>8)::execution.sla_class AS sla_class,
            (x.e->>9)::smallint AS approval_level, (x.e->>10)::smallint AS priority,
            (x.e->>11)::float8 AS estimated_duration_s, x.e->>12 AS trace_id,
            (x.e->>13)::bool AS record_only, x.e->>14 AS record_only_reason,
@@ -38,7 +40,8 @@ WITH new AS (
            (x.e->>18)::float8 AS min_lease_s, x.e->19 AS action_classes, x.e->20 AS steps,
            x.e->21 AS payload, x.snapshot
     FROM ROWS FROM (jsonb_array_elements(%(items)s::jsonb),
-                    jsonb_array_elements(%(snapshots)s::jsonb)) WITH ORDINALITY AS x(e, snapshot, ord)
+                    jsonb_array_elements(%(snapshots)s::jsonb))
+         WITH ORDINALITY AS x(e, snapshot, ord)
 ), made AS (
     INSERT INTO execution.executions (
         id, tenant_id, actor_id, idempotency_key, plan_name, plan_snapshot, plan_hash, status,
