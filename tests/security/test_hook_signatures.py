@@ -102,3 +102,27 @@ async def test_the_secret_is_stored_sealed_and_never_shown_again(api: Api) -> No
                 assert secret not in row["row"], table
     for path in (f"{JOBS}/release/hooks", f"{JOBS}/release/hooks/{hook['id']}/deliveries"):
         assert secret not in (await api.client.get(path, headers=headers)).text
+
+
+async def test_a_flood_of_bad_requests_is_refused_but_records_a_bounded_number(api: Api) -> None:
+    from opsconductor.services.hooks import REFUSALS_RECORDED_PER_MINUTE as CAP
+
+    headers, hook = await make_hook(api)
+    url, secret = hook["path"], hook["secret"]
+    answers = [
+        (await api.client.post(url, **signed("guess", {**PAYLOAD, "n": n}))).status_code
+        for n in range(CAP + 15)
+    ]
+    assert answers == [401] * (CAP + 15)  # every one refused
+    async with api.db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM execution.hook_deliveries WHERE hook_id = %s",
+            (hook["id"],),
+        )
+        row = await cur.fetchone()
+    assert row is not None and row["n"] == CAP  # but only the minute's budget recorded
+    # The genuine sender still gets through, and its delivery is recorded.
+    assert (await api.client.post(url, **signed(secret, PAYLOAD))).status_code == 202
+    log = await _deliveries(api, headers, hook["id"])
+    assert sum(1 for d in log if d["accepted"]) == 1
+    assert await _runs(api) == 1

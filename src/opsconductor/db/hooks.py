@@ -87,6 +87,14 @@ async def record(conn: Conn, new: NewDelivery) -> int | None:
     return None if row is None else int(row["id"])
 
 
+async def record_refusal(conn: Conn, new: NewDelivery, cap: int) -> bool:
+    """Record a refused delivery unless the hook has ``cap`` refusals of the last minute
+    already; whether it was recorded."""
+    params = {k: v for k, v in vars(new).items() if k not in ("accepted", "execution_id")}
+    cur = await conn.execute(Q["insert_refusal"], {**params, "cap": cap})
+    return await cur.fetchone() is not None
+
+
 async def set_execution(conn: Conn, delivery: int, execution_id: uuid.UUID) -> None:
     await conn.execute(Q["set_delivery_execution"], {"id": delivery, "execution_id": execution_id})
 

@@ -149,8 +149,14 @@ class Request:
     delivery_id: str | None
 
 
+#: Refused deliveries recorded per hook and minute; more are refused all the same, unrecorded
+#: (a hook's URL is not a secret: a flood of bad requests must not grow the table).
+REFUSALS_RECORDED_PER_MINUTE = 30
+
+
 async def deliver(db: Database, home: Path, request: Request, *, window_s: float) -> Execution:
-    """Check and run one delivery; raises (after recording it) when it is refused."""
+    """Check and run one delivery; raises (after recording it, within the hook's refusal
+    budget) when it is refused."""
     async with db.connection() as conn:
         hook = await rows.get(conn, request.hook_id)
     if hook is None:
@@ -164,7 +170,7 @@ async def deliver(db: Database, home: Path, request: Request, *, window_s: float
         raise
     except OpsError as exc:
         async with db.connection() as conn:
-            await rows.record(
+            await rows.record_refusal(
                 conn,
                 rows.NewDelivery(
                     hook.id,
@@ -176,6 +182,7 @@ async def deliver(db: Database, home: Path, request: Request, *, window_s: float
                     delivery_id=(request.delivery_id or "")[:200] or None,
                     body_sha256=body_sha,
                 ),
+                REFUSALS_RECORDED_PER_MINUTE,
             )
         raise
 

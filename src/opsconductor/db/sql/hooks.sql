@@ -37,6 +37,22 @@ VALUES (%(hook_id)s, %(tenant_id)s, %(accepted)s, %(status_code)s, %(reason)s, %
 ON CONFLICT DO NOTHING
 RETURNING id
 
+-- name: insert_refusal
+-- A refused delivery, unless the hook has %(cap)s refusals of the last minute recorded
+-- already: whoever floods a hook's URL with bad requests cannot fill the table (each is
+-- still refused). Two API nodes may overshoot the cap by a few rows; it is a bound, not
+-- a count. The per-hook index finds the minute's rows.
+INSERT INTO execution.hook_deliveries
+    (hook_id, tenant_id, accepted, status_code, reason, signature, delivery_id, body_sha256)
+SELECT %(hook_id)s, %(tenant_id)s, false, %(status_code)s, %(reason)s, %(signature)s,
+       %(delivery_id)s, %(body_sha256)s
+WHERE (SELECT count(*) FROM (
+           SELECT 1 FROM execution.hook_deliveries
+           WHERE hook_id = %(hook_id)s AND received_at > now() - interval '1 minute'
+             AND NOT accepted
+           LIMIT %(cap)s) AS recent) < %(cap)s
+RETURNING id
+
 -- name: set_delivery_execution
 UPDATE execution.hook_deliveries SET execution_id = %(execution_id)s WHERE id = %(id)s
 
