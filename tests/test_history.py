@@ -36,11 +36,11 @@ KINDS = {
 Rows = dict[str, list[str]]
 
 
-async def _rows(db: Database) -> Rows:
-    """Every row of every table keyed to executions, as canonical JSON text."""
+async def _rows(db: Database, tables: dict[str, str] = KINDS) -> Rows:
+    """Every row of ``tables`` (every table keyed to executions), as canonical JSON text."""
     found: Rows = {}
     async with db.connection() as conn:
-        for table, kind in KINDS.items():
+        for table, kind in tables.items():
             cur = await conn.execute(f"SELECT to_jsonb(t) AS j FROM {table} t")
             found[kind] = sorted(json.dumps(r["j"], sort_keys=True) for r in await cur.fetchall())
     return found
@@ -251,15 +251,6 @@ def test_opsc_history_prune_and_retention(
 TRAIL = {"execution.hook_deliveries": "hook_delivery", "execution.schedule_fires": "schedule_fire"}
 
 
-async def _trail(db: Database) -> Rows:
-    found: Rows = {}
-    async with db.connection() as conn:
-        for table, kind in TRAIL.items():
-            cur = await conn.execute(f"SELECT to_jsonb(t) AS j FROM {table} t")
-            found[kind] = sorted(json.dumps(r["j"], sort_keys=True) for r in await cur.fetchall())
-    return found
-
-
 async def _deliveries_and_fires(db: Database) -> None:
     """Per tenant (default, acme): a hook with deliveries 40 days, 10 days and 2 minutes old;
     a schedule that last fired 38 days ago, and one that fired 40 days and 1 day ago."""
@@ -324,13 +315,13 @@ async def test_prune_takes_old_deliveries_and_fired_slots_but_what_guards_stays(
     db: Database, tmp_path: Path
 ) -> None:
     await _deliveries_and_fires(db)
-    before = await _trail(db)
+    before = await _rows(db, TRAIL)
     who = await local_admin(db, "default")
     month = tmp_path / "month.jsonl"
     report = await history.prune(
         db, who, export=month, before=datetime.now(UTC) - timedelta(days=30), tenant_id="default"
     )
-    after = await _trail(db)
+    after = await _rows(db, TRAIL)
     removed = {k: sorted(set(before[k]) - set(after[k])) for k in before}
     assert all(set(after[k]) <= set(before[k]) for k in before)
     assert _trail_of(month) == removed  # exactly the removed rows, each once
