@@ -146,12 +146,18 @@ class ScheduleIn(CleanInput):
     params: dict[str, Any] = Field(default_factory=dict)
     #: after a downtime: fire nothing for the missed slots, or one run for all of them
     missed: Literal["skip", "run_once"] = "skip"
+    #: the job version it runs (default: the latest now)
+    version: int | None = Field(default=None, ge=1)
+    #: run the job's latest version at each fire instead (as the schedule's creator)
+    follow_latest: bool = False
 
 
 class ScheduleOut(Answer):
     id: uuid.UUID
     name: str
     job: str
+    #: the version it runs; null: the job's latest at each fire
+    job_version: int | None = None
     cron: str
     timezone: str
     params: dict[str, Any]
@@ -171,6 +177,7 @@ class ScheduleOut(Answer):
             id=found.id,
             name=found.name,
             job=found.job_name,
+            job_version=found.job_version,
             cron=found.cron,
             timezone=found.timezone,
             params=found.params,

@@ -42,6 +42,7 @@ function scheduleRow(s) {
     "tr",
     {},
     el("td", {}, s.name),
+    el("td", {}, s.job_version === null ? "latest at each fire" : `v${s.job_version}`),
     el("td", {}, el("code", {}, s.cron), ` (${s.timezone})`),
     el("td", {}, s.paused ? badge("paused") : badge("active")),
     el("td", {}, next),
@@ -121,7 +122,7 @@ export function view(ctx, name) {
     section(
       ctx,
       "Schedules",
-      ["Schedule", "Cron", "State", "Next fires", "Missed slots", "Last fired"],
+      ["Schedule", "Runs", "Cron", "State", "Next fires", "Missed slots", "Last fired"],
       async () => (await call("/schedules", { signal })).filter((s) => s.job === name),
       scheduleRow,
       "No schedule: add one with opsc schedules add.",
