@@ -57,6 +57,7 @@ function hookRow(h) {
     {},
     el("td", {}, el("code", {}, h.id)),
     el("td", {}, el("code", {}, h.path)),
+    el("td", {}, h.job_version === null ? "latest at each delivery" : `v${h.job_version}`),
     el("td", {}, Object.keys(h.mapping).length ? el("code", {}, Object.entries(h.mapping).map(([k, v]) => `${k} ← ${v}`).join(", ")) : "—"),
     el("td", {}, h.created_by),
     el("td", {}, time(h.created_at)),
@@ -127,7 +128,7 @@ export function view(ctx, name) {
       scheduleRow,
       "No schedule: add one with opsc schedules add.",
     ),
-    section(ctx, "Webhooks", ["Id", "Senders POST to", "Mapping", "Created by", "Created"], () => call(`${path}/hooks`, { signal }), hookRow, "No webhook: add one with opsc hooks add."),
+    section(ctx, "Webhooks", ["Id", "Senders POST to", "Runs", "Mapping", "Created by", "Created"], () => call(`${path}/hooks`, { signal }), hookRow, "No webhook: add one with opsc hooks add."),
   );
   return { title: `Job ${name}`, node };
 }

@@ -2,9 +2,9 @@
 
 -- name: insert_hook
 INSERT INTO execution.job_hooks
-    (id, tenant_id, job_name, secret_path, mapping, params, created_by)
-VALUES (%(id)s, %(tenant_id)s, %(job_name)s, %(secret_path)s, %(mapping)s, %(params)s,
-        %(actor_id)s)
+    (id, tenant_id, job_name, job_version, secret_path, mapping, params, created_by)
+VALUES (%(id)s, %(tenant_id)s, %(job_name)s, %(job_version)s, %(secret_path)s, %(mapping)s,
+        %(params)s, %(actor_id)s)
 RETURNING *
 
 -- name: get_hook
