@@ -67,8 +67,10 @@ def test_jobs_schedules_and_hooks_from_the_shell(cli_env: dict[str, str], tmp_pa
         "run_once",
     )
     assert added.count("next ") == 3 and "nightly" in added
+    assert "job deploy (v2)" in added  # the version of now: a later save does not run
     listed = ok("schedules", "list")
     assert "nightly" in listed and "active" in listed and "run_once" in listed
+    assert "v2" in listed
     ok("schedules", "pause", "nightly")
     assert "paused" in ok("schedules", "list")
     assert "next" in ok("schedules", "resume", "nightly")

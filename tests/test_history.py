@@ -36,11 +36,11 @@ KINDS = {
 Rows = dict[str, list[str]]
 
 
-async def _rows(db: Database) -> Rows:
-    """Every row of every table keyed to executions, as canonical JSON text."""
+async def _rows(db: Database, tables: dict[str, str] = KINDS) -> Rows:
+    """Every row of ``tables`` (every table keyed to executions), as canonical JSON text."""
     found: Rows = {}
     async with db.connection() as conn:
-        for table, kind in KINDS.items():
+        for table, kind in tables.items():
             cur = await conn.execute(f"SELECT to_jsonb(t) AS j FROM {table} t")
             found[kind] = sorted(json.dumps(r["j"], sort_keys=True) for r in await cur.fetchall())
     return found
@@ -245,3 +245,122 @@ def test_opsc_history_prune_and_retention(
         cli_env, "history", "prune", "--before", "2999-01-01", "--export", str(tmp_path / "c")
     )
     assert by_date.returncode == 0 and "pruned 0 execution(s)" in by_date.stdout
+
+
+#: the webhook deliveries and fired schedule slots, as canonical JSON text per kind
+TRAIL = {"execution.hook_deliveries": "hook_delivery", "execution.schedule_fires": "schedule_fire"}
+
+
+async def _deliveries_and_fires(db: Database) -> None:
+    """Per tenant (default, acme): a hook with deliveries 40 days, 10 days and 2 minutes old;
+    a schedule that last fired 38 days ago, and one that fired 40 days and 1 day ago."""
+    async with db.transaction() as conn:
+        await conn.execute("INSERT INTO execution.tenants (tenant_id) VALUES ('acme')")
+        for tenant in ("default", "acme"):
+            hook = f"hook{tenant:0>12}"
+            await conn.execute(
+                "INSERT INTO execution.jobs (tenant_id, name, latest_version, created_by) "
+                "VALUES (%s, 'deploy', 1, 'ann')",
+                (tenant,),
+            )
+            await conn.execute(
+                "INSERT INTO execution.job_hooks (id, tenant_id, job_name, secret_path, "
+                "created_by) VALUES (%s, %s, 'deploy', 'hooks/x', 'ann')",
+                (hook, tenant),
+            )
+            for n, (age, accepted) in enumerate(
+                [
+                    ("40 days", True),
+                    ("40 days", False),
+                    ("39 days", True),
+                    ("10 days", False),
+                    ("2 minutes", True),
+                ]
+            ):
+                await conn.execute(
+                    "INSERT INTO execution.hook_deliveries (hook_id, tenant_id, accepted, "
+                    "status_code, signature, received_at) "
+                    "VALUES (%s, %s, %s, %s, %s, now() - %s::interval)",
+                    (hook, tenant, accepted, 202 if accepted else 401, f"{n}" * 64, age),
+                )
+            for name, ages in (
+                ("old", ("40 days", "39 days", "38 days")),
+                ("busy", ("40 days", "1 day")),
+            ):
+                await conn.execute(
+                    "INSERT INTO execution.schedules (id, tenant_id, name, job_name, cron, "
+                    "timezone, next_fire_at, created_by) VALUES (gen_random_uuid(), %s, %s, "
+                    "'deploy', '0 3 * * *', 'UTC', now() + interval '1 day', 'ann')",
+                    (tenant, name),
+                )
+                for age in ages:
+                    await conn.execute(
+                        "INSERT INTO execution.schedule_fires (schedule_id, slot, fired_by) "
+                        "SELECT id, now() - %s::interval, 'w' FROM execution.schedules "
+                        "WHERE tenant_id = %s AND name = %s",
+                        (age, tenant, name),
+                    )
+
+
+def _trail_of(path: Path) -> Rows:
+    found: Rows = {kind: [] for kind in TRAIL.values()}
+    for text in path.read_text().splitlines():
+        line = json.loads(text)
+        if line["kind"] in found:
+            found[line["kind"]].append(json.dumps(line["row"], sort_keys=True))
+    return {k: sorted(v) for k, v in found.items()}
+
+
+async def test_prune_takes_old_deliveries_and_fired_slots_but_what_guards_stays(
+    db: Database, tmp_path: Path
+) -> None:
+    await _deliveries_and_fires(db)
+    before = await _rows(db, TRAIL)
+    who = await local_admin(db, "default")
+    month = tmp_path / "month.jsonl"
+    report = await history.prune(
+        db, who, export=month, before=datetime.now(UTC) - timedelta(days=30), tenant_id="default"
+    )
+    after = await _rows(db, TRAIL)
+    removed = {k: sorted(set(before[k]) - set(after[k])) for k in before}
+    assert all(set(after[k]) <= set(before[k]) for k in before)
+    assert _trail_of(month) == removed  # exactly the removed rows, each once
+    assert report.counts["hook_delivery"] == len(removed["hook_delivery"]) == 3
+    gone = [json.loads(r) for r in removed["schedule_fire"]]
+    # "old" keeps its latest slot (38 days); "busy" loses its 40-day one
+    assert len(gone) == 3
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT s.tenant_id, s.name, count(*) AS n, "
+            "round(extract(epoch FROM now() - max(f.slot)) / 86400) AS newest "
+            "FROM execution.schedule_fires f JOIN execution.schedules s ON s.id = f.schedule_id "
+            "GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+        left = [(r["tenant_id"], r["name"], r["n"], int(r["newest"])) for r in await cur.fetchall()]
+    assert left == [
+        ("acme", "busy", 2, 1),
+        ("acme", "old", 3, 38),  # another tenant is untouched
+        ("default", "busy", 1, 1),
+        ("default", "old", 1, 38),
+    ]
+    summary = json.loads(month.read_text().splitlines()[-1])
+    assert summary["counts"]["schedule_fire"] == 3 and summary["counts"]["hook_delivery"] == 3
+
+    # A cut-off in the future takes every delivery but one still inside the signature
+    # window: its row is what refuses a replay of it.
+    later = tmp_path / "later.jsonl"
+    await history.prune(
+        db, who, export=later, before=datetime.now(UTC) + timedelta(days=1), tenant_id="default"
+    )
+    async with db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT tenant_id, accepted, now() - received_at < interval '1 hour' AS recent "
+            "FROM execution.hook_deliveries ORDER BY 1, 2, 3"
+        )
+        kept = [(r["tenant_id"], r["accepted"], r["recent"]) for r in await cur.fetchall()]
+    assert (
+        kept.count(("default", True, True)) == 1
+        and len([k for k in kept if k[0] == "default"]) == 1
+    )
+    assert len([k for k in kept if k[0] == "acme"]) == 5
+    assert len(_trail_of(later)["hook_delivery"]) == 1  # the 10-day-old refusal

@@ -161,6 +161,8 @@ class Hook:
     params: dict[str, Any]
     created_by: str
     created_at: datetime
+    #: the version it runs; None: the job's latest at each delivery
+    job_version: int | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Self:

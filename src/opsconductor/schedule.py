@@ -163,6 +163,8 @@ class Schedule:
     next_fire_at: datetime
     created_by: str
     created_at: datetime
+    #: the version it runs; None: the job's latest at each fire
+    job_version: int | None = None
     last_slot: datetime | None = None
     last_execution_id: uuid.UUID | None = None
     last_error: str | None = None

@@ -47,8 +47,11 @@ async def _scrape(api: Api, db: Database) -> str:
     assert await sla.sweep(db, fast_s=0.25)  # the slow one is past this budget
     async with db.connection() as conn:  # a queue entry and a dead letter, as in production
         execution_id = waiting.json()["id"]
+        # Not available for an hour: the app's own worker must not claim it (and, finding
+        # the execution awaiting approval, remove it) before the scrape.
         await conn.execute(
-            "INSERT INTO execution.execution_queue (execution_id, priority) VALUES (%s, 5)",
+            "INSERT INTO execution.execution_queue (execution_id, priority, available_at) "
+            "VALUES (%s, 5, now() + interval '1 hour')",
             (execution_id,),
         )
         await conn.execute(

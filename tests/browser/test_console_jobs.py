@@ -153,7 +153,7 @@ def test_a_viewer_sees_the_job_without_the_form(context: Any, console: Console) 
     paused = console.http.post(
         f"{console.api}/schedules",
         json={"name": "weekly", "job": "deploy", "cron": "0 4 * * 1",
-              "params": {"replicas": 2, "tier": "db"}},
+              "params": {"replicas": 2, "tier": "db"}, "follow_latest": True},
         headers=admin,
     )  # fmt: skip
     assert paused.status_code == 201, paused.text
@@ -177,11 +177,13 @@ def test_a_viewer_sees_the_job_without_the_form(context: Any, console: Console) 
     nightly = schedules.get_by_role("row", name="nightly")
     expect(nightly).to_contain_text("0 3 * * * (Europe/Paris)")
     expect(nightly).to_contain_text("active")
+    expect(nightly.get_by_role("cell", name="v1", exact=True)).to_be_visible()  # pinned
     upcoming = schedule.json()["upcoming"][:3]
     expect(nightly.locator("time")).to_have_count(3)
     assert nightly.locator("time").evaluate_all("ts => ts.map(t => t.dateTime)") == upcoming
     weekly = schedules.get_by_role("row", name="weekly")
     expect(weekly).to_contain_text("paused")
+    expect(weekly).to_contain_text("latest at each fire")
     expect(weekly).to_contain_text("none while paused")
     hooks = page.get_by_role("region", name="Webhooks", exact=True)
     expect(hooks).to_contain_text(hook.json()["id"])

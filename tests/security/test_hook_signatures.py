@@ -102,3 +102,58 @@ async def test_the_secret_is_stored_sealed_and_never_shown_again(api: Api) -> No
                 assert secret not in row["row"], table
     for path in (f"{JOBS}/release/hooks", f"{JOBS}/release/hooks/{hook['id']}/deliveries"):
         assert secret not in (await api.client.get(path, headers=headers)).text
+
+
+async def test_a_flood_of_bad_requests_is_refused_but_records_a_bounded_number(api: Api) -> None:
+    from opsconductor.services.hooks import REFUSALS_RECORDED_PER_MINUTE as CAP
+
+    headers, hook = await make_hook(api)
+    url, secret = hook["path"], hook["secret"]
+    answers = [
+        (await api.client.post(url, **signed("guess", {**PAYLOAD, "n": n}))).status_code
+        for n in range(CAP + 15)
+    ]
+    assert answers == [401] * (CAP + 15)  # every one refused
+    async with api.db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM execution.hook_deliveries WHERE hook_id = %s",
+            (hook["id"],),
+        )
+        row = await cur.fetchone()
+    assert row is not None and row["n"] == CAP  # but only the minute's budget recorded
+    # The genuine sender still gets through, and its delivery is recorded.
+    assert (await api.client.post(url, **signed(secret, PAYLOAD))).status_code == 202
+    log = await _deliveries(api, headers, hook["id"])
+    assert sum(1 for d in log if d["accepted"]) == 1
+    assert await _runs(api) == 1
+
+
+async def test_a_version_saved_later_does_not_run_under_the_hooks_creator(api: Api) -> None:
+    """A hook runs as its creator: the version of when it was made, unless she chose to
+    follow the latest; a version bob saves later does not run under olga's name."""
+    from tests.api.test_api_hooks import job_plan
+
+    headers, pinned = await make_hook(api)
+    assert pinned["job_version"] == 1
+    body: dict[str, object] = {
+        "mapping": {"version": "/release/tag", "repo": "repository.full_name"}
+    }
+    body["follow_latest"] = True
+    following = (await api.client.post(f"{JOBS}/release/hooks", json=body, headers=headers)).json()
+    assert following["job_version"] is None
+    both = {"version": 1, "follow_latest": True}
+    refused = await api.client.post(f"{JOBS}/release/hooks", json=both, headers=headers)
+    assert refused.status_code == 400 and "version" in refused.text
+    missing = await api.client.post(f"{JOBS}/release/hooks", json={"version": 9}, headers=headers)
+    assert missing.status_code == 404
+    bob = await api.login("acme", "bob", "operator")
+    saved = await api.client.put(
+        f"{JOBS}/release", json={**job_plan(), "name": "bob's release"}, headers=bob
+    )
+    assert saved.status_code == 201, saved.text
+    ran = {}
+    for hook in (pinned, following):
+        got = await api.client.post(hook["path"], **signed(hook["secret"], PAYLOAD))
+        assert got.status_code == 202, got.text
+        ran[hook["id"]] = got.json()["job_version"]
+    assert ran == {pinned["id"]: 1, following["id"]: 2}

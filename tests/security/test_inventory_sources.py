@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,27 @@ async def test_an_executable_in_the_inventory_folder_is_never_run(
     else:
         assert "evil" not in {host.asset_id for host in plan.added}
     assert not marker.exists()
+
+
+@needs_ansible
+async def test_ansible_inventory_runs_in_the_sandbox_not_as_the_worker(
+    db: Database, files_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An enabled templating plugin's lookups run where ansible-inventory runs: in the
+    local steps' sandbox, as its unprivileged user, with none of the worker's files, so a
+    lookup can neither read a file of ours nor write one."""
+    monkeypatch.setenv("OPSC_INVENTORY_PLUGINS", "ansible.builtin.constructed")
+    secret = tmp_path / "worker-secret"
+    secret.write_text("TOP-SECRET-LINE\n")
+    marker = tmp_path / "ran"
+    probe = f"cat {secret} {files_dir}/inv/01-hosts.yml 2>&1; touch {marker} 2>&1; id -u"
+    _constructed(files_dir, f"lookup('pipe', {probe!r})")
+    await service.add_source(db, ADMIN, name="inv", kind="ansible", path="inv")
+    plan = await service.sync(db, ADMIN, "inv", dry_run=True)
+    [host] = plan.added
+    leaked = str(host.vars["leaked"])
+    assert "TOP-SECRET" not in leaked and "No such file" in leaked
+    assert "a: 1" not in leaked  # not even the tenant's own files root, only the copy
+    assert not marker.exists()
+    uid = int(leaked.split()[-1])
+    assert uid != 0 and uid != os.geteuid()

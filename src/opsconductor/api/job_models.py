@@ -146,12 +146,18 @@ class ScheduleIn(CleanInput):
     params: dict[str, Any] = Field(default_factory=dict)
     #: after a downtime: fire nothing for the missed slots, or one run for all of them
     missed: Literal["skip", "run_once"] = "skip"
+    #: the job version it runs (default: the latest now)
+    version: int | None = Field(default=None, ge=1)
+    #: run the job's latest version at each fire instead (as the schedule's creator)
+    follow_latest: bool = False
 
 
 class ScheduleOut(Answer):
     id: uuid.UUID
     name: str
     job: str
+    #: the version it runs; null: the job's latest at each fire
+    job_version: int | None = None
     cron: str
     timezone: str
     params: dict[str, Any]
@@ -171,6 +177,7 @@ class ScheduleOut(Answer):
             id=found.id,
             name=found.name,
             job=found.job_name,
+            job_version=found.job_version,
             cron=found.cron,
             timezone=found.timezone,
             params=found.params,
@@ -199,11 +206,17 @@ class HookIn(CleanInput):
     mapping: dict[str, str] = Field(default_factory=dict)
     #: fixed param values (mapped ones override them)
     params: dict[str, Any] = Field(default_factory=dict)
+    #: the job version it runs (default: the latest now)
+    version: int | None = Field(default=None, ge=1)
+    #: run the job's latest version at each delivery instead (as the hook's creator)
+    follow_latest: bool = False
 
 
 class HookOut(Answer):
     id: str
     job: str
+    #: the version it runs; null: the job's latest at each delivery
+    job_version: int | None = None
     #: where senders POST (under the API's prefix)
     path: str
     mapping: dict[str, str]
@@ -216,6 +229,7 @@ class HookOut(Answer):
         return cls(
             id=hook.id,
             job=hook.job_name,
+            job_version=hook.job_version,
             path=f"/api/v1/hooks/{hook.id}",
             mapping=hook.mapping,
             params=hook.params,

@@ -64,7 +64,14 @@ async def deliver(
 async def add_hook(name: JobName, body: HookIn, db: Db, who: Who) -> HookCreated:
     """The answer holds the signing secret, this once."""
     made = await hooks.create(
-        db, who, load_settings().home, name, mapping=body.mapping, params=body.params
+        db,
+        who,
+        load_settings().home,
+        name,
+        mapping=body.mapping,
+        params=body.params,
+        version=body.version,
+        follow_latest=body.follow_latest,
     )
     return HookCreated(**HookOut.of(made.hook).model_dump(), secret=made.secret)
 

@@ -22,8 +22,9 @@ def _out(found: schedules.Schedule) -> ScheduleOut:
 
 @router.post("", status_code=201, response_model=ScheduleOut, summary="Schedule a job")
 async def add_schedule(body: ScheduleIn, db: Db, who: Who) -> ScheduleOut:
-    """Fires the job's latest version at each slot, as the caller (roles read at each
-    fire); 409 if the name is taken."""
+    """Fires one version of the job (``version``, else its latest now; or, with
+    ``follow_latest``, its latest at each fire) as the caller (roles read at each fire);
+    409 if the name is taken."""
     found = await schedules.add(
         db,
         who,
@@ -33,6 +34,8 @@ async def add_schedule(body: ScheduleIn, db: Db, who: Who) -> ScheduleOut:
         timezone=body.timezone,
         params=body.params,
         missed=Missed(body.missed),
+        version=body.version,
+        follow_latest=body.follow_latest,
     )
     return _out(found)
 

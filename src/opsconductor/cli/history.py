@@ -47,8 +47,8 @@ def history_prune(
     ] = None,
 ) -> None:
     """Export, then delete, finished executions (and their steps, events, approvals) older
-    than --before or than each tenant's retention. Unfinished executions are never touched;
-    the tenant audit trail is kept."""
+    than --before or than each tenant's retention, and webhook deliveries and fired schedule
+    slots as old. Unfinished executions are never touched; the tenant audit trail is kept."""
     cutoff = _cutoff(before) if before is not None else None
 
     async def work(settings: Settings) -> history.PruneReport:
@@ -60,6 +60,7 @@ def history_prune(
                 before=cutoff,
                 retention=retention,
                 tenant_id=tenant,
+                hook_window_s=settings.hook_window_s,
             )
 
     report = run(work)

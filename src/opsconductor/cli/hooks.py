@@ -42,8 +42,19 @@ def add(
     set_: Annotated[
         list[str] | None, typer.Option("--set", "-e", help="A fixed param value, name=value")
     ] = None,
+    version: Annotated[
+        int | None,
+        typer.Option("--version", min=1, help="The job version it runs (default: the latest now)"),
+    ] = None,
+    follow_latest: Annotated[
+        bool,
+        typer.Option(
+            "--follow-latest", help="Run the job's latest version at each delivery, as you"
+        ),
+    ] = False,
 ) -> None:
-    """Create a hook; prints its URL path and its signing secret, this once."""
+    """Create a hook; prints its URL path and its signing secret, this once. It runs the
+    job's version of now (or --version N), unless --follow-latest."""
     from opsconductor import params as plan_params
     from opsconductor.cli.jobs import job_detail
     from opsconductor.plan import parse_plan
@@ -53,19 +64,32 @@ def add(
 
     async def work(settings: Settings) -> HookCreated:
         async with session(settings) as s:
-            declared = parse_plan((await job_detail(s, job, None)).version.plan).params
+            declared = parse_plan((await job_detail(s, job, version)).version.plan).params
             fixed: dict[str, Any] = plan_params.parse_sets(declared, texts)
             if isinstance(s, Remote):
-                body = {"mapping": mapping, "params": fixed}
+                body = {
+                    "mapping": mapping,
+                    "params": fixed,
+                    "version": version,
+                    "follow_latest": follow_latest,
+                }
                 _, found = await s.api.call("POST", f"/jobs/{job}/hooks", json_body=body)
                 return HookCreated.model_validate(found)
             made = await hooks.create(
-                s.db, s.caller, settings.home, job, mapping=mapping, params=fixed
+                s.db,
+                s.caller,
+                settings.home,
+                job,
+                mapping=mapping,
+                params=fixed,
+                version=version,
+                follow_latest=follow_latest,
             )
             return HookCreated(**HookOut.of(made.hook).model_dump(), secret=made.secret)
 
     made = run(work)
-    out.print(escape(f"webhook {made.id} starts job {made.job}"), highlight=False)
+    runs = "latest" if made.job_version is None else f"v{made.job_version}"
+    out.print(escape(f"webhook {made.id} starts job {made.job} ({runs})"), highlight=False)
     out.print(f"POST to: {made.path}", highlight=False)
     out.print(f"signing secret (shown once): {made.secret}", highlight=False)
 

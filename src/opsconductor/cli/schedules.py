@@ -28,7 +28,7 @@ def _when(at: datetime | None) -> str:
 @schedules_app.command("add")
 def add(
     name: Name,
-    job: Annotated[str, typer.Option("--job", help="The job it runs (its latest version)")],
+    job: Annotated[str, typer.Option("--job", help="The job it runs")],
     cron: Annotated[
         str,
         typer.Option(
@@ -42,8 +42,20 @@ def add(
     missed: Annotated[
         str, typer.Option("--missed", help="After a downtime: skip, or run_once")
     ] = "skip",
+    version: Annotated[
+        int | None,
+        typer.Option("--version", min=1, help="The job version it runs (default: the latest now)"),
+    ] = None,
+    follow_latest: Annotated[
+        bool,
+        typer.Option(
+            "--follow-latest", help="Run the job's latest version at each fire instead, as you"
+        ),
+    ] = False,
 ) -> None:
-    """Fire a job on a cron schedule, as you (your roles are checked at every fire)."""
+    """Fire a job on a cron schedule, as you (your roles are checked at every fire). It
+    runs the job's version of now (or --version N): a version saved later by someone else
+    does not run under your name unless you chose --follow-latest."""
     from opsconductor import params as plan_params
     from opsconductor.cli.jobs import job_detail
     from opsconductor.plan import parse_plan
@@ -51,7 +63,7 @@ def add(
 
     async def work(settings: Settings) -> ScheduleOut:
         async with session(settings) as s:
-            declared = parse_plan((await job_detail(s, job, None)).version.plan).params
+            declared = parse_plan((await job_detail(s, job, version)).version.plan).params
             given = plan_params.parse_sets(declared, set_ or [])
             if isinstance(s, Remote):
                 body: dict[str, Any] = {
@@ -61,6 +73,8 @@ def add(
                     "timezone": timezone,
                     "params": given,
                     "missed": missed,
+                    "version": version,
+                    "follow_latest": follow_latest,
                 }
                 _, found = await s.api.call("POST", "/schedules", json_body=body)
                 return ScheduleOut.model_validate(found)
@@ -71,20 +85,33 @@ def add(
 
                 raise BadInput(f"--missed {missed!r}: use skip or run_once") from None
             added = await schedules.add(
-                s.db, s.caller, name, job, cron, timezone=timezone, params=given, missed=policy
+                s.db,
+                s.caller,
+                name,
+                job,
+                cron,
+                timezone=timezone,
+                params=given,
+                missed=policy,
+                version=version,
+                follow_latest=follow_latest,
             )
             return ScheduleOut.of(added, schedules.upcoming(added))
 
     found = run(work)
     out.print(
         escape(
-            f"schedule {found.name}: job {found.job} at '{found.cron}' "
+            f"schedule {found.name}: job {found.job} ({_runs(found)}) at '{found.cron}' "
             f"({found.timezone}), missed slots: {found.missed}"
         ),
         highlight=False,
     )
     for at in found.upcoming:
         out.print(f"  next {_when(at)}", highlight=False)
+
+
+def _runs(found: ScheduleOut) -> str:
+    return "latest" if found.job_version is None else f"v{found.job_version}"
 
 
 async def _list(settings: Settings) -> list[ScheduleOut]:
@@ -99,11 +126,12 @@ async def _list(settings: Settings) -> list[ScheduleOut]:
 def list_schedules() -> None:
     """Schedules: job, cron, time zone, policy, state and next fire times."""
     render.table(
-        ["schedule", "job", "cron", "tz", "missed", "state", "next fires", "last"],
+        ["schedule", "job", "runs", "cron", "tz", "missed", "state", "next fires", "last"],
         [
             [
                 x.name,
                 x.job,
+                _runs(x),
                 x.cron,
                 x.timezone,
                 x.missed,

@@ -1,41 +1,52 @@
 """Runs ``ansible-inventory -i PATH --list`` (ansible-core, the ``ansible`` extra) on an
 inventory in a tenant's files root and returns its JSON output.
 
+The inventory is the tenant's input, and what reads it runs on the control plane: so it
+runs in the sandbox local steps run in (``sandbox.py``: bubblewrap, as the unprivileged
+sandbox user, no process, file or variable of ours in sight), never as the worker.
+
 ``PATH`` was confined to the tenant's files root by the caller; here every entry under it
 must resolve inside that root too (a link in an inventory directory to a key file of the
-worker would otherwise be parsed, and a parse error quotes the line it failed on). The
-program runs with a clean environment (no variable of the worker: no database URL, no
-secret key), an empty ``ansible.cfg`` and its home in a fresh temporary directory, with
-only the static inventory plugins (ini, yaml, toml: no executable of the tenant runs, no
-plugin config templates), stdin closed, in a session of its own killed whole on timeout;
-stdout and stderr are read to a bound.
+worker is refused with a clear error instead of being copied). The regular files are
+copied into a private folder shown read-only at ``/run/opsc-inventory``, which is all of
+our disk the program sees besides the system and Python directories. It starts with an
+empty ``ansible.cfg``, a private ``/tmp`` for Ansible's own files, no network unless the
+installation enabled a plugin (cloud plugins call their API), stdin closed, its output
+written to a file bounded by ``RLIMIT_FSIZE``, and it is killed whole on timeout. Only the
+static inventory plugins (ini, yaml, toml) are enabled: no executable of the tenant runs
+as a ``script`` inventory.
 
 Plugin configs (``plugin: amazon.aws.aws_ec2``, ``constructed``, ...) are read only by the
 plugins the installation enables (``OPSC_INVENTORY_PLUGINS``): such a config is templated
 by Ansible, and a template's lookups (``lookup('file', ...)``, ``lookup('pipe', ...)``)
-run on the worker, as its user.
+run inside that sandbox, as its user.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
+import functools
 import os
 import shutil
-import signal
 import sys
 import tempfile
 from pathlib import Path
 
+from opsconductor.connectors import local, sandbox
+from opsconductor.connectors.access import TenantAccess
+from opsconductor.connectors.ansible_run import python_binds
+from opsconductor.connectors.outcome import StepInputError
 from opsconductor.errors import SourceError
 
 MAX_OUTPUT_BYTES = 32 * 1024 * 1024
-MAX_ERROR_BYTES = 64 * 1024
 #: Entries an inventory directory may hold (a sync walks them all before running).
 MAX_ENTRIES = 10_000
 #: The static inventory plugins: they read files and template nothing.
 STATIC_PLUGINS = ("ansible.builtin.yaml", "ansible.builtin.ini", "ansible.builtin.toml")
 HINT = "install it with: pip install 'opsconductor[ansible]'"
+#: Where the copy of the inventory appears in the sandbox.
+INVENTORY = "/run/opsc-inventory"
 
 
 def program() -> str | None:
@@ -72,75 +83,105 @@ def _inside(entry: str, base: Path) -> bool:
 
 
 async def list_inventory(
-    path: Path, root: Path, *, plugins: tuple[str, ...] = (), timeout_s: float = 120.0
+    path: Path,
+    root: Path,
+    access: TenantAccess,
+    *,
+    plugins: tuple[str, ...] = (),
+    timeout_s: float = 120.0,
 ) -> str:
     """The ``--list`` JSON text of the inventory at ``path`` (inside ``root``), read by the
-    static plugins and ``plugins`` (the installation's ``OPSC_INVENTORY_PLUGINS``)."""
+    static plugins and ``plugins`` (the installation's ``OPSC_INVENTORY_PLUGINS``) in the
+    sandbox of ``access``'s tenant."""
     found = program()
     if found is None:
         raise SourceError(f"ansible-inventory is not installed on this worker; {HINT}")
     check_tree(path, root)
-    with tempfile.TemporaryDirectory(prefix="opsc-inventory-") as work:
-        config = Path(work) / "ansible.cfg"
-        config.write_text("[defaults]\n")
-        env = {
-            "PATH": f"{Path(found).parent}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": work,
-            "LANG": "C.UTF-8",
-            "ANSIBLE_CONFIG": str(config),
-            "ANSIBLE_HOME": work,
-            "ANSIBLE_LOCAL_TEMP": work,
-            "ANSIBLE_INVENTORY_ENABLED": ",".join((*STATIC_PLUGINS, *plugins)),
-            # a file no enabled plugin can read fails the sync (instead of listing less)
-            "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
-            "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "true",
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_DEPRECATION_WARNINGS": "false",
-        }
-        process = await asyncio.create_subprocess_exec(
-            found,
-            "-i",
-            str(path),
-            "--list",
-            cwd=work,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-        try:
-            async with asyncio.timeout(timeout_s):
-                out, err = await asyncio.gather(
-                    _read(process.stdout, MAX_OUTPUT_BYTES, "output"),
-                    _read(process.stderr, MAX_ERROR_BYTES, None),
-                )
-                code = await process.wait()
-        except TimeoutError:
-            raise SourceError(f"ansible-inventory: still running after {timeout_s:.0f} s") from None
-        finally:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
-    if code != 0:
-        message = err.decode("utf-8", "replace").strip().splitlines()
-        shown = " / ".join(line for line in message if line.strip())[-2000:]
-        raise SourceError(f"ansible-inventory failed (exit {code}): {shown}")
     try:
-        return out.decode("utf-8")
+        box = await asyncio.to_thread(functools.partial(sandbox.prepare, access, capability=False))
+    except StepInputError as exc:  # not root, no bwrap: never run outside the sandbox
+        raise SourceError(f"ansible-inventory runs sandboxed: {exc}") from None
+    box = dataclasses.replace(box, network=bool(plugins), writable_tmp=True)
+    with tempfile.TemporaryDirectory(prefix="opsc-inventory-") as work:
+        target = await asyncio.to_thread(_stage, path, root, Path(work) / "inventory")
+        out = await asyncio.to_thread(os.open, Path(work) / "out.json", os.O_RDWR | os.O_CREAT)
+        try:
+            result = await local.run_sandboxed(
+                box,
+                [
+                    "prlimit",
+                    f"--fsize={MAX_OUTPUT_BYTES + 1}",
+                    "--",
+                    sys.executable,
+                    found,
+                    "-i",
+                    target,
+                    "--list",
+                ],
+                timeout_s=timeout_s,
+                env={
+                    "ANSIBLE_CONFIG": f"{sandbox.DATA_DIR}/ansible.cfg",
+                    "ANSIBLE_HOME": "/tmp/ansible",
+                    "ANSIBLE_LOCAL_TEMP": "/tmp/ansible/tmp",
+                    "ANSIBLE_INVENTORY_ENABLED": ",".join((*STATIC_PLUGINS, *plugins)),
+                    # a file no enabled plugin can read fails the sync (instead of listing less)
+                    "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
+                    "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "true",
+                    "ANSIBLE_NOCOLOR": "1",
+                    "ANSIBLE_DEPRECATION_WARNINGS": "false",
+                    "PYTHONDONTWRITEBYTECODE": "1",
+                },
+                cwd="/tmp",
+                files={f"{sandbox.DATA_DIR}/ansible.cfg": b"[defaults]\n"},
+                stdout=out,
+                binds=[*python_binds(), (str(Path(work) / "inventory"), INVENTORY)],
+            )
+            data = await asyncio.to_thread(_output, out)
+        finally:
+            os.close(out)
+    if result.timed_out:
+        raise SourceError(f"ansible-inventory: still running after {timeout_s:.0f} s")
+    if result.exit_code != 0:
+        lines = result.stderr.strip().splitlines()
+        shown = " / ".join(line for line in lines if line.strip())[-2000:]
+        raise SourceError(f"ansible-inventory failed (exit {result.exit_code}): {shown}")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise SourceError("ansible-inventory: output is not UTF-8") from None
 
 
-async def _read(stream: asyncio.StreamReader | None, limit: int, refuse: str | None) -> bytes:
-    """Up to ``limit`` bytes; past it: refused (``refuse`` names what) or the rest dropped."""
-    assert stream is not None  # PIPE
-    data = bytearray()
-    while chunk := await stream.read(65536):
-        if len(data) + len(chunk) > limit:
-            if refuse is not None:
-                raise SourceError(f"ansible-inventory: {refuse} larger than {limit} bytes")
-            continue  # drain, so the program is not blocked on a full pipe
-        data += chunk
-    return bytes(data)
+def _output(fd: int) -> bytes:
+    """What the program wrote; refused past the bound (RLIMIT_FSIZE stopped it there)."""
+    size = os.lseek(fd, 0, os.SEEK_END)
+    if size > MAX_OUTPUT_BYTES:
+        raise SourceError(f"ansible-inventory: output larger than {MAX_OUTPUT_BYTES} bytes")
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _stage(path: Path, root: Path, into: Path) -> str:
+    """Copy the inventory's regular files (links followed, each checked to stay inside
+    ``root`` again at copy time) into ``into``, readable by the sandbox's user; the path
+    to give ``-i`` inside the sandbox."""
+    base = Path(os.path.realpath(root))
+    into.mkdir(mode=0o755)
+    sources = [(path, into / path.name)] if path.is_file() else []
+    if path.is_dir():
+        for folder, dirs, files in os.walk(path, followlinks=True):
+            dirs[:] = [d for d in dirs if _inside(os.path.join(folder, d), base)]
+            here = into / Path(folder).relative_to(path)
+            for name in dirs:
+                (here / name).mkdir(mode=0o755, exist_ok=True)
+            sources += [(Path(folder, name), here / name) for name in files]
+    for source, copy in sources:
+        real = Path(os.path.realpath(source))
+        if not real.is_relative_to(base):
+            raise SourceError(f"{source.name}: a link out of this tenant's files root: refused")
+        if real.is_file():
+            shutil.copyfile(real, copy)
+            os.chmod(copy, 0o644)
+    return f"{INVENTORY}/{path.name}" if path.is_file() else INVENTORY

@@ -126,7 +126,7 @@ def _playbook_program() -> Path:
     return Path(sys.prefix) / "bin" / "ansible-playbook"
 
 
-def _python_binds() -> list[tuple[str, str]]:
+def python_binds() -> list[tuple[str, str]]:
     """The interpreter and its packages, read-only at their own paths (often /usr already)."""
     found: list[str] = []
     for path in (sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))):
@@ -352,7 +352,7 @@ async def run_playbook(
     if become_user is not None:
         argv += ["--become", "--become-method", "sudo", "--become-user", become_user]
     argv.append(f"{PROJECT}/{playbook}")
-    binds = [*_python_binds(), (str(project), PROJECT), (str(sockets), SOCKETS)]
+    binds = [*python_binds(), (str(project), PROJECT), (str(sockets), SOCKETS)]
     forwarder = Forwarder(sockets, dial)
     try:
         await forwarder.open(hosts)

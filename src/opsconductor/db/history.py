@@ -51,11 +51,24 @@ EXPORTED_TABLES = frozenset(
     }
 )
 
-#: Tables whose rows stay when their execution is pruned: the link is set to NULL (ON DELETE
-#: SET NULL) and the row keeps what it records on its own (a webhook delivery's time, reason
-#: and body digest; a schedule's fired slot, which must stay fired). The export holds the
-#: execution.
+#: Tables whose rows outlive their execution: the link is set to NULL (ON DELETE SET NULL)
+#: and the row keeps what it records on its own (a webhook delivery's time, reason and body
+#: digest; a schedule's fired slot). They are pruned by their own age (Trail).
 UNLINKED_TABLES = frozenset({"execution.hook_deliveries", "execution.schedule_fires"})
+
+
+class Trail(StrEnum):
+    """Records that outlive their execution (UNLINKED_TABLES) and are pruned by their own
+    age: what one exported line of them holds."""
+
+    HOOK_DELIVERY = "hook_delivery"
+    SCHEDULE_FIRE = "schedule_fire"
+
+
+_DELETE_TRAIL = {
+    Trail.HOOK_DELIVERY: "delete_hook_deliveries",
+    Trail.SCHEDULE_FIRE: "delete_schedule_fires",
+}
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,17 @@ async def next_batch(
 async def delete(conn: Conn, kind: Kind, ids: list[uuid.UUID]) -> list[dict[str, Any]]:
     """Delete the rows of ``kind`` keyed to ``ids``; return them as they were (JSON)."""
     cur = await conn.execute(Q[_DELETE[kind]], {"ids": ids})
+    return [dict(r["row"]) for r in await cur.fetchall()]
+
+
+async def delete_trail(
+    conn: Conn, kind: Trail, tenant_id: str, before: datetime, size: int
+) -> list[dict[str, Any]]:
+    """Delete up to ``size`` of the tenant's ``kind`` records older than ``before``; return
+    them as they were (JSON)."""
+    cur = await conn.execute(
+        Q[_DELETE_TRAIL[kind]], {"tenant_id": tenant_id, "before": before, "size": size}
+    )
     return [dict(r["row"]) for r in await cur.fetchall()]
 
 

@@ -20,6 +20,7 @@ async def insert(
     hook_id: str,
     tenant_id: str,
     job_name: str,
+    job_version: int | None,
     secret_path: str,
     mapping: dict[str, str],
     params: dict[str, Any],
@@ -31,6 +32,7 @@ async def insert(
             "id": hook_id,
             "tenant_id": tenant_id,
             "job_name": job_name,
+            "job_version": job_version,
             "secret_path": secret_path,
             "mapping": Jsonb(mapping),
             "params": Jsonb(params),
@@ -85,6 +87,14 @@ async def record(conn: Conn, new: NewDelivery) -> int | None:
     cur = await conn.execute(Q["insert_delivery"], vars(new))
     row = await cur.fetchone()
     return None if row is None else int(row["id"])
+
+
+async def record_refusal(conn: Conn, new: NewDelivery, cap: int) -> bool:
+    """Record a refused delivery unless the hook has ``cap`` refusals of the last minute
+    already; whether it was recorded."""
+    params = {k: v for k, v in vars(new).items() if k not in ("accepted", "execution_id")}
+    cur = await conn.execute(Q["insert_refusal"], {**params, "cap": cap})
+    return await cur.fetchone() is not None
 
 
 async def set_execution(conn: Conn, delivery: int, execution_id: uuid.UUID) -> None:

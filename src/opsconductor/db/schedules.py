@@ -23,6 +23,7 @@ async def insert(conn: Conn, schedule: Schedule) -> Schedule | None:
             "tenant_id": schedule.tenant_id,
             "name": schedule.name,
             "job_name": schedule.job_name,
+            "job_version": schedule.job_version,
             "cron": schedule.cron,
             "timezone": schedule.timezone,
             "params": Jsonb(schedule.params),

@@ -7,9 +7,13 @@ the tenant rule is here for an API route.
 
 What goes: finished executions (terminal status, see status_machine.TERMINAL) that finished
 before the cut-off, with every row keyed to them (step attempts, events, approvals and their
-decisions, dead letters, leftover queue entries and locks). What stays: unfinished
-executions, whatever their age; an execution a kept one retries (``retry_of``); and the
-tenant audit trail (``audit_events``), which is append-only and records each prune.
+decisions, dead letters, leftover queue entries and locks); and the tenant's inbound
+webhook deliveries and fired schedule slots from before the cut-off, which do not hang off
+an execution (its link becomes NULL) but would otherwise grow for ever. What stays:
+unfinished executions, whatever their age; an execution a kept one retries (``retry_of``);
+each schedule's latest fired slot; deliveries inside the webhook signature window (a
+replay of them must still be recognised); and the tenant audit trail (``audit_events``),
+which is append-only and records each prune.
 
 Each batch is one transaction: its rows are deleted with RETURNING, written to the export
 file, flushed to disk and read back; the batch commits only if the file holds exactly as
@@ -29,10 +33,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from opsconductor import rbac, status_machine
+from opsconductor.config import Settings
 from opsconductor.db import audit
 from opsconductor.db import history as store
 from opsconductor.db.connection import Database
-from opsconductor.db.history import Kind
+from opsconductor.db.history import Kind, Trail
 from opsconductor.errors import BadInput, NotFound, OpsError, PermissionDenied
 from opsconductor.services.caller import Caller
 
@@ -152,6 +157,25 @@ async def _prune_tenant(
         report.by_tenant.setdefault(tenant_id, Counter()).update(deleted)
 
 
+async def _prune_trail(
+    db: Database, out: _Export, tenant_id: str, before: datetime, report: PruneReport
+) -> None:
+    """The tenant's deliveries and fired slots before ``before``, a batch per transaction,
+    verified against the file like the executions' batches."""
+    for kind in Trail:
+        while True:
+            async with db.transaction() as conn:
+                rows = await store.delete_trail(conn, kind, tenant_id, before, BATCH)
+                if not rows:
+                    break
+                deleted = Counter({str(kind): len(rows)})
+                out.batch([_line(kind, {"row": row}) for row in rows], deleted)
+            report.counts.update(deleted)
+            report.by_tenant.setdefault(tenant_id, Counter()).update(deleted)
+            if len(rows) < BATCH:
+                break
+
+
 async def prune(
     db: Database,
     who: Caller,
@@ -160,8 +184,11 @@ async def prune(
     before: datetime | None = None,
     retention: bool = False,
     tenant_id: str | None = None,
+    hook_window_s: float = Settings.hook_window_s,
 ) -> PruneReport:
-    """Prune finished executions before ``before`` (or each tenant's retention window)."""
+    """Prune finished executions before ``before`` (or each tenant's retention window), and
+    the tenant's webhook deliveries and fired schedule slots before it. ``hook_window_s``:
+    the installation's webhook signature window; deliveries inside it always stay."""
     _may_prune(who, tenant_id)
     if (before is None) == (not retention):
         raise BadInput("give either a cut-off date (--before) or --retention, not both")
@@ -194,8 +221,12 @@ async def prune(
             "statuses": TERMINAL,
         }
         out.write(_line("export", header))
+        # Never a delivery whose signed timestamp could still be accepted (a margin for
+        # clock skew between API nodes): its row is what refuses its replay.
+        replayable = now - timedelta(seconds=2 * hook_window_s + 60)
         for tenant, cutoff in cutoffs.items():
             await _prune_tenant(db, out, tenant, cutoff, report)
+            await _prune_trail(db, out, tenant, min(cutoff, replayable), report)
         out.write(_line("summary", {"counts": dict(sorted(report.counts.items()))}))
     finally:
         out.close()

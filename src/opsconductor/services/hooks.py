@@ -57,17 +57,23 @@ async def create(
     *,
     mapping: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
+    version: int | None = None,
+    follow_latest: bool = False,
 ) -> Created:
-    """A hook that runs ``job_name`` as the caller (roles read at each delivery)."""
+    """A hook that runs ``job_name`` as the caller (roles read at each delivery): one
+    version, ``version`` or the job's latest now; ``follow_latest``: the job's latest at
+    each delivery instead (whatever a later saver wrote, as the caller)."""
     from opsconductor import secret_store
     from opsconductor.plan import parse_plan
 
     who.require("jobs", "save")
     who.require("jobs", "run")
+    if follow_latest and version is not None:
+        raise BadInput("version: a hook runs one version or follows the latest, not both")
     checked = hooks.check_mapping(mapping or {})
     fixed = dict(params or {})
-    _, latest = await job_service.show(db, who, job_name)
-    declared = parse_plan(latest.plan).params
+    _, chosen = await job_service.show(db, who, job_name, version)
+    declared = parse_plan(chosen.plan).params
     for name in [*checked, *fixed]:
         if name not in declared:
             raise BadInput(f"mapping.{name}: job {job_name!r} declares no such parameter")
@@ -77,7 +83,15 @@ async def create(
     await secret_store.put(db, home, who.tenant_id, path, secret, who.actor_id)
     async with db.transaction() as conn:
         hook = await rows.insert(
-            conn, hook_id, who.tenant_id, job_name, path, checked, fixed, who.actor_id
+            conn,
+            hook_id,
+            who.tenant_id,
+            job_name,
+            None if follow_latest else chosen.version,
+            path,
+            checked,
+            fixed,
+            who.actor_id,
         )
     return Created(hook, secret)
 
@@ -149,8 +163,14 @@ class Request:
     delivery_id: str | None
 
 
+#: Refused deliveries recorded per hook and minute; more are refused all the same, unrecorded
+#: (a hook's URL is not a secret: a flood of bad requests must not grow the table).
+REFUSALS_RECORDED_PER_MINUTE = 30
+
+
 async def deliver(db: Database, home: Path, request: Request, *, window_s: float) -> Execution:
-    """Check and run one delivery; raises (after recording it) when it is refused."""
+    """Check and run one delivery; raises (after recording it, within the hook's refusal
+    budget) when it is refused."""
     async with db.connection() as conn:
         hook = await rows.get(conn, request.hook_id)
     if hook is None:
@@ -164,7 +184,7 @@ async def deliver(db: Database, home: Path, request: Request, *, window_s: float
         raise
     except OpsError as exc:
         async with db.connection() as conn:
-            await rows.record(
+            await rows.record_refusal(
                 conn,
                 rows.NewDelivery(
                     hook.id,
@@ -176,6 +196,7 @@ async def deliver(db: Database, home: Path, request: Request, *, window_s: float
                     delivery_id=(request.delivery_id or "")[:200] or None,
                     body_sha256=body_sha,
                 ),
+                REFUSALS_RECORDED_PER_MINUTE,
             )
         raise
 
@@ -219,7 +240,12 @@ async def _deliver(
     params = {**hook.params, **hooks.extract(body, hook.mapping)}
     who = await delegated(db, hook.tenant_id, hook.created_by)
     new = await job_service.prepare_run(
-        db, who, hook.job_name, params, idempotency_key=f"hook:{hook.id}:{verdict.digest}"
+        db,
+        who,
+        hook.job_name,
+        params,
+        version=hook.job_version,
+        idempotency_key=f"hook:{hook.id}:{verdict.digest}",
     )
     async with db.transaction() as conn:
         accepted = await rows.record(

@@ -172,6 +172,8 @@ async def _read(db: Database, source: InventorySource) -> tuple[list[Asset], lis
     """The assets the source lists now, and the warnings of their mapping."""
     if source.kind is SourceKind.ANSIBLE:
         from opsconductor.connectors import ansible_inventory
+        from opsconductor.connectors.access import TenantAccess
+        from opsconductor.db import connectors
         from opsconductor.inventory_ansible_list import read_list
         from opsconductor.services.inventory import key_credentials
 
@@ -179,8 +181,11 @@ async def _read(db: Database, source: InventorySource) -> tuple[list[Asset], lis
         settings = load_settings()
         root = settings.files_root / source.tenant_id
         path = _inventory_path(source.tenant_id, source.path, SourceError)
+        async with db.connection() as conn:
+            tenant = await connectors.tenant_settings(conn, source.tenant_id)
+        access = TenantAccess.of(settings, source.tenant_id, tenant)
         text = await ansible_inventory.list_inventory(
-            path, root, plugins=settings.inventory_plugins
+            path, root, access, plugins=settings.inventory_plugins
         )
         parsed = read_list(text, source.environment, source.name)
         found, key_warnings = key_credentials(parsed, root)

@@ -21,7 +21,7 @@ from opsconductor import jobs, schedule
 from opsconductor.db import executions
 from opsconductor.db import schedules as rows
 from opsconductor.db.connection import Database
-from opsconductor.errors import Conflict, DatabaseError, NotFound, OpsError
+from opsconductor.errors import BadInput, Conflict, DatabaseError, NotFound, OpsError
 from opsconductor.schedule import Fire, Missed, Schedule
 
 __all__ = ["Fire", "Missed", "Schedule"]
@@ -44,9 +44,12 @@ async def add(
     timezone: str = "UTC",
     params: Mapping[str, Any] | None = None,
     missed: Missed = Missed.SKIP,
+    version: int | None = None,
+    follow_latest: bool = False,
 ) -> Schedule:
-    """A schedule firing ``job_name`` (its latest version at each slot) as the caller,
-    whose roles are read again at every fire."""
+    """A schedule firing ``job_name`` as the caller, whose roles are read again at every
+    fire. It runs one version: ``version``, or the job's latest now; ``follow_latest``:
+    the job's latest at each fire instead (whatever a later saver wrote, as the caller)."""
     from opsconductor.params import bind
     from opsconductor.plan import parse_plan
 
@@ -54,14 +57,17 @@ async def add(
     who.require("jobs", "run")
     jobs.check_name(name, "schedule")
     spec = schedule.parse(cron, timezone)
+    if follow_latest and version is not None:
+        raise BadInput("version: a schedule runs one version or follows the latest, not both")
     given = dict(params or {})
-    _, latest = await job_service.show(db, who, job_name)
-    bind(parse_plan(latest.plan).params, given)  # a wrong value is refused now, not at 3 am
+    _, chosen = await job_service.show(db, who, job_name, version)
+    bind(parse_plan(chosen.plan).params, given)  # a wrong value is refused now, not at 3 am
     new = Schedule(
         id=uuid.uuid4(),
         tenant_id=who.tenant_id,
         name=name,
         job_name=job_name,
+        job_version=None if follow_latest else chosen.version,
         cron=spec.expression,
         timezone=spec.timezone,
         params=given,
@@ -173,12 +179,13 @@ async def _fire(db: Database, schedule_id: uuid.UUID, grace_s: float, fired_by: 
                     who,
                     found.job_name,
                     found.params,
+                    version=found.job_version,
                     idempotency_key=f"schedule:{found.id}:{slot.at.isoformat()}",
                 )
             except DatabaseError:
                 raise  # nothing committed: the next round fires this slot
             except OpsError as exc:
-                # Refused (RBAC, a parameter the new version declares, no target...): the
+                # Refused (RBAC, a parameter a newer version declares, no target...): the
                 # slot is spent and says why; the schedule goes on.
                 await rows.fire_result(conn, found.id, slot.at, error=str(exc)[:2000])
                 log.warning("schedule run refused", schedule=found.name, error=str(exc))

@@ -42,6 +42,7 @@ function scheduleRow(s) {
     "tr",
     {},
     el("td", {}, s.name),
+    el("td", {}, s.job_version === null ? "latest at each fire" : `v${s.job_version}`),
     el("td", {}, el("code", {}, s.cron), ` (${s.timezone})`),
     el("td", {}, s.paused ? badge("paused") : badge("active")),
     el("td", {}, next),
@@ -56,6 +57,7 @@ function hookRow(h) {
     {},
     el("td", {}, el("code", {}, h.id)),
     el("td", {}, el("code", {}, h.path)),
+    el("td", {}, h.job_version === null ? "latest at each delivery" : `v${h.job_version}`),
     el("td", {}, Object.keys(h.mapping).length ? el("code", {}, Object.entries(h.mapping).map(([k, v]) => `${k} ← ${v}`).join(", ")) : "—"),
     el("td", {}, h.created_by),
     el("td", {}, time(h.created_at)),
@@ -121,12 +123,12 @@ export function view(ctx, name) {
     section(
       ctx,
       "Schedules",
-      ["Schedule", "Cron", "State", "Next fires", "Missed slots", "Last fired"],
+      ["Schedule", "Runs", "Cron", "State", "Next fires", "Missed slots", "Last fired"],
       async () => (await call("/schedules", { signal })).filter((s) => s.job === name),
       scheduleRow,
       "No schedule: add one with opsc schedules add.",
     ),
-    section(ctx, "Webhooks", ["Id", "Senders POST to", "Mapping", "Created by", "Created"], () => call(`${path}/hooks`, { signal }), hookRow, "No webhook: add one with opsc hooks add."),
+    section(ctx, "Webhooks", ["Id", "Senders POST to", "Runs", "Mapping", "Created by", "Created"], () => call(`${path}/hooks`, { signal }), hookRow, "No webhook: add one with opsc hooks add."),
   );
   return { title: `Job ${name}`, node };
 }

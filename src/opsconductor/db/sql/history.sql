@@ -59,6 +59,39 @@ RETURNING to_jsonb(t) AS row
 DELETE FROM execution.execution_locks t WHERE execution_id = ANY (%(ids)s::uuid[])
 RETURNING to_jsonb(t) AS row
 
+-- name: delete_hook_deliveries
+-- Up to %(size)s deliveries of the tenant's hooks received before the cut-off (through the
+-- per-hook index); the caller keeps the signature window out of the cut-off, so a signed
+-- request that could still arrive is always recognised as a replay.
+WITH doomed AS (
+    SELECT d.id FROM execution.hook_deliveries d
+    JOIN execution.job_hooks h ON h.id = d.hook_id
+    WHERE h.tenant_id = %(tenant_id)s AND d.received_at < %(before)s
+    ORDER BY d.id
+    LIMIT %(size)s
+    FOR UPDATE OF d
+)
+DELETE FROM execution.hook_deliveries t USING doomed WHERE t.id = doomed.id
+RETURNING to_jsonb(t) AS row
+
+-- name: delete_schedule_fires
+-- Up to %(size)s fired slots of the tenant's schedules before the cut-off, never a
+-- schedule's latest (what `opsc schedules` shows as its last run). A pruned slot cannot fire
+-- again: a schedule only fires slots at or after its next_fire_at, which its fire moved on.
+WITH doomed AS (
+    SELECT f.schedule_id, f.slot FROM execution.schedule_fires f
+    JOIN execution.schedules s ON s.id = f.schedule_id
+    WHERE s.tenant_id = %(tenant_id)s AND f.slot < %(before)s
+      AND f.slot < (SELECT max(l.slot) FROM execution.schedule_fires l
+                    WHERE l.schedule_id = f.schedule_id)
+    ORDER BY f.schedule_id, f.slot
+    LIMIT %(size)s
+    FOR UPDATE OF f
+)
+DELETE FROM execution.schedule_fires t USING doomed
+WHERE t.schedule_id = doomed.schedule_id AND t.slot = doomed.slot
+RETURNING to_jsonb(t) AS row
+
 -- name: cascading_tables
 -- Tables whose rows a DELETE of an execution would remove (directly or through another
 -- table): prune refuses to run if one is not exported.

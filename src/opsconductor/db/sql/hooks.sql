@@ -2,9 +2,9 @@
 
 -- name: insert_hook
 INSERT INTO execution.job_hooks
-    (id, tenant_id, job_name, secret_path, mapping, params, created_by)
-VALUES (%(id)s, %(tenant_id)s, %(job_name)s, %(secret_path)s, %(mapping)s, %(params)s,
-        %(actor_id)s)
+    (id, tenant_id, job_name, job_version, secret_path, mapping, params, created_by)
+VALUES (%(id)s, %(tenant_id)s, %(job_name)s, %(job_version)s, %(secret_path)s, %(mapping)s,
+        %(params)s, %(actor_id)s)
 RETURNING *
 
 -- name: get_hook
@@ -35,6 +35,22 @@ INSERT INTO execution.hook_deliveries
 VALUES (%(hook_id)s, %(tenant_id)s, %(accepted)s, %(status_code)s, %(reason)s, %(signature)s,
         %(delivery_id)s, %(body_sha256)s, %(execution_id)s)
 ON CONFLICT DO NOTHING
+RETURNING id
+
+-- name: insert_refusal
+-- A refused delivery, unless the hook has %(cap)s refusals of the last minute recorded
+-- already: whoever floods a hook's URL with bad requests cannot fill the table (each is
+-- still refused). Two API nodes may overshoot the cap by a few rows; it is a bound, not
+-- a count. The per-hook index finds the minute's rows.
+INSERT INTO execution.hook_deliveries
+    (hook_id, tenant_id, accepted, status_code, reason, signature, delivery_id, body_sha256)
+SELECT %(hook_id)s, %(tenant_id)s, false, %(status_code)s, %(reason)s, %(signature)s,
+       %(delivery_id)s, %(body_sha256)s
+WHERE (SELECT count(*) FROM (
+           SELECT 1 FROM execution.hook_deliveries
+           WHERE hook_id = %(hook_id)s AND received_at > now() - interval '1 minute'
+             AND NOT accepted
+           LIMIT %(cap)s) AS recent) < %(cap)s
 RETURNING id
 
 -- name: set_delivery_execution

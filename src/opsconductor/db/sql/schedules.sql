@@ -2,9 +2,10 @@
 
 -- name: insert_schedule
 INSERT INTO execution.schedules
-    (id, tenant_id, name, job_name, cron, timezone, params, missed, next_fire_at, created_by)
-VALUES (%(id)s, %(tenant_id)s, %(name)s, %(job_name)s, %(cron)s, %(timezone)s, %(params)s,
-        %(missed)s, %(next_fire_at)s, %(actor_id)s)
+    (id, tenant_id, name, job_name, job_version, cron, timezone, params, missed, next_fire_at,
+     created_by)
+VALUES (%(id)s, %(tenant_id)s, %(name)s, %(job_name)s, %(job_version)s, %(cron)s, %(timezone)s,
+        %(params)s, %(missed)s, %(next_fire_at)s, %(actor_id)s)
 ON CONFLICT (tenant_id, name) DO NOTHING
 RETURNING *
 

@@ -1483,3 +1483,20 @@ ALTER TABLE execution.approvals
 DROP INDEX execution.executions_tenant_status_idx;
 CREATE INDEX executions_finished_idx ON execution.executions (tenant_id, status)
     WHERE status NOT IN ('pending_approval', 'approved', 'queued', 'running');
+
+-- 0034_schedule_version
+-- A schedule runs one version of its job, chosen when it is added (the latest then, or
+-- one named), unless it was added to follow the latest (NULL). It runs as its creator:
+-- following the latest would run whatever a later saver wrote under the creator's roles.
+-- Schedules added before this migration keep following the latest (NULL), as they did.
+ALTER TABLE execution.schedules ADD COLUMN job_version integer,
+    ADD FOREIGN KEY (tenant_id, job_name, job_version)
+        REFERENCES execution.job_versions ON DELETE CASCADE;
+
+-- 0035_hook_version
+-- A webhook runs one version of its job, as its creator, like a schedule (0034): the
+-- latest when the hook is made, or one named; NULL follows the latest (hooks made before
+-- this migration keep doing so).
+ALTER TABLE execution.job_hooks ADD COLUMN job_version integer,
+    ADD FOREIGN KEY (tenant_id, job_name, job_version)
+        REFERENCES execution.job_versions ON DELETE CASCADE;
