@@ -1454,3 +1454,218 @@ CREATE TRIGGER execution_events_order BEFORE INSERT ON execution.execution_event
     FOR EACH ROW
     WHEN (current_setting('opsconductor.events_of_new_executions', true) IS DISTINCT FROM 'on')
     EXECUTE FUNCTION execution.order_event();
+
+-- 0033_generic_plans
+-- 0033: the hot set-based statements of the workers' path as PL/pgSQL functions whose
+-- statements use a generic plan from their first call.
+--
+-- transition, end_run and the claim cost the server 2-2.5 ms to plan each (CTEs, row
+-- locks, triggers and foreign keys to expand), several times the cost of running them for
+-- a batch. Sent as prepared statements they were still planned again for each of their
+-- first five calls on every pooled connection (PostgreSQL tries custom plans first), and a
+-- worker rotates over its whole pool: on a drain of a few thousand executions most calls
+-- were planned. Their one parameter is a JSON array the planner cannot see into, so a
+-- custom plan is never better than the generic one: here the generic plan is made once per
+-- connection (the function's plan_cache_mode) and the statement sent is a function call,
+-- cheap to plan. The statements are those of db/sql/executions.sql and queue.sql before
+-- this migration, word for word but for their parameters; those blocks call these now.
+-- `#variable_conflict use_column`: the result columns' names (ord, id, leased, ...) are
+-- also column names inside the statements, where they mean the columns.
+
+CREATE FUNCTION execution.transition_batch(items jsonb)
+RETURNS TABLE (ord int, id bigint, leased bool)
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH t AS (
+        SELECT * FROM jsonb_to_recordset(items) AS t(
+            ord int, id uuid, from_status execution.execution_status,
+            to_status execution.execution_status, terminal bool, reason text, actor_id text,
+            payload jsonb, timeout_at timestamptz, worker_id text, lease_token uuid,
+            skip_pending bool)
+    ), lease AS (
+        SELECT q.execution_id FROM execution.execution_queue q
+        JOIN t ON q.execution_id = t.id AND q.lease_token = t.lease_token
+        WHERE q.execution_id = ANY(ARRAY(SELECT id FROM t WHERE lease_token IS NOT NULL))
+        ORDER BY q.execution_id
+        FOR UPDATE OF q
+    ), held AS (
+        SELECT t.*, t.lease_token IS NULL OR t.id IN (SELECT execution_id FROM lease) AS leased
+        FROM t
+    ), moved AS (
+        UPDATE execution.executions e SET
+            status = h.to_status,
+            status_reason = coalesce(h.reason, e.status_reason),
+            started_at = CASE WHEN h.to_status = 'running' THEN coalesce(e.started_at, now())
+                              ELSE e.started_at END,
+            finished_at = CASE WHEN h.terminal THEN now() ELSE e.finished_at END,
+            timeout_at = coalesce(h.timeout_at, e.timeout_at),
+            worker_id = coalesce(h.worker_id, e.worker_id),
+            cancelled_by = CASE WHEN h.to_status = 'cancelled' THEN h.actor_id ELSE e.cancelled_by END,
+            cancelled_at = CASE WHEN h.to_status = 'cancelled' THEN now() ELSE e.cancelled_at END
+        FROM held h
+        WHERE e.id = ANY(ARRAY(SELECT id FROM held WHERE leased))
+          AND e.id = h.id AND e.status = h.from_status AND h.leased
+        RETURNING h.ord, e.id, e.tenant_id, h.from_status, h.to_status, h.actor_id, h.payload,
+                  h.lease_token, h.skip_pending
+    ), dequeued AS (
+        DELETE FROM execution.execution_queue q USING moved m
+        WHERE q.execution_id = m.id AND q.lease_token = m.lease_token
+    ), skipped AS (
+        UPDATE execution.execution_steps s SET status = 'skipped', finished_at = now()
+        FROM moved m
+        WHERE m.skip_pending AND s.execution_id = m.id AND s.status = 'pending'
+    ), logged AS (
+        INSERT INTO execution.execution_events
+            (execution_id, tenant_id, event_type, from_status, to_status, actor_id, payload)
+        SELECT id, tenant_id, 'status_changed', from_status, to_status, actor_id, payload
+        FROM moved ORDER BY ord
+        RETURNING id, execution_id
+    )
+    SELECT h.ord, (SELECT l.id FROM logged l WHERE l.execution_id = h.id) AS id, h.leased
+    FROM held h;
+END $$;
+
+CREATE FUNCTION execution.end_run_batch(items jsonb)
+RETURNS TABLE (ord int, id bigint, leased bool)
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH t AS (
+        SELECT * FROM jsonb_to_recordset(items) AS t(
+            ord int, id uuid, tenant_id text, from_status execution.execution_status,
+            to_status execution.execution_status, terminal bool, reason text, actor_id text,
+            payload jsonb, timeout_at timestamptz, worker_id text, lease_token uuid,
+            skip_pending bool, attempt_id bigint, step_status text, exit_code int, output text,
+            stderr text, error text, step_actor text, step_payload jsonb, locks jsonb)
+    ), lease AS (
+        SELECT q.execution_id FROM execution.execution_queue q
+        JOIN t ON q.execution_id = t.id AND q.lease_token = t.lease_token
+        WHERE q.execution_id = ANY(ARRAY(SELECT id FROM t WHERE lease_token IS NOT NULL))
+        ORDER BY q.execution_id
+        FOR UPDATE OF q
+    ), held AS (
+        SELECT t.*, t.lease_token IS NULL OR t.id IN (SELECT execution_id FROM lease) AS leased
+        FROM t
+    ), finished AS (
+        UPDATE execution.execution_steps s SET
+            status = t.step_status, finished_at = now(), exit_code = t.exit_code,
+            output = t.output, stderr = t.stderr, error = t.error
+        FROM t
+        WHERE s.id = ANY(ARRAY(SELECT attempt_id FROM t WHERE attempt_id IS NOT NULL))
+          AND s.id = t.attempt_id AND s.status = 'running'
+    ), released AS (
+        -- by primary key, one index probe per lock (a join by tenant alone reads all its locks)
+        DELETE FROM execution.execution_locks l
+        WHERE (l.tenant_id, l.asset_id, l.owner_tag) IN (
+            SELECT t.tenant_id, k.asset_id, k.owner_tag
+            FROM t CROSS JOIN LATERAL jsonb_to_recordset(t.locks) AS k(asset_id text, owner_tag text)
+            WHERE t.locks IS NOT NULL)
+    ), moved AS (
+        UPDATE execution.executions e SET
+            status = h.to_status,
+            status_reason = coalesce(h.reason, e.status_reason),
+            started_at = CASE WHEN h.to_status = 'running' THEN coalesce(e.started_at, now())
+                              ELSE e.started_at END,
+            finished_at = CASE WHEN h.terminal THEN now() ELSE e.finished_at END,
+            timeout_at = coalesce(h.timeout_at, e.timeout_at),
+            worker_id = coalesce(h.worker_id, e.worker_id),
+            cancelled_by = CASE WHEN h.to_status = 'cancelled' THEN h.actor_id ELSE e.cancelled_by END,
+            cancelled_at = CASE WHEN h.to_status = 'cancelled' THEN now() ELSE e.cancelled_at END
+        FROM held h
+        WHERE e.id = ANY(ARRAY(SELECT id FROM held WHERE leased))
+          AND e.id = h.id AND e.status = h.from_status AND h.leased
+        RETURNING h.ord, e.id, e.tenant_id, h.from_status, h.to_status, h.actor_id, h.payload,
+                  h.lease_token, h.skip_pending
+    ), dequeued AS (
+        DELETE FROM execution.execution_queue q USING moved m
+        WHERE q.execution_id = m.id AND q.lease_token = m.lease_token
+    ), skipped AS (
+        UPDATE execution.execution_steps s SET status = 'skipped', finished_at = now()
+        FROM moved m
+        WHERE m.skip_pending AND s.execution_id = m.id AND s.status = 'pending'
+    ), logged AS (
+        INSERT INTO execution.execution_events
+            (execution_id, tenant_id, event_type, from_status, to_status, actor_id, payload)
+        SELECT v.execution_id, v.tenant_id, v.event_type, v.from_status, v.to_status, v.actor_id,
+               v.payload
+        FROM (SELECT t.ord, 0 AS seq, t.id AS execution_id, t.tenant_id,
+                     'step_finished' AS event_type, NULL::execution.execution_status AS from_status,
+                     NULL::execution.execution_status AS to_status, t.step_actor AS actor_id,
+                     t.step_payload AS payload
+              FROM t WHERE t.attempt_id IS NOT NULL
+              UNION ALL
+              SELECT m.ord, 1, m.id, m.tenant_id, 'status_changed', m.from_status, m.to_status,
+                     m.actor_id, m.payload
+              FROM moved m) AS v
+        ORDER BY v.ord, v.seq
+        RETURNING id, execution_id, event_type
+    )
+    SELECT h.ord,
+           (SELECT l.id FROM logged l
+            WHERE l.execution_id = h.id AND l.event_type = 'status_changed') AS id,
+           h.leased
+    FROM held h;
+END $$;
+
+-- The execution row comes back whole (db/sql/queue.sql expands it into its columns).
+CREATE FUNCTION execution.claim_batch(claim_worker text, claim_limit int, claim_lease_s float8)
+RETURNS TABLE (e execution.executions, lease_token uuid, attempt_count int,
+               max_attempts int, lease_s float8, extended_timeout_at timestamptz,
+               recovered_after_s float8, interruption text, interruptions int,
+               recovery_s float8, start_context json)
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH picked AS (
+        SELECT execution_id, interrupted_at FROM execution.execution_queue
+        WHERE lease_token IS NULL AND available_at <= now()
+        ORDER BY (interrupted_at IS NULL), priority, available_at
+        LIMIT claim_limit
+        FOR UPDATE SKIP LOCKED
+    ), extended AS (
+        UPDATE execution.executions e SET timeout_at = e.timeout_at + (now() - p.interrupted_at)
+        FROM picked p
+        WHERE e.id = p.execution_id AND p.interrupted_at IS NOT NULL AND e.timeout_at IS NOT NULL
+          AND e.status = 'running'
+        RETURNING e.id, e.timeout_at
+    )
+    UPDATE execution.execution_queue q SET
+        lease_token = gen_random_uuid(),
+        lease_expires_at = now() + make_interval(secs => coalesce(claim_lease_s, q.lease_timeout_s)),
+        worker_id = claim_worker,
+        leased_at = now(),
+        attempt_count = q.attempt_count + 1,
+        recovery_s = q.recovery_s + coalesce(extract(epoch FROM now() - picked.interrupted_at), 0),
+        interrupted_at = NULL
+    FROM picked
+    JOIN execution.executions e ON e.id = picked.execution_id
+    LEFT JOIN extended x ON x.id = picked.execution_id
+    WHERE q.execution_id = picked.execution_id
+    -- The execution row comes back with the lease: the worker need not read it again. So does
+    -- what the engine reads to start it (runs.start_context: the tenant's settings, masking
+    -- patterns and the plan's targets, as the start_context statement reads them).
+    RETURNING e, q.lease_token, q.attempt_count, q.max_attempts,
+              coalesce(claim_lease_s, q.lease_timeout_s) AS lease_s,
+              x.timeout_at AS extended_timeout_at,
+              extract(epoch FROM now() - picked.interrupted_at)::float8 AS recovered_after_s,
+              q.interruption, q.interruptions, q.recovery_s,
+              (SELECT json_build_object(
+                   'record_only', tn.record_only, 'host_key_policy', tn.host_key_policy,
+                   'local_execution', tn.local_execution, 'local_network', tn.local_network,
+                   'masking_patterns',
+                   coalesce((SELECT json_agg(json_build_array(p.name, p.pattern) ORDER BY p.name)
+                             FROM execution.masking_patterns p WHERE p.tenant_id = tn.tenant_id),
+                            '[]'::json),
+                   'assets',
+                   coalesce((SELECT json_agg(a ORDER BY a.asset_id) FROM execution.assets a
+                             WHERE a.tenant_id = tn.tenant_id
+                               AND a.asset_id = ANY(ARRAY(
+                                   SELECT jsonb_array_elements_text(s)
+                                   FROM jsonb_array_elements(e.plan_snapshot -> 'targets') AS s))),
+                            '[]'::json))
+               FROM execution.tenants tn WHERE tn.tenant_id = e.tenant_id) AS start_context;
+END $$;
