@@ -1669,3 +1669,73 @@ BEGIN
                             '[]'::json))
                FROM execution.tenants tn WHERE tn.tenant_id = e.tenant_id) AS start_context;
 END $$;
+
+-- The executions' roll-up trigger (0027) cost more to plan than to run: its statement
+-- inlined execution_metric_delta, six part functions with their subqueries, 6-8 ms of
+-- planning on each connection that ever updated an execution (most of a worker's pool).
+-- The same deltas, written flat: per changed row the own parts of the old and the new row,
+-- and the look-ups of events only for the part whose inputs moved (a sub-select inside a
+-- CASE runs only when its branch is taken). An execution's events are the same for its
+-- old and new row, so each look-up runs once for both. execution_metric_rows stays the
+-- definition (the rebuild's); tests/test_metrics_rollup.py checks the two agree.
+CREATE OR REPLACE FUNCTION execution.metric_rollup_executions() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO execution.metric_rollup AS r (metric, labels, slot, value)
+    SELECT d.metric, d.labels, pg_backend_pid(), sum(d.value)
+    FROM gone o JOIN added n USING (id)
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN (o.finished_at, o.sla_violated_at, o.sla_class, o.tenant_id)
+                         IS DISTINCT FROM (n.finished_at, n.sla_violated_at, n.sla_class,
+                                           n.tenant_id)
+                         AND (o.finished_at IS NOT NULL OR n.finished_at IS NOT NULL)
+                    THEN EXISTS (SELECT 1 FROM execution.execution_events v
+                                 WHERE v.execution_id = n.id AND v.to_status = 'approved')
+                    ELSE false END AS approved,
+               CASE WHEN (o.started_at, o.mode) IS DISTINCT FROM (n.started_at, n.mode)
+                         AND ((o.mode = 'background' AND o.started_at IS NOT NULL)
+                              OR (n.mode = 'background' AND n.started_at IS NOT NULL))
+                    THEN (SELECT min(v.created_at) FROM execution.execution_events v
+                          WHERE v.execution_id = n.id
+                            AND v.to_status IN ('approved', 'queued')) END AS waited_from
+        OFFSET 0) AS x
+    CROSS JOIN LATERAL (
+        SELECT extract(epoch FROM n.started_at - x.waited_from) AS new_w,
+               extract(epoch FROM o.started_at - x.waited_from) AS old_w
+        OFFSET 0) AS w
+    CROSS JOIN LATERAL (VALUES
+        ('executions', ARRAY[n.tenant_id, n.status::text],
+         CASE WHEN n.status = ANY (execution.terminal_statuses()) THEN 1 END),
+        ('executions', ARRAY[o.tenant_id, o.status::text],
+         CASE WHEN o.status = ANY (execution.terminal_statuses()) THEN -1 END),
+        ('lease_renewals', '{}'::text[], n.lease_renewals::numeric - o.lease_renewals),
+        ('sla_violations', ARRAY[n.tenant_id, n.sla_class::text],
+         CASE WHEN n.sla_violated_at IS NOT NULL THEN 1 END),
+        ('sla_violations', ARRAY[o.tenant_id, o.sla_class::text],
+         CASE WHEN o.sla_violated_at IS NOT NULL THEN -1 END),
+        ('sla_outcomes',
+         ARRAY[n.tenant_id, n.sla_class::text,
+               CASE WHEN n.sla_violated_at IS NULL THEN 'met' ELSE 'violated' END],
+         CASE WHEN x.approved AND n.finished_at IS NOT NULL THEN 1 END),
+        ('sla_outcomes',
+         ARRAY[o.tenant_id, o.sla_class::text,
+               CASE WHEN o.sla_violated_at IS NULL THEN 'met' ELSE 'violated' END],
+         CASE WHEN x.approved AND o.finished_at IS NOT NULL THEN -1 END),
+        ('queue_wait', ARRAY[execution.metric_wait_bucket(w.new_w)],
+         CASE WHEN n.mode = 'background' AND w.new_w IS NOT NULL THEN 1 END),
+        ('queue_wait_sum', '{}'::text[],
+         CASE WHEN n.mode = 'background' THEN w.new_w END),
+        ('queue_wait', ARRAY[execution.metric_wait_bucket(w.old_w)],
+         CASE WHEN o.mode = 'background' AND w.old_w IS NOT NULL THEN -1 END),
+        ('queue_wait_sum', '{}'::text[],
+         CASE WHEN o.mode = 'background' THEN -w.old_w END)
+    ) AS d (metric, labels, value)
+    WHERE (o.status, o.tenant_id, o.lease_renewals, o.sla_violated_at, o.sla_class,
+           o.finished_at, o.started_at, o.mode)
+          IS DISTINCT FROM (n.status, n.tenant_id, n.lease_renewals, n.sla_violated_at,
+                            n.sla_class, n.finished_at, n.started_at, n.mode)
+      AND d.value IS NOT NULL
+    GROUP BY 1, 2 HAVING sum(d.value) <> 0 ORDER BY 1, 2
+    ON CONFLICT (metric, labels, slot) DO UPDATE SET value = r.value + EXCLUDED.value;
+    RETURN NULL;
+END $$;
