@@ -1472,9 +1472,12 @@ CREATE TRIGGER execution_events_order BEFORE INSERT ON execution.execution_event
 -- `#variable_conflict use_column`: the result columns' names (ord, id, leased, ...) are
 -- also column names inside the statements, where they mean the columns.
 
+-- Its events need not take their execution's row lock one by one (order_event): each is
+-- written for a row this statement has just updated, whose lock it holds to its commit.
 CREATE FUNCTION execution.transition_batch(items jsonb)
 RETURNS TABLE (ord int, id bigint, leased bool)
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan
+SET opsconductor.events_of_new_executions = 'on' AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
@@ -1527,9 +1530,14 @@ BEGIN
     FROM held h;
 END $$;
 
+-- Its status_changed events are written for rows this statement has just updated (their
+-- locks held to its commit); a step_finished event is also written when the move failed,
+-- so the statement takes that execution's row lock before the event's id is drawn, as
+-- order_event did row by row (in the same order: the items', after the queue rows).
 CREATE FUNCTION execution.end_run_batch(items jsonb)
 RETURNS TABLE (ord int, id bigint, leased bool)
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan
+SET opsconductor.events_of_new_executions = 'on' AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
@@ -1595,7 +1603,10 @@ BEGIN
                      'step_finished' AS event_type, NULL::execution.execution_status AS from_status,
                      NULL::execution.execution_status AS to_status, t.step_actor AS actor_id,
                      t.step_payload AS payload
-              FROM t WHERE t.attempt_id IS NOT NULL
+              FROM t CROSS JOIN LATERAL (
+                  SELECT 1 FROM execution.executions x WHERE x.id = t.id
+                  FOR NO KEY UPDATE OF x) AS locked
+              WHERE t.attempt_id IS NOT NULL
               UNION ALL
               SELECT m.ord, 1, m.id, m.tenant_id, 'status_changed', m.from_status, m.to_status,
                      m.actor_id, m.payload
