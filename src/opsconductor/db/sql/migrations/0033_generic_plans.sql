@@ -292,3 +292,38 @@ BEGIN
     ON CONFLICT (metric, labels, slot) DO UPDATE SET value = r.value + EXCLUDED.value;
     RETURN NULL;
 END $$;
+
+-- The step attempts' roll-up on update, written flat in the same way (every attempt's start
+-- and end fires it): step_metric_rows of the new row minus the old, without inlining the
+-- function twice. metric_rollup_apply keeps its branch for this table (unused now) and
+-- serves approvals and deletions as before.
+CREATE FUNCTION execution.metric_rollup_steps() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO execution.metric_rollup AS r (metric, labels, slot, value)
+    SELECT d.metric, d.labels, pg_backend_pid(), sum(d.value)
+    FROM gone o JOIN added n USING (id)
+    CROSS JOIN LATERAL (
+        SELECT extract(epoch FROM n.finished_at - n.started_at) AS new_w,
+               extract(epoch FROM o.finished_at - o.started_at) AS old_w
+        OFFSET 0) AS w
+    CROSS JOIN LATERAL (VALUES
+        ('step_retries', ARRAY[n.step_type], CASE WHEN n.attempt > 1 THEN 1 END),
+        ('step_retries', ARRAY[o.step_type], CASE WHEN o.attempt > 1 THEN -1 END),
+        ('step_duration', ARRAY[n.step_type, execution.metric_duration_bucket(w.new_w)],
+         CASE WHEN w.new_w IS NOT NULL THEN 1 END),
+        ('step_duration_sum', ARRAY[n.step_type], w.new_w),
+        ('step_duration', ARRAY[o.step_type, execution.metric_duration_bucket(w.old_w)],
+         CASE WHEN w.old_w IS NOT NULL THEN -1 END),
+        ('step_duration_sum', ARRAY[o.step_type], -w.old_w)
+    ) AS d (metric, labels, value)
+    WHERE (o.step_type, o.attempt, o.started_at, o.finished_at)
+          IS DISTINCT FROM (n.step_type, n.attempt, n.started_at, n.finished_at)
+      AND d.value IS NOT NULL
+    GROUP BY 1, 2 HAVING sum(d.value) <> 0 ORDER BY 1, 2
+    ON CONFLICT (metric, labels, slot) DO UPDATE SET value = r.value + EXCLUDED.value;
+    RETURN NULL;
+END $$;
+DROP TRIGGER execution_steps_metrics_update ON execution.execution_steps;
+CREATE TRIGGER execution_steps_metrics_update AFTER UPDATE ON execution.execution_steps
+    REFERENCING OLD TABLE AS gone NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION execution.metric_rollup_steps();
