@@ -163,8 +163,10 @@ async def fetch(executor: Executor, query: str, params: Mapping[str, Any]) -> li
 async def execute(
     conn: psycopg.AsyncConnection[Row], query: str, calls: Sequence[Sequence[Item]]
 ) -> list[Row]:
-    """One statement for every item of every call; call ``n`` (from 1) is ``ord = n``."""
-    cursor = await conn.execute(query, {"items": encode(calls)})
+    """One statement for every item of every call; call ``n`` (from 1) is ``ord = n``.
+    Prepared at its first use on a connection: the hot statements run on every pooled
+    connection, and unprepared each call sent, parsed and planned the whole text again."""
+    cursor = await conn.execute(query, {"items": encode(calls)}, prepare=True)
     return await cursor.fetchall() if cursor.description is not None else []
 
 

@@ -90,7 +90,9 @@ async def claim(
     """
     async with db.connection() as conn:
         cur = await conn.execute(
-            Q["claim"], {"limit": limit, "worker_id": worker_id, "lease_s": lease_s}
+            Q["claim"],
+            {"limit": limit, "worker_id": worker_id, "lease_s": lease_s},
+            prepare=True,  # every claim of every worker: parsed once per connection
         )
         rows = await cur.fetchall()
     return [_lease(row) for row in rows]

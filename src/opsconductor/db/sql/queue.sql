@@ -27,54 +27,14 @@ SELECT pg_notify('opsc_queue', '') FROM queued
 -- without waiting on each other. attempt_count counts claims: the retry budget is spent by
 -- being claimed. The time a running execution spent without a worker is added to its
 -- deadline here, as it is resumed: recovery is not charged to its budget.
-WITH picked AS (
-    SELECT execution_id, interrupted_at FROM execution.execution_queue
-    WHERE lease_token IS NULL AND available_at <= now()
-    ORDER BY (interrupted_at IS NULL), priority, available_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-), extended AS (
-    UPDATE execution.executions e SET timeout_at = e.timeout_at + (now() - p.interrupted_at)
-    FROM picked p
-    WHERE e.id = p.execution_id AND p.interrupted_at IS NOT NULL AND e.timeout_at IS NOT NULL
-      AND e.status = 'running'
-    RETURNING e.id, e.timeout_at
-)
-UPDATE execution.execution_queue q SET
-    lease_token = gen_random_uuid(),
-    lease_expires_at = now() + make_interval(secs => coalesce(%(lease_s)s::float8, q.lease_timeout_s)),
-    worker_id = %(worker_id)s,
-    leased_at = now(),
-    attempt_count = q.attempt_count + 1,
-    recovery_s = q.recovery_s + coalesce(extract(epoch FROM now() - picked.interrupted_at), 0),
-    interrupted_at = NULL
-FROM picked
-JOIN execution.executions e ON e.id = picked.execution_id
-LEFT JOIN extended x ON x.id = picked.execution_id
-WHERE q.execution_id = picked.execution_id
--- The execution row comes back with the lease: the worker need not read it again. So does
+-- The statement is execution.claim_batch (migration 0033: planned once per connection). The
+-- execution row comes back with the lease: the worker need not read it again. So does
 -- what the engine reads to start it (runs.start_context: the tenant's settings, masking
 -- patterns and the plan's targets, as the start_context statement reads them).
-RETURNING e.*, q.lease_token, q.attempt_count, q.max_attempts,
-          coalesce(%(lease_s)s::float8, q.lease_timeout_s) AS lease_s,
-          x.timeout_at AS extended_timeout_at,
-          extract(epoch FROM now() - picked.interrupted_at)::float8 AS recovered_after_s,
-          q.interruption, q.interruptions, q.recovery_s,
-          (SELECT json_build_object(
-               'record_only', tn.record_only, 'host_key_policy', tn.host_key_policy,
-               'local_execution', tn.local_execution, 'local_network', tn.local_network,
-               'masking_patterns',
-               coalesce((SELECT json_agg(json_build_array(p.name, p.pattern) ORDER BY p.name)
-                         FROM execution.masking_patterns p WHERE p.tenant_id = tn.tenant_id),
-                        '[]'::json),
-               'assets',
-               coalesce((SELECT json_agg(a ORDER BY a.asset_id) FROM execution.assets a
-                         WHERE a.tenant_id = tn.tenant_id
-                           AND a.asset_id = ANY(ARRAY(
-                               SELECT jsonb_array_elements_text(s)
-                               FROM jsonb_array_elements(e.plan_snapshot -> 'targets') AS s))),
-                        '[]'::json))
-           FROM execution.tenants tn WHERE tn.tenant_id = e.tenant_id) AS start_context
+SELECT (c.e).*, c.lease_token, c.attempt_count, c.max_attempts, c.lease_s,
+       c.extended_timeout_at, c.recovered_after_s, c.interruption, c.interruptions,
+       c.recovery_s, c.start_context
+FROM execution.claim_batch(%(worker_id)s, %(limit)s, %(lease_s)s::float8) AS c
 
 -- name: renew
 -- One statement renews every lease a worker holds; leases it no longer holds are missing

@@ -25,33 +25,9 @@ ON CONFLICT (execution_id, step_index, target_asset_id, attempt) DO UPDATE
 -- Start attempts and write their step_started events in one statement (set-based: one row
 -- per item of db/batching.py, numbered by ord): both or neither, since a statement is
 -- atomic. No row back for an item: that attempt had started already.
-WITH t AS (
-    SELECT * FROM jsonb_to_recordset(%(items)s::jsonb) AS t(
-        ord int, execution_id uuid, tenant_id text, step_index int, step_name text,
-        step_type text, asset_id text, attempt int, retry_count int, actor_id text,
-        payload jsonb)
-), started AS (
-    INSERT INTO execution.execution_steps
-        (execution_id, tenant_id, step_index, step_name, step_type, target_asset_id, status,
-         attempt, retry_count, started_at)
-    SELECT execution_id, tenant_id, step_index, step_name, step_type, asset_id, 'running',
-           attempt, retry_count, now()
-    FROM t ORDER BY ord
-    ON CONFLICT (execution_id, step_index, target_asset_id, attempt) DO UPDATE
-        SET status = 'running', retry_count = EXCLUDED.retry_count, started_at = now()
-        WHERE execution_steps.status = 'pending'
-    RETURNING id, execution_id, step_index, target_asset_id, attempt
-), answered AS (
-    SELECT t.*, s.id FROM started s JOIN t
-        ON (t.execution_id, t.step_index, t.asset_id, t.attempt)
-         = (s.execution_id, s.step_index, s.target_asset_id, s.attempt)
-), logged AS (
-    INSERT INTO execution.execution_events
-        (execution_id, tenant_id, event_type, from_status, to_status, actor_id, payload)
-    SELECT execution_id, tenant_id, 'step_started', NULL, NULL, actor_id, payload
-    FROM answered ORDER BY ord
-)
-SELECT ord, id FROM answered
+-- The statement is execution.start_attempt_batch (migration 0033: planned once per
+-- connection).
+SELECT ord, id FROM execution.start_attempt_batch(%(items)s::jsonb)
 
 -- name: finish_attempt_logged
 -- Store attempts' results and their step_finished events in one statement (set-based, as
