@@ -13,10 +13,10 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from opsconductor.inventory import Asset
-from opsconductor.plan import Plan, _StepBase
+from opsconductor.plan import Plan, Step, _StepBase
 from opsconductor.plan_hash import canonical_json
 from opsconductor.records import Mode, SlaClass
 
@@ -70,6 +70,43 @@ def step_key(step: _StepBase) -> str:
     work = step.model_dump(mode="json", by_alias=True, exclude=_NOT_WORK_SET)
     text = _key_json(work)
     return f"{work['type']}:{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+
+
+def _document_names(names: set[str]) -> frozenset[str]:
+    """How the fields called ``names`` are written in a step's part of the plan document
+    (by alias): the ones ``step_key`` leaves out, as it leaves them out (by field name)."""
+    (union,) = get_args(Step)[:1]  # Annotated[CommandStep | ..., discriminator]
+    return frozenset(
+        info.alias or name
+        for cls in get_args(union)
+        for name, info in cls.model_fields.items()
+        if name in names
+    )
+
+
+_NOT_WORK_WRITTEN = _document_names(_NOT_WORK_SET)
+
+
+def step_keys_of(
+    steps: Sequence[_StepBase], documents: Sequence[Mapping[str, Any]], memo: dict[str, str]
+) -> tuple[str, ...]:
+    """Each step's ``step_key``, given its part of the plan document (``plan_hash.
+    dumped_text``: what the author set, as set) and a ``memo`` shared by the plans of one
+    submission: steps that run the same thing are dumped and hashed once.
+
+    Sound because a step's document determines the step (``parse_plan`` rebuilds it: what
+    is not set holds its default, which is what the plan hash already relies on), so it
+    determines its ``step_key``; and the fields ``step_key`` leaves out (name, targets...)
+    change no other field's value, so the rest of the document, the memo's key, does too.
+    """
+    found = []
+    for step, document in zip(steps, documents, strict=True):
+        work = _key_json({k: v for k, v in document.items() if k not in _NOT_WORK_WRITTEN})
+        key = memo.get(work)
+        if key is None:
+            key = memo[work] = step_key(step)
+        found.append(key)
+    return tuple(found)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,14 @@ from opsconductor.db import staging as staging_rows
 from opsconductor.db.connection import Database
 from opsconductor.errors import BadInput, OpsError
 from opsconductor.idempotency import derive_key
-from opsconductor.inventory import Asset, resolve_selected, selectors, step_selector_keys
+from opsconductor.inventory import (
+    Asset,
+    Resolved,
+    resolve_selected,
+    selector_keys_of,
+    selectors,
+    step_selector_keys,
+)
 from opsconductor.params import Value, bind
 from opsconductor.plan import Plan, Targets
 from opsconductor.plan_hash import hashed_document
@@ -75,11 +82,42 @@ class Context:
     files: Callable[[str, str], Path]
     #: staged enablement: what each approval level may do for real, the canary share
     enablement: staging.Staging = field(default_factory=staging.Staging)
+    #: the targets each selector resolved to so far, checked (inventory.resolve_selected):
+    #: the plans of a bulk often share selectors
+    resolved: Resolved = field(default_factory=dict)
 
 
 def step_keys(plan: Plan) -> tuple[str, ...]:
     """Each step's ``routing.step_key`` (a hash of what it runs), in step order."""
     return tuple(routing.step_key(s) for s in plan.steps)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a plan's document and steps say, worked out once per plan: a bulk submission
+    needs the keys before its one read (``context``), and the rest in ``prepare``."""
+
+    #: ``plan_document(plan)`` and its canonical JSON (plan_hash.plan_text)
+    document: dict[str, Any]
+    text: str
+    #: each step's ``routing.step_key`` and ``inventory.selector_key`` (None: validate)
+    step_keys: tuple[str, ...]
+    selectors: tuple[str | None, ...]
+
+
+def shape(plan: Plan, memo: dict[str, str] | None = None) -> Shape:
+    """The plan's ``Shape``, all from one dump of the plan; ``memo``: shared by the plans
+    of one submission (routing.step_keys_of)."""
+    dumped = plan_hash.dumped_text(plan)
+    if dumped is None:  # a non-finite float: the document is not the plan's very data
+        document, text = plan_hash.plan_text(plan)
+        return Shape(document, text, step_keys(plan), step_selector_keys(plan))
+    document, text = dumped
+    steps = document["steps"]
+    memo = {} if memo is None else memo
+    return Shape(
+        document, text, routing.step_keys_of(plan.steps, steps, memo), selector_keys_of(steps)
+    )
 
 
 async def context(
@@ -112,16 +150,22 @@ async def context(
     return Context(tenant, matched, observed, keyed, files, staged)
 
 
+def has_templates(plan: Plan) -> bool:
+    """Whether ``check_templates`` has anything to render (a bulk of no-op plans has not:
+    it skips the call)."""
+    return any(
+        s.when is not None or template_check.template_fields(s, i)
+        for i, s in enumerate(plan.steps)
+        if s.when is not None or template_check.may_have_templates(s)
+    )
+
+
 async def check_templates(
     plan: Plan, targets: Sequence[Sequence[Asset]], values: Mapping[str, Value]
 ) -> None:
     """Render every template and ``when`` against every target (template_check); refuse
     the plan with all of the errors (step, target, name) before anything is stored."""
-    if not any(
-        s.when is not None or template_check.template_fields(s, i)
-        for i, s in enumerate(plan.steps)
-        if s.when is not None or template_check.may_have_templates(s)
-    ):
+    if not has_templates(plan):
         return
     # Templates are tenant input: rendered (budgeted) off the event loop.
     problems = await asyncio.to_thread(template_check.problems, plan, targets, values)
@@ -134,27 +178,28 @@ async def prepare(
     found: Context,
     *,
     check: PlanCheck | None = None,
-    keys: tuple[str, ...] | None = None,
     execution_id: uuid.UUID | None = None,
-    selected: tuple[str | None, ...] | None = None,
+    shaped: Shape | None = None,
 ) -> executions.NewExecution:
     """Resolve, check, read pushed files, hash and route one plan: everything but storing.
-    ``keys``: the plan's ``step_keys``, when the caller has them already; ``execution_id``:
-    a fresh ``uuid4`` for it (a bulk draws them all at once), else one is drawn here;
-    ``selected``: its ``step_selector_keys``, when the caller has them already."""
+    ``execution_id``: a fresh ``uuid4`` for it (a bulk draws them all at once), else one
+    is drawn here; ``shaped``: its ``shape``, when the caller has it already."""
     plan = request.plan
+    shaped = shaped or shape(plan)
     values = bind(plan.params, request.params)  # names the parameter at fault
-    targets = resolve_selected(plan, found.matched, selected)  # raises before storing
+    # raises before storing
+    targets = resolve_selected(plan, found.matched, shaped.selectors, found.resolved)
     if check is not None:
         check(plan, targets)
     # The id is chosen here, before it is stored, so staged enablement can decide from it
     # (deterministic per id); a refused approval level stops here.
     execution_id = execution_id or uuid.uuid4()
     staged = staging.decide(found.enablement, request.tenant_id, plan.approval_level, execution_id)
-    await check_templates(plan, targets, values)
+    if has_templates(plan):
+        await check_templates(plan, targets, values)
     kinds: set[str] = {s.type for s in plan.steps}
     observed = {t: found.observed[t] for t in kinds if t in found.observed}
-    keys = keys if keys is not None else step_keys(plan)
+    keys = shaped.step_keys
     keyed = {k: found.observed_steps[k] for k in keys if k in found.observed_steps}
     # The bytes of every pushed file, read now: they are part of what is hashed, approved
     # and deduplicated (a changed file is a new plan), and the engine runs nothing else.
@@ -166,8 +211,8 @@ async def prepare(
     # Frozen into the execution (the engine also honours a tenant flag set later).
     asked = request.record_only or found.tenant.record_only
     # Serialised once: its length is checked, it is hashed and it is what is stored.
-    document, plan_text = plan_hash.plan_text(plan)
-    snapshot = hashed_document(plan, targets, files, values, plan_doc=document)
+    plan_text = shaped.text
+    snapshot = hashed_document(plan, targets, files, values, plan_doc=shaped.document)
     # Bounded like a request body: aliases and templates aside, nothing a tenant sends may
     # grow into a larger stored row than it could have sent literally. (The compact JSON:
     # sorting keys changes no length.)
@@ -251,11 +296,15 @@ async def submit_many(
     if len({r.tenant_id for r in requests}) != 1:
         raise BadInput("plans: a bulk submission belongs to one tenant")
     with _cycles_collected_after():
-        # read by the context and by prepare
-        keys = [step_keys(r.plan) for r in requests]
-        selected = [step_selector_keys(r.plan) for r in requests]
-        plans = [r.plan for r in requests]
-        found = await context(db, requests[0].tenant_id, plans, keys=keys, selected=selected)
+        memo: dict[str, str] = {}  # step keys, shared by the plans (routing.step_keys_of)
+        shapes = [shape(r.plan, memo) for r in requests]  # read by the context and prepare
+        found = await context(
+            db,
+            requests[0].tenant_id,
+            [r.plan for r in requests],
+            keys=[s.step_keys for s in shapes],
+            selected=[s.selectors for s in shapes],
+        )
         news = []
         fresh = ids.uuid4s(len(requests))
         for index, request in enumerate(requests):
@@ -265,9 +314,8 @@ async def submit_many(
                         request,
                         found,
                         check=check,
-                        keys=keys[index],
                         execution_id=fresh[index],
-                        selected=selected[index],
+                        shaped=shapes[index],
                     )
                 )
             except OpsError as exc:  # bad input, no target, RBAC: the same kind, naming it
