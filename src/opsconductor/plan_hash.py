@@ -37,8 +37,8 @@ def canonical_with(document: Mapping[str, Any], texts: Mapping[str, str]) -> str
     ``texts`` (already serialised by the caller) instead of serialising them again: the
     very same bytes, as ``json.dumps(sort_keys=True)`` writes a dict exactly this way."""
     parts = [
-        f"{_key_text(key)}:{texts[key] if key in texts else canonical_json(value)}"
-        for key, value in sorted(document.items())
+        _key_text(key) + ":" + (texts[key] if key in texts else canonical_json(document[key]))
+        for key in sorted(document)
     ]
     return "{" + ",".join(parts) + "}"
 

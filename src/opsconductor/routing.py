@@ -9,6 +9,7 @@ larger of the type's default and the type's observed p95 (never the optimistic s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -191,6 +192,7 @@ def estimate_seconds(
     return estimate(plan, targets, History({}, observed_p95 or {})).total_s
 
 
+@functools.lru_cache(maxsize=256)  # pure, and a bulk routes alike plans alike
 def classify(estimated_s: float) -> Route:
     if estimated_s < FAST_BELOW_S:
         return Route(estimated_s, SlaClass.FAST, Mode.IMMEDIATE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,10 +31,12 @@ from opsconductor.inventory import (
 from opsconductor.params import Value, bind
 from opsconductor.plan import Plan, Targets
 from opsconductor.plan_hash import hashed_document
+from opsconductor.quick_init import quick_init
 from opsconductor.records import Mode
 from opsconductor.safe_parse import MAX_EXPANDED_BYTES
 
 
+@quick_init  # built for every plan of a bulk
 @dataclass(frozen=True)
 class Request:
     plan: Plan
@@ -86,12 +89,19 @@ class Context:
     #: the plans of a bulk often share selectors
     resolved: Resolved = field(default_factory=dict)
 
+    @functools.cached_property
+    def history(self) -> routing.History:
+        """What routing estimates from: for the steps of any plan this context was read
+        for, the same answers as their own history (their keys' and types' p95s)."""
+        return routing.History(self.observed_steps, self.observed)
+
 
 def step_keys(plan: Plan) -> tuple[str, ...]:
     """Each step's ``routing.step_key`` (a hash of what it runs), in step order."""
     return tuple(routing.step_key(s) for s in plan.steps)
 
 
+@quick_init
 @dataclass(frozen=True)
 class Shape:
     """What a plan's document and steps say, worked out once per plan: a bulk submission
@@ -197,10 +207,10 @@ async def prepare(
     staged = staging.decide(found.enablement, request.tenant_id, plan.approval_level, execution_id)
     if has_templates(plan):
         await check_templates(plan, targets, values)
-    kinds: set[str] = {s.type for s in plan.steps}
-    observed = {t: found.observed[t] for t in kinds if t in found.observed}
     keys = shaped.step_keys
-    keyed = {k: found.observed_steps[k] for k in keys if k in found.observed_steps}
+    # the observed p95s of this plan's step types and of its very steps
+    seen = [found.observed[s.type] for s in plan.steps if s.type in found.observed]
+    seen += [found.observed_steps[k] for k in keys if k in found.observed_steps]
     # The bytes of every pushed file, read now: they are part of what is hashed, approved
     # and deduplicated (a changed file is a new plan), and the engine runs nothing else.
     if pushed_files.pushes(plan):
@@ -221,9 +231,7 @@ async def prepare(
         raise BadInput(f"plan: {written} bytes as stored; the limit is {MAX_EXPANDED_BYTES}")
     snapshot_text = plan_hash.canonical_with(snapshot, {"plan": plan_text})
     digest = plan_hash.digest_text(snapshot_text)
-    route = routing.classify(
-        routing.total_seconds(plan, targets, routing.History(keyed, observed), keys)
-    )
+    route = routing.classify(routing.total_seconds(plan, targets, found.history, keys))
     mode = route.mode if request.enqueue is None else _MODE[request.enqueue]
     if plan.approval_level == 3:
         if request.enqueue is False:
@@ -264,7 +272,7 @@ async def prepare(
         ],
         enqueue=mode is Mode.BACKGROUND,
         action_classes=tuple(step.action_class for step in plan.steps),
-        min_lease_s=LEASE_P95_FACTOR * max([*observed.values(), *keyed.values()], default=0.0),
+        min_lease_s=LEASE_P95_FACTOR * max(seen, default=0.0),
         step_keys=keys,
         rerun_of=request.rerun_of,
         job_name=request.job_name,
@@ -296,31 +304,35 @@ async def submit_many(
     if len({r.tenant_id for r in requests}) != 1:
         raise BadInput("plans: a bulk submission belongs to one tenant")
     with _cycles_collected_after():
-        memo: dict[str, str] = {}  # step keys, shared by the plans (routing.step_keys_of)
-        shapes = [shape(r.plan, memo) for r in requests]  # read by the context and prepare
-        found = await context(
-            db,
-            requests[0].tenant_id,
-            [r.plan for r in requests],
-            keys=[s.step_keys for s in shapes],
-            selected=[s.selectors for s in shapes],
-        )
-        news = []
-        fresh = ids.uuid4s(len(requests))
-        for index, request in enumerate(requests):
-            try:
-                news.append(
-                    await prepare(
-                        request,
-                        found,
-                        check=check,
-                        execution_id=fresh[index],
-                        shaped=shapes[index],
-                    )
+        # Prepared in a frame of its own, so what it built is freed (by reference counting)
+        # before the collector is back: it would walk all of it once more for nothing.
+        return await _submit_many(db, requests, check)
+
+
+async def _submit_many(
+    db: Database, requests: Sequence[Request], check: PlanCheck | None
+) -> list[executions.Submitted]:
+    memo: dict[str, str] = {}  # step keys, shared by the plans (routing.step_keys_of)
+    shapes = [shape(r.plan, memo) for r in requests]  # read by the context and prepare
+    found = await context(
+        db,
+        requests[0].tenant_id,
+        [r.plan for r in requests],
+        keys=[s.step_keys for s in shapes],
+        selected=[s.selectors for s in shapes],
+    )
+    news = []
+    fresh = ids.uuid4s(len(requests))
+    for index, request in enumerate(requests):
+        try:
+            news.append(
+                await prepare(
+                    request, found, check=check, execution_id=fresh[index], shaped=shapes[index]
                 )
-            except OpsError as exc:  # bad input, no target, RBAC: the same kind, naming it
-                raise type(exc)(f"plans[{index}]: {exc}") from None
-        return await bulk.submit_many(db, news)
+            )
+        except OpsError as exc:  # bad input, no target, RBAC: the same kind, naming it
+            raise type(exc)(f"plans[{index}]: {exc}") from None
+    return await bulk.submit_many(db, news)
 
 
 #: Bulk submissions running in this process (the cycle collector waits for all of them).
