@@ -4,6 +4,7 @@ targets of a selector): the very values the plan-by-plan functions give. Pure.""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -66,7 +67,13 @@ def _plans() -> list[Any]:
     """One plan per step (validate after the step it checks), and ones with all of them."""
     single = [parse_plan({"name": "p", "steps": [step]}) for step in [*STEPS[:-1], INFINITE]]
     every = parse_plan({"name": "all", "steps": STEPS})
-    return [*single, every, parse_plan({"name": "all", "steps": [*STEPS, INFINITE]})]
+    declared = {"zone": {"default": "eu-1"}, "n": {"type": "int", "default": 3}}
+    return [
+        *single,
+        every,
+        parse_plan({"name": "all", "steps": [*STEPS, INFINITE]}),
+        parse_plan({"name": "params", "params": declared, "steps": STEPS[3:5]}),
+    ]
 
 
 def test_a_shape_holds_what_the_plan_by_plan_functions_give() -> None:
@@ -129,3 +136,38 @@ def test_resolved_targets_are_shared_yet_each_plan_gets_its_own_lists() -> None:
         resolve_selected(local_become, matched, None, resolved)
     with pytest.raises(TargetResolutionError, match=r"steps\[1\]\.become: asset 'box'"):
         resolve_selected(local_become, matched, None, resolved)
+
+
+async def test_prepare_hashes_and_keys_a_plan_as_the_plan_by_plan_functions_do() -> None:
+    """Everything ``prepare`` derives from a shape and a shared context: the plan hash of
+    ``plan_hash.plan_hash`` (golden-pinned), the snapshot's canonical text, the step keys;
+    and the same execution whether its context and memo served other plans first."""
+    from pathlib import Path
+
+    from opsconductor import plan_hash
+    from opsconductor.canonical import canonical_json
+    from opsconductor.db.connectors import TenantSettings
+    from opsconductor.submission import Context, Request, prepare
+
+    def context() -> Context:
+        settings = TenantSettings(record_only=False, host_key_policy="strict")
+        matched = {key: [ssh] for plan in plans for key in step_selector_keys(plan) if key}
+        return Context(settings, matched, {}, {}, lambda _t, _p: Path("/nonexistent"))
+
+    ssh = _asset("web-1", "ssh")
+    pushing = {"file", "ansible"}  # they read files at submission: not here
+    plans = [p for p in _plans() if not {s.type for s in p.steps} & pushing]
+    shared, memo = context(), {}
+    for index, plan in enumerate(plans):
+        request = Request(plan, "t", "me", f"key-{index}")
+        alone = await prepare(request, context(), execution_id=uuid.UUID(int=index))
+        both = await prepare(
+            request, shared, execution_id=uuid.UUID(int=index), shaped=shape(plan, memo)
+        )
+        assert both == alone
+        targets = resolve_selected(plan, shared.matched)
+        values = {"zone": "eu-1", "n": 3} if plan.params else None
+        assert alone.plan_hash == plan_hash.plan_hash(plan, targets, None, values)
+        assert ("params" in alone.plan_snapshot) == bool(plan.params)
+        assert alone.plan_snapshot_json == canonical_json(alone.plan_snapshot)
+        assert alone.step_keys == step_keys(plan)

@@ -43,6 +43,13 @@ def canonical_with(document: Mapping[str, Any], texts: Mapping[str, str]) -> str
     return "{" + ",".join(parts) + "}"
 
 
+def hashed_text(document: Mapping[str, Any], plan_text: str) -> str:
+    """``canonical_json`` of a ``hashed_document`` whose plan's text is ``plan_text``."""
+    if len(document) == 2:  # plan and targets only (no files, no params): most plans
+        return '{"plan":' + plan_text + ',"targets":' + canonical_json(document["targets"]) + "}"
+    return canonical_with(document, {"plan": plan_text})
+
+
 def plan_text(plan: Plan) -> tuple[dict[str, Any], str]:
     """``plan_document(plan)`` and its canonical JSON (``dumped_text``, else the round trip
     ``plan_document`` takes): the bytes are ``plan_document``'s always."""

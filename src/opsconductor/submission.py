@@ -229,7 +229,7 @@ async def prepare(
     written = len(plan_text)
     if written > MAX_EXPANDED_BYTES:
         raise BadInput(f"plan: {written} bytes as stored; the limit is {MAX_EXPANDED_BYTES}")
-    snapshot_text = plan_hash.canonical_with(snapshot, {"plan": plan_text})
+    snapshot_text = plan_hash.hashed_text(snapshot, plan_text)
     digest = plan_hash.digest_text(snapshot_text)
     route = routing.classify(routing.total_seconds(plan, targets, found.history, keys))
     mode = route.mode if request.enqueue is None else _MODE[request.enqueue]
