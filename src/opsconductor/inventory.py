@@ -79,7 +79,7 @@ def selector_keys_of(steps: Sequence[Mapping[str, Any]]) -> tuple[str | None, ..
     """``step_selector_keys`` from the plan document's steps (``plan_hash.dumped_text``),
     without asking pydantic again: the same strings."""
     return tuple(
-        None if step["type"] == "validate" else canonical_json(step["targets"]) for step in steps
+        [None if step["type"] == "validate" else canonical_json(step["targets"]) for step in steps]
     )
 
 

@@ -178,8 +178,10 @@ def total_seconds(
     """``estimate(...).total_s`` without the per-step account (a submission routes by the
     total alone): the same sum, term by term, so the same float."""
     return sum(
-        _per_target(step.type, key, history)[0] * max(1, len(step_targets))
-        for step, step_targets, key in zip(plan.steps, targets, keys, strict=True)
+        [  # a list, not a generator: cheaper for a step or two, and sum() sees the same
+            _per_target(step.type, key, history)[0] * max(1, len(step_targets))
+            for step, step_targets, key in zip(plan.steps, targets, keys, strict=True)
+        ]
     )
 
 

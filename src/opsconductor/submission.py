@@ -24,8 +24,8 @@ from opsconductor.inventory import (
     Asset,
     Resolved,
     resolve_selected,
+    selector_key,
     selector_keys_of,
-    selectors,
     step_selector_keys,
 )
 from opsconductor.params import Value, bind
@@ -142,10 +142,15 @@ async def context(
     ``keys``, ``selected``: each plan's ``step_keys`` and ``step_selector_keys``, when the
     caller has them already."""
     files_root = files_root or load_settings().files_root
-    wanted: dict[str, Targets] = {}
+    wanted: dict[str, Targets] = {}  # each distinct selector (inventory.selectors)
+    types: set[str] = set()
     for index, plan in enumerate(plans):
-        wanted.update(selectors(plan, None if selected is None else selected[index]))
-    step_types: list[str] = sorted({s.type for plan in plans for s in plan.steps})
+        plan_selected = step_selector_keys(plan) if selected is None else selected[index]
+        for step, key in zip(plan.steps, plan_selected, strict=True):
+            types.add(step.type)
+            if step.type != "validate":  # it has no selector of its own
+                wanted[key or selector_key(step.targets)] = step.targets
+    step_types = sorted(types)
     if keys is None:
         keys = [step_keys(plan) for plan in plans]
     wanted_keys = sorted({key for plan_keys in keys for key in plan_keys})
@@ -163,11 +168,12 @@ async def context(
 def has_templates(plan: Plan) -> bool:
     """Whether ``check_templates`` has anything to render (a bulk of no-op plans has not:
     it skips the call)."""
-    return any(
-        s.when is not None or template_check.template_fields(s, i)
-        for i, s in enumerate(plan.steps)
-        if s.when is not None or template_check.may_have_templates(s)
-    )
+    for index, step in enumerate(plan.steps):  # a loop: most plans have one step or two
+        if step.when is not None:
+            return True
+        if template_check.may_have_templates(step) and template_check.template_fields(step, index):
+            return True
+    return False
 
 
 async def check_templates(
