@@ -289,8 +289,11 @@ async def prepare(
 async def submit(
     db: Database, request: Request, *, check: PlanCheck | None = None
 ) -> executions.Submitted:
-    found = await context(db, request.tenant_id, [request.plan])
-    return await executions.submit(db, await prepare(request, found, check=check))
+    shaped = shape(request.plan)
+    found = await context(
+        db, request.tenant_id, [request.plan], keys=[shaped.step_keys], selected=[shaped.selectors]
+    )
+    return await executions.submit(db, await prepare(request, found, check=check, shaped=shaped))
 
 
 #: Plans one bulk submission may carry.
