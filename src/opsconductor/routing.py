@@ -75,7 +75,9 @@ def step_key(step: _StepBase) -> str:
 
 def _document_names(names: set[str]) -> frozenset[str]:
     """How the fields called ``names`` are written in a step's part of the plan document
-    (by alias): the ones ``step_key`` leaves out, as it leaves them out (by field name)."""
+    (by alias): the ones ``step_key`` leaves out, as it leaves them out (by field name).
+    So not ``action_class``: no field has that name (it is ``declared_action_class``'s
+    alias), so every stored key holds the class, and the memo's keys must too."""
     (union,) = get_args(Step)[:1]  # Annotated[CommandStep | ..., discriminator]
     return frozenset(
         info.alias or name
