@@ -123,6 +123,23 @@ def test_canonical_with_given_texts_is_canonical_json() -> None:
     assert digest_text(text) == digest(document)
 
 
+def test_hashed_text_is_canonical_json() -> None:
+    """A hashed document written with its plan's text as given, with and without files
+    and params: the bytes of ``canonical_json``, so the same hash."""
+    from opsconductor.plan_hash import hashed_text
+
+    plan = parse_plan(PLAN)
+    document = hashed_document(plan, resolve_plan(plan, INVENTORY))
+    plan_only = canonical_json(document["plan"])
+    assert hashed_text(document, plan_only) == GOLDEN_JSON
+    document["targets"] = [["é\u2028", '"'], []]
+    assert hashed_text(document, plan_only) == canonical_json(document)
+    document["params"] = {"zone": "é", "n": 2.5}
+    assert hashed_text(document, plan_only) == canonical_json(document)
+    document["files"] = {"a": "b"}
+    assert hashed_text(document, plan_only) == canonical_json(document)
+
+
 def test_plan_text_is_plan_document_in_canonical_json() -> None:
     """The submission's faster dump (pydantic's JSON mode, a prebuilt C encoder) writes
     the very bytes of ``canonical_json(plan_document(plan))``, non-finite floats included

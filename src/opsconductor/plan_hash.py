@@ -1,4 +1,4 @@
-"""Canonical JSON and the SHA-256 plan hash (SPEC section 2). Pure.
+"""The SHA-256 plan hash of canonical JSON (SPEC section 2, ``canonical.py``). Pure.
 
 Canonical form: keys sorted, no insignificant whitespace, non-ASCII escaped, so the bytes
 depend on nothing but the data; ``tests/test_plan_hash.py`` pins a golden vector.
@@ -10,51 +10,14 @@ strings, integers, booleans and floats that pydantic already normalised, and for
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Callable, Mapping, Sequence
-from json import encoder as json_encoder
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opsconductor import pushed_files
+from opsconductor.canonical import canonical_json as canonical_json
 from opsconductor.inventory import Asset
 from opsconductor.params import Value, bind
 from opsconductor.plan import Plan, plan_document
-
-#: One encoder for every call (``json.dumps`` with options builds a new one each time).
-_CANONICAL = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-)
-
-
-def _one_shot() -> Callable[[Any], str] | None:
-    """The C encoder ``_CANONICAL.encode`` builds on every call, built once (a submission
-    serialises a few small documents per plan, where building it was half the cost). The
-    same options, so the same bytes; None where the C accelerator is missing."""
-    make = getattr(json_encoder, "c_make_encoder", None)
-    if make is None:
-        return None
-    encode = make(
-        None,  # no cycle check: our documents are trees built from JSON data
-        _CANONICAL.default,
-        json_encoder.encode_basestring_ascii,
-        None,
-        ":",
-        ",",
-        True,  # sort_keys
-        False,  # skipkeys
-        False,  # allow_nan
-    )
-    return lambda data: "".join(encode(data, 0))
-
-
-_FAST = _one_shot()
-
-
-def canonical_json(data: Any) -> str:
-    if _FAST is not None:
-        return _FAST(data)
-    return _CANONICAL.encode(data)
-
 
 #: The canonical text of a document's keys (a handful of fixed names).
 _KEY_TEXT: dict[str, str] = {}
@@ -74,24 +37,41 @@ def canonical_with(document: Mapping[str, Any], texts: Mapping[str, str]) -> str
     ``texts`` (already serialised by the caller) instead of serialising them again: the
     very same bytes, as ``json.dumps(sort_keys=True)`` writes a dict exactly this way."""
     parts = [
-        f"{_key_text(key)}:{texts[key] if key in texts else canonical_json(value)}"
-        for key, value in sorted(document.items())
+        _key_text(key) + ":" + (texts[key] if key in texts else canonical_json(document[key]))
+        for key in sorted(document)
     ]
     return "{" + ",".join(parts) + "}"
 
 
+def hashed_text(document: Mapping[str, Any], plan_text: str) -> str:
+    """``canonical_json`` of a ``hashed_document`` whose plan's text is ``plan_text``."""
+    if len(document) == 2:  # plan and targets only (no files, no params): most plans
+        return '{"plan":' + plan_text + ',"targets":' + canonical_json(document["targets"]) + "}"
+    return canonical_with(document, {"plan": plan_text})
+
+
 def plan_text(plan: Plan) -> tuple[dict[str, Any], str]:
-    """``plan_document(plan)`` and its canonical JSON. pydantic's JSON-mode dump is the
-    same data as the JSON round trip ``plan_document`` takes, at half the cost, but for
-    one thing: it keeps a non-finite float (a YAML ``.inf`` in a step's values) that the
-    JSON text writes as null. The canonical encoder refuses those, so such a plan (and
-    only such a plan) takes the round trip: the bytes are ``plan_document``'s always."""
+    """``plan_document(plan)`` and its canonical JSON (``dumped_text``, else the round trip
+    ``plan_document`` takes): the bytes are ``plan_document``'s always."""
+    dumped = dumped_text(plan)
+    if dumped is not None:
+        return dumped
+    document = plan_document(plan)
+    return document, canonical_json(document)
+
+
+def dumped_text(plan: Plan) -> tuple[dict[str, Any], str] | None:
+    """``plan_text`` from pydantic's JSON-mode dump: the same data as the JSON round trip
+    ``plan_document`` takes, at half the cost, but for one thing: it keeps a non-finite
+    float (a YAML ``.inf`` in a step's values) that the JSON text writes as null. The
+    canonical encoder refuses those, so for such a plan (and only such a plan) this is
+    None. The document returned is then the very data the plan holds (no value changed
+    on the way), which ``routing.step_keys_of`` relies on."""
     document: dict[str, Any] = plan.model_dump(mode="json", exclude_unset=True, by_alias=True)
     try:
         return document, canonical_json(document)
     except ValueError:  # inf or nan somewhere
-        document = plan_document(plan)
-        return document, canonical_json(document)
+        return None
 
 
 def hashed_document(

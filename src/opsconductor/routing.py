@@ -9,14 +9,15 @@ larger of the type's default and the type's observed p95 (never the optimistic s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from opsconductor.inventory import Asset
-from opsconductor.plan import Plan, _StepBase
+from opsconductor.plan import Plan, Step, _StepBase
 from opsconductor.plan_hash import canonical_json
 from opsconductor.records import Mode, SlaClass
 
@@ -70,6 +71,45 @@ def step_key(step: _StepBase) -> str:
     work = step.model_dump(mode="json", by_alias=True, exclude=_NOT_WORK_SET)
     text = _key_json(work)
     return f"{work['type']}:{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+
+
+def _document_names(names: set[str]) -> frozenset[str]:
+    """How the fields called ``names`` are written in a step's part of the plan document
+    (by alias): the ones ``step_key`` leaves out, as it leaves them out (by field name).
+    So not ``action_class``: no field has that name (it is ``declared_action_class``'s
+    alias), so every stored key holds the class, and the memo's keys must too."""
+    (union,) = get_args(Step)[:1]  # Annotated[CommandStep | ..., discriminator]
+    return frozenset(
+        info.alias or name
+        for cls in get_args(union)
+        for name, info in cls.model_fields.items()
+        if name in names
+    )
+
+
+_NOT_WORK_WRITTEN = _document_names(_NOT_WORK_SET)
+
+
+def step_keys_of(
+    steps: Sequence[_StepBase], documents: Sequence[Mapping[str, Any]], memo: dict[str, str]
+) -> tuple[str, ...]:
+    """Each step's ``step_key``, given its part of the plan document (``plan_hash.
+    dumped_text``: what the author set, as set) and a ``memo`` shared by the plans of one
+    submission: steps that run the same thing are dumped and hashed once.
+
+    Sound because a step's document determines the step (``parse_plan`` rebuilds it: what
+    is not set holds its default, which is what the plan hash already relies on), so it
+    determines its ``step_key``; and the fields ``step_key`` leaves out (name, targets...)
+    change no other field's value, so the rest of the document, the memo's key, does too.
+    """
+    found = []
+    for step, document in zip(steps, documents, strict=True):
+        work = _key_json({k: v for k, v in document.items() if k not in _NOT_WORK_WRITTEN})
+        key = memo.get(work)
+        if key is None:
+            key = memo[work] = step_key(step)
+        found.append(key)
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -140,8 +180,10 @@ def total_seconds(
     """``estimate(...).total_s`` without the per-step account (a submission routes by the
     total alone): the same sum, term by term, so the same float."""
     return sum(
-        _per_target(step.type, key, history)[0] * max(1, len(step_targets))
-        for step, step_targets, key in zip(plan.steps, targets, keys, strict=True)
+        [  # a list, not a generator: cheaper for a step or two, and sum() sees the same
+            _per_target(step.type, key, history)[0] * max(1, len(step_targets))
+            for step, step_targets, key in zip(plan.steps, targets, keys, strict=True)
+        ]
     )
 
 
@@ -154,6 +196,7 @@ def estimate_seconds(
     return estimate(plan, targets, History({}, observed_p95 or {})).total_s
 
 
+@functools.lru_cache(maxsize=256)  # pure, and a bulk routes alike plans alike
 def classify(estimated_s: float) -> Route:
     if estimated_s < FAST_BELOW_S:
         return Route(estimated_s, SlaClass.FAST, Mode.IMMEDIATE)

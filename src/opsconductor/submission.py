@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,14 +20,23 @@ from opsconductor.db import staging as staging_rows
 from opsconductor.db.connection import Database
 from opsconductor.errors import BadInput, OpsError
 from opsconductor.idempotency import derive_key
-from opsconductor.inventory import Asset, resolve_selected, selectors, step_selector_keys
+from opsconductor.inventory import (
+    Asset,
+    Resolved,
+    resolve_selected,
+    selector_key,
+    selector_keys_of,
+    step_selector_keys,
+)
 from opsconductor.params import Value, bind
 from opsconductor.plan import Plan, Targets
 from opsconductor.plan_hash import hashed_document
+from opsconductor.quick_init import quick_init
 from opsconductor.records import Mode
 from opsconductor.safe_parse import MAX_EXPANDED_BYTES
 
 
+@quick_init  # built for every plan of a bulk
 @dataclass(frozen=True)
 class Request:
     plan: Plan
@@ -75,11 +85,49 @@ class Context:
     files: Callable[[str, str], Path]
     #: staged enablement: what each approval level may do for real, the canary share
     enablement: staging.Staging = field(default_factory=staging.Staging)
+    #: the targets each selector resolved to so far, checked (inventory.resolve_selected):
+    #: the plans of a bulk often share selectors
+    resolved: Resolved = field(default_factory=dict)
+
+    @functools.cached_property
+    def history(self) -> routing.History:
+        """What routing estimates from: for the steps of any plan this context was read
+        for, the same answers as their own history (their keys' and types' p95s)."""
+        return routing.History(self.observed_steps, self.observed)
 
 
 def step_keys(plan: Plan) -> tuple[str, ...]:
     """Each step's ``routing.step_key`` (a hash of what it runs), in step order."""
     return tuple(routing.step_key(s) for s in plan.steps)
+
+
+@quick_init
+@dataclass(frozen=True)
+class Shape:
+    """What a plan's document and steps say, worked out once per plan: a bulk submission
+    needs the keys before its one read (``context``), and the rest in ``prepare``."""
+
+    #: ``plan_document(plan)`` and its canonical JSON (plan_hash.plan_text)
+    document: dict[str, Any]
+    text: str
+    #: each step's ``routing.step_key`` and ``inventory.selector_key`` (None: validate)
+    step_keys: tuple[str, ...]
+    selectors: tuple[str | None, ...]
+
+
+def shape(plan: Plan, memo: dict[str, str] | None = None) -> Shape:
+    """The plan's ``Shape``, all from one dump of the plan; ``memo``: shared by the plans
+    of one submission (routing.step_keys_of)."""
+    dumped = plan_hash.dumped_text(plan)
+    if dumped is None:  # a non-finite float: the document is not the plan's very data
+        document, text = plan_hash.plan_text(plan)
+        return Shape(document, text, step_keys(plan), step_selector_keys(plan))
+    document, text = dumped
+    steps = document["steps"]
+    memo = {} if memo is None else memo
+    return Shape(
+        document, text, routing.step_keys_of(plan.steps, steps, memo), selector_keys_of(steps)
+    )
 
 
 async def context(
@@ -94,10 +142,15 @@ async def context(
     ``keys``, ``selected``: each plan's ``step_keys`` and ``step_selector_keys``, when the
     caller has them already."""
     files_root = files_root or load_settings().files_root
-    wanted: dict[str, Targets] = {}
+    wanted: dict[str, Targets] = {}  # each distinct selector (inventory.selectors)
+    types: set[str] = set()
     for index, plan in enumerate(plans):
-        wanted.update(selectors(plan, None if selected is None else selected[index]))
-    step_types: list[str] = sorted({s.type for plan in plans for s in plan.steps})
+        plan_selected = step_selector_keys(plan) if selected is None else selected[index]
+        for step, key in zip(plan.steps, plan_selected, strict=True):
+            types.add(step.type)
+            if step.type != "validate":  # it has no selector of its own
+                wanted[key or selector_key(step.targets)] = step.targets
+    step_types = sorted(types)
     if keys is None:
         keys = [step_keys(plan) for plan in plans]
     wanted_keys = sorted({key for plan_keys in keys for key in plan_keys})
@@ -112,16 +165,23 @@ async def context(
     return Context(tenant, matched, observed, keyed, files, staged)
 
 
+def has_templates(plan: Plan) -> bool:
+    """Whether ``check_templates`` has anything to render (a bulk of no-op plans has not:
+    it skips the call)."""
+    for index, step in enumerate(plan.steps):  # a loop: most plans have one step or two
+        if step.when is not None:
+            return True
+        if template_check.may_have_templates(step) and template_check.template_fields(step, index):
+            return True
+    return False
+
+
 async def check_templates(
     plan: Plan, targets: Sequence[Sequence[Asset]], values: Mapping[str, Value]
 ) -> None:
     """Render every template and ``when`` against every target (template_check); refuse
     the plan with all of the errors (step, target, name) before anything is stored."""
-    if not any(
-        s.when is not None or template_check.template_fields(s, i)
-        for i, s in enumerate(plan.steps)
-        if s.when is not None or template_check.may_have_templates(s)
-    ):
+    if not has_templates(plan):
         return
     # Templates are tenant input: rendered (budgeted) off the event loop.
     problems = await asyncio.to_thread(template_check.problems, plan, targets, values)
@@ -134,28 +194,29 @@ async def prepare(
     found: Context,
     *,
     check: PlanCheck | None = None,
-    keys: tuple[str, ...] | None = None,
     execution_id: uuid.UUID | None = None,
-    selected: tuple[str | None, ...] | None = None,
+    shaped: Shape | None = None,
 ) -> executions.NewExecution:
     """Resolve, check, read pushed files, hash and route one plan: everything but storing.
-    ``keys``: the plan's ``step_keys``, when the caller has them already; ``execution_id``:
-    a fresh ``uuid4`` for it (a bulk draws them all at once), else one is drawn here;
-    ``selected``: its ``step_selector_keys``, when the caller has them already."""
+    ``execution_id``: a fresh ``uuid4`` for it (a bulk draws them all at once), else one
+    is drawn here; ``shaped``: its ``shape``, when the caller has it already."""
     plan = request.plan
+    shaped = shaped or shape(plan)
     values = bind(plan.params, request.params)  # names the parameter at fault
-    targets = resolve_selected(plan, found.matched, selected)  # raises before storing
+    # raises before storing
+    targets = resolve_selected(plan, found.matched, shaped.selectors, found.resolved)
     if check is not None:
         check(plan, targets)
     # The id is chosen here, before it is stored, so staged enablement can decide from it
     # (deterministic per id); a refused approval level stops here.
     execution_id = execution_id or uuid.uuid4()
     staged = staging.decide(found.enablement, request.tenant_id, plan.approval_level, execution_id)
-    await check_templates(plan, targets, values)
-    kinds: set[str] = {s.type for s in plan.steps}
-    observed = {t: found.observed[t] for t in kinds if t in found.observed}
-    keys = keys if keys is not None else step_keys(plan)
-    keyed = {k: found.observed_steps[k] for k in keys if k in found.observed_steps}
+    if has_templates(plan):
+        await check_templates(plan, targets, values)
+    keys = shaped.step_keys
+    # the observed p95s of this plan's step types and of its very steps
+    seen = [found.observed[s.type] for s in plan.steps if s.type in found.observed]
+    seen += [found.observed_steps[k] for k in keys if k in found.observed_steps]
     # The bytes of every pushed file, read now: they are part of what is hashed, approved
     # and deduplicated (a changed file is a new plan), and the engine runs nothing else.
     if pushed_files.pushes(plan):
@@ -166,19 +227,17 @@ async def prepare(
     # Frozen into the execution (the engine also honours a tenant flag set later).
     asked = request.record_only or found.tenant.record_only
     # Serialised once: its length is checked, it is hashed and it is what is stored.
-    document, plan_text = plan_hash.plan_text(plan)
-    snapshot = hashed_document(plan, targets, files, values, plan_doc=document)
+    plan_text = shaped.text
+    snapshot = hashed_document(plan, targets, files, values, plan_doc=shaped.document)
     # Bounded like a request body: aliases and templates aside, nothing a tenant sends may
     # grow into a larger stored row than it could have sent literally. (The compact JSON:
     # sorting keys changes no length.)
     written = len(plan_text)
     if written > MAX_EXPANDED_BYTES:
         raise BadInput(f"plan: {written} bytes as stored; the limit is {MAX_EXPANDED_BYTES}")
-    snapshot_text = plan_hash.canonical_with(snapshot, {"plan": plan_text})
+    snapshot_text = plan_hash.hashed_text(snapshot, plan_text)
     digest = plan_hash.digest_text(snapshot_text)
-    route = routing.classify(
-        routing.total_seconds(plan, targets, routing.History(keyed, observed), keys)
-    )
+    route = routing.classify(routing.total_seconds(plan, targets, found.history, keys))
     mode = route.mode if request.enqueue is None else _MODE[request.enqueue]
     if plan.approval_level == 3:
         if request.enqueue is False:
@@ -219,7 +278,7 @@ async def prepare(
         ],
         enqueue=mode is Mode.BACKGROUND,
         action_classes=tuple(step.action_class for step in plan.steps),
-        min_lease_s=LEASE_P95_FACTOR * max([*observed.values(), *keyed.values()], default=0.0),
+        min_lease_s=LEASE_P95_FACTOR * max(seen, default=0.0),
         step_keys=keys,
         rerun_of=request.rerun_of,
         job_name=request.job_name,
@@ -230,8 +289,11 @@ async def prepare(
 async def submit(
     db: Database, request: Request, *, check: PlanCheck | None = None
 ) -> executions.Submitted:
-    found = await context(db, request.tenant_id, [request.plan])
-    return await executions.submit(db, await prepare(request, found, check=check))
+    shaped = shape(request.plan)
+    found = await context(
+        db, request.tenant_id, [request.plan], keys=[shaped.step_keys], selected=[shaped.selectors]
+    )
+    return await executions.submit(db, await prepare(request, found, check=check, shaped=shaped))
 
 
 #: Plans one bulk submission may carry.
@@ -251,28 +313,35 @@ async def submit_many(
     if len({r.tenant_id for r in requests}) != 1:
         raise BadInput("plans: a bulk submission belongs to one tenant")
     with _cycles_collected_after():
-        # read by the context and by prepare
-        keys = [step_keys(r.plan) for r in requests]
-        selected = [step_selector_keys(r.plan) for r in requests]
-        plans = [r.plan for r in requests]
-        found = await context(db, requests[0].tenant_id, plans, keys=keys, selected=selected)
-        news = []
-        fresh = ids.uuid4s(len(requests))
-        for index, request in enumerate(requests):
-            try:
-                news.append(
-                    await prepare(
-                        request,
-                        found,
-                        check=check,
-                        keys=keys[index],
-                        execution_id=fresh[index],
-                        selected=selected[index],
-                    )
+        # Prepared in a frame of its own, so what it built is freed (by reference counting)
+        # before the collector is back: it would walk all of it once more for nothing.
+        return await _submit_many(db, requests, check)
+
+
+async def _submit_many(
+    db: Database, requests: Sequence[Request], check: PlanCheck | None
+) -> list[executions.Submitted]:
+    memo: dict[str, str] = {}  # step keys, shared by the plans (routing.step_keys_of)
+    shapes = [shape(r.plan, memo) for r in requests]  # read by the context and prepare
+    found = await context(
+        db,
+        requests[0].tenant_id,
+        [r.plan for r in requests],
+        keys=[s.step_keys for s in shapes],
+        selected=[s.selectors for s in shapes],
+    )
+    news = []
+    fresh = ids.uuid4s(len(requests))
+    for index, request in enumerate(requests):
+        try:
+            news.append(
+                await prepare(
+                    request, found, check=check, execution_id=fresh[index], shaped=shapes[index]
                 )
-            except OpsError as exc:  # bad input, no target, RBAC: the same kind, naming it
-                raise type(exc)(f"plans[{index}]: {exc}") from None
-        return await bulk.submit_many(db, news)
+            )
+        except OpsError as exc:  # bad input, no target, RBAC: the same kind, naming it
+            raise type(exc)(f"plans[{index}]: {exc}") from None
+    return await bulk.submit_many(db, news)
 
 
 #: Bulk submissions running in this process (the cycle collector waits for all of them).
