@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from opsconductor.api.job_models import DeliveryOut, HookCreated, HookOut
 from opsconductor.cli import render
+from opsconductor.cli.jobs import FollowLatest, Pinned
 from opsconductor.cli.runtime import Remote, fail, out, run, session
 from opsconductor.config import Settings
 from opsconductor.services import hooks
@@ -42,16 +43,8 @@ def add(
     set_: Annotated[
         list[str] | None, typer.Option("--set", "-e", help="A fixed param value, name=value")
     ] = None,
-    version: Annotated[
-        int | None,
-        typer.Option("--version", min=1, help="The job version it runs (default: the latest now)"),
-    ] = None,
-    follow_latest: Annotated[
-        bool,
-        typer.Option(
-            "--follow-latest", help="Run the job's latest version at each delivery, as you"
-        ),
-    ] = False,
+    version: Pinned = None,
+    follow_latest: FollowLatest = False,
 ) -> None:
     """Create a hook; prints its URL path and its signing secret, this once. It runs the
     job's version of now (or --version N), unless --follow-latest."""

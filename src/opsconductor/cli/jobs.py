@@ -26,6 +26,16 @@ Name = Annotated[str, typer.Argument(help="Job name (lower case, digits, . _ -)"
 Version = Annotated[
     int | None, typer.Option("--version", min=1, help="A version (default: latest)")
 ]
+#: What a schedule or a webhook runs: one version (the latest now by default), or the latest
+#: at each fire; it runs as its creator either way.
+Pinned = Annotated[
+    int | None,
+    typer.Option("--version", min=1, help="The job version it runs (default: the latest now)"),
+]
+FollowLatest = Annotated[
+    bool,
+    typer.Option("--follow-latest", help="Run the job's latest version at each fire, as you"),
+]
 Sets = Annotated[
     list[str] | None,
     typer.Option("--set", "-e", help="A parameter value, name=value (repeatable)"),

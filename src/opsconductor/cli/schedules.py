@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from opsconductor.api.job_models import ScheduleOut
 from opsconductor.cli import render
+from opsconductor.cli.jobs import FollowLatest, Pinned
 from opsconductor.cli.runtime import Remote, out, run, session
 from opsconductor.config import Settings
 from opsconductor.services import schedules
@@ -42,16 +43,8 @@ def add(
     missed: Annotated[
         str, typer.Option("--missed", help="After a downtime: skip, or run_once")
     ] = "skip",
-    version: Annotated[
-        int | None,
-        typer.Option("--version", min=1, help="The job version it runs (default: the latest now)"),
-    ] = None,
-    follow_latest: Annotated[
-        bool,
-        typer.Option(
-            "--follow-latest", help="Run the job's latest version at each fire instead, as you"
-        ),
-    ] = False,
+    version: Pinned = None,
+    follow_latest: FollowLatest = False,
 ) -> None:
     """Fire a job on a cron schedule, as you (your roles are checked at every fire). It
     runs the job's version of now (or --version N): a version saved later by someone else
