@@ -1,4 +1,4 @@
-"""Idempotent submission (SPEC section 2), against real concurrent connections."""
+"""Idempotent submission, against real concurrent connections."""
 
 from __future__ import annotations
 

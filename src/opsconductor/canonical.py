@@ -1,4 +1,4 @@
-"""Canonical JSON text (SPEC section 2). Pure, standard library only.
+"""Canonical JSON text. Pure, standard library only.
 
 Keys sorted, no insignificant whitespace, non-ASCII escaped, so the bytes depend on nothing
 but the data (``plan_hash`` hashes them; ``tests/test_plan_hash.py`` pins a golden vector).

@@ -1,4 +1,4 @@
-"""The plan: what a caller asks us to run (SPEC section 2). Pure: no I/O beyond parsing text.
+"""The plan: what a caller asks us to run (README, "Plans"). Pure: no I/O beyond parsing text.
 
 Strict pydantic models: unknown keys and wrong types are errors, and every error is reported
 as ``path: message`` (``steps[2].timeout_s: must be > 0``).

@@ -1,4 +1,4 @@
-"""The SHA-256 plan hash of canonical JSON (SPEC section 2, ``canonical.py``). Pure.
+"""The SHA-256 plan hash of canonical JSON (``canonical.py``). Pure.
 
 Canonical form: keys sorted, no insignificant whitespace, non-ASCII escaped, so the bytes
 depend on nothing but the data; ``tests/test_plan_hash.py`` pins a golden vector.

@@ -27,7 +27,7 @@ class Status(StrEnum):
 
 
 S = Status
-# SPEC section 3, plus approved/queued -> pending_approval: issue 5 sends an execution back
+# The design's machine, plus approved/queued -> pending_approval: issue 5 sends an execution back
 # for a fresh approval when what it would do changed after it was approved.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.PENDING_APPROVAL: frozenset({S.APPROVED, S.REJECTED, S.CANCELLED}),

@@ -344,7 +344,7 @@ class Stats(Answer):
 
 
 class DeadLetter(Answer):
-    """An execution that ran out of attempts (SPEC section 7)."""
+    """An execution that ran out of attempts (the dead-letter queue)."""
 
     id: int
     execution_id: uuid.UUID

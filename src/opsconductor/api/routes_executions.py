@@ -42,7 +42,7 @@ YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yam
 PLAN_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": "The plan (SPEC section 2), as JSON or YAML; validated strictly. "
+        "description": "The plan, as JSON or YAML; validated strictly. "
         "A plan that declares `params` takes their values in an envelope: "
         '`{"plan": <plan object, or its YAML/JSON text>, "params": {"version": "1.2", '
         '"restart": true}}` (JSON or YAML). Values are typed (an int parameter takes a '
@@ -410,7 +410,7 @@ async def cancel_execution(
     """Waiting executions (pending approval, approved, queued) are cancelled and never run.
     A running one gets a cancel request (``202``): its engine sees it within a second,
     stops the running commands (SIGTERM, then SIGKILL of the process group), releases its
-    locks and ends ``cancelled`` with ``cancelled_by``/``cancelled_at`` (SPEC 6.5)."""
+    locks and ends ``cancelled`` with ``cancelled_by``/``cancelled_at``."""
     done = await executions.cancel(db, who, execution_id)
     outcome: Literal["cancelled", "requested"] = (
         "cancelled" if done.result == "cancelled" else "requested"
@@ -461,8 +461,8 @@ async def _decide(
 async def approve_execution(
     execution_id: str, body: ApproveBody, db: Db, who: Approver
 ) -> models.ExecutionDetail:
-    """Approve an execution waiting for approval (SPEC section 5); a level-2+ requester may
-    not approve their own execution."""
+    """Approve an execution waiting for approval; a level-2+ requester may not approve
+    their own execution."""
     return await _decide(db, who, execution_id, Decision.APPROVE, body)
 
 
