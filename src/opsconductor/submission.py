@@ -62,7 +62,7 @@ class Request:
 
 _MODE = {True: Mode.BACKGROUND, False: Mode.IMMEDIATE}
 
-#: The queue lease must outlast the slowest step seen: twice its observed p95 .
+#: The queue lease must outlast the slowest step seen: twice its observed p95.
 LEASE_P95_FACTOR = 2.0
 
 

@@ -47,13 +47,7 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
 def _item(new: NewExecution, status: Status, trace_id: str) -> list[Any]:
     """One execution of the ``submit`` statement, by position (see sql/bulk.sql)."""
     keys = new.step_keys
-    payload: dict[str, Any] = {"plan_hash": new.plan_hash, "idempotency_key": new.idempotency_key}
-    if new.rerun_of:  # as the single submission's ``submitted`` event says it
-        payload["rerun_of"] = str(new.rerun_of)
-    if new.record_only_reason:
-        payload["record_only_reason"] = new.record_only_reason
-    if new.job_name:
-        payload.update(job=new.job_name, job_version=new.job_version)
+    payload = executions.submitted_payload(new)
     return [
         new.id.hex,
         new.tenant_id,

@@ -149,9 +149,8 @@ def columns(new: NewExecution, trace_id: str | None = None) -> dict[str, Any]:
     }
 
 
-async def _after_insert(
-    conn: Conn, new: NewExecution, execution: Execution, retry_of: uuid.UUID | None
-) -> Execution:
+def submitted_payload(new: NewExecution, retry_of: uuid.UUID | None = None) -> dict[str, Any]:
+    """The ``submitted`` event's payload, for one submission and for a bulk alike."""
     payload: dict[str, Any] = {"plan_hash": new.plan_hash, "idempotency_key": new.idempotency_key}
     if retry_of:
         payload["retry_of"] = str(retry_of)
@@ -161,6 +160,13 @@ async def _after_insert(
         payload["record_only_reason"] = new.record_only_reason
     if new.job_name:
         payload.update(job=new.job_name, job_version=new.job_version)
+    return payload
+
+
+async def _after_insert(
+    conn: Conn, new: NewExecution, execution: Execution, retry_of: uuid.UUID | None
+) -> Execution:
+    payload = submitted_payload(new, retry_of)
     await conn.execute(
         Q["insert_event"],
         {
