@@ -8,7 +8,12 @@ processes spent on a CPU. Their sum bounds the drain on an idle machine: 2 cores
 (CPU per execution). The server must run on this machine (``DATABASE_URL``, else a
 throw-away embedded server); ``--source DIR`` measures another checkout's ``src``.
 
+``--systems ours pgqueuer`` measures PgQueuer's drain the same way in the same run (its
+workers as ``throughput.py`` runs them, their rounds alternating with ours): the peer's
+CPU per job is the budget a same-run throughput ratio has to meet.
+
     python bench/drain_cost.py [--jobs N] [--processes P] [--rounds R] [--source DIR]
+                               [--systems ours pgqueuer]
 """
 
 from __future__ import annotations
@@ -34,7 +39,18 @@ if "--source" in sys.argv[:-1]:
         )
 
 import psycopg
-from throughput import Workers, create_db, drop_db, fill_ours, server_url, wait_drained, with_db
+from throughput import (
+    ENQUEUE,
+    SETUP,
+    Workers,
+    create_db,
+    drop_db,
+    server_url,
+    wait_drained,
+)
+
+#: What each system's worker processes run at once (as throughput.py runs them).
+CONCURRENCY = {"ours": 32, "pgqueuer": 32}
 
 
 def cpu_ns(pid: int) -> int:
@@ -54,12 +70,12 @@ def backends(server: str, database: str) -> list[int]:
 
 
 def one_drain(
-    server: str, template: str, n: int, processes: int, logs: Path
+    kind: str, server: str, template: str, n: int, processes: int, logs: Path
 ) -> tuple[float, float, float]:
-    """(executions/s, server CPU s, workers' CPU s) of one drain of a fresh copy."""
+    """(jobs/s, server CPU s, workers' CPU s) of one drain of a fresh copy."""
     name = f"dc_{uuid.uuid4().hex[:8]}"
     url = create_db(server, name, template)
-    workers = Workers("ours", url, processes, 32, logs)
+    workers = Workers(kind, url, processes, CONCURRENCY[kind], logs)
     try:
         workers.start()
         server_before = {pid: cpu_ns(pid) for pid in backends(server, name)}
@@ -83,33 +99,48 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--source", type=Path, help="a checkout's src/ to measure instead")
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        choices=sorted(CONCURRENCY),
+        default=["ours"],
+        help="also drain a peer's no-op jobs the same way, rounds alternating",
+    )
     args = parser.parse_args()
     server = server_url()
-    template = f"dc_tpl_{os.getpid()}"
-    create_db(server, template)
+    templates = {kind: f"dc_tpl_{kind}_{os.getpid()}" for kind in args.systems}
     logs = Path(tempfile.mkdtemp(prefix="opsc-drain-cost-"))
+    runs: dict[str, list[tuple[float, float, float]]] = {kind: [] for kind in args.systems}
     try:
-        asyncio.run(fill_ours(with_db(server, template), args.jobs))
-        runs = [
-            one_drain(server, template, args.jobs, args.processes, logs) for _ in range(args.rounds)
-        ]
+        for kind, template in templates.items():
+            url = create_db(server, template)
+            asyncio.run(SETUP[kind](url))
+            asyncio.run(ENQUEUE[kind](url, args.jobs))
+        for _ in range(args.rounds):
+            for kind, template in templates.items():
+                runs[kind].append(
+                    one_drain(kind, server, template, args.jobs, args.processes, logs)
+                )
     finally:
-        drop_db(server, template)
-    rate = statistics.median(r[0] for r in runs)
-    pg = statistics.median(r[1] for r in runs) / args.jobs * 1e6
-    py = statistics.median(r[2] for r in runs) / args.jobs * 1e6
+        for template in templates.values():
+            drop_db(server, template)
     load = os.getloadavg()
     print(
-        f"drain cost, {args.jobs} no-op executions, {args.processes} worker processes, "
+        f"drain cost, {args.jobs} no-op jobs, {args.processes} worker processes, "
         f"median of {args.rounds}{f', source {args.source}' if args.source else ''}"
     )
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
-    print(f"  server CPU   {pg:7.0f} us per execution")
-    print(f"  workers CPU  {py:7.0f} us per execution")
-    print(
-        f"  together     {pg + py:7.0f} us: at most {2e6 / (pg + py):,.0f}/s on 2 idle cores "
-        f"(measured here: {rate:,.0f}/s at this load)"
-    )
+    for kind, results in runs.items():
+        rate = statistics.median(r[0] for r in results)
+        pg = statistics.median(r[1] for r in results) / args.jobs * 1e6
+        py = statistics.median(r[2] for r in results) / args.jobs * 1e6
+        print(f"{kind}:")
+        print(f"  server CPU   {pg:7.0f} us per job")
+        print(f"  workers CPU  {py:7.0f} us per job")
+        print(
+            f"  together     {pg + py:7.0f} us: at most {2e6 / (pg + py):,.0f}/s on 2 idle "
+            f"cores (measured here: {rate:,.0f}/s at this load)"
+        )
 
 
 if __name__ == "__main__":
