@@ -89,11 +89,22 @@ async def record(conn: Conn, new: NewDelivery) -> int | None:
     return None if row is None else int(row["id"])
 
 
-async def record_refusal(conn: Conn, new: NewDelivery, cap: int) -> bool:
+@dataclass(frozen=True)
+class Refusal:
+    """A refused delivery to the hook of this id (its tenant is read with the insert)."""
+
+    hook_id: str
+    status_code: int
+    reason: str
+    signature: str | None
+    delivery_id: str | None
+    body_sha256: str
+
+
+async def record_refusal(conn: Conn, refused: Refusal, cap: int) -> bool:
     """Record a refused delivery unless the hook has ``cap`` refusals of the last minute
-    already; whether it was recorded."""
-    params = {k: v for k, v in vars(new).items() if k not in ("accepted", "execution_id")}
-    cur = await conn.execute(Q["insert_refusal"], {**params, "cap": cap})
+    already (or no longer exists); whether it was recorded."""
+    cur = await conn.execute(Q["insert_refusal"], {**vars(refused), "cap": cap})
     return await cur.fetchone() is not None
 
 
