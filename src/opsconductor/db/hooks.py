@@ -10,6 +10,7 @@ from psycopg.types.json import Jsonb
 
 from opsconductor.db import queries
 from opsconductor.db.connection import Conn
+from opsconductor.db.secrets import Sealed
 from opsconductor.hooks import Delivery, Hook
 
 Q = queries.load("hooks")
@@ -44,10 +45,18 @@ async def insert(
     return Hook.from_row(row)
 
 
-async def get(conn: Conn, hook_id: str) -> Hook | None:
+async def get(conn: Conn, hook_id: str) -> tuple[Hook, Sealed | None] | None:
+    """The hook and its sealed signing secret (None once it is gone)."""
     cur = await conn.execute(Q["get_hook"], {"id": hook_id})
     row = await cur.fetchone()
-    return None if row is None else Hook.from_row(row)
+    if row is None:
+        return None
+    sealed = None
+    if row["sealed_key_id"] is not None:
+        sealed = Sealed(
+            row["sealed_key_id"], bytes(row["sealed_nonce"]), bytes(row["sealed_ciphertext"])
+        )
+    return Hook.from_row(row), sealed
 
 
 async def list_all(conn: Conn, tenant_id: str, job_name: str | None) -> list[Hook]:

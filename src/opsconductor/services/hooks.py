@@ -22,6 +22,7 @@ from opsconductor import hooks, jobs
 from opsconductor.db import executions
 from opsconductor.db import hooks as rows
 from opsconductor.db.connection import Database
+from opsconductor.db.secrets import Sealed
 from opsconductor.errors import (
     BadInput,
     Conflict,
@@ -173,9 +174,10 @@ async def deliver(db: Database, home: Path, request: Request, *, window_s: float
     budget) when it is refused.
 
     What needs no secret is checked first, before the hook is read (``hooks.precheck``).
-    Past that, every request to a known hook costs a read of its sealed secret: there is no
-    per-hook bound on that, as refusing unchecked once a hook saw N bad requests would let
-    anyone who knows its URL (not a secret) lock its genuine sender out."""
+    Past that, every request to a known hook costs one read (the hook with its sealed
+    secret) and a decryption: there is no per-hook bound on that, as refusing unchecked
+    once a hook saw N bad requests would let anyone who knows its URL (not a secret) lock
+    its genuine sender out."""
     body_sha = hashlib.sha256(request.body).hexdigest()
     digest = hooks.signature_digest(request.signature)
     try:
@@ -191,12 +193,13 @@ async def deliver(db: Database, home: Path, request: Request, *, window_s: float
         await _record_refusal(db, request, exc, digest, body_sha)
         raise
     async with db.connection() as conn:
-        hook = await rows.get(conn, request.hook_id)
-    if hook is None:
+        found = await rows.get(conn, request.hook_id)  # with its sealed secret
+    if found is None:
         # No tenant to record it for: whoever guesses ids must not fill a table.
         raise NotFound(f"webhook {request.hook_id!r} not found")
+    hook, sealed = found
     try:
-        return await _deliver(db, home, hook, request, digest, body_sha)
+        return await _deliver(db, home, hook, sealed, request, digest, body_sha)
     except DatabaseError:
         raise
     except OpsError as exc:
@@ -220,14 +223,20 @@ async def _record_refusal(
 
 
 async def _deliver(
-    db: Database, home: Path, hook: Hook, request: Request, digest: str, body_sha: str
+    db: Database,
+    home: Path,
+    hook: Hook,
+    sealed: Sealed | None,
+    request: Request,
+    digest: str,
+    body_sha: str,
 ) -> Execution:
     from opsconductor import safe_parse
     from opsconductor.secret_store import StoreBackend
 
-    secret = await StoreBackend(db, home).fetch(hook.tenant_id, hook.secret_path)
-    if secret is None:
+    if sealed is None:
         raise Unauthenticated("this webhook's signing secret is gone; create the hook again")
+    secret = StoreBackend(db, home).open(hook.tenant_id, hook.secret_path, sealed)
     assert request.timestamp is not None  # precheck's
     if not hooks.signed_by(secret, request.timestamp, digest, request.body):
         raise Unauthenticated("bad signature")

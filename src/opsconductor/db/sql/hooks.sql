@@ -8,7 +8,12 @@ VALUES (%(id)s, %(tenant_id)s, %(job_name)s, %(job_version)s, %(secret_path)s, %
 RETURNING *
 
 -- name: get_hook
-SELECT * FROM execution.job_hooks WHERE id = %(id)s
+-- With its sealed secret (NULLs once it is gone): a delivery needs both, in one read.
+SELECT h.*, s.key_id AS sealed_key_id, s.nonce AS sealed_nonce,
+       s.ciphertext AS sealed_ciphertext
+FROM execution.job_hooks h
+LEFT JOIN execution.secrets s ON s.tenant_id = h.tenant_id AND s.path = h.secret_path
+WHERE h.id = %(id)s
 
 -- name: list_hooks
 SELECT * FROM execution.job_hooks
