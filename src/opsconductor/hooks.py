@@ -3,9 +3,9 @@
 A sender signs ``timestamp + "." + body`` with HMAC-SHA256 under the hook's secret and
 sends ``X-Opsc-Timestamp: <unix seconds>`` and ``X-Opsc-Signature: sha256=<hex>``
 (optionally ``X-Opsc-Delivery: <id>``). A request is refused (401) without both headers,
-with a signature that does not match (compared in constant time), or with a timestamp
-more than the window away from now; an accepted signature or delivery id seen again is a
-replay (409, decided in the database).
+with a timestamp more than the window away from now (both checked before the hook is
+read), or with a signature that does not match (compared in constant time); an accepted
+signature or delivery id seen again is a replay (409, decided in the database).
 
 A hook maps fields of the JSON body to the job's params: ``{"version": "/release/tag"}``
 (a JSON pointer, RFC 6901) or ``{"version": "release.tag"}`` (a dotted path; a list item
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
 
-from opsconductor.errors import BadInput
+from opsconductor.errors import BadInput, Unauthenticated
 from opsconductor.params import NAME
 from opsconductor.records import row_values
 
@@ -47,42 +47,43 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
 
 
-@dataclass(frozen=True)
-class Verdict:
-    #: None: accepted; else why it was refused (never quoting the body)
-    refusal: str | None
-    #: the given signature's hex digest, when well-formed (replays are found by it)
-    digest: str | None = None
-
-
 def signature_digest(header: str | None) -> str | None:
     match = _SIGNATURE.match(header or "")
     return match[1].lower() if match else None
 
 
-def verify(
-    secret: str,
+def precheck(
     timestamp: str | None,
     signature: str | None,
-    body: bytes,
+    body_size: int,
+    delivery_id: str | None,
     *,
     now: float,
     window_s: float,
-) -> Verdict:
-    """Is this request signed with ``secret``, within ``window_s`` of ``now``?"""
+) -> str:
+    """The given signature's hex digest, once everything a request can be refused for
+    without the hook's secret is checked: the body's size, the headers' presence and form,
+    the timestamp's window. Run before the hook is read: the answer is the same whether
+    the hook exists or not, and a careless flood costs no read and no decryption."""
+    if body_size > MAX_BODY:
+        raise BadInput(f"body: {body_size} bytes; a webhook takes {MAX_BODY}")
     if not timestamp or not signature:
-        return Verdict(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
+        raise Unauthenticated(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
     digest = signature_digest(signature)
     if digest is None:
-        return Verdict(f"{SIGNATURE_HEADER}: expected sha256=<64 hex digits>")
+        raise Unauthenticated(f"{SIGNATURE_HEADER}: expected sha256=<64 hex digits>")
     if not _TIMESTAMP.match(timestamp):
-        return Verdict(f"{TIMESTAMP_HEADER}: expected unix seconds", digest)
-    expected = sign(secret, timestamp, body)
-    if not hmac.compare_digest(expected, digest):
-        return Verdict("bad signature", digest)
+        raise Unauthenticated(f"{TIMESTAMP_HEADER}: expected unix seconds")
     if abs(now - int(timestamp)) > window_s:
-        return Verdict(f"stale timestamp: more than {window_s:g} s from now", digest)
-    return Verdict(None, digest)
+        raise Unauthenticated(f"stale timestamp: more than {window_s:g} s from now")
+    check_delivery_id(delivery_id)
+    return digest
+
+
+def signed_by(secret: str, timestamp: str, digest: str, body: bytes) -> bool:
+    """Is ``digest`` (from ``precheck``) the signature of this request under ``secret``?
+    Compared in constant time."""
+    return hmac.compare_digest(sign(secret, timestamp, body), digest)
 
 
 def check_delivery_id(value: str | None) -> str | None:

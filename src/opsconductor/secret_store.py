@@ -94,10 +94,14 @@ class StoreBackend:
             row = await store.get(conn, tenant_id, path)
         if row is None:
             return None
-        key = self.keys.get(row["key_id"])
-        return key.open(
-            bytes(row["nonce"]), bytes(row["ciphertext"]), keyring.associated_data(tenant_id, path)
-        )
+        sealed = store.Sealed(row["key_id"], bytes(row["nonce"]), bytes(row["ciphertext"]))
+        return self.open(tenant_id, path, sealed)
+
+    def open(self, tenant_id: str, path: str, sealed: store.Sealed) -> str:
+        """The value of a row read elsewhere (a hook's, with the hook): it opens only as
+        the secret of this tenant and path (the associated data)."""
+        key = self.keys.get(sealed.key_id)
+        return key.open(sealed.nonce, sealed.ciphertext, keyring.associated_data(tenant_id, path))
 
 
 @dataclass(frozen=True)

@@ -166,8 +166,8 @@ async def context(
 
 
 def has_templates(plan: Plan) -> bool:
-    """Whether ``check_templates`` has anything to render (a bulk of no-op plans has not:
-    it skips the call)."""
+    """Whether the plan has a template or ``when`` to render (a bulk of no-op plans has
+    not: ``prepare`` skips the render, and its coroutine)."""
     for index, step in enumerate(plan.steps):  # a loop: most plans have one step or two
         if step.when is not None:
             return True
@@ -181,8 +181,14 @@ async def check_templates(
 ) -> None:
     """Render every template and ``when`` against every target (template_check); refuse
     the plan with all of the errors (step, target, name) before anything is stored."""
-    if not has_templates(plan):
-        return
+    if has_templates(plan):
+        await _render_templates(plan, targets, values)
+
+
+async def _render_templates(
+    plan: Plan, targets: Sequence[Sequence[Asset]], values: Mapping[str, Value]
+) -> None:
+    """``check_templates`` once ``has_templates`` said yes."""
     # Templates are tenant input: rendered (budgeted) off the event loop.
     problems = await asyncio.to_thread(template_check.problems, plan, targets, values)
     if problems:
@@ -211,8 +217,8 @@ async def prepare(
     # (deterministic per id); a refused approval level stops here.
     execution_id = execution_id or uuid.uuid4()
     staged = staging.decide(found.enablement, request.tenant_id, plan.approval_level, execution_id)
-    if has_templates(plan):
-        await check_templates(plan, targets, values)
+    if has_templates(plan):  # worked out once: check_templates would again
+        await _render_templates(plan, targets, values)
     keys = shaped.step_keys
     # the observed p95s of this plan's step types and of its very steps
     seen = [found.observed[s.type] for s in plan.steps if s.type in found.observed]

@@ -157,3 +157,59 @@ async def test_a_version_saved_later_does_not_run_under_the_hooks_creator(api: A
         assert got.status_code == 202, got.text
         ran[hook["id"]] = got.json()["job_version"]
     assert ran == {pinned["id"]: 1, following["id"]: 2}
+
+
+async def test_what_needs_no_secret_is_refused_before_the_hook_is_read(api: Api) -> None:
+    """Size, headers and their form, the timestamp's window and the delivery id's form are
+    checked before the hook is read or its secret opened: a known and an unknown hook get
+    the very same answer (nothing tells whether a hook exists), the known one's refusal is
+    recorded all the same, and none of it needs the secret (deleted here: a request that
+    reached it would be told it is gone)."""
+    from opsconductor import secret_store
+
+    headers, hook = await make_hook(api)
+    url, secret = hook["path"], hook["secret"]
+    unknown = "/api/v1/hooks/" + "A" * 24
+    await secret_store.delete(api.db, "acme", f"hooks/{hook['id']}")
+    mangled = signed(secret, PAYLOAD)
+    mangled["headers"][hooks.SIGNATURE_HEADER] = "md5=abc"
+    garbled = signed(secret, PAYLOAD)
+    garbled["headers"][hooks.TIMESTAMP_HEADER] = "soon"
+    huge = {"release": {"tag": "v1"}, "pad": "x" * (hooks.MAX_BODY + 10)}
+    oversized = (await api.client.post(unknown, **signed(secret, huge))).status_code == 413
+    cheap = {
+        "unsigned": ({"json": PAYLOAD}, 401, "missing"),
+        "mangled": (mangled, 401, "expected sha256="),
+        "garbled": (garbled, 401, "expected unix seconds"),
+        "stale": (signed(secret, PAYLOAD, at=time.time() - 3600), 401, "stale timestamp"),
+        "future": (signed(secret, PAYLOAD, at=time.time() + 3600), 401, "stale timestamp"),
+        "delivery": (signed(secret, PAYLOAD, **{hooks.DELIVERY_HEADER: "a b"}), 400, "Delivery"),
+        # (the app's body limit may answer it first: 413, unrecorded)
+        "huge": (
+            signed(secret, huge),
+            413 if oversized else 400,
+            "exceeds" if oversized else "takes",
+        ),
+    }
+    for why, (request, status, reason) in cheap.items():
+        known = await api.client.post(url, **request)
+        other = await api.client.post(unknown, **request)
+        answers = [{**a.json(), "instance": None} for a in (known, other)]  # the URL's path
+        assert known.status_code == other.status_code and answers[0] == answers[1], why
+        assert known.status_code == status and reason in known.text, why
+    # Well-formed and fresh: only now is the hook read and its secret looked for.
+    forged = signed("guess", PAYLOAD)
+    assert (await api.client.post(unknown, **forged)).status_code == 404
+    past = await api.client.post(url, **forged)
+    assert past.status_code == 401 and "signing secret is gone" in past.text
+    log = await _deliveries(api, headers, hook["id"])
+    assert len(log) == len(cheap) - oversized + 1 and not any(d["accepted"] for d in log)
+    assert sum("signing secret is gone" in str(d["reason"]) for d in log) == 1
+    assert await _runs(api) == 0
+    async with api.db.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) AS n FROM execution.hook_deliveries WHERE hook_id = %s",
+            (unknown.rsplit("/", 1)[1],),
+        )
+        row = await cur.fetchone()
+    assert row is not None and row["n"] == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -289,3 +290,35 @@ async def test_ansible_inventory_runs_in_the_sandbox_not_as_the_worker(
     assert not marker.exists()
     uid = int(leaked.split()[-1])
     assert uid != 0 and uid != os.geteuid()
+
+
+@needs_ansible
+async def test_a_file_swapped_for_a_link_after_the_walk_listed_it_is_refused(
+    db: Database, files_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walk lists a regular file; before it is copied, it becomes a link to a worker
+    file: the copy judges the file it opened, not what the walk saw."""
+    secret = tmp_path / "worker-secret"
+    secret.write_text("TOP-SECRET-LINE not an inventory\n")
+    inventory = files_dir / "inv"
+    inventory.mkdir()
+    (inventory / "hosts.ini").write_text("[web]\nweb-1\n")
+    await service.add_source(db, ADMIN, name="inv", kind="ansible", path="inv")
+    walk = os.walk
+
+    def swapping_walk(top: str, **kwargs: bool) -> Iterator[tuple[str, list[str], list[str]]]:
+        for folder, dirs, files in walk(top, **kwargs):
+            if "hosts.ini" in files:  # listed as a regular file; now swapped
+                (Path(folder) / "hosts.ini").unlink()
+                (Path(folder) / "hosts.ini").symlink_to(secret)
+            yield folder, dirs, files
+
+    monkeypatch.setattr(os, "walk", swapping_walk)
+    with pytest.raises(SourceError, match=r"inv/hosts.ini: a link out of this tenant's files"):
+        await service.sync(db, ADMIN, "inv")
+    monkeypatch.undo()
+    async with db.connection() as conn:
+        found = await rows.get(conn, "default", "inv")
+    assert found is not None and found.last_error is not None
+    assert "TOP-SECRET" not in found.last_error
+    assert await _asset_ids(db) == ["localhost"]

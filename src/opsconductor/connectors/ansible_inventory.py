@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -57,29 +58,13 @@ def program() -> str | None:
     return shutil.which("ansible-inventory")
 
 
-def check_tree(path: Path, root: Path) -> None:
-    """Every entry under ``path`` (a file or a directory) resolves inside ``root``; links
-    to directories are followed, as Ansible follows them (a cycle ends at the bound)."""
-    base = Path(os.path.realpath(root))
-    entries = [str(path)]
-    if path.is_dir():
-        for folder, dirs, files in os.walk(path, followlinks=True):
-            entries += [os.path.join(folder, name) for name in (*dirs, *files)]
-            if len(entries) > MAX_ENTRIES:
-                raise SourceError(f"{path.name}: more than {MAX_ENTRIES} entries")
-            # descend only where the entry stays inside the root (checked below)
-            dirs[:] = [d for d in dirs if _inside(os.path.join(folder, d), base)]
-    for entry in entries:
-        if not _inside(entry, base):
-            shown = os.path.relpath(entry, base)
-            raise SourceError(
-                f"{shown}: a link out of this tenant's files root "
-                f"({os.path.realpath(entry)}): refused"
-            )
-
-
 def _inside(entry: str, base: Path) -> bool:
     return Path(os.path.realpath(entry)).is_relative_to(base)
+
+
+def _refused(entry: str, base: Path, real: str) -> SourceError:
+    shown = os.path.relpath(entry, base)
+    return SourceError(f"{shown}: a link out of this tenant's files root ({real}): refused")
 
 
 async def list_inventory(
@@ -96,14 +81,16 @@ async def list_inventory(
     found = program()
     if found is None:
         raise SourceError(f"ansible-inventory is not installed on this worker; {HINT}")
-    check_tree(path, root)
-    try:
-        box = await asyncio.to_thread(functools.partial(sandbox.prepare, access, capability=False))
-    except StepInputError as exc:  # not root, no bwrap: never run outside the sandbox
-        raise SourceError(f"ansible-inventory runs sandboxed: {exc}") from None
-    box = dataclasses.replace(box, network=bool(plugins), writable_tmp=True)
     with tempfile.TemporaryDirectory(prefix="opsc-inventory-") as work:
+        # staged first: a link out is refused (with its path) even where no sandbox runs
         target = await asyncio.to_thread(_stage, path, root, Path(work) / "inventory")
+        try:
+            box = await asyncio.to_thread(
+                functools.partial(sandbox.prepare, access, capability=False)
+            )
+        except StepInputError as exc:  # not root, no bwrap: never run outside the sandbox
+            raise SourceError(f"ansible-inventory runs sandboxed: {exc}") from None
+        box = dataclasses.replace(box, network=bool(plugins), writable_tmp=True)
         out = await asyncio.to_thread(os.open, Path(work) / "out.json", os.O_RDWR | os.O_CREAT)
         try:
             result = await local.run_sandboxed(
@@ -164,24 +151,53 @@ def _output(fd: int) -> bytes:
 
 
 def _stage(path: Path, root: Path, into: Path) -> str:
-    """Copy the inventory's regular files (links followed, each checked to stay inside
-    ``root`` again at copy time) into ``into``, readable by the sandbox's user; the path
-    to give ``-i`` inside the sandbox."""
+    """Copy the inventory at ``path`` (a file or a directory) into ``into``, readable by the
+    sandbox's user, in one walk; the path to give ``-i`` inside the sandbox.
+
+    Every entry must resolve inside ``root``; links to directories are followed, as Ansible
+    follows them (a cycle ends at the bound). A file is checked on the descriptor it is
+    copied from, so a link swapped in after the walk saw the entry is refused too."""
     base = Path(os.path.realpath(root))
+    if not _inside(str(path), base):
+        raise _refused(str(path), base, os.path.realpath(path))
     into.mkdir(mode=0o755)
-    sources = [(path, into / path.name)] if path.is_file() else []
-    if path.is_dir():
-        for folder, dirs, files in os.walk(path, followlinks=True):
-            dirs[:] = [d for d in dirs if _inside(os.path.join(folder, d), base)]
-            here = into / Path(folder).relative_to(path)
-            for name in dirs:
-                (here / name).mkdir(mode=0o755, exist_ok=True)
-            sources += [(Path(folder, name), here / name) for name in files]
-    for source, copy in sources:
-        real = Path(os.path.realpath(source))
-        if not real.is_relative_to(base):
-            raise SourceError(f"{source.name}: a link out of this tenant's files root: refused")
-        if real.is_file():
-            shutil.copyfile(real, copy)
-            os.chmod(copy, 0o644)
-    return f"{INVENTORY}/{path.name}" if path.is_file() else INVENTORY
+    if not path.is_dir():
+        _copy(str(path), into / path.name, base)
+        return f"{INVENTORY}/{path.name}"
+    count = 1
+    for folder, dirs, files in os.walk(path, followlinks=True):
+        count += len(dirs) + len(files)
+        if count > MAX_ENTRIES:
+            raise SourceError(f"{path.name}: more than {MAX_ENTRIES} entries")
+        here = into / Path(folder).relative_to(path)
+        for name in dirs:
+            entry = os.path.join(folder, name)
+            if not _inside(entry, base):  # never descended into
+                raise _refused(entry, base, os.path.realpath(entry))
+            (here / name).mkdir(mode=0o755, exist_ok=True)
+        for name in files:
+            _copy(os.path.join(folder, name), here / name, base)
+    return INVENTORY
+
+
+def _copy(entry: str, copy: Path, base: Path) -> None:
+    """``entry``'s content into ``copy`` if it is a regular file inside ``base``, judged on
+    the file actually opened (``/proc/self/fd``), not on a path that may change since."""
+    try:
+        # non-blocking: a FIFO must not hold the sync
+        fd = os.open(entry, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:  # a dangling link: nothing to copy, but not one leading out
+        if not _inside(entry, base):
+            raise _refused(entry, base, os.path.realpath(entry)) from None
+        return
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+        if not Path(real).is_relative_to(base):
+            raise _refused(entry, base, real)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return  # devices, sockets, FIFOs: never read
+        with open(copy, "wb") as target, os.fdopen(os.dup(fd), "rb") as source:
+            shutil.copyfileobj(source, target)
+        os.chmod(copy, 0o644)
+    finally:
+        os.close(fd)

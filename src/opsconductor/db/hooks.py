@@ -10,6 +10,7 @@ from psycopg.types.json import Jsonb
 
 from opsconductor.db import queries
 from opsconductor.db.connection import Conn
+from opsconductor.db.secrets import Sealed
 from opsconductor.hooks import Delivery, Hook
 
 Q = queries.load("hooks")
@@ -44,10 +45,18 @@ async def insert(
     return Hook.from_row(row)
 
 
-async def get(conn: Conn, hook_id: str) -> Hook | None:
+async def get(conn: Conn, hook_id: str) -> tuple[Hook, Sealed | None] | None:
+    """The hook and its sealed signing secret (None once it is gone)."""
     cur = await conn.execute(Q["get_hook"], {"id": hook_id})
     row = await cur.fetchone()
-    return None if row is None else Hook.from_row(row)
+    if row is None:
+        return None
+    sealed = None
+    if row["sealed_key_id"] is not None:
+        sealed = Sealed(
+            row["sealed_key_id"], bytes(row["sealed_nonce"]), bytes(row["sealed_ciphertext"])
+        )
+    return Hook.from_row(row), sealed
 
 
 async def list_all(conn: Conn, tenant_id: str, job_name: str | None) -> list[Hook]:
@@ -89,11 +98,22 @@ async def record(conn: Conn, new: NewDelivery) -> int | None:
     return None if row is None else int(row["id"])
 
 
-async def record_refusal(conn: Conn, new: NewDelivery, cap: int) -> bool:
+@dataclass(frozen=True)
+class Refusal:
+    """A refused delivery to the hook of this id (its tenant is read with the insert)."""
+
+    hook_id: str
+    status_code: int
+    reason: str
+    signature: str | None
+    delivery_id: str | None
+    body_sha256: str
+
+
+async def record_refusal(conn: Conn, refused: Refusal, cap: int) -> bool:
     """Record a refused delivery unless the hook has ``cap`` refusals of the last minute
-    already; whether it was recorded."""
-    params = {k: v for k, v in vars(new).items() if k not in ("accepted", "execution_id")}
-    cur = await conn.execute(Q["insert_refusal"], {**params, "cap": cap})
+    already (or no longer exists); whether it was recorded."""
+    cur = await conn.execute(Q["insert_refusal"], {**vars(refused), "cap": cap})
     return await cur.fetchone() is not None
 
 

@@ -3,6 +3,7 @@ in clear: callers hand over ciphertext (see ``opsconductor.secret_store``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -13,6 +14,15 @@ from opsconductor.errors import BadInput
 
 Q = queries.load("secrets")
 Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A secret's row as stored: opened by ``secret_store.StoreBackend.open``."""
+
+    key_id: str
+    nonce: bytes
+    ciphertext: bytes
 
 
 async def put(

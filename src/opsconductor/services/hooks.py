@@ -22,6 +22,7 @@ from opsconductor import hooks, jobs
 from opsconductor.db import executions
 from opsconductor.db import hooks as rows
 from opsconductor.db.connection import Database
+from opsconductor.db.secrets import Sealed
 from opsconductor.errors import (
     BadInput,
     Conflict,
@@ -170,67 +171,78 @@ REFUSALS_RECORDED_PER_MINUTE = 30
 
 async def deliver(db: Database, home: Path, request: Request, *, window_s: float) -> Execution:
     """Check and run one delivery; raises (after recording it, within the hook's refusal
-    budget) when it is refused."""
+    budget) when it is refused.
+
+    What needs no secret is checked first, before the hook is read (``hooks.precheck``).
+    Past that, every request to a known hook costs one read (the hook with its sealed
+    secret) and a decryption: there is no per-hook bound on that, as refusing unchecked
+    once a hook saw N bad requests would let anyone who knows its URL (not a secret) lock
+    its genuine sender out."""
+    body_sha = hashlib.sha256(request.body).hexdigest()
+    digest = hooks.signature_digest(request.signature)
+    try:
+        digest = hooks.precheck(
+            request.timestamp,
+            request.signature,
+            len(request.body),
+            request.delivery_id,
+            now=time.time(),
+            window_s=window_s,
+        )
+    except OpsError as exc:  # recorded by one statement, for a known hook only
+        await _record_refusal(db, request, exc, digest, body_sha)
+        raise
     async with db.connection() as conn:
-        hook = await rows.get(conn, request.hook_id)
-    if hook is None:
+        found = await rows.get(conn, request.hook_id)  # with its sealed secret
+    if found is None:
         # No tenant to record it for: whoever guesses ids must not fill a table.
         raise NotFound(f"webhook {request.hook_id!r} not found")
-    body_sha = hashlib.sha256(request.body).hexdigest()
-    seen = {"signature": hooks.signature_digest(request.signature), "body_sha256": body_sha}
+    hook, sealed = found
     try:
-        return await _deliver(db, home, hook, request, window_s, seen)
+        return await _deliver(db, home, hook, sealed, request, digest, body_sha)
     except DatabaseError:
         raise
     except OpsError as exc:
-        async with db.connection() as conn:
-            await rows.record_refusal(
-                conn,
-                rows.NewDelivery(
-                    hook.id,
-                    hook.tenant_id,
-                    accepted=False,
-                    status_code=status_of(exc),
-                    reason=_reason(exc),
-                    signature=seen["signature"],
-                    delivery_id=(request.delivery_id or "")[:200] or None,
-                    body_sha256=body_sha,
-                ),
-                REFUSALS_RECORDED_PER_MINUTE,
-            )
+        await _record_refusal(db, request, exc, digest, body_sha)
         raise
+
+
+async def _record_refusal(
+    db: Database, request: Request, exc: OpsError, digest: str | None, body_sha: str
+) -> None:
+    refused = rows.Refusal(
+        request.hook_id,
+        status_of(exc),
+        _reason(exc),
+        digest,
+        (request.delivery_id or "")[:200] or None,
+        body_sha,
+    )
+    async with db.connection() as conn:
+        await rows.record_refusal(conn, refused, REFUSALS_RECORDED_PER_MINUTE)
 
 
 async def _deliver(
     db: Database,
     home: Path,
     hook: Hook,
+    sealed: Sealed | None,
     request: Request,
-    window_s: float,
-    seen: dict[str, str | None],
+    digest: str,
+    body_sha: str,
 ) -> Execution:
     from opsconductor import safe_parse
     from opsconductor.secret_store import StoreBackend
 
-    if len(request.body) > hooks.MAX_BODY:
-        raise BadInput(f"body: {len(request.body)} bytes; a webhook takes {hooks.MAX_BODY}")
-    secret = await StoreBackend(db, home).fetch(hook.tenant_id, hook.secret_path)
-    if secret is None:
+    if sealed is None:
         raise Unauthenticated("this webhook's signing secret is gone; create the hook again")
-    verdict = hooks.verify(
-        secret,
-        request.timestamp,
-        request.signature,
-        request.body,
-        now=time.time(),
-        window_s=window_s,
-    )
-    if verdict.refusal is not None:
-        raise Unauthenticated(verdict.refusal)
-    assert verdict.digest is not None
-    delivery_id = hooks.check_delivery_id(request.delivery_id)
+    secret = StoreBackend(db, home).open(hook.tenant_id, hook.secret_path, sealed)
+    assert request.timestamp is not None  # precheck's
+    if not hooks.signed_by(secret, request.timestamp, digest, request.body):
+        raise Unauthenticated("bad signature")
+    delivery_id = request.delivery_id  # its form: precheck's
     async with db.connection() as conn:
-        if await rows.seen(conn, hook.id, verdict.digest, delivery_id):
+        if await rows.seen(conn, hook.id, digest, delivery_id):
             raise Conflict("replay: this signature or delivery id was accepted before")
     try:
         text = request.body.decode("utf-8")
@@ -245,7 +257,7 @@ async def _deliver(
         hook.job_name,
         params,
         version=hook.job_version,
-        idempotency_key=f"hook:{hook.id}:{verdict.digest}",
+        idempotency_key=f"hook:{hook.id}:{digest}",
     )
     async with db.transaction() as conn:
         accepted = await rows.record(
@@ -255,9 +267,9 @@ async def _deliver(
                 hook.tenant_id,
                 accepted=True,
                 status_code=202,
-                signature=verdict.digest,
+                signature=digest,
                 delivery_id=delivery_id,
-                body_sha256=seen["body_sha256"],
+                body_sha256=body_sha,
             ),
         )
         if accepted is None:  # a concurrent twin was accepted first

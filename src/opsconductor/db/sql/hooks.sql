@@ -8,7 +8,12 @@ VALUES (%(id)s, %(tenant_id)s, %(job_name)s, %(job_version)s, %(secret_path)s, %
 RETURNING *
 
 -- name: get_hook
-SELECT * FROM execution.job_hooks WHERE id = %(id)s
+-- With its sealed secret (NULLs once it is gone): a delivery needs both, in one read.
+SELECT h.*, s.key_id AS sealed_key_id, s.nonce AS sealed_nonce,
+       s.ciphertext AS sealed_ciphertext
+FROM execution.job_hooks h
+LEFT JOIN execution.secrets s ON s.tenant_id = h.tenant_id AND s.path = h.secret_path
+WHERE h.id = %(id)s
 
 -- name: list_hooks
 SELECT * FROM execution.job_hooks
@@ -41,12 +46,16 @@ RETURNING id
 -- A refused delivery, unless the hook has %(cap)s refusals of the last minute recorded
 -- already: whoever floods a hook's URL with bad requests cannot fill the table (each is
 -- still refused). Two API nodes may overshoot the cap by a few rows; it is a bound, not
--- a count. The per-hook index finds the minute's rows.
+-- a count. The per-hook index finds the minute's rows. The tenant is the hook's: a refusal
+-- decided before the hook was read is recorded by this one statement (nothing for an
+-- unknown id, which no tenant owns).
 INSERT INTO execution.hook_deliveries
     (hook_id, tenant_id, accepted, status_code, reason, signature, delivery_id, body_sha256)
-SELECT %(hook_id)s, %(tenant_id)s, false, %(status_code)s, %(reason)s, %(signature)s,
+SELECT h.id, h.tenant_id, false, %(status_code)s, %(reason)s, %(signature)s,
        %(delivery_id)s, %(body_sha256)s
-WHERE (SELECT count(*) FROM (
+FROM execution.job_hooks h
+WHERE h.id = %(hook_id)s
+  AND (SELECT count(*) FROM (
            SELECT 1 FROM execution.hook_deliveries
            WHERE hook_id = %(hook_id)s AND received_at > now() - interval '1 minute'
              AND NOT accepted
