@@ -39,8 +39,8 @@ END $$;
 -- status_changed event (actor, empty payload). Rows another transaction holds (a cancel
 -- about to delete the queue row this statement holds) are skipped, not waited for: they
 -- go the engine's way. Events: each is for a row this statement has just updated and
--- holds locked to its commit (as transition_batch's).
-DROP FUNCTION execution.claim_batch(text, int, float8);
+-- holds locked to its commit (as transition_batch's). The three-argument claim_batch stays
+-- for workers of the previous version during a rolling upgrade (they begin what they claim).
 CREATE FUNCTION execution.claim_batch(
     claim_worker text, claim_limit int, claim_lease_s float8, begin_actor text)
 RETURNS TABLE (e execution.executions, lease_token uuid, attempt_count int,
