@@ -9,7 +9,8 @@ processes spent on a CPU. Their sum bounds the drain on an idle machine: 2 cores
 throw-away embedded server); ``--source DIR`` measures another checkout's ``src``.
 It also counts the transactions the workers committed in the drained database
 (``pg_stat_database``, less this script's own polls): with autocommit statements, about
-their round trips that write or read, however many executions one batched statement serves.
+their round trips. Batched statements serve many executions each, so this also moves with
+how full the batches run (a drain's pace), less than CPU time does but not nothing.
 
     python bench/drain_cost.py [--jobs N] [--processes P] [--rounds R] [--source DIR]
 """
