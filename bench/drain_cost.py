@@ -7,6 +7,10 @@ executions through ``opsc worker`` processes (as throughput.py does) and reads, 
 processes spent on a CPU. Their sum bounds the drain on an idle machine: 2 cores /
 (CPU per execution). The server must run on this machine (``DATABASE_URL``, else a
 throw-away embedded server); ``--source DIR`` measures another checkout's ``src``.
+It also counts the transactions the workers committed in the drained database
+(``pg_stat_database``, less this script's own polls): with autocommit statements, about
+their round trips. Batched statements serve many executions each, so this also moves with
+how full the batches run (a drain's pace), less than CPU time does but not nothing.
 
 ``--systems ours pgqueuer`` measures PgQueuer's drain the same way in the same run (its
 workers as ``throughput.py`` runs them, their rounds alternating with ours): the peer's
@@ -41,12 +45,12 @@ if "--source" in sys.argv[:-1]:
 import psycopg
 from throughput import (
     ENQUEUE,
+    PENDING,
     SETUP,
     Workers,
     create_db,
     drop_db,
     server_url,
-    wait_drained,
 )
 
 #: What each system's worker processes run at once (as throughput.py runs them).
@@ -69,28 +73,63 @@ def backends(server: str, database: str) -> list[int]:
     return [row[0] for row in rows]
 
 
+def transactions(server: str, database: str) -> int:
+    """Transactions committed or rolled back in ``database`` (its sessions' flushed stats)."""
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+            (database,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def drained(url: str, workers: Workers, timeout_s: float) -> tuple[float, int]:
+    """throughput.wait_drained that also says how many polls (transactions) it made."""
+    deadline = time.perf_counter() + timeout_s
+    polls = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.perf_counter() < deadline:
+            if any(proc.poll() is not None for proc in workers.procs):
+                raise RuntimeError(f"a worker process died; see {workers.logs}")
+            polls += 1
+            row = conn.execute(PENDING[workers.kind]).fetchone()
+            if row is not None and row[0] == 0:
+                return time.perf_counter(), polls
+            time.sleep(0.01)
+    raise TimeoutError(f"queue not drained after {timeout_s:.0f} s")
+
+
 def one_drain(
     kind: str, server: str, template: str, n: int, processes: int, logs: Path
-) -> tuple[float, float, float]:
-    """(jobs/s, server CPU s, workers' CPU s) of one drain of a fresh copy."""
+) -> tuple[float, float, float, float]:
+    """(jobs/s, server CPU s, workers' CPU s, transactions) of one drain of a fresh
+    copy; the transactions are from the workers' start to their stop (their start-up and
+    shutdown included, a few dozen)."""
     name = f"dc_{uuid.uuid4().hex[:8]}"
     url = create_db(server, name, template)
     workers = Workers(kind, url, processes, CONCURRENCY[kind], logs)
     try:
+        xacts_before = transactions(server, name)
         workers.start()
         server_before = {pid: cpu_ns(pid) for pid in backends(server, name)}
         workers_before = {p.pid: cpu_ns(p.pid) for p in workers.procs}
         start = time.perf_counter()
         workers.go()
-        ended = wait_drained(url, workers, timeout_s=300)
+        ended, polls = drained(url, workers, timeout_s=300)
         # connections opened during the drain count whole (they started at 0)
         server_cpu = sum(cpu_ns(pid) - server_before.get(pid, 0) for pid in backends(server, name))
         workers_cpu = sum(cpu_ns(p.pid) - workers_before[p.pid] for p in workers.procs)
         workers.stop()
+        for _ in range(500):  # a session's counts are flushed when it ends
+            if not backends(server, name):
+                break
+            time.sleep(0.01)
+        xacts = transactions(server, name) - xacts_before - polls
     finally:
         workers.kill()
         drop_db(server, name)
-    return n / (ended - start), server_cpu / 1e9, workers_cpu / 1e9
+    return n / (ended - start), server_cpu / 1e9, workers_cpu / 1e9, xacts
 
 
 def main() -> None:
@@ -110,7 +149,7 @@ def main() -> None:
     server = server_url()
     templates = {kind: f"dc_tpl_{kind}_{os.getpid()}" for kind in args.systems}
     logs = Path(tempfile.mkdtemp(prefix="opsc-drain-cost-"))
-    runs: dict[str, list[tuple[float, float, float]]] = {kind: [] for kind in args.systems}
+    runs: dict[str, list[tuple[float, float, float, float]]] = {kind: [] for kind in args.systems}
     try:
         for kind, template in templates.items():
             url = create_db(server, template)
@@ -134,6 +173,7 @@ def main() -> None:
         rate = statistics.median(r[0] for r in results)
         pg = statistics.median(r[1] for r in results) / args.jobs * 1e6
         py = statistics.median(r[2] for r in results) / args.jobs * 1e6
+        xacts = statistics.median(r[3] for r in results) / args.jobs
         print(f"{kind}:")
         print(f"  server CPU   {pg:7.0f} us per job")
         print(f"  workers CPU  {py:7.0f} us per job")
@@ -141,6 +181,7 @@ def main() -> None:
             f"  together     {pg + py:7.0f} us: at most {2e6 / (pg + py):,.0f}/s on 2 idle "
             f"cores (measured here: {rate:,.0f}/s at this load)"
         )
+        print(f"  transactions {xacts:7.2f} per job (the workers', in the drained database)")
 
 
 if __name__ == "__main__":

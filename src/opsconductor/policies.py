@@ -35,19 +35,41 @@ def step_timeout(step: _StepBase, sla_class: str, matrix: PolicyMatrix) -> float
     return matrix[(sla_class, step.action_class)].step_timeout_s
 
 
+@dataclass(frozen=True)
+class PlanTimeout:
+    """What ``execution_timeout`` reads of a plan; the rest comes from the matrix. Stored
+    with the queue row at enqueue, so the claim can start an execution with the same
+    budget from the policies table (execution.execution_timeout_s, migration 0037)."""
+
+    #: the plan's own ``timeout_s`` (None: the policies decide)
+    plan_s: float | None
+    #: the sum of the explicit step timeouts, each times (retries + 1)
+    steps_s: float
+    #: the action classes of all its steps
+    action_classes: tuple[str, ...]
+
+    def resolve(self, sla_class: str, matrix: PolicyMatrix) -> float:
+        if self.plan_s is not None:
+            return self.plan_s
+        policy = max(matrix[(sla_class, c)].execution_timeout_s for c in self.action_classes)
+        return max(policy, self.steps_s)
+
+
+def plan_timeout(plan: Plan) -> PlanTimeout:
+    from opsconductor.plan import ValidateStep
+
+    explicit = sum(
+        (s.timeout_s or 0) * (s.retries + 1) for s in plan.steps if not isinstance(s, ValidateStep)
+    )
+    classes = tuple(sorted({s.action_class for s in plan.steps}))
+    return PlanTimeout(plan.timeout_s, float(explicit), classes)
+
+
 def execution_timeout(plan: Plan, sla_class: str, matrix: PolicyMatrix) -> float:
     """Explicit plan value, else the longest policy budget among the plan's action classes,
     but never less than the sum of the explicit step timeouts (a plan that says how long its
     steps take must be allowed that long)."""
-    from opsconductor.plan import ValidateStep
-
-    if plan.timeout_s is not None:
-        return plan.timeout_s
-    policy = max(matrix[(sla_class, s.action_class)].execution_timeout_s for s in plan.steps)
-    explicit = sum(
-        (s.timeout_s or 0) * (s.retries + 1) for s in plan.steps if not isinstance(s, ValidateStep)
-    )
-    return max(policy, explicit)
+    return plan_timeout(plan).resolve(sla_class, matrix)
 
 
 def budget_reason(plan: Plan, sla_class: str, matrix: PolicyMatrix) -> tuple[float, str]:

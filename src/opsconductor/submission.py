@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opsconductor import ids, plan_hash, pushed_files, routing, staging, template_check
+from opsconductor import ids, plan_hash, policies, pushed_files, routing, staging, template_check
 from opsconductor.config import load_settings
 from opsconductor.connectors import tenant_files
 from opsconductor.db import assets, bulk, connectors, executions, steps
@@ -284,6 +284,7 @@ async def prepare(
         ],
         enqueue=mode is Mode.BACKGROUND,
         action_classes=tuple(step.action_class for step in plan.steps),
+        plan_timeout=policies.plan_timeout(plan),
         min_lease_s=LEASE_P95_FACTOR * max(seen, default=0.0),
         step_keys=keys,
         rerun_of=request.rerun_of,

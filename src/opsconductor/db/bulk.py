@@ -74,6 +74,8 @@ def _item(new: NewExecution, status: Status, trace_id: str) -> list[Any]:
             for index, name, kind, asset_id in new.step_targets
         ],
         payload,
+        None if new.plan_timeout is None else new.plan_timeout.plan_s,
+        None if new.plan_timeout is None else new.plan_timeout.steps_s,
     ]
 
 

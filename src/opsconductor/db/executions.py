@@ -16,6 +16,7 @@ from opsconductor.db.batching import Executor
 from opsconductor.db.connection import Conn, Database
 from opsconductor.errors import BadInput, LeaseLost, NotFound, StaleStatus
 from opsconductor.idempotency import DEDUP_WINDOW, RETRYABLE
+from opsconductor.policies import PlanTimeout
 from opsconductor.quick_init import quick_init
 from opsconductor.records import Event, Execution, Mode, SlaClass
 from opsconductor.status_machine import Status
@@ -49,6 +50,9 @@ class NewExecution:
     action_classes: tuple[str, ...] = ()
     #: each step's duration-history key, by step index (routing.step_key)
     step_keys: tuple[str, ...] = ()
+    #: the plan's part of its execution budget (policies.plan_timeout), stored with its
+    #: queue row so the claim can begin it; None: not known, the engine begins it
+    plan_timeout: PlanTimeout | None = None
     #: the execution whose failed targets this one re-runs (``opsc rerun --failed``)
     rerun_of: uuid.UUID | None = None
     #: chosen before it is stored: staged enablement decides from it (staging.py)
@@ -197,7 +201,13 @@ async def _enqueue(conn: Conn, new: NewExecution, execution: Execution) -> Execu
     """approved -> queued plus the queue row and its wake-up NOTIFY, all in the submission's
     transaction: a crash can never leave a queued execution without its queue row."""
     await transition(conn, execution.id, Status.APPROVED, Status.QUEUED, actor_id=new.actor_id)
-    await queue.enqueue(conn, execution.id, new.action_classes, min_lease_s=new.min_lease_s)
+    await queue.enqueue(
+        conn,
+        execution.id,
+        new.action_classes,
+        min_lease_s=new.min_lease_s,
+        plan_timeout=new.plan_timeout,
+    )
     return replace(execution, status=Status.QUEUED)
 
 

@@ -3,6 +3,7 @@ dead-letter, requeue, reap. Every write by a worker is checked against its lease
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,10 @@ class Lease:
     #: how many times it was interrupted, and the seconds it spent without a worker in all
     interruptions: int = 0
     recovery_s: float = 0.0
+    #: begun by the claim (queued -> running, ``claim(begin_as=...)``): its execution
+    #: budget's end on this process's monotonic clock, counted from before the claim was
+    #: sent (never later than the ``timeout_at`` stored). None: not begun by the claim.
+    deadline: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -55,17 +60,39 @@ class Reaped:
 
 
 async def enqueue(
-    conn: Conn, execution_id: uuid.UUID, action_classes: Iterable[str], *, min_lease_s: float = 0.0
+    conn: Conn,
+    execution_id: uuid.UUID,
+    action_classes: Iterable[str],
+    *,
+    min_lease_s: float = 0.0,
+    plan_timeout: policies.PlanTimeout | None = None,
 ) -> None:
     """Queue an execution (its policies come from its SLA class and ``action_classes``);
-    call inside the transaction that made it ``queued``. Workers are notified at commit."""
+    call inside the transaction that made it ``queued``. Workers are notified at commit.
+    ``plan_timeout``: its plan's part of the execution budget, with which the claim begins
+    it (None: the engine begins it, one round trip later)."""
     await conn.execute(
         Q["enqueue"],
         {
             "execution_id": execution_id,
             "action_classes": sorted(set(action_classes)),
             "min_lease_s": min_lease_s,
+            "plan_timeout_s": None if plan_timeout is None else plan_timeout.plan_s,
+            "steps_timeout_s": None if plan_timeout is None else plan_timeout.steps_s,
         },
+    )
+
+
+async def enqueue_plan(conn: Conn, execution: Execution) -> None:
+    """``enqueue`` with what it needs read from the execution's plan."""
+    from opsconductor.plan import parse_plan  # pydantic: not for every queue reader
+
+    plan = parse_plan(execution.plan_snapshot["plan"])
+    await enqueue(
+        conn,
+        execution.id,
+        (step.action_class for step in plan.steps),
+        plan_timeout=policies.plan_timeout(plan),
     )
 
 
@@ -75,34 +102,41 @@ async def enqueue_approved(conn: Conn, execution: Execution, actor_id: str) -> N
     await executions.transition(
         conn, execution.id, Status.APPROVED, Status.QUEUED, actor_id=actor_id
     )
-    from opsconductor.plan import parse_plan  # pydantic: not for every queue reader
-
-    plan = parse_plan(execution.plan_snapshot["plan"])
-    await enqueue(conn, execution.id, (step.action_class for step in plan.steps))
+    await enqueue_plan(conn, execution)
 
 
 async def claim(
-    db: Database, worker_id: str, *, limit: int, lease_s: float | None = None
+    db: Database,
+    worker_id: str,
+    *,
+    limit: int,
+    lease_s: float | None = None,
+    begin_as: str | None = None,
 ) -> list[Lease]:
     """Lease up to ``limit`` available executions, best priority and oldest first.
 
     ``lease_s`` overrides the per-row visibility timeout (set at enqueue from the policies).
+    ``begin_as``: the claim also begins, as this actor and ``worker_id``, the new work the
+    engine would begin at once (queued, approval level 0, budget stored at enqueue); those
+    leases carry a ``deadline`` and the engine does not begin them again.
     """
     async with db.connection() as conn:
+        sent = time.monotonic()
         cur = await conn.execute(
             Q["claim"],
-            {"limit": limit, "worker_id": worker_id, "lease_s": lease_s},
+            {"limit": limit, "worker_id": worker_id, "lease_s": lease_s, "begin_actor": begin_as},
             prepare=True,  # every claim of every worker: parsed once per connection
         )
         rows = await cur.fetchall()
-    return [_lease(row) for row in rows]
+    return [_lease(row, sent) for row in rows]
 
 
-def _lease(row: Row) -> Lease:
+def _lease(row: Row, sent: float) -> Lease:
     context = row.pop("start_context")
     extended = row.pop("extended_timeout_at")
     if extended is not None:  # the claim moved the deadline past the time without a worker
         row["timeout_at"] = extended
+    begun_s = row.pop("begun_timeout_s")
     return Lease(
         execution_id=row["id"],
         tenant_id=row["tenant_id"],
@@ -116,6 +150,7 @@ def _lease(row: Row) -> Lease:
         interruption=row.pop("interruption"),
         interruptions=row.pop("interruptions"),
         recovery_s=row.pop("recovery_s"),
+        deadline=None if begun_s is None else sent + begun_s,
     )
 
 
@@ -307,10 +342,7 @@ async def requeue(db: Database, tenant_id: str, execution_id: str, actor_id: str
         if entry is None:
             raise NotFound(f"execution {execution.id} is not in the dead-letter queue")
         await conn.execute(Q["clear_dead_letter_reason"], {"execution_id": execution.id})
-        from opsconductor.plan import parse_plan
-
-        plan = parse_plan(execution.plan_snapshot["plan"])
-        await enqueue(conn, execution.id, (step.action_class for step in plan.steps))
+        await enqueue_plan(conn, execution)
         await executions.append_event(
             conn, execution, "requeued", actor_id, {"dlq_id": entry["id"]}
         )

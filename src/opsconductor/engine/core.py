@@ -128,7 +128,8 @@ class Engine:
             # They wait for a person between steps, which only the queue can do without
             # pinning a process: refuse before anything starts.
             raise BadInput("approval_level 3 executions run on workers: use opsc submit")
-        resuming = lease is not None and current is Status.RUNNING
+        begun_until = None if lease is None else lease.deadline  # begun by the claim (level 0)
+        resuming = lease is not None and current is Status.RUNNING and begun_until is None
         if execution.approval_level >= 1 and not resuming:
             moved = await gate.still_valid(self.db, execution, acting)
             if moved is not None:
@@ -142,6 +143,8 @@ class Engine:
             assert lease is not None
             run.recovery = verdict.recovery(lease)
             ending = await resume.prepare(self.db, run, acting, self.worker_id)
+        elif begun_until is not None:  # the claim began it as _begin would: not again
+            run.deadline = begun_until
         else:
             await self._begin(run, current)
         if missing and ending is None:

@@ -6,6 +6,8 @@
 -- Retry budget and visibility timeout come from the policy matrix for the execution's SLA
 -- class and the action classes its steps use (strictest budget, longest lease), the lease
 -- raised to what the observed step durations need. The NOTIFY goes out at commit.
+-- The plan's part of its execution budget (policies.plan_timeout) goes with the row: the
+-- claim begins the execution with it (migration 0037; NULL: the engine begins it).
 WITH e AS (
     SELECT id, priority, sla_class FROM execution.executions WHERE id = %(execution_id)s
 ), policy AS (
@@ -13,9 +15,11 @@ WITH e AS (
     FROM e JOIN execution.timeout_policies p ON p.sla_class = e.sla_class
     WHERE p.action_class = ANY(%(action_classes)s::text[])
 ), queued AS (
-    INSERT INTO execution.execution_queue (execution_id, priority, max_attempts, lease_timeout_s)
+    INSERT INTO execution.execution_queue (execution_id, priority, max_attempts, lease_timeout_s,
+                                           action_classes, plan_timeout_s, steps_timeout_s)
     SELECT e.id, e.priority, coalesce(policy.max_attempts, 3),
-           greatest(coalesce(policy.lease_timeout_s, 60), %(min_lease_s)s::float8)
+           greatest(coalesce(policy.lease_timeout_s, 60), %(min_lease_s)s::float8),
+           %(action_classes)s::text[], %(plan_timeout_s)s::float8, %(steps_timeout_s)s::float8
     FROM e, policy
     RETURNING execution_id
 )
@@ -31,10 +35,13 @@ SELECT pg_notify('opsc_queue', '') FROM queued
 -- execution row comes back with the lease: the worker need not read it again. So does
 -- what the engine reads to start it (runs.start_context: the tenant's settings, masking
 -- patterns and the plan's targets, as the start_context statement reads them).
+-- With begin_actor it also begins the new work it can (migration 0037): begun_timeout_s
+-- is then set, the budget it was given, and the row comes back running.
 SELECT (c.e).*, c.lease_token, c.attempt_count, c.max_attempts, c.lease_s,
        c.extended_timeout_at, c.recovered_after_s, c.interruption, c.interruptions,
-       c.recovery_s, c.start_context
-FROM execution.claim_batch(%(worker_id)s, %(limit)s, %(lease_s)s::float8) AS c
+       c.recovery_s, c.start_context, c.begun_timeout_s
+FROM execution.claim_batch(%(worker_id)s, %(limit)s, %(lease_s)s::float8,
+                           %(begin_actor)s::text) AS c
 
 -- name: renew
 -- One statement renews every lease a worker holds; leases it no longer holds are missing
