@@ -92,7 +92,10 @@ END $$;
 CREATE OR REPLACE FUNCTION execution.metric_rollup_steps() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF NOT EXISTS (SELECT FROM added) THEN
+    -- A row counts only as a retry or with both ends (step_metric_rows): an attempt's
+    -- start (pending -> running, every drained step) moves nothing.
+    IF NOT EXISTS (SELECT FROM added WHERE attempt > 1 OR finished_at IS NOT NULL)
+       AND NOT EXISTS (SELECT FROM gone WHERE attempt > 1 OR finished_at IS NOT NULL) THEN
         RETURN NULL;
     END IF;
     INSERT INTO execution.metric_rollup AS r (metric, labels, slot, value)
@@ -123,3 +126,99 @@ BEGIN
     ON CONFLICT (metric, labels, slot) DO UPDATE SET value = r.value + EXCLUDED.value;
     RETURN NULL;
 END $$;
+
+-- end_run_batch as in 0033 but for two things its cached plan did per batch. The generic
+-- plan is made at a connection's first call, from the statistics of that moment: on a young
+-- database (small or never analysed queue, steps and locks tables) it read the queue, the
+-- step attempts and the locks whole by sequential scan for the few rows of a batch, and
+-- kept doing so as they grew (3,000 queued executions: every call read every queue and
+-- step row). Its rows are found by primary key, so a scan is never the better plan here:
+-- enable_seqscan = off for this function's statements only. And each answer's
+-- status_changed event id came from a sub-select that read the whole of `logged` once per
+-- item (quadratic in the batch): now a join (one status_changed event per moved
+-- execution, as an UPDATE moves a row once).
+CREATE OR REPLACE FUNCTION execution.end_run_batch(items jsonb)
+RETURNS TABLE (ord int, id bigint, leased bool)
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off
+SET opsconductor.events_of_new_executions = 'on' AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH t AS (
+        SELECT * FROM jsonb_to_recordset(items) AS t(
+            ord int, id uuid, tenant_id text, from_status execution.execution_status,
+            to_status execution.execution_status, terminal bool, reason text, actor_id text,
+            payload jsonb, timeout_at timestamptz, worker_id text, lease_token uuid,
+            skip_pending bool, attempt_id bigint, step_status text, exit_code int, output text,
+            stderr text, error text, step_actor text, step_payload jsonb, locks jsonb)
+    ), lease AS (
+        SELECT q.execution_id FROM execution.execution_queue q
+        JOIN t ON q.execution_id = t.id AND q.lease_token = t.lease_token
+        WHERE q.execution_id = ANY(ARRAY(SELECT id FROM t WHERE lease_token IS NOT NULL))
+        ORDER BY q.execution_id
+        FOR UPDATE OF q
+    ), held AS (
+        SELECT t.*, t.lease_token IS NULL OR t.id IN (SELECT execution_id FROM lease) AS leased
+        FROM t
+    ), finished AS (
+        UPDATE execution.execution_steps s SET
+            status = t.step_status, finished_at = now(), exit_code = t.exit_code,
+            output = t.output, stderr = t.stderr, error = t.error
+        FROM t
+        WHERE s.id = ANY(ARRAY(SELECT attempt_id FROM t WHERE attempt_id IS NOT NULL))
+          AND s.id = t.attempt_id AND s.status = 'running'
+    ), released AS (
+        -- by primary key, one index probe per lock (a join by tenant alone reads all its locks)
+        DELETE FROM execution.execution_locks l
+        WHERE (l.tenant_id, l.asset_id, l.owner_tag) IN (
+            SELECT t.tenant_id, k.asset_id, k.owner_tag
+            FROM t CROSS JOIN LATERAL jsonb_to_recordset(t.locks) AS k(asset_id text, owner_tag text)
+            WHERE t.locks IS NOT NULL)
+    ), moved AS (
+        UPDATE execution.executions e SET
+            status = h.to_status,
+            status_reason = coalesce(h.reason, e.status_reason),
+            started_at = CASE WHEN h.to_status = 'running' THEN coalesce(e.started_at, now())
+                              ELSE e.started_at END,
+            finished_at = CASE WHEN h.terminal THEN now() ELSE e.finished_at END,
+            timeout_at = coalesce(h.timeout_at, e.timeout_at),
+            worker_id = coalesce(h.worker_id, e.worker_id),
+            cancelled_by = CASE WHEN h.to_status = 'cancelled' THEN h.actor_id ELSE e.cancelled_by END,
+            cancelled_at = CASE WHEN h.to_status = 'cancelled' THEN now() ELSE e.cancelled_at END
+        FROM held h
+        WHERE e.id = ANY(ARRAY(SELECT id FROM held WHERE leased))
+          AND e.id = h.id AND e.status = h.from_status AND h.leased
+        RETURNING h.ord, e.id, e.tenant_id, h.from_status, h.to_status, h.actor_id, h.payload,
+                  h.lease_token, h.skip_pending
+    ), dequeued AS (
+        DELETE FROM execution.execution_queue q USING moved m
+        WHERE q.execution_id = m.id AND q.lease_token = m.lease_token
+    ), skipped AS (
+        UPDATE execution.execution_steps s SET status = 'skipped', finished_at = now()
+        FROM moved m
+        WHERE m.skip_pending AND s.execution_id = m.id AND s.status = 'pending'
+    ), logged AS (
+        INSERT INTO execution.execution_events
+            (execution_id, tenant_id, event_type, from_status, to_status, actor_id, payload)
+        SELECT v.execution_id, v.tenant_id, v.event_type, v.from_status, v.to_status, v.actor_id,
+               v.payload
+        FROM (SELECT t.ord, 0 AS seq, t.id AS execution_id, t.tenant_id,
+                     'step_finished' AS event_type, NULL::execution.execution_status AS from_status,
+                     NULL::execution.execution_status AS to_status, t.step_actor AS actor_id,
+                     t.step_payload AS payload
+              FROM t CROSS JOIN LATERAL (
+                  SELECT 1 FROM execution.executions x WHERE x.id = t.id
+                  FOR NO KEY UPDATE OF x) AS locked
+              WHERE t.attempt_id IS NOT NULL
+              UNION ALL
+              SELECT m.ord, 1, m.id, m.tenant_id, 'status_changed', m.from_status, m.to_status,
+                     m.actor_id, m.payload
+              FROM moved m) AS v
+        ORDER BY v.ord, v.seq
+        RETURNING id, execution_id, event_type
+    )
+    SELECT h.ord, l.id, h.leased
+    FROM held h
+    LEFT JOIN logged l ON l.execution_id = h.id AND l.event_type = 'status_changed';
+END $$;
+
