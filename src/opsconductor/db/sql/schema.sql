@@ -2006,16 +2006,16 @@ BEGIN
     RETURN NULL;
 END $$;
 
--- end_run_batch as in 0033 but for two things its cached plan did per batch. The generic
+-- end_run_batch as in 0033 but for what its cached plan read per batch. The generic
 -- plan is made at a connection's first call, from the statistics of that moment: on a young
 -- database (small or never analysed queue, steps and locks tables) it read the queue, the
 -- step attempts and the locks whole by sequential scan for the few rows of a batch, and
 -- kept doing so as they grew (3,000 queued executions: every call read every queue and
 -- step row). Its rows are found by primary key, so a scan is never the better plan here:
--- enable_seqscan = off for this function's statements only. And each answer's
--- status_changed event id came from a sub-select that read the whole of `logged` once per
--- item (quadratic in the batch): now a join (one status_changed event per moved
--- execution, as an UPDATE moves a row once).
+-- enable_seqscan = off for this function's statements only. The statement is otherwise
+-- 0033's, word for word: its answer still reads `logged` through a sub-select per item (a
+-- join could let the plan write the events, and lock their executions, before the lease
+-- rows are locked).
 CREATE OR REPLACE FUNCTION execution.end_run_batch(items jsonb)
 RETURNS TABLE (ord int, id bigint, leased bool)
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET enable_seqscan = off
@@ -2096,8 +2096,10 @@ BEGIN
         ORDER BY v.ord, v.seq
         RETURNING id, execution_id, event_type
     )
-    SELECT h.ord, l.id, h.leased
-    FROM held h
-    LEFT JOIN logged l ON l.execution_id = h.id AND l.event_type = 'status_changed';
+    SELECT h.ord,
+           (SELECT l.id FROM logged l
+            WHERE l.execution_id = h.id AND l.event_type = 'status_changed') AS id,
+           h.leased
+    FROM held h;
 END $$;
 
