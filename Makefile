@@ -29,8 +29,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# The fast tier: pure domain logic and rendering, no database (seconds); in one process,
-# as starting pytest-xdist's workers would cost more than these tests.
+# The fast tier: pure domain logic and rendering, no database (seconds); in one process:
+# these tests compute rather than wait, and each pytest-xdist worker imports everything again.
 test-unit: $(STAMP)
 	@$(BIN)/python -c 'import subprocess, sys, time; t = time.monotonic(); \
 	rc = subprocess.call([sys.executable, "-m", "pytest", "-m", "unit", "-q", "-p", "no:cacheprovider", "-n", "0"]); \

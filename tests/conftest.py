@@ -68,8 +68,10 @@ def with_dbname(url: str, dbname: str) -> str:
 #   (test_bastion's 2222/2223) live inside a network namespace of their own.
 # - names: network namespaces, veths, sudo users carry the pid or a random tag.
 # - environment: monkeypatch, per process.
-# Files whose timing bounds assume the machine is not also running three other test
-# processes are kept to one worker by `xdist_group` (see _ALONE below).
+# - processes: tests find their own by a random marker in the command line, or by PID
+#   namespace, never by name alone.
+# No file needs to run alone today; one that does gets `pytest.mark.xdist_group("name")`
+# (`--dist loadgroup` keeps a group on one worker, one test after another).
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
