@@ -76,7 +76,7 @@ def with_dbname(url: str, dbname: str) -> str:
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto`: twice the CPUs, at least 4. Most tests wait on PostgreSQL, subprocesses,
-    sshd or Chromium rather than compute, so 2 cores keep 4 workers busy (measured: README).
+    sshd or Chromium rather than compute, so 2 cores keep 4 workers busy (README: Set-up).
     ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides; ``-n 0`` runs in this one process."""
     return max(4, 2 * len(os.sched_getaffinity(0)))
 
