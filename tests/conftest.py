@@ -8,6 +8,7 @@ milliseconds and no test sees another's rows.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 import shutil
@@ -99,6 +100,9 @@ def pg_server() -> Iterator[str]:
     # /tmp/pytest-of-root back to 0700, cutting our running server off from its data.
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     folder = Path(tempfile.mkdtemp(prefix=f"opsc-test-pg-{worker}-"))
+    # Again at exit, after the package's own exit handler (registered later, so run
+    # earlier), which takes its lock file and so makes <folder>/run again.
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     with _PG_START_LOCK.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         url = embedded.start(folder / "pgdata")
