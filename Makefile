@@ -25,13 +25,15 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/opsc serve --demo
 
+# In parallel: pyproject.toml's addopts give pytest-xdist's `-n auto` (README: Set-up).
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# The fast tier: pure domain logic and rendering, no database (seconds).
+# The fast tier: pure domain logic and rendering, no database (seconds); in one process:
+# these tests compute rather than wait, and each pytest-xdist worker imports everything again.
 test-unit: $(STAMP)
 	@$(BIN)/python -c 'import subprocess, sys, time; t = time.monotonic(); \
-	rc = subprocess.call([sys.executable, "-m", "pytest", "-m", "unit", "-q", "-p", "no:cacheprovider"]); \
+	rc = subprocess.call([sys.executable, "-m", "pytest", "-m", "unit", "-q", "-p", "no:cacheprovider", "-n", "0"]); \
 	print(f"unit tier wall time: {time.monotonic() - t:.1f} s"); sys.exit(rc)'
 
 lint: $(STAMP)

@@ -8,6 +8,8 @@ milliseconds and no test sees another's rows.
 
 from __future__ import annotations
 
+import atexit
+import fcntl
 import os
 import shutil
 import tempfile
@@ -55,6 +57,37 @@ def with_dbname(url: str, dbname: str) -> str:
     return make_conninfo(url, dbname=dbname)
 
 
+# -- parallel runs (pytest-xdist: `-n auto` in pyproject.toml) ------------------------------
+# What the worker processes could share, and why they do not:
+# - PostgreSQL: each worker starts its own embedded server (its own data directory and
+#   socket folder, no TCP port), so no worker can use up another's connections; against
+#   TEST_DATABASE_URL they share one server, each with its own template database (named
+#   by pid) and per-test databases (random names).
+# - temp dirs: pytest's basetemp is per worker (xdist gives each its own); our own
+#   tempfile.mkdtemp folders have random names.
+# - ports: tests bind port 0 or take free ones (tests/sshlab.py); the fixed ones
+#   (test_bastion's 2222/2223) live inside a network namespace of their own.
+# - names: network namespaces, veths, sudo users carry the pid or a random tag.
+# - environment: monkeypatch, per process.
+# - processes: tests find their own by a random marker in the command line, or by PID
+#   namespace, never by name alone.
+# No file needs to run alone today; one that does gets `pytest.mark.xdist_group("name")`
+# (`--dist loadgroup` keeps a group on one worker, one test after another).
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: twice the CPUs, at least 4. Most tests wait on PostgreSQL, subprocesses,
+    sshd or Chromium rather than compute, so 2 cores keep 4 workers busy (README: Set-up).
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides; ``-n 0`` runs in this one process."""
+    return max(4, 2 * len(os.sched_getaffinity(0)))
+
+
+#: Held while a worker starts its server: initdb and start-up of four servers at once on a
+#: loaded 2-core machine can pass pg_ctl's 10 s start timeout, and the package's first use
+#: creates a system user (useradd), which two processes must not run at once.
+_PG_START_LOCK = Path(tempfile.gettempdir()) / "opsc-test-pg.lock"
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
     """Connection string of the server (its maintenance database)."""
@@ -65,8 +98,15 @@ def pg_server() -> Iterator[str]:
     # Not under pytest's basetemp: run as root, the server runs as another user, and every
     # pytest that starts on this machine (another worktree's suite, say) chmods
     # /tmp/pytest-of-root back to 0700, cutting our running server off from its data.
-    folder = Path(tempfile.mkdtemp(prefix="opsc-test-pg-"))
-    yield embedded.start(folder / "pgdata")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    folder = Path(tempfile.mkdtemp(prefix=f"opsc-test-pg-{worker}-"))
+    # Again at exit, after the package's own exit handler (registered later, so run
+    # earlier), which takes its lock file and so makes <folder>/run again.
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    with _PG_START_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        url = embedded.start(folder / "pgdata")
+    yield url
     embedded.stop(folder / "pgdata")
     shutil.rmtree(folder, ignore_errors=True)
 

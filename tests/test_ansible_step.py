@@ -52,6 +52,10 @@ def playbook(files_dir: Path, text: str, name: str = "site/deploy.yml") -> str:
 
 def ansible_plan(book: str, **step: Any) -> dict[str, Any]:
     declared = step.pop("params", {})
+    # Not the policy's 8 s for a 'modify' step: ansible-playbook alone takes seconds of CPU
+    # to start, and the suite runs on several processes (a loaded machine); tests of the
+    # timeout say theirs.
+    step.setdefault("timeout_s", 60)
     return {
         "name": "ansible",
         "params": declared,
@@ -262,7 +266,8 @@ async def test_the_step_timeout_stops_the_playbook(
     out.mkdir()
     marker = f"slow-{uuid.uuid4().hex[:10]}"
     book = playbook(files_dir, SLOW, f"{marker}/slow.yml")
-    plan = ansible_plan(book, extra_vars={"out": str(out), "marker": marker}, timeout_s=8)
+    # long enough for ansible to reach the sleep on a loaded machine; far short of it
+    plan = ansible_plan(book, extra_vars={"out": str(out), "marker": marker}, timeout_s=20)
     execution_id = await submit_plan(db, plan)
     status = await Engine(db, actor_id="tester").run("default", execution_id)
     assert status is not Status.COMPLETED
@@ -332,11 +337,12 @@ async def test_become_with_a_sudo_password_from_the_secret_store(
 ) -> None:
     await secret_store.put(db, tmp_path, "default", "kv/sudo/ok", sudo_lab.password, "tester")
     (added,) = await add_ssh_assets(db, sudo_lab, sudo_lab.ports[:1], prefix="ans")
-    async with db.connection() as conn:  # the lab's user has no home: temp files in /tmp
+    # The lab's user has no home: temp files in /tmp, in a folder named after that user (a
+    # suite running beside this one, in another worktree, has a user and folder of its own).
+    remote_tmp = f"/tmp/.ansible-{sudo_lab.username}"
+    async with db.connection() as conn:
         await assets.update(
-            conn,
-            "default",
-            dataclasses.replace(added, vars={"ansible_remote_tmp": "/tmp/.ansible-opsc-bt"}),
+            conn, "default", dataclasses.replace(added, vars={"ansible_remote_tmp": remote_tmp})
         )
     book = playbook(files_dir, BECOME, "become/site.yml")
     plan = ansible_plan(book, become=True, become_password={"secret": "kv/sudo/ok"})
@@ -345,7 +351,7 @@ async def test_become_with_a_sudo_password_from_the_secret_store(
     try:
         status = await engine.run("default", execution_id)
     finally:
-        shutil.rmtree("/tmp/.ansible-opsc-bt", ignore_errors=True)
+        shutil.rmtree(remote_tmp, ignore_errors=True)
     row = (await rows_of(db, execution_id))["ans-00"]
     assert status is Status.COMPLETED, (row.error, row.output)
     assert "say: ran as root" in row.output

@@ -309,8 +309,9 @@ BEHIND_THE_BASTION = """
 def _ansible_plan(book: str, out: Path) -> dict[str, Any]:
     return {
         "name": "ansible-through-the-bastion",
+        # timeout: not the policy's 8 s (see tests/test_ansible_step.py: ansible_plan)
         "steps": [{"name": "configure", "type": "ansible", "targets": {"assets": ["inner"]},
-                   "playbook": book, "extra_vars": {"out": str(out)}}],
+                   "playbook": book, "extra_vars": {"out": str(out)}, "timeout_s": 60}],
     }  # fmt: skip
 
 

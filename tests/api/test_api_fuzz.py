@@ -84,6 +84,9 @@ def fuzz_target(
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# Hundreds of requests to a server process: on a loaded machine, and beside the suite's other
+# workers, this takes minutes; pytest-timeout's 120 s default is there to catch hangs.
+@pytest.mark.timeout(600)
 def test_api_never_errors_and_matches_its_schema(fuzz_target: dict[str, Any]) -> None:
     schema = schemathesis.openapi.from_url(f"{fuzz_target['base']}/api/v1/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
