@@ -87,13 +87,8 @@ async def enqueue_plan(conn: Conn, execution: Execution) -> None:
     """``enqueue`` with what it needs read from the execution's plan."""
     from opsconductor.plan import parse_plan  # pydantic: not for every queue reader
 
-    plan = parse_plan(execution.plan_snapshot["plan"])
-    await enqueue(
-        conn,
-        execution.id,
-        (step.action_class for step in plan.steps),
-        plan_timeout=policies.plan_timeout(plan),
-    )
+    timeout = policies.plan_timeout(parse_plan(execution.plan_snapshot["plan"]))
+    await enqueue(conn, execution.id, timeout.action_classes, plan_timeout=timeout)
 
 
 async def enqueue_approved(conn: Conn, execution: Execution, actor_id: str) -> None:

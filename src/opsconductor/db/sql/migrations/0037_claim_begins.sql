@@ -35,8 +35,8 @@ END $$;
 -- claim_batch (0033), and with begin_actor it also begins what it claims that the engine
 -- would begin straight away: queued (not a resume), approval level 0 (nothing for
 -- gate.still_valid to re-check), budget known. The move is transition_batch's for
--- queued -> running, column by column: the same status-machine trigger, roll-up and
--- status_changed event (actor, empty payload). Rows another transaction holds (a cancel
+-- queued -> running (the columns it changes there; the others it sets to themselves): the
+-- same status-machine trigger, roll-up and status_changed event (actor, empty payload). Rows another transaction holds (a cancel
 -- about to delete the queue row this statement holds) are skipped, not waited for: they
 -- go the engine's way. Events: each is for a row this statement has just updated and
 -- holds locked to its commit (as transition_batch's). The three-argument claim_batch stays
@@ -79,13 +79,9 @@ BEGIN
     ), begun AS (
         UPDATE execution.executions e SET
             status = 'running',
-            status_reason = e.status_reason,
             started_at = coalesce(e.started_at, now()),
-            finished_at = e.finished_at,
             timeout_at = now() + make_interval(secs => s.timeout_s),
-            worker_id = claim_worker,
-            cancelled_by = e.cancelled_by,
-            cancelled_at = e.cancelled_at
+            worker_id = claim_worker
         FROM startable s
         WHERE e.id = s.id AND e.status = 'queued'
         RETURNING e AS started, e.id, e.tenant_id, s.timeout_s
