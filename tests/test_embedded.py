@@ -48,6 +48,8 @@ def home() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+# Starts a real server through opsc processes: the integration tier, not make test-unit.
+@pytest.mark.integration
 def test_the_server_stops_with_its_last_live_user_after_a_sigkilled_one(home: Path) -> None:
     env = {
         k: v
