@@ -179,7 +179,6 @@ async def deliver(db: Database, home: Path, request: Request, *, window_s: float
     once a hook saw N bad requests would let anyone who knows its URL (not a secret) lock
     its genuine sender out."""
     body_sha = hashlib.sha256(request.body).hexdigest()
-    digest = hooks.signature_digest(request.signature)
     try:
         digest = hooks.precheck(
             request.timestamp,
@@ -190,7 +189,9 @@ async def deliver(db: Database, home: Path, request: Request, *, window_s: float
             window_s=window_s,
         )
     except OpsError as exc:  # recorded by one statement, for a known hook only
-        await _record_refusal(db, request, exc, digest, body_sha)
+        # the digest as given, if well-formed (precheck may have refused it for its form)
+        given = hooks.signature_digest(request.signature)
+        await _record_refusal(db, request, exc, given, body_sha)
         raise
     async with db.connection() as conn:
         found = await rows.get(conn, request.hook_id)  # with its sealed secret
