@@ -4,6 +4,7 @@ stored all or none."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import re
 from pathlib import Path
@@ -19,7 +20,7 @@ from opsconductor.records import Execution
 from opsconductor.services import executions
 from opsconductor.services.caller import local_admin
 from opsconductor.status_machine import Status
-from opsconductor.submission import Request, submit
+from opsconductor.submission import Request, submit, submit_many
 from tests.served import opsc
 
 
@@ -320,3 +321,53 @@ async def test_the_plan_hash_check_refuses_what_its_old_pattern_refused(
             except psycopg.errors.CheckViolation:
                 accepted = False
             assert accepted is old[0] is bool(re.fullmatch("[0-9a-f]{64}", value)), value
+
+
+async def test_a_key_an_unfinished_transaction_holds_is_answered_once_it_commits(
+    db: Database, database_url: str
+) -> None:
+    """The bulk's insert is a plain one (held keys are looked up first): a key that only an
+    unfinished transaction holds is invisible to the look-up, so the insert waits for it
+    and then meets the unique index. The bulk must then be stored with ON CONFLICT, as a
+    single submission is: the raced plan answered as the duplicate, the rest created."""
+    who = await local_admin(db, "default")
+    racer = await psycopg.AsyncConnection.connect(database_url)
+    try:
+        cur = await racer.execute(
+            "INSERT INTO execution.executions (id, tenant_id, actor_id, idempotency_key,"
+            " plan_name, plan_snapshot, plan_hash, status, mode, sla_class, approval_level,"
+            " priority, estimated_duration_s, trace_id) VALUES (gen_random_uuid(), 'default',"
+            " 'racer', 'raced', 'racer', '{}', repeat('a', 64), 'approved', 'background',"
+            " 'fast', 0, 5, 0, 'racer') RETURNING id"
+        )
+        held = await cur.fetchone()
+        assert held is not None
+        bulk = asyncio.create_task(
+            submit_many(
+                db,
+                [
+                    Request(plan("raced"), "default", who.actor_id, "raced", enqueue=True),
+                    Request(plan("free"), "default", who.actor_id, "free", enqueue=True),
+                ],
+            )
+        )
+        # until the bulk's insert waits on the racer's row of the unique index
+        for _ in range(200):
+            if count(
+                database_url,
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE %s",
+                "%The whole bulk in one statement%",  # sql/bulk.sql's submit, by its opening
+            ):
+                break
+            assert not bulk.done(), bulk
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the bulk never waited for the racer")
+        await racer.commit()
+        done = await asyncio.wait_for(bulk, 30)
+    finally:
+        await racer.close()
+    assert [d.created for d in done] == [False, True]
+    assert done[0].execution.id == held[0]
+    assert count(database_url, "SELECT count(*) FROM execution.executions") == 2

@@ -24,7 +24,17 @@ from opsconductor import playbook_files
 from opsconductor.connectors.outcome import StepInputError
 from opsconductor.errors import BadInput
 from opsconductor.inventory import Asset
-from opsconductor.plan import AnsibleStep, FileStep, Plan
+from opsconductor.plan import (
+    AnsibleStep,
+    CommandStep,
+    FileStep,
+    HttpStep,
+    NoopStep,
+    Plan,
+    ScriptStep,
+    SqlStep,
+    ValidateStep,
+)
 from opsconductor.templating import asset_context, render
 
 #: step index -> rendered source path -> SHA-256 (hex) of its bytes
@@ -81,9 +91,17 @@ def rendered_sources(
     }
 
 
+#: Step classes that never take bytes from here, by exact class: no ``isinstance`` through
+#: pydantic's ABC metaclass for most steps (a bulk asks this twice per plan).
+_NEVER_PUSH = frozenset({CommandStep, ScriptStep, HttpStep, SqlStep, NoopStep, ValidateStep})
+
+
 def pushes(plan: Plan) -> bool:
     """The plan takes bytes from this machine: a push, or a playbook (``playbook_files``)."""
-    return any(is_push(step) or isinstance(step, AnsibleStep) for step in plan.steps)
+    for step in plan.steps:
+        if type(step) not in _NEVER_PUSH and (is_push(step) or isinstance(step, AnsibleStep)):
+            return True
+    return False
 
 
 async def take_async(

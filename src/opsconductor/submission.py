@@ -245,6 +245,7 @@ async def prepare(
     digest = plan_hash.digest_text(snapshot_text)
     route = routing.classify(routing.total_seconds(plan, targets, found.history, keys))
     mode = route.mode if request.enqueue is None else _MODE[request.enqueue]
+    timeout = policies.plan_timeout(plan)
     if plan.approval_level == 3:
         if request.enqueue is False:
             raise BadInput(
@@ -283,8 +284,8 @@ async def prepare(
             for asset in step_targets
         ],
         enqueue=mode is Mode.BACKGROUND,
-        action_classes=tuple(step.action_class for step in plan.steps),
-        plan_timeout=policies.plan_timeout(plan),
+        action_classes=timeout.action_classes,  # its steps' classes, sorted, once each
+        plan_timeout=timeout,
         min_lease_s=LEASE_P95_FACTOR * max(seen, default=0.0),
         step_keys=keys,
         rerun_of=request.rerun_of,

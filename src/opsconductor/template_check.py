@@ -22,9 +22,11 @@ from opsconductor.plan import (
     CommandStep,
     FileStep,
     HttpStep,
+    NoopStep,
     Plan,
     ScriptStep,
     SqlStep,
+    ValidateStep,
     _StepBase,
 )
 from opsconductor.templating import (
@@ -57,10 +59,19 @@ def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
 _TEMPLATED = (CommandStep, ScriptStep, FileStep, AnsibleStep, HttpStep, SqlStep)
 
 
+#: Exact classes, looked up before ``isinstance`` (through pydantic's ABC metaclass, about
+#: 0.15 us a class, six classes for every step of a bulk); a subclass still gets isinstance.
+_TEMPLATED_EXACT = frozenset(_TEMPLATED)
+_PLAIN_EXACT = frozenset({NoopStep, ValidateStep})
+
+
 def may_have_templates(step: _StepBase) -> bool:
     """False when ``template_fields`` of the step is empty whatever it holds (a noop or a
     validate step): a bulk submission skips those without building anything."""
-    return isinstance(step, _TEMPLATED)
+    cls = type(step)
+    if cls in _TEMPLATED_EXACT:
+        return True
+    return cls not in _PLAIN_EXACT and isinstance(step, _TEMPLATED)
 
 
 def template_fields(step: _StepBase, index: int) -> list[tuple[str, str]]:

@@ -9,15 +9,28 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from psycopg.errors import UniqueViolation
+from psycopg.rows import tuple_row
+
 from opsconductor import status_machine
 from opsconductor.db import executions, queries
 from opsconductor.db.connection import Database
 from opsconductor.db.executions import NewExecution, Submitted
+from opsconductor.errors import DatabaseError
 from opsconductor.ids import uuid4_hexes
 from opsconductor.records import Execution
 from opsconductor.status_machine import Status
 
 Q = queries.load("bulk")
+
+#: ``submit`` with its ``-- racing:`` line live: ON CONFLICT DO NOTHING, for a bulk whose
+#: plain insert met a key held twice in it or by a transaction that had not committed.
+_RACING_MARK = "-- racing: "
+if Q["submit"].count(_RACING_MARK) != 1:
+    raise RuntimeError("sql/bulk.sql: submit must hold exactly one `-- racing:` line")
+_SUBMIT_RACING = Q["submit"].replace(_RACING_MARK, "")
+#: The unique index of held keys (schema.sql): its violation is the race above, nothing else.
+_KEYS_INDEX = "executions_idempotency_key_uniq"
 
 
 async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submitted]:
@@ -31,17 +44,39 @@ async def submit_many(db: Database, news: Sequence[NewExecution]) -> list[Submit
         separators=(",", ":"),
     )
     snapshots = "[" + ",".join(map(_snapshot_json, news)) + "]"
+    params = {"items": items, "snapshots": snapshots}
+    # A key given twice in the bulk would be a unique violation of the plain insert: such a
+    # bulk takes the statement that skips it at once.
+    unique = len({new.idempotency_key for new in news}) == len(news)
+    try:
+        rows = await _store(db, Q["submit"] if unique else _SUBMIT_RACING, params)
+    except DatabaseError as exc:
+        if not _key_raced(exc):
+            raise
+        rows = await _store(db, _SUBMIT_RACING, params)  # nothing of the first was kept
     answers: dict[int, Submitted] = {}
-    async with db.transaction() as conn:
-        cur = await conn.execute(Q["submit"], {"items": items, "snapshots": snapshots})
-        for row in await cur.fetchall():
-            i = row["ord"] - 1
-            execution = _created(news[i], trace_ids[i], statuses[i], row["created_at"])
-            answers[i] = Submitted(execution, created=True)
+    for row in rows:
+        i = row[0] - 1
+        execution = _created(news[i], trace_ids[i], statuses[i], row[1])
+        answers[i] = Submitted(execution, created=True)
     for i, new in enumerate(news):
         if i not in answers:  # after the commit: the holder of its key is visible now
             answers[i] = await executions.submit(db, new)
     return [answers[i] for i in range(len(news))]
+
+
+async def _store(db: Database, statement: str, params: dict[str, str]) -> list[tuple[Any, ...]]:
+    """One ``submit`` in a transaction of its own: (ord, created_at) of each execution made."""
+    async with db.transaction() as conn:
+        cur = conn.cursor(row_factory=tuple_row)
+        await cur.execute(statement, params)
+        return await cur.fetchall()
+
+
+def _key_raced(exc: DatabaseError) -> bool:
+    """Whether the plain insert met a held key it could not see before (see ``submit``)."""
+    cause = exc.__cause__
+    return isinstance(cause, UniqueViolation) and cause.diag.constraint_name == _KEYS_INDEX
 
 
 def _item(new: NewExecution, status: Status, trace_id: str) -> list[Any]:

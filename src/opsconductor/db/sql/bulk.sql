@@ -15,17 +15,22 @@
 --   22 plan_timeout_s, 23 steps_timeout_s (policies.plan_timeout, for the queue row);
 -- %(snapshots)s: their plan snapshots in the same order, as the JSON text the caller has.
 --
--- A key already held (a duplicate, or a failed run to retry) inserts nothing: that item goes
--- through the one-by-one path, which knows how to answer it. The status is the caller's: a
--- level-0 plan for the workers is created queued (migration 0029). Each inserted execution
--- then gets what one submission writes: its `submitted` event and, created queued, the
--- `status_changed` approved -> queued that one submission writes when it queues it
--- (executions.sql's transition), in that order; its pending first attempts (steps.sql);
--- for one that waits for approval its approval request; and for a queued one its queue
--- row, as queue.sql's enqueue: the retry budget and visibility timeout from the policies of
--- its SLA class and its steps' action classes, then one NOTIFY. Ages follow the order given
--- (clock_timestamp, not the transaction's one now()): workers claim by priority then age,
--- so a bulk is taken in submission order.
+-- A key already held (a duplicate, or a failed run to retry) inserts nothing: that item
+-- goes through the one-by-one path, which knows how to answer it. Held keys are skipped by
+-- a look-up (NOT EXISTS), and the insert is a plain one: ON CONFLICT's speculative
+-- insertion cost the server ~23K instructions a plan (of ~626K for this statement), the
+-- look-up ~8K. A key only an unfinished transaction holds (a race), or held twice in the
+-- bulk, is then a unique violation: db/bulk.py runs the statement again with its racing
+-- line (below) made live (DO NOTHING, waiting for that transaction as a single submission's
+-- insert does). The status is the caller's: a level-0 plan for the workers is created
+-- queued (migration 0029). Each inserted execution then gets what one submission writes:
+-- its `submitted` event and, created queued, the `status_changed` approved -> queued that
+-- one submission writes when it queues it (executions.sql's transition), in that order; its
+-- pending first attempts (steps.sql); for one that waits for approval its approval request;
+-- and for a queued one its queue row, as queue.sql's enqueue: the retry budget and
+-- visibility timeout from the policies of its SLA class and its steps' action classes, then
+-- one NOTIFY. Ages follow the order given (clock_timestamp, not the transaction's one
+-- now()): workers claim by priority then age, so a bulk is taken in submission order.
 -- Answers the inserted executions' place in the items (ord, from 1) and created_at: the
 -- caller holds every other value.
 WITH new AS (
@@ -53,8 +58,11 @@ WITH new AS (
            mode, sla_class, approval_level, priority, estimated_duration_s, trace_id,
            record_only, record_only_reason, rerun_of, job_name, job_version
     FROM new
+    WHERE NOT EXISTS (SELECT FROM execution.executions e
+                      WHERE e.tenant_id = new.tenant_id
+                        AND e.idempotency_key = new.idempotency_key AND NOT e.key_released)
     ORDER BY ord
-    ON CONFLICT (tenant_id, idempotency_key) WHERE NOT key_released DO NOTHING
+    -- racing: ON CONFLICT (tenant_id, idempotency_key) WHERE NOT key_released DO NOTHING
     RETURNING id, created_at
 ), m AS (
     -- what the rows below need of each inserted execution (its snapshot is not copied on)
