@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 from opsconductor.approvals import ApprovalState, Decision
 from opsconductor.errors import RecordError
@@ -70,6 +70,10 @@ def parse(enum: type[E], value: object, where: str) -> E:
     """``value`` as a member of ``enum``; ``RecordError`` naming ``where`` otherwise."""
     if isinstance(value, enum):
         return value
+    # a column's text, looked up directly: ``enum(value)`` goes through the metaclass
+    member = enum._value2member_map_.get(value) if type(value) is str else None
+    if member is not None:
+        return cast(E, member)
     if isinstance(value, str):
         try:
             return enum(value)

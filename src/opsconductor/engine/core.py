@@ -27,14 +27,14 @@ from opsconductor.connectors.session import Connectors
 from opsconductor.connectors.ssh import CredentialResolver
 from opsconductor.db import assets, auth, connectors, executions, queue, runs
 from opsconductor.db.connection import Database
-from opsconductor.engine import dispatch, playbooks, resume, rolling, verdict
+from opsconductor.engine import dispatch, known_plans, playbooks, resume, rolling, verdict
 from opsconductor.engine.attempts import Attempts
 from opsconductor.engine.secrets import StepSecrets, step_credentials
 from opsconductor.engine.state import DONE, INTERRUPTED, Observer, Parked, Run
 from opsconductor.errors import BadInput
 from opsconductor.inventory import Asset
 from opsconductor.locking import AssetLocked, LeaseHold, LockSettings, LockWaitAborted, owner_tag
-from opsconductor.plan import AnsibleStep, ValidateStep, parse_plan
+from opsconductor.plan import AnsibleStep, ValidateStep
 from opsconductor.records import Execution
 from opsconductor.secret_store import SecretResolver
 from opsconductor.status_machine import Status
@@ -212,7 +212,8 @@ class Engine:
         if context is None:  # else read by the claim, with the lease
             context = await runs.start_context(self.db.batch, tenant_id, wanted)
         found, tenant, patterns = context.assets, context.tenant, context.patterns
-        plan = parse_plan(snapshot["plan"])
+        parsed = known_plans.known(snapshot["plan"])
+        plan = parsed.plan
         targets = [
             [found[a] for a in step_targets if a in found] for step_targets in snapshot["targets"]
         ]
@@ -241,6 +242,7 @@ class Engine:
             credentials=live,
             files=pushed_files.from_snapshot(snapshot),
             actor_id=acting,
+            secret_paths=parsed.secret_paths,
         )
         run.cell.masker = masking.for_patterns(patterns)
         return run, wanted - set(found)
