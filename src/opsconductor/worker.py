@@ -40,6 +40,8 @@ log = structlog.get_logger("opsconductor.worker")
 
 #: How long a worker trusts its copy of the timeout policy matrix.
 POLICY_TTL_S = 30.0
+#: Container objects allocated (net) between two young collections (Python's default: 700).
+GC_YOUNG_THRESHOLD = 7000
 #: After a database error, how often and how many times to retry handing an attempt back.
 RETRY_EVERY_S = 0.5
 RETRIES = 30
@@ -128,6 +130,12 @@ class Worker:
         # objects every few hundred executions (measured: GC time per drained execution
         # down 4x, bench/drain_cost.py).
         gc.freeze()
+        # A run leaves no cyclic garbage (bounded.Deferred lets go of its owner): objects die
+        # by reference count, and the young collections the default threshold (700) ran
+        # every ~5 executions found nothing while walking every running execution's
+        # objects. Ten times fewer: cyclic garbage, if some path makes any, is still
+        # collected after 7,000 objects (measured: ~30 us less CPU per drained execution).
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         helpers = {
             "life": asyncio.create_task(self._life()),
             "heartbeat": asyncio.create_task(self._heartbeat()),
