@@ -4,6 +4,8 @@ leaves nothing running (a lock's heartbeat, the cancel watcher)."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 
@@ -40,3 +42,33 @@ async def test_after_its_delay_it_runs_and_stops_like_a_task() -> None:
     assert await helper.stop(stopping, what="test")
     assert beats and beats[0] - started >= 0.05  # not before its delay
     assert helper.task is not None and helper.task.done()
+
+
+class _Owner:
+    """Holds its Deferred, whose work is its own bound method (a lock hold, the cancel
+    watcher): the pair is a reference cycle until the Deferred lets go."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.helper = bounded.Deferred(delay_s, self.work)
+
+    async def work(self) -> None:
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("fired", [False, True])
+async def test_once_stopped_its_owner_is_freed_without_the_cyclic_collector(
+    fired: bool,
+) -> None:
+    """A cycle would leave the owner (and a whole run it points to) to the cyclic collector:
+    most of a busy worker's collection time, measured."""
+    gc.disable()
+    try:
+        owner = _Owner(0.0 if fired else 10.0)
+        await asyncio.sleep(0.05)
+        assert (owner.helper.task is not None) is fired
+        assert await owner.helper.stop(what="test")
+        gone = weakref.ref(owner)
+        del owner
+        assert gone() is None
+    finally:
+        gc.enable()

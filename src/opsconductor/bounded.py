@@ -64,14 +64,24 @@ class Deferred:
 
     def __init__(self, delay_s: float, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self.task: asyncio.Task[None] | None = None
-        self._work = work
+        self._work: Callable[[], Coroutine[Any, Any, None]] | None = work
         # the callback runs in a copy of this context, as a task made here would
-        self._timer = asyncio.get_running_loop().call_later(max(0.0, delay_s), self._begin)
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            max(0.0, delay_s), self._begin
+        )
 
     def _begin(self) -> None:
-        self.task = asyncio.create_task(self._work())
+        # Let go of the timer and the work once used: both point back here (``work`` is
+        # mostly a bound method of our owner), and a cycle leaves the owner and all it
+        # holds (a whole run) to the cyclic collector (measured: ~70 objects per drained
+        # execution, most of the worker's GC time).
+        work, self._work, self._timer = self._work, None, None
+        if work is not None:
+            self.task = asyncio.create_task(work())
 
     async def stop(self, flag: asyncio.Event | None = None, *, what: str = "task") -> bool:
         """As ``stop``: the timer, if it has not fired, is all there is to stop."""
-        self._timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()  # uvloop's handle keeps its callback after a cancel
+        self._work, self._timer = None, None
         return await stop(self.task, flag, what=what)

@@ -47,12 +47,24 @@ def secret_refs(value: Any) -> list[SecretRef]:
     if isinstance(value, SecretRef):
         return [value]
     if isinstance(value, BaseModel):
-        return [r for name in type(value).model_fields for r in secret_refs(getattr(value, name))]
+        return [r for name in _fields(type(value)) for r in secret_refs(getattr(value, name))]
     if isinstance(value, dict):
         return [r for v in value.values() for r in secret_refs(v)]
     if isinstance(value, list | tuple):
         return [r for v in value for r in secret_refs(v)]
     return []
+
+
+#: Field names by model class: pydantic's ``model_fields`` is a property that costs more
+#: than the walk it feeds.
+_FIELDS: dict[type[BaseModel], tuple[str, ...]] = {}
+
+
+def _fields(cls: type[BaseModel]) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(cls.model_fields)
+    return names
 
 
 def fill_secrets(value: T, values: Mapping[str, str]) -> T:
@@ -67,7 +79,7 @@ def fill_secrets(value: T, values: Mapping[str, str]) -> T:
     elif isinstance(value, BaseModel):
         changes = {
             name: fill_secrets(getattr(value, name), values)
-            for name in type(value).model_fields
+            for name in _fields(type(value))
             if secret_refs(getattr(value, name))
         }
         filled = value.model_copy(update=changes) if changes else value

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 from opsconductor.approvals import ApprovalState, Decision
 from opsconductor.errors import RecordError
@@ -70,6 +70,10 @@ def parse(enum: type[E], value: object, where: str) -> E:
     """``value`` as a member of ``enum``; ``RecordError`` naming ``where`` otherwise."""
     if isinstance(value, enum):
         return value
+    # a column's text, looked up directly: ``enum(value)`` goes through the metaclass
+    member = enum._value2member_map_.get(value) if type(value) is str else None
+    if member is not None:
+        return cast(E, member)
     if isinstance(value, str):
         try:
             return enum(value)
@@ -90,8 +94,8 @@ def row_values(
     without a default is a ``RecordError`` naming it. Every ``from_row`` builds on this."""
     names, required, nullable = _shape(cls)
     values = {name: row[name] for name in names if name in row}
-    missing = [name for name in names if name in required and name not in values]
-    if missing:
+    if not required.issubset(values):  # one set operation; the names only when it fails
+        missing = [name for name in names if name in required and name not in values]
         raise RecordError(f"{table} row lacks column(s) {', '.join(missing)}")
     for name, enum in (enums or {}).items():
         if name in values and not (values[name] is None and name in nullable):

@@ -40,6 +40,8 @@ log = structlog.get_logger("opsconductor.worker")
 
 #: How long a worker trusts its copy of the timeout policy matrix.
 POLICY_TTL_S = 30.0
+#: Container objects allocated (net) between two young collections (Python's default: 700).
+GC_YOUNG_THRESHOLD = 7000
 #: After a database error, how often and how many times to retry handing an attempt back.
 RETRY_EVERY_S = 0.5
 RETRIES = 30
@@ -128,6 +130,12 @@ class Worker:
         # objects every few hundred executions (measured: GC time per drained execution
         # down 4x, bench/drain_cost.py).
         gc.freeze()
+        # A run leaves no cyclic garbage (bounded.Deferred lets go of its owner): objects die
+        # by reference count, and the young collections the default threshold (700) ran
+        # every ~5 executions found nothing while walking every running execution's
+        # objects. Ten times fewer: cyclic garbage, if some path makes any, is still
+        # collected after 7,000 objects (measured: ~30 us less CPU per drained execution).
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         helpers = {
             "life": asyncio.create_task(self._life()),
             "heartbeat": asyncio.create_task(self._heartbeat()),
@@ -252,20 +260,21 @@ class Worker:
         task.add_done_callback(done)
 
     async def _execute(self, lease: Lease) -> None:
-        bound = log.bind(worker_id=self.worker_id, execution_id=str(lease.execution_id))
+        # Not ``log.bind``: a bound logger per execution cost ~2 % of a drained execution.
+        ids = {"worker_id": self.worker_id, "execution_id": str(lease.execution_id)}
         try:
             status = await self.engine.run(lease.tenant_id, lease.execution_id, lease=lease)
-            bound.info("execution ended", status=str(status), attempt=lease.attempt)
+            log.info("execution ended", status=str(status), attempt=lease.attempt, **ids)
         except (IllegalTransition, StaleStatus) as exc:
-            bound.info("execution moved under this worker", reason=str(exc))
+            log.info("execution moved under this worker", reason=str(exc), **ids)
             await self._quietly(self._settle_moved(lease, exc))
         except LeaseLost as exc:
-            bound.warning("lease lost; result not recorded", error=str(exc))
+            log.warning("lease lost; result not recorded", error=str(exc), **ids)
         except Exception as exc:
             # No verdict was reached (database gone, unexpected error): the queue decides,
             # retry later with back-off or dead-letter once the attempts are spent.
             error = f"{type(exc).__name__}: {exc}"
-            bound.warning("attempt failed", error=error, exc_info=exc)
+            log.warning("attempt failed", error=error, exc_info=exc, **ids)
             await self._persistently(lambda: queue.fail(self.db, lease, error, self.actor_id))
 
     async def _settle_moved(self, lease: Lease, exc: Exception) -> None:

@@ -4,6 +4,7 @@ caller, and turning our errors into one line on stderr and an exit code."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,18 +32,35 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def run(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
-    """Run async work; our errors become one line on stderr and their exit code."""
+def run(work: Callable[[Settings], Coroutine[Any, Any, T]], *, fast_loop: bool = False) -> T:
+    """Run async work; our errors become one line on stderr and their exit code.
+    ``fast_loop``: on uvloop where it is installed (long-lived processes, ``opsc worker``)."""
     settings = load_settings()
     logs.configure()
     try:
-        return asyncio.run(work(settings))
+        with asyncio.Runner(loop_factory=_fast_loop() if fast_loop else None) as runner:
+            return runner.run(work(settings))
     except OpsError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130) from None
+
+
+def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop, or None (asyncio's own) where it is not installed or turned off
+    (``OPSC_EVENT_LOOP=asyncio``). A worker's time per execution is largely the event
+    loop's (a task, futures, timers and socket waits per statement): on uvloop that part
+    costs less (bench/RESULTS.md: worker CPU per drained execution)."""
+    if os.environ.get("OPSC_EVENT_LOOP", "uvloop") == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 @asynccontextmanager

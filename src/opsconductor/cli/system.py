@@ -119,7 +119,7 @@ def worker(
             )
             return runner.handed_back
 
-    handed_back = run(work)
+    handed_back = run(work, fast_loop=True)
     err.print(f"worker stopped; handed back {handed_back} execution(s)", highlight=False)
 
 

@@ -171,6 +171,8 @@ def use_pidfd_child_watcher() -> bool:
     """
     if sys.platform != "linux" or sys.version_info >= (3, 12):
         return False
+    if not isinstance(asyncio.get_running_loop(), asyncio.BaseEventLoop):
+        return False  # uvloop: libuv watches its children itself, without threads
     try:  # the kernel or a seccomp filter may not allow it
         os.close(os.pidfd_open(os.getpid()))
     except (AttributeError, OSError):

@@ -81,6 +81,11 @@ class Connectors:
         self.access = access
         self._sandbox: Sandbox | None = None
 
+    @property
+    def holding(self) -> bool:
+        """Anything for ``aclose`` to close (an SSH connection, an HTTP client)?"""
+        return self.ssh.holding or bool(self._http)
+
     async def aclose(self) -> None:
         await self.ssh.close()
         for client in self._http.values():

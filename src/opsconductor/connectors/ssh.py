@@ -190,6 +190,11 @@ class SshPool:
         changed = HostKeyChanged(target.host, target.port, trusted, presented, note=note)
         raise SshError(f"{target.where}: {changed}")
 
+    @property
+    def holding(self) -> bool:
+        """Is any connection open (anything for ``close`` to do)?"""
+        return bool(self._conns)
+
     async def close(self) -> None:
         conns, self._conns = list(self._conns.values()), {}
         for conn in conns:

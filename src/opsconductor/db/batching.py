@@ -181,6 +181,8 @@ def as_json(rows: Sequence[Item]) -> str:
 
 
 def _plain(value: Any) -> Any:
+    if type(value) is uuid.UUID:  # the most frequent (execution ids), checked first
+        return str(value)
     if isinstance(value, Jsonb):
         return value.obj
     if isinstance(value, uuid.UUID):

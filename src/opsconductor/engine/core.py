@@ -12,7 +12,6 @@ import contextlib
 import functools
 import time
 import uuid
-import weakref
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,39 +26,22 @@ from opsconductor.connectors.session import Connectors
 from opsconductor.connectors.ssh import CredentialResolver
 from opsconductor.db import assets, auth, connectors, executions, queue, runs
 from opsconductor.db.connection import Database
-from opsconductor.engine import dispatch, playbooks, resume, rolling, verdict
+from opsconductor.engine import dispatch, known_plans, playbooks, resume, rolling, verdict
 from opsconductor.engine.attempts import Attempts
 from opsconductor.engine.secrets import StepSecrets, step_credentials
+from opsconductor.engine.slots import (
+    DEFAULT_STEP_CONCURRENCY,
+    DEFAULT_TARGET_CONCURRENCY,
+    target_slots,
+)
 from opsconductor.engine.state import DONE, INTERRUPTED, Observer, Parked, Run
 from opsconductor.errors import BadInput
 from opsconductor.inventory import Asset
 from opsconductor.locking import AssetLocked, LeaseHold, LockSettings, LockWaitAborted, owner_tag
-from opsconductor.plan import AnsibleStep, ValidateStep, parse_plan
+from opsconductor.plan import AnsibleStep, ValidateStep
 from opsconductor.records import Execution
 from opsconductor.secret_store import SecretResolver
 from opsconductor.status_machine import Status
-
-#: How many targets of one step run at once unless the step sets ``concurrency``.
-DEFAULT_STEP_CONCURRENCY = 10
-#: How many targets one process runs at once, over all its executions and engines.
-DEFAULT_TARGET_CONCURRENCY = 100
-
-_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def target_slots(limit: int) -> asyncio.Semaphore:
-    """The process's target slots (per event loop): however many engines a process builds
-    (the API's requests, its worker pool), ``limit`` bounds them together. A different
-    ``limit`` (tests, benchmarks) gets a semaphore of its own."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.Semaphore(limit)
-    if limit != DEFAULT_TARGET_CONCURRENCY:
-        return asyncio.Semaphore(limit)
-    return _SLOTS.setdefault(loop, asyncio.Semaphore(limit))
 
 
 class Engine:
@@ -162,7 +144,7 @@ class Engine:
         lease = run.lease
         with logs.masking_with(run.cell):
             if ending is not None:
-                await asyncio.shield(run.connectors.aclose())
+                await self._close_connectors(run)
                 await self._finish(run, *ending)
                 return ending[0]
             requested_by = run.execution.cancel_requested_by
@@ -184,9 +166,15 @@ class Engine:
                 raise
             finally:
                 await watcher.stop()
-                await asyncio.shield(run.connectors.aclose())
+                await self._close_connectors(run)
             await self._finish(run, final, reason)
         return final
+
+    @staticmethod
+    async def _close_connectors(run: Run) -> None:
+        # Shielded, which costs a task: only when something is open (most runs open none).
+        if run.connectors.holding:
+            await asyncio.shield(run.connectors.aclose())
 
     async def _begin(self, run: Run, current: Status) -> None:
         timeout_s = policies.execution_timeout(run.plan, run.execution.sla_class, run.matrix)
@@ -212,7 +200,8 @@ class Engine:
         if context is None:  # else read by the claim, with the lease
             context = await runs.start_context(self.db.batch, tenant_id, wanted)
         found, tenant, patterns = context.assets, context.tenant, context.patterns
-        plan = parse_plan(snapshot["plan"])
+        parsed = known_plans.known(snapshot["plan"])
+        plan = parsed.plan
         targets = [
             [found[a] for a in step_targets if a in found] for step_targets in snapshot["targets"]
         ]
@@ -241,6 +230,7 @@ class Engine:
             credentials=live,
             files=pushed_files.from_snapshot(snapshot),
             actor_id=acting,
+            secret_paths=parsed.secret_paths,
         )
         run.cell.masker = masking.for_patterns(patterns)
         return run, wanted - set(found)

@@ -77,7 +77,11 @@ class StepSecrets:
         paths = list(
             dict.fromkeys(
                 [
-                    *(ref.secret for ref in secret_refs(step)),
+                    *(
+                        run.secret_paths[index]
+                        if run.secret_paths
+                        else (ref.secret for ref in secret_refs(step))
+                    ),
                     *_credential_refs(run, index),
                     *_param_refs(run, index),
                 ]
