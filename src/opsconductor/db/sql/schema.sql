@@ -2152,7 +2152,8 @@ END $$;
 
 
 -- 0038_claim_plan_by_key
--- 0038: the claim's plan finds its rows by key whatever the statistics say.
+-- 0038: the claim's plan finds its rows by key whatever the statistics say; the events'
+-- key to their execution is checked once per statement (below).
 --
 -- claim_batch (0037) is planned once per connection, generically (0033), from the
 -- statistics of that moment; its batch size is a parameter, so the planner takes the picked

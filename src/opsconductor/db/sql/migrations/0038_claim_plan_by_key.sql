@@ -1,4 +1,5 @@
--- 0038: the claim's plan finds its rows by key whatever the statistics say.
+-- 0038: the claim's plan finds its rows by key whatever the statistics say; the events'
+-- key to their execution is checked once per statement (below).
 --
 -- claim_batch (0037) is planned once per connection, generically (0033), from the
 -- statistics of that moment; its batch size is a parameter, so the planner takes the picked
