@@ -17,7 +17,7 @@ workers as ``throughput.py`` runs them, their rounds alternating with ours): the
 CPU per job is the budget a same-run throughput ratio has to meet.
 
     python bench/drain_cost.py [--jobs N] [--processes P] [--rounds R] [--source DIR]
-                               [--systems ours pgqueuer]
+                               [--systems ours pgqueuer] [--analyze]
 """
 
 from __future__ import annotations
@@ -145,6 +145,13 @@ def main() -> None:
         default=["ours"],
         help="also drain a peer's no-op jobs the same way, rounds alternating",
     )
+    parser.add_argument(
+        "--analyze",
+        action="store_true",
+        help="ANALYZE each filled template, so every drain plans with current statistics "
+        "(as a long-lived database does); without it, whether autovacuum got there first "
+        "is left to chance",
+    )
     args = parser.parse_args()
     server = server_url()
     templates = {kind: f"dc_tpl_{kind}_{os.getpid()}" for kind in args.systems}
@@ -155,6 +162,9 @@ def main() -> None:
             url = create_db(server, template)
             asyncio.run(SETUP[kind](url))
             asyncio.run(ENQUEUE[kind](url, args.jobs))
+            if args.analyze:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("ANALYZE")
         for _ in range(args.rounds):
             for kind, template in templates.items():
                 runs[kind].append(
@@ -167,6 +177,7 @@ def main() -> None:
     print(
         f"drain cost, {args.jobs} no-op jobs, {args.processes} worker processes, "
         f"median of {args.rounds}{f', source {args.source}' if args.source else ''}"
+        f"{', analysed' if args.analyze else ''}"
     )
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
     for kind, results in runs.items():

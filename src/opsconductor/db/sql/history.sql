@@ -94,9 +94,13 @@ RETURNING to_jsonb(t) AS row
 
 -- name: cascading_tables
 -- Tables whose rows a DELETE of an execution would remove (directly or through another
--- table): prune refuses to run if one is not exported.
+-- table, by a key or by the events' trigger): prune refuses to run if one is not exported.
 WITH RECURSIVE down (rel) AS (
     SELECT 'execution.executions'::regclass
+    UNION
+    -- an execution's events go with it by a trigger, not by a key (migration 0038)
+    SELECT 'execution.execution_events'::regclass FROM pg_trigger t
+    WHERE t.tgrelid = 'execution.executions'::regclass AND t.tgname = 'executions_events_cascade'
     UNION
     SELECT c.conrelid::regclass FROM pg_constraint c JOIN down d ON c.confrelid = d.rel
     WHERE c.contype = 'f' AND c.confdeltype IN ('c', 'n', 'd') AND c.conrelid <> d.rel
