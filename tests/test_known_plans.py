@@ -8,7 +8,7 @@ import copy
 import pytest
 
 from opsconductor.engine import known_plans
-from opsconductor.plan import PlanError
+from opsconductor.errors import PlanError
 
 pytestmark = pytest.mark.unit
 
@@ -60,3 +60,14 @@ def test_it_keeps_a_bounded_number_of_plans(monkeypatch: pytest.MonkeyPatch) -> 
     for n in range(10):
         known_plans.known(_doc(f"echo {n}"))
     assert len(known_plans._KNOWN) == 3
+
+
+def test_a_large_document_is_parsed_but_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(known_plans, "_KNOWN", {})
+    big = _doc("echo " + "x" * known_plans.MAX_KEY_CHARS)
+    first = known_plans.known(big)
+    assert first.plan.steps[1].command.startswith("echo x")  # type: ignore[union-attr]
+    assert known_plans._KNOWN == {}
+    assert known_plans.known(copy.deepcopy(big)) is not first  # parsed again, not kept
+    small = known_plans.known(_doc("true"))
+    assert list(known_plans._KNOWN.values()) == [small]

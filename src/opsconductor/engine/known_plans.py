@@ -19,6 +19,9 @@ from opsconductor.plan import Plan, parse_plan, secret_refs
 
 #: Distinct plan documents kept; past that, the oldest entry goes.
 MAX_PLANS = 256
+#: A document whose key is longer is parsed for its run and not kept: a tenant submitting
+#: many large distinct plans must not grow a worker's memory past MAX_PLANS x this.
+MAX_KEY_CHARS = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ def known(document: Any) -> KnownPlan:
             tuple(dict.fromkeys(ref.secret for ref in secret_refs(step))) for step in plan.steps
         )
         found = KnownPlan(plan, paths)
+        if len(key) > MAX_KEY_CHARS:
+            return found
         if len(_KNOWN) >= MAX_PLANS:
             del _KNOWN[next(iter(_KNOWN))]
         _KNOWN[key] = found
