@@ -284,7 +284,6 @@ async def prepare(
             for asset in step_targets
         ],
         enqueue=mode is Mode.BACKGROUND,
-        action_classes=timeout.action_classes,  # its steps' classes, sorted, once each
         plan_timeout=timeout,
         min_lease_s=LEASE_P95_FACTOR * max(seen, default=0.0),
         step_keys=keys,

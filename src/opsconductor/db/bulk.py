@@ -103,7 +103,7 @@ def _item(new: NewExecution, status: Status, trace_id: str) -> list[Any]:
         new.job_name,
         new.job_version,
         new.min_lease_s,
-        sorted(set(new.action_classes)),
+        list(new.action_classes),  # sorted, once each (policies.plan_timeout)
         [
             [index, name, kind, asset_id, keys[index] if keys else None]
             for index, name, kind, asset_id in new.step_targets

@@ -46,8 +46,6 @@ class NewExecution:
     enqueue: bool = False
     #: the least visibility timeout its queue lease needs (from observed step durations)
     min_lease_s: float = 0.0
-    #: action classes of its steps: they pick the queue's retry budget and lease timeout
-    action_classes: tuple[str, ...] = ()
     #: each step's duration-history key, by step index (routing.step_key)
     step_keys: tuple[str, ...] = ()
     #: the plan's part of its execution budget (policies.plan_timeout), stored with its
@@ -65,6 +63,12 @@ class NewExecution:
     #: ``plan_snapshot`` as canonical JSON, when the submission has serialised it already
     #: (db/bulk.py stores this text rather than serialise the snapshot again)
     plan_snapshot_json: str | None = None
+
+    @property
+    def action_classes(self) -> tuple[str, ...]:
+        """Its steps' action classes, sorted, once each (they pick the queue's retry budget
+        and lease timeout): the plan timeout's, which holds them."""
+        return () if self.plan_timeout is None else self.plan_timeout.action_classes
 
 
 @dataclass(frozen=True)
