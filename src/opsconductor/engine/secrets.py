@@ -14,7 +14,7 @@ from opsconductor.db.connection import Database
 from opsconductor.engine.state import Run
 from opsconductor.errors import SecretError
 from opsconductor.params import secret_params
-from opsconductor.plan import AnsibleStep, CommandStep, FileStep, ScriptStep, secret_refs
+from opsconductor.plan import AnsibleStep, CommandStep, FileStep, ScriptStep
 from opsconductor.secret_store import SecretResolver
 
 
@@ -73,15 +73,10 @@ class StepSecrets:
 
     async def resolve(self, run: Run, index: int) -> str | None:
         """Fetch the step's secrets; None, or why the step cannot run."""
-        step = run.plan.steps[index]
         paths = list(
             dict.fromkeys(
                 [
-                    *(
-                        run.secret_paths[index]
-                        if run.secret_paths
-                        else (ref.secret for ref in secret_refs(step))
-                    ),
+                    *run.secret_paths[index],  # found once per plan (known_plans)
                     *_credential_refs(run, index),
                     *_param_refs(run, index),
                 ]

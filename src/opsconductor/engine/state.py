@@ -113,7 +113,8 @@ class Run:
     only: frozenset[str] | None = None
     #: the last attempt's result and locks, held back to be written with the end
     ending: Ending = field(default_factory=Ending)
-    #: per step, the secret paths its fields reference (engine/known_plans.py)
+    #: per step, the secret paths its fields reference (engine/known_plans.py; Engine._load
+    #: sets it for every run)
     secret_paths: tuple[tuple[str, ...], ...] = ()
 
     @property
