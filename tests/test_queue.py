@@ -33,6 +33,15 @@ async def _enqueue(db: Database, plan: Plan, actor: str | None = None) -> uuid.U
     return uuid.UUID(str(submitted.execution.id))
 
 
+async def _hosts(db: Database, count: int) -> list[dict[str, Any]]:
+    """``count`` assets of their own (one claim hands out one run per host: migration
+    0042), each as a step's targets."""
+    async with db.connection() as conn:
+        for i in range(count):
+            await assets.add(conn, "default", Asset(f"own-{i}", f"own-{i}", "127.0.0.1", "staging"))
+    return [{"assets": [f"own-{i}"]} for i in range(count)]
+
+
 async def _fetch(db: Database, sql: str, *params: Any) -> list[dict[str, Any]]:
     async with db.connection() as conn:
         cur = await conn.execute(sql, params)
@@ -94,7 +103,11 @@ async def test_claim_takes_priority_then_age_and_never_twice(db: Database) -> No
 
 
 async def test_concurrent_claims_split_the_work(db: Database) -> None:
-    ids = {await _enqueue(db, plan_of(command_step("a", "true"), name=f"p{i}")) for i in range(40)}
+    hosts = await _hosts(db, 40)
+    ids = {
+        await _enqueue(db, plan_of(command_step("a", "true", targets=hosts[i]), name=f"p{i}"))
+        for i in range(40)
+    }
     batches = await asyncio.gather(*(queue.claim(db, f"w{i}", limit=7) for i in range(8)))
     claimed = [lease.execution_id for batch in batches for lease in batch]
     assert sorted(claimed) == sorted(ids)  # every one claimed, none twice
@@ -431,8 +444,9 @@ async def test_worker_retries_work_a_stale_worker_started_but_drops_ended_work(
     db: Database,
 ) -> None:
     worker = Worker(db, actor_id="w", options=WorkerOptions())
-    raced = await _enqueue(db, plan_of(command_step("a", "true"), name="raced"))
-    ended = await _enqueue(db, plan_of(command_step("a", "true"), name="ended"))
+    one, two = await _hosts(db, 2)
+    raced = await _enqueue(db, plan_of(command_step("a", "true", targets=one), name="raced"))
+    ended = await _enqueue(db, plan_of(command_step("a", "true", targets=two), name="ended"))
     leases = {lease.execution_id: lease for lease in await queue.claim(db, "w", limit=2)}
     async with db.connection() as conn:
         # between our claim and our start: a worker with a stale lease starts one, and

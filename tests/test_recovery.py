@@ -15,7 +15,7 @@ from opsconductor.db.connection import Database
 from opsconductor.engine import Engine
 from opsconductor.status_machine import Status
 from tests.plans import command_step, plan_of
-from tests.test_queue import _enqueue, _fetch, _wait_for_text
+from tests.test_queue import _enqueue, _fetch, _hosts, _wait_for_text
 
 
 async def test_interrupted_work_is_claimed_before_new_work_whatever_its_priority(
@@ -23,8 +23,11 @@ async def test_interrupted_work_is_claimed_before_new_work_whatever_its_priority
 ) -> None:
     resumed = await _enqueue(db, plan_of(command_step("a", "true"), name="late", priority=9))
     (lease,) = await queue.claim(db, "w1", limit=1)
+    hosts = await _hosts(db, 3)  # one claim hands out one run per host
     fresh = [
-        await _enqueue(db, plan_of(command_step("a", "true"), name=f"n{i}", priority=1))
+        await _enqueue(
+            db, plan_of(command_step("a", "true", targets=hosts[i]), name=f"n{i}", priority=1)
+        )
         for i in range(3)
     ]
     assert await queue.release(db, [lease]) == {resumed}  # its worker stopped

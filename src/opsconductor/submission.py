@@ -19,6 +19,7 @@ from opsconductor.db import assets, bulk, connectors, executions, steps
 from opsconductor.db import staging as staging_rows
 from opsconductor.db.connection import Database
 from opsconductor.errors import BadInput, OpsError
+from opsconductor.first_locks import first_locks
 from opsconductor.idempotency import derive_key
 from opsconductor.inventory import (
     Asset,
@@ -285,6 +286,7 @@ async def prepare(
         ],
         enqueue=mode is Mode.BACKGROUND,
         plan_timeout=timeout,
+        first_locks=first_locks(plan, snapshot["targets"]),
         min_lease_s=LEASE_P95_FACTOR * max(seen, default=0.0),
         step_keys=keys,
         rerun_of=request.rerun_of,

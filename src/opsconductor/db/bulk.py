@@ -111,6 +111,7 @@ def _item(new: NewExecution, status: Status, trace_id: str) -> list[Any]:
         payload,
         None if new.plan_timeout is None else new.plan_timeout.plan_s,
         None if new.plan_timeout is None else new.plan_timeout.steps_s,
+        None if new.first_locks is None else list(new.first_locks),
     ]
 
 

@@ -63,6 +63,9 @@ class NewExecution:
     #: ``plan_snapshot`` as canonical JSON, when the submission has serialised it already
     #: (db/bulk.py stores this text rather than serialise the snapshot again)
     plan_snapshot_json: str | None = None
+    #: the assets its first lock takes (first_locks.py), stored with its queue row: the
+    #: claim leaves it queued while another run holds one; None: no filter
+    first_locks: tuple[str, ...] | None = None
 
     @property
     def action_classes(self) -> tuple[str, ...]:
@@ -211,6 +214,7 @@ async def _enqueue(conn: Conn, new: NewExecution, execution: Execution) -> Execu
         new.action_classes,
         min_lease_s=new.min_lease_s,
         plan_timeout=new.plan_timeout,
+        first_locks=new.first_locks,
     )
     return replace(execution, status=Status.QUEUED)
 

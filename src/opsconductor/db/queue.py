@@ -14,6 +14,7 @@ from opsconductor.db import executions, queries, runs
 from opsconductor.db.connection import Conn, Database
 from opsconductor.db.runs import StartContext
 from opsconductor.errors import BadInput, NotFound
+from opsconductor.first_locks import first_locks
 from opsconductor.records import Execution
 from opsconductor.status_machine import Status
 
@@ -66,11 +67,14 @@ async def enqueue(
     *,
     min_lease_s: float = 0.0,
     plan_timeout: policies.PlanTimeout | None = None,
+    first_locks: Sequence[str] | None = None,
 ) -> None:
     """Queue an execution (its policies come from its SLA class and ``action_classes``);
     call inside the transaction that made it ``queued``. Workers are notified at commit.
     ``plan_timeout``: its plan's part of the execution budget, with which the claim begins
-    it (None: the engine begins it, one round trip later)."""
+    it (None: the engine begins it, one round trip later). ``first_locks``: the assets its
+    first lock takes (first_locks.py); the claim leaves it queued while another run holds
+    one (None: it is claimed whatever the locks)."""
     await conn.execute(
         Q["enqueue"],
         {
@@ -79,16 +83,26 @@ async def enqueue(
             "min_lease_s": min_lease_s,
             "plan_timeout_s": None if plan_timeout is None else plan_timeout.plan_s,
             "steps_timeout_s": None if plan_timeout is None else plan_timeout.steps_s,
+            "first_locks": None if first_locks is None else list(first_locks),
         },
     )
 
 
-async def enqueue_plan(conn: Conn, execution: Execution) -> None:
-    """``enqueue`` with what it needs read from the execution's plan."""
+async def enqueue_plan(conn: Conn, execution: Execution, *, fresh: bool) -> None:
+    """``enqueue`` with what it needs read from the execution's plan. ``fresh``: it has not
+    started, and its first locks go with it (a requeued running one resumes further on)."""
     from opsconductor.plan import parse_plan  # pydantic: not for every queue reader
 
-    timeout = policies.plan_timeout(parse_plan(execution.plan_snapshot["plan"]))
-    await enqueue(conn, execution.id, timeout.action_classes, plan_timeout=timeout)
+    snapshot = execution.plan_snapshot
+    plan = parse_plan(snapshot["plan"])
+    timeout = policies.plan_timeout(plan)
+    await enqueue(
+        conn,
+        execution.id,
+        timeout.action_classes,
+        plan_timeout=timeout,
+        first_locks=first_locks(plan, snapshot["targets"]) if fresh else None,
+    )
 
 
 async def enqueue_approved(conn: Conn, execution: Execution, actor_id: str) -> None:
@@ -97,7 +111,7 @@ async def enqueue_approved(conn: Conn, execution: Execution, actor_id: str) -> N
     await executions.transition(
         conn, execution.id, Status.APPROVED, Status.QUEUED, actor_id=actor_id
     )
-    await enqueue_plan(conn, execution)
+    await enqueue_plan(conn, execution, fresh=True)
 
 
 async def claim(
@@ -337,7 +351,7 @@ async def requeue(db: Database, tenant_id: str, execution_id: str, actor_id: str
         if entry is None:
             raise NotFound(f"execution {execution.id} is not in the dead-letter queue")
         await conn.execute(Q["clear_dead_letter_reason"], {"execution_id": execution.id})
-        await enqueue_plan(conn, execution)
+        await enqueue_plan(conn, execution, fresh=execution.status is Status.QUEUED)
         await executions.append_event(
             conn, execution, "requeued", actor_id, {"dlq_id": entry["id"]}
         )

@@ -12,7 +12,8 @@
 --   [step_index, step_name, step_type, asset_id, step_key] per first attempt, 21 the
 --   payload of its `submitted` event (built by the caller: jsonb_build_object cost the
 --   server ~20K instructions a call, parsing it with the rest a fraction of that),
---   22 plan_timeout_s, 23 steps_timeout_s (policies.plan_timeout, for the queue row);
+--   22 plan_timeout_s, 23 steps_timeout_s (policies.plan_timeout, for the queue row),
+--   24 first_locks: the asset ids its first lock takes or null (first_locks.py, ditto);
 -- %(snapshots)s: their plan snapshots in the same order, as the JSON text the caller has.
 --
 -- A key already held (a duplicate, or a failed run to retry) inserts nothing: that item
@@ -45,7 +46,7 @@ WITH new AS (
            (x.e->>15)::uuid AS rerun_of, x.e->>16 AS job_name, (x.e->>17)::int AS job_version,
            (x.e->>18)::float8 AS min_lease_s, x.e->19 AS action_classes, x.e->20 AS steps,
            x.e->21 AS payload, (x.e->>22)::float8 AS plan_timeout_s,
-           (x.e->>23)::float8 AS steps_timeout_s, x.snapshot
+           (x.e->>23)::float8 AS steps_timeout_s, x.e->24 AS first_locks, x.snapshot
     FROM ROWS FROM (jsonb_array_elements(%(items)s::jsonb),
                     jsonb_array_elements(%(snapshots)s::jsonb))
          WITH ORDINALITY AS x(e, snapshot, ord)
@@ -69,7 +70,7 @@ WITH new AS (
     SELECT new.ord, new.id, made.created_at, new.tenant_id, new.actor_id, new.status,
            new.approval_level, new.plan_hash, new.priority, new.sla_class, new.min_lease_s,
            new.action_classes, new.steps, new.payload, new.plan_timeout_s,
-           new.steps_timeout_s
+           new.steps_timeout_s, new.first_locks
     FROM made JOIN new USING (id)
 ), no_event_lock AS MATERIALIZED (
     -- Events of executions this transaction created need no per-event row lock for id order
@@ -121,12 +122,15 @@ WITH new AS (
 ), queued AS (
     INSERT INTO execution.execution_queue
         (execution_id, priority, max_attempts, lease_timeout_s, available_at, enqueued_at,
-         action_classes, plan_timeout_s, steps_timeout_s)
+         action_classes, plan_timeout_s, steps_timeout_s, first_locks, first_locks_tenant)
     SELECT m.id, m.priority, coalesce(p.max_attempts, 3),
            greatest(coalesce(p.lease_timeout_s, 60), m.min_lease_s),
            clock_timestamp(), clock_timestamp(),
            ARRAY(SELECT jsonb_array_elements_text(m.action_classes)), m.plan_timeout_s,
-           m.steps_timeout_s
+           m.steps_timeout_s,
+           CASE WHEN jsonb_typeof(m.first_locks) = 'array'
+                THEN ARRAY(SELECT jsonb_array_elements_text(m.first_locks)) END,
+           m.tenant_id
     FROM m JOIN policy p USING (sla_class, action_classes)
     WHERE m.status = 'queued'
     ORDER BY m.ord

@@ -8,18 +8,23 @@
 -- raised to what the observed step durations need. The NOTIFY goes out at commit.
 -- The plan's part of its execution budget (policies.plan_timeout) goes with the row: the
 -- claim begins the execution with it (migration 0037; NULL: the engine begins it).
+-- So do the assets its first lock takes, with its tenant (first_locks.py, migration 0042):
+-- the claim leaves it queued while another run holds one of them (NULL: no filter).
 WITH e AS (
-    SELECT id, priority, sla_class FROM execution.executions WHERE id = %(execution_id)s
+    SELECT id, tenant_id, priority, sla_class FROM execution.executions
+    WHERE id = %(execution_id)s
 ), policy AS (
     SELECT min(p.max_attempts) AS max_attempts, max(p.lease_timeout_s) AS lease_timeout_s
     FROM e JOIN execution.timeout_policies p ON p.sla_class = e.sla_class
     WHERE p.action_class = ANY(%(action_classes)s::text[])
 ), queued AS (
     INSERT INTO execution.execution_queue (execution_id, priority, max_attempts, lease_timeout_s,
-                                           action_classes, plan_timeout_s, steps_timeout_s)
+                                           action_classes, plan_timeout_s, steps_timeout_s,
+                                           first_locks, first_locks_tenant)
     SELECT e.id, e.priority, coalesce(policy.max_attempts, 3),
            greatest(coalesce(policy.lease_timeout_s, 60), %(min_lease_s)s::float8),
-           %(action_classes)s::text[], %(plan_timeout_s)s::float8, %(steps_timeout_s)s::float8
+           %(action_classes)s::text[], %(plan_timeout_s)s::float8, %(steps_timeout_s)s::float8,
+           %(first_locks)s::text[], e.tenant_id
     FROM e, policy
     RETURNING execution_id
 )
@@ -37,6 +42,8 @@ SELECT pg_notify('opsc_queue', '') FROM queued
 -- patterns and the plan's targets, as the start_context statement reads them).
 -- With begin_actor it also begins the new work it can (migration 0037): begun_timeout_s
 -- is then set, the budget it was given, and the row comes back running.
+-- New work whose first locks (migration 0042) another run holds stays queued, and one
+-- claim hands out no two runs whose first locks overlap (the first in claim order wins).
 SELECT (c.e).*, c.lease_token, c.attempt_count, c.max_attempts, c.lease_s,
        c.extended_timeout_at, c.recovered_after_s, c.interruption, c.interruptions,
        c.recovery_s, c.start_context, c.begun_timeout_s
@@ -184,10 +191,12 @@ FROM execution.execution_queue
 
 -- name: park
 -- A level 3 step waits for a person: the lease goes back and the row sleeps until the
--- step's approval wakes it, so the wait holds no worker slot. Not a spent attempt.
+-- step's approval wakes it, so the wait holds no worker slot. Not a spent attempt. Its
+-- first locks (migration 0042) are those of a step it may have passed: no longer a filter.
 UPDATE execution.execution_queue SET
     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
-    available_at = 'infinity', attempt_count = greatest(attempt_count - 1, 0)
+    available_at = 'infinity', attempt_count = greatest(attempt_count - 1, 0),
+    first_locks = NULL
 WHERE execution_id = %(execution_id)s AND lease_token = %(lease_token)s
 RETURNING execution_id
 

@@ -1,0 +1,166 @@
+"""The claim leaves new work whose host is busy in the queue (migration 0042): a run whose
+first lock another run holds waits its turn in the queue, not in a worker slot where it
+would fail ``asset_locked``; one claim hands out no two runs with a first host in common."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from opsconductor.db import locks, queue
+from opsconductor.db.connection import Database
+from opsconductor.first_locks import first_locks
+from opsconductor.locking import LockSettings
+from opsconductor.submission import Request, submit_many
+from opsconductor.worker import Worker, WorkerOptions
+from tests.helpers import admin
+from tests.plans import command_step, plan_of
+from tests.test_queue import _approve, _enqueue, _fetch, _hosts
+
+
+def _noop(name: str, hosts: list[str], **extra: Any) -> dict[str, Any]:
+    return {"name": name, "type": "noop", "targets": {"assets": hosts}, **extra}
+
+
+async def _lock(db: Database, asset_id: str, *, ttl_s: float = 60.0) -> None:
+    """``asset_id`` held by a run that is none of the queued ones."""
+    taken = await locks.try_acquire(
+        db.batch, "default", asset_id, owner_tag="other:w9", execution_id=None, ttl_s=ttl_s
+    )
+    assert taken
+
+
+async def _claimed(db: Database, limit: int = 10) -> list[uuid.UUID]:
+    return [lease.execution_id for lease in await queue.claim(db, "w", limit=limit)]
+
+
+async def test_a_busy_first_host_keeps_a_run_queued_until_its_lock_is_gone(
+    db: Database,
+) -> None:
+    await _hosts(db, 2)
+    busy = await _enqueue(db, plan_of(_noop("a", ["own-0"]), priority=1))
+    free = await _enqueue(db, plan_of(_noop("a", ["own-1"]), priority=9))
+    await _lock(db, "own-0")
+    assert await _claimed(db) == [free]  # the better priority waits: its host is busy
+    assert await _claimed(db) == []
+    await locks.release(db.batch, "default", ["own-0"], owner_tag="other:w9")
+    assert await _claimed(db) == [busy]
+
+
+async def test_an_expired_lock_holds_nothing_back(db: Database) -> None:
+    await _hosts(db, 1)
+    run = await _enqueue(db, plan_of(_noop("a", ["own-0"])))
+    await _lock(db, "own-0", ttl_s=-1)  # its holder stopped heart-beating: anyone may take it
+    assert await _claimed(db) == [run]
+
+
+async def test_one_claim_hands_out_no_two_runs_with_a_first_host_in_common(
+    db: Database,
+) -> None:
+    await _hosts(db, 4)
+    both = await _enqueue(db, plan_of(_noop("a", ["own-0", "own-1"]), priority=1))
+    same = await _enqueue(db, plan_of(_noop("a", ["own-1"]), priority=2))
+    later = await _enqueue(db, plan_of(_noop("a", ["own-2"]), _noop("b", ["own-0"]), priority=3))
+    again = await _enqueue(db, plan_of(_noop("a", ["own-2"]), priority=4))
+    # the second step's host is no first lock: only own-0 and own-1, then own-2, are taken
+    assert await _claimed(db) == [both, later]
+    # claimed a moment ago (their locks not taken yet), they still hold their hosts back
+    assert await _claimed(db) == []
+    async with db.connection() as conn:  # as if claimed long ago (holding their locks or past)
+        await conn.execute(
+            "UPDATE execution.execution_queue SET leased_at = now() - interval '1 minute'"
+        )
+    assert sorted(await _claimed(db)) == sorted([same, again])
+
+
+def test_what_the_first_lock_takes() -> None:
+    plan = plan_of
+
+    check = {"name": "v", "type": "validate", "step": "a", "expect": {"exit_code": 0}}
+    two = [["h2", "h1"], ["h3"]]
+    assert first_locks(plan(_noop("a", ["h2", "h1"]), _noop("b", ["h3"])), two) == ("h1", "h2")
+    whole = plan(_noop("a", ["h2", "h1"]), _noop("b", ["h3"]), lock="execution")
+    assert first_locks(whole, two) == ("h1", "h2", "h3")
+    validated = plan(_noop("a", ["h1"]), check, _noop("b", ["h3"]), lock="execution")
+    assert first_locks(validated, [["h1"], [], ["h3"]]) == ("h1", "h3")
+    assert first_locks(plan(_noop("a", ["h1"]), _noop("b", ["h3"])), [[], ["h3"]]) == ("h3",)
+    rolling = plan(_noop("a", ["h1", "h2", "h3"]), _noop("b", ["h3"]), serial=2)
+    assert first_locks(rolling, [["h1", "h2", "h3"], ["h3"]]) == ("h1", "h2")
+    late = plan(_noop("a", ["h3"]), _noop("b", ["h1", "h3"]), serial=1)
+    assert first_locks(late, [["h3"], ["h1", "h3"]]) == ("h1",)  # batch 1 is h1: step b
+    assert first_locks(plan(_noop("a", ["h1"])), [[]]) is None
+
+
+async def test_every_enqueue_path_stores_the_first_locks(db: Database) -> None:
+    await _hosts(db, 3)
+    actor = await admin(db, "tester")
+    one = await _enqueue(db, plan_of(_noop("a", ["own-2", "own-0"]), _noop("b", ["own-1"])))
+    (bulk,) = await submit_many(
+        db,
+        [Request(plan_of(_noop("a", ["own-1"])), "default", actor, "bulk", enqueue=True)],
+    )
+    whole = plan_of(_noop("a", ["own-2"]), _noop("b", ["own-0"]), lock="execution")
+    (whole_bulk,) = await submit_many(db, [Request(whole, "default", actor, "whole", enqueue=True)])
+    approved = await _enqueue(db, plan_of(_noop("a", ["own-0"]), approval_level=1))
+    await _approve(db, approved)
+    rows = {
+        r["execution_id"]: (r["first_locks"], r["first_locks_tenant"])
+        for r in await _fetch(db, "SELECT * FROM execution.execution_queue")
+    }
+    assert rows == {
+        one: (["own-0", "own-2"], "default"),
+        bulk.execution.id: (["own-1"], "default"),
+        whole_bulk.execution.id: (["own-0", "own-2"], "default"),
+        approved: (["own-0"], "default"),
+    }
+
+
+async def test_rows_without_first_locks_are_claimed_as_before(db: Database) -> None:
+    """Queued by older code (or not covered): NULL, no filter."""
+    ids = [await _enqueue(db, plan_of(command_step("a", "true"), name=f"p{i}")) for i in range(3)]
+    async with db.connection() as conn:
+        await conn.execute("UPDATE execution.execution_queue SET first_locks = NULL")
+    await _lock(db, "localhost")
+    assert await _claimed(db) == ids  # all three, in age order, the host's lock whatever
+
+
+async def test_interrupted_work_is_claimed_whatever_its_hosts(db: Database) -> None:
+    await _hosts(db, 1)
+    run = await _enqueue(db, plan_of(_noop("a", ["own-0"])))
+    (lease,) = await queue.claim(db, "w1", limit=1)
+    assert await queue.release(db, [lease]) == {run}  # its worker stopped
+    await _lock(db, "own-0")
+    assert await _claimed(db) == [run]
+    (row,) = await _fetch(db, "SELECT first_locks FROM execution.execution_queue")
+    assert row["first_locks"] is None  # resumed: its first step may be behind it
+
+
+async def test_a_long_queue_for_one_host_waits_its_turn_instead_of_failing(
+    db: Database,
+) -> None:
+    """Each run holds the host longer than a run may wait for it: claimed whatever the
+    host, runs 2.. would fail asset_locked. Left in the queue, each one completes."""
+    await _hosts(db, 1)
+    ids = [
+        await _enqueue(db, plan_of(command_step("a", "sleep 0.3", targets={"assets": ["own-0"]})))
+        for _ in range(5)
+    ]
+    worker = Worker(db, actor_id="w", options=WorkerOptions(concurrency=4, poll_s=0.2))
+    worker.engine.lock_settings = LockSettings(wait_s=0.05, poll_s=0.01)
+    serving = asyncio.create_task(worker.serve())
+    try:
+        for _ in range(600):  # a generous bound: 5 runs of 0.3 s one after another
+            rows = await _fetch(
+                db,
+                "SELECT status::text, status_reason FROM execution.executions WHERE id = ANY(%s)",
+                ids,
+            )
+            if all(r["status"] in ("completed", "failed") for r in rows):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(serving, 60)
+    assert [(r["status"], r["status_reason"]) for r in rows] == [("completed", None)] * 5
+    assert await _fetch(db, "SELECT * FROM execution.execution_queue") == []
