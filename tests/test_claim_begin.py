@@ -24,6 +24,7 @@ from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit, submit_many
 from opsconductor.worker import Worker, WorkerOptions
 from tests.helpers import admin
+from tests.test_queue import _no_host_filter
 
 WORKER = "w-actor"
 
@@ -145,11 +146,8 @@ async def test_single_and_bulk_submissions_store_the_plans_part(db: Database) ->
             wanted.plan_s,
             wanted.steps_s,
         )
-    leases: list[queue.Lease] = []
-    # One claim hands out one run per host (migration 0042; these all run on localhost,
-    # and no lock is taken here): claimed until none is left.
-    while claimed := await queue.claim(db, "w1", limit=2 * len(plans), begin_as=WORKER):
-        leases += claimed
+    await _no_host_filter(db)  # all on localhost
+    leases = await queue.claim(db, "w1", limit=2 * len(plans), begin_as=WORKER)
     assert len(leases) == 2 * len(plans) and all(lease.deadline for lease in leases)
     for lease in leases:
         assert lease.execution is not None
@@ -184,6 +182,7 @@ async def test_the_claim_begins_exactly_as_the_engine_does(db: Database) -> None
         (await submit(db, Request(plan, "default", actor, key, enqueue=True))).execution.id
         for key in ("by-claim", "by-engine")
     ]
+    await _no_host_filter(db)  # both on localhost
     (claimed,) = await queue.claim(db, "w1", limit=1, begin_as=WORKER)
     (plain,) = await queue.claim(db, "w1", limit=1)
     assert claimed.execution_id == ids[0] and plain.execution_id == ids[1]
@@ -327,6 +326,7 @@ async def test_a_worker_drains_begun_work_with_the_events_of_before(db: Database
         for key in ("a", "b")
     ]
     worker = Worker(db, actor_id=WORKER, options=WorkerOptions())
+    await _no_host_filter(db)  # both on localhost
     (begun,) = await worker._claim(1)  # the worker's own claim begins it
     (plain,) = await queue.claim(db, worker.worker_id, limit=1)
     assert begun.deadline is not None and plain.deadline is None

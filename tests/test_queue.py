@@ -42,6 +42,13 @@ async def _hosts(db: Database, count: int) -> list[dict[str, Any]]:
     return [{"assets": [f"own-{i}"]} for i in range(count)]
 
 
+async def _no_host_filter(db: Database) -> None:
+    """For tests that claim runs of one host one after another without running them: a
+    run claimed a moment ago holds its first host back from the claim (migration 0042)."""
+    async with db.connection() as conn:
+        await conn.execute("UPDATE execution.execution_queue SET first_locks = NULL")
+
+
 async def _fetch(db: Database, sql: str, *params: Any) -> list[dict[str, Any]]:
     async with db.connection() as conn:
         cur = await conn.execute(sql, params)
@@ -91,9 +98,16 @@ async def test_submit_wakes_a_listener(db: Database) -> None:
 
 
 async def test_claim_takes_priority_then_age_and_never_twice(db: Database) -> None:
-    low = await _enqueue(db, plan_of(command_step("a", "true"), name="low", priority=9))
-    old = await _enqueue(db, plan_of(command_step("a", "true"), name="old", priority=2))
-    new = await _enqueue(db, plan_of(command_step("a", "true"), name="new", priority=2))
+    one, two, three = await _hosts(db, 3)
+    low = await _enqueue(
+        db, plan_of(command_step("a", "true", targets=one), name="low", priority=9)
+    )
+    old = await _enqueue(
+        db, plan_of(command_step("a", "true", targets=two), name="old", priority=2)
+    )
+    new = await _enqueue(
+        db, plan_of(command_step("a", "true", targets=three), name="new", priority=2)
+    )
     first = await queue.claim(db, "w1", limit=1)
     second = await queue.claim(db, "w2", limit=1)
     third = await queue.claim(db, "w3", limit=5)
