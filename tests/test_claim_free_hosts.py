@@ -10,8 +10,10 @@ from typing import Any
 
 from opsconductor.db import locks, queue
 from opsconductor.db.connection import Database
+from opsconductor.engine import Engine
 from opsconductor.first_locks import first_locks
 from opsconductor.locking import LockSettings
+from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit_many
 from opsconductor.worker import Worker, WorkerOptions
 from tests.helpers import admin
@@ -65,13 +67,33 @@ async def test_one_claim_hands_out_no_two_runs_with_a_first_host_in_common(
     again = await _enqueue(db, plan_of(_noop("a", ["own-2"]), priority=4))
     # the second step's host is no first lock: only own-0 and own-1, then own-2, are taken
     assert await _claimed(db) == [both, later]
-    # claimed a moment ago (their locks not taken yet), they still hold their hosts back
+    # claimed a moment ago, not started: their first locks are reserved for them
+    reserved = await _fetch(
+        db, "SELECT asset_id, owner_tag FROM execution.execution_locks ORDER BY asset_id"
+    )
+    assert [(r["asset_id"], r["owner_tag"]) for r in reserved] == [
+        ("own-0", f"{both}:w"),
+        ("own-1", f"{both}:w"),
+        ("own-2", f"{later}:w"),
+    ]
     assert await _claimed(db) == []
-    async with db.connection() as conn:  # as if claimed long ago (holding their locks or past)
+    async with db.connection() as conn:  # a reservation never taken up runs out
         await conn.execute(
-            "UPDATE execution.execution_queue SET leased_at = now() - interval '1 minute'"
+            "UPDATE execution.execution_locks SET expires_at = now() - interval '1 second'"
         )
     assert sorted(await _claimed(db)) == sorted([same, again])
+
+
+async def test_a_run_takes_the_lock_reserved_for_it_and_no_other(db: Database) -> None:
+    await _hosts(db, 1)
+    run = await _enqueue(db, plan_of(_noop("a", ["own-0"])))
+    (lease,) = await queue.claim(db, "w", limit=1)
+    assert not await locks.try_acquire(  # another execution waits for it
+        db.batch, "default", "own-0", owner_tag="other:w9", execution_id=None, ttl_s=60
+    )
+    engine = Engine(db, actor_id="w", worker_id="elsewhere")  # any worker of this execution
+    assert await engine.run("default", run, lease=lease) is Status.COMPLETED
+    assert await _fetch(db, "SELECT * FROM execution.execution_locks") == []
 
 
 def test_what_the_first_lock_takes() -> None:
@@ -130,6 +152,10 @@ async def test_interrupted_work_is_claimed_whatever_its_hosts(db: Database) -> N
     run = await _enqueue(db, plan_of(_noop("a", ["own-0"])))
     (lease,) = await queue.claim(db, "w1", limit=1)
     assert await queue.release(db, [lease]) == {run}  # its worker stopped
+    async with db.connection() as conn:  # what its first claim reserved runs out
+        await conn.execute(
+            "UPDATE execution.execution_locks SET expires_at = now() - interval '1 second'"
+        )
     await _lock(db, "own-0")
     assert await _claimed(db) == [run]
     (row,) = await _fetch(db, "SELECT first_locks FROM execution.execution_queue")

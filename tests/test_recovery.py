@@ -53,8 +53,10 @@ async def test_time_without_a_worker_moves_the_deadline_and_is_reported(db: Data
     assert (after - before).total_seconds() >= 1.0  # the gap is not charged
     assert again.execution is not None and again.execution["timeout_at"] == after
     assert (again.interruption, again.interruptions) == ("worker shutdown", 1)
-    # a plain claim of new work carries no recovery
-    await _enqueue(db, plan_of(command_step("a", "true"), name="new"))
+    # a plain claim of new work carries no recovery (on a host of its own: the first
+    # claim reserved localhost for the run above, which never took it)
+    (host,) = await _hosts(db, 1)
+    await _enqueue(db, plan_of(command_step("a", "true", targets=host), name="new"))
     (new,) = await queue.claim(db, "w2", limit=1)
     assert new.recovered_after_s is None and new.interruptions == 0
 
@@ -127,7 +129,8 @@ async def test_a_worker_whose_session_ends_is_declared_dead_and_loses_its_leases
         assert len(rounds) >= 3  # found free once is not enough: free confirm_s later
         assert rounds[-1].dead == ["w-doomed"] and rounds[-1].sweep_due is False
         swept = await recovery.sweep(db, "reaper", rounds[-1].dead)
-    assert swept == recovery.Swept(["w-doomed"], requeued=1, dead_lettered=0, locks_freed=1)
+    # its lock of n1, and localhost, which its claim reserved for the run (migration 0042)
+    assert swept == recovery.Swept(["w-doomed"], requeued=1, dead_lettered=0, locks_freed=2)
     assert await _fetch(db, "SELECT * FROM execution.execution_locks") == []
     (row,) = await _fetch(db, "SELECT * FROM execution.execution_queue")
     assert row["lease_token"] is None and row["interruption"] == "worker crash"

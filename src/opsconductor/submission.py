@@ -286,7 +286,8 @@ async def prepare(
         ],
         enqueue=mode is Mode.BACKGROUND,
         plan_timeout=timeout,
-        first_locks=first_locks(plan, snapshot["targets"]),
+        # level 3 waits for its first step's approval, parked, before any lock
+        first_locks=first_locks(plan, snapshot["targets"]) if plan.approval_level < 3 else None,
         min_lease_s=LEASE_P95_FACTOR * max(seen, default=0.0),
         step_keys=keys,
         rerun_of=request.rerun_of,

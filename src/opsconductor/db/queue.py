@@ -101,7 +101,9 @@ async def enqueue_plan(conn: Conn, execution: Execution, *, fresh: bool) -> None
         execution.id,
         timeout.action_classes,
         plan_timeout=timeout,
-        first_locks=first_locks(plan, snapshot["targets"]) if fresh else None,
+        first_locks=first_locks(plan, snapshot["targets"])
+        if fresh and plan.approval_level < 3
+        else None,
     )
 
 

@@ -5,7 +5,9 @@
 -- name: try_acquire
 -- Set-based (db/batching.py): one row per wanted lock; a row back (its ord) for each lock
 -- taken. Inserted in (tenant, asset) order, as LeaseHold takes them, so two batches
--- wanting the same assets lock them in the same order.
+-- wanting the same assets lock them in the same order. A lock the claim reserved for this
+-- execution (no execution_id, its owner's tag leads with this execution's id: migration
+-- 0042) is its own to take, whichever worker runs it.
 WITH t AS (
     SELECT * FROM jsonb_to_recordset(%(items)s::jsonb) AS t(
         ord int, tenant_id text, asset_id text, owner_tag text, execution_id uuid, ttl_s float8)
@@ -18,6 +20,8 @@ WITH t AS (
         owner_tag = EXCLUDED.owner_tag, execution_id = EXCLUDED.execution_id,
         acquired_at = now(), expires_at = EXCLUDED.expires_at, last_heartbeat_at = now()
     WHERE execution_locks.expires_at < now() OR execution_locks.owner_tag = EXCLUDED.owner_tag
+       OR (execution_locks.execution_id IS NULL
+           AND split_part(execution_locks.owner_tag, ':', 1) = EXCLUDED.execution_id::text)
     RETURNING tenant_id, asset_id, owner_tag
 )
 SELECT t.ord, t.asset_id FROM taken JOIN t USING (tenant_id, asset_id, owner_tag)

@@ -2458,16 +2458,18 @@ END $$;
 -- Now each queue row carries the assets its run's first lock takes (first_locks.py) and
 -- their tenant, set at enqueue; NULL (rows queued before, work not covered) filters
 -- nothing. The claim walks the claimable rows in its order (recovered work first, then
--- priority, then age) and passes over new work one of whose first locks is busy: held by
--- a lock whose lease has not run out, wanted first by a run claimed in the last 5 seconds
--- (it may not hold its lock yet; a run claimed earlier holds it or is past it), or by a
--- run taken earlier in the same claim. Interrupted work is taken as before. Each row
--- taken is locked on its own, SKIP LOCKED, so rows passed over are not locked, and a row
--- another claim is taking is passed over with its hosts counted as busy. The walk stops at
--- claim_limit rows or after reading claim_limit * 4 + 32 rows: a busy host's long queue
--- costs each claim at most that (rows further on wait for a later claim). The statement
--- after the walk is 0039's on the rows taken, which it finds by key, answered in claim
--- order; a resumed run's lease clears its first_locks (its first step is behind it).
+-- priority, then age) and passes over new work one of whose first locks is held by a
+-- live lock (its lease not run out) or wanted by a run taken earlier in the same claim.
+-- Interrupted work is taken as before. Each row taken is locked on its own, SKIP LOCKED,
+-- so rows passed over are not locked, and a row another claim is taking is passed over
+-- with its hosts counted as taken. The walk stops at claim_limit rows or after reading
+-- claim_limit * 4 + 32 rows: a busy host's long queue costs each claim at most that (rows
+-- further on wait for a later claim). A run claimed but not yet holding its lock would
+-- leave its host looking free: the claim reserves the new runs' first locks for 5
+-- seconds (owner '<execution id>:<worker>' as the engine's, execution_id NULL), which
+-- their engine takes over (locks.sql); a dead worker's are reaped with its other locks.
+-- The statement after the walk is 0039's on the rows taken, which it finds by key, with
+-- the reservations, answered in claim order; a resumed run's lease clears its first_locks.
 ALTER TABLE execution.execution_queue
     ADD COLUMN first_locks text[],
     ADD COLUMN first_locks_tenant text;
@@ -2490,18 +2492,12 @@ DECLARE
         ORDER BY (q.interrupted_at IS NULL), q.priority, q.available_at;
     c record;
     taken_ids uuid[] := '{}';
-    -- first locks of the rows taken (or being taken by another claim) and of the runs
-    -- claimed in the last 5 seconds (which may not hold their locks yet), as
+    -- first locks of the rows taken (or being taken by another claim), as
     -- length(tenant) || ':' || tenant || asset: no two tenants' assets can meet
-    taken_locks text[];
+    taken_locks text[] := '{}';
     wanted text[];
     budget int := claim_limit * 4 + 32;
 BEGIN
-    taken_locks := ARRAY(
-        SELECT length(q.first_locks_tenant) || ':' || q.first_locks_tenant || a
-        FROM execution.execution_queue q, unnest(q.first_locks) AS a
-        WHERE q.lease_token IS NOT NULL AND q.first_locks IS NOT NULL
-          AND q.leased_at > now() - interval '5 seconds');
     OPEN candidates;
     WHILE cardinality(taken_ids) < claim_limit AND budget > 0 LOOP
         FETCH candidates INTO c;
@@ -2515,7 +2511,9 @@ BEGIN
             CONTINUE WHEN EXISTS (
                 SELECT FROM execution.execution_locks l
                 WHERE l.tenant_id = c.first_locks_tenant AND l.asset_id = ANY(c.first_locks)
-                  AND l.expires_at >= now());
+                  AND l.expires_at >= now()
+                  -- its own reservation, from a claim that did not start it
+                  AND split_part(l.owner_tag, ':', 1) <> c.execution_id::text);
             taken_locks := taken_locks || wanted;
         END IF;
         PERFORM FROM execution.execution_queue q
@@ -2529,9 +2527,32 @@ BEGIN
     CLOSE candidates;
     RETURN QUERY
     WITH picked AS (
-        SELECT execution_id, interrupted_at, action_classes, plan_timeout_s, steps_timeout_s
+        SELECT execution_id, interrupted_at, action_classes, plan_timeout_s, steps_timeout_s,
+               first_locks, first_locks_tenant
         FROM execution.execution_queue
         WHERE execution_id = ANY(taken_ids)
+    ), reserved AS (
+        -- The new runs' first locks, held for them until their engine takes them (a
+        -- reservation of its execution is its to take: locks.sql) or for 5 seconds: until
+        -- then no other claim hands their hosts out. In (tenant, asset) order, as every
+        -- lock is taken; only assets still in the inventory (a missing one fails the run)
+        -- and only where no live lock of another execution is (another claim's, just taken).
+        INSERT INTO execution.execution_locks AS l
+            (tenant_id, asset_id, owner_tag, execution_id, expires_at)
+        SELECT p.first_locks_tenant, x.asset_id, p.execution_id || ':' || claim_worker, NULL,
+               now() + interval '5 seconds'
+        FROM picked p
+        CROSS JOIN LATERAL unnest(p.first_locks) AS w(asset_id)
+        CROSS JOIN LATERAL (
+            SELECT a.asset_id FROM execution.assets a
+            WHERE a.tenant_id = p.first_locks_tenant AND a.asset_id = w.asset_id LIMIT 1) AS x
+        WHERE p.interrupted_at IS NULL
+        ORDER BY 1, 2
+        ON CONFLICT (tenant_id, asset_id) DO UPDATE SET
+            owner_tag = EXCLUDED.owner_tag, execution_id = NULL, acquired_at = now(),
+            expires_at = EXCLUDED.expires_at, last_heartbeat_at = now()
+        WHERE l.expires_at < now()
+           OR split_part(l.owner_tag, ':', 1) = split_part(EXCLUDED.owner_tag, ':', 1)
     ), extended AS (
         UPDATE execution.executions e SET timeout_at = e.timeout_at + (now() - p.interrupted_at)
         FROM picked p
