@@ -17,7 +17,7 @@ workers as ``throughput.py`` runs them, their rounds alternating with ours): the
 CPU per job is the budget a same-run throughput ratio has to meet.
 
     python bench/drain_cost.py [--jobs N] [--processes P] [--rounds R] [--source DIR]
-                               [--systems ours pgqueuer] [--analyze]
+                               [--systems ours pgqueuer] [--analyze] [--assets N]
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ if "--source" in sys.argv[:-1]:
         )
 
 import psycopg
+import throughput
 from throughput import (
     ENQUEUE,
     PENDING,
@@ -152,7 +153,15 @@ def main() -> None:
         "(as a long-lived database does); without it, whether autovacuum got there first "
         "is left to chance",
     )
+    parser.add_argument(
+        "--assets",
+        type=int,
+        default=throughput.ASSETS,
+        help="local assets our plans are spread over, round robin (each run locks its own "
+        "for its step: fewer assets than runs in flight make runs wait for one another)",
+    )
     args = parser.parse_args()
+    throughput.ASSETS = args.assets
     server = server_url()
     templates = {kind: f"dc_tpl_{kind}_{os.getpid()}" for kind in args.systems}
     logs = Path(tempfile.mkdtemp(prefix="opsc-drain-cost-"))
@@ -176,7 +185,8 @@ def main() -> None:
     load = os.getloadavg()
     print(
         f"drain cost, {args.jobs} no-op jobs, {args.processes} worker processes, "
-        f"median of {args.rounds}{f', source {args.source}' if args.source else ''}"
+        f"median of {args.rounds}{f', source {args.source}' if args.source else ''}, "
+        f"{args.assets} assets"
         f"{', analysed' if args.analyze else ''}"
     )
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
