@@ -68,15 +68,17 @@ def test_sigkilled_worker_is_seen_dead_in_seconds_and_its_asset_lock_freed(
     )
     doomed = pool.start("--concurrency", "1")
     wait_until(lambda: len(lines(log)) == 1, "the step to start on the doomed worker")
-    # Queued after: the survivor takes it and waits for node-x, held by the doomed worker.
+    # Queued after: it waits in the queue while node-x is held by the doomed worker (migration
+    # 0042), not in a slot of the survivor.
     waiting = submit_file(
         cli_env,
         tmp_path,
         "waits for node-x",
         [command_step("touch", f"echo done >> {other}", action_class="modify", **on("node-x"))],
     )
-    pool.start("--concurrency", "2")
-    wait_until(lambda: status_of(database_url, waiting)[0] == "running", "the waiter to start")
+    survivor = pool.start("--concurrency", "2")
+    wait_until(lambda: "ready" in pool.log_of(survivor), "the survivor to start")
+    assert status_of(database_url, waiting)[0] == "queued"
 
     crash(doomed)
     killed = time.monotonic()
