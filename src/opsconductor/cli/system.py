@@ -97,12 +97,7 @@ def worker(
 
     async def work(settings: Settings) -> int:
         local.use_pidfd_child_watcher()  # no thread per spawned command (Python 3.11)
-        db = Database(
-            database_url(settings),
-            min_size=1,
-            max_size=min(concurrency, 16) + 4,
-            lanes=("claim",),  # one claim at a time: planned on one connection, not twenty
-        )
+        db = Database(database_url(settings), min_size=1, max_size=min(concurrency, 16) + 4)
         async with db:
             await migrations.migrate(db)
             # Events a worker writes (status changes, reaps) name the worker's OS user.

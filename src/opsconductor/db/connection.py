@@ -18,10 +18,6 @@ from opsconductor.errors import DatabaseError
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
 
-#: Connections of a lane: one serves a single caller (the claim loop); the second lets two
-#: callers of one process (tests, a second loop) still run side by side.
-LANE_SIZE = 2
-
 
 def database_url(settings: Settings) -> str:
     """External server if ``DATABASE_URL`` is set, else the embedded one under ``$OPSC_HOME``."""
@@ -29,37 +25,23 @@ def database_url(settings: Settings) -> str:
 
 
 class Database:
-    """A pool of connections to one database; ``connection()`` lends one out.
+    """A pool of connections to one database; ``connection()`` lends one out."""
 
-    ``lanes``: kinds of statement that get a small pool of their own (``lane(name)``). A
-    server connection plans a large statement, and fills its catalog caches for it, at its
-    first call: the worker's claim sent over the whole pool paid that on every connection
-    of it (about 18 ms of server CPU each), where one connection of its own pays it once.
-    """
-
-    def __init__(
-        self, url: str, *, min_size: int = 1, max_size: int = 10, lanes: tuple[str, ...] = ()
-    ) -> None:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
         self.url = url
-        self.pool: AsyncConnectionPool[Conn] = self._pool(min_size, max_size)
-        self._lanes = {name: self._pool(1, LANE_SIZE) for name in lanes}
-        #: the hot statements of concurrent callers, run as one (see batching.py)
-        self.batch = Batcher(self.connection)
-
-    def _pool(self, min_size: int, max_size: int) -> AsyncConnectionPool[Conn]:
-        return AsyncConnectionPool(
-            self.url,
+        self.pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            url,
             min_size=min_size,
             max_size=max_size,
             kwargs={"row_factory": dict_row, "autocommit": True},
             open=False,
         )
+        #: the hot statements of concurrent callers, run as one (see batching.py)
+        self.batch = Batcher(self.connection)
 
     async def open(self) -> None:
         try:
             await self.pool.open(wait=True, timeout=15)
-            for lane in self._lanes.values():
-                await lane.open(wait=True, timeout=15)
         except psycopg.Error as exc:
             raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
         except Exception as exc:  # PoolTimeout is not a psycopg.Error
@@ -68,8 +50,6 @@ class Database:
     async def close(self) -> None:
         await self.batch.wait_idle()
         await self.pool.close()
-        for lane in self._lanes.values():
-            await lane.close()
 
     async def __aenter__(self) -> Database:
         await self.open()
@@ -82,20 +62,6 @@ class Database:
     async def connection(self) -> AsyncIterator[Conn]:
         try:
             async with self.pool.connection() as conn:
-                yield conn
-        except psycopg.Error as exc:
-            raise DatabaseError(f"database error: {exc}") from exc
-
-    @asynccontextmanager
-    async def lane(self, name: str) -> AsyncIterator[Conn]:
-        """A connection of the lane ``name``, or of the pool if there is no such lane."""
-        lane = self._lanes.get(name)
-        if lane is None:
-            async with self.connection() as conn:
-                yield conn
-            return
-        try:
-            async with lane.connection() as conn:
                 yield conn
         except psycopg.Error as exc:
             raise DatabaseError(f"database error: {exc}") from exc

@@ -115,7 +115,7 @@ async def claim(
     engine would begin at once (queued, approval level 0, budget stored at enqueue); those
     leases carry a ``deadline`` and the engine does not begin them again.
     """
-    async with db.lane("claim") as conn:
+    async with db.connection() as conn:
         sent = time.monotonic()
         cur = await conn.execute(
             Q["claim"],
