@@ -57,6 +57,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/scale.py $(SCALE_ARGS)
 	$(BIN)/python bench/rollup.py
 	$(BIN)/python bench/drain_cost.py
+	$(BIN)/python bench/first_calls.py
 	$(BIN)/python bench/enqueue_cost.py
 	$(BIN)/python bench/recovery.py
 	$(BIN)/python bench/throughput.py $(BENCH_ARGS)

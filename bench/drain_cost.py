@@ -10,14 +10,22 @@ throw-away embedded server); ``--source DIR`` measures another checkout's ``src`
 It also counts the transactions the workers committed in the drained database
 (``pg_stat_database``, less this script's own polls): with autocommit statements, about
 their round trips. Batched statements serve many executions each, so this also moves with
-how full the batches run (a drain's pace), less than CPU time does but not nothing.
+how full the batches run (a drain's pace), less than CPU time does but not nothing. The
+server process of this script's own queue polls is left out of the server's CPU.
+
+``--functions`` also turns ``track_functions`` on in each drained copy (superuser) and prints,
+per job, the self time of the database's functions that took the most (the batch
+statements' functions and the roll-up and notification triggers: where the server's time
+went, by function; wall time, so it moves with the load) and how many server connections
+the workers used (each plans and caches every statement anew).
 
 ``--systems ours pgqueuer`` measures PgQueuer's drain the same way in the same run (its
 workers as ``throughput.py`` runs them, their rounds alternating with ours): the peer's
 CPU per job is the budget a same-run throughput ratio has to meet.
 
     python bench/drain_cost.py [--jobs N] [--processes P] [--rounds R] [--source DIR]
-                               [--systems ours pgqueuer] [--analyze] [--assets N]
+                               [--systems ours pgqueuer] [--analyze] [--functions]
+                               [--assets N]
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -85,8 +94,9 @@ def transactions(server: str, database: str) -> int:
     return int(row[0]) if row else 0
 
 
-def drained(url: str, workers: Workers, timeout_s: float) -> tuple[float, int]:
-    """throughput.wait_drained that also says how many polls (transactions) it made."""
+def drained(url: str, workers: Workers, timeout_s: float) -> tuple[float, int, int]:
+    """throughput.wait_drained that also says how many polls (transactions) it made and
+    the pid of its server process (not the drain's: its CPU is left out)."""
     deadline = time.perf_counter() + timeout_s
     polls = 0
     with psycopg.connect(url, autocommit=True) as conn:
@@ -96,19 +106,41 @@ def drained(url: str, workers: Workers, timeout_s: float) -> tuple[float, int]:
             polls += 1
             row = conn.execute(PENDING[workers.kind]).fetchone()
             if row is not None and row[0] == 0:
-                return time.perf_counter(), polls
+                return time.perf_counter(), polls, conn.info.backend_pid
             time.sleep(0.01)
     raise TimeoutError(f"queue not drained after {timeout_s:.0f} s")
 
 
+@dataclass
+class Drain:
+    rate: float  # jobs/s
+    server_s: float  # CPU of the server processes serving the workers
+    workers_s: float
+    xacts: float  # the workers' transactions, start-up and shutdown included (a few dozen)
+    connections: int  # server processes that served the workers during the drain
+    functions: dict[str, float] = field(default_factory=dict)  # self time s (--functions)
+
+
+def function_times(url: str) -> dict[str, float]:
+    """Self time (s) of each function the drained database tracked, by name."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        rows = conn.execute(
+            "SELECT schemaname || '.' || funcname, sum(self_time) / 1e3"
+            " FROM pg_stat_user_functions GROUP BY 1"
+        ).fetchall()
+    return {name: float(s) for name, s in rows}
+
+
 def one_drain(
-    kind: str, server: str, template: str, n: int, processes: int, logs: Path
-) -> tuple[float, float, float, float]:
-    """(jobs/s, server CPU s, workers' CPU s, transactions) of one drain of a fresh
-    copy; the transactions are from the workers' start to their stop (their start-up and
-    shutdown included, a few dozen)."""
+    kind: str, server: str, template: str, n: int, processes: int, logs: Path, functions: bool
+) -> Drain:
+    """One drain of a fresh copy of ``template``."""
     name = f"dc_{uuid.uuid4().hex[:8]}"
     url = create_db(server, name, template)
+    if functions:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f"ALTER DATABASE \"{name}\" SET track_functions = 'all'")
     workers = Workers(kind, url, processes, CONCURRENCY[kind], logs)
     try:
         xacts_before = transactions(server, name)
@@ -117,9 +149,11 @@ def one_drain(
         workers_before = {p.pid: cpu_ns(p.pid) for p in workers.procs}
         start = time.perf_counter()
         workers.go()
-        ended, polls = drained(url, workers, timeout_s=300)
-        # connections opened during the drain count whole (they started at 0)
-        server_cpu = sum(cpu_ns(pid) - server_before.get(pid, 0) for pid in backends(server, name))
+        ended, polls, poller = drained(url, workers, timeout_s=300)
+        # connections opened during the drain count whole (they started at 0); the poller's
+        # process may still be ending
+        serving = [pid for pid in backends(server, name) if pid != poller]
+        server_cpu = sum(cpu_ns(pid) - server_before.get(pid, 0) for pid in serving)
         workers_cpu = sum(cpu_ns(p.pid) - workers_before[p.pid] for p in workers.procs)
         workers.stop()
         for _ in range(500):  # a session's counts are flushed when it ends
@@ -127,10 +161,13 @@ def one_drain(
                 break
             time.sleep(0.01)
         xacts = transactions(server, name) - xacts_before - polls
+        found = function_times(url) if functions else {}
     finally:
         workers.kill()
         drop_db(server, name)
-    return n / (ended - start), server_cpu / 1e9, workers_cpu / 1e9, xacts
+    return Drain(
+        n / (ended - start), server_cpu / 1e9, workers_cpu / 1e9, xacts, len(serving), found
+    )
 
 
 def main() -> None:
@@ -145,6 +182,12 @@ def main() -> None:
         choices=sorted(CONCURRENCY),
         default=["ours"],
         help="also drain a peer's no-op jobs the same way, rounds alternating",
+    )
+    parser.add_argument(
+        "--functions",
+        action="store_true",
+        help="track_functions in each drained copy: per job, the self time of its "
+        "functions that took the most, and the server connections the workers used",
     )
     parser.add_argument(
         "--analyze",
@@ -165,7 +208,7 @@ def main() -> None:
     server = server_url()
     templates = {kind: f"dc_tpl_{kind}_{os.getpid()}" for kind in args.systems}
     logs = Path(tempfile.mkdtemp(prefix="opsc-drain-cost-"))
-    runs: dict[str, list[tuple[float, float, float, float]]] = {kind: [] for kind in args.systems}
+    runs: dict[str, list[Drain]] = {kind: [] for kind in args.systems}
     try:
         for kind, template in templates.items():
             url = create_db(server, template)
@@ -177,7 +220,9 @@ def main() -> None:
         for _ in range(args.rounds):
             for kind, template in templates.items():
                 runs[kind].append(
-                    one_drain(kind, server, template, args.jobs, args.processes, logs)
+                    one_drain(
+                        kind, server, template, args.jobs, args.processes, logs, args.functions
+                    )
                 )
     finally:
         for template in templates.values():
@@ -191,10 +236,10 @@ def main() -> None:
     )
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
     for kind, results in runs.items():
-        rate = statistics.median(r[0] for r in results)
-        pg = statistics.median(r[1] for r in results) / args.jobs * 1e6
-        py = statistics.median(r[2] for r in results) / args.jobs * 1e6
-        xacts = statistics.median(r[3] for r in results) / args.jobs
+        rate = statistics.median(r.rate for r in results)
+        pg = statistics.median(r.server_s for r in results) / args.jobs * 1e6
+        py = statistics.median(r.workers_s for r in results) / args.jobs * 1e6
+        xacts = statistics.median(r.xacts for r in results) / args.jobs
         print(f"{kind}:")
         print(f"  server CPU   {pg:7.0f} us per job")
         print(f"  workers CPU  {py:7.0f} us per job")
@@ -203,6 +248,21 @@ def main() -> None:
             f"cores (measured here: {rate:,.0f}/s at this load)"
         )
         print(f"  transactions {xacts:7.2f} per job (the workers', in the drained database)")
+        if args.functions:
+            report_functions(results, args.jobs)
+
+
+def report_functions(results: list[Drain], jobs: int) -> None:
+    connections = statistics.median(r.connections for r in results)
+    print(f"  server connections serving the workers: {connections:.0f}")
+    names = {name for r in results for name in r.functions}
+    per_job = {
+        name: statistics.median(r.functions.get(name, 0.0) for r in results) / jobs * 1e6
+        for name in names
+    }
+    print("  functions' self time per job (wall, median; track_functions):")
+    for name, us in sorted(per_job.items(), key=lambda kv: -kv[1])[:8]:
+        print(f"    {us:7.1f} us  {name}")
 
 
 if __name__ == "__main__":

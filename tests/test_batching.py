@@ -4,6 +4,9 @@ statement, each caller gets its own rows, a refused item fails only its caller."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -67,3 +70,37 @@ async def test_on_a_connection_the_statement_runs_for_one_caller(db: Database) -
     async with db.transaction() as conn:
         rows = await batching.run(conn, ECHO, [{"v": 4}, {"v": 50}])
     assert [(row["ord"], row["inverse"]) for row in rows] == [(1, 25), (1, 2)]
+
+
+async def test_a_call_made_as_the_last_flushers_end_is_still_run(db: Database) -> None:
+    """Both flushers of a statement finish in one turn of the loop, and in that same turn,
+    before their tasks' done-callbacks ran, another caller hands in an item (under load a
+    turn handles many sockets: two answers and an SSH target's end). The call must still
+    be run: it waited forever, and its ``opsc run`` with it, when the flushers counted as
+    busy until their done-callbacks took them out."""
+    gate, both_in, at_gate = asyncio.Event(), asyncio.Event(), 0
+
+    @contextlib.asynccontextmanager
+    async def held() -> AsyncIterator[Any]:
+        nonlocal at_gate
+        async with db.connection() as conn:
+            yield conn
+        at_gate += 1
+        if at_gate == 2:
+            both_in.set()
+        await gate.wait()  # the statement ran; its answer waits for the gate
+
+    batcher = batching.Batcher(held)
+    # The same key: two statements, so both flushers are busy at once.
+    first, second = (asyncio.create_task(batcher.run(ECHO, [{"v": v}], key="same")) for v in (1, 2))
+    await asyncio.wait_for(both_in.wait(), 10)
+
+    async def late() -> list[dict[str, object]]:
+        await gate.wait()  # woken after both flushers, in the same turn of the loop
+        return await batcher.run(ECHO, [{"v": 4}])
+
+    third = asyncio.create_task(late())
+    await asyncio.sleep(0)  # it waits at the gate, behind the flushers
+    gate.set()
+    assert [r["inverse"] for r in await asyncio.wait_for(third, 10)] == [25]
+    assert [(await first)[0]["v"], (await second)[0]["v"]] == [1, 2]

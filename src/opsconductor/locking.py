@@ -103,6 +103,8 @@ class LeaseHold:
         self.hand_off = hand_off
         self.held: list[str] = []
         self.waited_s = 0.0
+        #: some asset was held by someone else at the first try (the lease waited for it)
+        self.waited = False
         self._heartbeat: bounded.Deferred | None = None
         #: tells the heartbeat to end even if its cancellation is swallowed (bounded.py)
         self._stopping = asyncio.Event()
@@ -146,6 +148,7 @@ class LeaseHold:
             ):
                 self.held.append(asset_id)
                 return
+            self.waited = True
             if time.monotonic() - started >= self.settings.wait_s:
                 async with self.db.connection() as conn:
                     row = await locks.holder(conn, self.tenant_id, asset_id)

@@ -227,8 +227,12 @@ def step_authorizer(db: Database) -> rbac.StepAuthorizer:
     step's action class on the target's environment."""
 
     async def authorize(check: rbac.StepCheck) -> str | None:
-        roles = await roles_of(db.batch, check.tenant_id, check.actor_id)
-        decision = rbac.decide(roles, "steps", check.action_class, check.environment)
-        return None if decision.allowed else f"actor {check.actor_id!r}: {decision.reason}"
+        return step_refusal(await roles_of(db.batch, check.tenant_id, check.actor_id), check)
 
     return authorize
+
+
+def step_refusal(roles: list[rbac.Role], check: rbac.StepCheck) -> str | None:
+    """Why ``roles`` may not run the step on the target, or None if they may."""
+    decision = rbac.decide(roles, "steps", check.action_class, check.environment)
+    return None if decision.allowed else f"actor {check.actor_id!r}: {decision.reason}"

@@ -81,6 +81,7 @@ class Batcher:
             # Starts on the next turn of the loop, so the callers of this turn join in.
             task = asyncio.create_task(self._flush(query))
             flushers.add(task)
+            # Also here, for a task cancelled before it began (its finally never runs).
             task.add_done_callback(flushers.discard)
         return await call.done
 
@@ -90,8 +91,16 @@ class Batcher:
             await asyncio.gather(*busy, return_exceptions=True)
 
     async def _flush(self, query: str) -> None:
-        while batch := self._take(query):
-            await self._run(query, batch)
+        try:
+            while batch := self._take(query):
+                await self._run(query, batch)
+        finally:
+            # Out of the count in the same step as its last (empty) take, not in a
+            # done-callback a turn later: a call handed in between saw every flusher busy,
+            # started none, and waited forever (a hung ``opsc run``).
+            task = asyncio.current_task()
+            assert task is not None
+            self._flushers[query].discard(task)
 
     def _take(self, query: str) -> list[_Call]:
         waiting = self._waiting[query]

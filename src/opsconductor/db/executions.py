@@ -269,7 +269,7 @@ async def append_events(
                 "tenant_id": execution.tenant_id,
                 "event_type": event_type,
                 "actor_id": actor_id,
-                "payload": Jsonb(payload),
+                "payload": payload,
             }
             for payload in payloads
         ],
@@ -340,7 +340,7 @@ def transition_item(
         "terminal": status_machine.is_terminal(target),
         "reason": reason,
         "actor_id": actor_id,
-        "payload": Jsonb({"reason": reason, **(payload or {})} if reason else payload or {}),
+        "payload": {"reason": reason, **(payload or {})} if reason else payload or {},
         "timeout_at": options.get("timeout_at"),
         "worker_id": options.get("worker_id"),
         "lease_token": options.get("lease_token"),

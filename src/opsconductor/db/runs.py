@@ -6,8 +6,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
 from opsconductor.db import batching, queries
 from opsconductor.db.batching import Executor
 from opsconductor.db.connectors import TenantSettings
@@ -27,7 +25,7 @@ class StartContext:
 
 
 async def start_context(conn: Executor, tenant_id: str, asset_ids: Iterable[str]) -> StartContext:
-    item = {"tenant_id": tenant_id, "asset_ids": Jsonb(sorted(set(asset_ids)))}
+    item = {"tenant_id": tenant_id, "asset_ids": sorted(set(asset_ids))}
     rows = await batching.run(conn, Q["start_context"], [item])
     row = rows[0] if rows else None
     if row is None:

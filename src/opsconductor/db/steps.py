@@ -6,8 +6,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
 from opsconductor import masking
 from opsconductor.db import batching, queries
 from opsconductor.db.batching import Executor
@@ -101,7 +99,7 @@ async def start_attempt_logged(
                 "attempt": attempt,
                 "retry_count": retry_count,
                 "actor_id": actor_id,
-                "payload": Jsonb(masker.mask_data(payload)),
+                "payload": masker.mask_data(payload),
             }
         ],
     )
@@ -139,7 +137,7 @@ def finish_item(
         "execution_id": execution_id,
         "tenant_id": tenant_id,
         "actor_id": actor_id,
-        "payload": Jsonb(masker.mask_data(payload)),
+        "payload": masker.mask_data(payload),
     }
 
 

@@ -9,24 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 import uuid
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opsconductor import bounded, logs, masking, playbook_files, policies, pushed_files, rbac
+from opsconductor import bounded, logs, masking, policies, pushed_files, rbac
 from opsconductor.approvals import gate
 from opsconductor.cancellation import CHECK_INTERVAL_S, CancelWatcher
 from opsconductor.config import Settings, load_settings
-from opsconductor.connectors import tenant_files
 from opsconductor.connectors.access import TenantAccess, local_refusal
 from opsconductor.connectors.session import Connectors
 from opsconductor.connectors.ssh import CredentialResolver
 from opsconductor.db import assets, auth, connectors, executions, queue, runs
 from opsconductor.db.connection import Database
-from opsconductor.engine import dispatch, known_plans, playbooks, resume, rolling, verdict
+from opsconductor.engine import (
+    dispatch,
+    known_plans,
+    playbooks,
+    resume,
+    roles_ahead,
+    rolling,
+    sources,
+    verdict,
+)
 from opsconductor.engine.attempts import Attempts
 from opsconductor.engine.secrets import StepSecrets, step_credentials
 from opsconductor.engine.slots import (
@@ -352,36 +359,6 @@ class Engine:
             return contextlib.nullcontext()  # held already, or touches no asset
         return self._lease(run, [a.asset_id for a in run.step_targets(index)])
 
-    async def _source_changed(self, run: Run, index: int) -> str | None:
-        """Before a push: read every source again; None if each holds the approved bytes,
-        else why not (then nothing is copied: the step fails on every target)."""
-        step = run.plan.steps[index]
-        if not (pushed_files.is_push(step) or isinstance(step, AnsibleStep)):
-            return None
-        to_run = run.unfinished(index)
-        if not to_run:
-            return None
-        approved = run.files.get(index)
-        resolve = tenant_files.resolver(run.tenant_id, self.settings.files_root)
-        if isinstance(step, AnsibleStep):
-            check = functools.partial(playbook_files.verify, step, index, approved, resolve)
-        else:
-            check = functools.partial(
-                pushed_files.verify, step, index, to_run, approved, resolve, dispatch.shown(run)
-            )
-        problem = await asyncio.to_thread(check)
-        if problem is not None:
-            async with self.db.connection() as conn:
-                await executions.append_event(
-                    conn,
-                    run.execution,
-                    "pushed_file_refused",
-                    run.actor_id,
-                    {"step_index": index, "step": step.name, "reason": problem},
-                    masker=run.masker,
-                )
-        return problem
-
     async def _pause(self, run: Run, seconds: float) -> None:
         """Sleep between retries, but not past an abort."""
         await bounded.sleep_unless(run.abort, max(0.0, seconds))
@@ -397,11 +374,16 @@ class Engine:
                 a.asset_id: str(run.point(index, a.asset_id).outcome)
                 for a in run.step_targets(index)
             }
-        changed = await self._source_changed(run, index)
+        changed = await sources.changed(self.db, self.settings.files_root, run, index)
         if changed is not None:
             return await self.attempts.fail_step(run, index, changed)
+        lease = self._step_lease(run, index)
+        if isinstance(lease, LeaseHold):
+            roles_ahead.start(self.db, run, index)
         try:
-            async with self._step_lease(run, index):
+            async with lease:
+                if isinstance(lease, LeaseHold) and lease.waited:
+                    roles_ahead.drop(run)  # read before the wait: read again
                 problem = await self.secrets.resolve(run, index)
                 if problem is not None:
                     return await self.attempts.fail_step(run, index, problem)
@@ -417,6 +399,8 @@ class Engine:
             return await self.attempts.fail_step(run, index, str(exc))
         except LockWaitAborted:
             return {a.asset_id: run.abort_status for a in run.step_targets(index)}
+        finally:
+            roles_ahead.drop(run)
 
     async def _run_targets(self, run: Run, index: int) -> dict[str, str]:
         """All targets of one step, at most the step's ``concurrency`` at once and at most
@@ -485,7 +469,11 @@ class Engine:
             asset_id=asset.asset_id,
             environment=asset.environment,
         )
-        reason = await self.authorize(check)
+        ahead = roles_ahead.take(run, index)
+        if ahead is None:
+            reason = await self.authorize(check)
+        else:  # read with the step's lock, moments ago (engine/roles_ahead.py)
+            reason = auth.step_refusal(await ahead, check)
         if reason is None:
             return False
         await self.attempts.denied(run, index, asset, check, reason)

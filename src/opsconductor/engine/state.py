@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from opsconductor import logs, policies, pushed_files
+from opsconductor import logs, policies, pushed_files, rbac
 from opsconductor.connectors.session import Connectors
 from opsconductor.db import queue
 from opsconductor.engine.ending import Ending
@@ -116,6 +116,9 @@ class Run:
     #: per step, the secret paths its fields reference (engine/known_plans.py; Engine._load
     #: sets it for every run)
     secret_paths: tuple[tuple[str, ...], ...] = ()
+    #: the actor's roles, read while a step's lock was taken, for that step's first RBAC
+    #: check (engine/roles_ahead.py): (step index, the read)
+    roles_ahead: tuple[int, asyncio.Task[list[rbac.Role]]] | None = None
 
     @property
     def id(self) -> uuid.UUID:
