@@ -5,8 +5,11 @@ would fail ``asset_locked``; one claim hands out no two runs with a first host i
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from typing import Any
+
+import psycopg
 
 from opsconductor.db import locks, queue
 from opsconductor.db.connection import Database
@@ -190,3 +193,41 @@ async def test_a_long_queue_for_one_host_waits_its_turn_instead_of_failing(
         await asyncio.wait_for(serving, 60)
     assert [(r["status"], r["status_reason"]) for r in rows] == [("completed", None)] * 5
     assert await _fetch(db, "SELECT * FROM execution.execution_queue") == []
+
+
+async def test_the_walk_asks_for_each_host_by_key_however_many_are_held(
+    db: Database, database_url: str
+) -> None:
+    """Whether a candidate's host is busy is one probe on the locks' key per asset
+    (migration 0043), whatever plan the connection made while few locks existed (the claim
+    keeps one generic plan per connection): 0042's probe, planned on a young table, read
+    every live lock of the tenant for each candidate, so a claim cost more the more hosts
+    were busy (seen on PostgreSQL 15, the external pass; 18's planner chose the key)."""
+    held = 150
+    await _hosts(db, held + 2)
+    first = await _enqueue(db, plan_of(_noop("a", [f"own-{held}"])))
+    plans: list[str] = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ANALYZE execution.execution_locks")  # empty, as on a new install
+        claim = "SELECT (c.e).id FROM execution.claim_batch('w', 5, 60, 'w') c"
+        assert [r[0] for r in conn.execute(claim).fetchall()] == [first]  # planned now
+        for i in range(held):
+            await _lock(db, f"own-{i}")
+        run = await _enqueue(db, plan_of(_noop("a", [f"own-{held + 1}"])))
+        await _enqueue(db, plan_of(_noop("a", ["own-0"])))  # passed over: its host is held
+        conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+        for setting in (
+            "LOAD 'auto_explain'",
+            "SET auto_explain.log_min_duration = 0",
+            "SET auto_explain.log_analyze = on",
+            "SET auto_explain.log_nested_statements = on",
+            "SET auto_explain.log_level = notice",
+            "SET client_min_messages = notice",
+        ):
+            conn.execute(setting)
+        assert [r[0] for r in conn.execute(claim).fetchall()] == [run]
+    probes = [p for p in plans if "execution.execution_locks l" in p and "now()" in p]
+    assert probes, plans
+    for probe in probes:  # no candidate read all the locks to learn about its own hosts
+        removed = [int(n) for n in re.findall(r"Rows Removed by Filter: (\d+)", probe)]
+        assert all(n < held for n in removed), probe
