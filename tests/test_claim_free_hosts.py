@@ -231,3 +231,42 @@ async def test_the_walk_asks_for_each_host_by_key_however_many_are_held(
     for probe in probes:  # no candidate read all the locks to learn about its own hosts
         removed = [int(n) for n in re.findall(r"Rows Removed by Filter: (\d+)", probe)]
         assert all(n < held for n in removed), probe
+
+
+async def test_a_worker_whose_hosts_are_busy_backs_off_and_still_takes_them_when_free(
+    db: Database,
+) -> None:
+    """Work is claimable but its host is held by someone else: the worker looks again
+    after a back-off that doubles (up to a second), not every 10 ms (each look walks the
+    same busy rows), and still takes the work once the host is free."""
+    await _hosts(db, 1)
+    await _lock(db, "own-0")  # held by a run that is none of the queued ones
+    ids = [await _enqueue(db, plan_of(_noop("a", ["own-0"]))) for _ in range(3)]
+    worker = Worker(db, actor_id="w", options=WorkerOptions(concurrency=4))
+    looks = 0
+    claim = worker._claim
+
+    async def counted(free: int) -> list[Any]:
+        nonlocal looks
+        looks += 1
+        return await claim(free)
+
+    worker._claim = counted  # type: ignore[method-assign]
+    serving = asyncio.create_task(worker.serve())
+    try:
+        await asyncio.sleep(2.0)
+        busy_looks = looks
+        await locks.release(db.batch, "default", ["own-0"], owner_tag="other:w9")
+        for _ in range(300):  # a generous bound: the next look is at most a second away
+            rows = await _fetch(
+                db, "SELECT status::text FROM execution.executions WHERE id = ANY(%s)", ids
+            )
+            if all(r["status"] == "completed" for r in rows):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(serving, 60)
+    # 10 ms, 20 ms, ... 1 s: about nine looks in two seconds (claiming every 10 ms: 100+)
+    assert 1 <= busy_looks <= 25
+    assert [r["status"] for r in rows] == ["completed"] * 3

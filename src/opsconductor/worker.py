@@ -45,6 +45,13 @@ GC_YOUNG_THRESHOLD = 7000
 #: After a database error, how often and how many times to retry handing an attempt back.
 RETRY_EVERY_S = 0.5
 RETRIES = 30
+#: After a claim that left claimable work in the queue (its hosts busy: migration 0042), the
+#: next look waits this long, doubling up to the maximum while claims keep coming back short;
+#: a run of this worker ending (its host freed) or new work wakes it at once. (Claiming
+#: again 10 ms later walked the same busy rows over and over: with 10 hosts for 64 slots,
+#: half the drain's server time went to claims.)
+CLAIM_BACKOFF_MIN_S = 0.01
+CLAIM_BACKOFF_MAX_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,7 @@ class Worker:
         #: ends the helper loops even if a cancellation is swallowed (bounded.py)
         self.halt = asyncio.Event()
         self._approvals_swept_at = 0.0
+        self._claim_backoff_s = CLAIM_BACKOFF_MIN_S
 
     def stop(self) -> None:
         """First call: stop claiming and drain. Second call: hand back in-flight work now."""
@@ -214,9 +222,20 @@ class Worker:
                 for lease in leases:
                     self._start(lease)
                 if len(leases) == free:
+                    self._claim_backoff_s = CLAIM_BACKOFF_MIN_S
                     continue  # there may be more: claim again as soon as a slot frees
-                timeout = await self._idle_timeout()
+                timeout = self._backed_off(await self._idle_timeout())
             await bounded.sleep_unless(self.wake, timeout)
+
+    def _backed_off(self, timeout: float) -> float:
+        """``timeout`` after a claim that filled fewer slots than it could: work claimable
+        now was left (busy hosts), so wait the back-off instead, and double it."""
+        if timeout > CLAIM_BACKOFF_MIN_S:  # nothing claimable before then: no back-off
+            self._claim_backoff_s = CLAIM_BACKOFF_MIN_S
+            return timeout
+        wait = min(self._claim_backoff_s, self.options.poll_s)  # never past a poll
+        self._claim_backoff_s = min(2 * wait, CLAIM_BACKOFF_MAX_S)
+        return wait
 
     async def _claim(self, free: int) -> list[Lease]:
         try:
