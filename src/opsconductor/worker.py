@@ -49,7 +49,7 @@ RETRIES = 30
 #: next look waits this long, doubling up to the maximum while claims keep coming back short;
 #: a run of this worker ending (its host freed) or new work wakes it at once. (Claiming
 #: again 10 ms later walked the same busy rows over and over: with 10 hosts for 64 slots,
-#: half the drain's server time went to claims.)
+#: about 40% of the drain's server time went to claims.)
 CLAIM_BACKOFF_MIN_S = 0.01
 CLAIM_BACKOFF_MAX_S = 1.0
 
