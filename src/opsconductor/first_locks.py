@@ -1,12 +1,15 @@
-"""The assets a run's first asset lock takes, worked out at enqueue. Pure.
+"""Which assets a run's locks take: the engine's rule, stated once, and the first lock it
+gives, worked out at enqueue. Pure.
 
-Stored with the queue row (migration 0042): the claim leaves new work whose first hosts
-another run holds in the queue, instead of handing it to a worker slot that would only
-wait for the lock (and fail ``asset_locked`` after ``lock_wait_s``). It must say what
-``engine/core.py`` takes first: with ``lock: execution`` every target of every step but
-the validate steps, at once; else the targets of the first step that touches an asset (a
-validate step touches none), in a rolling update (``serial``) only those of the first
-batch. None: no asset is locked, or not known; the claim then filters nothing.
+The rule (``engine/core.py`` takes its locks by these functions): with ``lock: execution``
+one lock holds every target of every step but the validate steps (which touch no asset)
+for the whole run (``run_assets``); else each step but a validate step holds its own
+current targets while it runs (``step_locks``), in a rolling update (``serial``) those of
+the current batch.
+
+``first_locks`` is stored with the queue row (migration 0042): the claim leaves new work
+whose first hosts another run holds in the queue, instead of handing it to a worker slot
+that would only wait for the lock (and fail ``asset_locked`` after ``lock_wait_s``).
 """
 
 from __future__ import annotations
@@ -20,16 +23,40 @@ if TYPE_CHECKING:  # the queue's enqueue needs no plan model at import
     from opsconductor.plan import Plan
 
 
+def holds_whole_run(plan: Plan) -> bool:
+    """One lock for the whole run (``lock: execution``), taken before the first step."""
+    return plan.lock == "execution"
+
+
+def run_assets(plan: Plan, targets: Sequence[Sequence[str]]) -> list[str]:
+    """What the whole run's lock takes; ``targets``: each step's asset ids, in step order."""
+    return [
+        a for step, t in zip(plan.steps, targets, strict=True) if step.type != "validate" for a in t
+    ]
+
+
+def step_locks(plan: Plan, index: int) -> bool:
+    """Whether step ``index`` takes a lock of its own (its current targets) while it runs."""
+    return not holds_whole_run(plan) and plan.steps[index].type != "validate"
+
+
 def first_locks(plan: Plan, targets: Sequence[Sequence[str]]) -> tuple[str, ...] | None:
-    """The asset ids, sorted, once each; ``targets``: each step's asset ids, in step order
-    (a plan snapshot's ``targets``)."""
-    locking = [t for s, t in zip(plan.steps, targets, strict=True) if s.type != "validate"]
-    if plan.lock == "execution":
-        held = {a for t in locking for a in t}
-    elif plan.serial is not None:
-        hosts = rollout.hosts_of(targets)
-        batch = set(rollout.batches(plan.serial, hosts)[0]) if hosts else set()
-        held = next((got for t in locking if (got := batch.intersection(t))), set())
+    """The asset ids the run's first lock takes, sorted, once each; ``targets``: each step's
+    asset ids, in step order (a plan snapshot's ``targets``). None: no asset is locked."""
+    if holds_whole_run(plan):
+        held = set(run_assets(plan, targets))
     else:
-        held = set(next((t for t in locking if t), ()))
+        # the steps in the order the engine runs them: in a rolling update, the first
+        # batch's hosts first (engine/rolling.py)
+        batch: set[str] | None = None
+        if plan.serial is not None:
+            hosts = rollout.hosts_of(targets)
+            batch = set(rollout.batches(plan.serial, hosts)[0]) if hosts else set()
+        held = set()
+        for index, step_targets in enumerate(targets):
+            if not step_locks(plan, index):
+                continue
+            held = set(step_targets) if batch is None else batch.intersection(step_targets)
+            if held:
+                break
     return tuple(sorted(held)) or None

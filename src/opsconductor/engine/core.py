@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opsconductor import bounded, logs, masking, policies, pushed_files, rbac
+from opsconductor import bounded, first_locks, logs, masking, policies, pushed_files, rbac
 from opsconductor.approvals import gate
 from opsconductor.cancellation import CHECK_INTERVAL_S, CancelWatcher
 from opsconductor.config import Settings, load_settings
@@ -45,7 +45,7 @@ from opsconductor.engine.state import DONE, INTERRUPTED, Observer, Parked, Run
 from opsconductor.errors import BadInput
 from opsconductor.inventory import Asset
 from opsconductor.locking import AssetLocked, LeaseHold, LockSettings, LockWaitAborted, owner_tag
-from opsconductor.plan import AnsibleStep, ValidateStep
+from opsconductor.plan import AnsibleStep
 from opsconductor.records import Execution
 from opsconductor.secret_store import SecretResolver
 from opsconductor.status_machine import Status
@@ -320,14 +320,11 @@ class Engine:
 
     async def _run_locked(self, run: Run) -> tuple[Status, str | None]:
         """``lock: execution`` holds every target of every step for the whole run."""
-        if run.plan.lock != "execution":
+        if not first_locks.holds_whole_run(run.plan):
             return await self._run_steps(run)
-        wanted = [
-            a.asset_id
-            for step, targets in zip(run.plan.steps, run.targets, strict=True)
-            if not isinstance(step, ValidateStep)
-            for a in targets
-        ]
+        wanted = first_locks.run_assets(
+            run.plan, [[a.asset_id for a in targets] for targets in run.targets]
+        )
         try:
             async with self._lease(run, wanted):
                 return await self._run_steps(run)
@@ -354,8 +351,7 @@ class Engine:
         )
 
     def _step_lease(self, run: Run, index: int) -> AbstractAsyncContextManager[Any]:
-        step = run.plan.steps[index]
-        if run.plan.lock == "execution" or isinstance(step, ValidateStep):
+        if not first_locks.step_locks(run.plan, index):
             return contextlib.nullcontext()  # held already, or touches no asset
         return self._lease(run, [a.asset_id for a in run.step_targets(index)])
 
