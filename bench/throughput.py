@@ -739,6 +739,20 @@ def report(
             f"{k} x{p}: " + ", ".join(f"{r:,.0f}" for r in rates)
             for (k, p), rates in sorted(runs.items())
         ),
+    ]
+    if "ours" in args.systems and peers:
+        # PgQueuer's drain has two speeds from round to round (bench/RESULTS.md): the best
+        # round picks its fast one whenever it shows; the medians say how a typical round went
+        lines.append(
+            "Median round against median round: "
+            + "; ".join(
+                f"ours / {peer} x{p}: "
+                f"{statistics.median(runs[('ours', p)]) / statistics.median(runs[(peer, p)]):.2f}"
+                for p in args.processes
+                for peer in peers
+            )
+        )
+    lines += [
         "",
         "Enqueue (not part of the drain figures): "
         + ", ".join(f"{k} {r:,.0f}/s" for k, r in fill_rates.items()),
