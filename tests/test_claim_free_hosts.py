@@ -270,3 +270,23 @@ async def test_a_worker_whose_hosts_are_busy_backs_off_and_still_takes_them_when
     # 10 ms, 20 ms, ... 1 s: about nine looks in two seconds (claiming every 10 ms: 100+)
     assert 1 <= busy_looks <= 25
     assert [r["status"] for r in rows] == ["completed"] * 3
+
+
+async def test_work_behind_a_long_queue_for_a_busy_host_is_claimed(db: Database) -> None:
+    """More runs for a busy host than one claim reads (limit x 4 + 32) stand in front of a
+    run for a free host: the claim that finds nothing in its budget reads further (0044),
+    passing over the busy host's rows, and takes the free host's run. (Before, no other
+    host's work started until the busy host's queue was shorter than the budget.)"""
+    await _hosts(db, 2)
+    await _lock(db, "own-0")
+    actor = await admin(db, "tester")
+    await submit_many(
+        db,
+        [
+            Request(plan_of(_noop("a", ["own-0"])), "default", actor, f"k{i}", enqueue=True)
+            for i in range(300)
+        ],
+    )
+    behind = await _enqueue(db, plan_of(_noop("a", ["own-1"])))
+    assert await _claimed(db, limit=5) == [behind]  # 52 rows of the budget, all own-0's
+    assert await _claimed(db, limit=5) == []  # own-0 is still busy; own-1 is taken now
