@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
+import select
 import shlex
 import signal
 import sys
@@ -84,6 +86,8 @@ class Gate:
     feed: Path | None = None
     _closed: set[int] = field(default_factory=set)
     _feeding: bool = False
+    #: a pidfd of the sandbox's PID 1 (bwrap's ``child-pid``), once reported
+    _init: int | None = None
 
     @classmethod
     def make(cls, feed: Path | None = None) -> Gate:
@@ -115,6 +119,7 @@ class Gate:
             if not chunk:
                 break
             seen += chunk
+        self._watch_init(seen)
         with contextlib.suppress(BrokenPipeError):  # BrokenPipe: the sandbox is gone already
             os.write(self.go_w, b"go\n")  # a pipe takes 3 bytes without blocking
         if self.feed is None:
@@ -122,6 +127,33 @@ class Gate:
             return
         self._feeding = True  # the thread closes go_w: it may still write after a cancel
         await asyncio.to_thread(self._feed_and_close, self.feed)
+
+    def _watch_init(self, info: bytes) -> None:
+        """Hold a pidfd of the sandbox's PID 1 from bwrap's report: the kernel ends every
+        process of the namespace before that one ends (``gone``)."""
+        try:
+            pid = int(json.loads(info)["child-pid"])
+            self._init = os.pidfd_open(pid)
+        except (ValueError, KeyError, TypeError, AttributeError, OSError):
+            return  # no report (bwrap failed) or no pidfds: nothing to wait for
+
+    async def gone(self, within_s: float) -> None:
+        """Once bwrap's own process has ended: end the sandbox's PID 1 if it still runs, and
+        wait (bounded) until it has, and with it every process of the sandbox (the kernel
+        ends them all before a namespace's PID 1). Killed, bwrap ends its PID 1 only through
+        ``--die-with-parent``, a moment later, or under load later still: without this the
+        step could be recorded as stopped while its processes still ran."""
+        if self._init is None:
+            return
+        fd, self._init = self._init, None
+        try:
+            if not select.select([fd], [], [], 0)[0]:  # ended already: the usual case
+                with contextlib.suppress(OSError):  # ProcessLookupError: it just ended
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_readable(fd), within_s)
+        finally:
+            os.close(fd)
 
     def _feed_and_close(self, feed: Path) -> None:
         try:  # BrokenPipe: the step ended (or was stopped) before reading it all
@@ -135,6 +167,9 @@ class Gate:
             self._close(fd)
         if not self._feeding:
             self._close(self.go_w)
+        if self._init is not None:
+            os.close(self._init)
+            self._init = None
 
 
 def _copy_into(src: Path, fd: int) -> None:
@@ -219,6 +254,8 @@ async def run_process(
             opener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await opener
+        if gate is not None:
+            await asyncio.shield(gate.gone(KILL_GRACE_S))
 
 
 async def _supervise(
