@@ -290,3 +290,28 @@ async def test_work_behind_a_long_queue_for_a_busy_host_is_claimed(db: Database)
     behind = await _enqueue(db, plan_of(_noop("a", ["own-1"])))
     assert await _claimed(db, limit=5) == [behind]  # 52 rows of the budget, all own-0's
     assert await _claimed(db, limit=5) == []  # own-0 is still busy; own-1 is taken now
+
+
+async def test_the_deeper_read_happens_at_most_once_a_second_per_connection(
+    db: Database, database_url: str
+) -> None:
+    """Where every host in reach is busy, each empty claim would read 10,000 rows: a
+    connection reads that deep at most once a second (0044)."""
+    await _hosts(db, 3)
+    await _lock(db, "own-0")
+    actor = await admin(db, "tester")
+    await submit_many(
+        db,
+        [
+            Request(plan_of(_noop("a", ["own-0"])), "default", actor, f"k{i}", enqueue=True)
+            for i in range(100)
+        ],
+    )
+    first = await _enqueue(db, plan_of(_noop("a", ["own-1"])))
+    second = await _enqueue(db, plan_of(_noop("a", ["own-2"])))
+    claim = "SELECT (c.e).id FROM execution.claim_batch('w', 1, 60, 'w') c"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert [r[0] for r in conn.execute(claim).fetchall()] == [first]
+        assert conn.execute(claim).fetchall() == []  # read deep a moment ago: not again
+        await asyncio.sleep(1.1)
+        assert [r[0] for r in conn.execute(claim).fetchall()] == [second]

@@ -63,8 +63,9 @@ BEGIN
             EXIT WHEN cardinality(taken_ids) > 0 OR seen < budget
                    OR cardinality(busy_assets) = 0;
             deep_at := current_setting('opsconductor.claim_deep_at', true);
-            EXIT WHEN coalesce(deep_at, '') <> ''
-                  AND deep_at::timestamptz > clock_timestamp() - interval '1 second';
+            EXIT WHEN CASE WHEN coalesce(deep_at, '') = '' THEN false  -- not yet read deep
+                           ELSE deep_at::timestamptz > clock_timestamp() - interval '1 second'
+                      END;
             PERFORM set_config('opsconductor.claim_deep_at', clock_timestamp()::text, false);
             OPEN rows FOR
                 SELECT q.execution_id, q.interrupted_at, q.first_locks, q.first_locks_tenant,
