@@ -6,6 +6,8 @@ import shutil
 import uuid
 from typing import Any
 
+import psycopg
+
 from opsconductor.config import load_settings
 from opsconductor.db import assets, auth, connectors, steps
 from opsconductor.db.connection import Database
@@ -89,3 +91,21 @@ async def run_plan(
     async with db.connection() as conn:
         rows = await steps.list_for(conn, execution_id)
     return status, rows, execution_id
+
+
+def explain_plans(conn: psycopg.Connection[Any], *, analyze: bool = False) -> list[str]:
+    """From now on, the plan of every statement ``conn`` runs, nested ones (inside
+    functions and triggers) included, by auto_explain; the list fills as they run.
+    ``analyze``: with the rows each node read and removed."""
+    plans: list[str] = []
+    conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+    for setting in (
+        "LOAD 'auto_explain'",
+        "SET auto_explain.log_min_duration = 0",
+        f"SET auto_explain.log_analyze = {'on' if analyze else 'off'}",
+        "SET auto_explain.log_nested_statements = on",
+        "SET auto_explain.log_level = notice",
+        "SET client_min_messages = notice",
+    ):
+        conn.execute(setting)
+    return plans

@@ -12,6 +12,7 @@ from opsconductor.db.connection import Database
 from opsconductor.inventory import Asset
 from opsconductor.plan import parse_plan
 from opsconductor.submission import Request, submit
+from tests.helpers import explain_plans
 
 INVENTORY = 300
 
@@ -33,18 +34,9 @@ async def test_the_claim_probes_a_runs_assets_by_key(db: Database, database_url:
         }
     )
     await submit(db, Request(plan, "default", "admin", uuid.uuid4().hex, enqueue=True))
-    plans: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("ANALYZE execution.assets")  # with statistics a scan was the plan
-        conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
-        for setting in (
-            "LOAD 'auto_explain'",
-            "SET auto_explain.log_min_duration = 0",
-            "SET auto_explain.log_nested_statements = on",
-            "SET auto_explain.log_level = notice",
-            "SET client_min_messages = notice",
-        ):
-            conn.execute(setting)
+        plans = explain_plans(conn)
         rows = conn.execute(
             "SELECT (c.e).id, c.start_context FROM execution.claim_batch('w', 5, 60, 'w') c"
         ).fetchall()

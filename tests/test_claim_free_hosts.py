@@ -19,7 +19,7 @@ from opsconductor.locking import LockSettings
 from opsconductor.status_machine import Status
 from opsconductor.submission import Request, submit_many
 from opsconductor.worker import Worker, WorkerOptions
-from tests.helpers import admin
+from tests.helpers import admin, explain_plans
 from tests.plans import command_step, plan_of
 from tests.test_queue import _approve, _enqueue, _fetch, _hosts
 
@@ -206,7 +206,6 @@ async def test_the_walk_asks_for_each_host_by_key_however_many_are_held(
     held = 150
     await _hosts(db, held + 2)
     first = await _enqueue(db, plan_of(_noop("a", [f"own-{held}"])))
-    plans: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("ANALYZE execution.execution_locks")  # empty, as on a new install
         claim = "SELECT (c.e).id FROM execution.claim_batch('w', 5, 60, 'w') c"
@@ -215,16 +214,7 @@ async def test_the_walk_asks_for_each_host_by_key_however_many_are_held(
             await _lock(db, f"own-{i}")
         run = await _enqueue(db, plan_of(_noop("a", [f"own-{held + 1}"])))
         await _enqueue(db, plan_of(_noop("a", ["own-0"])))  # passed over: its host is held
-        conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
-        for setting in (
-            "LOAD 'auto_explain'",
-            "SET auto_explain.log_min_duration = 0",
-            "SET auto_explain.log_analyze = on",
-            "SET auto_explain.log_nested_statements = on",
-            "SET auto_explain.log_level = notice",
-            "SET client_min_messages = notice",
-        ):
-            conn.execute(setting)
+        plans = explain_plans(conn, analyze=True)
         assert [r[0] for r in conn.execute(claim).fetchall()] == [run]
     probes = [p for p in plans if "execution.execution_locks l" in p and "now()" in p]
     assert probes, plans
@@ -272,21 +262,23 @@ async def test_a_worker_whose_hosts_are_busy_backs_off_and_still_takes_them_when
     assert [r["status"] for r in rows] == ["completed"] * 3
 
 
+async def _queue_for_a_busy_host(db: Database, runs: int) -> None:
+    """``runs`` queued runs (one bulk) for own-0, which a run that is none of them holds."""
+    await _lock(db, "own-0")
+    actor = await admin(db, "tester")
+    plan = plan_of(_noop("a", ["own-0"]))
+    await submit_many(
+        db, [Request(plan, "default", actor, f"k{i}", enqueue=True) for i in range(runs)]
+    )
+
+
 async def test_work_behind_a_long_queue_for_a_busy_host_is_claimed(db: Database) -> None:
     """More runs for a busy host than one claim reads (limit x 4 + 32) stand in front of a
     run for a free host: the claim that finds nothing in its budget reads further (0044),
     passing over the busy host's rows, and takes the free host's run. (Before, no other
     host's work started until the busy host's queue was shorter than the budget.)"""
     await _hosts(db, 2)
-    await _lock(db, "own-0")
-    actor = await admin(db, "tester")
-    await submit_many(
-        db,
-        [
-            Request(plan_of(_noop("a", ["own-0"])), "default", actor, f"k{i}", enqueue=True)
-            for i in range(300)
-        ],
-    )
+    await _queue_for_a_busy_host(db, 300)
     behind = await _enqueue(db, plan_of(_noop("a", ["own-1"])))
     assert await _claimed(db, limit=5) == [behind]  # 52 rows of the budget, all own-0's
     assert await _claimed(db, limit=5) == []  # own-0 is still busy; own-1 is taken now
@@ -298,15 +290,7 @@ async def test_the_deeper_read_happens_at_most_once_a_second_per_connection(
     """Where every host in reach is busy, each empty claim would read 10,000 rows: a
     connection reads that deep at most once a second (0044)."""
     await _hosts(db, 3)
-    await _lock(db, "own-0")
-    actor = await admin(db, "tester")
-    await submit_many(
-        db,
-        [
-            Request(plan_of(_noop("a", ["own-0"])), "default", actor, f"k{i}", enqueue=True)
-            for i in range(100)
-        ],
-    )
+    await _queue_for_a_busy_host(db, 100)
     first = await _enqueue(db, plan_of(_noop("a", ["own-1"])))
     second = await _enqueue(db, plan_of(_noop("a", ["own-2"])))
     claim = "SELECT (c.e).id FROM execution.claim_batch('w', 1, 60, 'w') c"
