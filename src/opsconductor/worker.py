@@ -230,7 +230,7 @@ class Worker:
     def _backed_off(self, timeout: float) -> float:
         """``timeout`` after a claim that filled fewer slots than it could: work claimable
         now was left (busy hosts), so wait the back-off instead, and double it."""
-        if timeout > CLAIM_BACKOFF_MIN_S:  # nothing claimable before then: no back-off
+        if timeout > CLAIM_BACKOFF_MIN_S:  # above _idle_timeout's floor: nothing claimable now
             self._claim_backoff_s = CLAIM_BACKOFF_MIN_S
             return timeout
         wait = min(self._claim_backoff_s, self.options.poll_s)  # never past a poll
@@ -260,7 +260,7 @@ class Worker:
             return self.options.poll_s
         if wait is None:
             return self.options.poll_s
-        return min(self.options.poll_s, max(wait, 0.01))
+        return min(self.options.poll_s, max(wait, CLAIM_BACKOFF_MIN_S))
 
     def _start(self, lease: Lease) -> None:
         task = asyncio.create_task(self._execute(lease))

@@ -378,12 +378,12 @@ async def get_events(
     async with hub.subscribe(key) as news:
         while True:
             # Read after subscribing: an event committed in between is not missed. The status
-            # first: a final status commits with the run's last events, so events read after
-            # it hold them. Read the other way round, a run ending between the two reads was
-            # answered "finished, no events", and its last events were never delivered.
+            # before the events (with_events): read the other way round, a run ending between
+            # the two reads was answered "finished, no events", and its last events were never
+            # delivered.
             news.clear()
-            status = (await executions.get(db, who, key)).status
-            rows = await executions.events(db, who, key, after)
+            current, rows = await executions.with_events(db, who, key, after)
+            status = current.status
             remaining = deadline - loop.time()
             if rows or remaining <= 0 or is_terminal(status) or hub.closing:
                 break

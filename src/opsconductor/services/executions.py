@@ -248,10 +248,19 @@ async def follow_state(
 
 
 async def events(db: Database, who: Caller, execution_id: str, after: int = 0) -> list[Event]:
+    return (await with_events(db, who, execution_id, after))[1]
+
+
+async def with_events(
+    db: Database, who: Caller, execution_id: str, after: int = 0
+) -> tuple[Execution, list[Event]]:
+    """The execution, then its events after ``after``, in one connection: read in that
+    order, a final status comes with every event committed with it (a run's last events
+    commit with its final status), so "finished, nothing more" is never answered early."""
     who.require("executions", "view")
     async with db.connection() as conn:
         execution = await executions.get(conn, who.tenant_id, execution_id)
-        return await executions.events(conn, execution.id, after)
+        return execution, await executions.events(conn, execution.id, after)
 
 
 async def page(
